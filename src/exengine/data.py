@@ -1,0 +1,14 @@
+"""The data layer: coordinates, iterators, the data handler and processors (re-exports)."""
+
+from .kernel.data_coords import DataCoordinates, DataCoordinatesIterator
+from .kernel.data_handler import DataHandler, DataHandlerError, DataProcessor
+from .kernel.data_storage_base import DataStorage
+
+__all__ = [
+    "DataCoordinates",
+    "DataCoordinatesIterator",
+    "DataHandler",
+    "DataHandlerError",
+    "DataProcessor",
+    "DataStorage",
+]

@@ -1,0 +1,99 @@
+"""Standard device types: detectors and positioners that the standard events drive."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Optional
+
+import numpy as np
+
+from .kernel.device import Device
+
+__all__ = [
+    "Detector",
+    "Device",
+    "DoubleAxisPositioner",
+    "SingleAxisPositioner",
+    "TriggerableDoubleAxisPositioner",
+    "TriggerableSingleAxisPositioner",
+]
+
+
+class SingleAxisPositioner(Device):
+    """A positioner along one axis, e.g. a focus (z) drive."""
+
+    @abstractmethod
+    def set_position(self, position: float) -> None:
+        """Move to ``position``; returns once there."""
+
+    @abstractmethod
+    def get_position(self) -> float:
+        """The current position."""
+
+
+class TriggerableSingleAxisPositioner(SingleAxisPositioner):
+    """A single-axis positioner that steps through a loaded sequence on external triggers."""
+
+    @abstractmethod
+    def set_position_sequence(self, positions: np.ndarray) -> None:
+        """Load ``positions`` and arm the sequence."""
+
+    @abstractmethod
+    def get_triggerable_position_sequence_max_length(self) -> int:
+        """The longest sequence the hardware accepts."""
+
+    @abstractmethod
+    def stop_position_sequence(self) -> None:
+        """Stop the running sequence."""
+
+
+class DoubleAxisPositioner(Device):
+    """A two-axis positioner, e.g. an XY stage."""
+
+    @abstractmethod
+    def set_position(self, x: float, y: float) -> None:
+        """Move to ``(x, y)``; returns once there."""
+
+    @abstractmethod
+    def get_position(self) -> tuple[float, float]:
+        """The current ``(x, y)``."""
+
+
+class TriggerableDoubleAxisPositioner(DoubleAxisPositioner):
+    """A two-axis positioner that steps through a loaded sequence on external triggers."""
+
+    @abstractmethod
+    def set_position_sequence(self, positions: np.ndarray) -> None:
+        """Load an ``(N, 2)`` array of positions and arm the sequence."""
+
+    @abstractmethod
+    def get_triggerable_position_sequence_max_length(self) -> int:
+        """The longest sequence the hardware accepts."""
+
+    @abstractmethod
+    def stop_position_sequence(self) -> None:
+        """Stop the running sequence."""
+
+
+class Detector(Device):
+    """A camera or other detector together with the buffer it stores data in."""
+
+    @abstractmethod
+    def arm(self, frame_count: Optional[int] = None) -> None:
+        """Prepare to capture ``frame_count`` frames (``None``: until stopped)."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start capturing (after ``arm``)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop capturing."""
+
+    @abstractmethod
+    def is_stopped(self) -> bool:
+        """True when not capturing."""
+
+    @abstractmethod
+    def pop_data(self, timeout: Optional[float] = None) -> tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
+        """The next ``(frame, metadata)``; waits up to ``timeout`` s (None: forever), then ``(None, None)``."""

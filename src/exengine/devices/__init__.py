@@ -1,0 +1,1 @@
+"""Device implementations that ship with the engine."""

@@ -1,0 +1,43 @@
+"""Standard events (re-exports of the common ones)."""
+
+from .detector_events import (
+    DataAcquiredNotification,
+    ReadoutData,
+    StartCapture,
+    StartContinuousCapture,
+    StopCapture,
+)
+from .misc_events import AcquisitionClock, SetTimeEvent, Sleep
+from .multi_d_events import multi_d_acquisition_events
+from .positioner_events import (
+    SetPosition1DEvent,
+    SetPosition2DEvent,
+    SetTriggerable1DPositionsEvent,
+    SetTriggerable2DPositionsEvent,
+    StopTriggerablePositionSequenceEvent,
+)
+from .property_events import (
+    SetPropertiesEvent,
+    SetTriggerablePropertySequencesEvent,
+    StopTriggerablePropertySequencesEvent,
+)
+
+__all__ = [
+    "AcquisitionClock",
+    "DataAcquiredNotification",
+    "ReadoutData",
+    "SetPosition1DEvent",
+    "SetPosition2DEvent",
+    "SetPropertiesEvent",
+    "SetTimeEvent",
+    "SetTriggerable1DPositionsEvent",
+    "SetTriggerable2DPositionsEvent",
+    "SetTriggerablePropertySequencesEvent",
+    "Sleep",
+    "StartCapture",
+    "StartContinuousCapture",
+    "StopCapture",
+    "StopTriggerablePositionSequenceEvent",
+    "StopTriggerablePropertySequencesEvent",
+    "multi_d_acquisition_events",
+]

@@ -1,0 +1,137 @@
+"""Events that drive detectors: capture and read out data."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+from ..device_types import Detector
+from ..kernel.data_coords import DataCoordinates
+from ..kernel.data_handler import DataHandler
+from ..kernel.ex_event_base import ExecutorEvent
+from ..kernel.ex_event_capabilities import Abortable, DataProducing, Stoppable
+from ..kernel.notification_base import Notification, NotificationCategory
+from ._devices import resolve_device
+
+DetectorLike = Union[Detector, str, None]
+
+
+@dataclass(eq=False)
+class DataAcquiredNotification(Notification[DataCoordinates]):
+    """Published when a detector frame has been read out; the payload is its coordinates."""
+
+    category = NotificationCategory.Data
+    description = "Data has been acquired by a detector and handed to the data handler"
+
+
+def _count(num_blocks: Optional[int], num_images: Optional[int]) -> Optional[int]:
+    if num_blocks is not None and num_images is not None and num_blocks != num_images:
+        raise ValueError(f"num_blocks={num_blocks} and num_images={num_images} disagree; pass one of them")
+    count = num_blocks if num_blocks is not None else num_images
+    if count is not None and (not isinstance(count, int) or count < 0):
+        raise ValueError(f"The number of images must be a non-negative int or None, got {count!r}")
+    return count
+
+
+class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
+    """Read frames from a detector and hand them, with their coordinates, to a data handler.
+
+    Reads ``num_images`` (alias ``num_blocks``) frames, or until the coordinate iterator ends, or
+    until stopped. ``detector`` is a ``Detector``, its registered name, or ``None`` for the only one.
+    ``stop_on_empty`` ends the readout when the detector has stopped and its buffer is empty.
+    """
+
+    notification_types = [DataAcquiredNotification]
+
+    def __init__(
+        self,
+        data_coordinates_iterator: Any = None,
+        detector: DetectorLike = None,
+        data_handler: Optional[DataHandler] = None,
+        num_blocks: Optional[int] = None,
+        stop_on_empty: bool = False,
+        num_images: Optional[int] = None,
+        data_coordinate_iterator: Any = None,
+    ) -> None:
+        super().__init__(
+            data_coordinates_iterator=data_coordinates_iterator,
+            data_coordinate_iterator=data_coordinate_iterator,
+            data_handler=data_handler,
+        )
+        self.detector = detector
+        self.num_blocks = _count(num_blocks, num_images)
+        self.stop_on_empty = stop_on_empty
+
+    @property
+    def num_images(self) -> Optional[int]:
+        """Alias of ``num_blocks``."""
+        return self.num_blocks
+
+    def execute(self) -> int:
+        """Read the frames; returns how many were read."""
+        detector = resolve_device(self.detector, Detector, "detector")
+        counter = itertools.count() if self.num_blocks is None else range(self.num_blocks)
+        read = 0
+        for _, coords in zip(counter, self.data_coordinate_iterator, strict=False):
+            while True:
+                if self.is_abort_requested() or self.is_stop_requested():
+                    return read
+                image, metadata = detector.pop_data(timeout=0.01)
+                if image is not None:
+                    break
+                if self.stop_on_empty and detector.is_stopped():
+                    return read
+            self.put_data(coords, image, metadata)
+            read += 1
+            self.publish_notification(DataAcquiredNotification(coords))
+        return read
+
+
+class StartCapture(ExecutorEvent):
+    """Arm a detector for ``num_images`` (alias ``num_blocks``) frames and start it."""
+
+    def __init__(self, num_blocks: Optional[int] = None, detector: DetectorLike = None,
+                 num_images: Optional[int] = None) -> None:
+        super().__init__()
+        self.num_blocks = _count(num_blocks, num_images)
+        if self.num_blocks is None:
+            raise ValueError("StartCapture needs num_images; use StartContinuousCapture to capture until stopped")
+        self.detector = detector
+
+    def execute(self) -> None:
+        detector = resolve_device(self.detector, Detector, "detector")
+        try:
+            detector.arm(self.num_blocks)
+            detector.start()
+        except BaseException:
+            detector.stop()
+            raise
+
+
+class StartContinuousCapture(ExecutorEvent):
+    """Start a detector capturing until a ``StopCapture``."""
+
+    def __init__(self, detector: DetectorLike = None) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def execute(self) -> None:
+        detector = resolve_device(self.detector, Detector, "detector")
+        try:
+            detector.arm()
+            detector.start()
+        except BaseException:
+            detector.stop()
+            raise
+
+
+class StopCapture(ExecutorEvent):
+    """Stop a detector."""
+
+    def __init__(self, detector: DetectorLike = None) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def execute(self) -> None:
+        resolve_device(self.detector, Detector, "detector").stop()

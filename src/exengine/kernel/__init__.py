@@ -1,0 +1,1 @@
+"""The engine's kernel: executor, futures, events, notifications, devices and the data pipeline core."""

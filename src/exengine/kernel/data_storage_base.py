@@ -1,0 +1,66 @@
+"""``DataStorage``: the interface every storage backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Optional
+
+import numpy as np
+
+from .data_coords import CoordinatesLike, DataCoordinates
+
+
+class DataStorage(ABC):
+    """Where frames end up: on disk, in memory or elsewhere.
+
+    Data is readable (``get_data``/``get_metadata``/``in``) as soon as ``put`` returns. ``finish``
+    marks the dataset complete; ``close`` releases resources. Storages are context managers that
+    finish and close on exit.
+    """
+
+    @abstractmethod
+    def __contains__(self, data_coordinates: CoordinatesLike) -> bool:
+        """True when data is stored at ``data_coordinates``."""
+
+    def __getitem__(self, data_coordinates: CoordinatesLike) -> np.ndarray:
+        """The data stored at ``data_coordinates`` (same as :meth:`get_data`)."""
+        return self.get_data(data_coordinates)
+
+    @abstractmethod
+    def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
+        """The data stored at ``data_coordinates``; ``KeyError`` when there is none."""
+
+    @abstractmethod
+    def get_metadata(self, data_coordinates: CoordinatesLike) -> Any:
+        """The metadata stored with ``data_coordinates``; ``KeyError`` when there is none."""
+
+    @abstractmethod
+    def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
+        """Store ``data`` and ``metadata`` at ``data_coordinates``; readable once this returns."""
+
+    @abstractmethod
+    def get_coordinates_list(self) -> list[DataCoordinates]:
+        """The coordinates of every stored frame, in the order they were stored."""
+
+    @property
+    def summary_metadata(self) -> Optional[dict[str, Any]]:
+        """Metadata describing the whole dataset, if any."""
+        return None
+
+    def finish(self) -> None:
+        """No more data will be added."""
+
+    def close(self) -> None:
+        """Release the resources the storage holds."""
+
+    def __len__(self) -> int:
+        return len(self.get_coordinates_list())
+
+    def __enter__(self) -> DataStorage:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self.finish()
+        finally:
+            self.close()

@@ -1,0 +1,72 @@
+"""``ExecutorEvent``: the unit of work submitted to the ``ExecutionEngine``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .notification_base import EventExecutedNotification, Notification
+
+if TYPE_CHECKING:
+    from .ex_future import ExecutionFuture
+
+
+class ExecutorEvent(ABC):
+    """Base class of events. Subclasses implement :meth:`execute` and may list ``notification_types``.
+
+    Subclasses may be ``@dataclass`` classes and may mix in the capabilities ``DataProducing``,
+    ``Stoppable`` and ``Abortable`` before or after ``ExecutorEvent`` in their bases. The event's
+    bookkeeping is set up when it is submitted, so a subclass need not call ``super().__init__``.
+    """
+
+    notification_types: ClassVar[list[type[Notification]]] = [EventExecutedNotification]
+    _future: ExecutionFuture | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        merged: list[type[Notification]] = []
+        for klass in reversed(cls.__mro__):
+            for kind in vars(klass).get("notification_types", ()):
+                if kind not in merged:
+                    merged.append(kind)
+        if EventExecutedNotification not in merged:
+            merged.insert(0, EventExecutedNotification)
+        cls.notification_types = merged
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+
+    @abstractmethod
+    def execute(self) -> Any:
+        """Do the event's work; the return value becomes the future's result."""
+
+    def publish_notification(self, notification: Notification) -> None:
+        """Publish ``notification`` to the engine's subscribers and record it on this event's future."""
+        future = self._future
+        if future is not None:
+            future._notify_of_event_notification(notification)
+            future._engine.publish_notification(notification)
+        else:
+            from .executor import ExecutionEngine
+
+            engine = ExecutionEngine._instance
+            if engine is not None:
+                engine.publish_notification(notification)
+
+
+class AnonymousCallableEvent(ExecutorEvent):
+    """Wraps a zero-argument callable so it can be submitted like an event."""
+
+    def __init__(self, callable_obj: Callable[[], Any]) -> None:
+        super().__init__()
+        self.callable_obj = callable_obj
+        thread_name = getattr(callable_obj, "_thread_name", None)
+        if thread_name is not None:
+            self._thread_name = thread_name
+
+    def execute(self) -> Any:
+        return self.callable_obj()
+
+    def __repr__(self) -> str:
+        return f"AnonymousCallableEvent({self.callable_obj!r})"

@@ -1,0 +1,219 @@
+"""NDTiff (on disk) and NDRAM (in memory) storage on the ``ndstorage`` package (extra ``ndstorage``).
+
+Guards the adapter adds around ``ndstorage`` 0.1.18:
+
+- NDTiff frames must be 2-D uint8 or uint16, all of one shape; anything else is refused with a clear
+  error before anything is written. Non-contiguous arrays are copied to C order (lossless).
+- Metadata may hold numpy scalars and arrays; they are converted to JSON numbers and lists.
+- A failed write leaves no phantom frame behind; writing the same coordinates twice is an error
+  that keeps the first frame.
+- A dataset is never overwritten: each one gets a new numbered folder ``<name>_<n>``.
+- Reads right after writes see the new bytes (ndstorage's buffered readers are refreshed).
+- The index is flushed after every frame, so every frame reported stored survives a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import numpy as np
+
+from ..kernel.data_coords import CoordinatesLike, DataCoordinates, as_coordinates
+from ..kernel.data_storage_base import DataStorage
+
+try:
+    import ndstorage
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "NDTiff/NDRAM storage needs the 'ndstorage' package: pip install 'napari-exengine[ndstorage]'"
+    ) from error
+
+__all__ = ["NDRAMStorage", "NDTiffStorage", "json_safe"]
+
+NDTIFF_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+def json_safe(value: Any, where: str = "metadata") -> Any:
+    """Return ``value`` with numpy scalars/arrays (and tuples) turned into JSON-native types."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{where} holds {type(value).__name__} {value!r}, which cannot be saved as JSON")
+
+
+class _NDStorage(DataStorage):
+    """What NDTiff and NDRAM storage share: coordinate bookkeeping and validation."""
+
+    def __init__(self, dataset: Any, summary_metadata: Optional[Mapping[str, Any]]) -> None:
+        self._dataset = dataset
+        self._summary = json_safe(dict(summary_metadata or {}), "summary_metadata")
+        dataset.initialize(self._summary)
+        self._coordinates: list[DataCoordinates] = []
+        self._index: set[DataCoordinates] = set()
+        self._finished = False
+
+    @property
+    def dataset(self) -> Any:
+        """The underlying ``ndstorage`` dataset."""
+        return self._dataset
+
+    @property
+    def summary_metadata(self) -> dict[str, Any]:
+        return self._summary
+
+    def __contains__(self, data_coordinates: CoordinatesLike) -> bool:
+        return as_coordinates(data_coordinates) in self._index
+
+    def get_coordinates_list(self) -> list[DataCoordinates]:
+        return list(self._coordinates)
+
+    def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
+        coords = self._known(data_coordinates)
+        return self._dataset.read_image(**coords)
+
+    def get_metadata(self, data_coordinates: CoordinatesLike) -> Any:
+        coords = self._known(data_coordinates)
+        return self._dataset.read_metadata(**coords)
+
+    def _known(self, data_coordinates: CoordinatesLike) -> DataCoordinates:
+        coords = as_coordinates(data_coordinates)
+        if coords not in self._index:
+            raise KeyError(f"No data at {dict(coords)} in {self!r}")
+        return coords
+
+    def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
+        coords = as_coordinates(data_coordinates)
+        if self._finished:
+            raise RuntimeError(f"{self!r} is finished; no more data can be added")
+        if coords in self._index:
+            raise ValueError(f"Data at {dict(coords)} is already stored; the first frame is kept")
+        data = self._check_frame(coords, data)
+        metadata = json_safe(metadata if metadata is not None else {}, f"metadata at {dict(coords)}")
+        if not isinstance(metadata, dict):
+            raise TypeError(f"metadata at {dict(coords)} must be a dict, got {type(metadata).__name__}")
+        self._write(coords, data, metadata)
+        self._index.add(coords)
+        self._coordinates.append(coords)
+
+    def _check_frame(self, coords: DataCoordinates, data: Any) -> np.ndarray:
+        if not isinstance(data, np.ndarray):
+            raise TypeError(f"Data at {dict(coords)} must be a numpy array, got {type(data).__name__}")
+        return data
+
+    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
+        self._dataset.put_image(dict(coords), data, metadata)
+
+    def finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._dataset.finish()
+
+
+class NDTiffStorage(_NDStorage):
+    """Frames saved as an NDTiff dataset in a new folder ``<directory>/<name>_<n>``.
+
+    ``name`` defaults to ``"exengine"``. Frames must be 2-D uint8 or uint16. The folder is in
+    :attr:`path`.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], name: Optional[str] = None,
+                 summary_metadata: Optional[Mapping[str, Any]] = None) -> None:
+        directory = os.fspath(directory)
+        name = "exengine" if name is None else name
+        if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
+            raise ValueError(f"name must be a plain folder name, got {name!r}")
+        _check_writable(directory)
+        dataset = ndstorage.NDTiffDataset(directory, name=name, writable=True)
+        super().__init__(dataset, summary_metadata)
+        self._frame_kind: Optional[tuple[tuple[int, ...], np.dtype]] = None
+        self._stale_readers = False
+        self.path = os.path.normpath(dataset.path)
+
+    def _check_frame(self, coords: DataCoordinates, data: Any) -> np.ndarray:
+        data = super()._check_frame(coords, data)
+        if data.dtype not in NDTIFF_DTYPES:
+            raise TypeError(
+                f"NDTiff stores uint8 or uint16 frames; data at {dict(coords)} is {data.dtype}. "
+                f"Convert it first (e.g. data.astype(np.uint16)) or use NDRAMStorage"
+            )
+        if data.ndim != 2:
+            raise ValueError(f"NDTiff stores 2-D frames; data at {dict(coords)} has shape {data.shape}")
+        if self._frame_kind is None:
+            self._frame_kind = (data.shape, data.dtype)
+        elif (data.shape, data.dtype) != self._frame_kind:
+            shape, dtype = self._frame_kind
+            raise ValueError(
+                f"All frames of an NDTiff dataset share one shape and dtype ({shape}, {dtype}); "
+                f"data at {dict(coords)} is {data.shape}, {data.dtype}"
+            )
+        return np.ascontiguousarray(data)
+
+    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
+        key = frozenset(coords.items())
+        try:
+            super()._write(coords, data, metadata)
+        except BaseException:
+            self._dataset._write_pending_images.pop(key, None)
+            raise
+        self._dataset._index_file.flush()
+        self._stale_readers = True
+
+    def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
+        self._refresh_readers()
+        return super().get_data(data_coordinates)
+
+    def get_metadata(self, data_coordinates: CoordinatesLike) -> Any:
+        self._refresh_readers()
+        return super().get_metadata(data_coordinates)
+
+    def _refresh_readers(self) -> None:
+        # ndstorage reads through buffered files; a buffer filled before later writes would return stale bytes.
+        if self._stale_readers:
+            self._stale_readers = False
+            for reader in self._dataset._readers_by_filename.values():
+                reader.file.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        self.finish()
+        self._dataset.close()
+
+    def __repr__(self) -> str:
+        return f"NDTiffStorage({self.path!r})"
+
+
+class NDRAMStorage(_NDStorage):
+    """Frames kept in memory (any numeric dtype), readable at once; nothing is written to disk."""
+
+    def __init__(self, summary_metadata: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__(ndstorage.NDRAMDataset(), summary_metadata)
+
+    def _check_frame(self, coords: DataCoordinates, data: Any) -> np.ndarray:
+        data = super()._check_frame(coords, data)
+        if data.dtype.kind not in "uifb":
+            raise TypeError(f"NDRAM stores numeric frames; data at {dict(coords)} is {data.dtype}")
+        return data
+
+    def close(self) -> None:
+        self.finish()
+
+    def __repr__(self) -> str:
+        return f"NDRAMStorage({len(self._coordinates)} frames)"
+
+
+def _check_writable(directory: str) -> None:
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise PermissionError(f"Cannot write datasets to {directory!r}: {error.strerror or error}") from error

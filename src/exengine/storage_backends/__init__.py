@@ -1,0 +1,1 @@
+"""Storage backends under ExEngine's historical import path."""

@@ -1,0 +1,29 @@
+"""The ``napari-exengine`` command: napari with simulated devices and both panels docked."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Optional
+
+
+def open_viewer(show: bool = True) -> Any:
+    """Open a napari viewer with the devices and acquisition panels docked; returns the viewer."""
+    import napari
+
+    from .widgets import AcquisitionPanel, DevicesPanel, ensure_devices
+
+    ensure_devices()
+    viewer = napari.Viewer(title="napari-exengine", show=show)
+    viewer.window.add_dock_widget(DevicesPanel(viewer), name="Devices", area="right")
+    viewer.window.add_dock_widget(AcquisitionPanel(viewer), name="Acquisition", area="right")
+    return viewer
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point of the ``napari-exengine`` console script."""
+    parser = argparse.ArgumentParser(prog="napari-exengine", description=__doc__)
+    parser.parse_args(argv)
+    import napari
+
+    open_viewer()
+    napari.run()

@@ -1,0 +1,265 @@
+"""``LayerSink``: shows frames of a ``DataHandler`` in napari layers whose sliders are the coordinate axes.
+
+The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI thread
+turns them into layer updates at most ~30 times a second. Layers read frames lazily through
+``DataHandler.get`` (memory while in flight, else storage), so layer memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import numpy as np
+from qtpy.QtCore import QTimer
+
+from exengine.data import DataCoordinates, DataHandler
+
+REFRESH_INTERVAL_MS = 33
+_AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
+_COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "gray")
+
+
+def sort_axes(axes: list[str]) -> list[str]:
+    """Order axes for display: position/row/column, time, custom axes (in arrival order), z."""
+    return sorted(axes, key=lambda a: (_AXIS_PRIORITY.get(a, 50), axes.index(a)))
+
+
+class _AxisIndex:
+    """Maps each axis value (int or str) to a slider index, growing as values arrive."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self._index: dict[Any, int] = {}
+
+    def add(self, value: Any) -> int:
+        index = self._index.get(value)
+        if index is None:
+            if isinstance(value, int) and value >= 0 and all(isinstance(v, int) for v in self.values):
+                index = value
+                while len(self.values) <= index:
+                    self.values.append(len(self.values))
+            else:
+                index = len(self.values)
+                self.values.append(value)
+            self._index[value] = index
+        return index
+
+    def value_at(self, index: int) -> Any:
+        return self.values[index]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class LazyFrames:
+    """An array-like (axes..., y, x) whose frames are read through a ``DataHandler`` on demand."""
+
+    def __init__(self, handler: DataHandler, axes: list[str], indices: dict[str, _AxisIndex],
+                 fixed: dict[str, Any], frame_shape: tuple[int, ...], dtype: np.dtype,
+                 present: set[tuple[int, ...]]) -> None:
+        self._handler = handler
+        self.axes = axes
+        self._indices = indices
+        self._fixed = fixed
+        self._frame_shape = frame_shape
+        self.dtype = dtype
+        self._present = present
+        self.shape = tuple(max(len(indices[a]), 1) for a in axes) + frame_shape
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[tuple(slice(None) for _ in self.shape)], dtype=dtype)
+
+    def frame(self, position: tuple[int, ...]) -> np.ndarray:
+        """The frame at slider ``position`` (zeros where none was acquired)."""
+        if position not in self._present:
+            return np.zeros(self._frame_shape, self.dtype)
+        coords = DataCoordinates(self._fixed)
+        for axis, index in zip(self.axes, position, strict=False):
+            coords[axis] = self._indices[axis].value_at(index)
+        try:
+            return np.asarray(self._handler.get(coords, return_data=True, return_metadata=False))
+        except KeyError:
+            return np.zeros(self._frame_shape, self.dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        lead, rest = key[: len(self.axes)], key[len(self.axes):]
+        ranges = [range(self.shape[i])[k] if isinstance(k, slice) else [int(k) % self.shape[i]]
+                  for i, k in enumerate(lead)]
+        frames = [self.frame(tuple(p))[rest] for p in _product(ranges)]
+        if not frames:
+            return np.zeros((0,), self.dtype)
+        out_shape = [len(r) for k, r in zip(lead, ranges, strict=False) if isinstance(k, slice)]
+        stacked = np.stack(frames) if len(frames) > 1 else frames[0][None]
+        return stacked.reshape(out_shape + list(stacked.shape[1:]))
+
+
+def _product(ranges: list[Any]) -> Iterator[tuple[int, ...]]:
+    if not ranges:
+        yield ()
+        return
+    for head in ranges[0]:
+        for tail in _product(ranges[1:]):
+            yield (head, *tail)
+
+
+class LayerSink:
+    """Feeds frames of ``data_handler`` into layers of ``viewer``.
+
+    One layer per channel (``split_channels=True``) named ``<name> <channel>``, or one layer with a
+    channel axis. Other axes become labelled sliders that grow as new indices arrive; sliders follow
+    the newest frame unless the user moves them. ``scale`` maps axis names (and ``y``/``x``) to
+    physical step sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when present.
+    Create it on the GUI thread.
+    """
+
+    def __init__(self, viewer: Any, data_handler: DataHandler, name: str = "Acquisition",
+                 split_channels: bool = True, scale: Optional[dict[str, float]] = None,
+                 stage: str = "stored") -> None:
+        self.viewer = viewer
+        self.handler = data_handler
+        self.name = name
+        self.split_channels = split_channels
+        self._scale = dict(scale or {})
+        self._stage = stage
+        self._pending: list[DataCoordinates] = []
+        self._pending_lock = threading.Lock()
+        self._layers: dict[Any, Any] = {}
+        self._state: dict[Any, dict[str, Any]] = {}
+        self._last_step: Optional[tuple[int, ...]] = None
+        self.frames_shown = 0
+        self.refreshes = 0
+        self._timer = QTimer()
+        self._timer.setInterval(REFRESH_INTERVAL_MS)
+        self._timer.timeout.connect(self.refresh)
+        self._timer.start()
+        data_handler.add_listener(self._on_frame)
+
+    @property
+    def layers(self) -> dict[Any, Any]:
+        """Layers by channel name (``None`` for data without a channel, or when not split)."""
+        return dict(self._layers)
+
+    def _on_frame(self, stage: str, coords: Optional[DataCoordinates]) -> None:
+        if stage == self._stage and coords is not None:
+            with self._pending_lock:
+                self._pending.append(coords)
+
+    def close(self) -> None:
+        """Stop following the handler (layers stay)."""
+        self.handler.remove_listener(self._on_frame)
+        self.refresh()
+        self._timer.stop()
+
+    def refresh(self) -> None:
+        """Apply the frames that arrived since the last refresh (GUI thread)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        self.refreshes += 1
+        touched: dict[Any, tuple[int, ...]] = {}
+        for coords in pending:
+            key = coords.get("channel") if self.split_channels else None
+            state = self._state.get(key)
+            if state is None:
+                state = self._new_state(key, coords)
+            axes = state["axes"]
+            for axis in coords:
+                if axis not in axes and axis not in state["fixed"]:
+                    axes.append(axis)
+                    state["indices"][axis] = _AxisIndex()
+                    state["axes"] = sort_axes(axes)
+                    axes = state["axes"]
+            position = tuple(state["indices"][a].add(coords[a]) if a in coords else 0 for a in axes)
+            state["present"].add(position)
+            touched[key] = position
+        for key, position in touched.items():
+            self._update_layer(key, position)
+        self.frames_shown += len(pending)
+
+    def _new_state(self, key: Any, coords: DataCoordinates) -> dict[str, Any]:
+        data, metadata = self.handler.get(coords)
+        fixed = {"channel": key} if self.split_channels and key is not None else {}
+        axes = sort_axes([a for a in coords if a not in fixed])
+        state = {
+            "axes": axes, "fixed": fixed, "indices": {a: _AxisIndex() for a in axes},
+            "present": set(), "frame_shape": data.shape, "dtype": data.dtype,
+            "contrast": _contrast_limits(data), "pixel": _pixel_size(metadata),
+        }
+        self._state[key] = state
+        return state
+
+    def _update_layer(self, key: Any, newest: tuple[int, ...]) -> None:
+        state = self._state[key]
+        frames = LazyFrames(self.handler, list(state["axes"]), state["indices"], state["fixed"],
+                            state["frame_shape"], state["dtype"], state["present"])
+        labels = [*frames.axes, "y", "x"]
+        scale = [self._scale.get(a, 1.0) for a in frames.axes] + [
+            self._scale.get("y", state["pixel"]), self._scale.get("x", state["pixel"])]
+        layer = self._layers.get(key)
+        metadata = {"axis_values": {a: list(state["indices"][a].values) for a in frames.axes}}
+        if layer is None or layer.data.ndim != frames.ndim:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            name = self.name if key is None else f"{self.name} {key}"
+            colormap = "gray" if key is None else _COLORMAPS[len(self._layers) % len(_COLORMAPS)]
+            layer = self.viewer.add_image(
+                frames, name=name, contrast_limits=state["contrast"], colormap=colormap,
+                blending="additive", scale=scale, axis_labels=labels, metadata=metadata, multiscale=False,
+            )
+            self._layers[key] = layer
+        else:
+            layer.data = frames
+            layer.metadata.update(metadata)
+        self._follow(frames.axes, newest)
+
+    def _follow(self, axes: list[str], newest: tuple[int, ...]) -> None:
+        dims = self.viewer.dims
+        labels = list(dims.axis_labels)
+        step = list(dims.current_step)
+        if self._last_step is not None and tuple(step) != self._last_step:
+            return  # the user moved a slider: stop following
+        for axis, index in zip(axes, newest, strict=False):
+            if axis in labels:
+                step[labels.index(axis)] = index
+        dims.current_step = tuple(step)
+        self._last_step = tuple(dims.current_step)
+
+
+def _contrast_limits(frame: np.ndarray) -> tuple[float, float]:
+    low, high = float(frame.min()), float(frame.max())
+    if high <= low:
+        high = low + 1.0
+    return low, high
+
+
+def _pixel_size(metadata: Any) -> float:
+    if isinstance(metadata, dict):
+        for key in ("PixelSizeUm", "pixel_size_um"):
+            value = metadata.get(key)
+            if isinstance(value, (int, float)) and value > 0:
+                return float(value)
+    return 1.0
+
+
+def attach_layer_sink(viewer: Any, data_handler: DataHandler, **kwargs: Any) -> LayerSink:
+    """Show the frames of ``data_handler`` in ``viewer`` as they are stored (call on the GUI thread).
+
+    For ExEngine scripts run from the napari console::
+
+        sink = attach_layer_sink(viewer, data_handler, name="My acquisition")
+    """
+    return LayerSink(viewer, data_handler, **kwargs)

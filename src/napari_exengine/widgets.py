@@ -1,0 +1,485 @@
+"""Dock widgets: the devices panel (properties, Snap, Live) and the acquisition panel (Run/Stop/Abort).
+
+Device calls run on worker threads (never on the GUI thread, which must not wait for the engine);
+napari objects are touched only on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+import numpy as np
+from magicgui import widgets as mw
+from napari.qt.threading import create_worker, thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QGroupBox, QScrollArea, QVBoxLayout, QWidget
+
+from exengine import ExecutionEngine
+from exengine.acquisition import Acquisition
+from exengine.data import DataHandler, DataHandlerError
+from exengine.device_types import Detector, SingleAxisPositioner
+from exengine.devices.simulated import create_simulated_devices
+from exengine.events import (
+    ReadoutData,
+    StartCapture,
+    StartContinuousCapture,
+    StopCapture,
+    multi_d_acquisition_events,
+)
+from exengine.kernel.device import Device
+
+from .layer_sink import LayerSink
+
+STORAGE_CHOICES = ("NDTiff", "NDRAM")
+
+
+def ensure_devices() -> dict[str, Device]:
+    """The registered devices; the simulated microscope when none are registered."""
+    devices = ExecutionEngine.get_devices()
+    if not devices:
+        devices = create_simulated_devices()
+    return devices
+
+
+def _first(devices: dict[str, Device], kind: type) -> Optional[Device]:
+    return next((d for d in devices.values() if isinstance(d, kind)), None)
+
+
+def _run_in_thread(func: Callable[[], Any], on_done: Optional[Callable[[Any], None]] = None,
+                   what: str = "Device call") -> Any:
+    worker = create_worker(func, _start_thread=False)
+    if on_done is not None:
+        worker.returned.connect(on_done)
+    worker.errored.connect(lambda e: show_error(f"{what} failed: {e}"))
+    worker.start()
+    return worker
+
+
+def property_widget(device: Device, prop: str) -> mw.Widget:
+    """A magicgui control for ``device.prop`` built from its value and the device's property metadata."""
+    value = getattr(device, prop)
+    allowed = device.get_allowed_property_values(prop)
+    low, high = device.get_property_limits(prop)
+    options: dict[str, Any] = {"name": prop, "label": prop}
+    if allowed is not None:
+        widget: mw.Widget = mw.ComboBox(choices=list(allowed), value=value, **options)
+    elif isinstance(value, bool):
+        widget = mw.CheckBox(value=value, **options)
+    elif isinstance(value, int):
+        widget = mw.SpinBox(value=value, min=int(low) if low is not None else -(2**31),
+                            max=int(high) if high is not None else 2**31 - 1, **options)
+    elif isinstance(value, float):
+        widget = mw.FloatSpinBox(value=value, min=low if low is not None else -1e12,
+                                 max=high if high is not None else 1e12, step=0.1, **options)
+    else:
+        widget = mw.LineEdit(value=repr(value) if not isinstance(value, str) else value, **options)
+    widget.enabled = not device.is_property_read_only(prop)
+    return widget
+
+
+class DevicesPanel(QWidget):
+    """Every registered device's properties as controls, plus Snap and Live."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.devices = ensure_devices()
+        self.controls: dict[tuple[str, str], mw.Widget] = {}
+        layout = QVBoxLayout(self)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        inner = QWidget()
+        inner_layout = QVBoxLayout(inner)
+        for name, device in self.devices.items():
+            box = QGroupBox(name)
+            box_layout = QVBoxLayout(box)
+            container = mw.Container(labels=True)
+            for prop in device.get_property_names():
+                try:
+                    widget = property_widget(device, prop)
+                except Exception as e:
+                    widget = mw.Label(name=prop, label=prop, value=f"unavailable: {e}")
+                else:
+                    widget.changed.connect(lambda v, d=device, p=prop: self.set_property(d, p, v))
+                self.controls[(name, prop)] = widget
+                container.append(widget)
+            box_layout.addWidget(container.native)
+            inner_layout.addWidget(box)
+        scroll.setWidget(inner)
+        layout.addWidget(scroll)
+        self.snap_button = mw.PushButton(text="Snap")
+        self.live_button = mw.PushButton(text="Live")
+        self.status = mw.Label(value="")
+        buttons = mw.Container(widgets=[self.snap_button, self.live_button, self.status], layout="horizontal")
+        layout.addWidget(buttons.native)
+        self.snap_button.clicked.connect(self.snap)
+        self.live_button.clicked.connect(self.toggle_live)
+        self._live_worker: Any = None
+        self.camera: Optional[Detector] = _first(self.devices, Detector)  # type: ignore[assignment]
+
+    def set_property(self, device: Device, prop: str, value: Any) -> None:
+        """Set ``device.prop`` on a worker thread; on failure show the error and restore the control."""
+        widget = self.controls[(device.name, prop)]
+        if isinstance(widget, mw.LineEdit) and not isinstance(getattr(device, "_" + prop, None), str):
+            with contextlib.suppress(ValueError, SyntaxError):
+                value = ast.literal_eval(value)
+
+        def apply() -> Any:
+            setattr(device, prop, value)
+            return getattr(device, prop)
+
+        worker = create_worker(apply, _start_thread=False)
+        worker.errored.connect(lambda e: self._property_failed(device, prop, e))
+        worker.start()
+
+    def _property_failed(self, device: Device, prop: str, error: Exception) -> None:
+        message = f"{device.name}.{prop}: {error}"
+        self.status.value = message
+        show_error(message)
+        _run_in_thread(lambda: getattr(device, prop), lambda v: self._show_value(device, prop, v))
+
+    def _show_value(self, device: Device, prop: str, value: Any) -> None:
+        widget = self.controls[(device.name, prop)]
+        with widget.changed.blocked():
+            widget.value = value if not isinstance(widget, mw.LineEdit) or isinstance(value, str) else repr(value)
+
+    def refresh(self) -> None:
+        """Re-read every property (e.g. after a script changed them)."""
+        for (name, prop) in self.controls:
+            device = self.devices[name]
+            _run_in_thread(lambda d=device, p=prop: getattr(d, p),
+                           lambda v, d=device, p=prop: self._show_value(d, p, v))
+
+    def snap(self) -> Any:
+        """Capture one frame into the ``Snap`` layer."""
+        camera = self.camera
+        if camera is None:
+            show_error("No camera (Detector) is registered")
+            return None
+
+        def acquire() -> np.ndarray:
+            engine = ExecutionEngine.get_instance()
+            engine.submit(StartCapture(num_images=1, detector=camera))
+            future = engine.submit(ReadoutData(detector=camera, num_images=1))
+            return future.await_data({"image": 0}, return_data=True, timeout=30)  # type: ignore[union-attr]
+
+        return _run_in_thread(acquire, lambda frame: self._show("Snap", frame), what="Snap")
+
+    def _show(self, name: str, frame: np.ndarray) -> None:
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = frame
+        else:
+            self.viewer.add_image(frame, name=name)
+
+    def toggle_live(self) -> None:
+        """Start or stop continuous capture into the ``Live`` layer."""
+        if self._live_worker is not None:
+            self._live_worker.quit()
+            return
+        camera = self.camera
+        if camera is None:
+            show_error("No camera (Detector) is registered")
+            return
+
+        @thread_worker
+        def live() -> Any:
+            engine = ExecutionEngine.get_instance()
+            engine.submit(StartContinuousCapture(detector=camera)).await_execution(10)  # type: ignore[union-attr]
+            last = 0.0
+            try:
+                while True:
+                    frame, _ = camera.pop_data(timeout=0.05)
+                    if frame is not None and time.monotonic() - last > 1 / 30:
+                        last = time.monotonic()
+                        yield frame
+                    else:
+                        yield None
+            finally:
+                engine.submit(StopCapture(detector=camera)).await_execution(10)  # type: ignore[union-attr]
+
+        worker = live()
+        worker.yielded.connect(lambda frame: frame is not None and self._show("Live", frame))
+        worker.errored.connect(lambda e: show_error(f"Live failed: {e}"))
+        worker.finished.connect(self._live_ended)
+        self._live_worker = worker
+        self.live_button.text = "Stop live"
+        worker.start()
+
+    def _live_ended(self) -> None:
+        self._live_worker = None
+        self.live_button.text = "Live"
+
+
+class AcquisitionPanel(QWidget):
+    """Configures a time / position / channel / z acquisition, runs it and shows progress."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.devices = ensure_devices()
+        self.camera: Optional[Detector] = _first(self.devices, Detector)  # type: ignore[assignment]
+        self.channel_device = next((d for d in self.devices.values()
+                                    if d.get_allowed_property_values("channel")), None)
+        channel_names = list(self.channel_device.get_allowed_property_values("channel")) if self.channel_device else []
+        self.time_points = mw.SpinBox(value=1, min=1, max=1_000_000, label="time points")
+        self.interval_s = mw.FloatSpinBox(value=0.0, min=0.0, max=86400.0, label="interval (s)")
+        self.use_z = mw.CheckBox(value=False, text="z stack")
+        self.z_start = mw.FloatSpinBox(value=-4.0, min=-5000, max=5000, label="z start (µm)")
+        self.z_stop = mw.FloatSpinBox(value=4.0, min=-5000, max=5000, label="z stop (µm)")
+        self.z_step = mw.FloatSpinBox(value=2.0, min=0.01, max=1000, label="z step (µm)")
+        self.channels = mw.Select(choices=channel_names, value=channel_names[:1], label="channels")
+        self.exposures = mw.LineEdit(value="", label="exposures (ms)", tooltip="one per channel, comma separated")
+        self.positions_label = mw.Label(value="current position only", label="xy positions")
+        self.add_position = mw.PushButton(text="Add current position")
+        self.clear_positions = mw.PushButton(text="Clear positions")
+        self.order = mw.LineEdit(value="tpcz", label="axis order")
+        self.storage = mw.ComboBox(choices=list(STORAGE_CHOICES), value="NDTiff", label="storage")
+        self.directory = mw.FileEdit(mode="d", value=os.path.join(tempfile.gettempdir(), "exengine-data"),
+                                     label="directory")
+        self.dataset_name = mw.LineEdit(value="acquisition", label="name")
+        self.split_channels = mw.CheckBox(value=True, text="one layer per channel")
+        self.estimate = mw.Label(value="", label="estimate")
+        self.run_button = mw.PushButton(text="Run")
+        self.stop_button = mw.PushButton(text="Stop", enabled=False)
+        self.abort_button = mw.PushButton(text="Abort", enabled=False)
+        self.progress = mw.ProgressBar(value=0, min=0, max=1, label="progress")
+        self.status = mw.Label(value="")
+        self.xy_positions: list[tuple[float, float]] = []
+        self.settings = [self.time_points, self.interval_s, self.use_z, self.z_start, self.z_stop, self.z_step,
+                         self.channels, self.exposures, self.add_position, self.clear_positions, self.order,
+                         self.storage, self.directory, self.dataset_name, self.split_channels]
+        form = mw.Container(widgets=[
+            *self.settings[:8], self.positions_label, *self.settings[8:], self.estimate,
+            mw.Container(widgets=[self.run_button, self.stop_button, self.abort_button], layout="horizontal"),
+            self.progress, self.status,
+        ])
+        layout = QVBoxLayout(self)
+        layout.addWidget(form.native)
+        for widget in self.settings:
+            if hasattr(widget, "changed") and not isinstance(widget, mw.PushButton):
+                widget.changed.connect(self.update_estimate)
+        self.add_position.clicked.connect(self._add_current_position)
+        self.clear_positions.clicked.connect(self._clear_positions)
+        self.run_button.clicked.connect(self.run)
+        self.stop_button.clicked.connect(self.stop)
+        self.abort_button.clicked.connect(self.abort)
+        self.acquisition: Optional[Acquisition] = None
+        self.sink: Optional[LayerSink] = None
+        self.storage_object: Any = None
+        self._timer = QTimer()
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self._poll)
+        self.update_estimate()
+
+    # --------------------------------------------------------------- settings
+    def _add_current_position(self) -> None:
+        xy = next((d for d in self.devices.values() if hasattr(d, "get_position")
+                   and not isinstance(d, SingleAxisPositioner)), None)
+        if xy is None:
+            show_error("No XY stage is registered")
+            return
+
+        def added(position: Any) -> None:
+            self.xy_positions.append((float(position[0]), float(position[1])))
+            self._show_positions()
+
+        _run_in_thread(xy.get_position, added, what="Reading the XY stage")
+
+    def _clear_positions(self) -> None:
+        self.xy_positions.clear()
+        self._show_positions()
+
+    def _show_positions(self) -> None:
+        self.positions_label.value = (", ".join(f"({x:.0f}, {y:.0f})" for x, y in self.xy_positions)
+                                      or "current position only")
+        self.update_estimate()
+
+    def _exposures(self) -> Optional[list[float]]:
+        text = self.exposures.value.strip()
+        if not text:
+            return None
+        try:
+            return [float(v) for v in text.split(",")]
+        except ValueError:
+            raise ValueError(f"exposures must be numbers separated by commas, got {text!r}") from None
+
+    def event_arguments(self) -> dict[str, Any]:
+        """The ``multi_d_acquisition_events`` arguments the panel's settings describe."""
+        channels = list(self.channels.value)
+        order = self.order.value.strip().lower()
+        kwargs: dict[str, Any] = {
+            "num_time_points": self.time_points.value, "time_interval_s": self.interval_s.value,
+            "camera": self.camera, "order": order,
+        }
+        if self.use_z.value:
+            kwargs.update(z_start=self.z_start.value, z_end=self.z_stop.value, z_step=self.z_step.value)
+        if channels:
+            kwargs.update(channel_group=self.channel_device, channels=channels,
+                          channel_exposures_ms=self._exposures())
+        if self.xy_positions:
+            kwargs["xy_positions"] = list(self.xy_positions)
+        for axis in "tpcz":
+            if axis not in order:
+                order += axis
+        kwargs["order"] = order
+        return kwargs
+
+    def update_estimate(self, *_: Any) -> Optional[list[Any]]:
+        """Validate the settings; show the frame count, size and duration, or the reason they are invalid."""
+        try:
+            events = multi_d_acquisition_events(**self.event_arguments())
+        except (ValueError, TypeError) as e:
+            self.estimate.value = f"invalid: {e}"
+            self.run_button.enabled = False
+            return None
+        frames = sum(e.num_blocks or 0 for e in events if isinstance(e, ReadoutData))
+        height, width = self._frame_shape()
+        size = frames * height * width * 2
+        per_frame = self._frame_time()
+        duration = max(frames * per_frame, (self.time_points.value - 1) * self.interval_s.value + per_frame)
+        self.estimate.value = f"{frames} frames, {_human_bytes(size)}, ~{_human_time(duration)}"
+        self.run_button.enabled = self.acquisition is None or not self.acquisition.is_running()
+        return events
+
+    def _frame_shape(self) -> tuple[int, int]:
+        roi = getattr(self.camera, "roi", None)
+        binning = getattr(self.camera, "binning", 1) or 1
+        if isinstance(roi, tuple) and len(roi) == 4:
+            return roi[3] // binning, roi[2] // binning
+        return 512, 512
+
+    def _frame_time(self) -> float:
+        interval = getattr(self.camera, "frame_interval_s", None)
+        return float(interval()) if callable(interval) else 0.01
+
+    # ------------------------------------------------------------------- run
+    def _make_storage(self) -> Any:
+        from exengine.storage import NDRAMStorage, NDTiffStorage
+
+        summary = {"Software": "napari-exengine", "Settings": {
+            k: v for k, v in self.event_arguments().items() if isinstance(v, (int, float, str, list))}}
+        if self.storage.value == "NDRAM":
+            return NDRAMStorage(summary_metadata=summary)
+        return NDTiffStorage(str(self.directory.value), name=self.dataset_name.value or "acquisition",
+                             summary_metadata=summary)
+
+    def run(self) -> Optional[Acquisition]:
+        """Start the acquisition described by the settings."""
+        if self.acquisition is not None and self.acquisition.is_running():
+            return None
+        try:
+            storage = self._make_storage()
+        except Exception as e:
+            self._fail(f"Cannot create the storage: {e}")
+            return None
+        handler = DataHandler(storage)
+        kwargs = self.event_arguments()
+        try:
+            events = multi_d_acquisition_events(data_handler=handler, **kwargs)
+        except (ValueError, TypeError) as e:
+            handler.await_completion(10)
+            self._fail(str(e))
+            return None
+        scale = {"z": self.z_step.value} if self.use_z.value else {}
+        name = self.dataset_name.value or "Acquisition"
+        self.storage_object = storage
+        self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale)
+        self.acquisition = Acquisition(events, handler)
+        self.progress.max = max(self.acquisition.total_frames, 1)
+        self.progress.value = 0
+        self._set_running(True)
+        self.status.value = "running"
+        self.acquisition.start()
+        self._timer.start()
+        return self.acquisition
+
+    def stop(self) -> None:
+        """Stop after the frame in hand; everything acquired is stored."""
+        if self.acquisition is not None:
+            self.acquisition.stop()
+            self.status.value = "stopping"
+
+    def abort(self) -> None:
+        """Abort at once; everything already acquired is still stored."""
+        if self.acquisition is not None:
+            self.acquisition.abort()
+            self.status.value = "aborting"
+
+    def _set_running(self, running: bool) -> None:
+        for widget in self.settings:
+            widget.enabled = not running
+        self.run_button.enabled = not running
+        self.stop_button.enabled = running
+        self.abort_button.enabled = running
+
+    def _poll(self) -> None:
+        acquisition = self.acquisition
+        if acquisition is None:
+            return
+        done = acquisition.frames_done
+        self.progress.value = min(done, self.progress.max)
+        handler = acquisition.data_handler
+        if handler is not None and handler.error is not None and acquisition.is_running():
+            acquisition.abort()
+        if acquisition.is_running():
+            left = acquisition.time_left_s()
+            self.status.value = f"{done}/{acquisition.total_frames} frames" + (
+                f", {_human_time(left)} left" if left is not None else "")
+            return
+        if handler is not None:
+            with contextlib.suppress(DataHandlerError):  # reported by _finished
+                handler.finish()
+            if not handler.is_finished():
+                return
+        self._timer.stop()
+        self._finished()
+
+    def _finished(self) -> None:
+        acquisition = self.acquisition
+        assert acquisition is not None
+        error = None
+        try:
+            acquisition.await_completion(timeout=5)
+        except Exception as e:
+            error = e
+        if self.sink is not None:
+            self.sink.close()
+        self._set_running(False)
+        self.update_estimate()
+        self.progress.value = min(acquisition.frames_done, self.progress.max)
+        where = getattr(self.storage_object, "path", "memory")
+        if error is not None:
+            self._fail(f"Acquisition failed after {acquisition.frames_done} stored frames: {error}")
+        else:
+            self.status.value = f"done: {acquisition.frames_done} frames stored in {where}"
+            show_info(self.status.value)
+
+    def _fail(self, message: str) -> None:
+        self.status.value = message
+        show_error(message)
+
+
+def _human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def _human_time(seconds: Optional[float]) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

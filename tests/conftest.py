@@ -1,0 +1,42 @@
+"""Shared fixtures: a fresh engine per test, the shared NDTiff test data, display checks for GUI tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from exengine import ExecutionEngine
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "ndtiff"
+
+
+@pytest.fixture(autouse=True)
+def engine():
+    """A live engine for the test; shut down (draining its threads) afterwards."""
+    engine = ExecutionEngine()
+    yield engine
+    ExecutionEngine.get_instance().shutdown()
+
+
+@pytest.fixture
+def testdata() -> Path:
+    """The folder of real NDTiff datasets (``../shared/testdata/ndtiff``)."""
+    if not TESTDATA.is_dir():
+        if IN_CI:
+            pytest.fail(f"Test data folder {TESTDATA} is missing in CI")
+        pytest.skip(f"Test data folder {TESTDATA} not found (run from the project checkout beside shared/)")
+    return TESTDATA
+
+
+@pytest.fixture
+def gui_viewer(make_napari_viewer, request):
+    """A napari viewer; GUI tests fail in CI (and skip elsewhere) when no OpenGL display is available."""
+    try:
+        return make_napari_viewer(show=getattr(request, "param", False))
+    except Exception as e:
+        if IN_CI:
+            raise
+        pytest.skip(f"No usable display for napari: {e}")

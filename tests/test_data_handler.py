@@ -1,0 +1,242 @@
+"""DataHandler and DataProcessor: threading, bounded memory, failures, listeners."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from exengine.base_classes import DataProducing, DataStorage, ExecutorEvent
+from exengine.data import DataCoordinates, DataHandler, DataHandlerError, DataProcessor
+from exengine.notifications import DataHandlerErrorNotification, DataStoredNotification
+from exengine.storage import NDRAMStorage
+
+
+class SlowStorage(NDRAMStorage):
+    def __init__(self, delay=0.0, fail_at=None):
+        super().__init__()
+        self.delay, self.fail_at, self.puts, self.finishes = delay, fail_at, 0, 0
+        self.threads = set()
+
+    def put(self, coords, data, metadata):
+        self.threads.add(threading.current_thread().name)
+        if self.fail_at is not None and self.puts == self.fail_at:
+            self.puts += 1
+            raise OSError("disk full")
+        self.puts += 1
+        time.sleep(self.delay)
+        super().put(coords, data, metadata)
+
+    def finish(self):
+        self.finishes += 1
+        super().finish()
+
+
+def frame(value=0, shape=(8, 8)):
+    return np.full(shape, value, np.uint16)
+
+
+def test_put_get_from_memory_then_storage():
+    storage = SlowStorage(delay=0.2)
+    handler = DataHandler(storage)
+    handler.put({"time": 0}, frame(3), {"a": 1})
+    data, metadata = handler.get({"time": 0})
+    assert data[0, 0] == 3 and metadata == {"a": 1}
+    handler.await_completion(5)
+    assert {"time": 0} in storage
+    assert handler.get(DataCoordinates(time=0), return_metadata=False)[0, 0] == 3
+    assert handler.get({"time": 0}, return_data=False) == {"a": 1}
+    with pytest.raises(KeyError, match="'time': 9"):
+        handler.get({"time": 9})
+
+
+def test_processor_forms_and_threads():
+    seen_threads = set()
+
+    def double(coords, data, metadata):
+        seen_threads.add(threading.current_thread().name)
+        return [(coords, data, metadata), ({**coords, "copy": 1}, data * 2, dict(metadata, copy=True))]
+
+    storage = SlowStorage()
+    handler = DataHandler(storage, process_fn=DataProcessor(double))
+    for t in range(3):
+        handler.put({"time": t}, frame(t + 1), {})
+    handler.await_completion(5)
+    assert len(storage) == 6
+    assert storage.get_data({"time": 2, "copy": 1})[0, 0] == 6
+    assert seen_threads and seen_threads.isdisjoint(storage.threads)
+    assert threading.current_thread().name not in storage.threads
+
+    discard = DataHandler(SlowStorage(), process_function=lambda c, d, m: None)
+    discard.put({"time": 0}, frame(), {})
+    discard.await_completion(5)
+    assert len(discard.storage) == 0
+
+    single = DataHandler(SlowStorage(), lambda c, d, m: (c, d + 1, m))
+    single.put({"time": 0}, frame(1), {})
+    single.await_completion(5)
+    assert single.storage.get_data({"time": 0})[0, 0] == 2
+
+
+def test_accumulating_processor_emits_projection():
+    stack = []
+
+    def mip(coords, data, metadata):
+        stack.append(data)
+        if len(stack) < 4:
+            return None
+        projected = np.max(stack, axis=0)
+        stack.clear()
+        return {"time": coords["time"]}, projected, {"projected": True}
+
+    handler = DataHandler(SlowStorage(), mip)
+    for z in range(4):
+        handler.put({"time": 0, "z": z}, frame(z), {})
+    handler.await_completion(5)
+    assert handler.storage.get_coordinates_list() == [{"time": 0}]
+    assert handler.storage.get_data({"time": 0})[0, 0] == 3
+
+
+def test_backpressure_bounds_memory_and_drops_nothing():
+    storage = SlowStorage(delay=0.01)
+    budget = frame().nbytes * 4
+    handler = DataHandler(storage, memory_budget_bytes=budget)
+    peak = 0
+    for t in range(40):
+        handler.put({"time": t}, frame(t), {})
+        peak = max(peak, handler.bytes_in_flight)
+    handler.await_completion(10)
+    assert peak <= budget
+    assert len(storage) == 40 and handler.frames_stored == 40
+    blocked = DataHandler(SlowStorage(delay=1.0), memory_budget_bytes=frame().nbytes)
+    blocked.put({"time": 0}, frame(), {})
+    with pytest.raises(TimeoutError, match="No room"):
+        blocked.put({"time": 1}, frame(), {}, timeout=0.05)
+    blocked.await_completion(5)
+
+
+def test_storage_failure_is_never_silent(engine):
+    errors = []
+    engine.subscribe_to_notifications(errors.append, DataHandlerErrorNotification)
+    storage = SlowStorage(fail_at=2)
+    handler = DataHandler(storage)
+    for t in range(5):
+        handler.put({"time": t}, frame(t), {})
+    deadline = time.monotonic() + 5
+    while handler.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(DataHandlerError, match="disk full"):
+        handler.put({"time": 9}, frame(), {})
+    with pytest.raises(DataHandlerError):
+        handler.finish()
+    with pytest.raises(DataHandlerError):
+        handler.await_completion(5)
+    assert handler.get({"time": 2}, return_metadata=False)[0, 0] == 2
+    assert [{"time": t} for t in (0, 1, 3, 4)] == storage.get_coordinates_list()
+    assert storage.finishes == 1
+    deadline = time.monotonic() + 5
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(errors[0].payload, OSError)
+
+
+class Producer(DataProducing, ExecutorEvent):
+    def __init__(self, n, data_handler):
+        super().__init__(data_coordinates_iterator=[{"time": t} for t in range(n)], data_handler=data_handler)
+        self.n = n
+
+    def execute(self):
+        for coords in self.data_coordinate_iterator:
+            self.put_data(coords, frame(coords["time"]), {"t": coords["time"]})
+            time.sleep(0.01)
+
+
+def test_processor_failure_fails_the_future_and_keeps_the_frame(engine):
+    def flaky(coords, data, metadata):
+        if coords["time"] == 1:
+            raise ValueError("bad pixel map")
+        return coords, data, metadata
+
+    handler = DataHandler(SlowStorage(), flaky)
+    future = engine.submit(Producer(4, handler))
+    with pytest.raises((ValueError, DataHandlerError), match="bad pixel map"):
+        future.await_execution(5)
+    assert handler.get({"time": 1}, return_metadata=False)[0, 0] == 1
+    assert {"time": 1} not in handler.storage
+
+
+def test_nothing_is_announced_stored_unless_stored(engine):
+    stored = []
+    engine.subscribe_to_notifications(stored.append, DataStoredNotification)
+    handler = DataHandler(SlowStorage(fail_at=0))
+    handler.put({"time": 0}, frame(), {})
+    handler.put({"time": 1}, frame(), {})
+    with pytest.raises(DataHandlerError):
+        handler.await_completion(5)
+    engine.submit(lambda: None).await_execution(5)
+    time.sleep(0.1)
+    assert [n.payload for n in stored] == [{"time": 1}]
+
+
+def test_future_await_data_all_stages(engine):
+    handler = DataHandler(SlowStorage(), lambda c, d, m: (c, d + 100, m))
+    future = engine.submit(Producer(3, handler))
+    data, metadata = future.await_data({"time": 1}, return_data=True, return_metadata=True, timeout=5)
+    assert data[0, 0] == 1 and metadata == {"t": 1}
+    assert future.await_data({"time": 2}, processed=True, timeout=5)[0, 0] == 102
+    stored = future.await_data([{"time": 0}, {"time": 2}], stored=True, timeout=5)
+    assert [d[0, 0] for d in stored] == [100, 102]
+    assert future.await_data({"time": 0}, return_data=True, timeout=5)[0, 0] in (0, 100)
+    with pytest.raises(ValueError, match="never produce"):
+        future.await_data({"time": 7})
+    handler.await_completion(5)
+
+
+def test_await_next_frame(engine):
+    handler = DataHandler(SlowStorage())
+    future = engine.submit(Producer(50, handler))
+    data = future.await_data(None, timeout=5)
+    assert isinstance(data, np.ndarray)
+    future.await_execution(5)
+    handler.await_completion(5)
+
+
+def test_listeners_see_every_stage_off_the_producer_thread():
+    events = []
+    producer = threading.current_thread().name
+    handler = DataHandler(SlowStorage(), lambda c, d, m: (c, d, m))
+    handler.add_listener(lambda stage, coords: events.append((stage, threading.current_thread().name)))
+    handler.put({"time": 0}, frame(), {})
+    handler.await_completion(5)
+    stages = [s for s, _ in events]
+    assert stages == ["acquired", "processed", "stored", "finished"]
+    assert all(name != producer for _, name in events)
+
+
+def test_finish_is_idempotent_and_put_after_finish_fails():
+    storage = SlowStorage()
+    handler = DataHandler(storage)
+    handler.put({"time": 0}, frame(), {})
+    handler.finish()
+    handler.finish()
+    handler.await_completion(5)
+    handler.await_completion(5)
+    assert storage.finishes == 1
+    with pytest.raises(RuntimeError, match="finished"):
+        handler.put({"time": 1}, frame(), {})
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="DataStorage"):
+        DataHandler(object())
+    with pytest.raises(TypeError, match="callable"):
+        DataProcessor(3)
+    with pytest.raises(ValueError, match="memory_budget_bytes"):
+        DataHandler(SlowStorage(), memory_budget_bytes=0)
+    handler = DataHandler(SlowStorage(), lambda c, d, m: "nope")
+    handler.put({"time": 0}, frame(), {})
+    with pytest.raises(DataHandlerError, match="returned str"):
+        handler.await_completion(5)
+    assert isinstance(SlowStorage(), DataStorage)

@@ -1,0 +1,179 @@
+"""Device rerouting, on_thread, registry and the simulated microscope."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from exengine import ExecutionEngine, on_thread
+from exengine.base_classes import Device
+from exengine.device_types import Detector, SingleAxisPositioner
+from exengine.devices.simulated import SimulatedCamera, SimulatedMicroscope, SimulatedZStage, create_simulated_devices
+
+
+class Recorder(Device):
+    def __init__(self, name="Recorder", **kwargs):
+        super().__init__(name, **kwargs)
+        self.value = 1
+        self._private = 0
+
+    def where(self):
+        return threading.current_thread().name
+
+    @property
+    def prop(self):
+        return threading.current_thread().name
+
+    def spawn(self):
+        out = []
+        thread = threading.Thread(target=lambda: out.append(self.where()))
+        thread.start()
+        thread.join(5)
+        return out[0], threading.current_thread().name
+
+
+@on_thread("DeviceThread")
+class Pinned(Recorder):
+    @on_thread("MethodThread")
+    def method_pinned(self):
+        return threading.current_thread().name
+
+
+def test_methods_properties_and_attributes_are_rerouted():
+    device = Recorder()
+    assert device.where() == "MainExecutorThread"
+    assert device.prop == "MainExecutorThread"
+
+
+def test_attribute_get_and_set_wait_for_the_executor(engine):
+    device = Recorder()
+    gate = threading.Event()
+    engine.submit(lambda: gate.wait(5))
+    results = []
+    setter = threading.Thread(target=lambda: setattr(device, "value", 7))
+    getter = threading.Thread(target=lambda: results.append(device.value))
+    setter.start()
+    setter.join(0.2)
+    assert setter.is_alive(), "the set ran on the calling thread instead of waiting for the executor"
+    assert object.__getattribute__(device, "value") == 1
+    getter.start()
+    gate.set()
+    setter.join(5)
+    getter.join(5)
+    assert object.__getattribute__(device, "value") == 7
+    assert results == [7]
+
+
+def test_calls_on_executor_threads_run_directly(engine):
+    device = Recorder()
+    assert engine.submit(device.where, thread_name="Elsewhere").await_execution(5) == "Elsewhere"
+
+
+def test_on_thread_class_and_method_level():
+    device = Pinned("Pinned")
+    assert device.where() == "DeviceThread"
+    assert device.prop == "DeviceThread"
+    assert device.method_pinned() == "MethodThread"
+
+
+def test_threads_started_by_devices_are_not_rerouted():
+    device = Recorder()
+    spawned_name, host = device.spawn()
+    assert host == "MainExecutorThread"
+    assert spawned_name != "MainExecutorThread"
+
+
+def test_no_executor_and_no_executor_attrs():
+    direct = Recorder("Direct", no_executor=True)
+    assert direct.where() == threading.current_thread().name
+    partial = Recorder("Partial", no_executor_attrs=("where",))
+    assert partial.where() == threading.current_thread().name
+    assert partial.prop == "MainExecutorThread"
+
+
+def test_exceptions_from_rerouted_calls_propagate():
+    class Faulty(Device):
+        def fail(self):
+            raise OSError("port closed")
+
+    with pytest.raises(OSError, match="port closed"):
+        Faulty("Faulty").fail()
+
+
+def test_registry_per_engine_and_clear_errors(engine):
+    device = Recorder("Mine")
+    assert ExecutionEngine.get_device("Mine") is device
+    with pytest.raises(ValueError, match=r"No device named 'Nope'.*Mine"):
+        ExecutionEngine.get_device("Nope")
+    with pytest.raises(ValueError, match="already registered"):
+        Recorder("Mine")
+    assert Recorder().name.startswith("Recorder")
+
+
+def test_creating_a_device_creates_the_engine(engine):
+    engine.shutdown()
+    assert ExecutionEngine._instance is None
+    device = Recorder("Fresh")
+    assert ExecutionEngine._instance is not None
+    assert device.where() == "MainExecutorThread"
+
+
+def test_property_metadata_hooks():
+    devices = create_simulated_devices()
+    camera = devices["Camera"]
+    assert isinstance(camera, Detector)
+    assert camera.get_allowed_property_values("binning") == [1, 2, 4]
+    assert camera.get_property_limits("exposure") == (0.0, 10000.0)
+    assert camera.is_property_read_only("pixel_size_um")
+    assert "exposure" in camera.get_property_names()
+    channel = devices["Channel"]
+    assert channel.get_allowed_property_values("channel") == ["DAPI", "FITC", "TRITC", "Cy5"]
+    assert channel.is_property_hardware_triggerable("channel")
+    with pytest.raises(ValueError, match="must be one of"):
+        channel.channel = "GFP"
+    assert isinstance(devices["Z"], SingleAxisPositioner)
+
+
+def test_simulated_camera_image_follows_z_channel_and_exposure():
+    scope = SimulatedMicroscope()
+    camera = SimulatedCamera("Cam", scope, width=128, height=128)
+    stage = SimulatedZStage("Zs", scope)
+    camera.exposure = 0
+    camera.frame_rate_limit = 1000.0
+
+    def snap():
+        camera.arm(1)
+        camera.start()
+        frame, metadata = camera.pop_data(timeout=2)
+        assert frame is not None
+        return frame.astype(float), metadata
+
+    in_focus, md = snap()
+    assert md["StageZ-um"] == 0 and md["Channel"] == "DAPI"
+    stage.set_position(60.0)
+    far, _ = snap()
+    assert far.std() < in_focus.std()
+    stage.set_position(0.0)
+    scope.channel = "FITC"
+    other, _ = snap()
+    assert np.abs(other - in_focus).mean() > 5
+    camera.exposure = 40.0
+    bright, _ = snap()
+    assert bright.mean() > other.mean()
+
+
+def test_simulated_camera_honours_frame_rate():
+    import time
+
+    camera = SimulatedCamera("Timed", width=64, height=64)
+    camera.exposure = 20.0
+    camera.arm(5)
+    camera.start()
+    started = time.monotonic()
+    frames = [camera.pop_data(timeout=2)[0] for _ in range(5)]
+    assert all(f is not None for f in frames)
+    assert time.monotonic() - started >= 0.09
+    assert camera.pop_data(timeout=0.05) == (None, None)
+    assert camera.is_stopped()

@@ -1,0 +1,59 @@
+"""Packaging, plugin discovery, import isolation and lint."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_engine_never_imports_qt_or_napari():
+    code = (
+        "import sys, exengine, exengine.base_classes, exengine.data, exengine.events, exengine.notifications, "
+        "exengine.device_types, exengine.storage.ndtiff, exengine.acquisition, exengine.devices.simulated\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari', 'magicgui', 'npe2', 'vispy')]\n"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_manifest_validates_with_imports():
+    npe2 = shutil.which("npe2")
+    assert npe2, "npe2 command not installed"
+    result = subprocess.run([npe2, "validate", "napari-exengine", "--imports"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout
+
+
+def test_npe2_discovers_manifest_through_entry_point():
+    from npe2 import PluginManager
+
+    pm = PluginManager()
+    pm.discover(include_npe1=False)
+    manifest = pm.get_manifest("napari-exengine")
+    widgets = {w.display_name for w in manifest.contributions.widgets}
+    assert {"Devices", "Acquisition"} <= widgets
+
+
+def test_manifest_is_shipped_inside_the_package():
+    import napari_exengine
+
+    shipped = Path(napari_exengine.__file__).parent / "napari.yaml"
+    assert shipped.read_text() == (ROOT / "napari.yaml").read_text()
+
+
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.fail("ruff is not installed (it is in the test extra)")
+    result = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "docs"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,111 @@
+"""Every example of the user's data.rst, as written, with real storage and a real data-producing event."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from exengine import ExecutionEngine
+from exengine.data import DataCoordinates, DataCoordinatesIterator, DataHandler, DataProcessor
+from exengine.devices.simulated import create_simulated_devices
+from exengine.events import ReadoutData, StartCapture
+from exengine.storage import NDRAMStorage, NDTiffStorage
+
+
+def test_data_coordinates_example(capsys):
+    coords = DataCoordinates(time=3, channel="DAPI", z=5)
+    print(coords.time)
+    print(coords["channel"])
+    coords.position = 2
+    coord_dict = dict(coords)
+    print(coord_dict)
+    assert capsys.readouterr().out.splitlines() == [
+        "3", "DAPI", "{'time': 3, 'channel': 'DAPI', 'z': 5, 'position': 2}"]
+
+
+def test_iterator_example():
+    finite_iter = DataCoordinatesIterator.create([
+        {"time": 0, "channel": "DAPI"},
+        {"time": 1, "channel": "DAPI"},
+        {"time": 2, "channel": "DAPI"},
+    ])
+
+    def infinite_coords():
+        for i in itertools.count():
+            yield {"time": i}
+
+    infinite_iter = DataCoordinatesIterator.create(infinite_coords())
+    assert finite_iter.is_finite() and not infinite_iter.is_finite()
+    assert len(list(finite_iter)) == 3
+
+
+def test_data_handler_example(tmp_path):
+    create_simulated_devices()
+    camera = ExecutionEngine.get_device("Camera")
+    camera.exposure = 1.0
+    engine = ExecutionEngine.get_instance()
+    coords = DataCoordinates(time=0, channel="DAPI")
+
+    storage = NDTiffStorage(tmp_path)
+    data_handler = DataHandler(storage)
+    engine.submit(StartCapture(num_images=1, detector=camera))
+    data_producing_event = ReadoutData(data_coordinates_iterator=[coords], detector=camera, num_images=1,
+                                       data_handler=data_handler)
+    future = engine.submit(data_producing_event)
+    future.await_data(coords, timeout=10)
+    data, metadata = data_handler.get(coords, return_data=True, return_metadata=True)
+    assert data.shape == (512, 512) and metadata["Channel"] == "DAPI"
+    data_handler.await_completion(10)
+    np.testing.assert_array_equal(storage.get_data(coords), data)
+
+
+def process_function(data_coords, data, metadata):
+    data[:100, :100] = 0
+    metadata["new_key"] = "new_value"
+    return data_coords, data, metadata
+
+
+def multi_output_process(coords, data, metadata):
+    data2 = np.array(data, copy=True)
+    metadata2 = metadata.copy()
+    metadata2["Channel"] = "New_Channel"
+    return [(coords, data, metadata), (coords, data2, metadata2)]
+
+
+def batch_process(coords, data, metadata):
+    if not hasattr(batch_process, "images"):
+        batch_process.images = []
+    batch_process.images.append(data)
+    if len(batch_process.images) == 10:
+        np.stack(batch_process.images, axis=0)
+        batch_process.images = []
+    return coords, data, metadata
+
+
+def run_through(process, frames=12):
+    storage = NDRAMStorage()
+    processor = DataProcessor(process)
+    data_handler = DataHandler(storage, process_fn=processor)
+    for t in range(frames):
+        data_handler.put({"time": t}, np.full((128, 128), 7, np.uint16), {"t": t})
+    data_handler.await_completion(10)
+    return storage
+
+
+def test_processor_examples():
+    storage = run_through(process_function)
+    assert storage.get_data({"time": 0})[:100, :100].max() == 0
+    assert storage.get_data({"time": 0})[100:, 100:].min() == 7
+    assert storage.get_metadata({"time": 3})["new_key"] == "new_value"
+    assert len(run_through(batch_process)) == 12
+
+
+def test_multi_output_example_with_distinct_coordinates():
+    def multi_output_with_channels(coords, data, metadata):
+        outputs = multi_output_process(coords, data, metadata)
+        return [({**c, "channel": m.get("Channel", "raw")}, d, m) for c, d, m in outputs]
+
+    storage = run_through(multi_output_with_channels, frames=3)
+    assert len(storage) == 6
+    assert storage.get_metadata({"time": 1, "channel": "New_Channel"})["Channel"] == "New_Channel"
