@@ -55,7 +55,7 @@ def _first(devices: dict[str, Device], kind: type) -> Optional[Device]:
 
 def _run_in_thread(func: Callable[[], Any], on_done: Optional[Callable[[Any], None]] = None,
                    what: str = "Device call") -> Any:
-    worker = create_worker(func, _start_thread=False)
+    worker = create_worker(func, _start_thread=False, _ignore_errors=True)
     if on_done is not None:
         worker.returned.connect(on_done)
     worker.errored.connect(lambda e: show_error(f"{what} failed: {e}"))
@@ -136,7 +136,7 @@ class DevicesPanel(QWidget):
             setattr(device, prop, value)
             return getattr(device, prop)
 
-        worker = create_worker(apply, _start_thread=False)
+        worker = create_worker(apply, _start_thread=False, _ignore_errors=True)
         worker.errored.connect(lambda e: self._property_failed(device, prop, e))
         worker.start()
 
@@ -189,21 +189,18 @@ class DevicesPanel(QWidget):
             show_error("No camera (Detector) is registered")
             return
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)
         def live() -> Any:
             engine = ExecutionEngine.get_instance()
             engine.submit(StartContinuousCapture(detector=camera)).await_execution(10)  # type: ignore[union-attr]
             last = 0.0
-            try:
-                while True:
-                    frame, _ = camera.pop_data(timeout=0.05)
-                    if frame is not None and time.monotonic() - last > 1 / 30:
-                        last = time.monotonic()
-                        yield frame
-                    else:
-                        yield None
-            finally:
-                engine.submit(StopCapture(detector=camera)).await_execution(10)  # type: ignore[union-attr]
+            while True:
+                frame, _ = camera.pop_data(timeout=0.05)
+                if frame is not None and time.monotonic() - last > 1 / 30:
+                    last = time.monotonic()
+                    yield frame
+                else:
+                    yield None
 
         worker = live()
         worker.yielded.connect(lambda frame: frame is not None and self._show("Live", frame))
@@ -214,8 +211,16 @@ class DevicesPanel(QWidget):
         worker.start()
 
     def _live_ended(self) -> None:
-        self._live_worker = None
-        self.live_button.text = "Live"
+        camera = self.camera
+
+        def stop() -> None:
+            ExecutionEngine.get_instance().submit(StopCapture(detector=camera)).await_execution(10)  # type: ignore[union-attr]
+
+        def stopped(_: Any = None) -> None:
+            self._live_worker = None
+            self.live_button.text = "Live"
+
+        _run_in_thread(stop, stopped, what="Stopping live")
 
 
 class AcquisitionPanel(QWidget):

@@ -1,0 +1,227 @@
+"""The napari plugin under a real viewer: panels, layer sink, acquisition, failures, Live, launcher."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from exengine.data import DataHandler
+from exengine.devices.simulated import create_simulated_devices
+from exengine.storage import NDRAMStorage, NDTiffStorage
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def scope():
+    devices = create_simulated_devices()
+    devices["Camera"].exposure = 1.0
+    devices["Camera"].frame_rate_limit = 1000.0
+    return devices
+
+
+def test_napari_lists_and_docks_plugin_widgets(gui_viewer, scope):
+    from napari_exengine.widgets import AcquisitionPanel, DevicesPanel
+
+    dock, widget = gui_viewer.window.add_plugin_dock_widget("napari-exengine", "Devices")
+    assert isinstance(widget, DevicesPanel)
+    dock, widget = gui_viewer.window.add_plugin_dock_widget("napari-exengine", "Acquisition")
+    assert isinstance(widget, AcquisitionPanel)
+
+
+def test_devices_panel_controls_follow_property_metadata(gui_viewer, scope, qtbot):
+    from magicgui import widgets as mw
+
+    from napari_exengine.widgets import DevicesPanel
+
+    panel = DevicesPanel(gui_viewer)
+    assert isinstance(panel.controls[("Camera", "binning")], mw.ComboBox)
+    assert panel.controls[("Camera", "binning")].choices == (1, 2, 4)
+    exposure = panel.controls[("Camera", "exposure")]
+    assert isinstance(exposure, mw.FloatSpinBox) and exposure.max == 10000.0
+    assert not panel.controls[("Camera", "pixel_size_um")].enabled
+    exposure.value = 5.0
+    qtbot.waitUntil(lambda: scope["Camera"].exposure == 5.0, timeout=5000)
+    channel = panel.controls[("Channel", "channel")]
+    channel.value = "Cy5"
+    qtbot.waitUntil(lambda: scope["Channel"].channel == "Cy5", timeout=5000)
+    power = panel.controls[("Light", "power")]
+    power.value = 0.25
+    qtbot.waitUntil(lambda: scope["Light"].power == 0.25, timeout=5000)
+
+
+def test_device_error_is_shown_not_raised(gui_viewer, scope, qtbot):
+    from napari_exengine.widgets import DevicesPanel
+
+    panel = DevicesPanel(gui_viewer)
+    roi = panel.controls[("Camera", "roi")]
+    scope["Z"]
+    panel.set_property(scope["Light"], "power", 5.0)
+    qtbot.waitUntil(lambda: "power" in panel.status.value, timeout=5000)
+    assert "[0, 1]" in panel.status.value
+    assert scope["Light"].power == 1.0
+    assert roi.enabled
+
+
+def test_snap_and_live(gui_viewer, scope, qtbot):
+    from napari_exengine.widgets import DevicesPanel
+
+    panel = DevicesPanel(gui_viewer)
+    panel.snap()
+    qtbot.waitUntil(lambda: "Snap" in gui_viewer.layers, timeout=10000)
+    assert gui_viewer.layers["Snap"].data.shape == (512, 512)
+    panel.toggle_live()
+    qtbot.waitUntil(lambda: "Live" in gui_viewer.layers, timeout=10000)
+    panel.toggle_live()
+    qtbot.waitUntil(lambda: panel._live_worker is None, timeout=10000)
+    assert panel.live_button.text == "Live"
+    assert scope["Camera"].is_stopped()
+
+
+def run_panel(panel, qtbot, timeout=30000):
+    acquisition = panel.run()
+    assert acquisition is not None, panel.status.value
+    qtbot.waitUntil(lambda: panel.run_button.enabled and not acquisition.is_running()
+                    and "running" not in panel.status.value and panel.status.value != "", timeout=timeout)
+    return acquisition
+
+
+def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbot, tmp_path):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    panel = AcquisitionPanel(gui_viewer)
+    panel.time_points.value = 2
+    panel.use_z.value = True
+    panel.z_start.value, panel.z_stop.value, panel.z_step.value = -2.0, 2.0, 2.0
+    panel.channels.value = ["DAPI", "FITC"]
+    panel.directory.value = tmp_path
+    panel.dataset_name.value = "tcz"
+    assert panel.estimate.value.startswith("12 frames")
+    run_panel(panel, qtbot)
+    assert panel.status.value.startswith("done: 12 frames"), panel.status.value
+    storage = panel.storage_object
+    assert isinstance(storage, NDTiffStorage) and len(storage) == 12
+    assert {layer.name for layer in gui_viewer.layers} == {"tcz DAPI", "tcz FITC"}
+    layer = gui_viewer.layers["tcz FITC"]
+    assert layer.data.shape == (2, 3, 512, 512)
+    assert tuple(layer.axis_labels) == ("time", "z", "y", "x")
+    assert layer.scale[1] == 2.0 and layer.scale[-1] == pytest.approx(0.65)
+    np.testing.assert_array_equal(np.asarray(layer.data[1, 2]),
+                                  storage.get_data({"time": 1, "channel": "FITC", "z": 2}))
+    assert panel.progress.value == 12
+
+
+def test_invalid_settings_are_rejected_inline(gui_viewer, scope):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    panel = AcquisitionPanel(gui_viewer)
+    panel.exposures.value = "10, abc"
+    assert panel.estimate.value.startswith("invalid") and "exposures" in panel.estimate.value
+    assert not panel.run_button.enabled
+    panel.exposures.value = "10"
+    assert panel.run_button.enabled
+    panel.order.value = "tq"
+    assert "order" in panel.estimate.value and not panel.run_button.enabled
+
+
+@pytest.mark.parametrize("action", ["stop", "abort"])
+def test_stop_and_abort_keep_stored_frames(gui_viewer, scope, qtbot, action):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    scope["Camera"].exposure = 20.0
+    panel = AcquisitionPanel(gui_viewer)
+    panel.time_points.value = 500
+    panel.storage.value = "NDRAM"
+    acquisition = panel.run()
+    qtbot.waitUntil(lambda: acquisition.frames_done >= 3, timeout=10000)
+    assert not panel.time_points.enabled
+    getattr(panel, action)()
+    qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=10000)
+    stored = len(panel.storage_object)
+    assert 3 <= stored < 500 and panel.status.value.startswith(f"done: {stored} frames")
+    assert panel.time_points.enabled
+
+
+class FailingStorage(NDRAMStorage):
+    def __init__(self, fail_at):
+        super().__init__()
+        self.fail_at = fail_at
+
+    def put(self, coords, data, metadata):
+        if coords["time"] == self.fail_at:
+            raise OSError("simulated disk failure")
+        super().put(coords, data, metadata)
+
+
+def test_storage_failure_mid_run_is_shown_and_keeps_earlier_frames(gui_viewer, scope, qtbot, monkeypatch):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    panel = AcquisitionPanel(gui_viewer)
+    panel.time_points.value = 30
+    monkeypatch.setattr(panel, "_make_storage", lambda: FailingStorage(fail_at=5))
+    panel.run()
+    qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=20000)
+    assert "simulated disk failure" in panel.status.value
+    assert [c["time"] for c in panel.storage_object.get_coordinates_list()][:5] == [0, 1, 2, 3, 4]
+    started = time.monotonic()
+    qtbot.wait(50)
+    assert time.monotonic() - started < 1
+
+
+def test_attach_layer_sink_grows_with_infinite_sequence(gui_viewer, qtbot):
+    from napari_exengine import attach_layer_sink
+
+    handler = DataHandler(NDRAMStorage())
+    sink = attach_layer_sink(gui_viewer, handler, name="script")
+    for t in range(5):
+        handler.put({"time": t, "position": "well A"}, np.full((16, 16), t, np.uint16), {})
+    qtbot.waitUntil(lambda: sink.frames_shown == 5, timeout=5000)
+    layer = gui_viewer.layers["script"]
+    assert layer.data.shape == (1, 5, 16, 16)
+    assert tuple(layer.axis_labels) == ("position", "time", "y", "x")
+    assert layer.metadata["axis_values"]["position"] == ["well A"]
+    assert gui_viewer.dims.current_step[1] == 4
+    handler.put({"time": 5, "position": "well B"}, np.full((16, 16), 9, np.uint16), {})
+    qtbot.waitUntil(lambda: sink.frames_shown == 6, timeout=5000)
+    assert layer.data.shape == (2, 6, 16, 16)
+    assert np.asarray(layer.data[1, 5])[0, 0] == 9
+    assert np.asarray(layer.data[1, 0]).max() == 0
+    handler.await_completion(5)
+    sink.close()
+
+
+@pytest.mark.parametrize("gui_viewer", [True], indirect=True)
+def test_screenshot_of_running_acquisition_is_not_blank(gui_viewer, scope, qtbot):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    scope["Camera"].exposure = 30.0
+    panel = AcquisitionPanel(gui_viewer)
+    panel.time_points.value = 100
+    panel.storage.value = "NDRAM"
+    acquisition = panel.run()
+    qtbot.waitUntil(lambda: len(gui_viewer.layers) > 0 and acquisition.frames_done > 2, timeout=10000)
+    qtbot.wait(100)
+    shot = gui_viewer.screenshot(canvas_only=True)
+    assert shot.std() > 1.0
+    panel.abort()
+    qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=10000)
+
+
+def test_launcher_opens_viewer_with_docked_panels():
+    code = (
+        "from qtpy.QtCore import QTimer\n"
+        "import napari\n"
+        "from napari_exengine.launcher import open_viewer\n"
+        "viewer = open_viewer(show=True)\n"
+        "docks = list(viewer.window._dock_widgets)\n"
+        "print('DOCKS', docks, flush=True)\n"
+        "QTimer.singleShot(500, viewer.close)\n"
+        "napari.run()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Devices" in result.stdout and "Acquisition" in result.stdout

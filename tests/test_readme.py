@@ -1,0 +1,19 @@
+"""The README's headless example runs as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_commands_and_python_example(capsys):
+    text = README.read_text()
+    assert 'pip install -e ".[all]" && napari-exengine' in text
+    assert 'pip install -e ".[all,test]" && pytest' in text
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), {})
+    assert "12 frames in" in capsys.readouterr().out
