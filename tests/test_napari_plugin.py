@@ -27,9 +27,9 @@ def scope():
 def test_napari_lists_and_docks_plugin_widgets(gui_viewer, scope):
     from napari_exengine.widgets import AcquisitionPanel, DevicesPanel
 
-    dock, widget = gui_viewer.window.add_plugin_dock_widget("napari-exengine", "Devices")
+    _dock, widget = gui_viewer.window.add_plugin_dock_widget("napari-exengine", "Devices")
     assert isinstance(widget, DevicesPanel)
-    dock, widget = gui_viewer.window.add_plugin_dock_widget("napari-exengine", "Acquisition")
+    _dock, widget = gui_viewer.window.add_plugin_dock_widget("napari-exengine", "Acquisition")
     assert isinstance(widget, AcquisitionPanel)
 
 

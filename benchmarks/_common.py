@@ -1,0 +1,27 @@
+"""Helpers shared by the benchmarks: medians of repeated runs and side-by-side reporting."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    """The median of ``runs`` calls of ``measure`` (each returns one figure)."""
+    return statistics.median(measure() for _ in range(runs))
+
+
+def per_call_us(func: Callable[[], object], n: int) -> float:
+    """Mean µs per call of ``func`` over ``n`` calls."""
+    start = time.perf_counter()
+    for _ in range(n):
+        func()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def report(rows: list[tuple[str, float, str, float, str]]) -> None:
+    """Print ``name, ours, reference name, reference, unit`` rows with their ratio."""
+    print(f"{'measure':44} {'ours':>12} {'reference':>28} {'ref':>12} {'ratio':>7}")
+    for name, ours, ref_name, ref, unit in rows:
+        print(f"{name:44} {ours:10.2f}{unit:>2} {ref_name:>28} {ref:10.2f}{unit:>2} {ours / ref:7.2f}")

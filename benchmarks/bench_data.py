@@ -1,0 +1,129 @@
+"""Data pipeline: DataHandler + storage vs direct ndstorage loops, coordinates cost, bounded memory.
+
+Run: ``python benchmarks/bench_data.py``. Each figure is a median of several runs; ratios compare
+our path with the reference measured in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import ndstorage
+import numpy as np
+import psutil
+from _common import median_of, per_call_us, report
+
+from exengine.data import DataCoordinates, DataHandler
+from exengine.storage import NDRAMStorage, NDTiffStorage
+
+FRAMES = 2000
+RUNS = 3
+SHAPE = (512, 512)
+
+
+def workload():
+    rng = np.random.default_rng(0)
+    pool = [rng.integers(0, 4000, SHAPE, dtype=np.uint16) for _ in range(8)]
+    coords = [{"time": i // 20, "channel": ("DAPI", "GFP")[(i // 10) % 2], "z": i % 10} for i in range(FRAMES)]
+    return coords, pool
+
+
+def direct_ndtiff(coords, pool, root) -> float:
+    dataset = ndstorage.NDTiffDataset(root, name="direct", writable=True)
+    dataset.initialize({})
+    start = time.perf_counter()
+    for i, c in enumerate(coords):
+        dataset.put_image(c, pool[i % 8], {"i": i})
+    dataset.finish()
+    return FRAMES / (time.perf_counter() - start)
+
+
+def direct_ndram(coords, pool) -> float:
+    dataset = ndstorage.NDRAMDataset()
+    dataset.initialize({})
+    start = time.perf_counter()
+    for i, c in enumerate(coords):
+        dataset.put_image(c, pool[i % 8], {"i": i})
+    dataset.finish()
+    return FRAMES / (time.perf_counter() - start)
+
+
+def through_handler(coords, pool, storage, processor=None) -> float:
+    handler = DataHandler(storage, processor)
+    start = time.perf_counter()
+    for i, c in enumerate(coords):
+        handler.put(c, pool[i % 8], {"i": i})
+    handler.await_completion()
+    return FRAMES / (time.perf_counter() - start)
+
+
+def coords_cost() -> tuple[float, float]:
+    n = 200_000
+
+    def ours():
+        return hash(DataCoordinates(time=3, channel="DAPI", z=5))
+
+    def reference():
+        return hash(frozenset({"time": 3, "channel": "DAPI", "z": 5}.items()))
+
+    return median_of(RUNS, lambda: per_call_us(ours, n)), median_of(RUNS, lambda: per_call_us(reference, n))
+
+
+def memory_bound() -> tuple[float, float, int]:
+    class SlowStorage(NDRAMStorage):
+        def put(self, coords, data, metadata):
+            time.sleep(0.01)
+
+    budget = 200 * 1024**2
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak = [baseline]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    storage = SlowStorage()
+    handler = DataHandler(storage, memory_budget_bytes=budget)
+    for i in range(800):
+        handler.put({"time": i}, np.full(SHAPE, i, np.uint16), {})
+    handler.await_completion()
+    stop.set()
+    sampler.join()
+    return (peak[0] - baseline) / 1024**2, budget / 1024**2, handler.frames_stored
+
+
+def main() -> None:
+    coords, pool = workload()
+    root = tempfile.mkdtemp()
+    try:
+        tiff_direct = median_of(RUNS, lambda: direct_ndtiff(coords, pool, root))
+        tiff_ours = median_of(RUNS, lambda: through_handler(coords, pool, NDTiffStorage(root, name="ours")))
+        ram_direct = median_of(RUNS, lambda: direct_ndram(coords, pool))
+        ram_ours = median_of(RUNS, lambda: through_handler(coords, pool, NDRAMStorage()))
+        ram_proc = median_of(RUNS, lambda: through_handler(coords, pool, NDRAMStorage(), lambda c, d, m: (c, d, m)))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    ours_us, ref_us = coords_cost()
+    grown, budget, stored = memory_bound()
+    report([
+        ("DataHandler + NDTiffStorage (frames/s)", tiff_ours, "ndstorage NDTiff put loop", tiff_direct, ""),
+        ("DataHandler + NDRAMStorage (frames/s)", ram_ours, "ndstorage NDRAM put loop", ram_direct, ""),
+        ("DataHandler + NDRAM + identity processor", ram_proc, "ndstorage NDRAM put loop", ram_direct, ""),
+        ("DataCoordinates(...) + hash", ours_us, "dict + hash(frozenset)", ref_us, "us"),
+    ])
+    print(f"memory: peak RSS growth {grown:.0f} MB with a {budget:.0f} MB budget "
+          f"(limit budget + 100 MB), {stored}/800 frames stored")
+    print(f"cpu count {os.cpu_count()}")
+
+
+if __name__ == "__main__":
+    main()
