@@ -15,8 +15,8 @@ import time
 import ndstorage
 import numpy as np
 import psutil
-from _common import median_of, per_call_us, report
 
+from _common import median_of, per_call_us, report
 from exengine.data import DataCoordinates, DataHandler
 from exengine.storage import NDRAMStorage, NDTiffStorage
 

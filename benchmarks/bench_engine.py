@@ -10,7 +10,6 @@ import threading
 from queue import SimpleQueue
 
 from _common import median_of, per_call_us, report
-
 from exengine import ExecutionEngine
 from exengine.base_classes import Device, ExecutorEvent
 
