@@ -57,3 +57,18 @@ def test_ruff_is_clean():
     result = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "docs"], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_built_wheel_ships_the_manifest_and_entry_point(tmp_path):
+    import zipfile
+
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                             str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    wheel = next(tmp_path.glob("napari_exengine-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        assert archive.read("napari_exengine/napari.yaml").decode() == (ROOT / "napari.yaml").read_text()
+        entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "napari-exengine = napari_exengine:napari.yaml" in entry_points
+    assert any(n.startswith("exengine/kernel/") for n in names)
