@@ -58,13 +58,13 @@ def test_device_error_is_shown_not_raised(gui_viewer, scope, qtbot):
     from napari_exengine.widgets import DevicesPanel
 
     panel = DevicesPanel(gui_viewer)
-    roi = panel.controls[("Camera", "roi")]
-    scope["Z"]
     panel.set_property(scope["Light"], "power", 5.0)
     qtbot.waitUntil(lambda: "power" in panel.status.value, timeout=5000)
     assert "[0, 1]" in panel.status.value
     assert scope["Light"].power == 1.0
-    assert roi.enabled
+    roi = panel.controls[("Camera", "roi")]
+    roi.value = "(0, 0, 256, 256)"
+    qtbot.waitUntil(lambda: scope["Camera"].roi == (0, 0, 256, 256), timeout=5000)
 
 
 def test_snap_and_live(gui_viewer, scope, qtbot):

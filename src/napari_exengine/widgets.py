@@ -93,6 +93,7 @@ class DevicesPanel(QWidget):
         self.viewer = napari_viewer
         self.devices = ensure_devices()
         self.controls: dict[tuple[str, str], mw.Widget] = {}
+        self._literal_props: set[tuple[str, str]] = set()
         layout = QVBoxLayout(self)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -109,6 +110,8 @@ class DevicesPanel(QWidget):
                     widget = mw.Label(name=prop, label=prop, value=f"unavailable: {e}")
                 else:
                     widget.changed.connect(lambda v, d=device, p=prop: self.set_property(d, p, v))
+                    if isinstance(widget, mw.LineEdit) and not isinstance(getattr(device, prop), str):
+                        self._literal_props.add((name, prop))
                 self.controls[(name, prop)] = widget
                 container.append(widget)
             box_layout.addWidget(container.native)
@@ -127,8 +130,7 @@ class DevicesPanel(QWidget):
 
     def set_property(self, device: Device, prop: str, value: Any) -> None:
         """Set ``device.prop`` on a worker thread; on failure show the error and restore the control."""
-        widget = self.controls[(device.name, prop)]
-        if isinstance(widget, mw.LineEdit) and not isinstance(getattr(device, "_" + prop, None), str):
+        if (device.name, prop) in self._literal_props:
             with contextlib.suppress(ValueError, SyntaxError):
                 value = ast.literal_eval(value)
 
