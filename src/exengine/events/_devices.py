@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 from ..kernel.device import Device
 from ..kernel.executor import ExecutionEngine
@@ -28,9 +28,3 @@ def resolve_device(device: Any, kind: Union[type[D], tuple[type, ...]], role: st
         raise TypeError(f"The {role} must be a {kind_name} (or its registered name), got {device!r}")
     return device
 
-
-def optional_name(device: Optional[Any]) -> Optional[str]:
-    """A short label for a device argument, for error messages."""
-    if device is None or isinstance(device, str):
-        return device
-    return getattr(device, "name", repr(device))
