@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from exengine import ExecutionEngine
+from exengine.devices.simulated import create_simulated_devices
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "ndtiff"
@@ -29,6 +30,15 @@ def testdata() -> Path:
             pytest.fail(f"Test data folder {TESTDATA} is missing in CI")
         pytest.skip(f"Test data folder {TESTDATA} not found (run from the project checkout beside shared/)")
     return TESTDATA
+
+
+@pytest.fixture
+def scope():
+    """The simulated microscope, with a zero-exposure camera limited to 2,000 frames/s."""
+    devices = create_simulated_devices()
+    devices["Camera"].exposure = 0.0
+    devices["Camera"].frame_rate_limit = 2000.0
+    return devices
 
 
 @pytest.fixture

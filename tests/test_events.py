@@ -11,7 +11,6 @@ from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition
 from exengine.base_classes import Abortable, DataProducing, ExecutorEvent, Stoppable
 from exengine.data import DataHandler
-from exengine.devices.simulated import create_simulated_devices
 from exengine.events import (
     ReadoutData,
     SetPosition1DEvent,
@@ -25,14 +24,6 @@ from exengine.events import (
     multi_d_acquisition_events,
 )
 from exengine.storage import NDRAMStorage
-
-
-@pytest.fixture
-def scope():
-    devices = create_simulated_devices()
-    devices["Camera"].exposure = 0.0
-    devices["Camera"].frame_rate_limit = 2000.0
-    return devices
 
 
 def test_capabilities_in_either_base_order(engine):

@@ -10,18 +10,9 @@ import numpy as np
 import pytest
 
 from exengine.data import DataHandler
-from exengine.devices.simulated import create_simulated_devices
 from exengine.storage import NDRAMStorage, NDTiffStorage
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def scope():
-    devices = create_simulated_devices()
-    devices["Camera"].exposure = 1.0
-    devices["Camera"].frame_rate_limit = 1000.0
-    return devices
 
 
 def test_napari_lists_and_docks_plugin_widgets(gui_viewer, scope):
