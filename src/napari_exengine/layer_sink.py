@@ -8,13 +8,14 @@ turns them into layer updates at most ~30 times a second. Layers read frames laz
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any, Optional
 
 import numpy as np
 from qtpy.QtCore import QTimer
 
 from exengine.data import DataCoordinates, DataHandler
+
+from .lazy_array import LazyFrames
 
 REFRESH_INTERVAL_MS = 33
 _AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
@@ -51,68 +52,6 @@ class _AxisIndex:
 
     def __len__(self) -> int:
         return len(self.values)
-
-
-class LazyFrames:
-    """An array-like (axes..., y, x) whose frames are read through a ``DataHandler`` on demand."""
-
-    def __init__(self, handler: DataHandler, axes: list[str], indices: dict[str, _AxisIndex],
-                 fixed: dict[str, Any], frame_shape: tuple[int, ...], dtype: np.dtype,
-                 present: set[tuple[int, ...]]) -> None:
-        self._handler = handler
-        self.axes = axes
-        self._indices = indices
-        self._fixed = fixed
-        self._frame_shape = frame_shape
-        self.dtype = dtype
-        self._present = present
-        self.shape = tuple(max(len(indices[a]), 1) for a in axes) + frame_shape
-        self.ndim = len(self.shape)
-        self.size = int(np.prod(self.shape))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(self[tuple(slice(None) for _ in self.shape)], dtype=dtype)
-
-    def frame(self, position: tuple[int, ...]) -> np.ndarray:
-        """The frame at slider ``position`` (zeros where none was acquired)."""
-        if position not in self._present:
-            return np.zeros(self._frame_shape, self.dtype)
-        coords = DataCoordinates(self._fixed)
-        for axis, index in zip(self.axes, position, strict=False):
-            coords[axis] = self._indices[axis].value_at(index)
-        try:
-            return np.asarray(self._handler.get(coords, return_data=True, return_metadata=False))
-        except KeyError:
-            return np.zeros(self._frame_shape, self.dtype)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if not isinstance(key, tuple):
-            key = (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
-        key = key + (slice(None),) * (self.ndim - len(key))
-        lead, rest = key[: len(self.axes)], key[len(self.axes):]
-        ranges = [range(self.shape[i])[k] if isinstance(k, slice) else [int(k) % self.shape[i]]
-                  for i, k in enumerate(lead)]
-        frames = [self.frame(tuple(p))[rest] for p in _product(ranges)]
-        if not frames:
-            return np.zeros((0,), self.dtype)
-        out_shape = [len(r) for k, r in zip(lead, ranges, strict=False) if isinstance(k, slice)]
-        stacked = np.stack(frames) if len(frames) > 1 else frames[0][None]
-        return stacked.reshape(out_shape + list(stacked.shape[1:]))
-
-
-def _product(ranges: list[Any]) -> Iterator[tuple[int, ...]]:
-    if not ranges:
-        yield ()
-        return
-    for head in ranges[0]:
-        for tail in _product(ranges[1:]):
-            yield (head, *tail)
 
 
 class LayerSink:
@@ -204,8 +143,9 @@ class LayerSink:
 
     def _update_layer(self, key: Any, newest: tuple[int, ...]) -> None:
         state = self._state[key]
-        frames = LazyFrames(self.handler, list(state["axes"]), state["indices"], state["fixed"],
-                            state["frame_shape"], state["dtype"], state["present"])
+        frames = LazyFrames(self._reader(state), state["axes"],
+                            {a: state["indices"][a].values for a in state["axes"]},
+                            state["frame_shape"], state["dtype"], fixed=state["fixed"])
         labels = [*frames.axes, "y", "x"]
         scale = [self._scale.get(a, 1.0) for a in frames.axes] + [
             self._scale.get("y", state["pixel"]), self._scale.get("x", state["pixel"])]
@@ -225,6 +165,20 @@ class LayerSink:
             layer.data = frames
             layer.metadata.update(metadata)
         self._follow(frames.axes, newest)
+
+    def _reader(self, state: dict[str, Any]) -> Any:
+        present, axes, indices = state["present"], list(state["axes"]), state["indices"]
+
+        def read(coords: dict[str, Any]) -> Optional[np.ndarray]:
+            position = tuple(indices[a].add(coords[a]) if a in coords else 0 for a in axes)
+            if position not in present:
+                return None
+            try:
+                return self.handler.get(coords, return_data=True, return_metadata=False)
+            except KeyError:
+                return None
+
+        return read
 
     def _follow(self, axes: list[str], newest: tuple[int, ...]) -> None:
         dims = self.viewer.dims

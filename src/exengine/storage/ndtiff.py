@@ -122,18 +122,26 @@ class _NDStorage(DataStorage):
 class NDTiffStorage(_NDStorage):
     """Frames saved as an NDTiff dataset in a new folder ``<directory>/<name>_<n>``.
 
-    ``name`` defaults to ``"exengine"``. Frames must be 2-D uint8 or uint16. The folder is in
+    ``name`` defaults to ``"exengine"``. With ``unique=False`` the folder is exactly
+    ``<directory>/<name>`` and must not exist yet. Frames must be 2-D uint8 or uint16. The folder is in
     :attr:`path`.
     """
 
     def __init__(self, directory: str | os.PathLike[str], name: Optional[str] = None,
-                 summary_metadata: Optional[Mapping[str, Any]] = None) -> None:
+                 summary_metadata: Optional[Mapping[str, Any]] = None, *, unique: bool = True) -> None:
         directory = os.fspath(directory)
         name = "exengine" if name is None else name
         if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
             raise ValueError(f"name must be a plain folder name, got {name!r}")
         _check_writable(directory)
-        dataset = ndstorage.NDTiffDataset(directory, name=name, writable=True)
+        if unique:
+            dataset = ndstorage.NDTiffDataset(directory, name=name, writable=True)
+        else:
+            target = os.path.join(directory, name)
+            if os.path.exists(target):
+                raise FileExistsError(f"{target!r} already exists; NDTiff datasets are never overwritten")
+            os.makedirs(target)
+            dataset = ndstorage.NDTiffDataset(target, writable=True)
         super().__init__(dataset, summary_metadata)
         self._frame_kind: Optional[tuple[tuple[int, ...], np.dtype]] = None
         self._stale_readers = False

@@ -1,0 +1,198 @@
+"""npe2 reader: NDTiff dataset folders (or their ``NDTiff.index``) open as lazy layers.
+
+Only the index and one frame per channel (for contrast limits) are read at open time; each slider
+move reads just the frames on screen. Channels become one layer each; other axes become labelled
+sliders (string-valued axes map to integer sliders, the mapping in ``layer.metadata['axis_values']``).
+Multi-resolution datasets (tiled row/column explores) open stitched, as multiscale layers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Optional
+
+import numpy as np
+
+from exengine.storage.ndtiff_reader import NDTiffReader, find_dataset_root
+
+from .layer_sink import sort_axes
+from .lazy_array import LazyFrames
+
+LayerData = tuple[Any, dict[str, Any], str]
+_COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue")
+_TILE_AXES = ("row", "column")
+
+
+def get_reader(path: Any) -> Optional[Callable[[Any], list[LayerData]]]:
+    """Return a reader when ``path`` is an NDTiff dataset folder or index, else None."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not isinstance(path, (str, os.PathLike)) or find_dataset_root(path) is None:
+        return None
+    return read_ndtiff
+
+
+def read_ndtiff(path: Any, split_channels: bool = True) -> list[LayerData]:
+    """Open the NDTiff dataset at ``path`` as napari layer data (lazy)."""
+    if isinstance(path, list):
+        path = path[0]
+    reader = NDTiffReader(path)
+    if not reader.entries:
+        raise ValueError(f"{reader.path} holds no frames yet")
+    return layers_for(reader, split_channels=split_channels)
+
+
+def layers_for(reader: NDTiffReader, split_channels: bool = True) -> list[LayerData]:
+    """Layer data for an opened dataset: one layer per channel (or one with a channel axis)."""
+    axes_values = reader.axes
+    stitched = reader.multiresolution and all(a in axes_values for a in _TILE_AXES)
+    channels = axes_values.get("channel", [None]) if split_channels else [None]
+    slider_axes = sort_axes([a for a in axes_values if (a != "channel" or not split_channels)
+                             and not (stitched and a in _TILE_AXES)])
+    recorded = reader.summary_metadata.get("AxisOrder")
+    if isinstance(recorded, list) and sorted(recorded) == sorted(slider_axes):
+        slider_axes = list(recorded)
+    axis_scales = reader.summary_metadata.get("AxisScales")
+    axis_scales = axis_scales if isinstance(axis_scales, dict) else {}
+    first = reader.first_entry()
+    pixel = reader.pixel_size_um() or 1.0
+    z_step = reader.z_step_um() or 1.0
+    name = os.path.basename(os.path.normpath(reader.path))
+    layers = []
+    for i, channel in enumerate(channels):
+        fixed = {} if channel is None else {"channel": channel}
+        values = {a: axes_values[a] for a in slider_axes}
+        if stitched:
+            data: Any = [_StitchedLevel(reader, level, slider_axes, values, fixed)
+                         for level in range(len(reader.levels))]
+            data = [d for j, d in enumerate(data) if j == 0 or d.shape[-2] < data[j - 1].shape[-2]]
+            sample = data[-1][tuple(0 for _ in slider_axes)]
+        else:
+            data = LazyFrames(_frame_reader(reader), slider_axes, values, first.shape, first.dtype, fixed=fixed)
+            sample = _sample(reader, fixed)
+        scale = [float(axis_scales.get(a, z_step if a == "z" else 1.0)) for a in slider_axes] + [pixel, pixel]
+        metadata = {
+            "path": reader.path, "summary_metadata": reader.summary_metadata, "reader": reader,
+            "axis_values": {a: list(v) for a, v in values.items()}, "fixed_coordinates": fixed,
+            "read_frame_metadata": lambda coords, r=reader, f=fixed: r.read_metadata({**f, **coords}),
+        }
+        kwargs: dict[str, Any] = {
+            "name": name if channel is None else f"{name} {channel}",
+            "metadata": metadata, "scale": scale, "axis_labels": [*slider_axes, "y", "x"],
+            "multiscale": stitched, "rgb": first.rgb,
+        }
+        if not first.rgb:
+            kwargs["contrast_limits"] = _contrast(sample)
+            kwargs["colormap"] = "gray" if channel is None or len(channels) == 1 else _COLORMAPS[i % len(_COLORMAPS)]
+            kwargs["blending"] = "additive" if len(channels) > 1 else "translucent"
+        layers.append((data, kwargs, "image"))
+    return layers
+
+
+def _frame_reader(reader: NDTiffReader) -> Callable[[dict[str, Any]], Optional[np.ndarray]]:
+    def read(coords: dict[str, Any]) -> Optional[np.ndarray]:
+        try:
+            return reader.read_frame(coords)
+        except KeyError:
+            return None
+
+    return read
+
+
+def _sample(reader: NDTiffReader, fixed: dict[str, Any]) -> np.ndarray:
+    for key, entry in reader.entries.items():
+        coords = dict(key)
+        if all(coords.get(a) == v for a, v in fixed.items()):
+            return reader.levels[0].read_frame(entry)
+    return np.zeros(reader.first_entry().shape, reader.first_entry().dtype)
+
+
+def _contrast(sample: np.ndarray) -> tuple[float, float]:
+    low, high = float(sample.min()), float(sample.max())
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+class _StitchedLevel:
+    """One resolution level of a tiled dataset, stitched into (axes..., y, x[, rgb]) on demand."""
+
+    def __init__(self, reader: NDTiffReader, level: int, axes: list[str], values: dict[str, list[Any]],
+                 fixed: dict[str, Any]) -> None:
+        self._reader = reader
+        self._level = reader.levels[level]
+        first = reader.first_entry()
+        self._tile = (first.height, first.width)
+        summary = reader.summary_metadata
+        self._overlap = (int(summary.get("GridPixelOverlapY", 0) or 0), int(summary.get("GridPixelOverlapX", 0) or 0))
+        rows = [r for r in reader.axes["row"]]
+        cols = [c for c in reader.axes["column"]]
+        step_y, step_x = self._tile[0] - self._overlap[0], self._tile[1] - self._overlap[1]
+        self._origin = (min(rows) * step_y, min(cols) * step_x)
+        full_shape = ((max(rows) - min(rows) + 1) * step_y, (max(cols) - min(cols) + 1) * step_x)
+        self.factor = self._level.factor
+        plane = (-(-full_shape[0] // self.factor), -(-full_shape[1] // self.factor))
+        self._rgb = first.rgb
+        self._frames = LazyFrames(self._plane, axes, values, plane + ((3,) if first.rgb else ()), first.dtype,
+                                  fixed=fixed)
+        self.dtype = self._frames.dtype
+        self.shape = self._frames.shape
+        self.ndim = self._frames.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._frames[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self._frames, dtype=dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _plane(self, coords: dict[str, Any]) -> np.ndarray:
+        height, width = self._frames.shape[len(self._frames.axes):][:2]
+        plane = np.zeros(self._frames.shape[len(self._frames.axes):], self.dtype)
+        (th, tw), (oy, ox), f = self._tile, self._overlap, self.factor
+        for key, entry in self._level.entries.items():
+            tile_coords = dict(key)
+            row, col = tile_coords.pop("row", None), tile_coords.pop("column", None)
+            if row is None or col is None or tile_coords != coords:
+                continue
+            tile = self._level.read_frame(entry)
+            if f == 1:
+                tile = tile[oy // 2: th - (oy - oy // 2), ox // 2: tw - (ox - ox // 2)]
+                y0, x0 = row * (th - oy) - self._origin[0], col * (tw - ox) - self._origin[1]
+            else:
+                y0, x0 = row * th - self._origin[0] // f, col * tw - self._origin[1] // f
+            _paste(plane, tile, y0, x0, height, width)
+        return plane
+
+
+def _paste(plane: np.ndarray, tile: np.ndarray, y0: int, x0: int, height: int, width: int) -> None:
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + tile.shape[0], height), min(x0 + tile.shape[1], width)
+    if ye > ys and xe > xs:
+        plane[ys:ye, xs:xe] = tile[ys - y0: ye - y0, xs - x0: xe - x0]
+
+
+def refresh_layers(layers: Any) -> int:
+    """Pick up frames written since the dataset layers were opened (for datasets still being written).
+
+    ``layers`` is a napari layer list (e.g. ``viewer.layers``) or a list of layers; returns the number
+    of new frames found.
+    """
+    found = 0
+    refreshed: dict[int, list[LayerData]] = {}
+    for layer in list(layers):
+        reader = layer.metadata.get("reader") if isinstance(layer.metadata, dict) else None
+        if not isinstance(reader, NDTiffReader):
+            continue
+        if id(reader) not in refreshed:
+            found += reader.refresh()
+            refreshed[id(reader)] = layers_for(reader, split_channels="channel" in layer.metadata["fixed_coordinates"]
+                                               or "channel" not in reader.axes)
+        for data, kwargs, _ in refreshed[id(reader)]:
+            if kwargs["name"] == layer.name:
+                layer.data = data
+                layer.metadata.update(kwargs["metadata"])
+    return found
