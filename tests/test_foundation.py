@@ -54,8 +54,8 @@ def test_ruff_is_clean():
     ruff = shutil.which("ruff")
     if ruff is None:
         pytest.fail("ruff is not installed (it is in the test extra)")
-    result = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "docs"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "docs", "examples"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -126,7 +126,7 @@ def test_stop_and_abort_keep_stored_frames(gui_viewer, scope, qtbot, action):
     scope["Camera"].exposure = 20.0
     panel = AcquisitionPanel(gui_viewer)
     panel.time_points.value = 500
-    panel.storage.value = "NDRAM"
+    panel.storage.value = "napari-exengine.storage.ndram"
     acquisition = panel.run()
     qtbot.waitUntil(lambda: acquisition.frames_done >= 3, timeout=10000)
     assert not panel.time_points.enabled
@@ -192,7 +192,7 @@ def test_screenshot_of_running_acquisition_is_not_blank(gui_viewer, scope, qtbot
     scope["Camera"].exposure = 30.0
     panel = AcquisitionPanel(gui_viewer)
     panel.time_points.value = 100
-    panel.storage.value = "NDRAM"
+    panel.storage.value = "napari-exengine.storage.ndram"
     acquisition = panel.run()
     qtbot.waitUntil(lambda: len(gui_viewer.layers) > 0 and acquisition.frames_done > 2, timeout=10000)
     qtbot.wait(100)
@@ -216,3 +216,28 @@ def test_launcher_opens_viewer_with_docked_panels():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Devices" in result.stdout and "Acquisition" in result.stdout
+
+
+def test_panel_offers_contributions_and_runs_through_plugin_processor_and_storage(gui_viewer, scope, qtbot,
+                                                                                   tmp_path):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    scope["Camera"].roi = (0, 0, 64, 64)
+    panel = AcquisitionPanel(gui_viewer)
+    storage_ids = [value for _, value in panel.storage.choices] if isinstance(panel.storage.choices[0], tuple) \
+        else list(panel.storage.choices)
+    assert {"napari-exengine.storage.omezarr", "exengine-npy-storage.npy_folder"} <= set(storage_ids)
+    assert "exengine-denoise.gaussian" in panel.processors
+    form = panel.add_processor("exengine-denoise.gaussian")
+    form.sigma.value = 1.5
+    panel.add_processor("napari-exengine.processor.background_subtraction").level.value = 50.0
+    panel.storage.value = "exengine-npy-storage.npy_folder"
+    assert [w.name for w in panel.storage_form] == ["compress"]
+    panel.directory.value = tmp_path
+    panel.dataset_name.value = "plugged"
+    panel.time_points.value = 3
+    run_panel(panel, qtbot)
+    assert panel.status.value.startswith("done: 3 frames"), panel.status.value
+    metadata = panel.storage_object.get_metadata({"time": 1, "channel": "DAPI"})
+    assert metadata["Denoise"] == "gaussian sigma=1.5" and metadata["Background"] == 50.0
+    assert len(list((tmp_path / "plugged").glob("*.npy"))) == 3

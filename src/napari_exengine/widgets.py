@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 import time
+import typing
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -35,10 +36,12 @@ from exengine.events import (
     multi_d_acquisition_events,
 )
 from exengine.kernel.device import Device
+from exengine.processors import ProcessorChain
 
+from .contributions import Contribution, ContributionError, list_contributions
 from .layer_sink import LayerSink
 
-STORAGE_CHOICES = ("NDTiff", "NDRAM")
+DEFAULT_STORAGE = "napari-exengine.storage.ndtiff"
 
 
 def ensure_devices() -> dict[str, Device]:
@@ -61,6 +64,29 @@ def _run_in_thread(func: Callable[[], Any], on_done: Optional[Callable[[Any], No
     worker.errored.connect(lambda e: show_error(f"{what} failed: {e}"))
     worker.start()
     return worker
+
+
+def settings_form(contribution: Contribution) -> mw.Container:
+    """A magicgui form for a contribution's factory settings (typed parameters with their defaults)."""
+    factory = contribution.factory()
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # unresolvable annotations: fall back to the defaults' types
+        hints = {}
+    form = mw.Container(labels=True)
+    for parameter in contribution.parameters():
+        default = None if parameter.default is parameter.empty else parameter.default
+        annotation = hints.get(parameter.name, type(default) if default is not None else str)
+        widget = mw.create_widget(value=default, annotation=annotation, name=parameter.name)
+        if default is None and isinstance(widget, mw.LineEdit):
+            widget.value = ""  # empty: use the factory's default
+        form.append(widget)
+    return form
+
+
+def form_values(form: mw.Container) -> dict[str, Any]:
+    """The settings of a form; empty text fields mean "not given" (the factory default)."""
+    return {w.name: w.value for w in form if not (isinstance(w.value, str) and w.value == "")}
 
 
 def property_widget(device: Device, prop: str) -> mw.Widget:
@@ -248,7 +274,21 @@ class AcquisitionPanel(QWidget):
         self.add_position = mw.PushButton(text="Add current position")
         self.clear_positions = mw.PushButton(text="Clear positions")
         self.order = mw.LineEdit(value="tpcz", label="axis order")
-        self.storage = mw.ComboBox(choices=list(STORAGE_CHOICES), value="NDTiff", label="storage")
+        contributions = list_contributions()
+        self.storages = {c.id: c for c in contributions if c.kind == "storage" and c.available}
+        self.processors = {c.id: c for c in contributions if c.kind == "processor" and c.available}
+        unavailable = [c for c in contributions if not c.available]
+        self.storage = mw.ComboBox(choices=[(c.title, c.id) for c in self.storages.values()],
+                                   value=DEFAULT_STORAGE if DEFAULT_STORAGE in self.storages else None,
+                                   label="storage")
+        self.storage_form = mw.Container(labels=True)
+        self.processor_choice = mw.ComboBox(choices=[(f"{c.title} ({c.plugin})", c.id)
+                                                     for c in self.processors.values()], label="processor")
+        self.add_processor_button = mw.PushButton(text="Add processor")
+        self.processor_chain = mw.Container(labels=False)
+        self.processor_forms: list[tuple[Contribution, mw.Container, mw.Container]] = []
+        self.unavailable = mw.Label(value="; ".join(f"{c.title} ({c.plugin}): {c.error}" for c in unavailable),
+                                    label="unavailable", visible=bool(unavailable))
         self.directory = mw.FileEdit(mode="d", value=os.path.join(tempfile.gettempdir(), "exengine-data"),
                                      label="directory")
         self.dataset_name = mw.LineEdit(value="acquisition", label="name")
@@ -262,9 +302,10 @@ class AcquisitionPanel(QWidget):
         self.xy_positions: list[tuple[float, float]] = []
         self.settings = [self.time_points, self.interval_s, self.use_z, self.z_start, self.z_stop, self.z_step,
                          self.channels, self.exposures, self.add_position, self.clear_positions, self.order,
-                         self.storage, self.directory, self.dataset_name, self.split_channels]
+                         self.storage, self.storage_form, self.directory, self.dataset_name, self.split_channels,
+                         self.processor_choice, self.add_processor_button, self.processor_chain]
         form = mw.Container(widgets=[
-            *self.settings[:8], self.positions_label, *self.settings[8:], self.estimate,
+            *self.settings[:8], self.positions_label, *self.settings[8:], self.unavailable, self.estimate,
             mw.Container(widgets=[self.run_button, self.stop_button, self.abort_button], layout="horizontal"),
             self.progress, self.status,
         ])
@@ -273,6 +314,9 @@ class AcquisitionPanel(QWidget):
         for widget in self.settings:
             if hasattr(widget, "changed") and not isinstance(widget, mw.PushButton):
                 widget.changed.connect(self.update_estimate)
+        self.storage.changed.connect(self._show_storage_settings)
+        self.add_processor_button.clicked.connect(lambda: self.add_processor(self.processor_choice.value))
+        self._show_storage_settings()
         self.add_position.clicked.connect(self._add_current_position)
         self.clear_positions.clicked.connect(self._clear_positions)
         self.run_button.clicked.connect(self.run)
@@ -287,6 +331,29 @@ class AcquisitionPanel(QWidget):
         self.update_estimate()
 
     # --------------------------------------------------------------- settings
+    def _show_storage_settings(self, *_: Any) -> None:
+        self.storage_form.clear()
+        contribution = self.storages.get(self.storage.value)
+        if contribution is not None:
+            self.storage_form.extend(list(settings_form(contribution)))
+
+    def add_processor(self, contribution_id: str) -> mw.Container:
+        """Append a contributed processor (with its settings form) to the processing chain."""
+        contribution = self.processors[contribution_id]
+        form = settings_form(contribution)
+        remove = mw.PushButton(text="Remove")
+        box = mw.Container(widgets=[mw.Label(value=f"{len(self.processor_forms) + 1}. {contribution.title}"),
+                                    form, remove], labels=False)
+        entry = (contribution, form, box)
+        self.processor_forms.append(entry)
+        self.processor_chain.append(box)
+        remove.clicked.connect(lambda: self._remove_processor(entry))
+        return form
+
+    def _remove_processor(self, entry: tuple[Contribution, mw.Container, mw.Container]) -> None:
+        self.processor_forms.remove(entry)
+        self.processor_chain.remove(entry[2])
+
     def _add_current_position(self) -> None:
         xy = next((d for d in self.devices.values() if hasattr(d, "get_position")
                    and not isinstance(d, SingleAxisPositioner)), None)
@@ -369,25 +436,32 @@ class AcquisitionPanel(QWidget):
 
     # ------------------------------------------------------------------- run
     def _make_storage(self) -> Any:
-        from exengine.storage import NDRAMStorage, NDTiffStorage
-
         summary = {"Software": "napari-exengine", "Settings": {
             k: v for k, v in self.event_arguments().items() if isinstance(v, (int, float, str, list))}}
-        if self.storage.value == "NDRAM":
-            return NDRAMStorage(summary_metadata=summary)
-        return NDTiffStorage(str(self.directory.value), name=self.dataset_name.value or "acquisition",
-                             summary_metadata=summary)
+        contribution = self.storages[self.storage.value]
+        return contribution.build(directory=str(self.directory.value), name=self.dataset_name.value or "acquisition",
+                                  summary_metadata=summary, **form_values(self.storage_form))
+
+    def _make_processor(self) -> Optional[ProcessorChain]:
+        if not self.processor_forms:
+            return None
+        return ProcessorChain([c.build(**form_values(form)) for c, form, _ in self.processor_forms])
 
     def run(self) -> Optional[Acquisition]:
         """Start the acquisition described by the settings."""
         if self.acquisition is not None and self.acquisition.is_running():
             return None
         try:
+            processor = self._make_processor()
+        except ContributionError as e:
+            self._fail(f"Cannot create the processors: {e}")
+            return None
+        try:
             storage = self._make_storage()
         except Exception as e:
             self._fail(f"Cannot create the storage: {e}")
             return None
-        handler = DataHandler(storage)
+        handler = DataHandler(storage, processor)
         kwargs = self.event_arguments()
         try:
             events = multi_d_acquisition_events(data_handler=handler, **kwargs)

@@ -70,8 +70,7 @@ def write_ndtiff(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     if "z" in axes:
         summary["z-step_um"] = float(scale[axes.index("z")])
     leading = frames.reshape((-1, *frames.shape[-2:])) if frames.ndim > 2 else frames[None]
-    storage = NDTiffStorage(os.path.dirname(path), name=os.path.basename(path), summary_metadata=summary,
-                            unique=False)
+    storage = NDTiffStorage.at_path(path, summary_metadata=summary)
     with storage:
         for flat, frame in enumerate(leading):
             index = np.unravel_index(flat, frames.shape[:-2]) if axes else ()

@@ -1,15 +1,17 @@
-"""Storage backends. NDTiff/NDRAM need the ``ndstorage`` extra; they are imported on first use."""
+"""Storage backends. Each needs its extra (``ndstorage``, ``zarr``) and is imported on first use."""
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
-__all__ = ["NDRAMStorage", "NDTiffStorage"]
+__all__ = ["NDRAMStorage", "NDTiffStorage", "OMEZarrStorage"]
+
+_HOMES = {"NDTiffStorage": ".ndtiff", "NDRAMStorage": ".ndtiff", "OMEZarrStorage": ".omezarr"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("NDTiffStorage", "NDRAMStorage"):
-        from . import ndtiff
-
-        return getattr(ndtiff, name)
-    raise AttributeError(f"module 'exengine.storage' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'exengine.storage' has no attribute {name!r}")
+    return getattr(import_module(home, __name__), name)

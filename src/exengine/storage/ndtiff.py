@@ -122,19 +122,19 @@ class _NDStorage(DataStorage):
 class NDTiffStorage(_NDStorage):
     """Frames saved as an NDTiff dataset in a new folder ``<directory>/<name>_<n>``.
 
-    ``name`` defaults to ``"exengine"``. With ``unique=False`` the folder is exactly
-    ``<directory>/<name>`` and must not exist yet. Frames must be 2-D uint8 or uint16. The folder is in
+    ``name`` defaults to ``"exengine"``; :meth:`at_path` writes to an exact, new folder instead.
+    Frames must be 2-D uint8 or uint16. The folder is in
     :attr:`path`.
     """
 
     def __init__(self, directory: str | os.PathLike[str], name: Optional[str] = None,
-                 summary_metadata: Optional[Mapping[str, Any]] = None, *, unique: bool = True) -> None:
+                 summary_metadata: Optional[Mapping[str, Any]] = None, *, _exact: bool = False) -> None:
         directory = os.fspath(directory)
         name = "exengine" if name is None else name
         if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
             raise ValueError(f"name must be a plain folder name, got {name!r}")
         _check_writable(directory)
-        if unique:
+        if not _exact:
             dataset = ndstorage.NDTiffDataset(directory, name=name, writable=True)
         else:
             target = os.path.join(directory, name)
@@ -146,6 +146,13 @@ class NDTiffStorage(_NDStorage):
         self._frame_kind: Optional[tuple[tuple[int, ...], np.dtype]] = None
         self._stale_readers = False
         self.path = os.path.normpath(dataset.path)
+
+    @classmethod
+    def at_path(cls, path: str | os.PathLike[str],
+                summary_metadata: Optional[Mapping[str, Any]] = None) -> NDTiffStorage:
+        """A dataset in exactly the folder ``path``, which must not exist yet."""
+        path = os.path.abspath(os.fspath(path))
+        return cls(os.path.dirname(path), os.path.basename(path), summary_metadata, _exact=True)
 
     def _check_frame(self, coords: DataCoordinates, data: Any) -> np.ndarray:
         data = super()._check_frame(coords, data)

@@ -1,0 +1,155 @@
+"""Processor and storage contributions of any installed plugin, found through npe2 (no napari needed).
+
+A plugin declares a command whose ``python_name`` is a factory and lists it in the menu
+``napari-exengine/processors`` or ``napari-exengine/storage`` of its own ``napari.yaml``. A processor
+factory returns a ``DataProcessor`` or a process function; a storage factory takes (any of)
+``directory``, ``name`` and ``summary_metadata`` and returns a ``DataStorage``. The factory's other
+typed parameters are the contribution's settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from exengine.data import DataProcessor, DataStorage
+
+PROCESSOR_MENU = "napari-exengine/processors"
+STORAGE_MENU = "napari-exengine/storage"
+STORAGE_ARGUMENTS = ("directory", "name", "summary_metadata")
+Kind = Literal["processor", "storage"]
+
+
+class ContributionError(RuntimeError):
+    """A contribution that cannot be used: it failed to import, its factory raised or returned the wrong type."""
+
+
+@dataclass
+class Contribution:
+    """One contributed processor or storage backend."""
+
+    id: str
+    title: str
+    plugin: str
+    kind: Kind
+    python_name: str
+    error: Optional[str] = None
+    _factory: Optional[Callable[..., Any]] = field(default=None, repr=False)
+
+    @property
+    def available(self) -> bool:
+        """False when the factory could not be imported (see ``error``)."""
+        return self.error is None
+
+    def factory(self) -> Callable[..., Any]:
+        """The factory callable (imported on first use)."""
+        if self._factory is None:
+            from npe2.manifest.utils import import_python_name
+
+            try:
+                self._factory = import_python_name(self.python_name)
+            except Exception as e:
+                self.error = f"cannot import {self.python_name}: {e}"
+                raise ContributionError(f"{self.title} ({self.id}) is unavailable: {self.error}") from e
+        return self._factory
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """The factory's settings (for storage, without directory/name/summary_metadata)."""
+        signature = inspect.signature(self.factory())
+        return [p for p in signature.parameters.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not p.name.startswith("_")
+                and not (self.kind == "storage" and p.name in STORAGE_ARGUMENTS)]
+
+    def build(self, **kwargs: Any) -> Any:
+        """Call the factory; a ``DataProcessor`` (processors) or a ``DataStorage`` (storage)."""
+        factory = self.factory()
+        if self.kind == "storage":
+            try:
+                accepted = inspect.signature(factory).parameters
+            except (TypeError, ValueError):
+                accepted = {}  # type: ignore[assignment]
+            kwargs = {k: v for k, v in kwargs.items() if k not in STORAGE_ARGUMENTS or k in accepted}
+        try:
+            result = factory(**kwargs)
+        except Exception as e:
+            raise ContributionError(f"{self.title} ({self.id}) failed: {e}") from e
+        if self.kind == "processor":
+            if isinstance(result, DataProcessor):
+                return result
+            if callable(result):
+                return DataProcessor(result)
+            raise ContributionError(
+                f"{self.title} ({self.id}) returned {type(result).__name__}; expected a DataProcessor or function")
+        if not isinstance(result, DataStorage):
+            raise ContributionError(
+                f"{self.title} ({self.id}) returned {type(result).__name__}; expected a DataStorage")
+        return result
+
+
+def list_contributions(kind: Optional[Kind] = None, check: bool = True, manager: Any = None) -> list[Contribution]:
+    """Every contributed processor and/or storage backend of the installed plugins.
+
+    With ``check``, each factory is imported and failures are recorded as ``error`` (never raised).
+    ``manager`` is an npe2 ``PluginManager`` (default: the global one, discovering plugins if needed).
+    """
+    if manager is None:
+        from npe2 import PluginManager
+
+        manager = PluginManager.instance()
+        if not any(True for _ in manager.iter_manifests()):
+            manager.discover()
+    menus = {"processor": PROCESSOR_MENU, "storage": STORAGE_MENU}
+    found: list[Contribution] = []
+    for manifest in list(manager.iter_manifests()):
+        menu_map = manifest.contributions.menus if manifest.contributions else None
+        for wanted, menu in menus.items():
+            if kind is not None and wanted != kind:
+                continue
+            for item in (menu_map or {}).get(menu, []):
+                command_id = getattr(item, "command", None)
+                if command_id is None:
+                    continue
+                try:
+                    command = manager.get_command(command_id)
+                except KeyError:
+                    found.append(Contribution(command_id, command_id, manifest.name, wanted, "",  # type: ignore[arg-type]
+                                              error=f"command {command_id!r} is not declared"))
+                    continue
+                contribution = Contribution(command.id, command.title, manifest.name, wanted,  # type: ignore[arg-type]
+                                            command.python_name or "")
+                if not contribution.python_name:
+                    contribution.error = "the command has no python_name"
+                elif check:
+                    with contextlib.suppress(ContributionError):
+                        contribution.factory()
+                found.append(contribution)
+    return found
+
+
+def get_contribution(contribution_id: str, kind: Optional[Kind] = None, manager: Any = None) -> Contribution:
+    """The contribution with ``contribution_id`` (its command id, or a unique title)."""
+    candidates = list_contributions(kind, manager=manager)
+    for contribution in candidates:
+        if contribution.id == contribution_id:
+            return contribution
+    by_title = [c for c in candidates if c.title.lower() == contribution_id.lower()
+                or c.id.rsplit(".", 1)[-1] == contribution_id]
+    if len(by_title) == 1:
+        return by_title[0]
+    known = ", ".join(c.id for c in candidates)
+    raise KeyError(f"No {kind or 'contribution'} named {contribution_id!r}; available: {known}")
+
+
+def build_processor(contribution_id: str, **parameters: Any) -> DataProcessor:
+    """Build a contributed processor by id with its settings."""
+    return get_contribution(contribution_id, "processor").build(**parameters)
+
+
+def build_storage(contribution_id: str, directory: str, name: Optional[str] = None,
+                  summary_metadata: Optional[dict[str, Any]] = None, **parameters: Any) -> DataStorage:
+    """Build a contributed storage backend by id for ``directory``/``name``."""
+    return get_contribution(contribution_id, "storage").build(
+        directory=directory, name=name, summary_metadata=summary_metadata, **parameters)

@@ -1,0 +1,200 @@
+"""Built-in processors, OME-Zarr storage, and processor/storage contributions discovered through npe2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+from npe2 import PluginManager, PluginManifest
+
+from exengine.data import DataHandler
+from exengine.processors import (
+    ProcessorChain,
+    background_subtraction,
+    flat_field_correction,
+    frame_averaging,
+    max_intensity_projection,
+)
+from exengine.storage import NDRAMStorage, OMEZarrStorage
+from napari_exengine.contributions import (
+    ContributionError,
+    build_processor,
+    build_storage,
+    get_contribution,
+    list_contributions,
+)
+
+
+def run(processor, frames):
+    handler = DataHandler(NDRAMStorage(), processor)
+    for coords, data in frames:
+        handler.put(coords, data, {"src": "test"})
+    handler.await_completion(10)
+    return handler.storage
+
+
+def test_background_subtraction_clips_instead_of_wrapping(tmp_path):
+    storage = run(background_subtraction(level=100), [({"time": 0}, np.array([[50, 100, 300]], np.uint16))])
+    np.testing.assert_array_equal(storage.get_data({"time": 0}), [[0, 0, 200]])
+    dark = np.array([[10, 20, 30]], np.uint16)
+    np.save(tmp_path / "dark.npy", dark)
+    storage = run(background_subtraction(dark_image=str(tmp_path / "dark.npy")),
+                  [({"time": 0}, np.array([[5, 25, 65535]], np.uint16))])
+    np.testing.assert_array_equal(storage.get_data({"time": 0}), [[0, 5, 65505]])
+    assert storage.get_data({"time": 0}).dtype == np.uint16
+
+
+def test_flat_field_correction_keeps_dtype_range(tmp_path):
+    flat = np.array([[1.0, 2.0, 3.0]])
+    np.save(tmp_path / "flat.npy", flat)
+    storage = run(flat_field_correction(str(tmp_path / "flat.npy")),
+                  [({"time": 0}, np.array([[100, 200, 255]], np.uint8))])
+    np.testing.assert_array_equal(storage.get_data({"time": 0}), [[200, 200, 170]])
+    with pytest.raises(ValueError, match="brighter"):
+        np.save(tmp_path / "bad.npy", np.zeros((1, 3)))
+        flat_field_correction(str(tmp_path / "bad.npy"))
+
+
+def test_frame_averaging_groups_frames():
+    frames = [({"time": t}, np.full((2, 2), v, np.uint16)) for t, v in enumerate([10, 20, 65535, 65535])]
+    storage = run(frame_averaging(frames=2), frames)
+    assert storage.get_coordinates_list() == [{"time": 0}, {"time": 1}]
+    assert storage.get_data({"time": 0})[0, 0] == 15
+    assert storage.get_data({"time": 1})[0, 0] == 65535
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_max_intensity_projection_accumulates(keep):
+    frames = [({"time": t, "z": z}, np.full((2, 2), 10 * t + z, np.uint16)) for t in range(2) for z in range(3)]
+    storage = run(max_intensity_projection(z_planes=3, keep_planes=keep), frames)
+    coords = storage.get_coordinates_list()
+    projections = [c for c in coords if "projection" in c]
+    assert projections == [{"time": 0, "projection": "max"}, {"time": 1, "projection": "max"}]
+    assert storage.get_data({"time": 1, "projection": "max"})[0, 0] == 12
+    assert len(coords) == (8 if keep else 2)
+
+
+def test_processor_chain_feeds_outputs_forward():
+    chain = ProcessorChain([background_subtraction(level=1), max_intensity_projection(z_planes=2)])
+    storage = run(chain, [({"z": z}, np.full((2, 2), 5 + z, np.uint16)) for z in range(2)])
+    assert storage.get_data({"projection": "max"})[0, 0] == 5
+
+
+def test_omezarr_streams_growing_arrays_with_axis_and_channel_names(tmp_path):
+    storage = OMEZarrStorage(tmp_path, name="run", pixel_size_um=0.5)
+    handler = DataHandler(storage)
+    for t in range(3):
+        for channel in ("DAPI", "GFP"):
+            for z in range(2):
+                handler.put({"position": "A1", "time": t, "channel": channel, "z": z},
+                            np.full((8, 6), 100 * t + z, np.uint16), {"t": np.int64(t)})
+    handler.await_completion(10)
+    group = zarr.open_group(storage.path, mode="r")
+    array = group["0"]
+    assert array.shape == (1, 3, 2, 2, 8, 6) and array.chunks == (1, 1, 1, 1, 8, 6)
+    multiscale = group.attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in multiscale["axes"]] == ["position", "time", "channel", "z", "y", "x"]
+    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"][-1] == 0.5
+    assert [c["label"] for c in group.attrs["ome"]["omero"]["channels"]] == ["DAPI", "GFP"]
+    assert group.attrs["exengine"]["axis_values"]["position"] == ["A1"]
+    assert array[0, 2, 1, 1, 0, 0] == 201
+    assert storage.get_metadata({"position": "A1", "time": 1, "channel": "GFP", "z": 0}) == {"t": 1}
+    lines = (tmp_path / "run_1.ome.zarr" / "frame_metadata.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and json.loads(lines[0])["coords"]["channel"] == "DAPI"
+    with pytest.raises(RuntimeError, match="finished"):
+        storage.put({"position": "A1", "time": 9, "channel": "DAPI", "z": 0}, np.zeros((8, 6), np.uint16), {})
+
+
+def test_omezarr_refuses_duplicates_and_mismatched_frames(tmp_path):
+    storage = OMEZarrStorage(tmp_path)
+    storage.put({"time": 0}, np.ones((4, 4), np.uint8), {})
+    with pytest.raises(ValueError, match="already stored"):
+        storage.put({"time": 0}, np.zeros((4, 4), np.uint8), {})
+    with pytest.raises(ValueError, match="share axes"):
+        storage.put({"time": 1, "z": 0}, np.zeros((4, 4), np.uint8), {})
+    with pytest.raises(TypeError, match="2-D numeric"):
+        storage.put({"time": 1}, np.zeros((4, 4, 3), np.uint8), {})
+    assert storage.get_data({"time": 0})[0, 0] == 1
+
+
+def test_builtins_and_installed_example_plugins_are_discovered():
+    contributions = {c.id: c for c in list_contributions()}
+    for cid in ("napari-exengine.processor.background_subtraction", "napari-exengine.processor.frame_averaging",
+                "napari-exengine.processor.flat_field_correction",
+                "napari-exengine.processor.max_intensity_projection", "napari-exengine.storage.ndtiff",
+                "napari-exengine.storage.ndram", "napari-exengine.storage.omezarr"):
+        assert contributions[cid].available and contributions[cid].plugin == "napari-exengine"
+    denoise = contributions["exengine-denoise.gaussian"]
+    assert denoise.kind == "processor" and denoise.plugin == "exengine-denoise" and denoise.available
+    assert [p.name for p in denoise.parameters()] == ["sigma"]
+    npy = contributions["exengine-npy-storage.npy_folder"]
+    assert npy.kind == "storage" and [p.name for p in npy.parameters()] == ["compress"]
+
+
+def test_example_plugins_run_an_acquisition(tmp_path):
+    from exengine import ExecutionEngine
+    from exengine.devices.simulated import create_simulated_devices
+    from exengine.events import multi_d_acquisition_events
+
+    devices = create_simulated_devices()
+    devices["Camera"].exposure = 0
+    devices["Camera"].roi = (0, 0, 64, 64)
+    storage = build_storage("exengine-npy-storage.npy_folder", str(tmp_path), "npy", {"a": 1}, compress=True)
+    processor = build_processor("exengine-denoise.gaussian", sigma=2.0)
+    handler = DataHandler(storage, processor)
+    events = multi_d_acquisition_events(num_time_points=3, data_handler=handler)
+    ExecutionEngine.get_instance().submit(events)[-1].await_execution(10)
+    handler.await_completion(10)
+    assert sorted(p.name for p in (tmp_path / "npy").glob("*.npz")) == ["time-0.npz", "time-1.npz", "time-2.npz"]
+    assert storage.get_metadata({"time": 2})["Denoise"] == "gaussian sigma=2.0"
+    assert storage.get_data({"time": 0}).dtype == np.uint16
+
+
+BROKEN = """
+name: broken-contributions
+contributions:
+  commands:
+    - id: broken-contributions.missing
+      title: Missing module
+      python_name: no_such_module_anywhere:factory
+    - id: broken-contributions.raises
+      title: Raising factory
+      python_name: exengine.processors:frame_averaging
+    - id: broken-contributions.wrong
+      title: Wrong type
+      python_name: builtins:dict
+  menus:
+    napari-exengine/processors:
+      - command: broken-contributions.missing
+      - command: broken-contributions.raises
+    napari-exengine/storage:
+      - command: broken-contributions.wrong
+"""
+
+
+@pytest.fixture
+def manager_with_broken_plugin(tmp_path):
+    """The installed plugins plus a broken one, in a private npe2 plugin manager."""
+    path = tmp_path / "napari.yaml"
+    path.write_text(BROKEN)
+    manager = PluginManager()
+    manager.discover()
+    manager.register(PluginManifest.from_file(path))
+    return manager
+
+
+def test_broken_contributions_are_unavailable_with_reason_and_break_nothing(manager_with_broken_plugin):
+    manager = manager_with_broken_plugin
+    contributions = {c.id: c for c in list_contributions(manager=manager)}
+    missing = contributions["broken-contributions.missing"]
+    assert not missing.available and "no_such_module_anywhere" in missing.error
+    assert contributions["napari-exengine.storage.ndtiff"].available
+    assert contributions["exengine-denoise.gaussian"].available
+    with pytest.raises(ContributionError, match="failed: frames must be >= 1"):
+        get_contribution("broken-contributions.raises", manager=manager).build(frames=0)
+    with pytest.raises(ContributionError, match="returned dict"):
+        get_contribution("broken-contributions.wrong", manager=manager).build(directory="/tmp", name="x")
+    with pytest.raises(KeyError, match="available"):
+        get_contribution("nothing-like-this", manager=manager)
