@@ -11,6 +11,7 @@ import functools
 import threading
 import time
 from collections import OrderedDict
+from datetime import datetime
 from typing import Any, Optional
 
 import numpy as np
@@ -167,6 +168,7 @@ class SimulatedCamera(Detector):
             "BitDepth": self.bit_depth, "PixelSizeUm": self.pixel_size_um * self.binning,
             "StageX-um": x, "StageY-um": y, "StageZ-um": z, "Channel": channel,
             "ElapsedTime-ms": (time.monotonic() - self._start_time) * 1000.0, "FrameIndex": index,
+            "ReceivedTime": datetime.now().isoformat(timespec="milliseconds"),
         }
         return image, metadata
 
