@@ -25,3 +25,12 @@ def report(rows: list[tuple[str, float, str, float, str]]) -> None:
     print(f"{'measure':44} {'ours':>12} {'reference':>28} {'ref':>12} {'ratio':>7}")
     for name, ours, ref_name, ref, unit in rows:
         print(f"{name:44} {ours:10.2f}{unit:>2} {ref_name:>28} {ref:10.2f}{unit:>2} {ours / ref:7.2f}")
+
+
+def scratch_dir() -> str:
+    """A temporary folder in RAM (``/dev/shm``) when available, so storage benchmarks measure the
+    software's cost rather than the shared machine's disk and page-cache state."""
+    import os
+    import tempfile
+
+    return tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import statistics
 import threading
 import time
 
@@ -16,12 +16,12 @@ import ndstorage
 import numpy as np
 import psutil
 
-from _common import median_of, per_call_us, report
+from _common import median_of, per_call_us, report, scratch_dir
 from exengine.data import DataCoordinates, DataHandler
 from exengine.storage import NDRAMStorage, NDTiffStorage
 
 FRAMES = 2000
-RUNS = 3
+RUNS = 7
 SHAPE = (512, 512)
 
 
@@ -39,7 +39,10 @@ def direct_loop(coords, pool, dataset) -> float:
     for i, c in enumerate(coords):
         dataset.put_image(c, pool[i % 8], {"i": i})
     dataset.finish()
-    return FRAMES / (time.perf_counter() - start)
+    rate = FRAMES / (time.perf_counter() - start)
+    if getattr(dataset, "path", None):
+        shutil.rmtree(dataset.path)  # the scratch folder is RAM: free it for the next run
+    return rate
 
 
 def through_handler(coords, pool, storage, processor=None) -> float:
@@ -48,7 +51,10 @@ def through_handler(coords, pool, storage, processor=None) -> float:
     for i, c in enumerate(coords):
         handler.put(c, pool[i % 8], {"i": i})
     handler.await_completion()
-    return FRAMES / (time.perf_counter() - start)
+    rate = FRAMES / (time.perf_counter() - start)
+    if getattr(storage, "path", None):
+        shutil.rmtree(storage.path)
+    return rate
 
 
 def coords_cost() -> tuple[float, float]:
@@ -93,16 +99,19 @@ def memory_bound() -> tuple[float, float, int]:
 
 def main() -> None:
     coords, pool = workload()
-    root = tempfile.mkdtemp()
+    root = scratch_dir()
+    runs: dict[str, list[float]] = {k: [] for k in ("tiff_direct", "tiff_ours", "ram_direct", "ram_ours", "ram_proc")}
     try:
-        tiff_direct = median_of(
-            RUNS, lambda: direct_loop(coords, pool, ndstorage.NDTiffDataset(root, name="direct", writable=True)))
-        tiff_ours = median_of(RUNS, lambda: through_handler(coords, pool, NDTiffStorage(root, name="ours")))
-        ram_direct = median_of(RUNS, lambda: direct_loop(coords, pool, ndstorage.NDRAMDataset()))
-        ram_ours = median_of(RUNS, lambda: through_handler(coords, pool, NDRAMStorage()))
-        ram_proc = median_of(RUNS, lambda: through_handler(coords, pool, NDRAMStorage(), lambda c, d, m: (c, d, m)))
+        for _ in range(RUNS):  # interleaved, so drift of the shared machine affects every figure alike
+            runs["tiff_direct"].append(
+                direct_loop(coords, pool, ndstorage.NDTiffDataset(root, name="direct", writable=True)))
+            runs["tiff_ours"].append(through_handler(coords, pool, NDTiffStorage(root, name="ours")))
+            runs["ram_direct"].append(direct_loop(coords, pool, ndstorage.NDRAMDataset()))
+            runs["ram_ours"].append(through_handler(coords, pool, NDRAMStorage()))
+            runs["ram_proc"].append(through_handler(coords, pool, NDRAMStorage(), lambda c, d, m: (c, d, m)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    tiff_direct, tiff_ours, ram_direct, ram_ours, ram_proc = (statistics.median(v) for v in runs.values())
     ours_us, ref_us = coords_cost()
     grown, budget, stored = memory_bound()
     report([

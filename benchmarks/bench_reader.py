@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import tempfile
 import time
 
 import ndstorage
 import numpy as np
 
-from _common import median_of, report
+from _common import median_of, report, scratch_dir
 from napari_exengine.reader import read_ndtiff
 
 RUNS = 5
@@ -54,7 +53,7 @@ def slider_latency(read_plane, positions) -> float:
 
 
 def main() -> None:
-    root = tempfile.mkdtemp()
+    root = scratch_dir()
     try:
         path = write_dataset(root)
         ours_open = median_of(RUNS, lambda: open_ours(path)[0])

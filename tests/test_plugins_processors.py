@@ -198,3 +198,17 @@ def test_broken_contributions_are_unavailable_with_reason_and_break_nothing(mana
         get_contribution("broken-contributions.wrong", manager=manager).build(directory="/tmp", name="x")
     with pytest.raises(KeyError, match="available"):
         get_contribution("nothing-like-this", manager=manager)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_omezarr_frames_read_back_through_zarr(tmp_path, compress):
+    storage = OMEZarrStorage(tmp_path, name="c", compress=compress)
+    frames = {t: np.random.default_rng(t).integers(0, 65535, (5, 7), dtype=np.uint16) for t in range(5)}
+    for t, frame in frames.items():
+        storage.put({"time": t}, frame, {})
+    storage.finish()
+    array = zarr.open_group(storage.path, mode="r")["0"]
+    assert array.shape == (5, 5, 7)
+    assert bool(array.compressors) is compress
+    for t, frame in frames.items():
+        np.testing.assert_array_equal(array[t], frame)

@@ -356,7 +356,9 @@ class DataHandler:
                 self._cond.notify_all()
             if future is not None:
                 future._notify_data(coords, data, metadata, stored=True)
-            _publish(DataStoredNotification(coords))
+            engine = ExecutionEngine._instance
+            if engine is not None and engine.has_subscribers:
+                engine.publish_notification(DataStoredNotification(coords))
             if self._listeners:
                 self._notify_listeners("stored", coords)
 

@@ -331,6 +331,11 @@ class ExecutionEngine:
                 raise ValueError(f"{subscriber!r} is not subscribed")
             self._subscribers = remaining
 
+    @property
+    def has_subscribers(self) -> bool:
+        """True when anyone subscribed to notifications (publishers may skip building them otherwise)."""
+        return bool(self._subscribers)
+
     def publish_notification(self, notification: Notification) -> None:
         """Deliver ``notification`` to subscribers (asynchronously, in order)."""
         dispatcher = self._dispatcher
