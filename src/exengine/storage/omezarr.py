@@ -124,7 +124,7 @@ class OMEZarrStorage(DataStorage):
             return
         # Uncompressed chunks are the frame's little-endian bytes (zarr v3 "bytes" codec); writing the
         # file directly, at the key zarr's own chunk-key encoding gives, avoids zarr's async round trip.
-        key = self._array.metadata.encode_chunk_key(position + (0, 0))
+        key = self._array.metadata.encode_chunk_key((*position, 0, 0))
         target = os.path.join(self.path, "0", *key.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as f:
