@@ -61,7 +61,8 @@ def test_acquire_with_contributed_storage_and_processor(tmp_path):
     (["--z", "1:2"], "START:STOP:STEP"),
     (["--time", "2", "--interval", "-1"], "time_interval_s"),
     (["--storage", "nope"], "No storage named 'nope'"),
-    (["--backend", "micromanager"], "micromanager backend"),
+    (["--mm-config", "x.cfg"], "--mm-config needs --backend micromanager"),
+    (["--backend", "micromanager", "--mm-config", "/nonexistent.cfg"], "no such file"),
     (["--channels", "DAPI", "--exposures", "1,2"], "channel_exposures_ms"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
@@ -112,3 +113,12 @@ def test_ctrl_c_stops_cleanly_and_keeps_a_readable_dataset(tmp_path, presses):
     assert 10 <= stored < 2000
     assert len(dataset.get_image_coordinates_list()) == stored
     assert dataset.read_image(time=stored - 1).shape == (512, 512)
+
+
+@pytest.mark.parametrize("backend", ["micromanager", "microscope"])
+def test_acquire_with_device_backends(tmp_path, backend):
+    result = run("acquire", "--backend", backend, "--time", "2", "--z", "0:2:1", "--channels", "DAPI,FITC",
+                 "--exposure", "1", "--out", str(tmp_path), "--name", backend)
+    assert result.returncode == 0, result.stderr
+    reader = NDTiffReader(tmp_path / f"{backend}_1")
+    assert reader.axes == {"time": [0, 1], "channel": ["DAPI", "FITC"], "z": [0, 1, 2]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import json
 import os
 import signal
@@ -137,27 +138,79 @@ def from_useq(data: dict[str, Any]) -> dict[str, Any]:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = load_acquisition_file(args.file) if args.file else {}
     for key in ("time", "interval", "z", "channels", "exposures", "exposure", "positions", "labels", "order",
-                "sequence", "storage", "out", "name", "backend", "processor"):
+                "sequence", "storage", "out", "name", "backend", "mm_config", "processor"):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
     return settings
 
 
-def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any]:
-    """Devices, storage, processors and events for ``settings``; returns the acquisition and its storage."""
-    backend = settings.get("backend", "simulated")
+def load_backend(backend: str, mm_config: Optional[str] = None) -> dict[str, Any]:
+    """Create the devices of ``backend``; returns them by role (camera, z, xy, channel=(device, property))."""
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend != "simulated":
-        raise UsageError(f"The {backend} backend is not available in this version; use --backend simulated")
+    if mm_config and backend != "micromanager":
+        raise UsageError("--mm-config needs --backend micromanager")
+    if backend == "micromanager":
+        try:
+            from exengine.backends.micromanager import load_micromanager
+            from exengine.backends.micromanager_demo import create_demo_core
+        except ImportError as e:
+            raise UsageError(str(e)) from None
+        logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)  # we report problems ourselves
+        if mm_config:
+            from pymmcore_plus import CMMCorePlus, find_micromanager
+
+            if not os.path.isfile(mm_config):
+                raise UsageError(f"Cannot load Micro-Manager configuration {mm_config!r}: no such file")
+            if find_micromanager() is None:
+                raise UsageError("--mm-config needs a Micro-Manager installation: run 'mmcore install' or set "
+                                 "MICROMANAGER_PATH")
+            try:
+                devices = load_micromanager(mm_config, core=CMMCorePlus())
+            except RuntimeError as e:
+                raise UsageError(str(e)) from None
+        else:
+            devices = load_micromanager(core=create_demo_core())
+        core = next(iter(devices.values())).core
+        return {"camera": devices.get(core.getCameraDevice()), "z": devices.get(core.getFocusDevice()) or None,
+                "xy": devices.get(core.getXYStageDevice()) or None,
+                "channel": (devices.get(core.getChannelGroup() or "Channel"), "config")}
+    if backend == "microscope":
+        try:
+            import microscope
+            from microscope.simulators import (
+                SimulatedCamera,
+                SimulatedFilterWheel,
+                SimulatedLightSource,
+                SimulatedStage,
+            )
+
+            from exengine.backends.microscope import wrap_microscope_devices
+        except ImportError as e:
+            raise UsageError(str(e)) from None
+        limits = {a: microscope.AxisLimits(-10000, 10000) for a in ("x", "y", "z")}
+        devices = wrap_microscope_devices({
+            "Camera": SimulatedCamera(), "Stage": SimulatedStage(limits=limits),
+            "FilterWheel": SimulatedFilterWheel(positions=4), "Light": SimulatedLightSource(),
+        }, filter_names=["DAPI", "FITC", "TRITC", "Cy5"])
+        return {"camera": devices["Camera"], "z": devices["StageZ"], "xy": devices["StageXY"],
+                "channel": (devices["FilterWheel"], "channel")}
     from exengine.devices.simulated import create_simulated_devices
 
     devices = ExecutionEngine.get_devices() or create_simulated_devices()
-    camera = devices.get("Camera")
-    if settings.get("exposure") is not None and camera is not None:
+    return {"camera": devices["Camera"], "z": devices["Z"], "xy": devices["XY"], "channel": (devices["Channel"],
+                                                                                             "channel")}
+
+
+def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any]:
+    """Devices, storage, processors and events for ``settings``; returns the acquisition and its storage."""
+    roles = load_backend(settings.get("backend", "simulated"), settings.get("mm_config"))
+    camera = roles["camera"]
+    if settings.get("exposure") is not None:
         camera.exposure = float(settings["exposure"])
-    kwargs: dict[str, Any] = {"order": settings.get("order", "tpcz")}
+    kwargs: dict[str, Any] = {"order": settings.get("order", "tpcz"), "camera": camera, "z_device": roles["z"],
+                              "xy_device": roles["xy"]}
     if settings.get("time") is not None:
         kwargs["num_time_points"] = int(settings["time"])
         interval = settings.get("interval", 0)
@@ -169,7 +222,7 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any]:
     channels = settings.get("channels")
     if channels:
         kwargs["channels"] = channels.split(",") if isinstance(channels, str) else list(channels)
-        kwargs["channel_group"] = "Channel"
+        kwargs["channel_group"], kwargs["channel_property"] = roles["channel"]
         exposures = settings.get("exposures")
         if exposures is not None:
             kwargs["channel_exposures_ms"] = _floats(exposures, "--exposures") if isinstance(exposures, str) \
@@ -250,19 +303,16 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
             stream.write("\nAborting...\n")
         stream.flush()
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGINT, on_interrupt)  # main() restores the previous handler once all is saved
     progress = Progress(acquisition.total_frames, stream)
+    acquisition.start()
+    while acquisition.is_running():
+        progress.update(acquisition.frames_done)
+        time.sleep(0.1)
     try:
-        acquisition.start()
-        while acquisition.is_running():
-            progress.update(acquisition.frames_done)
-            time.sleep(0.1)
-        try:
-            acquisition.await_completion()
-        finally:
-            progress.update(acquisition.frames_done, final=True)
+        acquisition.await_completion()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        progress.update(acquisition.frames_done, final=True)
     where = getattr(storage, "path", "memory")
     if interrupts:
         stream.write(f"Interrupted: {acquisition.frames_done} frames stored in {where}\n")
@@ -335,7 +385,12 @@ def parser() -> argparse.ArgumentParser:
     acquire.add_argument("--order", help="axis order, outermost first (default tpcz)")
     acquire.add_argument("--sequence", help="inner axes to run as hardware sequences (e.g. z)")
     acquire.add_argument("--file", help="YAML/JSON file with these settings, or a useq-schema MDASequence file")
-    acquire.add_argument("--backend", choices=BACKENDS, help="device backend (default simulated)")
+    acquire.add_argument("--backend", choices=BACKENDS,
+                         help="device backend (default simulated): micromanager (pymmcore-plus; its demo devices "
+                              "unless --mm-config) or microscope (python-microscope simulators)")
+    acquire.add_argument("--mm-config", dest="mm_config",
+                         help="Micro-Manager configuration file (with --backend micromanager and a Micro-Manager "
+                              "installation pymmcore-plus can find)")
     acquire.add_argument("--storage", help=f"storage backend id (default {DEFAULT_STORAGE}; see 'exengine list')")
     acquire.add_argument("--processor", action="append",
                          help="processor id with optional settings ID:key=value,... (repeatable; see 'exengine list')")
@@ -351,6 +406,7 @@ def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout) -> int:
     """Entry point of the ``exengine`` console script; returns the exit status."""
     args = parser().parse_args(argv)
     handlers = {"acquire": run_acquire, "info": run_info, "list": run_list}
+    previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         return handlers[args.command](args, stream)
     except (UsageError, ContributionError, KeyError) as e:
@@ -364,6 +420,7 @@ def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout) -> int:
         engine = ExecutionEngine._instance
         if engine is not None and args.command == "acquire":
             engine.shutdown()
+        signal.signal(signal.SIGINT, previous_sigint)
 
 
 def console() -> None:

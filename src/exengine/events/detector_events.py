@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -40,6 +41,8 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
     Reads ``num_images`` (alias ``num_blocks``) frames, or until the coordinate iterator ends, or
     until stopped. ``detector`` is a ``Detector``, its registered name, or ``None`` for the only one.
     ``stop_on_empty`` ends the readout when the detector has stopped and its buffer is empty.
+    ``frame_timeout_s`` (default 30 s; None waits forever) raises ``TimeoutError`` when the detector
+    delivers no frame for that long.
     """
 
     notification_types = [DataAcquiredNotification]
@@ -53,6 +56,7 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         stop_on_empty: bool = False,
         num_images: Optional[int] = None,
         data_coordinate_iterator: Any = None,
+        frame_timeout_s: Optional[float] = 30.0,
     ) -> None:
         super().__init__(
             data_coordinates_iterator=data_coordinates_iterator,
@@ -62,6 +66,7 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         self.detector = detector
         self.num_blocks = _count(num_blocks, num_images)
         self.stop_on_empty = stop_on_empty
+        self.frame_timeout_s = frame_timeout_s
 
     @property
     def num_images(self) -> Optional[int]:
@@ -74,6 +79,7 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         counter = itertools.count() if self.num_blocks is None else range(self.num_blocks)
         read = 0
         for _, coords in zip(counter, self.data_coordinate_iterator, strict=False):
+            waiting_since = time.monotonic()
             while True:
                 if self.is_abort_requested() or self.is_stop_requested():
                     return read
@@ -82,6 +88,10 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
                     break
                 if self.stop_on_empty and detector.is_stopped():
                     return read
+                if self.frame_timeout_s is not None and time.monotonic() - waiting_since > self.frame_timeout_s:
+                    raise TimeoutError(
+                        f"{detector.name} delivered no frame for {dict(coords)} within {self.frame_timeout_s} s "
+                        f"({read} frames read)")
             self.put_data(coords, image, metadata)
             read += 1
             self.publish_notification(DataAcquiredNotification(coords))
