@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import logging
 import json
+import logging
 import os
 import signal
 import sys
@@ -402,8 +402,12 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout) -> int:
-    """Entry point of the ``exengine`` console script; returns the exit status."""
+def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout, restore_signals: bool = True) -> int:
+    """Run the ``exengine`` command with ``argv``; returns the exit status.
+
+    ``restore_signals=False`` keeps the Ctrl-C handler of ``acquire`` installed after it returns (the
+    console script exits right after, so a late Ctrl-C cannot interrupt the clean exit).
+    """
     args = parser().parse_args(argv)
     handlers = {"acquire": run_acquire, "info": run_info, "list": run_list}
     previous_sigint = signal.getsignal(signal.SIGINT)
@@ -420,9 +424,10 @@ def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout) -> int:
         engine = ExecutionEngine._instance
         if engine is not None and args.command == "acquire":
             engine.shutdown()
-        signal.signal(signal.SIGINT, previous_sigint)
+        if restore_signals:
+            signal.signal(signal.SIGINT, previous_sigint)
 
 
 def console() -> None:
     """Console-script wrapper that exits with :func:`main`'s status."""
-    sys.exit(main())
+    sys.exit(main(restore_signals=False))
