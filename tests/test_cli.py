@@ -61,7 +61,7 @@ def test_acquire_with_contributed_storage_and_processor(tmp_path):
     (["--z", "1:2"], "START:STOP:STEP"),
     (["--time", "2", "--interval", "-1"], "time_interval_s"),
     (["--storage", "nope"], "No storage named 'nope'"),
-    (["--mm-config", "x.cfg"], "--mm-config needs --backend micromanager"),
+    (["--mm-config", "x.cfg"], "needs the micromanager backend"),
     (["--backend", "micromanager", "--mm-config", "/nonexistent.cfg"], "no such file"),
     (["--channels", "DAPI", "--exposures", "1,2"], "channel_exposures_ms"),
 ])

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from exengine import ExecutionEngine
 from exengine.data import DataHandler
 from exengine.storage import NDRAMStorage, NDTiffStorage
 
@@ -241,3 +242,44 @@ def test_panel_offers_contributions_and_runs_through_plugin_processor_and_storag
     metadata = panel.storage_object.get_metadata({"time": 1, "channel": "DAPI"})
     assert metadata["Denoise"] == "gaussian sigma=1.5" and metadata["Background"] == 50.0
     assert len(list((tmp_path / "plugged").glob("*.npy"))) == 3
+
+
+@pytest.mark.parametrize("backend", ["micromanager", "microscope"])
+def test_devices_panel_loads_backends_and_acquisition_panel_uses_them(gui_viewer, scope, qtbot, backend):
+    from napari_exengine.widgets import AcquisitionPanel, DevicesPanel
+
+    devices_panel = DevicesPanel(gui_viewer)
+    acquisition_panel = AcquisitionPanel(gui_viewer)
+    devices_panel.backend.value = backend
+    devices_panel.load_devices()
+    qtbot.waitUntil(lambda: devices_panel.status.value.startswith("Loaded"), timeout=20000)
+    prefix = "mm1_" if backend == "micromanager" else "pm1_"
+    camera_name = f"{prefix}Camera"
+    assert any(name == camera_name for name, _ in devices_panel.controls)
+    acquisition_panel.camera_choice.value = ExecutionEngine.get_device(camera_name)
+    channel_device = ExecutionEngine.get_device(f"{prefix}Channel" if backend == "micromanager"
+                                                else f"{prefix}FilterWheel")
+    acquisition_panel.channel_choice.value = channel_device
+    assert "FITC" in acquisition_panel.channels.choices
+    acquisition_panel.channels.value = ["DAPI", "FITC"]
+    acquisition_panel.z_choice.value = ExecutionEngine.get_device(
+        f"{prefix}Focus" if backend == "micromanager" else f"{prefix}StageZ")
+    acquisition_panel.use_z.value = True
+    acquisition_panel.z_start.value, acquisition_panel.z_stop.value = 0.0, 2.0
+    acquisition_panel.storage.value = "napari-exengine.storage.ndram"
+    acquisition_panel.time_points.value = 2
+    ExecutionEngine.get_device(camera_name).exposure = 1.0
+    run_panel(acquisition_panel, qtbot)
+    assert acquisition_panel.status.value.startswith("done: 8 frames"), acquisition_panel.status.value
+    assert {"channel": "FITC", "time": 1, "z": 1} in acquisition_panel.storage_object
+
+
+def test_loading_a_missing_mm_config_is_reported(gui_viewer, scope, qtbot):
+    from napari_exengine.widgets import DevicesPanel
+
+    panel = DevicesPanel(gui_viewer)
+    panel.backend.value = "micromanager-config"
+    panel.mm_config.value = "/nonexistent/system.cfg"
+    panel.load_devices()
+    qtbot.waitUntil(lambda: "failed" in panel.status.value, timeout=10000)
+    assert "no such file" in panel.status.value

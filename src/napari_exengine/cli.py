@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import logging
 import os
 import signal
 import sys
@@ -23,9 +22,9 @@ from exengine.events import multi_d_acquisition_events
 from exengine.processors import ProcessorChain
 
 from .contributions import ContributionError, build_processor, build_storage, list_contributions
+from .device_sets import BACKENDS, load_device_set
 
 DEFAULT_STORAGE = "napari-exengine.storage.ndtiff"
-BACKENDS = ("simulated", "micromanager", "microscope")
 
 
 class UsageError(Exception):
@@ -145,72 +144,16 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def load_backend(backend: str, mm_config: Optional[str] = None) -> dict[str, Any]:
-    """Create the devices of ``backend``; returns them by role (camera, z, xy, channel=(device, property))."""
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if mm_config and backend != "micromanager":
-        raise UsageError("--mm-config needs --backend micromanager")
-    if backend == "micromanager":
-        try:
-            from exengine.backends.micromanager import load_micromanager
-            from exengine.backends.micromanager_demo import create_demo_core
-        except ImportError as e:
-            raise UsageError(str(e)) from None
-        logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)  # we report problems ourselves
-        if mm_config:
-            from pymmcore_plus import CMMCorePlus, find_micromanager
-
-            if not os.path.isfile(mm_config):
-                raise UsageError(f"Cannot load Micro-Manager configuration {mm_config!r}: no such file")
-            if find_micromanager() is None:
-                raise UsageError("--mm-config needs a Micro-Manager installation: run 'mmcore install' or set "
-                                 "MICROMANAGER_PATH")
-            try:
-                devices = load_micromanager(mm_config, core=CMMCorePlus())
-            except RuntimeError as e:
-                raise UsageError(str(e)) from None
-        else:
-            devices = load_micromanager(core=create_demo_core())
-        core = next(iter(devices.values())).core
-        return {"camera": devices.get(core.getCameraDevice()), "z": devices.get(core.getFocusDevice()) or None,
-                "xy": devices.get(core.getXYStageDevice()) or None,
-                "channel": (devices.get(core.getChannelGroup() or "Channel"), "config")}
-    if backend == "microscope":
-        try:
-            import microscope
-            from microscope.simulators import (
-                SimulatedCamera,
-                SimulatedFilterWheel,
-                SimulatedLightSource,
-                SimulatedStage,
-            )
-
-            from exengine.backends.microscope import wrap_microscope_devices
-        except ImportError as e:
-            raise UsageError(str(e)) from None
-        limits = {a: microscope.AxisLimits(-10000, 10000) for a in ("x", "y", "z")}
-        devices = wrap_microscope_devices({
-            "Camera": SimulatedCamera(), "Stage": SimulatedStage(limits=limits),
-            "FilterWheel": SimulatedFilterWheel(positions=4), "Light": SimulatedLightSource(),
-        }, filter_names=["DAPI", "FITC", "TRITC", "Cy5"])
-        return {"camera": devices["Camera"], "z": devices["StageZ"], "xy": devices["StageXY"],
-                "channel": (devices["FilterWheel"], "channel")}
-    from exengine.devices.simulated import create_simulated_devices
-
-    devices = ExecutionEngine.get_devices() or create_simulated_devices()
-    return {"camera": devices["Camera"], "z": devices["Z"], "xy": devices["XY"], "channel": (devices["Channel"],
-                                                                                             "channel")}
-
-
 def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any]:
     """Devices, storage, processors and events for ``settings``; returns the acquisition and its storage."""
-    roles = load_backend(settings.get("backend", "simulated"), settings.get("mm_config"))
-    camera = roles["camera"]
+    try:
+        roles = load_device_set(settings.get("backend", "simulated"), settings.get("mm_config"))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if settings.get("exposure") is not None:
-        camera.exposure = float(settings["exposure"])
-    kwargs: dict[str, Any] = {"order": settings.get("order", "tpcz"), "camera": camera, "z_device": roles["z"],
-                              "xy_device": roles["xy"]}
+        roles.camera.exposure = float(settings["exposure"])
+    kwargs: dict[str, Any] = {"order": settings.get("order", "tpcz"), "camera": roles.camera, "z_device": roles.z,
+                              "xy_device": roles.xy}
     if settings.get("time") is not None:
         kwargs["num_time_points"] = int(settings["time"])
         interval = settings.get("interval", 0)
@@ -222,7 +165,7 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any]:
     channels = settings.get("channels")
     if channels:
         kwargs["channels"] = channels.split(",") if isinstance(channels, str) else list(channels)
-        kwargs["channel_group"], kwargs["channel_property"] = roles["channel"]
+        kwargs["channel_group"], kwargs["channel_property"] = roles.channel, roles.channel_property
         exposures = settings.get("exposures")
         if exposures is not None:
             kwargs["channel_exposures_ms"] = _floats(exposures, "--exposures") if isinstance(exposures, str) \

@@ -20,13 +20,14 @@ import numpy as np
 from magicgui import widgets as mw
 from napari.qt.threading import create_worker, thread_worker
 from napari.utils.notifications import show_error, show_info
+from psygnal import Signal
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QGroupBox, QScrollArea, QVBoxLayout, QWidget
 
 from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition
 from exengine.data import DataHandler, DataHandlerError
-from exengine.device_types import Detector, SingleAxisPositioner
+from exengine.device_types import Detector, DoubleAxisPositioner, SingleAxisPositioner
 from exengine.devices.simulated import create_simulated_devices
 from exengine.events import (
     ReadoutData,
@@ -39,9 +40,19 @@ from exengine.kernel.device import Device
 from exengine.processors import ProcessorChain
 
 from .contributions import Contribution, ContributionError, list_contributions
+from .device_sets import load_device_set
 from .layer_sink import LayerSink
 
 DEFAULT_STORAGE = "napari-exengine.storage.ndtiff"
+
+
+class _DeviceEvents:
+    """Tells the panels that devices were added (so the acquisition panel offers them)."""
+
+    changed = Signal()
+
+
+DEVICE_EVENTS = _DeviceEvents()
 
 
 def ensure_devices() -> dict[str, Device]:
@@ -52,8 +63,19 @@ def ensure_devices() -> dict[str, Device]:
     return devices
 
 
-def _first(devices: dict[str, Device], kind: type) -> Optional[Device]:
-    return next((d for d in devices.values() if isinstance(d, kind)), None)
+def _devices_of(kind: type) -> list[tuple[str, Device]]:
+    return [(name, d) for name, d in ExecutionEngine.get_devices().items() if isinstance(d, kind)]
+
+
+def _channel_property(device: Device) -> Optional[str]:
+    """The property that selects a channel on ``device`` ("channel" or a Micro-Manager group's "config")."""
+    for prop in ("channel", "config"):
+        try:
+            if device.get_allowed_property_values(prop):
+                return prop
+        except Exception:  # a device that cannot answer is not a channel device
+            return None
+    return None
 
 
 def _run_in_thread(func: Callable[[], Any], on_done: Optional[Callable[[Any], None]] = None,
@@ -121,11 +143,76 @@ class DevicesPanel(QWidget):
         self.controls: dict[tuple[str, str], mw.Widget] = {}
         self._literal_props: set[tuple[str, str]] = set()
         layout = QVBoxLayout(self)
+        self.backend = mw.ComboBox(choices=[("Micro-Manager demo devices (pymmcore-plus)", "micromanager"),
+                                            ("Micro-Manager configuration file", "micromanager-config"),
+                                            ("python-microscope simulators", "microscope")], label="add")
+        self.mm_config = mw.FileEdit(mode="r", filter="*.cfg", label="configuration")
+        self.load_button = mw.PushButton(text="Load devices")
+        self.load_button.clicked.connect(self.load_devices)
+        loader = mw.Container(widgets=[self.backend, self.mm_config, self.load_button])
+        layout.addWidget(loader.native)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        inner = QWidget()
-        inner_layout = QVBoxLayout(inner)
-        for name, device in self.devices.items():
+        self._device_area = QWidget()
+        self._device_layout = QVBoxLayout(self._device_area)
+        scroll.setWidget(self._device_area)
+        layout.addWidget(scroll)
+        self._add_device_boxes(self.devices)
+        self.camera_choice = mw.ComboBox(label="camera", choices=self._camera_choices)
+        self.snap_button = mw.PushButton(text="Snap")
+        self.live_button = mw.PushButton(text="Live")
+        self.status = mw.Label(value="")
+        buttons = mw.Container(widgets=[self.camera_choice, self.snap_button, self.live_button, self.status],
+                               layout="horizontal")
+        layout.addWidget(buttons.native)
+        self.snap_button.clicked.connect(self.snap)
+        self.live_button.clicked.connect(self.toggle_live)
+        self._live_worker: Any = None
+        self._loaded = 0
+
+    def _camera_choices(self, _: Any = None) -> list[tuple[str, Any]]:
+        return [(name, d) for name, d in ExecutionEngine.get_devices().items() if isinstance(d, Detector)]
+
+    @property
+    def camera(self) -> Optional[Detector]:
+        """The camera used by Snap and Live."""
+        return self.camera_choice.value
+
+    def load_devices(self) -> Any:
+        """Load the chosen device backend on a worker thread and add its devices to the panel."""
+        backend = self.backend.value
+        config = str(self.mm_config.value) if backend == "micromanager-config" else None
+        if backend == "micromanager-config" and (not config or config == "."):
+            self.status.value = "Choose a Micro-Manager configuration file first"
+            show_error(self.status.value)
+            return None
+        self._loaded += 1
+        prefix = {"micromanager": "mm", "micromanager-config": "mm", "microscope": "pm"}[backend]
+        prefix = f"{prefix}{self._loaded}_"
+
+        def load() -> dict[str, Device]:
+            return load_device_set("micromanager" if config or backend == "micromanager" else backend,
+                                   config, prefix=prefix).devices
+
+        def loaded(devices: dict[str, Device]) -> None:
+            self._add_device_boxes(devices)
+            self.devices.update(devices)
+            self.camera_choice.reset_choices()
+            self.status.value = f"Loaded {len(devices)} devices: {', '.join(devices)}"
+            DEVICE_EVENTS.changed.emit()
+
+        worker = create_worker(load, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(loaded)
+        worker.errored.connect(lambda e: self._fail(f"Loading devices failed: {e}"))
+        worker.start()
+        return worker
+
+    def _fail(self, message: str) -> None:
+        self.status.value = message
+        show_error(message)
+
+    def _add_device_boxes(self, devices: dict[str, Device]) -> None:
+        for name, device in devices.items():
             box = QGroupBox(name)
             box_layout = QVBoxLayout(box)
             container = mw.Container(labels=True)
@@ -141,18 +228,7 @@ class DevicesPanel(QWidget):
                 self.controls[(name, prop)] = widget
                 container.append(widget)
             box_layout.addWidget(container.native)
-            inner_layout.addWidget(box)
-        scroll.setWidget(inner)
-        layout.addWidget(scroll)
-        self.snap_button = mw.PushButton(text="Snap")
-        self.live_button = mw.PushButton(text="Live")
-        self.status = mw.Label(value="")
-        buttons = mw.Container(widgets=[self.snap_button, self.live_button, self.status], layout="horizontal")
-        layout.addWidget(buttons.native)
-        self.snap_button.clicked.connect(self.snap)
-        self.live_button.clicked.connect(self.toggle_live)
-        self._live_worker: Any = None
-        self.camera: Optional[Detector] = _first(self.devices, Detector)  # type: ignore[assignment]
+            self._device_layout.addWidget(box)
 
     def set_property(self, device: Device, prop: str, value: Any) -> None:
         """Set ``device.prop`` on a worker thread; on failure show the error and restore the control."""
@@ -169,9 +245,7 @@ class DevicesPanel(QWidget):
         worker.start()
 
     def _property_failed(self, device: Device, prop: str, error: Exception) -> None:
-        message = f"{device.name}.{prop}: {error}"
-        self.status.value = message
-        show_error(message)
+        self._fail(f"{device.name}.{prop}: {error}")
         _run_in_thread(lambda: getattr(device, prop), lambda v: self._show_value(device, prop, v))
 
     def _show_value(self, device: Device, prop: str, value: Any) -> None:
@@ -257,11 +331,13 @@ class AcquisitionPanel(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.devices = ensure_devices()
-        self.camera: Optional[Detector] = _first(self.devices, Detector)  # type: ignore[assignment]
-        self.channel_device = next((d for d in self.devices.values()
-                                    if d.get_allowed_property_values("channel")), None)
-        channel_names = list(self.channel_device.get_allowed_property_values("channel")) if self.channel_device else []
+        ensure_devices()
+        self.camera_choice = mw.ComboBox(label="camera", choices=lambda _: _devices_of(Detector))
+        self.z_choice = mw.ComboBox(label="z device", choices=lambda _: _devices_of(SingleAxisPositioner))
+        self.xy_choice = mw.ComboBox(label="xy device", choices=lambda _: _devices_of(DoubleAxisPositioner))
+        self.channel_choice = mw.ComboBox(label="channel device", choices=lambda _: [
+            (name, d) for name, d in ExecutionEngine.get_devices().items() if _channel_property(d)])
+        channel_names = self._channel_names()
         self.time_points = mw.SpinBox(value=1, min=1, max=1_000_000, label="time points")
         self.interval_s = mw.FloatSpinBox(value=0.0, min=0.0, max=86400.0, label="interval (s)")
         self.use_z = mw.CheckBox(value=False, text="z stack")
@@ -300,12 +376,14 @@ class AcquisitionPanel(QWidget):
         self.progress = mw.ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = mw.Label(value="")
         self.xy_positions: list[tuple[float, float]] = []
-        self.settings = [self.time_points, self.interval_s, self.use_z, self.z_start, self.z_stop, self.z_step,
+        self.device_choices = [self.camera_choice, self.channel_choice, self.z_choice, self.xy_choice]
+        self.settings = [*self.device_choices, self.time_points, self.interval_s, self.use_z, self.z_start,
+                         self.z_stop, self.z_step,
                          self.channels, self.exposures, self.add_position, self.clear_positions, self.order,
                          self.storage, self.storage_form, self.directory, self.dataset_name, self.split_channels,
                          self.processor_choice, self.add_processor_button, self.processor_chain]
         form = mw.Container(widgets=[
-            *self.settings[:8], self.positions_label, *self.settings[8:], self.unavailable, self.estimate,
+            *self.settings[:12], self.positions_label, *self.settings[12:], self.unavailable, self.estimate,
             mw.Container(widgets=[self.run_button, self.stop_button, self.abort_button], layout="horizontal"),
             self.progress, self.status,
         ])
@@ -314,6 +392,8 @@ class AcquisitionPanel(QWidget):
         for widget in self.settings:
             if hasattr(widget, "changed") and not isinstance(widget, mw.PushButton):
                 widget.changed.connect(self.update_estimate)
+        self.channel_choice.changed.connect(self._show_channel_names)
+        DEVICE_EVENTS.changed.connect(self.refresh_devices)
         self.storage.changed.connect(self._show_storage_settings)
         self.add_processor_button.clicked.connect(lambda: self.add_processor(self.processor_choice.value))
         self._show_storage_settings()
@@ -331,6 +411,32 @@ class AcquisitionPanel(QWidget):
         self.update_estimate()
 
     # --------------------------------------------------------------- settings
+    @property
+    def camera(self) -> Optional[Detector]:
+        """The camera the acquisition uses."""
+        return self.camera_choice.value
+
+    @property
+    def channel_device(self) -> Optional[Device]:
+        """The device that selects the channel."""
+        return self.channel_choice.value
+
+    def _channel_names(self) -> list[Any]:
+        device = self.channel_device
+        prop = _channel_property(device) if device is not None else None
+        return list(device.get_allowed_property_values(prop) or []) if prop else []
+
+    def _show_channel_names(self, *_: Any) -> None:
+        names = self._channel_names()
+        self.channels.choices = names
+        self.channels.value = names[:1]
+
+    def refresh_devices(self) -> None:
+        """Offer devices registered since the panel opened (keeps the current choices)."""
+        for choice in self.device_choices:
+            choice.reset_choices()
+        self.update_estimate()
+
     def _show_storage_settings(self, *_: Any) -> None:
         self.storage_form.clear()
         contribution = self.storages.get(self.storage.value)
@@ -355,8 +461,7 @@ class AcquisitionPanel(QWidget):
         self.processor_chain.remove(entry[2])
 
     def _add_current_position(self) -> None:
-        xy = next((d for d in self.devices.values() if hasattr(d, "get_position")
-                   and not isinstance(d, SingleAxisPositioner)), None)
+        xy = self.xy_choice.value
         if xy is None:
             show_error("No XY stage is registered")
             return
@@ -391,12 +496,14 @@ class AcquisitionPanel(QWidget):
         order = self.order.value.strip().lower()
         kwargs: dict[str, Any] = {
             "num_time_points": self.time_points.value, "time_interval_s": self.interval_s.value,
-            "camera": self.camera, "order": order,
+            "camera": self.camera, "order": order, "z_device": self.z_choice.value,
+            "xy_device": self.xy_choice.value,
         }
         if self.use_z.value:
             kwargs.update(z_start=self.z_start.value, z_end=self.z_stop.value, z_step=self.z_step.value)
         if channels:
-            kwargs.update(channel_group=self.channel_device, channels=channels,
+            kwargs.update(channel_group=self.channel_device, channel_property=_channel_property(self.channel_device),
+                          channels=channels,
                           channel_exposures_ms=self._exposures())
         if self.xy_positions:
             kwargs["xy_positions"] = list(self.xy_positions)

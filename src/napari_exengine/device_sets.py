@@ -1,0 +1,95 @@
+"""Ready-made device sets for the panels and the command line: simulated, Micro-Manager, python-microscope."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from exengine import ExecutionEngine
+from exengine.kernel.device import Device
+
+BACKENDS = ("simulated", "micromanager", "microscope")
+
+
+@dataclass
+class DeviceSet:
+    """The devices of one backend and the role each plays in an acquisition."""
+
+    devices: dict[str, Device]
+    camera: Any
+    z: Any
+    xy: Any
+    channel: Any
+    channel_property: str
+
+
+def load_device_set(backend: str = "simulated", mm_config: Optional[str] = None, prefix: str = "") -> DeviceSet:
+    """Create and register the devices of ``backend`` (names start with ``prefix``).
+
+    ``micromanager`` loads ``mm_config`` with pymmcore-plus (needs a Micro-Manager installation), or
+    without one its pure-Python demo devices; ``microscope`` creates python-microscope's simulators;
+    ``simulated`` reuses the registered devices or creates the simulated microscope. Raises
+    ``ValueError`` with the reason when the backend cannot be loaded.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if mm_config and backend != "micromanager":
+        raise ValueError("a Micro-Manager configuration file needs the micromanager backend")
+    if backend == "micromanager":
+        return _micromanager(mm_config, prefix)
+    if backend == "microscope":
+        return _microscope(prefix)
+    from exengine.devices.simulated import create_simulated_devices
+
+    if f"{prefix}Camera" not in ExecutionEngine.get_devices():
+        create_simulated_devices(prefix)
+    devices = {f"{prefix}{n}": ExecutionEngine.get_device(f"{prefix}{n}") for n in ("Camera", "Z", "XY", "Channel")}
+    return DeviceSet(devices, devices[f"{prefix}Camera"], devices[f"{prefix}Z"], devices[f"{prefix}XY"],
+                     devices[f"{prefix}Channel"], "channel")
+
+
+def _micromanager(mm_config: Optional[str], prefix: str) -> DeviceSet:
+    try:
+        from exengine.backends.micromanager import load_micromanager
+        from exengine.backends.micromanager_demo import create_demo_core
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)  # problems are reported by us
+    if mm_config:
+        from pymmcore_plus import CMMCorePlus, find_micromanager
+
+        if not os.path.isfile(mm_config):
+            raise ValueError(f"Cannot load Micro-Manager configuration {mm_config!r}: no such file")
+        if find_micromanager() is None:
+            raise ValueError("A Micro-Manager configuration needs a Micro-Manager installation: run "
+                             "'mmcore install' or set MICROMANAGER_PATH")
+        try:
+            devices = load_micromanager(mm_config, core=CMMCorePlus(), prefix=prefix)
+        except RuntimeError as e:
+            raise ValueError(str(e)) from None
+    else:
+        devices = load_micromanager(core=create_demo_core(), prefix=prefix)
+    core = next(iter(devices.values())).core
+    group = core.getChannelGroup() or "Channel"
+    return DeviceSet(devices, devices.get(prefix + core.getCameraDevice()),
+                     devices.get(prefix + core.getFocusDevice()), devices.get(prefix + core.getXYStageDevice()),
+                     devices.get(prefix + group), "config")
+
+
+def _microscope(prefix: str) -> DeviceSet:
+    try:
+        import microscope
+        from microscope.simulators import SimulatedCamera, SimulatedFilterWheel, SimulatedLightSource, SimulatedStage
+
+        from exengine.backends.microscope import wrap_microscope_devices
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    limits = {axis: microscope.AxisLimits(-10000, 10000) for axis in ("x", "y", "z")}
+    devices = wrap_microscope_devices({
+        "Camera": SimulatedCamera(), "Stage": SimulatedStage(limits=limits),
+        "FilterWheel": SimulatedFilterWheel(positions=4), "Light": SimulatedLightSource(),
+    }, prefix=prefix, filter_names=["DAPI", "FITC", "TRITC", "Cy5"])
+    return DeviceSet(devices, devices[f"{prefix}Camera"], devices[f"{prefix}StageZ"], devices[f"{prefix}StageXY"],
+                     devices[f"{prefix}FilterWheel"], "channel")
