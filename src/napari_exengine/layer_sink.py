@@ -8,6 +8,7 @@ turns them into layer updates at most ~30 times a second. Layers read frames laz
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 import numpy as np
@@ -61,12 +62,13 @@ class LayerSink:
     channel axis. Other axes become labelled sliders that grow as new indices arrive; sliders follow
     the newest frame unless the user moves them. ``scale`` maps axis names (and ``y``/``x``) to
     physical step sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when present.
-    Create it on the GUI thread.
+    ``expected`` (the coordinates the acquisition will produce, when known) sizes the sliders up front,
+    so layers are not rebuilt as axes grow. Create it on the GUI thread.
     """
 
     def __init__(self, viewer: Any, data_handler: DataHandler, name: str = "Acquisition",
                  split_channels: bool = True, scale: Optional[dict[str, float]] = None,
-                 stage: str = "stored") -> None:
+                 stage: str = "stored", expected: Optional[Iterable[Mapping[str, Any]]] = None) -> None:
         self.viewer = viewer
         self.handler = data_handler
         self.name = name
@@ -78,6 +80,7 @@ class LayerSink:
         self._layers: dict[Any, Any] = {}
         self._state: dict[Any, dict[str, Any]] = {}
         self._last_step: Optional[tuple[int, ...]] = None
+        self._expected = [DataCoordinates(c) for c in expected] if expected is not None else []
         self.frames_shown = 0
         self.refreshes = 0
         self._timer = QTimer()
@@ -110,6 +113,7 @@ class LayerSink:
             return
         self.refreshes += 1
         touched: dict[Any, tuple[int, ...]] = {}
+        grown: set[Any] = set()
         for coords in pending:
             key = coords.get("channel") if self.split_channels else None
             state = self._state.get(key)
@@ -122,26 +126,39 @@ class LayerSink:
                     state["indices"][axis] = _AxisIndex()
                     state["axes"] = sort_axes(axes)
                     axes = state["axes"]
+            sizes = [len(state["indices"][a]) for a in axes]
             position = tuple(state["indices"][a].add(coords[a]) if a in coords else 0 for a in axes)
+            if key not in self._layers or [len(state["indices"][a]) for a in axes] != sizes \
+                    or len(axes) != self._layers[key].data.ndim - len(state["frame_shape"]):
+                grown.add(key)
             state["present"].add(position)
             touched[key] = position
-        for key, position in touched.items():
-            self._update_layer(key, position)
+        for key in grown:
+            self._update_layer(key)
+        newest = touched[next(reversed(touched))]
+        self._follow(self._state[next(reversed(touched))]["axes"], newest, redraw=set(touched) - grown)
         self.frames_shown += len(pending)
 
     def _new_state(self, key: Any, coords: DataCoordinates) -> dict[str, Any]:
         data, metadata = self.handler.get(coords)
         fixed = {"channel": key} if self.split_channels and key is not None else {}
         axes = sort_axes([a for a in coords if a not in fixed])
+        indices = {a: _AxisIndex() for a in axes}
+        for planned in self._expected:
+            if planned.get("channel") == key or not fixed:
+                for axis in axes:
+                    if axis in planned:
+                        indices[axis].add(planned[axis])
         state = {
-            "axes": axes, "fixed": fixed, "indices": {a: _AxisIndex() for a in axes},
+            "axes": axes, "fixed": fixed, "indices": indices,
             "present": set(), "frame_shape": data.shape, "dtype": data.dtype,
             "contrast": _contrast_limits(data), "pixel": _pixel_size(metadata),
         }
         self._state[key] = state
         return state
 
-    def _update_layer(self, key: Any, newest: tuple[int, ...]) -> None:
+    def _update_layer(self, key: Any) -> None:
+        """Give the layer of ``key`` a new (lazy) data object: its axes grew or it is new."""
         state = self._state[key]
         frames = LazyFrames(self._reader(state), state["axes"],
                             {a: state["indices"][a].values for a in state["axes"]},
@@ -164,7 +181,6 @@ class LayerSink:
         else:
             layer.data = frames
             layer.metadata.update(metadata)
-        self._follow(frames.axes, newest)
 
     def _reader(self, state: dict[str, Any]) -> Any:
         present, axes, indices = state["present"], list(state["axes"]), state["indices"]
@@ -180,17 +196,22 @@ class LayerSink:
 
         return read
 
-    def _follow(self, axes: list[str], newest: tuple[int, ...]) -> None:
+    def _follow(self, axes: list[str], newest: tuple[int, ...], redraw: set[Any]) -> None:
+        """Move the sliders to the newest frame (unless the user moved them); else redraw ``redraw`` layers."""
         dims = self.viewer.dims
         labels = list(dims.axis_labels)
         step = list(dims.current_step)
-        if self._last_step is not None and tuple(step) != self._last_step:
-            return  # the user moved a slider: stop following
-        for axis, index in zip(axes, newest, strict=False):
-            if axis in labels:
-                step[labels.index(axis)] = index
-        dims.current_step = tuple(step)
-        self._last_step = tuple(dims.current_step)
+        if self._last_step is None or tuple(step) == self._last_step:
+            for axis, index in zip(axes, newest, strict=False):
+                if axis in labels:
+                    step[labels.index(axis)] = index
+            if tuple(step) != tuple(dims.current_step):
+                dims.current_step = tuple(step)  # re-slices every layer once
+                self._last_step = tuple(dims.current_step)
+                return
+            self._last_step = tuple(dims.current_step)
+        for key in redraw:
+            self._layers[key].refresh()
 
 
 def _contrast_limits(frame: np.ndarray) -> tuple[float, float]:

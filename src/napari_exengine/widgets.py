@@ -579,7 +579,10 @@ class AcquisitionPanel(QWidget):
         scale = {"z": self.z_step.value} if self.use_z.value else {}
         name = self.dataset_name.value or "Acquisition"
         self.storage_object = storage
-        self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale)
+        planned = [c for e in events if isinstance(e, ReadoutData) and e.data_coordinate_iterator.is_finite()
+                   for c in e.data_coordinate_iterator]
+        self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale,
+                              expected=planned)
         self.acquisition = Acquisition(events, handler)
         self.progress.max = max(self.acquisition.total_frames, 1)
         self.progress.value = 0

@@ -149,7 +149,8 @@ class MicroManagerDevice(Device):
 
 
 class MicroManagerCamera(MicroManagerDevice, Detector):
-    """A Micro-Manager camera: sequence acquisition into the core's circular buffer."""
+    """A Micro-Manager camera: single frames are snapped; several (or continuous) frames use sequence
+    acquisition into the core's circular buffer."""
 
     def __init__(self, label: Optional[str] = None, core: Optional[CMMCorePlus] = None,
                  name: Optional[str] = None) -> None:
@@ -158,6 +159,7 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         self._frame_count: Optional[int] = None
         self._popped = 0
         self._started = False
+        self._snapped: Optional[tuple[np.ndarray, dict[str, Any]]] = None
 
     @property
     def exposure(self) -> float:
@@ -177,6 +179,12 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
 
     def start(self) -> None:
         self._popped = 0
+        if self._frame_count == 1:
+            self._core.snapImage()
+            image = self._core.getImage()
+            self._snapped = (image, {"Camera": self._label, "Exposure-ms": self._core.getExposure(self._label),
+                                     "ElapsedTime-ms": 0.0, "ImageNumber": 0})
+            return
         self._started = True
         self._core.clearCircularBuffer()
         if self._frame_count is None:
@@ -190,9 +198,14 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
             self._core.stopSequenceAcquisition(self._label)
 
     def is_stopped(self) -> bool:
-        return not self._core.isSequenceRunning(self._label) and self._core.getRemainingImageCount() == 0
+        return (self._snapped is None and not self._core.isSequenceRunning(self._label)
+                and self._core.getRemainingImageCount() == 0)
 
     def pop_data(self, timeout: Optional[float] = None) -> tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
+        if self._snapped is not None:
+            frame, self._snapped = self._snapped, None
+            self._popped += 1
+            return frame
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._core.getRemainingImageCount() == 0:
             if self._core.isBufferOverflowed():

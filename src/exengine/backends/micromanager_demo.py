@@ -181,4 +181,8 @@ def create_demo_core(shape: tuple[int, int] = (512, 512)) -> UniMMCore:
     core.setXYStageDevice("XY")
     for name in FILTERS:
         core.defineConfig("Channel", name, "Filter", "Label", name)
+    core.setChannelGroup("Channel")
+    core.definePixelSizeConfig("Demo")
+    core.setPixelSizeUm("Demo", 0.65)
+    core.setPixelSizeConfig("Demo")
     return core

@@ -98,7 +98,7 @@ class SimulatedCamera(Detector):
         self._start_time = 0.0
         self._delivered = 0
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._noise = np.random.default_rng(0).normal(0, 1, (4, height * width)).astype(np.float32)
+        self._noise = np.rint(np.random.default_rng(0).normal(0, 12, (4, height * width))).astype(np.int32)
 
     def get_allowed_property_values(self, property_name: str) -> Optional[list[Any]]:
         return {"binning": [1, 2, 4], "bit_depth": [8, 12, 16]}.get(property_name)
@@ -183,11 +183,11 @@ class SimulatedCamera(Detector):
         if base is None:
             base = self._render_clean(key)
             self._cache[key] = base
-            if len(self._cache) > 64:
+            if len(self._cache) > 160:
                 self._cache.popitem(last=False)
         noise = self._noise[index % 4, : h * w].reshape(h, w)
-        frame = base + noise * np.sqrt(np.maximum(base, 1.0))
         maximum = (1 << int(self.bit_depth)) - 1
+        frame = base + noise  # int32: noise may take a pixel below zero or above the maximum
         np.clip(frame, 0, maximum, out=frame)
         return frame.astype(np.uint8 if int(self.bit_depth) == 8 else np.uint16)
 
@@ -209,7 +209,7 @@ class SimulatedCamera(Detector):
             image = image.reshape(rh // binning, binning, rw // binning, binning).sum(axis=(1, 3))
         maximum = (1 << int(bit_depth)) - 1
         signal = 0.6 * maximum * min(max(exposure, 0.5) / 50.0, 1.0) * (power if light_on else 0.0)
-        return (100.0 * maximum / 65535 + signal * image).astype(np.float32)
+        return np.rint(100.0 * maximum / 65535 + signal * image).astype(np.int32)
 
 
 def _check_choice(device: Device, prop: str, value: Any) -> None:
