@@ -23,8 +23,8 @@ import warnings
 
 import numpy as np
 import useq
-from _common import scratch_dir
 
+from _common import scratch_dir
 from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition
 from exengine.backends.micromanager import load_micromanager

@@ -12,9 +12,9 @@ import statistics
 import time
 
 import napari
-from _common import scratch_dir
 from qtpy.QtWidgets import QApplication
 
+from _common import scratch_dir
 from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition
 from exengine.data import DataHandler

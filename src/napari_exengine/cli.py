@@ -373,4 +373,6 @@ def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout, restore_
 
 def console() -> None:
     """Console-script wrapper that exits with :func:`main`'s status."""
-    sys.exit(main(restore_signals=False))
+    status = main(restore_signals=False)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # everything is saved: a late Ctrl-C must not abort the exit
+    sys.exit(status)
