@@ -200,3 +200,32 @@ def test_microscope_multi_d_to_ndtiff(scope_devices, tmp_path):
     assert len(storage) == 2 * 2 * 2 * 3 and time.monotonic() - started < 60
     frame = storage.get_data({"time": 1, "position": 1, "channel": "FITC", "z": 2})
     assert frame.shape == (48, 64) and frame.dtype in (np.uint8, np.uint16)
+
+
+DEMO_CONFIG = """\
+Device,Camera,exengine.backends.micromanager_demo,DemoCamera
+Device,Focus,exengine.backends.micromanager_demo,DemoFocus
+Device,XY,exengine.backends.micromanager_demo,DemoXYStage
+Device,Filter,exengine.backends.micromanager_demo,DemoFilterWheel
+Property,Core,Initialize,1
+Property,Core,Camera,Camera
+Property,Core,Focus,Focus
+Property,Core,XYStage,XY
+ConfigGroup,Channel,DAPI,Filter,Label,DAPI
+ConfigGroup,Channel,FITC,Filter,Label,FITC
+"""
+
+
+def test_micromanager_configuration_file_is_loaded(tmp_path):
+    from pymmcore_plus.experimental.unicore import UniMMCore
+
+    config = tmp_path / "demo.cfg"
+    config.write_text(DEMO_CONFIG)
+    core = UniMMCore()
+    devices = load_micromanager(str(config), core=core, prefix="cfg_")
+    assert {"cfg_Camera", "cfg_Focus", "cfg_XY", "cfg_Filter", "cfg_Channel"} <= set(devices)
+    devices["cfg_Channel"].config = "FITC"
+    assert devices["cfg_Filter"].Label == "FITC"
+    with pytest.raises(RuntimeError, match="Cannot load Micro-Manager configuration"):
+        load_micromanager(str(tmp_path / "missing.cfg"), core=UniMMCore())
+    core.unloadAllDevices()

@@ -122,3 +122,14 @@ def test_acquire_with_device_backends(tmp_path, backend):
     assert result.returncode == 0, result.stderr
     reader = NDTiffReader(tmp_path / f"{backend}_1")
     assert reader.axes == {"time": [0, 1], "channel": ["DAPI", "FITC"], "z": [0, 1, 2]}
+
+
+def test_acquire_with_a_micromanager_configuration_file(tmp_path):
+    from test_backends import DEMO_CONFIG
+
+    config = tmp_path / "demo.cfg"
+    config.write_text(DEMO_CONFIG)
+    result = run("acquire", "--backend", "micromanager", "--mm-config", str(config), "--time", "2",
+                 "--channels", "DAPI,FITC", "--out", str(tmp_path), "--name", "cfg")
+    assert result.returncode == 0, result.stderr
+    assert NDTiffReader(tmp_path / "cfg_1").axes == {"time": [0, 1], "channel": ["DAPI", "FITC"]}

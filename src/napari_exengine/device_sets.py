@@ -28,8 +28,9 @@ class DeviceSet:
 def load_device_set(backend: str = "simulated", mm_config: Optional[str] = None, prefix: str = "") -> DeviceSet:
     """Create and register the devices of ``backend`` (names start with ``prefix``).
 
-    ``micromanager`` loads ``mm_config`` with pymmcore-plus (needs a Micro-Manager installation), or
-    without one its pure-Python demo devices; ``microscope`` creates python-microscope's simulators;
+    ``micromanager`` loads the configuration file ``mm_config`` with pymmcore-plus's ``UniMMCore``
+    (C++ adapters need a Micro-Manager installation; Python devices do not), or without one its
+    pure-Python demo devices; ``microscope`` creates python-microscope's simulators;
     ``simulated`` reuses the registered devices or creates the simulated microscope. Raises
     ``ValueError`` with the reason when the backend cannot be loaded.
     """
@@ -58,17 +59,14 @@ def _micromanager(mm_config: Optional[str], prefix: str) -> DeviceSet:
         raise ValueError(str(e)) from None
     logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)  # problems are reported by us
     if mm_config:
-        from pymmcore_plus import CMMCorePlus, find_micromanager
+        from pymmcore_plus.experimental.unicore import UniMMCore
 
         if not os.path.isfile(mm_config):
             raise ValueError(f"Cannot load Micro-Manager configuration {mm_config!r}: no such file")
-        if find_micromanager() is None:
-            raise ValueError("A Micro-Manager configuration needs a Micro-Manager installation: run "
-                             "'mmcore install' or set MICROMANAGER_PATH")
-        try:
-            devices = load_micromanager(mm_config, core=CMMCorePlus(), prefix=prefix)
-        except RuntimeError as e:
-            raise ValueError(str(e)) from None
+        try:  # UniMMCore loads C++ adapters (from a Micro-Manager installation) and Python devices alike
+            devices = load_micromanager(mm_config, core=UniMMCore(), prefix=prefix)
+        except (RuntimeError, ValueError, ImportError, TypeError) as e:
+            raise ValueError(str(e).splitlines()[0]) from None
     else:
         devices = load_micromanager(core=create_demo_core(), prefix=prefix)
     core = next(iter(devices.values())).core

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -42,12 +42,17 @@ class _Scene:
         self.sequence_index = 0
 
 
+SHARED_SCENE = _Scene()
+"""The scene of demo devices created without one, e.g. by a configuration file
+(``Device,Camera,exengine.backends.micromanager_demo,DemoCamera``)."""
+
+
 class DemoCamera(SimpleCameraDevice):
     """A camera whose frame value encodes focus, filter and frame number; exposure honoured if > 0."""
 
-    def __init__(self, scene: _Scene, shape: tuple[int, int] = (512, 512)) -> None:
+    def __init__(self, scene: Optional[_Scene] = None, shape: tuple[int, int] = (512, 512)) -> None:
         super().__init__()
-        self._scene = scene
+        self._scene = scene or SHARED_SCENE
         self._shape = shape
         self._exposure = 0.0
         self._base = (np.arange(shape[0] * shape[1], dtype=np.uint32) % 97).astype(np.uint16).reshape(shape)
@@ -93,9 +98,9 @@ class DemoCamera(SimpleCameraDevice):
 class DemoFocus(StageDevice):
     """A focus drive (µm) that accepts hardware-triggered sequences of up to 1,000 positions."""
 
-    def __init__(self, scene: _Scene) -> None:
+    def __init__(self, scene: Optional[_Scene] = None) -> None:
         super().__init__()
-        self._scene = scene
+        self._scene = scene or SHARED_SCENE
 
     def set_position_um(self, val: float) -> None:
         self._scene.z = float(val)
@@ -129,9 +134,9 @@ class DemoFocus(StageDevice):
 class DemoXYStage(XYStageDevice):
     """An XY stage (µm)."""
 
-    def __init__(self, scene: _Scene) -> None:
+    def __init__(self, scene: Optional[_Scene] = None) -> None:
         super().__init__()
-        self._scene = scene
+        self._scene = scene or SHARED_SCENE
 
     def set_position_um(self, x: float, y: float) -> None:
         self._scene.xy = (float(x), float(y))
@@ -155,9 +160,9 @@ class DemoXYStage(XYStageDevice):
 class DemoFilterWheel(StateDevice):
     """A filter wheel with DAPI, FITC and TRITC positions."""
 
-    def __init__(self, scene: _Scene) -> None:
+    def __init__(self, scene: Optional[_Scene] = None) -> None:
         super().__init__(dict(enumerate(FILTERS)))
-        self._scene = scene
+        self._scene = scene or SHARED_SCENE
 
     def get_state(self) -> int:
         return self._scene.filter
