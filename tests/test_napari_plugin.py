@@ -283,3 +283,14 @@ def test_loading_a_missing_mm_config_is_reported(gui_viewer, scope, qtbot):
     panel.load_devices()
     qtbot.waitUntil(lambda: "failed" in panel.status.value, timeout=10000)
     assert "no such file" in panel.status.value
+
+
+def test_devices_panel_follows_changes_made_elsewhere(gui_viewer, scope, qtbot):
+    from napari_exengine.widgets import DevicesPanel
+
+    panel = DevicesPanel(gui_viewer)
+    scope["Light"].power = 0.7
+    scope["Channel"].channel = "TRITC"
+    qtbot.waitUntil(lambda: panel.controls[("Light", "power")].value == pytest.approx(0.7), timeout=5000)
+    qtbot.waitUntil(lambda: panel.controls[("Channel", "channel")].value == "TRITC", timeout=5000)
+    assert scope["Light"].power == pytest.approx(0.7), "showing the value did not write it back"

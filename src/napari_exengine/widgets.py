@@ -169,6 +169,12 @@ class DevicesPanel(QWidget):
         self.live_button.clicked.connect(self.toggle_live)
         self._live_worker: Any = None
         self._loaded = 0
+        self._setting: set[tuple[str, str]] = set()
+        self._reading = False
+        self._refresh_timer = QTimer()
+        self._refresh_timer.setInterval(1000)
+        self._refresh_timer.timeout.connect(self.refresh)
+        self._refresh_timer.start()
 
     def _camera_choices(self, _: Any = None) -> list[tuple[str, Any]]:
         return [(name, d) for name, d in ExecutionEngine.get_devices().items() if isinstance(d, Detector)]
@@ -240,8 +246,11 @@ class DevicesPanel(QWidget):
             setattr(device, prop, value)
             return getattr(device, prop)
 
+        key = (device.name, prop)
+        self._setting.add(key)
         worker = create_worker(apply, _start_thread=False, _ignore_errors=True)
         worker.errored.connect(lambda e: self._property_failed(device, prop, e))
+        worker.finished.connect(lambda: self._setting.discard(key))
         worker.start()
 
     def _property_failed(self, device: Device, prop: str, error: Exception) -> None:
@@ -253,12 +262,33 @@ class DevicesPanel(QWidget):
         with widget.changed.blocked():
             widget.value = value if not isinstance(widget, mw.LineEdit) or isinstance(value, str) else repr(value)
 
-    def refresh(self) -> None:
-        """Re-read every property (e.g. after a script changed them)."""
-        for (name, prop) in self.controls:
-            device = self.devices[name]
-            _run_in_thread(lambda d=device, p=prop: getattr(d, p),
-                           lambda v, d=device, p=prop: self._show_value(d, p, v))
+    def refresh(self) -> Any:
+        """Re-read every property on a worker thread and show values that changed elsewhere (a script,
+        another panel). Runs every second by itself; a read still in flight is not doubled."""
+        if self._reading:
+            return None
+        keys = [k for k, w in self.controls.items() if not isinstance(w, mw.Label)]
+
+        def read() -> dict[tuple[str, str], Any]:
+            values = {}
+            for name, prop in keys:
+                with contextlib.suppress(Exception):  # a device that cannot answer keeps its last value
+                    values[(name, prop)] = getattr(self.devices[name], prop)
+            return values
+
+        def show(values: dict[tuple[str, str], Any]) -> None:
+            for (name, prop), value in values.items():
+                widget = self.controls[(name, prop)]
+                shown = value if not isinstance(widget, mw.LineEdit) or isinstance(value, str) else repr(value)
+                if (name, prop) not in self._setting and widget.value != shown:
+                    self._show_value(self.devices[name], prop, value)
+
+        self._reading = True
+        worker = create_worker(read, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(show)
+        worker.finished.connect(lambda: setattr(self, "_reading", False))
+        worker.start()
+        return worker
 
     def snap(self) -> Any:
         """Capture one frame into the ``Snap`` layer."""
