@@ -166,3 +166,20 @@ def test_acquisition_stop_and_abort_keep_acquired_frames(engine, scope):
         assert 3 <= stored < 200
         assert handler.frames_accepted == stored
     assert ExecutionEngine.get_instance().submit(lambda: 1).await_execution(5) == 1
+
+
+def test_prioritized_calls_interleave_with_a_running_acquisition(engine, scope):
+    scope["Camera"].exposure = 20.0
+    handler = DataHandler(NDRAMStorage())
+    acquisition = Acquisition(multi_d_acquisition_events(num_time_points=100, data_handler=handler), handler)
+    acquisition.start()
+    deadline = time.monotonic() + 10
+    while acquisition.frames_done < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    engine.submit(lambda: setattr(scope["Light"], "power", 0.25), prioritize=True).await_execution(5)
+    assert time.monotonic() - started < 1.0, "the prioritized call waited for the whole acquisition"
+    assert acquisition.is_running()
+    acquisition.abort()
+    acquisition.await_completion(10)
+    assert scope["Light"].power == 0.25

@@ -23,16 +23,21 @@ class _RunEvents(Stoppable, Abortable, ExecutorEvent):
         self.executed = 0
 
     def execute(self) -> int:
+        engine = ExecutionEngine.get_instance()
         for event in self.events:
             if self.is_stop_requested() or self.is_abort_requested():
                 break
+            engine.run_prioritized_events()  # prioritized submissions (e.g. from a GUI) interleave
             event.execute()
             self.executed += 1
         return self.executed
 
 
 class Acquisition:
-    """Runs the events of an acquisition in order and reports progress.
+    """Runs the events of an acquisition in order, as one event, and reports progress.
+
+    Events submitted with ``prioritize=True`` while it runs are executed between its steps; other
+    submissions to the same thread wait until it ends.
 
     ``stop()`` ends it after the frame in hand; ``abort()`` also abandons a frame being waited for.
     Either way every frame already acquired is stored: :meth:`await_completion` finishes the data

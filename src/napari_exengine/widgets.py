@@ -63,6 +63,12 @@ def ensure_devices() -> dict[str, Device]:
     return devices
 
 
+def _prioritized(func: Callable[[], Any]) -> Any:
+    """Run ``func`` on the main executor thread ahead of queued events (and between the steps of a
+    running acquisition), waiting for its result. Call it from a worker thread, never the GUI thread."""
+    return ExecutionEngine.get_instance().submit(func, prioritize=True).await_execution()  # type: ignore[union-attr]
+
+
 def _devices_of(kind: type) -> list[tuple[str, Device]]:
     return [(name, d) for name, d in ExecutionEngine.get_devices().items() if isinstance(d, kind)]
 
@@ -243,8 +249,7 @@ class DevicesPanel(QWidget):
                 value = ast.literal_eval(value)
 
         def apply() -> Any:
-            setattr(device, prop, value)
-            return getattr(device, prop)
+            return _prioritized(lambda: (setattr(device, prop, value), getattr(device, prop))[1])
 
         key = (device.name, prop)
         self._setting.add(key)
@@ -269,12 +274,15 @@ class DevicesPanel(QWidget):
             return None
         keys = [k for k, w in self.controls.items() if not isinstance(w, mw.Label)]
 
-        def read() -> dict[tuple[str, str], Any]:
+        def read_all() -> dict[tuple[str, str], Any]:
             values = {}
             for name, prop in keys:
                 with contextlib.suppress(Exception):  # a device that cannot answer keeps its last value
                     values[(name, prop)] = getattr(self.devices[name], prop)
             return values
+
+        def read() -> dict[tuple[str, str], Any]:
+            return _prioritized(read_all)
 
         def show(values: dict[tuple[str, str], Any]) -> None:
             for (name, prop), value in values.items():

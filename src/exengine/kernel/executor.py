@@ -83,7 +83,14 @@ class _ExecutorThread:
         finally:
             EXECUTOR_THREADS.pop(threading.get_ident(), None)
 
+    def run_prioritized(self) -> None:
+        """Run the events waiting in the priority lane now (called by long events between their steps)."""
+        priority = self._priority
+        while priority:
+            self._execute(priority.popleft())
+
     def _execute(self, event: ExecutorEvent) -> None:
+        was_busy = self._busy
         self._busy = True
         future = event._future
         result = None
@@ -96,7 +103,7 @@ class _ExecutorThread:
         future._notify_of_event_notification(notification)  # type: ignore[union-attr]
         self._engine.publish_notification(notification)
         future._notify_execution_complete(result, exception)  # type: ignore[union-attr]
-        self._busy = False
+        self._busy = was_busy
 
 
 class _NotificationDispatcher:
@@ -223,6 +230,17 @@ class ExecutionEngine:
     def on_any_executor_thread() -> bool:
         """True when called from one of the engine's worker threads."""
         return threading.get_ident() in EXECUTOR_THREADS
+
+    def run_prioritized_events(self) -> None:
+        """From inside a long-running event: run the prioritized events waiting for this thread now.
+
+        Lets ``submit(..., prioritize=True)`` calls (e.g. a user changing a setting) interleave with
+        an acquisition that runs as one event.
+        """
+        name = EXECUTOR_THREADS.get(threading.get_ident())
+        thread = self._threads.get(name) if name is not None else None
+        if thread is not None:
+            thread.run_prioritized()
 
     @staticmethod
     def on_main_executor_thread() -> bool:
