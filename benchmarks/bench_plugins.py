@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import time
 
 from _common import report, scratch_dir
-from bench_data import FRAMES, workload
-from exengine.data import DataHandler
+from bench_data import FRAMES, through_handler, workload
 from exengine.processors import ProcessorChain
 from exengine.storage import NDTiffStorage, OMEZarrStorage
 
 RUNS = 5
-
-
-def frames_per_s(storage, coords, pool, processor=None) -> float:
-    handler = DataHandler(storage, processor)
-    start = time.perf_counter()
-    for i, c in enumerate(coords):
-        handler.put(c, pool[i % 8], {"i": i})
-    handler.await_completion()
-    rate = len(coords) / (time.perf_counter() - start)
-    shutil.rmtree(storage.path)  # the scratch folder is RAM: free it for the next run
-    return rate
 
 
 def main() -> None:
@@ -36,9 +23,9 @@ def main() -> None:
     runs: dict[str, list[float]] = {"ndtiff": [], "zarr": [], "chain": []}
     try:
         for _ in range(RUNS):  # interleaved, so drift of the shared disk affects all alike
-            runs["ndtiff"].append(frames_per_s(NDTiffStorage(root, "tiff"), coords, pool))
-            runs["zarr"].append(frames_per_s(OMEZarrStorage(root, "zarr", pixel_size_um=0.5), coords, pool))
-            runs["chain"].append(frames_per_s(NDTiffStorage(root, "chain"), coords, pool,
+            runs["ndtiff"].append(through_handler(coords, pool, NDTiffStorage(root, "tiff")))
+            runs["zarr"].append(through_handler(coords, pool, OMEZarrStorage(root, "zarr", pixel_size_um=0.5)))
+            runs["chain"].append(through_handler(coords, pool, NDTiffStorage(root, "chain"),
                                               ProcessorChain([lambda c, d, m: (c, d, m)])))
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -101,7 +101,7 @@ class DataHandler:
         name: str = "DataHandler",
     ) -> None:
         if not isinstance(storage, DataStorage):
-            raise TypeError(f"DataHandler needs a DataStorage (e.g. NDTiffStorage), got {storage!r}")
+            raise TypeError(f"DataHandler needs a DataStorage (e.g. NDTiffStorage), got {type(storage).__name__}")
         if process_fn is not None and process_function is not None:
             raise TypeError("Pass the processor once: either process_fn or process_function")
         processor = process_fn if process_fn is not None else process_function

@@ -15,14 +15,13 @@ Guards the adapter adds around ``ndstorage`` 0.1.18:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any, Optional
 
 import numpy as np
 
-from ..kernel.data_coords import CoordinatesLike, DataCoordinates, as_coordinates
-from ..kernel.data_storage_base import DataStorage
+from ..kernel.data_coords import CoordinatesLike, DataCoordinates
+from ._frames import FrameStorage, check_writable, json_safe
 
 try:
     import ndstorage
@@ -36,46 +35,18 @@ __all__ = ["NDRAMStorage", "NDTiffStorage", "json_safe"]
 NDTIFF_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 
-def json_safe(value: Any, where: str = "metadata") -> Any:
-    """Return ``value`` with numpy scalars/arrays (and tuples) turned into JSON-native types."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(f"{where} holds {type(value).__name__} {value!r}, which cannot be saved as JSON")
-
-
-class _NDStorage(DataStorage):
-    """What NDTiff and NDRAM storage share: coordinate bookkeeping and validation."""
+class _NDStorage(FrameStorage):
+    """What NDTiff and NDRAM storage share: an ``ndstorage`` dataset underneath."""
 
     def __init__(self, dataset: Any, summary_metadata: Optional[Mapping[str, Any]]) -> None:
+        super().__init__(summary_metadata)
         self._dataset = dataset
-        self._summary = json_safe(dict(summary_metadata or {}), "summary_metadata")
         dataset.initialize(self._summary)
-        self._coordinates: list[DataCoordinates] = []
-        self._index: set[DataCoordinates] = set()
-        self._finished = False
 
     @property
     def dataset(self) -> Any:
         """The underlying ``ndstorage`` dataset."""
         return self._dataset
-
-    @property
-    def summary_metadata(self) -> dict[str, Any]:
-        return self._summary
-
-    def __contains__(self, data_coordinates: CoordinatesLike) -> bool:
-        return as_coordinates(data_coordinates) in self._index
-
-    def get_coordinates_list(self) -> list[DataCoordinates]:
-        return list(self._coordinates)
 
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
         coords = self._known(data_coordinates)
@@ -85,38 +56,11 @@ class _NDStorage(DataStorage):
         coords = self._known(data_coordinates)
         return self._dataset.read_metadata(**coords)
 
-    def _known(self, data_coordinates: CoordinatesLike) -> DataCoordinates:
-        coords = as_coordinates(data_coordinates)
-        if coords not in self._index:
-            raise KeyError(f"No data at {dict(coords)} in {self!r}")
-        return coords
-
-    def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
-        coords = as_coordinates(data_coordinates)
-        if self._finished:
-            raise RuntimeError(f"{self!r} is finished; no more data can be added")
-        if coords in self._index:
-            raise ValueError(f"Data at {dict(coords)} is already stored; the first frame is kept")
-        data = self._check_frame(coords, data)
-        metadata = json_safe(metadata if metadata is not None else {}, f"metadata at {dict(coords)}")
-        if not isinstance(metadata, dict):
-            raise TypeError(f"metadata at {dict(coords)} must be a dict, got {type(metadata).__name__}")
-        self._write(coords, data, metadata)
-        self._index.add(coords)
-        self._coordinates.append(coords)
-
-    def _check_frame(self, coords: DataCoordinates, data: Any) -> np.ndarray:
-        if not isinstance(data, np.ndarray):
-            raise TypeError(f"Data at {dict(coords)} must be a numpy array, got {type(data).__name__}")
-        return data
-
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
         self._dataset.put_image(dict(coords), data, metadata)
 
-    def finish(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._dataset.finish()
+    def _finish(self) -> None:
+        self._dataset.finish()
 
 
 class NDTiffStorage(_NDStorage):
@@ -133,7 +77,7 @@ class NDTiffStorage(_NDStorage):
         name = "exengine" if name is None else name
         if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
             raise ValueError(f"name must be a plain folder name, got {name!r}")
-        _check_writable(directory)
+        check_writable(directory)
         if not _exact:
             dataset = ndstorage.NDTiffDataset(directory, name=name, writable=True)
         else:
@@ -154,8 +98,7 @@ class NDTiffStorage(_NDStorage):
         path = os.path.abspath(os.fspath(path))
         return cls(os.path.dirname(path), os.path.basename(path), summary_metadata, _exact=True)
 
-    def _check_frame(self, coords: DataCoordinates, data: Any) -> np.ndarray:
-        data = super()._check_frame(coords, data)
+    def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
         if data.dtype not in NDTIFF_DTYPES:
             raise TypeError(
                 f"NDTiff stores uint8 or uint16 frames; data at {dict(coords)} is {data.dtype}. "
@@ -212,8 +155,7 @@ class NDRAMStorage(_NDStorage):
     def __init__(self, summary_metadata: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__(ndstorage.NDRAMDataset(), summary_metadata)
 
-    def _check_frame(self, coords: DataCoordinates, data: Any) -> np.ndarray:
-        data = super()._check_frame(coords, data)
+    def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
         if data.dtype.kind not in "uifb":
             raise TypeError(f"NDRAM stores numeric frames; data at {dict(coords)} is {data.dtype}")
         return data
@@ -223,12 +165,3 @@ class NDRAMStorage(_NDStorage):
 
     def __repr__(self) -> str:
         return f"NDRAMStorage({len(self._coordinates)} frames)"
-
-
-def _check_writable(directory: str) -> None:
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as error:
-        raise PermissionError(f"Cannot write datasets to {directory!r}: {error.strerror or error}") from error

@@ -18,9 +18,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..kernel.data_coords import CoordinatesLike, DataCoordinates, as_coordinates
-from ..kernel.data_storage_base import DataStorage
-from .ndtiff import _check_writable, json_safe
+from ..kernel.data_coords import CoordinatesLike, DataCoordinates
+from ._frames import FrameStorage, check_writable
 
 try:
     import zarr
@@ -33,7 +32,7 @@ _NGFF_ORDER = ("time", "channel", "z")
 _AXIS_TYPES = {"time": "time", "channel": "channel", "z": "space"}
 
 
-class OMEZarrStorage(DataStorage):
+class OMEZarrStorage(FrameStorage):
     """Frames written to ``<directory>/<name>_<n>.ome.zarr``; readable by any OME-Zarr tool.
 
     Chunks are uncompressed unless ``compress`` (zarr's default codec, zstd), which saves disk at
@@ -43,66 +42,45 @@ class OMEZarrStorage(DataStorage):
     def __init__(self, directory: str | os.PathLike[str], name: Optional[str] = None,
                  summary_metadata: Optional[Mapping[str, Any]] = None, pixel_size_um: float = 1.0,
                  compress: bool = False) -> None:
+        super().__init__(summary_metadata)
         directory = os.fspath(directory)
         name = "exengine" if name is None else name
         if not isinstance(name, str) or not name or os.sep in name:
             raise ValueError(f"name must be a plain folder name, got {name!r}")
-        _check_writable(directory)
+        check_writable(directory)
         n = 1
         while os.path.exists(os.path.join(directory, f"{name}_{n}.ome.zarr")):
             n += 1
         self.path = os.path.join(directory, f"{name}_{n}.ome.zarr")
         self._group = zarr.open_group(self.path, mode="w-", zarr_format=3)
-        self._summary = json_safe(dict(summary_metadata or {}), "summary_metadata")
         self._pixel = float(pixel_size_um)
         self._compressors: Any = "auto" if compress else None
         self._array: Any = None
         self._axes: list[str] = []
         self._values: dict[str, list[Any]] = {}
-        self._index: dict[DataCoordinates, tuple[int, ...]] = {}
-        self._order: list[DataCoordinates] = []
+        self._positions: dict[DataCoordinates, tuple[int, ...]] = {}
         self._metadata: dict[DataCoordinates, Any] = {}
         self._metadata_file = open(os.path.join(self.path, "frame_metadata.jsonl"), "a")  # noqa: SIM115
-        self._finished = False
-
-    @property
-    def summary_metadata(self) -> dict[str, Any]:
-        return self._summary
-
-    def __contains__(self, data_coordinates: CoordinatesLike) -> bool:
-        return as_coordinates(data_coordinates) in self._index
-
-    def get_coordinates_list(self) -> list[DataCoordinates]:
-        return list(self._order)
 
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
-        coords = as_coordinates(data_coordinates)
-        if coords not in self._index:
-            raise KeyError(f"No data at {dict(coords)} in {self.path}")
-        return self._array[self._index[coords]]
+        return self._array[self._positions[self._known(data_coordinates)]]
 
     def get_metadata(self, data_coordinates: CoordinatesLike) -> Any:
-        coords = as_coordinates(data_coordinates)
-        if coords not in self._metadata:
-            raise KeyError(f"No data at {dict(coords)} in {self.path}")
-        return self._metadata[coords]
+        return self._metadata[self._known(data_coordinates)]
 
-    def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
-        coords = as_coordinates(data_coordinates)
-        if self._finished:
-            raise RuntimeError(f"{self.path} is finished; no more data can be added")
-        if coords in self._index:
-            raise ValueError(f"Data at {dict(coords)} is already stored; the first frame is kept")
-        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.dtype.kind not in "uif":
-            raise TypeError(f"OME-Zarr stores 2-D numeric frames; data at {dict(coords)} is "
-                            f"{getattr(data, 'shape', type(data).__name__)} {getattr(data, 'dtype', '')}")
-        metadata = json_safe(metadata if metadata is not None else {}, f"metadata at {dict(coords)}")
-        if self._array is None:
-            self._create(coords, data)
-        elif set(coords) != set(self._axes) or data.shape != self._array.shape[-2:] or data.dtype != self._array.dtype:
+    def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
+        if data.ndim != 2 or data.dtype.kind not in "uif":
+            raise TypeError(f"OME-Zarr stores 2-D numeric frames; data at {dict(coords)} is {data.shape} {data.dtype}")
+        if self._array is not None and (set(coords) != set(self._axes) or data.shape != self._array.shape[-2:]
+                                        or data.dtype != self._array.dtype):
             raise ValueError(
                 f"Frames of one OME-Zarr array share axes {self._axes}, shape {self._array.shape[-2:]} and dtype "
                 f"{self._array.dtype}; data at {dict(coords)} is {data.shape} {data.dtype}")
+        return data
+
+    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
+        if self._array is None:
+            self._create(coords, data)
         position = tuple(self._position(axis, coords[axis]) for axis in self._axes)
         self._extent = tuple(max(size, i + 1) for size, i in zip(self._extent, position, strict=True))
         capacity = self._array.shape[:-2]
@@ -112,8 +90,7 @@ class OMEZarrStorage(DataStorage):
                           for size, i in zip(capacity, position, strict=True))
             self._array.resize(grown + self._array.shape[-2:])
         self._write_chunk(position, data)
-        self._index[coords] = position
-        self._order.append(coords)
+        self._positions[coords] = position
         self._metadata[coords] = metadata
         self._metadata_file.write(json.dumps({"coords": dict(coords), "metadata": metadata}) + "\n")
         self._metadata_file.flush()
@@ -170,12 +147,10 @@ class OMEZarrStorage(DataStorage):
                                                        for c in self._values["channel"]]}
         self._group.attrs.update(attributes)
 
-    def finish(self) -> None:
-        if not self._finished:
-            self._finished = True
-            if self._array is not None and self._array.shape[:-2] != self._extent:
-                self._array.resize(self._extent + self._array.shape[-2:])
-            self._metadata_file.close()
+    def _finish(self) -> None:
+        if self._array is not None and self._array.shape[:-2] != self._extent:
+            self._array.resize(self._extent + self._array.shape[-2:])
+        self._metadata_file.close()
 
     def close(self) -> None:
         self.finish()

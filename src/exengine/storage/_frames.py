@@ -1,0 +1,99 @@
+"""What the bundled storage backends share: summary metadata, coordinate bookkeeping and put checks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import numpy as np
+
+from ..kernel.data_coords import CoordinatesLike, DataCoordinates, as_coordinates
+from ..kernel.data_storage_base import DataStorage
+
+
+def json_safe(value: Any, where: str = "metadata") -> Any:
+    """Return ``value`` with numpy scalars/arrays (and tuples) turned into JSON-native types."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{where} holds {type(value).__name__} {value!r}, which cannot be saved as JSON")
+
+
+class FrameStorage(DataStorage):
+    """A storage that refuses duplicates and puts after ``finish``, and keeps JSON-safe metadata.
+
+    Subclasses check frames (``_check_frame``), write them (``_write``), finish (``_finish``) and read
+    them back (``get_data``/``get_metadata``, after ``_known``).
+    """
+
+    def __init__(self, summary_metadata: Optional[Mapping[str, Any]]) -> None:
+        self._summary = json_safe(dict(summary_metadata or {}), "summary_metadata")
+        self._coordinates: list[DataCoordinates] = []
+        self._index: set[DataCoordinates] = set()
+        self._finished = False
+
+    @property
+    def summary_metadata(self) -> dict[str, Any]:
+        return self._summary
+
+    def __contains__(self, data_coordinates: CoordinatesLike) -> bool:
+        return as_coordinates(data_coordinates) in self._index
+
+    def get_coordinates_list(self) -> list[DataCoordinates]:
+        return list(self._coordinates)
+
+    def _known(self, data_coordinates: CoordinatesLike) -> DataCoordinates:
+        coords = as_coordinates(data_coordinates)
+        if coords not in self._index:
+            raise KeyError(f"No data at {dict(coords)} in {self!r}")
+        return coords
+
+    def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
+        coords = as_coordinates(data_coordinates)
+        if self._finished:
+            raise RuntimeError(f"{self!r} is finished; no more data can be added")
+        if coords in self._index:
+            raise ValueError(f"Data at {dict(coords)} is already stored; the first frame is kept")
+        if not isinstance(data, np.ndarray):
+            raise TypeError(f"Data at {dict(coords)} must be a numpy array, got {type(data).__name__}")
+        data = self._check_frame(coords, data)
+        metadata = json_safe(metadata if metadata is not None else {}, f"metadata at {dict(coords)}")
+        if not isinstance(metadata, dict):
+            raise TypeError(f"metadata at {dict(coords)} must be a dict, got {type(metadata).__name__}")
+        self._write(coords, data, metadata)
+        self._index.add(coords)
+        self._coordinates.append(coords)
+
+    def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
+        """Return ``data`` ready to write, or raise naming ``coords`` (before anything is written)."""
+        return data
+
+    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        """Complete the dataset (called once)."""
+
+    def finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._finish()
+
+
+def check_writable(directory: str) -> None:
+    """Create ``directory`` if needed; ``PermissionError`` naming it when files cannot be written there."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise PermissionError(f"Cannot write datasets to {directory!r}: {error.strerror or error}") from error
