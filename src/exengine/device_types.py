@@ -31,12 +31,12 @@ class SingleAxisPositioner(Device):
         """The current position."""
 
 
-class TriggerableSingleAxisPositioner(SingleAxisPositioner):
-    """A single-axis positioner that steps through a loaded sequence on external triggers."""
+class _PositionSequencer(Device):
+    """Positioners that step through a loaded sequence of positions on external triggers."""
 
     @abstractmethod
     def set_position_sequence(self, positions: np.ndarray) -> None:
-        """Load ``positions`` and arm the sequence."""
+        """Load ``positions`` (one per trigger; ``(N, 2)`` for two axes) and arm the sequence."""
 
     @abstractmethod
     def get_triggerable_position_sequence_max_length(self) -> int:
@@ -45,6 +45,10 @@ class TriggerableSingleAxisPositioner(SingleAxisPositioner):
     @abstractmethod
     def stop_position_sequence(self) -> None:
         """Stop the running sequence."""
+
+
+class TriggerableSingleAxisPositioner(SingleAxisPositioner, _PositionSequencer):
+    """A single-axis positioner that steps through a loaded sequence on external triggers."""
 
 
 class DoubleAxisPositioner(Device):
@@ -59,20 +63,8 @@ class DoubleAxisPositioner(Device):
         """The current ``(x, y)``."""
 
 
-class TriggerableDoubleAxisPositioner(DoubleAxisPositioner):
+class TriggerableDoubleAxisPositioner(DoubleAxisPositioner, _PositionSequencer):
     """A two-axis positioner that steps through a loaded sequence on external triggers."""
-
-    @abstractmethod
-    def set_position_sequence(self, positions: np.ndarray) -> None:
-        """Load an ``(N, 2)`` array of positions and arm the sequence."""
-
-    @abstractmethod
-    def get_triggerable_position_sequence_max_length(self) -> int:
-        """The longest sequence the hardware accepts."""
-
-    @abstractmethod
-    def stop_position_sequence(self) -> None:
-        """Stop the running sequence."""
 
 
 class Detector(Device):

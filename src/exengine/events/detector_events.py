@@ -110,13 +110,17 @@ class StartCapture(ExecutorEvent):
         self.detector = detector
 
     def execute(self) -> None:
-        detector = resolve_device(self.detector, Detector, "detector")
-        try:
-            detector.arm(self.num_blocks)
-            detector.start()
-        except BaseException:
-            detector.stop()
-            raise
+        _arm_and_start(resolve_device(self.detector, Detector, "detector"), self.num_blocks)
+
+
+def _arm_and_start(detector: Detector, frame_count: Optional[int]) -> None:
+    """Arm and start ``detector``; stop it again if either fails."""
+    try:
+        detector.arm(frame_count)
+        detector.start()
+    except BaseException:
+        detector.stop()
+        raise
 
 
 class StartContinuousCapture(ExecutorEvent):
@@ -127,13 +131,7 @@ class StartContinuousCapture(ExecutorEvent):
         self.detector = detector
 
     def execute(self) -> None:
-        detector = resolve_device(self.detector, Detector, "detector")
-        try:
-            detector.arm()
-            detector.start()
-        except BaseException:
-            detector.stop()
-            raise
+        _arm_and_start(resolve_device(self.detector, Detector, "detector"), None)
 
 
 class StopCapture(ExecutorEvent):
