@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from npe2 import PluginManager, PluginManifest
 
 from exengine import ExecutionEngine
 from exengine.devices.simulated import create_simulated_devices
@@ -50,3 +51,36 @@ def gui_viewer(make_napari_viewer, request):
         if IN_CI:
             raise
         pytest.skip(f"No usable display for napari: {e}")
+
+
+BROKEN = """
+name: broken-contributions
+contributions:
+  commands:
+    - id: broken-contributions.missing
+      title: Missing module
+      python_name: no_such_module_anywhere:factory
+    - id: broken-contributions.raises
+      title: Raising factory
+      python_name: exengine.processors:frame_averaging
+    - id: broken-contributions.wrong
+      title: Wrong type
+      python_name: builtins:dict
+  menus:
+    napari-exengine/processors:
+      - command: broken-contributions.missing
+      - command: broken-contributions.raises
+    napari-exengine/storage:
+      - command: broken-contributions.wrong
+"""
+
+
+@pytest.fixture
+def manager_with_broken_plugin(tmp_path):
+    """The installed plugins plus a broken one, in a private npe2 plugin manager."""
+    path = tmp_path / "napari.yaml"
+    path.write_text(BROKEN)
+    manager = PluginManager()
+    manager.discover()
+    manager.register(PluginManifest.from_file(path))
+    return manager

@@ -294,3 +294,15 @@ def test_devices_panel_follows_changes_made_elsewhere(gui_viewer, scope, qtbot):
     qtbot.waitUntil(lambda: panel.controls[("Light", "power")].value == pytest.approx(0.7), timeout=5000)
     qtbot.waitUntil(lambda: panel.controls[("Channel", "channel")].value == "TRITC", timeout=5000)
     assert scope["Light"].power == pytest.approx(0.7), "showing the value did not write it back"
+
+
+def test_panel_lists_broken_contributions_as_unavailable(gui_viewer, scope, monkeypatch, manager_with_broken_plugin):
+    import napari_exengine.widgets as widgets
+    from napari_exengine.contributions import list_contributions
+
+    monkeypatch.setattr(widgets, "list_contributions", lambda: list_contributions(manager=manager_with_broken_plugin))
+    panel = widgets.AcquisitionPanel(gui_viewer)
+    assert "broken-contributions.missing" not in panel.processors
+    assert not panel.unavailable.native.isHidden() and "no_such_module_anywhere" in panel.unavailable.value
+    assert "napari-exengine.processor.max_intensity_projection" in panel.processors
+    assert panel.run_button.enabled

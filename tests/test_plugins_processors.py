@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import zarr
-from npe2 import PluginManager, PluginManifest
 
 from exengine.data import DataHandler
 from exengine.processors import (
@@ -150,39 +149,6 @@ def test_example_plugins_run_an_acquisition(tmp_path):
     assert sorted(p.name for p in (tmp_path / "npy").glob("*.npz")) == ["time-0.npz", "time-1.npz", "time-2.npz"]
     assert storage.get_metadata({"time": 2})["Denoise"] == "gaussian sigma=2.0"
     assert storage.get_data({"time": 0}).dtype == np.uint16
-
-
-BROKEN = """
-name: broken-contributions
-contributions:
-  commands:
-    - id: broken-contributions.missing
-      title: Missing module
-      python_name: no_such_module_anywhere:factory
-    - id: broken-contributions.raises
-      title: Raising factory
-      python_name: exengine.processors:frame_averaging
-    - id: broken-contributions.wrong
-      title: Wrong type
-      python_name: builtins:dict
-  menus:
-    napari-exengine/processors:
-      - command: broken-contributions.missing
-      - command: broken-contributions.raises
-    napari-exengine/storage:
-      - command: broken-contributions.wrong
-"""
-
-
-@pytest.fixture
-def manager_with_broken_plugin(tmp_path):
-    """The installed plugins plus a broken one, in a private npe2 plugin manager."""
-    path = tmp_path / "napari.yaml"
-    path.write_text(BROKEN)
-    manager = PluginManager()
-    manager.discover()
-    manager.register(PluginManifest.from_file(path))
-    return manager
 
 
 def test_broken_contributions_are_unavailable_with_reason_and_break_nothing(manager_with_broken_plugin):

@@ -96,6 +96,7 @@ class _Level:
         self._files: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.summary_metadata: dict[str, Any] = {}
+        self.incomplete_tail = False
 
     def read_index(self) -> int:
         """Read index entries added since the last call; returns how many are new."""
@@ -114,6 +115,8 @@ class _Level:
             position, axes, entry = parsed
             self.entries[frozenset(axes.items())] = entry
             added += 1
+        rest = data[position:]
+        self.incomplete_tail = bool(rest) and rest[:4] != b"\0\0\0\0"  # a zero length ends the index
         self._position += position
         return added
 
@@ -214,6 +217,9 @@ class NDTiffReader:
         self.version = version
         for level in self.levels:
             level.read_index()
+        if self.levels[0].incomplete_tail:
+            warnings.warn(f"{os.path.join(folder, INDEX_NAME)} ends in an incomplete entry (still being written, "
+                          f"or truncated); opened the {len(self.levels[0].entries)} complete frames", stacklevel=2)
         self.summary_metadata = self.levels[0].summary_metadata if version < 3 else self._read_summary(folder)
 
     def refresh(self) -> int:
