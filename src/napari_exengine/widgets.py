@@ -159,6 +159,7 @@ class DevicesPanel(QWidget):
         layout.addWidget(loader.native)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setMinimumHeight(260)  # room for a few devices even when docked above the acquisition panel
         self._device_area = QWidget()
         self._device_layout = QVBoxLayout(self._device_area)
         scroll.setWidget(self._device_area)
