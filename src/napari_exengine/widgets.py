@@ -232,7 +232,7 @@ class DevicesPanel(QWidget):
             for prop in device.get_property_names():
                 try:
                     widget = property_widget(device, prop)
-                except Exception as e:
+                except Exception as e:  # one unreadable property must not break the panel
                     widget = mw.Label(name=prop, label=prop, value=f"unavailable: {e}")
                 else:
                     widget.changed.connect(lambda v, d=device, p=prop: self.set_property(d, p, v))
@@ -604,7 +604,7 @@ class AcquisitionPanel(QWidget):
             return None
         try:
             storage = self._make_storage()
-        except Exception as e:
+        except Exception as e:  # shown to the user
             self._fail(f"Cannot create the storage: {e}")
             return None
         handler = DataHandler(storage, processor)
@@ -678,7 +678,7 @@ class AcquisitionPanel(QWidget):
         error = None
         try:
             acquisition.await_completion(timeout=5)
-        except Exception as e:
+        except Exception as e:  # shown to the user
             error = e
         if self.sink is not None:
             self.sink.close()

@@ -286,7 +286,7 @@ class DataHandler:
         for listener in self._listeners:
             try:
                 listener(stage, coords)  # type: ignore[arg-type]
-            except Exception:
+            except Exception:  # a listener never breaks the pipeline
                 logger.exception("DataHandler listener %r raised", listener)
 
     def _record_failure(self, error: BaseException, future: Optional[ExecutionFuture], coords: DataCoordinates) -> None:
@@ -314,7 +314,7 @@ class DataHandler:
                 self._notify_listeners("acquired", coords)
             try:
                 outputs = process(coords, data, metadata)
-            except Exception as e:
+            except Exception as e:  # recorded, published and raised to the producer
                 self._record_failure(e, future, coords)
                 continue
             with self._cond:
@@ -346,7 +346,7 @@ class DataHandler:
             try:
                 with self._storage_lock:
                     storage.put(coords, data, metadata)
-            except Exception as e:
+            except Exception as e:  # recorded, published and raised to the producer
                 self._record_failure(e, future, coords)
                 continue
             with self._cond:
@@ -366,7 +366,7 @@ class DataHandler:
         try:
             with self._storage_lock:
                 self._storage.finish()
-        except Exception as e:
+        except Exception as e:  # recorded and raised by await_completion
             logger.error("Finishing %s failed: %r", type(self._storage).__name__, e)
             with self._cond:
                 if self._error is None:

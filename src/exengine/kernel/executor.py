@@ -97,7 +97,7 @@ class _ExecutorThread:
         exception = None
         try:
             result = event.execute()
-        except BaseException as e:
+        except BaseException as e:  # every failure belongs to the event's future
             exception = e
         notification = EventExecutedNotification(exception)
         future._notify_of_event_notification(notification)  # type: ignore[union-attr]
@@ -133,7 +133,7 @@ class _NotificationDispatcher:
                     continue
                 try:
                     subscriber(notification)
-                except Exception as e:
+                except Exception as e:  # a bad subscriber must not stop delivery to the others
                     logger.exception("Notification subscriber %r raised", subscriber)
                     self._engine._subscriber_errors.append(e)
                     if not isinstance(notification, NotificationSubscriberErrorNotification):
