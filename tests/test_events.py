@@ -151,15 +151,21 @@ def test_multi_d_invalid_arguments_name_the_argument(kwargs, argument):
         multi_d_acquisition_events(**kwargs)
 
 
-def test_acquisition_stop_and_abort_keep_acquired_frames(engine, scope):
+def start_time_lapse(scope, time_points: int, wait_for_frames: int) -> tuple[Acquisition, DataHandler]:
+    """Start a 20 ms-exposure time-lapse into memory and wait (up to 10 s) until some frames are stored."""
     scope["Camera"].exposure = 20.0
+    handler = DataHandler(NDRAMStorage())
+    acquisition = Acquisition(multi_d_acquisition_events(num_time_points=time_points, data_handler=handler), handler)
+    acquisition.start()
+    deadline = time.monotonic() + 10
+    while acquisition.frames_done < wait_for_frames and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return acquisition, handler
+
+
+def test_acquisition_stop_and_abort_keep_acquired_frames(engine, scope):
     for action in ("stop", "abort"):
-        handler = DataHandler(NDRAMStorage())
-        acquisition = Acquisition(multi_d_acquisition_events(num_time_points=200, data_handler=handler), handler)
-        acquisition.start()
-        deadline = time.monotonic() + 10
-        while acquisition.frames_done < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        acquisition, handler = start_time_lapse(scope, 200, wait_for_frames=3)
         getattr(acquisition, action)()
         acquisition.await_completion(10)
         stored = len(handler.storage)
@@ -169,13 +175,7 @@ def test_acquisition_stop_and_abort_keep_acquired_frames(engine, scope):
 
 
 def test_prioritized_calls_interleave_with_a_running_acquisition(engine, scope):
-    scope["Camera"].exposure = 20.0
-    handler = DataHandler(NDRAMStorage())
-    acquisition = Acquisition(multi_d_acquisition_events(num_time_points=100, data_handler=handler), handler)
-    acquisition.start()
-    deadline = time.monotonic() + 10
-    while acquisition.frames_done < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    acquisition, _ = start_time_lapse(scope, 100, wait_for_frames=2)
     started = time.monotonic()
     engine.submit(lambda: setattr(scope["Light"], "power", 0.25), prioritize=True).await_execution(5)
     assert time.monotonic() - started < 1.0, "the prioritized call waited for the whole acquisition"

@@ -135,8 +135,8 @@ class LayerSink:
             touched[key] = position
         for key in grown:
             self._update_layer(key)
-        newest = touched[next(reversed(touched))]
-        self._follow(self._state[next(reversed(touched))]["axes"], newest, redraw=set(touched) - grown)
+        last = next(reversed(touched))
+        self._follow(self._state[last]["axes"], touched[last], redraw=set(touched) - grown)
         self.frames_shown += len(pending)
 
     def _new_state(self, key: Any, coords: DataCoordinates) -> dict[str, Any]:

@@ -66,7 +66,8 @@ def layers_for(reader: NDTiffReader, split_channels: bool = True) -> list[LayerD
         fixed = {} if channel is None else {"channel": channel}
         values = {a: axes_values[a] for a in slider_axes}
         if stitched:
-            data: Any = [_StitchedLevel(reader, level, slider_axes, values, fixed)
+            tiles = (axes_values["row"], axes_values["column"])
+            data: Any = [_StitchedLevel(reader, level, slider_axes, values, fixed, tiles)
                          for level in range(len(reader.levels))]
             data = [d for j, d in enumerate(data) if j == 0 or d.shape[-2] < data[j - 1].shape[-2]]
             sample = data[-1][tuple(0 for _ in slider_axes)]
@@ -119,15 +120,14 @@ class _StitchedLevel:
     """One resolution level of a tiled dataset, stitched into (axes..., y, x[, rgb]) on demand."""
 
     def __init__(self, reader: NDTiffReader, level: int, axes: list[str], values: dict[str, list[Any]],
-                 fixed: dict[str, Any]) -> None:
+                 fixed: dict[str, Any], tiles: tuple[list[int], list[int]]) -> None:
         self._reader = reader
         self._level = reader.levels[level]
         first = reader.first_entry()
         self._tile = (first.height, first.width)
         summary = reader.summary_metadata
         self._overlap = (int(summary.get("GridPixelOverlapY", 0) or 0), int(summary.get("GridPixelOverlapX", 0) or 0))
-        rows = [r for r in reader.axes["row"]]
-        cols = [c for c in reader.axes["column"]]
+        rows, cols = tiles
         step_y, step_x = self._tile[0] - self._overlap[0], self._tile[1] - self._overlap[1]
         self._origin = (min(rows) * step_y, min(cols) * step_x)
         full_shape = ((max(rows) - min(rows) + 1) * step_y, (max(cols) - min(cols) + 1) * step_x)
