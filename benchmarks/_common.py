@@ -27,10 +27,11 @@ def report(rows: list[tuple[str, float, str, float, str]]) -> None:
         print(f"{name:44} {ours:10.2f}{unit:>2} {ref_name:>28} {ref:10.2f}{unit:>2} {ours / ref:7.2f}")
 
 
-def scratch_dir() -> str:
-    """A temporary folder in RAM (``/dev/shm``) when available, so storage benchmarks measure the
-    software's cost rather than the shared machine's disk and page-cache state."""
+def scratch_dir(ram: bool = True) -> str:
+    """A temporary folder: in RAM (``/dev/shm``, when available) so storage benchmarks measure the
+    software's cost rather than the shared machine's disk and page-cache state, or with ``ram=False``
+    on the disk (the system's temporary folder), where acquisitions really write."""
     import os
     import tempfile
 
-    return tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    return tempfile.mkdtemp(dir="/dev/shm" if ram and os.path.isdir("/dev/shm") else None)

@@ -164,6 +164,29 @@ def test_simulated_camera_image_follows_z_channel_and_exposure():
     assert bright.mean() > other.mean()
 
 
+# exposure 15 saturates a few binned pixels, 50 most of them; 8-bit has its background near 0
+@pytest.mark.parametrize(("bit_depth", "exposure"), [(16, 10.0), (16, 15.0), (16, 50.0), (12, 15.0), (8, 10.0)])
+def test_simulated_camera_frames_are_clean_image_plus_noise_clipped_exactly(bit_depth, exposure):
+    camera = SimulatedCamera("Noisy", width=96, height=64)
+    camera.exposure = exposure
+    camera.frame_rate_limit = 10000.0
+    camera.bit_depth = bit_depth
+    camera.roi = (8, 4, 80, 48)
+    camera.binning = 2
+    camera.arm(6)
+    camera.start()
+    frames = [camera.pop_data(timeout=2)[0] for _ in range(6)]
+    (base, _inner, _edges), = camera._cache.values()
+    maximum = (1 << bit_depth) - 1
+    for index, frame in enumerate(frames):
+        noise = camera._noise[index % 4, : 24 * 40].reshape(24, 40)
+        expected = np.clip(base + noise, 0, maximum)
+        assert frame.dtype == (np.uint8 if bit_depth == 8 else np.uint16) and frame.shape == (24, 40)
+        np.testing.assert_array_equal(frame, expected)
+    if exposure >= 15:
+        assert (frames[0] == maximum).any()  # saturated pixels read the maximum, never wrap around
+
+
 def test_simulated_camera_honours_frame_rate():
     import time
 

@@ -21,6 +21,7 @@ from ..kernel.device import Device
 
 CHANNELS = ("DAPI", "FITC", "TRITC", "Cy5")
 _TEXTURE = 512
+_NOISE_MAX = 64  # the noise (normal, sigma 12 counts) is clipped to +-this
 _LAYER_DEPTHS_UM = (-12.0, -4.0, 4.0, 12.0)
 _BLUR_SIGMAS = (1.0, 4.0, 10.0)
 
@@ -97,8 +98,12 @@ class SimulatedCamera(Detector):
         self._capturing = False
         self._start_time = 0.0
         self._delivered = 0
-        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._noise = np.rint(np.random.default_rng(0).normal(0, 12, (4, height * width))).astype(np.int32)
+        self._cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        noise = np.clip(np.rint(np.random.default_rng(0).normal(0, 12, (4, height * width))), -_NOISE_MAX, _NOISE_MAX)
+        self._noise = noise.astype(np.int32)
+        # The same noise wrapped into the frame dtypes: unsigned addition modulo 2**bits is exact away from the limits
+        self._wrapped_noise = {np.uint16: noise.astype(np.int16).view(np.uint16),
+                               np.uint8: noise.astype(np.int8).view(np.uint8)}
 
     def get_allowed_property_values(self, property_name: str) -> Optional[list[Any]]:
         return {"binning": [1, 2, 4], "bit_depth": [8, 12, 16]}.get(property_name)
@@ -176,20 +181,26 @@ class SimulatedCamera(Detector):
         binning = int(self.binning)
         _rx, _ry, rw, rh = self.roi
         h, w = rh // binning, rw // binning
+        dtype = np.uint8 if int(self.bit_depth) == 8 else np.uint16
+        maximum = (1 << int(self.bit_depth)) - 1
         key = (round(x / self.pixel_size_um), round(y / self.pixel_size_um), round(z, 2), channel,
                float(self.exposure), binning, self.roi, int(self.bit_depth), self._scope.light_on,
                self._scope.light_power)
-        base = self._cache.get(key)
-        if base is None:
-            base = self._render_clean(key)
-            self._cache[key] = base
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = _prepare(self._render_clean(key), dtype, maximum)
             if len(self._cache) > 160:
                 self._cache.popitem(last=False)
-        noise = self._noise[index % 4, : h * w].reshape(h, w)
-        maximum = (1 << int(self.bit_depth)) - 1
-        frame = base + noise  # int32: noise may take a pixel below zero or above the maximum
-        np.clip(frame, 0, maximum, out=frame)
-        return frame.astype(np.uint8 if int(self.bit_depth) == 8 else np.uint16)
+        base, inner, edges = cached
+        pattern = index % 4
+        if inner is None:  # mostly near the limits (e.g. 8-bit background): clip every pixel
+            frame = base + self._noise[pattern, : h * w].reshape(h, w)
+            np.clip(frame, 0, maximum, out=frame)
+            return frame.astype(dtype)
+        frame = np.add(inner, self._wrapped_noise[dtype][pattern, : h * w].reshape(h, w), dtype=dtype)
+        if edges.size:  # pixels within the noise's reach of 0 or the maximum: clipped exactly
+            frame.flat[edges] = np.clip(base.flat[edges] + self._noise[pattern, edges], 0, maximum)
+        return frame
 
     def _render_clean(self, key: tuple) -> np.ndarray:
         px, py, z, channel, exposure, binning, roi, bit_depth, light_on, power = key
@@ -210,6 +221,16 @@ class SimulatedCamera(Detector):
         maximum = (1 << int(bit_depth)) - 1
         signal = 0.6 * maximum * min(max(exposure, 0.5) / 50.0, 1.0) * (power if light_on else 0.0)
         return np.rint(100.0 * maximum / 65535 + signal * image).astype(np.int32)
+
+
+def _prepare(base: np.ndarray, dtype: Any, maximum: int) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+    """A clean image ready for fast noisy frames: itself, a copy in the frame dtype kept out of the
+    noise's reach of 0 and ``maximum`` (``None`` when most pixels are that near), and the flat indices
+    of the pixels that near (their noisy values are clipped one by one)."""
+    edges = np.flatnonzero((base < _NOISE_MAX) | (base > maximum - _NOISE_MAX))
+    if edges.size > base.size // 8:
+        return base, None, edges
+    return base, np.clip(base, _NOISE_MAX, maximum - _NOISE_MAX).astype(dtype), edges
 
 
 def _check_choice(device: Device, prop: str, value: Any) -> None:
