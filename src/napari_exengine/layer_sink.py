@@ -1,7 +1,8 @@
 """``LayerSink``: shows frames of a ``DataHandler`` in napari layers whose sliders are the coordinate axes.
 
 The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI thread
-turns them into layer updates at most ~30 times a second. Layers read frames lazily through
+turns them into layer updates 33 ms after the previous update ended: at most ~30 a second, and never back
+to back when redraws are slow (software OpenGL). Layers read frames lazily through
 ``DataHandler.get`` (memory while in flight, else storage), so layer memory stays bounded.
 """
 
@@ -83,9 +84,12 @@ class LayerSink:
         self._expected = [DataCoordinates(c) for c in expected] if expected is not None else []
         self.frames_shown = 0
         self.refreshes = 0
+        # Single-shot, restarted when a refresh ends: slow redraws never queue up back to back.
         self._timer = QTimer()
+        self._timer.setSingleShot(True)
         self._timer.setInterval(REFRESH_INTERVAL_MS)
-        self._timer.timeout.connect(self.refresh)
+        self._timer.timeout.connect(self._tick)
+        self._closed = False
         self._timer.start()
         data_handler.add_listener(self._on_frame)
 
@@ -101,9 +105,17 @@ class LayerSink:
 
     def close(self) -> None:
         """Stop following the handler (layers stay)."""
+        self._closed = True
+        self._timer.stop()
         self.handler.remove_listener(self._on_frame)
         self.refresh()
-        self._timer.stop()
+
+    def _tick(self) -> None:
+        try:
+            self.refresh()
+        finally:
+            if not self._closed:
+                self._timer.start()
 
     def refresh(self) -> None:
         """Apply the frames that arrived since the last refresh (GUI thread)."""

@@ -98,7 +98,7 @@ class SimulatedCamera(Detector):
         self._capturing = False
         self._start_time = 0.0
         self._delivered = 0
-        self._cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[tuple, tuple[np.ndarray, Optional[np.ndarray], np.ndarray]] = OrderedDict()
         noise = np.clip(np.rint(np.random.default_rng(0).normal(0, 12, (4, height * width))), -_NOISE_MAX, _NOISE_MAX)
         self._noise = noise.astype(np.int32)
         # The same noise wrapped into the frame dtypes: unsigned addition modulo 2**bits is exact away from the limits
