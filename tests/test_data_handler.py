@@ -80,6 +80,33 @@ def test_processor_forms_and_threads():
     assert single.storage.get_data({"time": 0})[0, 0] == 2
 
 
+def test_outputs_sharing_coordinates_are_told_apart_by_their_metadata_channel():
+    def ratio_channel(coords, data, metadata):
+        return [(coords, data, metadata), (coords, data // 2, {**metadata, "Channel": "Ratio"})]
+
+    storage = NDRAMStorage()
+    handler = DataHandler(storage, ratio_channel)
+    handler.put({"time": 0}, np.full((2, 2), 8, np.uint16), {})
+    handler.put({"time": 1, "channel": "GFP"}, np.full((2, 2), 6, np.uint16), {"Channel": "GFP"})
+    handler.await_completion(5)
+    assert set(map(frozenset, (c.items() for c in storage.get_coordinates_list()))) == {
+        frozenset({"time": 0}.items()), frozenset({"time": 0, "channel": "Ratio"}.items()),
+        frozenset({"time": 1, "channel": "GFP"}.items()), frozenset({"time": 1, "channel": "Ratio"}.items())}
+    assert storage.get_data({"time": 1, "channel": "Ratio"})[0, 0] == 3
+
+
+def test_outputs_that_still_collide_are_a_duplicate_error_that_keeps_the_first():
+    def same_twice(coords, data, metadata):
+        return [(coords, data, metadata), (coords, data + 1, metadata)]
+
+    storage = NDRAMStorage()
+    handler = DataHandler(storage, same_twice)
+    handler.put({"time": 0}, np.full((2, 2), 8, np.uint16), {"Channel": "DAPI"})
+    with pytest.raises(DataHandlerError, match="already stored"):
+        handler.await_completion(5)
+    assert storage.get_data({"time": 0})[0, 0] == 8
+
+
 def test_accumulating_processor_emits_projection():
     stack = []
 

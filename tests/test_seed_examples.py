@@ -101,11 +101,22 @@ def test_processor_examples():
     assert len(run_through(batch_process)) == 12
 
 
-def test_multi_output_example_with_distinct_coordinates():
-    def multi_output_with_channels(coords, data, metadata):
-        outputs = multi_output_process(coords, data, metadata)
-        return [({**c, "channel": m.get("Channel", "raw")}, d, m) for c, d, m in outputs]
-
-    storage = run_through(multi_output_with_channels, frames=3)
+def test_multi_output_example_as_written_adds_the_channel_its_metadata_names(tmp_path):
+    create_simulated_devices()
+    camera = ExecutionEngine.get_device("Camera")
+    camera.exposure = 1.0
+    engine = ExecutionEngine.get_instance()
+    storage = NDTiffStorage(tmp_path)
+    data_handler = DataHandler(storage, process_fn=DataProcessor(multi_output_process))
+    coords = [DataCoordinates(time=t, channel="DAPI") for t in range(3)]
+    engine.submit(StartCapture(num_images=3, detector=camera))
+    future = engine.submit(ReadoutData(data_coordinates_iterator=coords, detector=camera, num_images=3,
+                                       data_handler=data_handler))
+    future.await_execution(timeout=10)
+    data_handler.await_completion(10)
     assert len(storage) == 6
-    assert storage.get_metadata({"time": 1, "channel": "New_Channel"})["Channel"] == "New_Channel"
+    for t in range(3):
+        raw, derived = {"time": t, "channel": "DAPI"}, {"time": t, "channel": "New_Channel"}
+        np.testing.assert_array_equal(storage.get_data(derived), storage.get_data(raw))
+        assert storage.get_metadata(raw)["Channel"] == "DAPI"
+        assert storage.get_metadata(derived)["Channel"] == "New_Channel"

@@ -11,7 +11,11 @@ import numpy as np
 CoordinateValue = Union[int, str]
 CoordinatesLike = Union["DataCoordinates", Mapping[str, CoordinateValue]]
 
-_FAST_TYPES = (int, str)
+_FAST_TYPES = frozenset((int, str))
+#: Axis names already found to be identifiers, so the common case checks them by one set lookup.
+_VALID_AXES: set[str] = set()
+_MAX_VALID_AXES = 10_000
+_dict_update = dict.update
 
 
 def _validate_value(axis: Any, value: Any) -> CoordinateValue:
@@ -50,7 +54,7 @@ class DataCoordinates(dict):
 
     def __init__(self, coordinate_dict: Optional[CoordinatesLike] = None, /, **kwargs: Any) -> None:
         if coordinate_dict is not None:
-            if not isinstance(coordinate_dict, Mapping):
+            if type(coordinate_dict) is not dict and not isinstance(coordinate_dict, Mapping):
                 raise TypeError(
                     f"DataCoordinates takes a mapping of axis name to int/str, got {coordinate_dict!r}"
                 )
@@ -58,11 +62,11 @@ class DataCoordinates(dict):
                 coordinate_dict = {**coordinate_dict, **kwargs}
             kwargs = coordinate_dict  # type: ignore[assignment]
         for axis, value in kwargs.items():
-            if type(value) not in _FAST_TYPES or type(axis) is not str or not axis.isidentifier():
-                dict.update(self, {a: _validate_value(a, v) for a, v in kwargs.items()})
+            if type(value) not in _FAST_TYPES or axis not in _VALID_AXES:
+                _dict_update(self, {a: _validate_value(a, v) for a, v in kwargs.items()})
                 _check_axis_names(self)
                 return
-        dict.update(self, kwargs)
+        _dict_update(self, kwargs)
 
     def __getattr__(self, name: str) -> CoordinateValue:
         try:
@@ -117,8 +121,11 @@ class DataCoordinates(dict):
 
 def _check_axis_names(coords: Mapping[Any, Any]) -> None:
     for axis in coords:
-        if not isinstance(axis, str) or not axis.isidentifier():
-            raise ValueError(f"Axis names must be Python identifiers (e.g. 'time', 'z'), got {axis!r}")
+        if axis not in _VALID_AXES:
+            if not isinstance(axis, str) or not axis.isidentifier():
+                raise ValueError(f"Axis names must be Python identifiers (e.g. 'time', 'z'), got {axis!r}")
+            if len(_VALID_AXES) < _MAX_VALID_AXES:
+                _VALID_AXES.add(axis)
 
 
 def as_coordinates(value: Any) -> DataCoordinates:

@@ -39,7 +39,11 @@ class DataProcessor:
     """Wraps a processing function ``fn(coords, data, metadata)`` run on the handler's processing thread.
 
     ``fn`` returns one ``(coords, data, metadata)`` tuple, a list of them, or None to discard the frame
-    (or to accumulate it for a later call).
+    (or to accumulate it for a later call). When outputs of one call share coordinates, a later output
+    whose metadata names another channel than the earlier one (``metadata["Channel"]``, as Micro-Manager
+    does) is stored at that ``channel`` coordinate: returning a derived image with
+    ``metadata2["Channel"] = "Ratio"`` adds a "Ratio" channel. Outputs that still collide are a
+    duplicate-coordinates error (the first is kept).
     """
 
     def __init__(self, process_function: ProcessFunction) -> None:
@@ -55,7 +59,7 @@ class DataProcessor:
         if isinstance(result, tuple) and len(result) == 3 and isinstance(result[0], Mapping):
             return [_as_frame(result, self.process_function)]
         if isinstance(result, list):
-            return [_as_frame(item, self.process_function) for item in result]
+            return _separate_channels([_as_frame(item, self.process_function) for item in result])
         raise TypeError(
             f"Processor {_name(self.process_function)} returned {type(result).__name__}; expected a "
             f"(coords, data, metadata) tuple, a list of them, or None"
@@ -76,6 +80,20 @@ def _as_frame(item: Any, fn: Any) -> Frame:
     if not isinstance(data, np.ndarray):
         raise TypeError(f"Processor {_name(fn)} returned data of type {type(data).__name__}; expected a numpy array")
     return as_coordinates(coords), data, metadata
+
+
+def _separate_channels(frames: list[Frame]) -> list[Frame]:
+    """Move an output that repeats earlier coordinates to the channel its metadata names, when that
+    differs from the channel of the output already there."""
+    channels: dict[DataCoordinates, Any] = {}
+    separated = []
+    for coords, data, metadata in frames:
+        named = metadata.get("Channel") if isinstance(metadata, Mapping) else None
+        if coords in channels and isinstance(named, str) and named != channels[coords]:
+            coords = DataCoordinates(coords, channel=named)
+        channels.setdefault(coords, coords.get("channel", named))
+        separated.append((coords, data, metadata))
+    return separated
 
 
 class DataHandlerError(RuntimeError):
