@@ -58,7 +58,10 @@ def run(root: str, viewer=None) -> tuple[float, float, float]:
     events = multi_d_acquisition_events(num_time_points=FRAMES // 20, z_start=0, z_end=9, z_step=1,
                                         channel_group="Channel", channels=["DAPI", "FITC"], data_handler=handler)
     planned = [c for e in events if hasattr(e, "data_coordinate_iterator") for c in e.data_coordinate_iterator]
-    sink = TimedSink(viewer, handler, name="bench", scale={}, expected=planned) if viewer is not None else None
+    # As the acquisition panel does: the planned coordinates and the camera's frame shape, so the layers
+    # exist before the first frame.
+    sink = (TimedSink(viewer, handler, name="bench", scale={}, expected=planned, frame_shape=(512, 512))
+            if viewer is not None else None)
     acquisition = Acquisition(events, handler)
     app = QApplication.instance()
     start = time.perf_counter()

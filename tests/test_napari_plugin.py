@@ -186,6 +186,28 @@ def test_attach_layer_sink_grows_with_infinite_sequence(gui_viewer, qtbot):
     sink.close()
 
 
+def test_planned_layers_exist_before_the_first_frame_and_settle_on_it(gui_viewer, qtbot):
+    from napari_exengine.layer_sink import LayerSink
+
+    handler = DataHandler(NDRAMStorage())
+    planned = [{"time": t, "channel": c} for t in range(3) for c in ("DAPI", "FITC")]
+    sink = LayerSink(gui_viewer, handler, name="plan", expected=planned, frame_shape=(16, 16), dtype=np.uint16)
+    dapi, fitc = gui_viewer.layers["plan DAPI"], gui_viewer.layers["plan FITC"]
+    assert dapi.data.shape == fitc.data.shape == (3, 16, 16)
+    assert tuple(dapi.contrast_limits) == (0, 65535) and np.asarray(dapi.data[2]).max() == 0
+    handler.put({"time": 0, "channel": "DAPI"}, np.full((16, 16), 7, np.uint16), {"PixelSizeUm": 0.5})
+    qtbot.waitUntil(lambda: sink.frames_shown == 1, timeout=5000)
+    assert tuple(dapi.contrast_limits) == (7, 8) and dapi.scale[-1] == pytest.approx(0.5)
+    assert np.asarray(dapi.data[0])[0, 0] == 7
+    handler.put({"time": 0, "channel": "FITC"}, np.full((8, 32), 3, np.uint8), {})  # not the planned frame
+    qtbot.waitUntil(lambda: sink.frames_shown == 2, timeout=5000)
+    fitc = gui_viewer.layers["plan FITC"]
+    assert fitc.data.shape == (3, 8, 32) and fitc.data.dtype == np.uint8
+    assert np.asarray(fitc.data[0])[0, 0] == 3
+    handler.await_completion(5)
+    sink.close()
+
+
 @pytest.mark.parametrize("gui_viewer", [True], indirect=True)
 def test_screenshot_of_running_acquisition_is_not_blank(gui_viewer, scope, qtbot):
     from napari_exengine.widgets import AcquisitionPanel

@@ -9,7 +9,7 @@ to back when redraws are slow (software OpenGL). Layers read frames lazily throu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -64,12 +64,15 @@ class LayerSink:
     the newest frame unless the user moves them. ``scale`` maps axis names (and ``y``/``x``) to
     physical step sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when present.
     ``expected`` (the coordinates the acquisition will produce, when known) sizes the sliders up front,
-    so layers are not rebuilt as axes grow. Create it on the GUI thread.
+    so layers are not rebuilt as axes grow; with ``frame_shape`` (and ``dtype``) too, the layers are
+    created at once, before any frame, and fill in as frames arrive (a first frame of another shape or
+    dtype rebuilds its layer). Create it on the GUI thread.
     """
 
     def __init__(self, viewer: Any, data_handler: DataHandler, name: str = "Acquisition",
                  split_channels: bool = True, scale: Optional[dict[str, float]] = None,
-                 stage: str = "stored", expected: Optional[Iterable[Mapping[str, Any]]] = None) -> None:
+                 stage: str = "stored", expected: Optional[Iterable[Mapping[str, Any]]] = None,
+                 frame_shape: Optional[Sequence[int]] = None, dtype: Any = np.uint16) -> None:
         self.viewer = viewer
         self.handler = data_handler
         self.name = name
@@ -90,6 +93,8 @@ class LayerSink:
         self._timer.setInterval(REFRESH_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
         self._closed = False
+        if frame_shape is not None and self._expected:
+            self._prepare_layers(tuple(frame_shape), np.dtype(dtype))
         self._timer.start()
         data_handler.add_listener(self._on_frame)
 
@@ -131,6 +136,8 @@ class LayerSink:
             state = self._state.get(key)
             if state is None:
                 state = self._new_state(key, coords)
+            elif state["provisional"] and self._settle(key, state, coords):
+                grown.add(key)
             axes = state["axes"]
             for axis in coords:
                 if axis not in axes and axis not in state["fixed"]:
@@ -151,8 +158,36 @@ class LayerSink:
         self._follow(self._state[last]["axes"], touched[last], redraw=set(touched) - grown)
         self.frames_shown += len(pending)
 
+    def _prepare_layers(self, frame_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """Create the planned layers before the first frame, with the dtype's full range as contrast."""
+        contrast = (0.0, float(np.iinfo(dtype).max)) if dtype.kind in "ui" else (0.0, 1.0)
+        pixel = 1.0
+        for coords in self._expected:
+            key = coords.get("channel") if self.split_channels else None
+            if key not in self._state:
+                self._make_state(key, coords, frame_shape, dtype, contrast, pixel, provisional=True)
+                self._update_layer(key)
+
+    def _settle(self, key: Any, state: dict[str, Any], coords: DataCoordinates) -> bool:
+        """Take contrast and pixel size from the first frame of a layer made in advance; True when the
+        frame's shape or dtype differs from the plan, so the layer must be rebuilt."""
+        data, metadata = self.handler.get(coords)
+        state["provisional"] = False
+        state["contrast"], state["pixel"] = _contrast_limits(data), _pixel_size(metadata)
+        layer = self._layers[key]
+        layer.contrast_limits = state["contrast"]
+        layer.scale = self._layer_scale(state, state["axes"])
+        if data.shape == state["frame_shape"] and data.dtype == state["dtype"]:
+            return False
+        state["frame_shape"], state["dtype"] = data.shape, data.dtype
+        return True
+
     def _new_state(self, key: Any, coords: DataCoordinates) -> dict[str, Any]:
         data, metadata = self.handler.get(coords)
+        return self._make_state(key, coords, data.shape, data.dtype, _contrast_limits(data), _pixel_size(metadata))
+
+    def _make_state(self, key: Any, coords: DataCoordinates, frame_shape: tuple[int, ...], dtype: Any,
+                    contrast: tuple[float, float], pixel: float, provisional: bool = False) -> dict[str, Any]:
         fixed = {"channel": key} if self.split_channels and key is not None else {}
         axes = sort_axes([a for a in coords if a not in fixed])
         indices = {a: _AxisIndex() for a in axes}
@@ -162,12 +197,15 @@ class LayerSink:
                     if axis in planned:
                         indices[axis].add(planned[axis])
         state = {
-            "axes": axes, "fixed": fixed, "indices": indices,
-            "present": set(), "frame_shape": data.shape, "dtype": data.dtype,
-            "contrast": _contrast_limits(data), "pixel": _pixel_size(metadata),
+            "axes": axes, "fixed": fixed, "indices": indices, "present": set(), "frame_shape": frame_shape,
+            "dtype": dtype, "contrast": contrast, "pixel": pixel, "provisional": provisional,
         }
         self._state[key] = state
         return state
+
+    def _layer_scale(self, state: dict[str, Any], axes: Sequence[str]) -> list[float]:
+        return [self._scale.get(a, 1.0) for a in axes] + [
+            self._scale.get("y", state["pixel"]), self._scale.get("x", state["pixel"])]
 
     def _update_layer(self, key: Any) -> None:
         """Give the layer of ``key`` a new (lazy) data object: its axes grew or it is new."""
@@ -176,8 +214,7 @@ class LayerSink:
                             {a: state["indices"][a].values for a in state["axes"]},
                             state["frame_shape"], state["dtype"], fixed=state["fixed"])
         labels = [*frames.axes, "y", "x"]
-        scale = [self._scale.get(a, 1.0) for a in frames.axes] + [
-            self._scale.get("y", state["pixel"]), self._scale.get("x", state["pixel"])]
+        scale = self._layer_scale(state, frames.axes)
         layer = self._layers.get(key)
         metadata = {"axis_values": {a: list(state["indices"][a].values) for a in frames.axes}}
         if layer is None or layer.data.ndim != frames.ndim:

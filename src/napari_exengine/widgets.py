@@ -570,11 +570,17 @@ class AcquisitionPanel(QWidget):
         return events
 
     def _frame_shape(self) -> tuple[int, int]:
+        planned = self._planned_frame()
+        return planned[0] if planned is not None else (512, 512)
+
+    def _planned_frame(self) -> Optional[tuple[tuple[int, int], Any]]:
+        """The camera's frame shape and dtype, when it says (a ``roi`` and ``binning``, a ``bit_depth``)."""
         roi = getattr(self.camera, "roi", None)
+        if not (isinstance(roi, tuple) and len(roi) == 4):
+            return None
         binning = getattr(self.camera, "binning", 1) or 1
-        if isinstance(roi, tuple) and len(roi) == 4:
-            return roi[3] // binning, roi[2] // binning
-        return 512, 512
+        dtype = np.uint8 if getattr(self.camera, "bit_depth", 16) == 8 else np.uint16
+        return (roi[3] // binning, roi[2] // binning), dtype
 
     def _frame_time(self) -> float:
         interval = getattr(self.camera, "frame_interval_s", None)
@@ -620,8 +626,9 @@ class AcquisitionPanel(QWidget):
         self.storage_object = storage
         planned = [c for e in events if isinstance(e, ReadoutData) and e.data_coordinate_iterator.is_finite()
                    for c in e.data_coordinate_iterator]
+        frame_shape, dtype = self._planned_frame() or (None, np.uint16)
         self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale,
-                              expected=planned)
+                              expected=planned, frame_shape=frame_shape, dtype=dtype)
         self.acquisition = Acquisition(events, handler)
         self.progress.max = max(self.acquisition.total_frames, 1)
         self.progress.value = 0
