@@ -7,7 +7,7 @@ Compares, in one run, the wall time per frame of:
 - ExEngine driving the *same* ``UniMMCore`` devices (through our Micro-Manager backend) to NDTiff;
 - ExEngine with its own simulated microscope to NDTiff, one frame at a time and with the z stack run
   as one hardware sequence (one arm/start per stack);
-- the storage alone (DataHandler + NDTiffStorage, frames already in memory) — the floor.
+- the storage alone (DataHandler + NDTiffStorage, 1,000 distinct frames already in memory) — the floor.
 
 Run: ``python benchmarks/bench_e2e.py``. Every path writes to the disk (the system's temporary folder), where
 acquisitions really write, and then to RAM (``/dev/shm``); medians of several interleaved runs. Ratios are
@@ -73,14 +73,15 @@ def exengine_ms(root: str, camera, channel, channel_property: str, z_device, seq
 
 
 def storage_only_ms(root: str) -> float:
-    frame = np.random.default_rng(0).integers(0, 4000, (512, 512), dtype=np.uint16)
+    base = np.random.default_rng(0).integers(0, 4000, (512, 512), dtype=np.uint16)
+    frames = iter([base + i for i in range(FRAMES)])  # distinct frames, all made before the clock starts
     storage = NDTiffStorage(root, "floor")
     handler = DataHandler(storage)
     start = time.perf_counter()
     for t in range(T):
         for c in CHANNELS:
             for z in range(Z):
-                handler.put({"time": t, "channel": c, "z": z}, frame, {})
+                handler.put({"time": t, "channel": c, "z": z}, next(frames), {})
     handler.await_completion()
     elapsed = time.perf_counter() - start
     shutil.rmtree(storage.path)
