@@ -208,6 +208,23 @@ def test_planned_layers_exist_before_the_first_frame_and_settle_on_it(gui_viewer
     sink.close()
 
 
+def test_display_refreshes_less_often_while_frames_outpace_it(gui_viewer):
+    from napari_exengine import layer_sink
+
+    handler = DataHandler(NDRAMStorage())
+    sink = layer_sink.LayerSink(gui_viewer, handler, name="pace")
+    for t in range(layer_sink.BUSY_FRAMES + 3):
+        handler.put({"time": t}, np.full((8, 8), t, np.uint16), {})
+    handler.await_completion(5)  # the GUI thread is blocked meanwhile: every frame is pending
+    sink._tick()
+    assert sink.frames_shown == layer_sink.BUSY_FRAMES + 3
+    assert sink._timer.interval() == layer_sink.BUSY_REFRESH_INTERVAL_MS and sink._timer.isActive()
+    sink._tick()  # nothing new: back to the camera-rate pace
+    assert sink._timer.interval() == layer_sink.REFRESH_INTERVAL_MS
+    sink.close()
+    assert not sink._timer.isActive()
+
+
 @pytest.mark.parametrize("gui_viewer", [True], indirect=True)
 def test_screenshot_of_running_acquisition_is_not_blank(gui_viewer, scope, qtbot):
     from napari_exengine.widgets import AcquisitionPanel

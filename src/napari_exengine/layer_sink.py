@@ -1,8 +1,9 @@
 """``LayerSink``: shows frames of a ``DataHandler`` in napari layers whose sliders are the coordinate axes.
 
 The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI thread
-turns them into layer updates 33 ms after the previous update ended: at most ~30 a second, and never back
-to back when redraws are slow (software OpenGL). Layers read frames lazily through
+turns them into layer updates 33 ms after the previous update ended (at most ~30 a second, never back to
+back when redraws are slow), or 150 ms after it while frames arrive faster than the display shows them,
+so that redrawing leaves the CPU to the acquisition. Layers read frames lazily through
 ``DataHandler.get`` (memory while in flight, else storage), so layer memory stays bounded.
 """
 
@@ -19,7 +20,12 @@ from exengine.data import DataCoordinates, DataHandler
 
 from .lazy_array import LazyFrames
 
+#: Time from the end of one display refresh to the next, while frames arrive at camera-like rates.
 REFRESH_INTERVAL_MS = 33
+#: The same when frames arrive faster than the display shows them (more than ``BUSY_FRAMES`` per
+#: refresh): redraws then yield the CPU to the acquisition, staying within ~100 ms of the newest frame.
+BUSY_REFRESH_INTERVAL_MS = 150
+BUSY_FRAMES = 4
 _AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
 _COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "gray")
 
@@ -116,11 +122,13 @@ class LayerSink:
         self.refresh()
 
     def _tick(self) -> None:
+        shown = self.frames_shown
         try:
             self.refresh()
         finally:
             if not self._closed:
-                self._timer.start()
+                busy = self.frames_shown - shown > BUSY_FRAMES
+                self._timer.start(BUSY_REFRESH_INTERVAL_MS if busy else REFRESH_INTERVAL_MS)
 
     def refresh(self) -> None:
         """Apply the frames that arrived since the last refresh (GUI thread)."""
