@@ -169,11 +169,10 @@ class LayerSink:
     def _prepare_layers(self, frame_shape: tuple[int, ...], dtype: np.dtype) -> None:
         """Create the planned layers before the first frame, with the dtype's full range as contrast."""
         contrast = (0.0, float(np.iinfo(dtype).max)) if dtype.kind in "ui" else (0.0, 1.0)
-        pixel = 1.0
         for coords in self._expected:
             key = coords.get("channel") if self.split_channels else None
             if key not in self._state:
-                self._make_state(key, coords, frame_shape, dtype, contrast, pixel, provisional=True)
+                self._make_state(key, coords, frame_shape, dtype, contrast, pixel=1.0, provisional=True)
                 self._update_layer(key)
 
     def _settle(self, key: Any, state: dict[str, Any], coords: DataCoordinates) -> bool:
