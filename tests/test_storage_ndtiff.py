@@ -112,6 +112,54 @@ def test_unwritable_directory_fails_at_construction(tmp_path):
         NDTiffStorage(locked)
 
 
+def _mount_type(path) -> str:
+    """The file-system type of ``path`` from the kernel's mount table (longest mount point)."""
+    path, best, kind = os.path.realpath(path), "", ""
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            _device, mount_point, fs_type = line.split()[:3]
+            mount_point = mount_point.replace("\\040", " ")
+            if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) > len(best):
+                best, kind = mount_point, fs_type
+    return kind
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="space is reserved on Linux only")
+def test_space_is_reserved_only_where_it_pays(tmp_path):
+    from exengine.storage._preallocate import file_system_reserves
+
+    places = [tmp_path] + [p for p in ("/dev/shm",) if os.path.isdir(p) and os.access(p, os.W_OK)]
+    for place in places:
+        with open(os.path.join(place, f"probe-{os.getpid()}"), "wb") as probe:
+            try:
+                expected = _mount_type(place) in {"ext2", "ext3", "ext4", "xfs"}
+                assert file_system_reserves(probe.fileno()) is expected, (place, _mount_type(place))
+            finally:
+                os.remove(probe.name)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="space is reserved on Linux only")
+def test_space_reserved_ahead_of_the_writer_is_trimmed_at_finish(tmp_path, monkeypatch):
+    from exengine.storage import _preallocate
+
+    monkeypatch.setattr(_preallocate, "file_system_reserves", lambda fd: True)  # whatever tmp_path is on
+    storage = NDTiffStorage(tmp_path, "reserve")
+    frames = [np.full((256, 256), t, np.uint16) for t in range(4)]
+    for t, frame in enumerate(frames):
+        storage.put({"time": t}, frame, {"t": t})
+    stack = storage.dataset.current_writer.file
+    position = stack.tell()
+    assert storage._reserver.reserved_to >= position + 32 * 1024**2
+    assert os.fstat(stack.fileno()).st_blocks * 512 >= 32 * 1024**2  # really allocated, not a hole
+    storage.finish()
+    stack_path = stack.name
+    assert os.path.getsize(stack_path) == position  # trimmed to the data
+    assert os.stat(stack_path).st_blocks * 512 < position + 1024**2
+    reopened = ndstorage.Dataset(storage.path)
+    for t, frame in enumerate(frames):
+        np.testing.assert_array_equal(reopened.read_image(time=t), frame)
+
+
 def test_ndram_storage():
     storage = NDRAMStorage(summary_metadata={"a": np.int32(1)})
     storage.put({"time": 0, "channel": "GFP"}, np.ones((3, 3), np.float32), {"x": np.float64(2)})
