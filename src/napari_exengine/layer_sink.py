@@ -25,7 +25,7 @@ REFRESH_INTERVAL_MS = 33
 #: The same when frames arrive faster than the display shows them (more than ``BUSY_FRAMES`` per
 #: refresh): redraws then yield the CPU to the acquisition, staying within ~100 ms of the newest frame.
 BUSY_REFRESH_INTERVAL_MS = 150
-BUSY_FRAMES = 4
+BUSY_FRAMES = 8
 _AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
 _COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "gray")
 
