@@ -22,6 +22,7 @@ from .threading_decorator import THREAD_NAME_ATTR
 _oga = object.__getattribute__
 _osa = object.__setattr__
 _get_ident = threading.get_ident
+_executor_thread_of = EXECUTOR_THREADS.get
 _WRAPPED = "_exengine_wrapped"
 _DIRECT = "_exengine_direct_method"
 _SPAWNED = "_exengine_spawned"
@@ -73,9 +74,9 @@ class _DeviceCallEvent(ExecutorEvent):
         return f"<device call {getattr(self.func, '__name__', self.func)} on {self.instance._name!r}>"
 
 
-def _runs_here(device: Device, thread_name: Optional[str]) -> bool:
-    """True when a call on ``device`` (pinned to ``thread_name``, if any) may run on this thread."""
-    current = EXECUTOR_THREADS.get(_get_ident())
+def _runs_here(thread_name: Optional[str]) -> bool:
+    """True when a call pinned to ``thread_name`` (any executor thread when None) may run on this thread."""
+    current = _executor_thread_of(_get_ident())
     if current is not None:
         return thread_name is None or current == thread_name
     return getattr(threading.current_thread(), _SPAWNED, False)
@@ -97,7 +98,7 @@ def _wrap(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if _oga(self, "_exengine_bypass"):
             return func(self, *args, **kwargs)
         thread_name = method_thread or type(self)._thread_name
-        if _runs_here(self, thread_name) or name in _oga(self, "_no_executor_attrs"):
+        if _runs_here(thread_name) or name in _oga(self, "_no_executor_attrs"):
             return func(self, *args, **kwargs)
         return _reroute(self, thread_name, func, args, kwargs)
 
@@ -185,7 +186,7 @@ class Device(metaclass=DeviceMetaclass):
         if name[0] == "_" or _oga(self, "_exengine_bypass"):
             return _oga(self, name)
         cls = type(self)
-        if _member_kind(cls, name) or _runs_here(self, cls._thread_name) or name in _oga(self, "_no_executor_attrs"):
+        if _member_kind(cls, name) or _runs_here(cls._thread_name) or name in _oga(self, "_no_executor_attrs"):
             return _oga(self, name)
         return _reroute(self, cls._thread_name, _oga, (name,), {})
 
@@ -193,7 +194,7 @@ class Device(metaclass=DeviceMetaclass):
         if name[0] == "_" or _oga(self, "_exengine_bypass"):
             return _osa(self, name, value)
         cls = type(self)
-        if _member_kind(cls, name) or _runs_here(self, cls._thread_name) or name in _oga(self, "_no_executor_attrs"):
+        if _member_kind(cls, name) or _runs_here(cls._thread_name) or name in _oga(self, "_no_executor_attrs"):
             return _osa(self, name, value)
         _reroute(self, cls._thread_name, _osa, (name, value), {})
 
