@@ -24,7 +24,7 @@ from exengine.storage import NDTiffStorage
 from napari_exengine.layer_sink import LayerSink
 
 FRAMES = 1000
-RUNS = 3
+RUNS = 5
 
 
 class TimedSink(LayerSink):
