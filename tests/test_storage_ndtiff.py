@@ -119,7 +119,8 @@ def _mount_type(path) -> str:
         for line in mounts:
             _device, mount_point, fs_type = line.split()[:3]
             mount_point = mount_point.replace("\\040", " ")
-            if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) > len(best):
+            inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best):  # the last, topmost mount of the longest point
                 best, kind = mount_point, fs_type
     return kind
 

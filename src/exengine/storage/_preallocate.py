@@ -76,4 +76,3 @@ class SpaceReserver:
     def reserved_to(self) -> int:
         """The end of the reserved space in the current file (0 when nothing is reserved)."""
         return self._reserved_to if self._enabled else 0
-
