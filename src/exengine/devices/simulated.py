@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from ..kernel.device import Device
 CHANNELS = ("DAPI", "FITC", "TRITC", "Cy5")
 _TEXTURE = 512
 _NOISE_MAX = 64  # the noise (normal, sigma 12 counts) is clipped to +-this
+_SHORTEST_SLEEP_S = 2e-4
 _LAYER_DEPTHS_UM = (-12.0, -4.0, 4.0, 12.0)
 _BLUR_SIGMAS = (1.0, 4.0, 10.0)
 
@@ -163,29 +164,36 @@ class SimulatedCamera(Detector):
                 wait = ready_at - now
             if deadline is not None:
                 wait = min(wait, deadline - now)
-            time.sleep(max(wait, 0.0))
+            if wait > _SHORTEST_SLEEP_S:
+                time.sleep(wait)
+            else:  # any sleep lasts at least the OS timer slack (~50 µs): wait for a frame this close by spinning
+                until = now + max(wait, 0.0)
+                while time.monotonic() < until:
+                    pass
         with self._lock:
             self._delivered += 1
+        settings = _Settings(float(self.exposure), int(self.binning), int(self.bit_depth), tuple(self.roi),
+                             float(self.pixel_size_um))
         x, y, z, channel = self._scope.state_for_frame(index)
-        image = self._render(x, y, z, channel, index)
+        image = self._render(x, y, z, channel, index, settings)
         metadata = {
-            "Camera": self.name, "Exposure-ms": float(self.exposure), "Binning": self.binning,
-            "BitDepth": self.bit_depth, "PixelSizeUm": self.pixel_size_um * self.binning,
+            "Camera": self.name, "Exposure-ms": settings.exposure, "Binning": settings.binning,
+            "BitDepth": settings.bit_depth, "PixelSizeUm": settings.pixel_size_um * settings.binning,
             "StageX-um": x, "StageY-um": y, "StageZ-um": z, "Channel": channel,
             "ElapsedTime-ms": (time.monotonic() - self._start_time) * 1000.0, "FrameIndex": index,
             "ReceivedTime": datetime.now().isoformat(timespec="milliseconds"),
         }
         return image, metadata
 
-    def _render(self, x: float, y: float, z: float, channel: str, index: int) -> np.ndarray:
-        binning = int(self.binning)
-        _rx, _ry, rw, rh = self.roi
+    def _render(self, x: float, y: float, z: float, channel: str, index: int, settings: _Settings) -> np.ndarray:
+        binning, bit_depth = settings.binning, settings.bit_depth
+        _rx, _ry, rw, rh = settings.roi
         h, w = rh // binning, rw // binning
-        dtype = np.uint8 if int(self.bit_depth) == 8 else np.uint16
-        maximum = (1 << int(self.bit_depth)) - 1
-        key = (round(x / self.pixel_size_um), round(y / self.pixel_size_um), round(z, 2), channel,
-               float(self.exposure), binning, self.roi, int(self.bit_depth), self._scope.light_on,
-               self._scope.light_power)
+        dtype = np.uint8 if bit_depth == 8 else np.uint16
+        maximum = (1 << bit_depth) - 1
+        scope = self._scope
+        key = (round(x / settings.pixel_size_um), round(y / settings.pixel_size_um), round(z, 2), channel,
+               settings.exposure, binning, settings.roi, bit_depth, scope.light_on, scope.light_power)
         cached = self._cache.get(key)
         if cached is None:
             cached = self._cache[key] = _prepare(self._render_clean(key), dtype, maximum)
@@ -221,6 +229,16 @@ class SimulatedCamera(Detector):
         maximum = (1 << int(bit_depth)) - 1
         signal = 0.6 * maximum * min(max(exposure, 0.5) / 50.0, 1.0) * (power if light_on else 0.0)
         return np.rint(100.0 * maximum / 65535 + signal * image).astype(np.int32)
+
+
+class _Settings(NamedTuple):
+    """The camera settings one frame is made with (read once per frame)."""
+
+    exposure: float
+    binning: int
+    bit_depth: int
+    roi: tuple[int, int, int, int]
+    pixel_size_um: float
 
 
 def _prepare(base: np.ndarray, dtype: Any, maximum: int) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
