@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,13 @@ def engine():
     engine = ExecutionEngine()
     yield engine
     ExecutionEngine.get_instance().shutdown()
+
+
+@pytest.fixture(autouse=True)
+def temporary_files_in_tmp_path(tmp_path, monkeypatch):
+    """Code that makes temporary folders (the README's and docs' examples, default data folders) makes
+    them in the test's ``tmp_path``, which pytest cleans up, instead of leaving them in /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.fixture
