@@ -42,7 +42,7 @@ def direct_loop(coords, pool, dataset) -> float:
     dataset.finish()
     rate = FRAMES / (time.perf_counter() - start)
     if getattr(dataset, "path", None):
-        shutil.rmtree(dataset.path)  # the scratch folder is RAM: free it for the next run
+        shutil.rmtree(dataset.path)  # free the RAM or disk space for the next run
     return rate
 
 
