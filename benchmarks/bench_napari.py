@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
+import threading
 import time
 
 import napari
@@ -52,26 +53,31 @@ class TimedSink(LayerSink):
                 self.shown_at[frozenset(coords.items())] = now
 
 
-def run(root: str, viewer=None) -> tuple[float, float, float]:
+def run(root: str, viewer=None, pixel_size: float = 1.0) -> tuple[float, float, float]:
     storage = NDTiffStorage(root, "napari")
     handler = DataHandler(storage)
     events = multi_d_acquisition_events(num_time_points=FRAMES // 20, z_start=0, z_end=9, z_step=1,
                                         channel_group="Channel", channels=["DAPI", "FITC"], data_handler=handler)
     planned = [c for e in events if hasattr(e, "data_coordinate_iterator") for c in e.data_coordinate_iterator]
-    # As the acquisition panel does: the planned coordinates and the camera's frame shape, so the layers
-    # exist before the first frame.
-    sink = (TimedSink(viewer, handler, name="bench", scale={}, expected=planned, frame_shape=(512, 512))
+    # As the acquisition panel does: the planned coordinates and the camera's frame shape and pixel size,
+    # so the layers exist, at their final scale, before the first frame.
+    sink = (TimedSink(viewer, handler, name="bench", scale={}, expected=planned, frame_shape=(512, 512),
+                      pixel_size=pixel_size)
             if viewer is not None else None)
     acquisition = Acquisition(events, handler)
+    finished_at: list[float] = []
+    handler.add_listener(lambda stage, _: finished_at.append(time.perf_counter()) if stage == "finished" else None)
     app = QApplication.instance()
     start = time.perf_counter()
     acquisition.start()
-    while acquisition.is_running() or not handler.is_finished():
-        if not acquisition.is_running():
-            handler.finish()
+    # The acquisition ends by itself (as the panel's does); the GUI thread only processes its events.
+    finisher = threading.Thread(target=acquisition.await_completion, args=(60,))
+    finisher.start()
+    while not handler.is_finished():
         app.processEvents()
         time.sleep(0.002)
-    elapsed = time.perf_counter() - start
+    finisher.join()
+    elapsed = finished_at[0] - start
     rate = delay = 0.0
     if sink is not None:
         sink.close()
@@ -94,7 +100,7 @@ def main() -> None:
     try:
         for _ in range(RUNS):
             without.append(run(root)[0])
-            fps, rate, delay = run(root, viewer)
+            fps, rate, delay = run(root, viewer, devices["Camera"].pixel_size_um)
             with_viewer.append(fps)
             rates.append(rate)
             delays.append(delay)

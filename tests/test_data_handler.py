@@ -126,6 +126,29 @@ def test_accumulating_processor_emits_projection():
     assert handler.storage.get_data({"time": 0})[0, 0] == 3
 
 
+def test_reading_a_stored_frame_does_not_wait_for_a_busy_storage_thread(tmp_path):
+    """A busy storage thread takes its lock back before a waiting reader wakes; readers go first."""
+    from exengine.storage import NDTiffStorage
+
+    handler = DataHandler(NDTiffStorage(tmp_path, "busy"))
+    image = np.random.default_rng(0).integers(0, 4000, (256, 256), dtype=np.uint16)
+    for t in range(600):
+        handler.put({"time": t}, image, {})
+    let_through = []
+    for t in range(5):
+        deadline = time.monotonic() + 10
+        while handler.frames_stored <= t * 20 and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        before = handler.frames_stored
+        if before == 600:
+            break
+        np.testing.assert_array_equal(handler.get({"time": t}, return_metadata=False), image)
+        let_through.append(handler.frames_stored - before)
+    handler.await_completion(30)
+    # a few frames while the reader waits for the GIL; without reader priority often hundreds
+    assert let_through and max(let_through) <= 30, let_through
+
+
 def test_backpressure_bounds_memory_and_drops_nothing():
     storage = SlowStorage(delay=0.01)
     budget = frame().nbytes * 4

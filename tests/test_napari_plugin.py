@@ -208,6 +208,42 @@ def test_planned_layers_exist_before_the_first_frame_and_settle_on_it(gui_viewer
     sink.close()
 
 
+def test_planned_layers_take_the_planned_pixel_size_and_keep_it_when_frames_agree(gui_viewer, qtbot):
+    from napari_exengine.layer_sink import LayerSink
+
+    handler = DataHandler(NDRAMStorage())
+    sink = LayerSink(gui_viewer, handler, name="px", expected=[{"time": t} for t in range(2)],
+                     frame_shape=(16, 16), pixel_size=0.65)
+    layer = gui_viewer.layers["px"]
+    assert tuple(layer.scale) == pytest.approx((1.0, 0.65, 0.65))
+    rescaled = []
+    layer.events.scale.connect(rescaled.append)
+    handler.put({"time": 0}, np.full((16, 16), 5, np.uint16), {"PixelSizeUm": 0.65})
+    qtbot.waitUntil(lambda: sink.frames_shown == 1, timeout=5000)
+    assert not rescaled  # rescaling re-slices every layer: not done when the plan was right
+    handler.put({"time": 1}, np.full((16, 16), 6, np.uint16), {"PixelSizeUm": 0.3})
+    qtbot.waitUntil(lambda: sink.frames_shown == 2, timeout=5000)
+    assert not rescaled  # only the first frame settles the layer
+    handler.await_completion(5)
+    sink.close()
+
+
+def test_panel_plans_layers_at_the_cameras_binned_pixel_size(gui_viewer, scope, qtbot):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    scope["Camera"].binning = 2
+    scope["Camera"].exposure = 50.0
+    panel = AcquisitionPanel(gui_viewer)
+    panel.time_points.value = 3
+    panel.storage.value = "napari-exengine.storage.ndram"
+    acquisition = panel.run()
+    (layer,) = gui_viewer.layers
+    assert layer.data.shape[-2:] == (256, 256)
+    assert layer.scale[-1] == pytest.approx(1.3)  # before any frame arrives
+    qtbot.waitUntil(lambda: not acquisition.is_running() and panel.sink.frames_shown == 3, timeout=10000)
+    assert tuple(gui_viewer.layers) == (layer,) and layer.scale[-1] == pytest.approx(1.3)
+
+
 def test_display_refreshes_less_often_while_frames_outpace_it(gui_viewer):
     from napari_exengine import layer_sink
 

@@ -70,15 +70,17 @@ class LayerSink:
     the newest frame unless the user moves them. ``scale`` maps axis names (and ``y``/``x``) to
     physical step sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when present.
     ``expected`` (the coordinates the acquisition will produce, when known) sizes the sliders up front,
-    so layers are not rebuilt as axes grow; with ``frame_shape`` (and ``dtype``) too, the layers are
-    created at once, before any frame, and fill in as frames arrive (a first frame of another shape or
-    dtype rebuilds its layer). Create it on the GUI thread.
+    so layers are not rebuilt as axes grow; with ``frame_shape`` (and ``dtype``, ``pixel_size`` in µm)
+    too, the layers are created at once, before any frame, and fill in as frames arrive (a first frame
+    of another shape or dtype rebuilds its layer; other pixel size metadata rescales it). Create it on
+    the GUI thread.
     """
 
     def __init__(self, viewer: Any, data_handler: DataHandler, name: str = "Acquisition",
                  split_channels: bool = True, scale: Optional[dict[str, float]] = None,
                  stage: str = "stored", expected: Optional[Iterable[Mapping[str, Any]]] = None,
-                 frame_shape: Optional[Sequence[int]] = None, dtype: Any = np.uint16) -> None:
+                 frame_shape: Optional[Sequence[int]] = None, dtype: Any = np.uint16,
+                 pixel_size: float = 1.0) -> None:
         self.viewer = viewer
         self.handler = data_handler
         self.name = name
@@ -100,7 +102,7 @@ class LayerSink:
         self._timer.timeout.connect(self._tick)
         self._closed = False
         if frame_shape is not None and self._expected:
-            self._prepare_layers(tuple(frame_shape), np.dtype(dtype))
+            self._prepare_layers(tuple(frame_shape), np.dtype(dtype), float(pixel_size))
         self._timer.start()
         data_handler.add_listener(self._on_frame)
 
@@ -166,13 +168,13 @@ class LayerSink:
         self._follow(self._state[last]["axes"], touched[last], redraw=set(touched) - grown)
         self.frames_shown += len(pending)
 
-    def _prepare_layers(self, frame_shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def _prepare_layers(self, frame_shape: tuple[int, ...], dtype: np.dtype, pixel: float) -> None:
         """Create the planned layers before the first frame, with the dtype's full range as contrast."""
         contrast = (0.0, float(np.iinfo(dtype).max)) if dtype.kind in "ui" else (0.0, 1.0)
         for coords in self._expected:
             key = coords.get("channel") if self.split_channels else None
             if key not in self._state:
-                self._make_state(key, coords, frame_shape, dtype, contrast, pixel=1.0, provisional=True)
+                self._make_state(key, coords, frame_shape, dtype, contrast, pixel, provisional=True)
                 self._update_layer(key)
 
     def _settle(self, key: Any, state: dict[str, Any], coords: DataCoordinates) -> bool:
@@ -180,10 +182,13 @@ class LayerSink:
         frame's shape or dtype differs from the plan, so the layer must be rebuilt."""
         data, metadata = self.handler.get(coords)
         state["provisional"] = False
-        state["contrast"], state["pixel"] = _contrast_limits(data), _pixel_size(metadata)
+        state["contrast"] = _contrast_limits(data)
         layer = self._layers[key]
         layer.contrast_limits = state["contrast"]
-        layer.scale = self._layer_scale(state, state["axes"])
+        pixel = _pixel_size(metadata, state["pixel"])
+        if pixel != state["pixel"]:  # rescaling re-slices every layer: only when the plan was wrong
+            state["pixel"] = pixel
+            layer.scale = self._layer_scale(state, state["axes"])
         if data.shape == state["frame_shape"] and data.dtype == state["dtype"]:
             return False
         state["frame_shape"], state["dtype"] = data.shape, data.dtype
@@ -277,13 +282,13 @@ def _contrast_limits(frame: np.ndarray) -> tuple[float, float]:
     return low, high
 
 
-def _pixel_size(metadata: Any) -> float:
+def _pixel_size(metadata: Any, default: float = 1.0) -> float:
     if isinstance(metadata, dict):
         for key in ("PixelSizeUm", "pixel_size_um"):
             value = metadata.get(key)
             if isinstance(value, (int, float)) and value > 0:
                 return float(value)
-    return 1.0
+    return default
 
 
 def attach_layer_sink(viewer: Any, data_handler: DataHandler, **kwargs: Any) -> LayerSink:

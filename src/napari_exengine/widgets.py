@@ -571,16 +571,21 @@ class AcquisitionPanel(QWidget):
 
     def _frame_shape(self) -> tuple[int, int]:
         planned = self._planned_frame()
-        return planned[0] if planned is not None else (512, 512)
+        return planned["frame_shape"] if planned is not None else (512, 512)
 
-    def _planned_frame(self) -> Optional[tuple[tuple[int, int], Any]]:
-        """The camera's frame shape and dtype, when it says (a ``roi`` and ``binning``, a ``bit_depth``)."""
+    def _planned_frame(self) -> Optional[dict[str, Any]]:
+        """The camera's frame shape, dtype and pixel size (µm), when it says (a ``roi`` and ``binning``,
+        a ``bit_depth``, a ``pixel_size_um``), as ``LayerSink`` arguments."""
         roi = getattr(self.camera, "roi", None)
         if not (isinstance(roi, tuple) and len(roi) == 4):
             return None
         binning = getattr(self.camera, "binning", 1) or 1
         dtype = np.uint8 if getattr(self.camera, "bit_depth", 16) == 8 else np.uint16
-        return (roi[3] // binning, roi[2] // binning), dtype
+        pixel = getattr(self.camera, "pixel_size_um", None)
+        planned: dict[str, Any] = {"frame_shape": (roi[3] // binning, roi[2] // binning), "dtype": dtype}
+        if isinstance(pixel, (int, float)) and pixel > 0:
+            planned["pixel_size"] = float(pixel) * binning
+        return planned
 
     def _frame_time(self) -> float:
         interval = getattr(self.camera, "frame_interval_s", None)
@@ -626,9 +631,8 @@ class AcquisitionPanel(QWidget):
         self.storage_object = storage
         planned = [c for e in events if isinstance(e, ReadoutData) and e.data_coordinate_iterator.is_finite()
                    for c in e.data_coordinate_iterator]
-        frame_shape, dtype = self._planned_frame() or (None, np.uint16)
         self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale,
-                              expected=planned, frame_shape=frame_shape, dtype=dtype)
+                              expected=planned, **(self._planned_frame() or {}))
         self.acquisition = Acquisition(events, handler)
         self.progress.max = max(self.acquisition.total_frames, 1)
         self.progress.value = 0

@@ -27,6 +27,8 @@ logger = logging.getLogger("exengine")
 
 #: Default bytes of frames allowed in flight (accepted but not yet stored) before ``put`` blocks.
 DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024**3
+#: Longest the storage thread lets a reader of stored frames (``get``) go first.
+READER_PRIORITY_S = 0.05
 
 Frame = tuple[DataCoordinates, np.ndarray, Any]
 ProcessFunction = Callable[[DataCoordinates, np.ndarray, Any], Any]
@@ -139,6 +141,7 @@ class DataHandler:
         self._finished = threading.Event()
         self._listeners: tuple[Listener, ...] = ()
         self._storage_lock = threading.Lock()
+        self._readers_waiting = 0
         self._accepted = 0
         self._stored = 0
         self._storage_queue: SimpleQueue[Any] = SimpleQueue()
@@ -295,10 +298,23 @@ class DataHandler:
             raise DataHandlerError(f"Processing or storing data failed: {error!r}") from error
 
     def _read_from_storage(self, coords: DataCoordinates) -> tuple[np.ndarray, Any]:
-        with self._storage_lock:
-            if coords not in self._storage:
-                raise KeyError(f"No data at {dict(coords)} in memory or in {type(self._storage).__name__}")
-            return self._storage.get_data(coords), self._storage.get_metadata(coords)
+        with self._cond:
+            self._readers_waiting += 1
+        try:
+            with self._storage_lock:
+                if coords not in self._storage:
+                    raise KeyError(f"No data at {dict(coords)} in memory or in {type(self._storage).__name__}")
+                return self._storage.get_data(coords), self._storage.get_metadata(coords)
+        finally:
+            with self._cond:
+                self._readers_waiting -= 1
+                self._cond.notify_all()
+
+    def _let_readers_in(self) -> None:
+        """Wait (briefly) for readers of stored frames: a busy storage thread takes its lock back before a
+        waiting reader wakes up, which kept the display waiting for whole bursts of frames."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._readers_waiting, READER_PRIORITY_S)
 
     def _notify_listeners(self, stage: str, coords: Optional[DataCoordinates]) -> None:
         for listener in self._listeners:
@@ -361,6 +377,8 @@ class DataHandler:
             coords, data, metadata, future = item
             if self._processor is None and self._listeners:
                 self._notify_listeners("acquired", coords)
+            if self._readers_waiting:
+                self._let_readers_in()
             try:
                 with self._storage_lock:
                     storage.put(coords, data, metadata)
