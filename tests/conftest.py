@@ -27,8 +27,9 @@ def engine():
 @pytest.fixture(autouse=True)
 def temporary_files_in_tmp_path(tmp_path, monkeypatch):
     """Code that makes temporary folders (the README's and docs' examples, default data folders) makes
-    them in the test's ``tmp_path``, which pytest cleans up, instead of leaving them in /tmp."""
+    them in the test's ``tmp_path``, which pytest cleans up, instead of leaving them in /tmp or home."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("EXENGINE_DATA_DIR", str(tmp_path / "exengine-data"))
 
 
 @pytest.fixture

@@ -107,6 +107,18 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
     assert panel.progress.value == 12
 
 
+def test_panel_saves_outside_the_temporary_folder_by_default(gui_viewer, scope, monkeypatch, tmp_path):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    monkeypatch.delenv("EXENGINE_DATA_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    panel = AcquisitionPanel(gui_viewer)
+    assert str(panel.directory.value) == str(tmp_path / "home" / "exengine-data")
+    assert panel.estimate.value.startswith("1 frame,")
+    monkeypatch.setenv("EXENGINE_DATA_DIR", str(tmp_path / "lab data"))
+    assert str(AcquisitionPanel(gui_viewer).directory.value) == str(tmp_path / "lab data")
+
+
 def test_invalid_settings_are_rejected_inline(gui_viewer, scope):
     from napari_exengine.widgets import AcquisitionPanel
 

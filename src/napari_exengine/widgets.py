@@ -10,7 +10,6 @@ import ast
 import contextlib
 import math
 import os
-import tempfile
 import time
 import typing
 from collections.abc import Callable
@@ -404,8 +403,7 @@ class AcquisitionPanel(QWidget):
         self.processor_forms: list[tuple[Contribution, mw.Container, mw.Container]] = []
         self.unavailable = mw.Label(value="; ".join(f"{c.title} ({c.plugin}): {c.error}" for c in unavailable),
                                     label="unavailable", visible=bool(unavailable))
-        self.directory = mw.FileEdit(mode="d", value=os.path.join(tempfile.gettempdir(), "exengine-data"),
-                                     label="directory")
+        self.directory = mw.FileEdit(mode="d", value=default_data_directory(), label="directory")
         self.dataset_name = mw.LineEdit(value="acquisition", label="name")
         self.split_channels = mw.CheckBox(value=True, text="one layer per channel")
         self.estimate = mw.Label(value="", label="estimate")
@@ -565,7 +563,8 @@ class AcquisitionPanel(QWidget):
         size = frames * height * width * 2
         per_frame = self._frame_time()
         duration = max(frames * per_frame, (self.time_points.value - 1) * self.interval_s.value + per_frame)
-        self.estimate.value = f"{frames} frames, {_human_bytes(size)}, ~{_human_time(duration)}"
+        self.estimate.value = (f"{frames} frame{'' if frames == 1 else 's'}, {_human_bytes(size)}, "
+                               f"~{_human_time(duration)}")
         self.run_button.enabled = self.acquisition is None or not self.acquisition.is_running()
         return events
 
@@ -706,6 +705,12 @@ class AcquisitionPanel(QWidget):
     def _fail(self, message: str) -> None:
         self.status.value = message
         show_error(message)
+
+
+def default_data_directory() -> str:
+    """Where the acquisition panel saves datasets unless told otherwise: ``$EXENGINE_DATA_DIR``, else
+    ``~/exengine-data`` (not the temporary folder, which the system may empty)."""
+    return os.environ.get("EXENGINE_DATA_DIR") or os.path.join(os.path.expanduser("~"), "exengine-data")
 
 
 def _human_bytes(size: float) -> str:
