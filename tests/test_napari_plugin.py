@@ -207,6 +207,7 @@ def test_planned_layers_exist_before_the_first_frame_and_settle_on_it(gui_viewer
     dapi, fitc = gui_viewer.layers["plan DAPI"], gui_viewer.layers["plan FITC"]
     assert dapi.data.shape == fitc.data.shape == (3, 16, 16)
     assert tuple(dapi.contrast_limits) == (0, 65535) and np.asarray(dapi.data[2]).max() == 0
+    assert gui_viewer.dims.current_step[0] == 0  # at the first planned frame, not napari's mid-range
     handler.put({"time": 0, "channel": "DAPI"}, np.full((16, 16), 7, np.uint16), {"PixelSizeUm": 0.5})
     qtbot.waitUntil(lambda: sink.frames_shown == 1, timeout=5000)
     assert tuple(dapi.contrast_limits) == (7, 8) and dapi.scale[-1] == pytest.approx(0.5)

@@ -156,7 +156,7 @@ class LayerSink:
                     state["axes"] = sort_axes(axes)
                     axes = state["axes"]
             sizes = [len(state["indices"][a]) for a in axes]
-            position = tuple(state["indices"][a].add(coords[a]) if a in coords else 0 for a in axes)
+            position = _position(state, coords)
             if key not in self._layers or [len(state["indices"][a]) for a in axes] != sizes \
                     or len(axes) != self._layers[key].data.ndim - len(state["frame_shape"]):
                 grown.add(key)
@@ -176,6 +176,9 @@ class LayerSink:
             if key not in self._state:
                 self._make_state(key, coords, frame_shape, dtype, contrast, pixel, provisional=True)
                 self._update_layer(key)
+        first = self._expected[0]
+        state = self._state[first.get("channel") if self.split_channels else None]
+        self._follow(state["axes"], _position(state, first), redraw=set())  # napari starts mid-range
 
     def _settle(self, key: Any, state: dict[str, Any], coords: DataCoordinates) -> bool:
         """Take contrast and pixel size from the first frame of a layer made in advance; True when the
@@ -244,11 +247,11 @@ class LayerSink:
             layer.metadata.update(metadata)
 
     def _reader(self, state: dict[str, Any]) -> Any:
-        present, axes, indices = state["present"], list(state["axes"]), state["indices"]
+        present = state["present"]
+        view = {"axes": list(state["axes"]), "indices": state["indices"]}  # the axes this layer was made with
 
         def read(coords: dict[str, Any]) -> Optional[np.ndarray]:
-            position = tuple(indices[a].add(coords[a]) if a in coords else 0 for a in axes)
-            if position not in present:
+            if _position(view, coords) not in present:
                 return None
             try:
                 return self.handler.get(coords, return_data=True, return_metadata=False)
@@ -273,6 +276,12 @@ class LayerSink:
             self._last_step = tuple(dims.current_step)
         for key in redraw:
             self._layers[key].refresh()
+
+
+def _position(state: Mapping[str, Any], coords: Mapping[str, Any]) -> tuple[int, ...]:
+    """The slider indices of ``coords`` along the layer's axes (new axis values get the next index)."""
+    indices = state["indices"]
+    return tuple(indices[a].add(coords[a]) if a in coords else 0 for a in state["axes"])
 
 
 def _contrast_limits(frame: np.ndarray) -> tuple[float, float]:
