@@ -241,6 +241,23 @@ def test_viewer_opens_dataset_and_sample(gui_viewer, testdata, tmp_path):
     assert NDTiffReader(target).axes["time"] == [0, 1, 2]
 
 
+ALL_DATASETS = [*DATASETS, "v3/ndtiffv3.0_stitched_test", "v3/ndtiff3.2_magellan_explore_rgb"]
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("name", ALL_DATASETS)
+def test_every_dataset_opens_as_layers_in_a_viewer(gui_viewer, testdata, name):
+    """napari checks layer data against its own protocols (shape, dtype, size, ...) only in a viewer."""
+    expected = read_ndtiff(str(testdata / name))
+    layers = gui_viewer.open(str(testdata / name), plugin="napari-exengine")
+    assert len(layers) == len(expected)
+    for layer, (data, kwargs, _) in zip(layers, expected, strict=True):
+        assert layer.multiscale == kwargs.get("multiscale", False)
+        level = layer.data[0] if layer.multiscale else layer.data
+        assert level.shape == (data[0] if layer.multiscale else data).shape
+        assert np.asarray(level[(0,) * (level.ndim - (3 if layer.rgb else 2))]).size > 0
+
+
 def test_one_layer_with_a_channel_axis_when_asked(testdata):
     layers = read_ndtiff(str(testdata / "v3/ndtiff3.2_multichannel"), split_channels=False)
     assert len(layers) == 1

@@ -139,6 +139,7 @@ class _StitchedLevel:
         self.dtype = self._frames.dtype
         self.shape = self._frames.shape
         self.ndim = self._frames.ndim
+        self.size = self._frames.size
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return self._frames[key]
