@@ -41,6 +41,7 @@ def test_acquire_tcz_writes_ndtiff_and_info_summarises(tmp_path):
     path = tmp_path / "cli_1"
     reader = NDTiffReader(path)
     assert reader.axes == {"time": [0, 1], "position": ["A", "B"], "channel": ["DAPI", "FITC"], "z": [0, 1, 2]}
+    assert reader.z_step_um() == 2.0 and reader.pixel_size_um() == 0.65  # reopened at physical scale
     info = run("info", str(path))
     assert info.returncode == 0
     assert "Frames: 24" in info.stdout and "512 x 512 uint16" in info.stdout and "position: 2 (A, B)" in info.stdout

@@ -105,6 +105,8 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
     np.testing.assert_array_equal(np.asarray(layer.data[1, 2]),
                                   storage.get_data({"time": 1, "channel": "FITC", "z": 2}))
     assert panel.progress.value == 12
+    reopened = gui_viewer.open(storage.path, plugin="napari-exengine")[0]
+    assert tuple(reopened.scale) == pytest.approx((1.0, 2.0, 0.65, 0.65))  # z step and pixel size kept
 
 
 def test_panel_saves_outside_the_temporary_folder_by_default(gui_viewer, scope, monkeypatch, tmp_path):

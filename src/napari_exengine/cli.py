@@ -190,6 +190,8 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any]:
     out = os.path.abspath(settings.get("out") or os.getcwd())
     summary = {"Software": "exengine acquire", "Settings": {k: v for k, v in settings.items()
                                                             if isinstance(v, (str, int, float, list))}}
+    if kwargs.get("z_step"):  # Micro-Manager's key: readers (ours too) scale z by it
+        summary["z-step_um"] = abs(float(kwargs["z_step"]))
     storage = build_storage(settings.get("storage") or DEFAULT_STORAGE, out, settings.get("name") or "acquisition",
                             summary)
     handler = DataHandler(storage, ProcessorChain(processors) if processors else None)

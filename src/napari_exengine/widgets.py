@@ -592,8 +592,11 @@ class AcquisitionPanel(QWidget):
 
     # ------------------------------------------------------------------- run
     def _make_storage(self) -> Any:
-        summary = {"Software": "napari-exengine", "Settings": {
-            k: v for k, v in self.event_arguments().items() if isinstance(v, (int, float, str, list))}}
+        arguments = self.event_arguments()
+        summary: dict[str, Any] = {"Software": "napari-exengine", "Settings": {
+            k: v for k, v in arguments.items() if isinstance(v, (int, float, str, list))}}
+        if arguments.get("z_step"):  # Micro-Manager's key: readers (ours too) scale z by it
+            summary["z-step_um"] = abs(float(arguments["z_step"]))
         contribution = self.storages[self.storage.value]
         return contribution.build(directory=str(self.directory.value), name=self.dataset_name.value or "acquisition",
                                   summary_metadata=summary, **form_values(self.storage_form))
