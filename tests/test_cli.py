@@ -46,6 +46,7 @@ def test_acquire_tcz_writes_ndtiff_and_info_summarises(tmp_path):
     assert info.returncode == 0
     assert "Frames: 24" in info.stdout and "512 x 512 uint16" in info.stdout and "position: 2 (A, B)" in info.stdout
     assert "First/last timestamps:" in info.stdout and "Size on disk" in info.stdout
+    assert "Pixel size: 0.65 µm; z step: 2 µm" in info.stdout
 
 
 def test_acquire_with_contributed_storage_and_processor(tmp_path):

@@ -283,6 +283,10 @@ def run_info(args: argparse.Namespace, stream: TextIO) -> int:
     stream.write(f"NDTiff version: {reader.version}{' (multi-resolution)' if reader.multiresolution else ''}\n")
     stream.write(f"Frames: {len(entries)}\n")
     stream.write(f"Frame: {' x '.join(map(str, first.shape))} {first.dtype}{' RGB' if first.rgb else ''}\n")
+    pixel, z_step = reader.pixel_size_um(), reader.z_step_um()
+    if pixel or z_step:
+        stream.write(f"Pixel size: {f'{pixel:g} µm' if pixel else 'not recorded'}; "
+                     f"z step: {f'{z_step:g} µm' if z_step else 'not recorded'}\n")
     stream.write("Axes:\n")
     for axis, values in reader.axes.items():
         shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
