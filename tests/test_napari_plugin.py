@@ -65,13 +65,19 @@ def test_snap_and_live(gui_viewer, scope, qtbot):
     panel = DevicesPanel(gui_viewer)
     panel.snap()
     qtbot.waitUntil(lambda: "Snap" in gui_viewer.layers, timeout=10000)
-    assert gui_viewer.layers["Snap"].data.shape == (512, 512)
+    snap = gui_viewer.layers["Snap"]
+    assert snap.data.shape == (512, 512) and tuple(snap.scale) == pytest.approx((0.65, 0.65))  # as acquisitions
     panel.toggle_live()
     qtbot.waitUntil(lambda: "Live" in gui_viewer.layers, timeout=10000)
+    assert tuple(gui_viewer.layers["Live"].scale) == pytest.approx((0.65, 0.65))
     panel.toggle_live()
     qtbot.waitUntil(lambda: panel._live_worker is None, timeout=10000)
     assert panel.live_button.text == "Live"
     assert scope["Camera"].is_stopped()
+    scope["Camera"].binning = 2
+    panel.snap()
+    qtbot.waitUntil(lambda: snap.data.shape == (256, 256), timeout=10000)
+    assert tuple(snap.scale) == pytest.approx((1.3, 1.3))
 
 
 def run_panel(panel, qtbot, timeout=30000):

@@ -188,7 +188,7 @@ class LayerSink:
         state["contrast"] = _contrast_limits(data)
         layer = self._layers[key]
         layer.contrast_limits = state["contrast"]
-        pixel = _pixel_size(metadata, state["pixel"])
+        pixel = pixel_size_um(metadata, state["pixel"])
         if pixel != state["pixel"]:  # rescaling re-slices every layer: only when the plan was wrong
             state["pixel"] = pixel
             layer.scale = self._layer_scale(state, state["axes"])
@@ -199,7 +199,7 @@ class LayerSink:
 
     def _new_state(self, key: Any, coords: DataCoordinates) -> dict[str, Any]:
         data, metadata = self.handler.get(coords)
-        return self._make_state(key, coords, data.shape, data.dtype, _contrast_limits(data), _pixel_size(metadata))
+        return self._make_state(key, coords, data.shape, data.dtype, _contrast_limits(data), pixel_size_um(metadata))
 
     def _make_state(self, key: Any, coords: DataCoordinates, frame_shape: tuple[int, ...], dtype: Any,
                     contrast: tuple[float, float], pixel: float, provisional: bool = False) -> dict[str, Any]:
@@ -291,7 +291,8 @@ def _contrast_limits(frame: np.ndarray) -> tuple[float, float]:
     return low, high
 
 
-def _pixel_size(metadata: Any, default: float = 1.0) -> float:
+def pixel_size_um(metadata: Any, default: float = 1.0) -> float:
+    """The pixel size a frame's metadata records (``PixelSizeUm``), else ``default``."""
     if isinstance(metadata, dict):
         for key in ("PixelSizeUm", "pixel_size_um"):
             value = metadata.get(key)

@@ -40,7 +40,7 @@ from exengine.processors import ProcessorChain
 
 from .contributions import Contribution, ContributionError, list_contributions
 from .device_sets import load_device_set
-from .layer_sink import LayerSink
+from .layer_sink import LayerSink, pixel_size_um
 
 DEFAULT_STORAGE = "napari-exengine.storage.ndtiff"
 
@@ -305,19 +305,24 @@ class DevicesPanel(QWidget):
             show_error("No camera (Detector) is registered")
             return None
 
-        def acquire() -> np.ndarray:
+        def acquire() -> tuple[np.ndarray, Any]:
             engine = ExecutionEngine.get_instance()
             engine.submit(StartCapture(num_images=1, detector=camera))
             future = engine.submit(ReadoutData(detector=camera, num_images=1))
-            return future.await_data({"image": 0}, return_data=True, timeout=30)  # type: ignore[union-attr]
+            return future.await_data({"image": 0}, return_metadata=True, timeout=30)  # type: ignore[union-attr]
 
-        return _run_in_thread(acquire, lambda frame: self._show("Snap", frame), what="Snap")
+        return _run_in_thread(acquire, lambda frame: self._show("Snap", *frame), what="Snap")
 
-    def _show(self, name: str, frame: np.ndarray) -> None:
+    def _show(self, name: str, frame: np.ndarray, metadata: Any) -> None:
+        """Show ``frame`` in layer ``name`` at the physical scale of acquisitions' layers."""
+        pixel = pixel_size_um(metadata)
         if name in self.viewer.layers:
-            self.viewer.layers[name].data = frame
+            layer = self.viewer.layers[name]
+            layer.data = frame
+            if tuple(layer.scale) != (pixel, pixel):
+                layer.scale = (pixel, pixel)
         else:
-            self.viewer.add_image(frame, name=name)
+            self.viewer.add_image(frame, name=name, scale=(pixel, pixel))
 
     def toggle_live(self) -> None:
         """Start or stop continuous capture into the ``Live`` layer."""
@@ -335,15 +340,15 @@ class DevicesPanel(QWidget):
             engine.submit(StartContinuousCapture(detector=camera)).await_execution(10)  # type: ignore[union-attr]
             last = 0.0
             while True:
-                frame, _ = camera.pop_data(timeout=0.05)
+                frame, metadata = camera.pop_data(timeout=0.05)
                 if frame is not None and time.monotonic() - last > 1 / 30:
                     last = time.monotonic()
-                    yield frame
+                    yield frame, metadata
                 else:
                     yield None
 
         worker = live()
-        worker.yielded.connect(lambda frame: frame is not None and self._show("Live", frame))
+        worker.yielded.connect(lambda shown: shown is not None and self._show("Live", *shown))
         worker.errored.connect(lambda e: show_error(f"Live failed: {e}"))
         worker.finished.connect(self._live_ended)
         self._live_worker = worker

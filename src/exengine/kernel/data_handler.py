@@ -6,10 +6,11 @@ A frame travels: producer ``put`` -> (processor thread ->) storage thread -> ``D
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -27,7 +28,7 @@ logger = logging.getLogger("exengine")
 
 #: Default bytes of frames allowed in flight (accepted but not yet stored) before ``put`` blocks.
 DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024**3
-#: Longest the storage thread lets a reader of stored frames (``get``) go first.
+#: Longest the pipeline threads let a reader (``get``) go first before their next frame.
 READER_PRIORITY_S = 0.05
 
 Frame = tuple[DataCoordinates, np.ndarray, Any]
@@ -141,7 +142,12 @@ class DataHandler:
         self._finished = threading.Event()
         self._listeners: tuple[Listener, ...] = ()
         self._storage_lock = threading.Lock()
+        # Readers (the display) go before the pipeline threads' next frame: those threads take their
+        # locks back before a waiting reader wakes up, which kept it waiting for whole bursts of frames.
+        self._readers_lock = threading.Lock()
         self._readers_waiting = 0
+        self._no_readers = threading.Event()
+        self._no_readers.set()
         self._accepted = 0
         self._stored = 0
         self._storage_queue: SimpleQueue[Any] = SimpleQueue()
@@ -246,13 +252,14 @@ class DataHandler:
         Raises ``KeyError`` naming the coordinates when there is no such frame.
         """
         coords = as_coordinates(coords)
-        with self._cond:
-            if processed is False:
-                frame = self._raw.get(coords) or self._processed.get(coords)
-            else:
-                frame = self._processed.get(coords) or (None if processed else self._raw.get(coords))
-        if frame is None:
-            frame = self._read_from_storage(coords)
+        with self._reading():
+            with self._cond:
+                if processed is False:
+                    frame = self._raw.get(coords) or self._processed.get(coords)
+                else:
+                    frame = self._processed.get(coords) or (None if processed else self._raw.get(coords))
+            if frame is None:
+                frame = self._read_from_storage(coords)
         data, metadata = frame
         if return_data and return_metadata:
             return data, metadata
@@ -298,23 +305,24 @@ class DataHandler:
             raise DataHandlerError(f"Processing or storing data failed: {error!r}") from error
 
     def _read_from_storage(self, coords: DataCoordinates) -> tuple[np.ndarray, Any]:
-        with self._cond:
-            self._readers_waiting += 1
-        try:
-            with self._storage_lock:
-                if coords not in self._storage:
-                    raise KeyError(f"No data at {dict(coords)} in memory or in {type(self._storage).__name__}")
-                return self._storage.get_data(coords), self._storage.get_metadata(coords)
-        finally:
-            with self._cond:
-                self._readers_waiting -= 1
-                self._cond.notify_all()
+        with self._storage_lock:
+            if coords not in self._storage:
+                raise KeyError(f"No data at {dict(coords)} in memory or in {type(self._storage).__name__}")
+            return self._storage.get_data(coords), self._storage.get_metadata(coords)
 
-    def _let_readers_in(self) -> None:
-        """Wait (briefly) for readers of stored frames: a busy storage thread takes its lock back before a
-        waiting reader wakes up, which kept the display waiting for whole bursts of frames."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._readers_waiting, READER_PRIORITY_S)
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Mark a reader as waiting, so that the pipeline threads let it go first."""
+        with self._readers_lock:
+            self._readers_waiting += 1
+            self._no_readers.clear()
+        try:
+            yield
+        finally:
+            with self._readers_lock:
+                self._readers_waiting -= 1
+                if not self._readers_waiting:
+                    self._no_readers.set()
 
     def _notify_listeners(self, stage: str, coords: Optional[DataCoordinates]) -> None:
         for listener in self._listeners:
@@ -346,6 +354,8 @@ class DataHandler:
             coords, data, metadata, future = item
             if self._listeners:
                 self._notify_listeners("acquired", coords)
+            if self._readers_waiting:
+                self._no_readers.wait(READER_PRIORITY_S)
             try:
                 outputs = process(coords, data, metadata)
             except Exception as e:  # recorded, published and raised to the producer
@@ -378,7 +388,7 @@ class DataHandler:
             if self._processor is None and self._listeners:
                 self._notify_listeners("acquired", coords)
             if self._readers_waiting:
-                self._let_readers_in()
+                self._no_readers.wait(READER_PRIORITY_S)
             try:
                 with self._storage_lock:
                     storage.put(coords, data, metadata)
