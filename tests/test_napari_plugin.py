@@ -103,8 +103,9 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
     assert panel.status.value.startswith("done: 12 frames"), panel.status.value
     storage = panel.storage_object
     assert isinstance(storage, NDTiffStorage) and len(storage) == 12
-    assert {layer.name for layer in gui_viewer.layers} == {"tcz DAPI", "tcz FITC"}
-    layer = gui_viewer.layers["tcz FITC"]
+    # named after the dataset's folder, as the reader names the layers when it is reopened
+    assert {layer.name for layer in gui_viewer.layers} == {"tcz_1 DAPI", "tcz_1 FITC"}
+    layer = gui_viewer.layers["tcz_1 FITC"]
     assert layer.data.shape == (2, 3, 512, 512)
     assert tuple(layer.axis_labels) == ("time", "z", "y", "x")
     assert layer.scale[1] == 2.0 and layer.scale[-1] == pytest.approx(0.65)
@@ -112,6 +113,7 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
                                   storage.get_data({"time": 1, "channel": "FITC", "z": 2}))
     assert panel.progress.value == 12
     reopened = gui_viewer.open(storage.path, plugin="napari-exengine")[0]
+    assert reopened.name == "tcz_1 DAPI [1]"  # napari tells the second layer of that name apart
     assert tuple(reopened.scale) == pytest.approx((1.0, 2.0, 0.65, 0.65))  # z step and pixel size kept
 
 

@@ -634,7 +634,7 @@ class AcquisitionPanel(QWidget):
             self._fail(str(e))
             return None
         scale = {"z": self.z_step.value} if self.use_z.value else {}
-        name = self.dataset_name.value or "Acquisition"
+        name = _dataset_label(storage) or self.dataset_name.value or "Acquisition"
         self.storage_object = storage
         planned = [c for e in events if isinstance(e, ReadoutData) and e.data_coordinate_iterator.is_finite()
                    for c in e.data_coordinate_iterator]
@@ -713,6 +713,13 @@ class AcquisitionPanel(QWidget):
     def _fail(self, message: str) -> None:
         self.status.value = message
         show_error(message)
+
+
+def _dataset_label(storage: Any) -> str:
+    """The name of the folder a storage writes to (``acquisition_2`` of ``acquisition_2.ome.zarr``), which
+    names the layers as the reader names them when the dataset is reopened; empty when in memory."""
+    path = getattr(storage, "path", None)
+    return os.path.basename(os.path.normpath(path)).split(".")[0] if isinstance(path, str) else ""
 
 
 def default_data_directory() -> str:
