@@ -129,6 +129,36 @@ def test_panel_saves_outside_the_temporary_folder_by_default(gui_viewer, scope, 
     assert str(AcquisitionPanel(gui_viewer).directory.value) == str(tmp_path / "lab data")
 
 
+def test_positions_are_added_from_the_stage_edited_and_removed_one_by_one(gui_viewer, scope, qtbot):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    panel = AcquisitionPanel(gui_viewer)
+    panel.storage.value = "napari-exengine.storage.ndram"
+    panel.time_points.value = 2
+    scope["XY"].set_position(120.0, -40.0)
+    panel.add_position.clicked.emit()
+    qtbot.waitUntil(lambda: len(panel.position_rows) == 1, timeout=5000)
+    panel.add_position_at(0.0, 0.0)
+    panel.add_position_at(500.0, 500.0, label="well C")
+    assert panel.xy_positions == [(120.0, -40.0), (0.0, 0.0), (500.0, 500.0)]
+    assert panel.positions_label.value == "3 positions" and panel.estimate.value.startswith("6 frames")
+    second = panel.position_rows[1]
+    second[0].value, second[1].value = "well B", 300.0  # edit a label and an x
+    panel.position_rows[0][3].clicked.emit()  # remove the first
+    assert panel.xy_positions == [(300.0, 0.0), (500.0, 500.0)]
+    assert panel.estimate.value.startswith("4 frames")
+    panel.position_rows[0][0].value = "well C"
+    assert "labels must be unique" in panel.estimate.value and not panel.run_button.enabled
+    panel.position_rows[0][0].value = "well B"
+    run_panel(panel, qtbot)
+    storage = panel.storage_object
+    assert {c["position"] for c in storage.get_coordinates_list()} == {"well B", "well C"}
+    metadata = storage.get_metadata({"time": 1, "position": "well C", "channel": "DAPI"})
+    assert (metadata["StageX-um"], metadata["StageY-um"]) == (500.0, 500.0)
+    panel.clear_positions.clicked.emit()
+    assert panel.xy_positions == [] and panel.positions_label.value == "current position only"
+
+
 def test_invalid_settings_are_rejected_inline(gui_viewer, scope):
     from napari_exengine.widgets import AcquisitionPanel
 

@@ -390,6 +390,8 @@ class AcquisitionPanel(QWidget):
         self.channels = mw.Select(choices=channel_names, value=channel_names[:1], label="channels")
         self.exposures = mw.LineEdit(value="", label="exposures (ms)", tooltip="one per channel, comma separated")
         self.positions_label = mw.Label(value="current position only", label="xy positions")
+        self.position_rows = mw.Container(labels=False)
+        self.position_rows.margins = (0, 0, 0, 0)
         self.add_position = mw.PushButton(text="Add current position")
         self.clear_positions = mw.PushButton(text="Clear positions")
         self.order = mw.LineEdit(value="tpcz", label="axis order")
@@ -417,11 +419,11 @@ class AcquisitionPanel(QWidget):
         self.abort_button = mw.PushButton(text="Abort", enabled=False)
         self.progress = mw.ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = mw.Label(value="")
-        self.xy_positions: list[tuple[float, float]] = []
         self.device_choices = [self.camera_choice, self.channel_choice, self.z_choice, self.xy_choice]
         self.settings = [*self.device_choices, self.time_points, self.interval_s, self.use_z, self.z_start,
                          self.z_stop, self.z_step,
-                         self.channels, self.exposures, self.add_position, self.clear_positions, self.order,
+                         self.channels, self.exposures, self.position_rows, self.add_position,
+                         self.clear_positions, self.order,
                          self.storage, self.storage_form, self.directory, self.dataset_name, self.split_channels,
                          self.processor_choice, self.add_processor_button, self.processor_chain]
         form = mw.Container(widgets=[
@@ -508,19 +510,54 @@ class AcquisitionPanel(QWidget):
             show_error("No XY stage is registered")
             return
 
-        def added(position: Any) -> None:
-            self.xy_positions.append((float(position[0]), float(position[1])))
-            self._show_positions()
+        _run_in_thread(xy.get_position, lambda position: self.add_position_at(*position[:2]),
+                       what="Reading the XY stage")
 
-        _run_in_thread(xy.get_position, added, what="Reading the XY stage")
+    def add_position_at(self, x: float, y: float, label: Optional[str] = None) -> mw.Container:
+        """Append an xy position (µm) with its label (``Pos<n>`` by default); each row is editable and
+        has its own Remove button."""
+        row = mw.Container(layout="horizontal", labels=False, widgets=[
+            mw.LineEdit(value=label or self._free_label(), tooltip="position label (the position axis value)"),
+            mw.FloatSpinBox(value=float(x), min=-1e6, max=1e6, step=1.0, tooltip="x (µm)"),
+            mw.FloatSpinBox(value=float(y), min=-1e6, max=1e6, step=1.0, tooltip="y (µm)"),
+            mw.PushButton(text="Remove"),
+        ])
+        row.margins = (0, 0, 0, 0)
+        for widget in list(row)[:3]:
+            widget.changed.connect(self.update_estimate)
+        list(row)[3].clicked.connect(lambda: self._remove_position(row))
+        self.position_rows.append(row)
+        self._show_positions()
+        return row
+
+    def _free_label(self) -> str:
+        used = {label for label, _ in self._position_entries()}
+        return next(f"Pos{n}" for n in range(len(used) + 1) if f"Pos{n}" not in used)
+
+    def _position_entries(self) -> list[tuple[str, tuple[float, float]]]:
+        entries = []
+        for row in self.position_rows:
+            label, x, y, _ = list(row)  # type: ignore[call-overload]
+            entries.append((label.value.strip(), (float(x.value), float(y.value))))
+        return entries
+
+    @property
+    def xy_positions(self) -> list[tuple[float, float]]:
+        """The xy positions (µm) the acquisition visits, in order; empty for the current position only."""
+        return [xy for _, xy in self._position_entries()]
+
+    def _remove_position(self, row: mw.Container) -> None:
+        self.position_rows.remove(row)
+        self._show_positions()
 
     def _clear_positions(self) -> None:
-        self.xy_positions.clear()
+        self.position_rows.clear()
         self._show_positions()
 
     def _show_positions(self) -> None:
-        self.positions_label.value = (", ".join(f"({x:.0f}, {y:.0f})" for x, y in self.xy_positions)
-                                      or "current position only")
+        count = len(self.position_rows)
+        self.positions_label.value = f"{count} position{'' if count == 1 else 's'}" if count \
+            else "current position only"
         self.update_estimate()
 
     def _exposures(self) -> Optional[list[float]]:
@@ -547,8 +584,12 @@ class AcquisitionPanel(QWidget):
             kwargs.update(channel_group=self.channel_device, channel_property=_channel_property(self.channel_device),
                           channels=channels,
                           channel_exposures_ms=self._exposures())
-        if self.xy_positions:
-            kwargs["xy_positions"] = list(self.xy_positions)
+        entries = self._position_entries()
+        if entries:
+            labels = [label for label, _ in entries]
+            if "" in labels or len(set(labels)) < len(labels):
+                raise ValueError(f"position labels must be unique and not empty, got {labels}")
+            kwargs.update(xy_positions=[xy for _, xy in entries], position_labels=labels)
         for axis in "tpcz":
             if axis not in order:
                 order += axis
