@@ -163,13 +163,38 @@ def test_invalid_settings_are_rejected_inline(gui_viewer, scope):
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
-    panel.exposures.value = "10, abc"
-    assert panel.estimate.value.startswith("invalid") and "exposures" in panel.estimate.value
+    assert not panel.z_start.enabled  # editable once "z stack" is on
+    panel.use_z.value = True
+    assert panel.z_start.enabled
+    panel.z_start.value, panel.z_stop.value = 4.0, -4.0
+    assert panel.estimate.value.startswith("invalid") and "z_step" in panel.estimate.value
     assert not panel.run_button.enabled
-    panel.exposures.value = "10"
+    panel.z_stop.value = 8.0
     assert panel.run_button.enabled
     panel.order.value = "tq"
     assert "order" in panel.estimate.value and not panel.run_button.enabled
+
+
+def test_exposure_per_channel(gui_viewer, scope, qtbot):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    scope["Camera"].exposure = 2.0
+    panel = AcquisitionPanel(gui_viewer)
+    panel.storage.value = "napari-exengine.storage.ndram"
+    panel.channels.value = ["DAPI", "FITC"]
+    assert panel.exposures() is None and len(panel.exposure_rows) == 0  # the camera's exposure
+    panel.per_channel_exposure.value = True
+    assert [box.label for box in panel.exposure_rows] == ["DAPI exposure (ms)", "FITC exposure (ms)"]
+    assert panel.exposures() == [2.0, 2.0]
+    panel.exposure_rows[1].value = 5.0
+    panel.channels.value = ["FITC", "TRITC"]  # FITC keeps its value, TRITC starts at the camera's
+    assert panel.exposures() == [5.0, 2.0]
+    panel.channels.value = ["DAPI", "FITC"]
+    panel.exposure_rows[0].value = 1.0
+    run_panel(panel, qtbot)
+    storage = panel.storage_object
+    assert storage.get_metadata({"time": 0, "channel": "DAPI"})["Exposure-ms"] == 1.0
+    assert storage.get_metadata({"time": 0, "channel": "FITC"})["Exposure-ms"] == 5.0
 
 
 @pytest.mark.parametrize("action", ["stop", "abort"])
@@ -187,7 +212,7 @@ def test_stop_and_abort_keep_stored_frames(gui_viewer, scope, qtbot, action):
     qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=10000)
     stored = len(panel.storage_object)
     assert 3 <= stored < 500 and panel.status.value.startswith(f"done: {stored} frames")
-    assert panel.time_points.enabled
+    assert panel.time_points.enabled and not panel.z_start.enabled  # "z stack" is off
 
 
 class FailingStorage(NDRAMStorage):

@@ -388,10 +388,15 @@ class AcquisitionPanel(QWidget):
         self.z_stop = mw.FloatSpinBox(value=4.0, min=-5000, max=5000, label="z stop (µm)")
         self.z_step = mw.FloatSpinBox(value=2.0, min=0.01, max=1000, label="z step (µm)")
         self.channels = mw.Select(choices=channel_names, value=channel_names[:1], label="channels")
-        self.exposures = mw.LineEdit(value="", label="exposures (ms)", tooltip="one per channel, comma separated")
+        self.per_channel_exposure = mw.CheckBox(value=False, text="exposure per channel")
+        self.exposure_rows = mw.Container(labels=True)
+        self.exposure_rows.margins = (0, 0, 0, 0)
+        self.exposure_rows.visible = False
+        self._exposure_boxes: dict[str, mw.FloatSpinBox] = {}
         self.positions_label = mw.Label(value="current position only", label="xy positions")
         self.position_rows = mw.Container(labels=False)
         self.position_rows.margins = (0, 0, 0, 0)
+        self.position_rows.visible = False
         self.add_position = mw.PushButton(text="Add current position")
         self.clear_positions = mw.PushButton(text="Clear positions")
         self.order = mw.LineEdit(value="tpcz", label="axis order")
@@ -406,7 +411,7 @@ class AcquisitionPanel(QWidget):
         self.processor_choice = mw.ComboBox(choices=[(f"{c.title} ({c.plugin})", c.id)
                                                      for c in self.processors.values()], label="processor")
         self.add_processor_button = mw.PushButton(text="Add processor")
-        self.processor_chain = mw.Container(labels=False)
+        self.processor_chain = mw.Container(labels=False, visible=False)
         self.processor_forms: list[tuple[Contribution, mw.Container, mw.Container]] = []
         self.unavailable = mw.Label(value="; ".join(f"{c.title} ({c.plugin}): {c.error}" for c in unavailable),
                                     label="unavailable", visible=bool(unavailable))
@@ -422,17 +427,23 @@ class AcquisitionPanel(QWidget):
         self.device_choices = [self.camera_choice, self.channel_choice, self.z_choice, self.xy_choice]
         self.settings = [*self.device_choices, self.time_points, self.interval_s, self.use_z, self.z_start,
                          self.z_stop, self.z_step,
-                         self.channels, self.exposures, self.position_rows, self.add_position,
+                         self.channels, self.per_channel_exposure, self.exposure_rows, self.position_rows,
+                         self.add_position,
                          self.clear_positions, self.order,
                          self.storage, self.storage_form, self.directory, self.dataset_name, self.split_channels,
                          self.processor_choice, self.add_processor_button, self.processor_chain]
         form = mw.Container(widgets=[
-            *self.settings[:12], self.positions_label, *self.settings[12:], self.unavailable, self.estimate,
+            *self.settings[:13], self.positions_label, *self.settings[13:], self.unavailable, self.estimate,
             mw.Container(widgets=[self.run_button, self.stop_button, self.abort_button], layout="horizontal"),
             self.progress, self.status,
         ])
         layout = QVBoxLayout(self)
         layout.addWidget(form.native)
+        self.use_z.changed.connect(self._show_z_range)
+        self._show_z_range()
+        # before the estimate: the exposure boxes follow the selected channels first
+        self.channels.changed.connect(self._show_exposures)
+        self.per_channel_exposure.changed.connect(self._show_exposures)
         for widget in self.settings:
             if hasattr(widget, "changed") and not isinstance(widget, mw.PushButton):
                 widget.changed.connect(self.update_estimate)
@@ -486,6 +497,7 @@ class AcquisitionPanel(QWidget):
         contribution = self.storages.get(self.storage.value)
         if contribution is not None:
             self.storage_form.extend(list(settings_form(contribution)))
+        self.storage_form.visible = len(self.storage_form) > 0
 
     def add_processor(self, contribution_id: str) -> mw.Container:
         """Append a contributed processor (with its settings form) to the processing chain."""
@@ -497,12 +509,14 @@ class AcquisitionPanel(QWidget):
         entry = (contribution, form, box)
         self.processor_forms.append(entry)
         self.processor_chain.append(box)
+        self.processor_chain.visible = True
         remove.clicked.connect(lambda: self._remove_processor(entry))
         return form
 
     def _remove_processor(self, entry: tuple[Contribution, mw.Container, mw.Container]) -> None:
         self.processor_forms.remove(entry)
         self.processor_chain.remove(entry[2])
+        self.processor_chain.visible = bool(self.processor_forms)
 
     def _add_current_position(self) -> None:
         xy = self.xy_choice.value
@@ -556,18 +570,34 @@ class AcquisitionPanel(QWidget):
 
     def _show_positions(self) -> None:
         count = len(self.position_rows)
+        self.position_rows.visible = bool(count)
         self.positions_label.value = f"{count} position{'' if count == 1 else 's'}" if count \
             else "current position only"
         self.update_estimate()
 
-    def _exposures(self) -> Optional[list[float]]:
-        text = self.exposures.value.strip()
-        if not text:
+    def _show_exposures(self, *_: Any) -> None:
+        """One exposure box per selected channel while "exposure per channel" is on (a channel keeps its
+        value while it stays selected; new ones start at the camera's exposure)."""
+        kept = {channel: box.value for channel, box in self._exposure_boxes.items()}
+        self.exposure_rows.clear()
+        self._exposure_boxes = {}
+        if self.per_channel_exposure.value:
+            current = getattr(self.camera, "exposure", None)
+            default = float(current) if isinstance(current, (int, float)) else 10.0
+            for channel in self.channels.value:
+                box = mw.FloatSpinBox(value=kept.get(channel, default), min=0.0, max=3_600_000.0, step=1.0,
+                                      label=f"{channel} exposure (ms)")
+                box.changed.connect(self.update_estimate)
+                self.exposure_rows.append(box)
+                self._exposure_boxes[channel] = box
+        self.exposure_rows.visible = bool(self._exposure_boxes)
+        self.update_estimate()
+
+    def exposures(self) -> Optional[list[float]]:
+        """The exposure (ms) of each selected channel, or None to keep the camera's exposure."""
+        if not self.per_channel_exposure.value:
             return None
-        try:
-            return [float(v) for v in text.split(",")]
-        except ValueError:
-            raise ValueError(f"exposures must be numbers separated by commas, got {text!r}") from None
+        return [self._exposure_boxes[channel].value for channel in self.channels.value]
 
     def event_arguments(self) -> dict[str, Any]:
         """The ``multi_d_acquisition_events`` arguments the panel's settings describe."""
@@ -583,7 +613,7 @@ class AcquisitionPanel(QWidget):
         if channels:
             kwargs.update(channel_group=self.channel_device, channel_property=_channel_property(self.channel_device),
                           channels=channels,
-                          channel_exposures_ms=self._exposures())
+                          channel_exposures_ms=self.exposures())
         entries = self._position_entries()
         if entries:
             labels = [label for label, _ in entries]
@@ -608,6 +638,9 @@ class AcquisitionPanel(QWidget):
         height, width = self._frame_shape()
         size = frames * height * width * 2
         per_frame = self._frame_time()
+        exposures = self.exposures()
+        if exposures:
+            per_frame = max(per_frame, sum(exposures) / len(exposures) / 1000.0)
         duration = max(frames * per_frame, (self.time_points.value - 1) * self.interval_s.value + per_frame)
         self.estimate.value = (f"{frames} frame{'' if frames == 1 else 's'}, {_human_bytes(size)}, "
                                f"~{_human_time(duration)}")
@@ -705,9 +738,16 @@ class AcquisitionPanel(QWidget):
     def _set_running(self, running: bool) -> None:
         for widget in self.settings:
             widget.enabled = not running
+        self._show_z_range()
         self.run_button.enabled = not running
         self.stop_button.enabled = running
         self.abort_button.enabled = running
+
+    def _show_z_range(self, *_: Any) -> None:
+        """The z range can be edited while "z stack" is on (and nothing runs)."""
+        editable = self.use_z.value and self.use_z.enabled
+        for widget in (self.z_start, self.z_stop, self.z_step):
+            widget.enabled = editable
 
     def _poll(self) -> None:
         acquisition = self.acquisition
