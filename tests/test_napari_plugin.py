@@ -97,15 +97,15 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
     panel.z_start.value, panel.z_stop.value, panel.z_step.value = -2.0, 2.0, 2.0
     panel.channels.value = ["DAPI", "FITC"]
     panel.directory.value = tmp_path
-    panel.dataset_name.value = "tcz"
+    panel.dataset_name.value = "tcz v2.5"
     assert panel.estimate.value.startswith("12 frames")
     run_panel(panel, qtbot)
     assert panel.status.value.startswith("done: 12 frames"), panel.status.value
     storage = panel.storage_object
     assert isinstance(storage, NDTiffStorage) and len(storage) == 12
     # named after the dataset's folder, as the reader names the layers when it is reopened
-    assert {layer.name for layer in gui_viewer.layers} == {"tcz_1 DAPI", "tcz_1 FITC"}
-    layer = gui_viewer.layers["tcz_1 FITC"]
+    assert {layer.name for layer in gui_viewer.layers} == {"tcz v2.5_1 DAPI", "tcz v2.5_1 FITC"}
+    layer = gui_viewer.layers["tcz v2.5_1 FITC"]
     assert layer.data.shape == (2, 3, 512, 512)
     assert tuple(layer.axis_labels) == ("time", "z", "y", "x")
     assert layer.scale[1] == 2.0 and layer.scale[-1] == pytest.approx(0.65)
@@ -113,7 +113,7 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
                                   storage.get_data({"time": 1, "channel": "FITC", "z": 2}))
     assert panel.progress.value == 12
     reopened = gui_viewer.open(storage.path, plugin="napari-exengine")[0]
-    assert reopened.name == "tcz_1 DAPI [1]"  # napari tells the second layer of that name apart
+    assert reopened.name == "tcz v2.5_1 DAPI [1]"  # napari tells the second layer of that name apart
     assert tuple(reopened.scale) == pytest.approx((1.0, 2.0, 0.65, 0.65))  # z step and pixel size kept
 
 
@@ -395,6 +395,18 @@ def test_panel_offers_contributions_and_runs_through_plugin_processor_and_storag
     metadata = panel.storage_object.get_metadata({"time": 1, "channel": "DAPI"})
     assert metadata["Denoise"] == "gaussian sigma=1.5" and metadata["Background"] == 50.0
     assert len(list((tmp_path / "plugged").glob("*.npy"))) == 3
+
+
+def test_layers_are_named_after_the_dataset_folder_without_its_format_suffix(gui_viewer, scope, qtbot, tmp_path):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    panel = AcquisitionPanel(gui_viewer)
+    panel.storage.value = "napari-exengine.storage.omezarr"
+    panel.directory.value = tmp_path
+    panel.dataset_name.value = "zarr run"
+    run_panel(panel, qtbot)
+    assert panel.storage_object.path.endswith("zarr run_1.ome.zarr")
+    assert [layer.name for layer in gui_viewer.layers] == ["zarr run_1 DAPI"]
 
 
 @pytest.mark.parametrize("backend", ["micromanager", "microscope"])

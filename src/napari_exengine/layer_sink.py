@@ -9,6 +9,7 @@ so that redrawing leaves the CPU to the acquisition. Layers read frames lazily t
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
@@ -189,7 +190,7 @@ class LayerSink:
         layer = self._layers[key]
         layer.contrast_limits = state["contrast"]
         pixel = pixel_size_um(metadata, state["pixel"])
-        if pixel != state["pixel"]:  # rescaling re-slices every layer: only when the plan was wrong
+        if not math.isclose(pixel, state["pixel"]):  # rescaling re-slices every layer: only if the plan was wrong
             state["pixel"] = pixel
             layer.scale = self._layer_scale(state, state["axes"])
         if data.shape == state["frame_shape"] and data.dtype == state["dtype"]:

@@ -311,7 +311,7 @@ class DevicesPanel(QWidget):
             future = engine.submit(ReadoutData(detector=camera, num_images=1))
             return future.await_data({"image": 0}, return_metadata=True, timeout=30)  # type: ignore[union-attr]
 
-        return _run_in_thread(acquire, lambda frame: self._show("Snap", *frame), what="Snap")
+        return _run_in_thread(acquire, lambda snapped: self._show("Snap", *snapped), what="Snap")
 
     def _show(self, name: str, frame: np.ndarray, metadata: Any) -> None:
         """Show ``frame`` in layer ``name`` at the physical scale of acquisitions' layers."""
@@ -427,9 +427,8 @@ class AcquisitionPanel(QWidget):
         self.device_choices = [self.camera_choice, self.channel_choice, self.z_choice, self.xy_choice]
         self.settings = [*self.device_choices, self.time_points, self.interval_s, self.use_z, self.z_start,
                          self.z_stop, self.z_step,
-                         self.channels, self.per_channel_exposure, self.exposure_rows, self.position_rows,
-                         self.add_position,
-                         self.clear_positions, self.order,
+                         self.channels, self.per_channel_exposure, self.exposure_rows,
+                         self.position_rows, self.add_position, self.clear_positions, self.order,
                          self.storage, self.storage_form, self.directory, self.dataset_name, self.split_channels,
                          self.processor_choice, self.add_processor_button, self.processor_chain]
         form = mw.Container(widgets=[
@@ -800,7 +799,12 @@ def _dataset_label(storage: Any) -> str:
     """The name of the folder a storage writes to (``acquisition_2`` of ``acquisition_2.ome.zarr``), which
     names the layers as the reader names them when the dataset is reopened; empty when in memory."""
     path = getattr(storage, "path", None)
-    return os.path.basename(os.path.normpath(path)).split(".")[0] if isinstance(path, str) else ""
+    if not isinstance(path, str):
+        return ""
+    label = os.path.basename(os.path.normpath(path))
+    for suffix in (".ome.zarr", ".zarr"):
+        label = label.removesuffix(suffix)
+    return label
 
 
 def default_data_directory() -> str:
