@@ -151,6 +151,23 @@ def test_multi_d_invalid_arguments_name_the_argument(kwargs, argument):
         multi_d_acquisition_events(**kwargs)
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_building_events_leaves_the_garbage_collector_as_it_was(engine, scope, enabled):
+    """Events are built with the cyclic collector paused (it took half of a long time-lapse's
+    planning); whatever happens, it is left as the caller had it."""
+    import gc
+
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert len(multi_d_acquisition_events(num_time_points=3, camera=scope["Camera"])) == 9
+        assert gc.isenabled() == enabled
+        with pytest.raises(ValueError, match="z_end"):
+            multi_d_acquisition_events(z_start=1)
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable()
+
+
 def start_time_lapse(scope, time_points: int, wait_for_frames: int) -> tuple[Acquisition, DataHandler]:
     """Start a 20 ms-exposure time-lapse into memory and wait (up to 10 s) until some frames are stored."""
     scope["Camera"].exposure = 20.0

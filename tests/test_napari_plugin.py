@@ -215,6 +215,19 @@ def test_stop_and_abort_keep_stored_frames(gui_viewer, scope, qtbot, action):
     assert panel.time_points.enabled and not panel.z_start.enabled  # "z stack" is off
 
 
+def test_the_estimate_of_a_long_time_lapse_counts_every_frame(gui_viewer, scope):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    panel = AcquisitionPanel(gui_viewer)
+    panel.channels.value = ["DAPI", "FITC"]
+    panel.use_z.value = True
+    panel.add_position_at(0.0, 0.0)
+    panel.add_position_at(10.0, 0.0)
+    panel.interval_s.value = 60.0
+    panel.time_points.value = 30_000  # planned one time point at a time, counted for all of them
+    assert panel.estimate.value == "600000 frames, 293.0 GB, ~20d19h"
+
+
 class FailingStorage(NDRAMStorage):
     def __init__(self, fail_at):
         super().__init__()

@@ -42,15 +42,17 @@ class _AxisIndex:
     def __init__(self) -> None:
         self.values: list[Any] = []
         self._index: dict[Any, int] = {}
+        self._by_value = True  # non-negative ints so far: each is its own index
 
     def add(self, value: Any) -> int:
         index = self._index.get(value)
         if index is None:
-            if isinstance(value, int) and value >= 0 and all(isinstance(v, int) for v in self.values):
+            if self._by_value and isinstance(value, int) and value >= 0:
                 index = value
                 while len(self.values) <= index:
                     self.values.append(len(self.values))
             else:
+                self._by_value = False
                 index = len(self.values)
                 self.values.append(value)
             self._index[value] = index
@@ -93,7 +95,9 @@ class LayerSink:
         self._layers: dict[Any, Any] = {}
         self._state: dict[Any, dict[str, Any]] = {}
         self._last_step: Optional[tuple[int, ...]] = None
-        self._expected = [DataCoordinates(c) for c in expected] if expected is not None else []
+        self._expected = [c if type(c) is DataCoordinates else DataCoordinates(c)
+                          for c in expected] if expected is not None else []
+        self._planned = self._plan_by_layer()
         self.frames_shown = 0
         self.refreshes = 0
         # Single-shot, restarted when a refresh ends: slow redraws never queue up back to back.
@@ -169,14 +173,26 @@ class LayerSink:
         self._follow(self._state[last]["axes"], touched[last], redraw=set(touched) - grown)
         self.frames_shown += len(pending)
 
+    def _plan_by_layer(self) -> dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]]:
+        """In one pass over the planned coordinates: each layer's first coordinates and the values of
+        each of its axes, in order."""
+        planned: dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]] = {}
+        for coords in self._expected:
+            key = coords.get("channel") if self.split_channels else None
+            entry = planned.get(key)
+            if entry is None:
+                entry = planned[key] = (coords, {})
+            values = entry[1]
+            for axis, value in coords.items():
+                values.setdefault(axis, {})[value] = None
+        return planned
+
     def _prepare_layers(self, frame_shape: tuple[int, ...], dtype: np.dtype, pixel: float) -> None:
         """Create the planned layers before the first frame, with the dtype's full range as contrast."""
         contrast = (0.0, float(np.iinfo(dtype).max)) if dtype.kind in "ui" else (0.0, 1.0)
-        for coords in self._expected:
-            key = coords.get("channel") if self.split_channels else None
-            if key not in self._state:
-                self._make_state(key, coords, frame_shape, dtype, contrast, pixel, provisional=True)
-                self._update_layer(key)
+        for key, (first, _) in self._planned.items():
+            self._make_state(key, first, frame_shape, dtype, contrast, pixel, provisional=True)
+            self._update_layer(key)
         first = self._expected[0]
         state = self._state[first.get("channel") if self.split_channels else None]
         self._follow(state["axes"], _position(state, first), redraw=set())  # napari starts mid-range
@@ -207,11 +223,10 @@ class LayerSink:
         fixed = {"channel": key} if self.split_channels and key is not None else {}
         axes = sort_axes([a for a in coords if a not in fixed])
         indices = {a: _AxisIndex() for a in axes}
-        for planned in self._expected:
-            if planned.get("channel") == key or not fixed:
-                for axis in axes:
-                    if axis in planned:
-                        indices[axis].add(planned[axis])
+        planned_values = self._planned[key][1] if key in self._planned else {}
+        for axis in axes:
+            for value in planned_values.get(axis, ()):
+                indices[axis].add(value)
         state = {
             "axes": axes, "fixed": fixed, "indices": indices, "present": set(), "frame_shape": frame_shape,
             "dtype": dtype, "contrast": contrast, "pixel": pixel, "provisional": provisional,

@@ -438,6 +438,9 @@ class AcquisitionPanel(QWidget):
         ])
         layout = QVBoxLayout(self)
         layout.addWidget(form.native)
+        self.acquisition: Optional[Acquisition] = None
+        self.sink: Optional[LayerSink] = None
+        self.storage_object: Any = None
         self.use_z.changed.connect(self._show_z_range)
         self._show_z_range()
         # before the estimate: the exposure boxes follow the selected channels first
@@ -456,9 +459,6 @@ class AcquisitionPanel(QWidget):
         self.run_button.clicked.connect(self.run)
         self.stop_button.clicked.connect(self.stop)
         self.abort_button.clicked.connect(self.abort)
-        self.acquisition: Optional[Acquisition] = None
-        self.sink: Optional[LayerSink] = None
-        self.storage_object: Any = None
         self._timer = QTimer()
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._poll)
@@ -625,15 +625,18 @@ class AcquisitionPanel(QWidget):
         kwargs["order"] = order
         return kwargs
 
-    def update_estimate(self, *_: Any) -> Optional[list[Any]]:
-        """Validate the settings; show the frame count, size and duration, or the reason they are invalid."""
+    def update_estimate(self, *_: Any) -> Optional[int]:
+        """Validate the settings; show the frame count, size and duration, or the reason they are invalid.
+        Returns the frame count, or None when the settings are invalid."""
         try:
-            events = multi_d_acquisition_events(**self.event_arguments())
+            # One time point's events (a long time-lapse plans millions of frames: not on every edit);
+            # the count grows with the number of time points.
+            events = multi_d_acquisition_events(**{**self.event_arguments(), "num_time_points": 1})
         except (ValueError, TypeError) as e:
             self.estimate.value = f"invalid: {e}"
             self.run_button.enabled = False
             return None
-        frames = sum(e.num_blocks or 0 for e in events if isinstance(e, ReadoutData))
+        frames = self.time_points.value * sum(e.num_blocks or 0 for e in events if isinstance(e, ReadoutData))
         height, width = self._frame_shape()
         size = frames * height * width * 2
         per_frame = self._frame_time()
@@ -644,7 +647,7 @@ class AcquisitionPanel(QWidget):
         self.estimate.value = (f"{frames} frame{'' if frames == 1 else 's'}, {_human_bytes(size)}, "
                                f"~{_human_time(duration)}")
         self.run_button.enabled = self.acquisition is None or not self.acquisition.is_running()
-        return events
+        return frames
 
     def _frame_shape(self) -> tuple[int, int]:
         planned = self._planned_frame()
@@ -699,9 +702,11 @@ class AcquisitionPanel(QWidget):
             self._fail(f"Cannot create the storage: {e}")
             return None
         handler = DataHandler(storage, processor)
-        kwargs = self.event_arguments()
+        frames = self.update_estimate() or 0
+        self.status.value = f"preparing {frames} frame{'' if frames == 1 else 's'}"
+        self.status.native.repaint()  # planning a long time-lapse takes seconds (~13 µs a frame)
         try:
-            events = multi_d_acquisition_events(data_handler=handler, **kwargs)
+            events = multi_d_acquisition_events(data_handler=handler, **self.event_arguments())
         except (ValueError, TypeError) as e:
             handler.await_completion(10)
             self._fail(str(e))
@@ -828,4 +833,7 @@ def _human_time(seconds: Optional[float]) -> str:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
+    if hours >= 48:
+        days, hours = divmod(hours, 24)
+        return f"{days}d{hours:02d}h"
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import gc
 import itertools
-from collections.abc import Sequence
-from typing import Any, Optional, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, ParamSpec, TypeVar, Union
 
 import numpy as np
 
@@ -29,6 +31,28 @@ from .property_events import (
 
 AXIS_NAMES = {"t": "time", "p": "position", "c": "channel", "z": "z"}
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _cyclic_gc_paused(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``function`` with the cyclic garbage collector paused: while a long time-lapse's hundreds of
+    thousands of events are built, its collections over all of them took half of the time."""
+
+    @functools.wraps(function)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return paused
+
+
+@_cyclic_gc_paused
 
 def multi_d_acquisition_events(
     num_time_points: Optional[int] = None,
