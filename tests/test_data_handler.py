@@ -126,27 +126,43 @@ def test_accumulating_processor_emits_projection():
     assert handler.storage.get_data({"time": 0})[0, 0] == 3
 
 
-def test_reading_a_stored_frame_does_not_wait_for_a_busy_storage_thread(tmp_path):
-    """A busy storage thread takes its lock back before a waiting reader wakes; readers go first."""
-    from exengine.storage import NDTiffStorage
+class GatedStorage(NDRAMStorage):
+    """Logs the order of its writes and reads; the write of frame 1 waits for ``gate``."""
 
-    handler = DataHandler(NDTiffStorage(tmp_path, "busy"))
-    image = np.random.default_rng(0).integers(0, 4000, (256, 256), dtype=np.uint16)
-    for t in range(600):
-        handler.put({"time": t}, image, {})
-    let_through = []
-    for t in range(5):
-        deadline = time.monotonic() + 10
-        while handler.frames_stored <= t * 20 and time.monotonic() < deadline:
-            time.sleep(0.0005)
-        before = handler.frames_stored
-        if before == 600:
-            break
-        np.testing.assert_array_equal(handler.get({"time": t}, return_metadata=False), image)
-        let_through.append(handler.frames_stored - before)
-    handler.await_completion(30)
-    # a few frames while the reader waits for the GIL; without reader priority often hundreds
-    assert let_through and max(let_through) <= 30, let_through
+    def __init__(self):
+        super().__init__()
+        self.gate, self.log = threading.Event(), []
+
+    def _write(self, coords, data, metadata):
+        if coords["time"] == 1:
+            assert self.gate.wait(10)
+        self.log.append(f"write {coords['time']}")
+        super()._write(coords, data, metadata)
+
+    def get_data(self, data_coordinates):
+        self.log.append("read starts")
+        time.sleep(0.005)
+        self.log.append("read ends")
+        return super().get_data(data_coordinates)
+
+
+def test_a_reader_of_stored_frames_goes_before_the_storage_threads_next_frame():
+    """A busy storage thread takes its lock back before a waiting reader wakes up, which kept the
+    display waiting for whole bursts of frames: a waiting reader now goes first."""
+    storage = GatedStorage()
+    handler = DataHandler(storage)
+    for t in range(4):
+        handler.put({"time": t}, frame(t), {})
+    deadline = time.monotonic() + 10
+    while storage.log != ["write 0"] and time.monotonic() < deadline:
+        time.sleep(0.001)  # frame 0 stored; frame 1 held at the gate with the storage lock
+    reader = threading.Thread(target=lambda: handler.get({"time": 0}))
+    reader.start()
+    time.sleep(0.2)  # the reader now waits for the storage lock
+    storage.gate.set()
+    reader.join(10)
+    handler.await_completion(10)
+    assert storage.log == ["write 0", "write 1", "read starts", "read ends", "write 2", "write 3"]
 
 
 def test_backpressure_bounds_memory_and_drops_nothing():
