@@ -95,9 +95,7 @@ class LayerSink:
         self._layers: dict[Any, Any] = {}
         self._state: dict[Any, dict[str, Any]] = {}
         self._last_step: Optional[tuple[int, ...]] = None
-        self._expected = [c if type(c) is DataCoordinates else DataCoordinates(c)
-                          for c in expected] if expected is not None else []
-        self._planned = self._plan_by_layer()
+        self._planned = self._plan_by_layer(expected or ())
         self.frames_shown = 0
         self.refreshes = 0
         # Single-shot, restarted when a refresh ends: slow redraws never queue up back to back.
@@ -106,7 +104,7 @@ class LayerSink:
         self._timer.setInterval(REFRESH_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
         self._closed = False
-        if frame_shape is not None and self._expected:
+        if frame_shape is not None and self._planned:
             self._prepare_layers(tuple(frame_shape), np.dtype(dtype), float(pixel_size))
         self._timer.start()
         data_handler.add_listener(self._on_frame)
@@ -173,11 +171,14 @@ class LayerSink:
         self._follow(self._state[last]["axes"], touched[last], redraw=set(touched) - grown)
         self.frames_shown += len(pending)
 
-    def _plan_by_layer(self) -> dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]]:
+    def _plan_by_layer(self, expected: Iterable[Mapping[str, Any]]
+                       ) -> dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]]:
         """In one pass over the planned coordinates: each layer's first coordinates and the values of
-        each of its axes, in order."""
+        each of its axes, in order (the first layer's are the first planned)."""
         planned: dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]] = {}
-        for coords in self._expected:
+        for coords in expected:
+            if type(coords) is not DataCoordinates:
+                coords = DataCoordinates(coords)
             key = coords.get("channel") if self.split_channels else None
             entry = planned.get(key)
             if entry is None:
@@ -193,8 +194,8 @@ class LayerSink:
         for key, (first, _) in self._planned.items():
             self._make_state(key, first, frame_shape, dtype, contrast, pixel, provisional=True)
             self._update_layer(key)
-        first = self._expected[0]
-        state = self._state[first.get("channel") if self.split_channels else None]
+        key, (first, _) = next(iter(self._planned.items()))
+        state = self._state[key]
         self._follow(state["axes"], _position(state, first), redraw=set())  # napari starts mid-range
 
     def _settle(self, key: Any, state: dict[str, Any], coords: DataCoordinates) -> bool:
