@@ -17,14 +17,13 @@ from typing import Any, Optional, TextIO
 
 from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition
+from exengine.base_classes import DataProducing
 from exengine.data import DataHandler
 from exengine.events import multi_d_acquisition_events
 from exengine.processors import ProcessorChain
 
-from .contributions import ContributionError, build_processor, build_storage, list_contributions
+from .contributions import DEFAULT_STORAGE, ContributionError, build_processor, build_storage, list_contributions
 from .device_sets import BACKENDS, load_device_set
-
-DEFAULT_STORAGE = "napari-exengine.storage.ndtiff"
 
 
 class UsageError(Exception):
@@ -183,8 +182,8 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any]:
     for spec in settings.get("processor") or []:
         identifier, params = _processor_spec(spec) if isinstance(spec, str) else (spec["id"], spec.get("params", {}))
         processors.append(build_processor(identifier, **params))
-    try:
-        multi_d_acquisition_events(**kwargs)
+    try:  # before the dataset folder is made: bad arguments leave nothing behind
+        events = multi_d_acquisition_events(**kwargs)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
     out = os.path.abspath(settings.get("out") or os.getcwd())
@@ -195,7 +194,9 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any]:
     storage = build_storage(settings.get("storage") or DEFAULT_STORAGE, out, settings.get("name") or "acquisition",
                             summary)
     handler = DataHandler(storage, ProcessorChain(processors) if processors else None)
-    events = multi_d_acquisition_events(data_handler=handler, **kwargs)
+    for event in events:
+        if isinstance(event, DataProducing):
+            event.data_handler = handler
     return Acquisition(events, handler), storage
 
 

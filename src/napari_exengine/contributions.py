@@ -17,6 +17,8 @@ from typing import Any, Literal, Optional
 
 from exengine.data import DataProcessor, DataStorage
 
+#: The storage the panel and the command line use unless told otherwise.
+DEFAULT_STORAGE = "napari-exengine.storage.ndtiff"
 PROCESSOR_MENU = "napari-exengine/processors"
 STORAGE_MENU = "napari-exengine/storage"
 STORAGE_ARGUMENTS = ("directory", "name", "summary_metadata")

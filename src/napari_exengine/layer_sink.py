@@ -18,6 +18,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from exengine.data import DataCoordinates, DataHandler
+from exengine.storage.ndtiff_reader import positive_number
 
 from .lazy_array import LazyFrames
 
@@ -58,9 +59,6 @@ class _AxisIndex:
             self._index[value] = index
         return index
 
-    def value_at(self, index: int) -> Any:
-        return self.values[index]
-
     def __len__(self) -> int:
         return len(self.values)
 
@@ -97,7 +95,6 @@ class LayerSink:
         self._last_step: Optional[tuple[int, ...]] = None
         self._planned = self._plan_by_layer(expected or ())
         self.frames_shown = 0
-        self.refreshes = 0
         # Single-shot, restarted when a refresh ends: slow redraws never queue up back to back.
         self._timer = QTimer()
         self._timer.setSingleShot(True)
@@ -141,7 +138,6 @@ class LayerSink:
             pending, self._pending = self._pending, []
         if not pending:
             return
-        self.refreshes += 1
         touched: dict[Any, tuple[int, ...]] = {}
         grown: set[Any] = set()
         for coords in pending:
@@ -203,7 +199,7 @@ class LayerSink:
         frame's shape or dtype differs from the plan, so the layer must be rebuilt."""
         data, metadata = self.handler.get(coords)
         state["provisional"] = False
-        state["contrast"] = _contrast_limits(data)
+        state["contrast"] = contrast_limits(data)
         layer = self._layers[key]
         layer.contrast_limits = state["contrast"]
         pixel = pixel_size_um(metadata, state["pixel"])
@@ -217,7 +213,7 @@ class LayerSink:
 
     def _new_state(self, key: Any, coords: DataCoordinates) -> dict[str, Any]:
         data, metadata = self.handler.get(coords)
-        return self._make_state(key, coords, data.shape, data.dtype, _contrast_limits(data), pixel_size_um(metadata))
+        return self._make_state(key, coords, data.shape, data.dtype, contrast_limits(data), pixel_size_um(metadata))
 
     def _make_state(self, key: Any, coords: DataCoordinates, frame_shape: tuple[int, ...], dtype: Any,
                     contrast: tuple[float, float], pixel: float, provisional: bool = False) -> dict[str, Any]:
@@ -301,7 +297,8 @@ def _position(state: Mapping[str, Any], coords: Mapping[str, Any]) -> tuple[int,
     return tuple(indices[a].add(coords[a]) if a in coords else 0 for a in state["axes"])
 
 
-def _contrast_limits(frame: np.ndarray) -> tuple[float, float]:
+def contrast_limits(frame: np.ndarray) -> tuple[float, float]:
+    """Contrast limits spanning ``frame`` (a flat frame gets a range of 1)."""
     low, high = float(frame.min()), float(frame.max())
     if high <= low:
         high = low + 1.0
@@ -310,12 +307,8 @@ def _contrast_limits(frame: np.ndarray) -> tuple[float, float]:
 
 def pixel_size_um(metadata: Any, default: float = 1.0) -> float:
     """The pixel size a frame's metadata records (``PixelSizeUm``), else ``default``."""
-    if isinstance(metadata, dict):
-        for key in ("PixelSizeUm", "pixel_size_um"):
-            value = metadata.get(key)
-            if isinstance(value, (int, float)) and value > 0:
-                return float(value)
-    return default
+    pixel = positive_number(metadata, ("PixelSizeUm", "pixel_size_um"))
+    return default if pixel is None else pixel
 
 
 def attach_layer_sink(viewer: Any, data_handler: DataHandler, **kwargs: Any) -> LayerSink:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 import numpy as np
 
 FrameReader = Callable[[dict[str, Any]], Optional[np.ndarray]]
-
-
-def _product(ranges: Sequence[Sequence[int]]) -> Iterator[tuple[int, ...]]:
-    if not ranges:
-        yield ()
-        return
-    for head in ranges[0]:
-        for tail in _product(ranges[1:]):
-            yield (head, *tail)
 
 
 class LazyFrames:
@@ -68,7 +60,7 @@ class LazyFrames:
         lead, rest = key[: len(self.axes)], key[len(self.axes):]
         ranges = [range(self.shape[i])[k] if isinstance(k, slice) else [int(k) % self.shape[i]]
                   for i, k in enumerate(lead)]
-        frames = [self.frame(p)[rest] for p in _product(ranges)]
+        frames = [self.frame(p)[rest] for p in itertools.product(*ranges)]
         out_shape = [len(r) for k, r in zip(lead, ranges, strict=True) if isinstance(k, slice)]
         if not frames:
             return np.zeros([*out_shape, 0], self.dtype)

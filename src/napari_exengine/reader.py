@@ -16,7 +16,7 @@ import numpy as np
 
 from exengine.storage.ndtiff_reader import NDTiffReader, find_dataset_root
 
-from .layer_sink import sort_axes
+from .layer_sink import contrast_limits, sort_axes
 from .lazy_array import LazyFrames
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -86,7 +86,7 @@ def layers_for(reader: NDTiffReader, split_channels: bool = True) -> list[LayerD
             "multiscale": stitched, "rgb": first.rgb,
         }
         if not first.rgb:
-            kwargs["contrast_limits"] = _contrast(sample)
+            kwargs["contrast_limits"] = contrast_limits(sample)
             kwargs["colormap"] = "gray" if channel is None or len(channels) == 1 else _COLORMAPS[i % len(_COLORMAPS)]
             kwargs["blending"] = "additive" if len(channels) > 1 else "translucent"
         layers.append((data, kwargs, "image"))
@@ -109,11 +109,6 @@ def _sample(reader: NDTiffReader, fixed: dict[str, Any]) -> np.ndarray:
         if all(coords.get(a) == v for a, v in fixed.items()):
             return reader.levels[0].read_frame(entry)
     return np.zeros(reader.first_entry().shape, reader.first_entry().dtype)
-
-
-def _contrast(sample: np.ndarray) -> tuple[float, float]:
-    low, high = float(sample.min()), float(sample.max())
-    return (low, high) if high > low else (low, low + 1.0)
 
 
 class _StitchedLevel:

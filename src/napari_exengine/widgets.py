@@ -38,11 +38,10 @@ from exengine.events import (
 from exengine.kernel.device import Device
 from exengine.processors import ProcessorChain
 
-from .contributions import Contribution, ContributionError, list_contributions
+from .contributions import DEFAULT_STORAGE, Contribution, ContributionError, list_contributions
 from .device_sets import load_device_set
 from .layer_sink import LayerSink, pixel_size_um
 
-DEFAULT_STORAGE = "napari-exengine.storage.ndtiff"
 #: How often the acquisition panel shows progress. Every repaint of the window holds the GIL for
 #: milliseconds (napari's main window handles its events in Python): at 100 ms, a full-speed
 #: acquisition ran about 10% slower than at 250 ms.
@@ -95,6 +94,11 @@ def _run_in_thread(func: Callable[[], Any], on_done: Optional[Callable[[Any], No
     worker.errored.connect(lambda e: show_error(f"{what} failed: {e}"))
     worker.start()
     return worker
+
+
+def _displayed(widget: mw.Widget, value: Any) -> Any:
+    """``value`` as ``widget`` shows it (text fields show non-text values as Python literals)."""
+    return value if not isinstance(widget, mw.LineEdit) or isinstance(value, str) else repr(value)
 
 
 def settings_form(contribution: Contribution) -> mw.Container:
@@ -168,7 +172,7 @@ class DevicesPanel(QWidget):
         scroll.setWidget(self._device_area)
         layout.addWidget(scroll)
         self._add_device_boxes(self.devices)
-        self.camera_choice = mw.ComboBox(label="camera", choices=self._camera_choices)
+        self.camera_choice = mw.ComboBox(label="camera", choices=lambda _: _devices_of(Detector))
         self.snap_button = mw.PushButton(text="Snap")
         self.live_button = mw.PushButton(text="Live")
         self.status = mw.Label(value="")
@@ -185,9 +189,6 @@ class DevicesPanel(QWidget):
         self._refresh_timer.setInterval(1000)
         self._refresh_timer.timeout.connect(self.refresh)
         self._refresh_timer.start()
-
-    def _camera_choices(self, _: Any = None) -> list[tuple[str, Any]]:
-        return [(name, d) for name, d in ExecutionEngine.get_devices().items() if isinstance(d, Detector)]
 
     @property
     def camera(self) -> Optional[Detector]:
@@ -269,7 +270,7 @@ class DevicesPanel(QWidget):
     def _show_value(self, device: Device, prop: str, value: Any) -> None:
         widget = self.controls[(device.name, prop)]
         with widget.changed.blocked():
-            widget.value = value if not isinstance(widget, mw.LineEdit) or isinstance(value, str) else repr(value)
+            widget.value = _displayed(widget, value)
 
     def refresh(self) -> Any:
         """Re-read every property on a worker thread and show values that changed elsewhere (a script,
@@ -291,8 +292,7 @@ class DevicesPanel(QWidget):
         def show(values: dict[tuple[str, str], Any]) -> None:
             for (name, prop), value in values.items():
                 widget = self.controls[(name, prop)]
-                shown = value if not isinstance(widget, mw.LineEdit) or isinstance(value, str) else repr(value)
-                if (name, prop) not in self._setting and widget.value != shown:
+                if (name, prop) not in self._setting and widget.value != _displayed(widget, value):
                     self._show_value(self.devices[name], prop, value)
 
         self._reading = True
@@ -648,8 +648,7 @@ class AcquisitionPanel(QWidget):
         if exposures:
             per_frame = max(per_frame, sum(exposures) / len(exposures) / 1000.0)
         duration = max(frames * per_frame, (self.time_points.value - 1) * self.interval_s.value + per_frame)
-        self.estimate.value = (f"{frames} frame{'' if frames == 1 else 's'}, {_human_bytes(size)}, "
-                               f"~{_human_time(duration)}")
+        self.estimate.value = f"{_frames_text(frames)}, {_human_bytes(size)}, ~{_human_time(duration)}"
         self.run_button.enabled = self.acquisition is None or not self.acquisition.is_running()
         return frames
 
@@ -706,9 +705,8 @@ class AcquisitionPanel(QWidget):
             self._fail(f"Cannot create the storage: {e}")
             return None
         handler = DataHandler(storage, processor)
-        frames = self.update_estimate() or 0
-        self.status.value = f"preparing {frames} frame{'' if frames == 1 else 's'}"
-        self.status.native.repaint()  # planning a long time-lapse takes seconds (~13 µs a frame)
+        self.status.value = f"preparing {_frames_text(self.update_estimate() or 0)}"
+        self.status.native.repaint()  # planning a long time-lapse takes seconds (~5 µs a frame)
         try:
             events = multi_d_acquisition_events(data_handler=handler, **self.event_arguments())
         except (ValueError, TypeError) as e:
@@ -820,6 +818,10 @@ def default_data_directory() -> str:
     """Where the acquisition panel saves datasets unless told otherwise: ``$EXENGINE_DATA_DIR``, else
     ``~/exengine-data`` (not the temporary folder, which the system may empty)."""
     return os.environ.get("EXENGINE_DATA_DIR") or os.path.join(os.path.expanduser("~"), "exengine-data")
+
+
+def _frames_text(count: int) -> str:
+    return f"{count} frame{'' if count == 1 else 's'}"
 
 
 def _human_bytes(size: float) -> str:

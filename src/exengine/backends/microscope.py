@@ -170,6 +170,13 @@ class MicroscopeCamera(_SettingsMixin, Detector):
         return item, time.time()
 
 
+def _check_within_limits(stage: Any, axis: str, value: float, device_name: str) -> None:
+    """``ValueError`` naming the range when ``value`` is outside the limits of the stage's ``axis``."""
+    limits = stage.axes[axis].limits
+    if not limits.lower <= float(value) <= limits.upper:
+        raise ValueError(f"{device_name}: {axis}={value} is outside [{limits.lower}, {limits.upper}]")
+
+
 class MicroscopeStageAxis(SingleAxisPositioner):
     """One axis (e.g. ``"z"``) of a python-microscope stage, in the stage's units (µm)."""
 
@@ -188,9 +195,7 @@ class MicroscopeStageAxis(SingleAxisPositioner):
         return (None, None)
 
     def set_position(self, position: float) -> None:
-        low, high = self.get_property_limits("position")
-        if not low <= float(position) <= high:  # type: ignore[operator]
-            raise ValueError(f"{self.name}: {self._axis}={position} is outside [{low}, {high}]")
+        _check_within_limits(self._stage, self._axis, position, self.name)
         self._stage.move_to({self._axis: float(position)})
 
     def get_position(self) -> float:
@@ -211,9 +216,7 @@ class MicroscopeXYStage(DoubleAxisPositioner):
 
     def set_position(self, x: float, y: float) -> None:
         for axis, value in zip(self._axes, (x, y), strict=True):
-            limits = self._stage.axes[axis].limits
-            if not limits.lower <= float(value) <= limits.upper:
-                raise ValueError(f"{self.name}: {axis}={value} is outside [{limits.lower}, {limits.upper}]")
+            _check_within_limits(self._stage, axis, value, self.name)
         self._stage.move_to({self._axes[0]: float(x), self._axes[1]: float(y)})
 
     def get_position(self) -> tuple[float, float]:

@@ -53,7 +53,6 @@ def _cyclic_gc_paused(function: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 @_cyclic_gc_paused
-
 def multi_d_acquisition_events(
     num_time_points: Optional[int] = None,
     time_interval_s: Union[float, Sequence[float]] = 0,

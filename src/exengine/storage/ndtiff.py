@@ -70,8 +70,7 @@ class NDTiffStorage(_NDStorage):
     """Frames saved as an NDTiff dataset in a new folder ``<directory>/<name>_<n>``.
 
     ``name`` defaults to ``"exengine"``; :meth:`at_path` writes to an exact, new folder instead.
-    Frames must be 2-D uint8 or uint16. The folder is in
-    :attr:`path`.
+    Frames must be 2-D uint8 or uint16. The folder is in :attr:`path`.
     """
 
     def __init__(self, directory: str | os.PathLike[str], name: Optional[str] = None,
@@ -81,14 +80,14 @@ class NDTiffStorage(_NDStorage):
         if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
             raise ValueError(f"name must be a plain folder name, got {name!r}")
         check_writable(directory)
-        if not _exact:
-            dataset = ndstorage.NDTiffDataset(directory, name=name, writable=True)
-        else:
+        if _exact:
             target = os.path.join(directory, name)
             if os.path.exists(target):
                 raise FileExistsError(f"{target!r} already exists; NDTiff datasets are never overwritten")
             os.makedirs(target)
             dataset = ndstorage.NDTiffDataset(target, writable=True)
+        else:
+            dataset = ndstorage.NDTiffDataset(directory, name=name, writable=True)
         super().__init__(dataset, summary_metadata)
         self._frame_kind: Optional[tuple[tuple[int, ...], np.dtype]] = None
         self._stale_readers = False

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["FrameEntry", "NDTiffReader", "find_dataset_root", "is_ndtiff_path"]
+__all__ = ["FrameEntry", "NDTiffReader", "find_dataset_root", "is_ndtiff_path", "positive_number"]
 
 INDEX_NAME = "NDTiff.index"
 FULL_RESOLUTION = "Full resolution"
@@ -66,6 +66,16 @@ def find_dataset_root(path: str | os.PathLike[str]) -> Optional[str]:
         or os.path.isfile(os.path.join(path, FULL_RESOLUTION, INDEX_NAME))
     ):
         return os.path.abspath(path)
+    return None
+
+
+def positive_number(mapping: Any, keys: tuple[str, ...]) -> Optional[float]:
+    """The first positive number ``mapping`` holds under one of ``keys`` (e.g. a pixel size), else None."""
+    if isinstance(mapping, dict):
+        for key in keys:
+            value = mapping.get(key)
+            if isinstance(value, (int, float)) and value > 0:
+                return float(value)
     return None
 
 
@@ -264,19 +274,20 @@ class NDTiffReader:
 
     def read_frame(self, coords: dict[str, Any], level: int = 0) -> np.ndarray:
         """The frame at ``coords``; ``KeyError`` when there is none."""
-        lvl = self.levels[level]
-        entry = lvl.entries.get(frozenset(coords.items()))
-        if entry is None:
-            raise KeyError(f"No frame at {coords} in {self.path}")
+        lvl, entry = self._entry(coords, level)
         return lvl.read_frame(entry)
 
     def read_metadata(self, coords: dict[str, Any], level: int = 0) -> dict[str, Any]:
         """The metadata of the frame at ``coords``."""
+        lvl, entry = self._entry(coords, level)
+        return lvl.read_metadata(entry)
+
+    def _entry(self, coords: dict[str, Any], level: int) -> tuple[_Level, FrameEntry]:
         lvl = self.levels[level]
         entry = lvl.entries.get(frozenset(coords.items()))
         if entry is None:
             raise KeyError(f"No frame at {coords} in {self.path}")
-        return lvl.read_metadata(entry)
+        return lvl, entry
 
     def first_entry(self) -> FrameEntry:
         """Any frame's entry (all share size and pixel type in practice)."""
@@ -286,24 +297,15 @@ class NDTiffReader:
 
     def pixel_size_um(self) -> Optional[float]:
         """Pixel size from the summary or the first frame's metadata, when recorded."""
-        for key in ("PixelSize_um", "PixelSizeUm"):
-            value = self.summary_metadata.get(key)
-            if isinstance(value, (int, float)) and value > 0:
-                return float(value)
-        if self.entries:
+        pixel = positive_number(self.summary_metadata, ("PixelSize_um", "PixelSizeUm"))
+        if pixel is None and self.entries:
             metadata = self.read_metadata(dict(next(iter(self.entries))))
-            value = metadata.get("PixelSizeUm") or metadata.get("PixelSize_um")
-            if isinstance(value, (int, float)) and value > 0:
-                return float(value)
-        return None
+            pixel = positive_number(metadata, ("PixelSizeUm", "PixelSize_um"))
+        return pixel
 
     def z_step_um(self) -> Optional[float]:
         """The z step from the summary metadata, when recorded."""
-        for key in ("z-step_um", "z_step_um", "ZStepUm"):
-            value = self.summary_metadata.get(key)
-            if isinstance(value, (int, float)) and value > 0:
-                return float(value)
-        return None
+        return positive_number(self.summary_metadata, ("z-step_um", "z_step_um", "ZStepUm"))
 
     def close(self) -> None:
         """Close the open files."""

@@ -56,6 +56,7 @@ class OMEZarrStorage(FrameStorage):
         self._pixel = float(pixel_size_um)
         self._compressors: Any = "auto" if compress else None
         self._array: Any = None
+        self._extent: tuple[int, ...] = ()  # the acquired extent along each axis
         self._axes: list[str] = []
         self._values: dict[str, list[Any]] = {}
         self._positions: dict[DataCoordinates, tuple[int, ...]] = {}
