@@ -35,15 +35,12 @@ def test_numpy_ints_and_whole_floats_become_int():
     assert all(type(v) is int for v in coords.values())
 
 
-@pytest.mark.parametrize("value, error", [
-    (1.5, ValueError), (True, TypeError), (None, TypeError), (np.arange(3), TypeError),
-    ([1, 2], TypeError), ({"a": 1}, TypeError), (np.float32(0.25), ValueError),
-])
-def test_bad_values_name_the_axis(value, error):
-    with pytest.raises(error, match="'time'"):
+@pytest.mark.parametrize("value", [1.5, True, None, np.arange(3), [1, 2], {"a": 1}, np.float32(0.25)])
+def test_bad_values_name_the_axis(value):
+    with pytest.raises(ValueError, match="'time'"):
         DataCoordinates(time=value)
     coords = DataCoordinates()
-    with pytest.raises(error, match="'time'"):
+    with pytest.raises(ValueError, match="'time'"):
         coords.time = value
 
 

@@ -134,7 +134,7 @@ def max_intensity_projection(z_planes: int = 10, keep_planes: bool = False, axis
         outputs: list[Frame] = [(coords, data, metadata)] if keep_planes else []
         if count + 1 == z_planes:
             stacks.pop(key, None)
-            projected = DataCoordinates(rest, projection="max")
+            projected = DataCoordinates({**rest, "projection": "max"})
             outputs.append((projected, current, dict(metadata or {}, Projection=f"max over {z_planes} {axis}")))
         else:
             stacks[key] = (current, count + 1)

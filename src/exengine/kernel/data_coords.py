@@ -19,27 +19,43 @@ _dict_update = dict.update
 
 
 def _validate_value(axis: Any, value: Any) -> CoordinateValue:
-    """Return ``value`` as an int or str, or raise an error that names the axis."""
+    """Return ``value`` as an int or str, or raise a ``ValidationError`` that names the axis."""
     kind = type(value)
     if kind is int or kind is str:
         return value
     if not isinstance(axis, str) or not axis.isidentifier():
-        raise ValueError(f"Axis names must be Python identifiers (e.g. 'time', 'z'), got {axis!r}")
+        raise _invalid_axis_name(axis)
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Axis {axis!r}: coordinate values are ints or strs, got the bool {value!r}")
+        raise _bad_value(axis, value, f"the bool {value!r}")
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, (float, np.floating)):
         if float(value).is_integer():
             return int(value)
-        raise ValueError(
-            f"Axis {axis!r}: coordinate values are ints or strs, got the fractional number {value!r}"
-        )
+        raise _bad_value(axis, value, f"the fractional number {value!r}")
     if isinstance(value, (int, str)):  # subclasses (e.g. IntEnum, str subclasses)
         return int(value) if isinstance(value, int) else str(value)
-    raise TypeError(
-        f"Axis {axis!r}: coordinate values are ints or strs, got {type(value).__name__} {value!r}"
-    )
+    raise _bad_value(axis, value, f"{type(value).__name__} {value!r}")
+
+
+def _coordinate_error(axis: Any, value: Any, message: str) -> ValueError:
+    """A ``pydantic.ValidationError`` (a ``ValueError``), as ExEngine raises, carrying ``message``.
+
+    Built only when validation fails, so pydantic is imported only then.
+    """
+    from pydantic_core import PydanticCustomError, ValidationError
+
+    detail = {"type": PydanticCustomError("coordinate_value", "{message}", {"message": message}),
+              "loc": (str(axis),), "input": value}
+    return ValidationError.from_exception_data("DataCoordinates", [detail])  # type: ignore[list-item]
+
+
+def _bad_value(axis: str, value: Any, got: str) -> ValueError:
+    return _coordinate_error(axis, value, f"Axis {axis!r}: coordinate values are ints or strs, got {got}")
+
+
+def _invalid_axis_name(axis: Any) -> ValueError:
+    return _coordinate_error(axis, axis, f"Axis names must be Python identifiers (e.g. 'time', 'z'), got {axis!r}")
 
 
 class DataCoordinates(dict):
@@ -52,14 +68,17 @@ class DataCoordinates(dict):
 
     __slots__ = ()
 
-    def __init__(self, coordinate_dict: Optional[CoordinatesLike] = None, /, **kwargs: Any) -> None:
+    def __init__(self, coordinate_dict: Optional[CoordinatesLike] = None, **kwargs: Any) -> None:
         if coordinate_dict is not None:
             if type(coordinate_dict) is not dict and not isinstance(coordinate_dict, Mapping):
                 raise TypeError(
                     f"DataCoordinates takes a mapping of axis name to int/str, got {coordinate_dict!r}"
                 )
             if kwargs:
-                coordinate_dict = {**coordinate_dict, **kwargs}
+                raise ValueError(
+                    f"Give the axes either as coordinate_dict or as keywords, not both: got coordinate_dict="
+                    f"{dict(coordinate_dict)!r} and {kwargs!r}"
+                )
             kwargs = coordinate_dict  # type: ignore[assignment]
         for axis, value in kwargs.items():
             if type(value) not in _FAST_TYPES or axis not in _VALID_AXES:
@@ -68,6 +87,17 @@ class DataCoordinates(dict):
                 return
         _dict_update(self, kwargs)
 
+    @property
+    def coordinate_dict(self) -> DataCoordinates:
+        """The axis -> value mapping (ExEngine's attribute): these coordinates themselves, live."""
+        return self
+
+    @coordinate_dict.setter
+    def coordinate_dict(self, value: Mapping[str, Any]) -> None:
+        validated = DataCoordinates(value)
+        self.clear()
+        dict.update(self, validated)
+
     def __getattr__(self, name: str) -> CoordinateValue:
         try:
             return self[name]
@@ -75,7 +105,10 @@ class DataCoordinates(dict):
             raise AttributeError(f"DataCoordinates has no axis {name!r}; axes: {list(self)}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
+        if name == "coordinate_dict":
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
 
     def __delattr__(self, name: str) -> None:
         try:
@@ -85,7 +118,7 @@ class DataCoordinates(dict):
 
     def __setitem__(self, axis: str, value: Any) -> None:
         if type(axis) is not str or not axis.isidentifier():
-            raise ValueError(f"Axis names must be Python identifiers (e.g. 'time', 'z'), got {axis!r}")
+            raise _invalid_axis_name(axis)
         dict.__setitem__(self, axis, _validate_value(axis, value))
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
@@ -123,7 +156,7 @@ def _check_axis_names(coords: Mapping[Any, Any]) -> None:
     for axis in coords:
         if axis not in _VALID_AXES:
             if not isinstance(axis, str) or not axis.isidentifier():
-                raise ValueError(f"Axis names must be Python identifiers (e.g. 'time', 'z'), got {axis!r}")
+                raise _invalid_axis_name(axis)
             if len(_VALID_AXES) < _MAX_VALID_AXES:
                 _VALID_AXES.add(axis)
 

@@ -93,7 +93,7 @@ def _separate_channels(frames: list[Frame]) -> list[Frame]:
     for coords, data, metadata in frames:
         named = metadata.get("Channel") if isinstance(metadata, Mapping) else None
         if coords in channels and isinstance(named, str) and named != channels[coords]:
-            coords = DataCoordinates(coords, channel=named)
+            coords = DataCoordinates({**coords, "channel": named})
         channels.setdefault(coords, coords.get("channel", named))
         separated.append((coords, data, metadata))
     return separated
@@ -245,10 +245,11 @@ class DataHandler:
         return_data: bool = True,
         return_metadata: bool = True,
         processed: Optional[bool] = None,
-    ) -> Any:
+    ) -> Optional[Any]:
         """Return ``(data, metadata)`` (or the one asked for) from memory while in flight, else from storage.
 
-        ``processed=False`` prefers the raw frame, ``True`` the processed one, ``None`` either.
+        ``processed=False`` prefers the raw frame, ``True`` the processed one, ``None`` either. With
+        ``processed=True``, a frame still waiting for the processor gives ``None`` (as in ExEngine).
         Raises ``KeyError`` naming the coordinates when there is no such frame.
         """
         coords = as_coordinates(coords)
@@ -257,7 +258,11 @@ class DataHandler:
                 if processed is False:
                     frame = self._raw.get(coords) or self._processed.get(coords)
                 else:
-                    frame = self._processed.get(coords) or (None if processed else self._raw.get(coords))
+                    frame = self._processed.get(coords)
+                    if frame is None and coords in self._raw:
+                        if processed:
+                            return None
+                        frame = self._raw[coords]
             if frame is None:
                 frame = self._read_from_storage(coords)
         data, metadata = frame

@@ -38,9 +38,16 @@ class DataStorage(ABC):
     def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
         """Store ``data`` and ``metadata`` at ``data_coordinates``; readable once this returns."""
 
-    @abstractmethod
     def get_coordinates_list(self) -> list[DataCoordinates]:
-        """The coordinates of every stored frame, in the order they were stored."""
+        """The coordinates of every stored frame, in the order they were stored.
+
+        Optional (ExEngine's interface has no such method): a storage that does not define it cannot
+        list or count its frames, and ``len()`` raises a ``TypeError`` that says so.
+        """
+        raise TypeError(
+            f"{type(self).__name__} does not list its frames: define get_coordinates_list() to use len() or "
+            f"to list the stored coordinates"
+        )
 
     @property
     def summary_metadata(self) -> Optional[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -10,6 +11,9 @@ from .notification_base import EventExecutedNotification, Notification
 
 if TYPE_CHECKING:
     from .ex_future import ExecutionFuture
+
+#: (event class, notification class) pairs already warned about as undeclared.
+_UNDECLARED_WARNED: set[tuple[type, type]] = set()
 
 
 class ExecutorEvent(ABC):
@@ -42,7 +46,14 @@ class ExecutorEvent(ABC):
         """Do the event's work; the return value becomes the future's result."""
 
     def publish_notification(self, notification: Notification) -> None:
-        """Publish ``notification`` to the engine's subscribers and record it on this event's future."""
+        """Publish ``notification`` to the engine's subscribers and record it on this event's future.
+
+        Warns (``UserWarning``, once per event class and notification type) when the notification's
+        type is not among the event's ``notification_types``; it is published all the same.
+        """
+        kind = type(notification)
+        if kind not in self.notification_types:
+            self._warn_undeclared(kind)
         future = self._future
         if future is not None:
             future._notify_of_event_notification(notification)
@@ -53,6 +64,21 @@ class ExecutorEvent(ABC):
             engine = ExecutionEngine._instance
             if engine is not None:
                 engine.publish_notification(notification)
+
+    def _warn_undeclared(self, kind: type[Notification]) -> None:
+        if any(issubclass(kind, declared) for declared in self.notification_types):
+            return
+        key = (type(self), kind)
+        if key in _UNDECLARED_WARNED:
+            return
+        _UNDECLARED_WARNED.add(key)
+        warnings.warn(
+            f"{type(self).__name__} published a {kind.__name__}, which is not in its notification_types "
+            f"{[t.__name__ for t in self.notification_types]}; add it there so that futures and subscribers "
+            f"can expect it",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class AnonymousCallableEvent(ExecutorEvent):

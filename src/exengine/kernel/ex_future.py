@@ -46,7 +46,11 @@ class ExecutionFuture:
         "event",
     )
 
-    def __init__(self, event: ExecutorEvent, engine: ExecutionEngine) -> None:
+    def __init__(self, event: ExecutorEvent, engine: Optional[ExecutionEngine] = None) -> None:
+        if engine is None:
+            from .executor import ExecutionEngine
+
+            engine = ExecutionEngine.get_instance()
         self.event = event
         self._engine = engine
         self._cond = threading.Condition(threading.Lock())

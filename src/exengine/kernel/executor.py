@@ -28,6 +28,9 @@ logger = logging.getLogger("exengine")
 
 MAIN_THREAD_NAME = "MainExecutorThread"
 ANONYMOUS_THREAD_PREFIX = "AnonymousExecutorThread"
+#: ExEngine's names for the two constants above.
+_MAIN_THREAD_NAME = MAIN_THREAD_NAME
+_ANONYMOUS_THREAD_NAME = ANONYMOUS_THREAD_PREFIX
 
 #: ident -> name of every live executor thread (read lock-free on the device fast path).
 EXECUTOR_THREADS: dict[int, str] = {}
