@@ -1,62 +1,274 @@
-"""``Acquisition``: run a list of events as one stoppable, abortable acquisition with progress."""
+"""``Acquisition``: run a plan of events as one checked, pausable, stoppable acquisition with progress.
+
+A plan is any iterable of events: a list, or a lazy stream (a generator, possibly endless, or a
+plan object such as :func:`~exengine.events.multi_d_acquisition_plan`). Events are taken from it
+just before they run, so memory does not grow with the plan's length, and a generator may decide
+its next events from the frames already acquired (an adaptive acquisition).
+
+Before anything moves, :meth:`Acquisition.validate` checks every setting the plan holds against what
+the devices declare (allowed values, limits, read-only properties, finite numbers); a lazy plan is
+checked as far as it can be up front (its ``validate()``), and each of its events again just before
+it runs.
+"""
 
 from __future__ import annotations
 
+import math
+import threading
 import time
-from collections.abc import Sequence
-from typing import Optional
+from collections.abc import Iterable, Iterator, Sequence
+from numbers import Real
+from typing import Any, Optional
 
-from .events.detector_events import ReadoutData
+from .device_types import Detector, DoubleAxisPositioner, SingleAxisPositioner
+from .events._devices import resolve_device
+from .events.detector_events import ReadoutData, StartCapture, StartContinuousCapture
+from .events.misc_events import AcquisitionClock, SetTimeEvent, Sleep
+from .events.positioner_events import SetPosition1DEvent, SetPosition2DEvent, SetTriggerable1DPositionsEvent
+from .events.property_events import SetPropertiesEvent, SetTriggerablePropertySequencesEvent
 from .kernel.data_handler import DataHandler
+from .kernel.device import Device
 from .kernel.ex_event_base import ExecutorEvent
 from .kernel.ex_event_capabilities import Abortable, Stoppable
 from .kernel.ex_future import ExecutionFuture
 from .kernel.executor import ExecutionEngine
+from .kernel.notification_base import AcquisitionPausedNotification, AcquisitionResumedNotification
+
+__all__ = ["Acquisition", "PlanError", "check_event", "check_setting"]
 
 
-class _RunEvents(Stoppable, Abortable, ExecutorEvent):
-    """Executes events one after another on one executor thread, checking for stop/abort between them."""
+class PlanError(ValueError):
+    """A setting of the plan that the devices cannot take; raised before anything moves."""
 
-    def __init__(self, events: Sequence[ExecutorEvent]) -> None:
+
+def check_setting(device: Device, prop: str, value: Any) -> None:
+    """Raise :class:`PlanError` when ``device.prop = value`` is refused by what the device declares:
+    a read-only property, a value outside the allowed values or the limits, a number that is not finite."""
+    where = f"{device.name}.{prop}"
+    if device.is_property_read_only(prop):
+        raise PlanError(f"{where} is read-only")
+    allowed = device.get_allowed_property_values(prop)
+    if allowed is not None and value not in allowed:
+        raise PlanError(f"{where} = {value!r} is not allowed; valid: {', '.join(map(repr, allowed))}")
+    if isinstance(value, Real) and not isinstance(value, bool):
+        _check_number(where, float(value), device.get_property_limits(prop))
+
+
+def _check_number(where: str, value: float, limits: tuple[Optional[float], Optional[float]] = (None, None)) -> None:
+    if not math.isfinite(value):
+        raise PlanError(f"{where} = {value!r} is not a finite number")
+    low, high = limits
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise PlanError(f"{where} = {value:g} is outside its limits [{_bound(low)}, {_bound(high)}]")
+
+
+def _bound(value: Optional[float]) -> str:
+    return "-inf" if value is None else f"{value:g}"
+
+
+def check_event(event: ExecutorEvent) -> None:
+    """Check one standard event against the devices it drives; raise :class:`PlanError` naming the
+    value and what would be valid. Events of other kinds pass (they are checked by running them)."""
+    if isinstance(event, SetPropertiesEvent):
+        for device, prop, value in event.devices_prop_names_values:
+            check_setting(_resolve(device, Device, "device"), prop, value)
+    elif isinstance(event, SetPosition1DEvent):
+        stage = _resolve(event.device, SingleAxisPositioner, "positioner")
+        _check_number(f"{stage.name} position", event.position, stage.get_property_limits("position"))
+    elif isinstance(event, SetTriggerable1DPositionsEvent):
+        stage = _resolve(event.device, SingleAxisPositioner, "positioner")
+        limits = stage.get_property_limits("position")
+        for position in event.positions:
+            _check_number(f"{stage.name} position", float(position), limits)
+    elif isinstance(event, SetPosition2DEvent):
+        stage = _resolve(event.device, DoubleAxisPositioner, "xy positioner")
+        for axis, value in zip("xy", event.position, strict=True):
+            _check_number(f"{stage.name} {axis}", value, stage.get_property_limits(axis))
+    elif isinstance(event, SetTriggerablePropertySequencesEvent):
+        for device, prop, values in event.property_sequences:
+            resolved = _resolve(device, Device, "device")
+            for value in values:
+                check_setting(resolved, prop, value)
+    elif isinstance(event, SetTimeEvent):
+        if event.min_start_time is not None:
+            _check_number(f"time point {event.time_index} start", event.min_start_time, (0.0, None))
+    elif isinstance(event, Sleep):
+        _check_number("Sleep time_s", float(event.time_s), (0.0, None))
+    elif isinstance(event, (StartCapture, StartContinuousCapture, ReadoutData)):
+        camera = _resolve(event.detector, Detector, "detector")
+        if hasattr(camera, "exposure"):
+            check_setting(camera, "exposure", camera.exposure)
+        handler = getattr(event, "data_handler", None)
+        if handler is not None and handler.error is not None:
+            raise PlanError(f"The data handler has failed, no more frames can be stored: {handler.error!r}")
+
+
+def _resolve(device: Any, kind: type, what: str) -> Any:
+    try:
+        return resolve_device(device, kind, what)
+    except (ValueError, TypeError, KeyError) as e:
+        raise PlanError(str(e)) from None
+
+
+class _RunPlan(Stoppable, Abortable, ExecutorEvent):
+    """Executes a plan's events one after another on one executor thread; checks each lazy event
+    before it runs; pauses, stops and aborts between events (and ends the current event's waits)."""
+
+    notification_types = [AcquisitionPausedNotification, AcquisitionResumedNotification]
+
+    def __init__(self, plan: Iterable[ExecutorEvent], checked: bool) -> None:
         super().__init__()
-        self.events = list(events)
-        self.executed = 0
+        self.plan = plan
+        self.checked = checked
+        self.events_run = 0
+        self.frames_read = 0
+        self.current: Optional[ExecutorEvent] = None
+        self._gate = threading.Condition()
+        self._pause_requested = False
+        self._clocks: set[AcquisitionClock] = set()
+        self._detectors: set[Detector] = set()
 
     def execute(self) -> int:
         engine = ExecutionEngine.get_instance()
-        for event in self.events:
+        try:
+            for event in self._events():
+                if self._wait_while_paused() or self.is_stop_requested() or self.is_abort_requested():
+                    break
+                if not self.checked:
+                    check_event(event)
+                engine.run_prioritized_events()  # prioritized submissions (e.g. from a GUI) interleave
+                self._remember(event)
+                self.current = event
+                if self.is_stop_requested() or self.is_abort_requested():
+                    break
+                result = event.execute()
+                self.current = None
+                self.events_run += 1
+                if isinstance(event, ReadoutData):
+                    self.frames_read += result or 0
+        finally:
+            self.current = None
             if self.is_stop_requested() or self.is_abort_requested():
-                break
-            engine.run_prioritized_events()  # prioritized submissions (e.g. from a GUI) interleave
-            event.execute()
-            self.executed += 1
-        return self.executed
+                for detector in self._detectors:
+                    detector.stop()
+        return self.frames_read
+
+    def _events(self) -> Iterator[ExecutorEvent]:
+        iterator = iter(self.plan)
+        while True:
+            try:
+                event = next(iterator)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise PlanError(f"The plan raised {type(e).__name__}: {e} (after {self.events_run} events, "
+                                f"{self.frames_read} frames)") from e
+            if not isinstance(event, ExecutorEvent):
+                raise PlanError(f"The plan yielded {event!r}; a plan yields ExecutorEvents "
+                                f"(after {self.events_run} events)")
+            yield event
+
+    def _remember(self, event: ExecutorEvent) -> None:
+        if isinstance(event, SetTimeEvent) and event.clock is not None:
+            self._clocks.add(event.clock)
+        elif isinstance(event, (StartCapture, StartContinuousCapture)):
+            detector = resolve_device(event.detector, Detector, "detector")
+            self._detectors.add(detector)
+
+    def _wait_while_paused(self) -> bool:
+        """Block while paused; return True when stopped or aborted meanwhile."""
+        with self._gate:
+            if not self._pause_requested:
+                return False
+            self.publish_notification(AcquisitionPausedNotification(self.frames_read))
+            paused_at = time.monotonic()
+            self._gate.wait_for(lambda: not self._pause_requested or self._ended())
+            paused_for = time.monotonic() - paused_at
+        for clock in self._clocks:
+            clock.delay(paused_for)
+        if self._ended():
+            return True
+        self.publish_notification(AcquisitionResumedNotification(paused_for))
+        return False
+
+    def _ended(self) -> bool:
+        return self.is_stop_requested() or self.is_abort_requested()
+
+    def pause(self, paused: bool) -> None:
+        with self._gate:
+            self._pause_requested = paused
+            self._gate.notify_all()
+
+    def end(self, abort: bool) -> None:
+        """Stop (or abort) between events, and end the current event's waits."""
+        self._request_abort() if abort else self._request_stop()
+        current = self.current
+        if abort and isinstance(current, Abortable):
+            current._request_abort()
+        elif isinstance(current, Stoppable):
+            current._request_stop()
+        with self._gate:
+            self._gate.notify_all()
 
 
 class Acquisition:
-    """Runs the events of an acquisition in order, as one event, and reports progress.
+    """Runs a plan of events in order, as one event, and reports progress.
 
-    Events submitted with ``prioritize=True`` while it runs are executed between its steps; other
-    submissions to the same thread wait until it ends.
+    ``events`` is any iterable of events; a lazy one (a generator, possibly endless) is consumed as
+    it runs. ``total_frames`` is the planned frame count when known: counted for a list, taken from
+    the plan's ``total_frames`` attribute otherwise, ``None`` for open-ended plans.
 
-    ``stop()`` ends it after the frame in hand; ``abort()`` also abandons a frame being waited for.
-    Either way every frame already acquired is stored: :meth:`await_completion` finishes the data
-    handler and waits for the storage.
+    :meth:`validate` checks the plan against the devices before anything moves; :meth:`start` calls
+    it. :meth:`pause` holds the acquisition between events (never in the middle of a readout) and
+    :meth:`resume` goes on, time-lapse intervals counting from the resume. :meth:`stop` ends it within
+    about a frame (also during a time-lapse interval); :meth:`abort` at once. Either way every frame
+    acquired is stored: :meth:`await_completion` finishes the data handler and waits for the storage.
+    Events submitted with ``prioritize=True`` while it runs are executed between its steps.
     """
 
-    def __init__(self, events: Sequence[ExecutorEvent], data_handler: Optional[DataHandler] = None) -> None:
-        self._runner = _RunEvents(events)
+    def __init__(self, events: Iterable[ExecutorEvent], data_handler: Optional[DataHandler] = None, *,
+                 total_frames: Optional[int] = None) -> None:
+        if isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
+            raise TypeError(f"Acquisition takes an iterable of events (a list or a generator), got {events!r}")
+        self.events = events
         self.data_handler = data_handler
-        self.total_frames = sum(
-            (e.num_blocks or 0) for e in events if isinstance(e, ReadoutData)
-        )
+        self._finite = isinstance(events, Sequence)
+        if total_frames is None:
+            if self._finite:
+                total_frames = sum((e.num_blocks or 0) for e in events if isinstance(e, ReadoutData))  # type: ignore[union-attr]
+            else:
+                total_frames = getattr(events, "total_frames", None)
+        self.total_frames: Optional[int] = total_frames
+        self._runner = _RunPlan(events, checked=self._finite)
         self._future: Optional[ExecutionFuture] = None
         self._started_at: Optional[float] = None
+        self._paused_at: Optional[float] = None
+        self._paused_s = 0.0
+
+    @property
+    def is_open_ended(self) -> bool:
+        """True when the plan's length is not known (it runs until it ends itself or is stopped)."""
+        return self.total_frames is None
+
+    def validate(self) -> None:
+        """Check the plan before anything moves; raise :class:`PlanError` naming the first bad value
+        and what would be valid. A list is checked event by event; a lazy plan through its own
+        ``validate()`` when it has one (its events are checked again just before each runs)."""
+        if self._finite:
+            for event in self.events:  # type: ignore[union-attr]
+                check_event(event)
+        else:
+            validate = getattr(self.events, "validate", None)
+            if callable(validate):
+                validate()
+        if self.data_handler is not None and self.data_handler.error is not None:
+            raise PlanError(f"The data handler has already failed: {self.data_handler.error!r}")
 
     def start(self) -> ExecutionFuture:
-        """Submit the acquisition to the engine; returns its future."""
+        """Validate the plan, then submit the acquisition to the engine; returns its future."""
         if self._future is not None:
             raise RuntimeError("This acquisition was already started")
+        self.validate()
         self._started_at = time.monotonic()
         self._future = ExecutionEngine.get_instance().submit(self._runner)  # type: ignore[assignment]
         return self._future  # type: ignore[return-value]
@@ -66,39 +278,61 @@ class Acquisition:
         """Frames stored so far (or acquired, without a data handler)."""
         if self.data_handler is not None:
             return self.data_handler.frames_stored
-        return sum(1 for e in self._runner.events[: self._runner.executed] if isinstance(e, ReadoutData))
+        return self._runner.frames_read
+
+    @property
+    def frames_acquired(self) -> int:
+        """Frames read out of the detectors so far."""
+        return self._runner.frames_read
 
     def elapsed_s(self) -> float:
-        """Seconds since :meth:`start`."""
-        return 0.0 if self._started_at is None else time.monotonic() - self._started_at
+        """Seconds since :meth:`start`, pauses excluded."""
+        if self._started_at is None:
+            return 0.0
+        paused = self._paused_s + (time.monotonic() - self._paused_at if self._paused_at is not None else 0.0)
+        return time.monotonic() - self._started_at - paused
+
+    def frames_per_s(self) -> Optional[float]:
+        """Frames done per second of acquiring so far (None before the first frame)."""
+        elapsed, done = self.elapsed_s(), self.frames_done
+        return done / elapsed if done and elapsed > 0 else None
 
     def time_left_s(self) -> Optional[float]:
-        """Estimated seconds left, from the rate so far (None before the first frame)."""
+        """Estimated seconds left, from the rate so far (None before the first frame and for open-ended plans)."""
         done = self.frames_done
         if not done or not self.total_frames:
             return None
         return max(self.elapsed_s() / done * (self.total_frames - done), 0.0)
 
     def is_running(self) -> bool:
-        """True while events are still being executed."""
+        """True while events are still being executed (also while paused)."""
         return self._future is not None and not self._future.is_execution_complete()
 
+    @property
+    def is_paused(self) -> bool:
+        """True between :meth:`pause` and :meth:`resume`."""
+        return self._paused_at is not None
+
+    def pause(self) -> None:
+        """Hold the acquisition before its next event (the event running finishes first)."""
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+            self._runner.pause(True)
+
+    def resume(self) -> None:
+        """Go on after :meth:`pause`; time-lapse intervals count from now."""
+        if self._paused_at is not None:
+            self._paused_s += time.monotonic() - self._paused_at
+            self._paused_at = None
+            self._runner.pause(False)
+
     def stop(self) -> None:
-        """Stop after the frame in hand."""
-        self._runner._request_stop()
-        self._stop_readouts()
+        """Stop after the frame in hand (also ends a time-lapse interval being waited for)."""
+        self._runner.end(abort=False)
 
     def abort(self) -> None:
         """Stop at once, abandoning frames not yet read out."""
-        self._runner._request_abort()
-        for event in self._runner.events:
-            if isinstance(event, ReadoutData):
-                event._request_abort()
-
-    def _stop_readouts(self) -> None:
-        for event in self._runner.events:
-            if isinstance(event, ReadoutData) and event.num_blocks is None:
-                event._request_stop()
+        self._runner.end(abort=True)
 
     def await_completion(self, timeout: Optional[float] = None) -> None:
         """Wait for the events to end, then for every acquired frame to be stored; re-raise failures."""

@@ -2,6 +2,8 @@
 
 from .events.detector_events import DataAcquiredNotification
 from .kernel.notification_base import (
+    AcquisitionPausedNotification,
+    AcquisitionResumedNotification,
     DataHandlerErrorNotification,
     DataStoredNotification,
     EventExecutedNotification,
@@ -10,6 +12,8 @@ from .kernel.notification_base import (
 )
 
 __all__ = [
+    "AcquisitionPausedNotification",
+    "AcquisitionResumedNotification",
     "DataAcquiredNotification",
     "DataHandlerErrorNotification",
     "DataStoredNotification",

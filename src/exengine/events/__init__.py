@@ -8,7 +8,7 @@ from .detector_events import (
     StopCapture,
 )
 from .misc_events import AcquisitionClock, SetTimeEvent, Sleep
-from .multi_d_events import multi_d_acquisition_events
+from .multi_d_events import UNTIL_STOPPED, MultiDPlan, multi_d_acquisition_events, multi_d_acquisition_plan
 from .positioner_events import (
     SetPosition1DEvent,
     SetPosition2DEvent,
@@ -23,8 +23,10 @@ from .property_events import (
 )
 
 __all__ = [
+    "UNTIL_STOPPED",
     "AcquisitionClock",
     "DataAcquiredNotification",
+    "MultiDPlan",
     "ReadoutData",
     "SetPosition1DEvent",
     "SetPosition2DEvent",
@@ -40,4 +42,5 @@ __all__ = [
     "StopTriggerablePositionSequenceEvent",
     "StopTriggerablePropertySequencesEvent",
     "multi_d_acquisition_events",
+    "multi_d_acquisition_plan",
 ]

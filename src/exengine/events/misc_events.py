@@ -25,6 +25,13 @@ class AcquisitionClock:
                 self._start = time.monotonic()
             return self._start
 
+    def delay(self, seconds: float) -> None:
+        """Move the start later by ``seconds`` (after a pause), so that later time points keep their
+        intervals from the resume instead of catching up in a burst."""
+        with self._lock:
+            if self._start is not None:
+                self._start += seconds
+
     def restart(self) -> None:
         """Forget the start time; the next read starts the clock again."""
         with self._lock:

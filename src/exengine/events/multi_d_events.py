@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import gc
 import itertools
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional, ParamSpec, TypeVar, Union
 
 import numpy as np
@@ -52,6 +53,180 @@ def _cyclic_gc_paused(function: Callable[_P, _R]) -> Callable[_P, _R]:
     return paused
 
 
+#: ``num_time_points`` of an open-ended time-lapse: time points until the acquisition is stopped.
+UNTIL_STOPPED = math.inf
+
+
+class MultiDPlan:
+    """The events of a multi-dimensional acquisition, made lazily: each event is created just before
+    it is taken, so a plan of any length (also an open-ended time-lapse, ``num_time_points=math.inf``)
+    costs the same memory. Iterating again makes fresh events. Built by
+    :func:`multi_d_acquisition_plan`, which checks its arguments at once.
+    """
+
+    def __init__(self, num_time_points: Union[int, float, None] = None,
+                 time_interval_s: Union[float, Sequence[float]] = 0, z_start: Optional[float] = None,
+                 z_end: Optional[float] = None, z_step: Optional[float] = None,
+                 channel_group: Union[Device, str, None] = None, channels: Optional[Sequence[str]] = None,
+                 channel_exposures_ms: Optional[Sequence[float]] = None,
+                 xy_positions: Optional[Sequence[Sequence[float]]] = None,
+                 xyz_positions: Optional[Sequence[Sequence[float]]] = None,
+                 position_labels: Optional[Sequence[Union[str, int]]] = None, order: str = "tpcz",
+                 sequence: Optional[str] = None, camera: Union[Detector, str, None] = None,
+                 xy_device: Union[DoubleAxisPositioner, str, None] = None,
+                 z_device: Union[SingleAxisPositioner, str, None] = None,
+                 data_handler: Optional[DataHandler] = None, channel_property: str = "channel") -> None:
+        values: dict[str, Any] = {}
+        times = _time_points(num_time_points, time_interval_s)
+        if times is not None:
+            values["t"] = times
+        positions = _positions(xy_positions, xyz_positions, position_labels)
+        if positions:
+            values["p"] = positions
+        channel_list = _channels(channel_group, channels, channel_exposures_ms)
+        if channel_list:
+            values["c"] = channel_list
+        z_offsets = _z_offsets(z_start, z_end, z_step)
+        if z_offsets is not None:
+            values["z"] = z_offsets
+        self.axes = _active_order(order, values)
+        if "t" in values and values["t"].size is None and self.axes[0] != "t":
+            raise ValueError(f"An open-ended time-lapse needs time as the outermost axis; order is {order!r}")
+        self.sequenced = _sequence_axes(sequence, self.axes, time_interval_s, channel_list)
+        if "t" in self.sequenced and values["t"].size is None:
+            raise ValueError("An open-ended time-lapse cannot run as one hardware sequence ('t' in sequence)")
+        self.values = values
+        self.camera, self.xy_device, self.z_device = camera, xy_device, z_device
+        self.channel_group, self.channel_property = channel_group, channel_property
+        self.data_handler = data_handler
+
+    @property
+    def axis_sizes(self) -> dict[str, Optional[int]]:
+        """Size of each axis by coordinate name, outermost first (``None``: open-ended)."""
+        return {AXIS_NAMES[a]: (self.values[a].size if a == "t" else len(self.values[a])) for a in self.axes}
+
+    @property
+    def total_frames(self) -> Optional[int]:
+        """Frames the plan acquires, or ``None`` for an open-ended time-lapse."""
+        sizes = self.axis_sizes.values()
+        return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]
+
+    @property
+    def frames_per_time_point(self) -> int:
+        """Frames of one time point (all of them when there is no time axis)."""
+        return math.prod(size for axis, size in self.axis_sizes.items() if axis != "time")  # type: ignore[misc]
+
+    def validate(self) -> None:
+        """Check the events of the first time point (every position, channel and z of the plan)
+        against the devices; later time points repeat the same settings."""
+        from ..acquisition import check_event
+
+        for event in self._events(first_time_point_only=True):
+            check_event(event)
+
+    def __iter__(self) -> Iterator[ExecutorEvent]:
+        return self._events(first_time_point_only=False)
+
+    def _events(self, first_time_point_only: bool) -> Iterator[ExecutorEvent]:
+        values, axes, seq_axes = self.values, self.axes, self.sequenced
+        camera, z_device, channel_group = self.camera, self.z_device, self.channel_group
+        outer = axes[: len(axes) - len(seq_axes)]
+        clock = AcquisitionClock()
+        position_of = _position_lookup(values)
+        last: dict[str, Any] = {}
+
+        def z_target(indices: dict[str, int]) -> Optional[float]:
+            if "z" not in values:
+                return None
+            base = position_of(indices)[2]
+            offset = values["z"][indices["z"]]
+            return offset if base is None else base + offset
+
+        def changes(indices: dict[str, int]) -> Iterator[ExecutorEvent]:
+            for axis in outer:
+                if axis == "t":
+                    index = indices["t"]
+                    if last.get("t") != index:
+                        yield SetTimeEvent(index, values["t"][index], clock)
+                        last["t"] = index
+                elif axis == "p":
+                    xy = position_of(indices)[1]
+                    if last.get("p") != xy:
+                        yield SetPosition2DEvent(self.xy_device, xy)
+                        last["p"] = xy
+                elif axis == "c":
+                    channel = values["c"][indices["c"]]
+                    if last.get("c") != channel:
+                        yield SetPropertiesEvent(_channel_settings(channel_group, self.channel_property, camera,
+                                                                   channel))
+                        last["c"] = channel
+                elif axis == "z":
+                    z = z_target(indices)
+                    if last.get("z") != z:
+                        yield SetPosition1DEvent(z_device, z)
+                        last["z"] = z
+
+        def coords_of(indices: dict[str, int]) -> DataCoordinates:
+            coords = DataCoordinates()
+            for axis in axes:
+                if axis == "p":
+                    coords["position"] = values["p"][indices["p"]][0]
+                elif axis == "c":
+                    coords["channel"] = values["c"][indices["c"]][0]
+                else:
+                    coords[AXIS_NAMES[axis]] = indices[axis]
+            return coords
+
+        sizes: list[Optional[int]] = [values[a].size if a == "t" else len(values[a]) for a in outer]
+        if first_time_point_only and outer and outer[0] == "t":
+            sizes[0] = 1
+        for outer_indices in _product(sizes):
+            indices = dict(zip(outer, outer_indices, strict=False))
+            yield from changes(indices)
+            if not seq_axes:
+                yield StartCapture(num_images=1, detector=camera)
+                yield ReadoutData([coords_of(indices)], detector=camera, data_handler=self.data_handler,
+                                  num_images=1)
+                continue
+            inner = [dict(indices, **dict(zip(seq_axes, combo, strict=False)))
+                     for combo in itertools.product(*(range(len(values[a])) for a in seq_axes))]
+            stops: list[ExecutorEvent] = []
+            if "z" in seq_axes:
+                yield SetTriggerable1DPositionsEvent(z_device, [z_target(i) for i in inner])
+                stops.append(StopTriggerablePositionSequenceEvent(z_device))
+                last.pop("z", None)
+            if "c" in seq_axes:
+                names = [values["c"][i["c"]][0] for i in inner]
+                exposure = values["c"][0][1]
+                if exposure is not None:
+                    yield SetPropertiesEvent([(camera, "exposure", exposure)])
+                yield SetTriggerablePropertySequencesEvent([(channel_group, self.channel_property, names)])
+                stops.append(StopTriggerablePropertySequencesEvent([(channel_group, self.channel_property)]))
+                last.pop("c", None)
+            yield StartCapture(num_images=len(inner), detector=camera)
+            yield ReadoutData([coords_of(i) for i in inner], detector=camera, data_handler=self.data_handler,
+                              num_images=len(inner))
+            yield from stops
+
+
+def _product(sizes: list[Optional[int]]) -> Iterator[tuple[int, ...]]:
+    """``itertools.product`` of ranges, where the first size may be ``None`` (counting for ever)."""
+    if sizes and sizes[0] is None:
+        rest = sizes[1:]
+        for first in itertools.count():
+            for others in itertools.product(*(range(n) for n in rest)):  # type: ignore[arg-type]
+                yield (first, *others)
+    else:
+        yield from itertools.product(*(range(n) for n in sizes))  # type: ignore[arg-type]
+
+
+def multi_d_acquisition_plan(num_time_points: Union[int, float, None] = None, **kwargs: Any) -> MultiDPlan:
+    """The lazy counterpart of :func:`multi_d_acquisition_events`: the same events in the same order,
+    created as they are taken. ``num_time_points=math.inf`` (:data:`UNTIL_STOPPED`) makes an
+    open-ended time-lapse that runs until the acquisition is stopped. Arguments are checked at once."""
+    return MultiDPlan(num_time_points, **kwargs)
+
+
 @_cyclic_gc_paused
 def multi_d_acquisition_events(
     num_time_points: Optional[int] = None,
@@ -82,99 +257,15 @@ def multi_d_acquisition_events(
     ``z_end`` inclusive by ``z_step``, relative to the z of ``xyz_positions`` when given). ``order``
     lists the axes outermost first; ``sequence`` names inner axes run as one hardware-triggered
     sequence. Devices are objects, registered names, or None for the only one of their kind. Frames
-    go to ``data_handler``.
+    go to ``data_handler``. :func:`multi_d_acquisition_plan` makes the same events lazily.
     """
-    times = _time_points(num_time_points, time_interval_s)
-    positions = _positions(xy_positions, xyz_positions, position_labels)
-    channel_list = _channels(channel_group, channels, channel_exposures_ms)
-    z_offsets = _z_offsets(z_start, z_end, z_step)
-    values: dict[str, list[Any]] = {}
-    if times:
-        values["t"] = times
-    if positions:
-        values["p"] = positions
-    if channel_list:
-        values["c"] = channel_list
-    if z_offsets is not None:
-        values["z"] = z_offsets
-    axes = _active_order(order, values)
-    seq_axes = _sequence_axes(sequence, axes, time_interval_s, channel_list)
-    outer = axes[: len(axes) - len(seq_axes)]
-    clock = AcquisitionClock()
-    position_of = _position_lookup(values)
-
-    events: list[ExecutorEvent] = []
-    last: dict[str, Any] = {}
-
-    def z_target(indices: dict[str, int]) -> Optional[float]:
-        if "z" not in values:
-            return None
-        base = position_of(indices)[2]
-        offset = values["z"][indices["z"]]
-        return offset if base is None else base + offset
-
-    def emit_changes(indices: dict[str, int]) -> None:
-        for axis in outer:
-            if axis == "t":
-                index = indices["t"]
-                if last.get("t") != index:
-                    events.append(SetTimeEvent(index, values["t"][index], clock))
-                    last["t"] = index
-            elif axis == "p":
-                xy = position_of(indices)[1]
-                if last.get("p") != xy:
-                    events.append(SetPosition2DEvent(xy_device, xy))
-                    last["p"] = xy
-            elif axis == "c":
-                channel = values["c"][indices["c"]]
-                if last.get("c") != channel:
-                    settings = _channel_settings(channel_group, channel_property, camera, channel)
-                    events.append(SetPropertiesEvent(settings))
-                    last["c"] = channel
-            elif axis == "z":
-                z = z_target(indices)
-                if last.get("z") != z:
-                    events.append(SetPosition1DEvent(z_device, z))
-                    last["z"] = z
-
-    def coords_of(indices: dict[str, int]) -> DataCoordinates:
-        coords = DataCoordinates()
-        for axis in axes:
-            if axis == "p":
-                coords["position"] = values["p"][indices["p"]][0]
-            elif axis == "c":
-                coords["channel"] = values["c"][indices["c"]][0]
-            else:
-                coords[AXIS_NAMES[axis]] = indices[axis]
-        return coords
-
-    for outer_indices in itertools.product(*(range(len(values[a])) for a in outer)):
-        indices = dict(zip(outer, outer_indices, strict=False))
-        emit_changes(indices)
-        if not seq_axes:
-            events.append(StartCapture(num_images=1, detector=camera))
-            events.append(ReadoutData([coords_of(indices)], detector=camera, data_handler=data_handler, num_images=1))
-            continue
-        inner = [dict(indices, **dict(zip(seq_axes, combo, strict=False)))
-                 for combo in itertools.product(*(range(len(values[a])) for a in seq_axes))]
-        stops: list[ExecutorEvent] = []
-        if "z" in seq_axes:
-            events.append(SetTriggerable1DPositionsEvent(z_device, [z_target(i) for i in inner]))
-            stops.append(StopTriggerablePositionSequenceEvent(z_device))
-            last.pop("z", None)
-        if "c" in seq_axes:
-            names = [values["c"][i["c"]][0] for i in inner]
-            exposure = values["c"][0][1]
-            if exposure is not None:
-                events.append(SetPropertiesEvent([(camera, "exposure", exposure)]))
-            events.append(SetTriggerablePropertySequencesEvent([(channel_group, channel_property, names)]))
-            stops.append(StopTriggerablePropertySequencesEvent([(channel_group, channel_property)]))
-            last.pop("c", None)
-        events.append(StartCapture(num_images=len(inner), detector=camera))
-        events.append(ReadoutData([coords_of(i) for i in inner], detector=camera,
-                                  data_handler=data_handler, num_images=len(inner)))
-        events.extend(stops)
-    return events
+    if num_time_points == math.inf:
+        raise ValueError("A time-lapse until stopped has no list of events: use "
+                         "multi_d_acquisition_plan(num_time_points=math.inf)")
+    return list(MultiDPlan(
+        num_time_points, time_interval_s, z_start, z_end, z_step, channel_group, channels, channel_exposures_ms,
+        xy_positions, xyz_positions, position_labels, order, sequence, camera, xy_device, z_device, data_handler,
+        channel_property))
 
 
 def _channel_settings(group: Any, prop: str, camera: Any, channel: tuple[str, Optional[float]]) -> list[tuple]:
@@ -191,24 +282,63 @@ def _only_detector() -> Detector:
     return resolve_device(None, Detector, "camera")
 
 
-def _time_points(num: Optional[int], interval: Union[float, Sequence[float]]) -> list[Optional[float]]:
+class _TimeAxis:
+    """Start times (s after the acquisition's start, ``None``: as soon as possible) of ``size`` time
+    points (``None``: open-ended), from one interval or one interval per point."""
+
+    def __init__(self, size: Optional[int], interval: float, starts: Optional[list[float]] = None) -> None:
+        self.size, self._interval, self._starts = size, interval, starts
+
+    def __len__(self) -> int:
+        if self.size is None:
+            raise TypeError("An open-ended time axis has no length")
+        return self.size
+
+    def __getitem__(self, index: int) -> Optional[float]:
+        if self._starts is not None:
+            return self._starts[index]
+        return index * self._interval if self._interval else None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _finite(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _time_points(num: Union[int, float, None], interval: Union[float, Sequence[float]]) -> Optional[_TimeAxis]:
     if num is None:
         if not isinstance(interval, (int, float)) or interval:
             raise ValueError("time_interval_s needs num_time_points")
-        return []
-    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 0:
-        raise ValueError(f"num_time_points must be a non-negative int, got {num!r}")
-    if isinstance(interval, (int, float)):
-        if interval < 0:
+        return None
+    if num == math.inf:
+        size = None
+    elif _is_count(num):
+        size = int(num)
+    else:
+        raise ValueError(f"num_time_points must be a positive int (or math.inf: until stopped), got {num!r}")
+    if isinstance(interval, (int, float, np.number)) and not isinstance(interval, bool):
+        step = _finite(interval, "time_interval_s")
+        if step < 0:
             raise ValueError(f"time_interval_s must be >= 0, got {interval!r}")
-        return [i * interval if interval else None for i in range(num)]
-    intervals = [float(v) for v in interval]
-    if len(intervals) != num:
-        raise ValueError(f"time_interval_s has {len(intervals)} intervals; num_time_points is {num}")
+        return _TimeAxis(size, step)
+    if size is None:
+        raise ValueError("An open-ended time-lapse takes one time_interval_s, not a list")
+    intervals = [_finite(v, "time_interval_s") for v in interval]
+    if len(intervals) != size:
+        raise ValueError(f"time_interval_s has {len(intervals)} intervals; num_time_points is {size}")
     if any(v < 0 for v in intervals):
         raise ValueError(f"time_interval_s must be >= 0, got {intervals}")
     starts = np.concatenate([[0.0], np.cumsum(intervals[:-1])]) if intervals else []
-    return [float(s) for s in starts]
+    return _TimeAxis(size, 0.0, [float(s) for s in starts])
 
 
 def _positions(xy: Any, xyz: Any, labels: Any) -> list[tuple[Union[str, int], tuple[float, float], Optional[float]]]:
@@ -219,11 +349,16 @@ def _positions(xy: Any, xyz: Any, labels: Any) -> list[tuple[Union[str, int], tu
         if labels is not None:
             raise ValueError("position_labels needs xy_positions or xyz_positions")
         return []
-    array = np.asarray(source, dtype=float)
     width = 2 if xy is not None else 3
     name = "xy_positions" if xy is not None else "xyz_positions"
+    try:
+        array = np.asarray(source, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a list of {width}-element positions of numbers, got {source!r}") from None
     if array.ndim != 2 or array.shape[1] != width or len(array) == 0:
         raise ValueError(f"{name} must be a non-empty list of {width}-element positions, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite numbers, got {source!r}")
     if labels is None:
         labels = list(range(len(array)))
     labels = list(labels)
@@ -249,7 +384,7 @@ def _channels(group: Any, channels: Any, exposures: Any) -> list[tuple[str, Opti
         raise ValueError("channels need channel_group: the device (or its name) that selects the channel")
     if exposures is None:
         return [(c, None) for c in channels]
-    exposures = [float(e) for e in exposures]
+    exposures = [_finite(e, "channel_exposures_ms") for e in exposures]
     if len(exposures) != len(channels):
         raise ValueError(f"channel_exposures_ms has {len(exposures)} values for {len(channels)} channels")
     if any(e < 0 for e in exposures):
@@ -257,17 +392,33 @@ def _channels(group: Any, channels: Any, exposures: Any) -> list[tuple[str, Opti
     return list(zip(channels, exposures, strict=False))
 
 
-def _z_offsets(start: Optional[float], end: Optional[float], step: Optional[float]) -> Optional[list[float]]:
+class _ZAxis:
+    """``count`` z offsets from ``start`` by ``step``, computed when asked (a huge range costs nothing)."""
+
+    def __init__(self, start: float, step: float, count: int) -> None:
+        self.start, self.step, self.count = start, step, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> float:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return float(self.start + index * self.step)
+
+
+def _z_offsets(start: Optional[float], end: Optional[float], step: Optional[float]) -> Optional[_ZAxis]:
     given = {"z_start": start, "z_end": end, "z_step": step}
     if all(v is None for v in given.values()):
         return None
     missing = [k for k, v in given.items() if v is None]
     if missing:
         raise ValueError(f"A z range needs z_start, z_end and z_step; missing {missing}")
-    if step == 0 or (end - start) * step < 0:  # type: ignore[operator]
+    start, end, step = (_finite(v, k) for k, v in given.items())
+    if step == 0 or (end - start) * step < 0:
         raise ValueError(f"z_step={step} does not lead from z_start={start} to z_end={end}")
-    count = int(np.floor((end - start) / step + 1e-9)) + 1  # type: ignore[operator]
-    return [float(start + i * step) for i in range(count)]  # type: ignore[operator]
+    count = int(np.floor((end - start) / step + 1e-9)) + 1
+    return _ZAxis(start, step, count)
 
 
 def _active_order(order: str, values: dict[str, list[Any]]) -> list[str]:

@@ -81,3 +81,19 @@ class NotificationSubscriberErrorNotification(Notification[BaseException]):
 
     category = NotificationCategory.Event
     description = "A notification subscriber raised (payload: the exception)"
+
+
+@dataclass(eq=False)
+class AcquisitionPausedNotification(Notification[int]):
+    """Published when a paused acquisition stops between events; the payload is the frames acquired so far."""
+
+    category = NotificationCategory.Event
+    description = "The acquisition is paused between events (payload: frames acquired so far)"
+
+
+@dataclass(eq=False)
+class AcquisitionResumedNotification(Notification[float]):
+    """Published when a paused acquisition goes on; the payload is how long it was paused, in seconds."""
+
+    category = NotificationCategory.Event
+    description = "The acquisition goes on after a pause (payload: seconds paused)"
