@@ -253,3 +253,66 @@ def test_stress_1000_mixed_events_from_8_threads(engine):
         else:
             f.await_execution(30)
         assert f.is_execution_complete()
+
+
+def _race_submit_against_shutdown(engine, producers=4):
+    """Producers submit until refused while the main thread shuts the engine down; returns (ran, futures, refusals)."""
+    ran: list[int] = []
+    futures: list = []
+    refusals: list[BaseException] = []
+    lock = threading.Lock()
+    ready = threading.Barrier(producers + 1, timeout=10)
+
+    def producer(k):
+        ready.wait()
+        options = [{}, {"thread_name": "Racer"}, {"prioritize": True}, {"use_free_thread": True}]
+        for i in range(100_000):
+            try:
+                future = engine.submit(lambda i=i: ran.append(i), **options[(i + k) % 4])
+            except RuntimeError as e:
+                refusals.append(e)
+                return
+            with lock:
+                futures.append(future)
+
+    threads = [threading.Thread(target=producer, args=(k,), daemon=True) for k in range(producers)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    time.sleep(0.002)
+    engine.shutdown()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "a producer kept submitting to a shut-down engine"
+    return ran, futures, refusals
+
+
+@pytest.mark.parametrize("round_", range(15))
+def test_submit_racing_shutdown_never_leaves_a_future_unrun(engine, round_):
+    ran, futures, refusals = _race_submit_against_shutdown(engine)
+    assert len(refusals) == 4, "every producer is refused once shutdown has begun"
+    for error in refusals:
+        assert "shut down" in str(error) and "ExecutionEngine()" in str(error)
+    for future in futures:  # every accepted event ran (shutdown drains), none hangs
+        assert future.await_execution(timeout=10) is None
+    assert len(ran) == len(futures)
+
+
+def test_event_refused_by_a_shut_down_engine_can_run_on_the_next(engine):
+    engine.shutdown()
+    event = Add(2, 3)
+    with pytest.raises(RuntimeError, match="shut down"):
+        engine.submit(event)
+    assert ExecutionEngine().submit(event).await_execution(5) == 5
+
+
+def test_shutdown_from_inside_an_event_still_runs_what_was_queued(engine):
+    gate = threading.Event()
+    engine.submit(lambda: gate.wait(5))
+    later = engine.submit(lambda: "queued before shutdown")
+    stopper = engine.submit(engine.shutdown, thread_name="Stopper")
+    gate.set()
+    assert later.await_execution(timeout=10) == "queued before shutdown"
+    assert stopper.await_execution(timeout=10) is None
+    with pytest.raises(RuntimeError, match="shut down"):
+        engine.submit(lambda: None)

@@ -85,6 +85,20 @@ class _ExecutorThread:
                 execute(item)
         finally:
             EXECUTOR_THREADS.pop(threading.get_ident(), None)
+            self._fail_unrun()
+
+    def _fail_unrun(self) -> None:
+        """Fail the future of any event still queued when the thread ends, so no waiter hangs."""
+        leftovers = list(self._priority)
+        self._priority.clear()
+        while not self._queue.empty():
+            leftovers.append(self._queue.get_nowait())
+        for event in leftovers:
+            if isinstance(event, ExecutorEvent) and event._future is not None:
+                error = RuntimeError(
+                    f"{type(event).__name__} was not run: thread {self.name!r} stopped when the engine shut down"
+                )
+                event._future._notify_execution_complete(None, error)
 
     def run_prioritized(self) -> None:
         """Run the events waiting in the priority lane now (called by long events between their steps)."""
@@ -308,21 +322,28 @@ class ExecutionEngine:
                 )
             seen.add(id(event))
         futures = []
-        for event in events:
-            future = ExecutionFuture(event, self)
-            event._future = future
-            if use_free_thread:
-                thread = self._free_thread()
-            else:
-                name = thread_name or getattr(event, THREAD_NAME_ATTR, None) or MAIN_THREAD_NAME
-                thread = self._threads.get(name) or self._thread(name)
-            thread.submit(event, prioritize)
-            futures.append(future)
+        # Checking for shutdown and queueing happen under the lock ``shutdown()`` takes to set its flag,
+        # so every event is queued before the threads' stop marker or refused: none is left unrun.
+        with self._lock:
+            self._check_running()
+            for event in events:
+                future = ExecutionFuture(event, self)
+                event._future = future
+                if use_free_thread:
+                    thread = self._free_thread()
+                else:
+                    name = thread_name or getattr(event, THREAD_NAME_ATTR, None) or MAIN_THREAD_NAME
+                    thread = self._threads.get(name) or self._thread(name)
+                thread.submit(event, prioritize)
+                futures.append(future)
         return futures[0] if single else tuple(futures)
 
     def _check_running(self) -> None:
         if self._shut_down:
-            raise RuntimeError("This ExecutionEngine has been shut down; create a new one with ExecutionEngine()")
+            raise RuntimeError(
+                "This ExecutionEngine has been shut down (or is shutting down) and accepts no more events; "
+                "submit to a new engine from ExecutionEngine()"
+            )
 
     # ---------------------------------------------------------- notifications
     def subscribe_to_notifications(
