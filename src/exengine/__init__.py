@@ -1,13 +1,9 @@
 """ExEngine: an execution engine for microscope and laboratory hardware."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from .kernel.executor import ExecutionEngine
 from .kernel.threading_decorator import on_thread
 
-try:
-    __version__ = version("napari-exengine")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
-    __version__ = "0+unknown"
+#: The version of the ``napari-exengine`` distribution; ``setup.cfg`` reads it from here (its one source).
+__version__ = "0.1.0"
 
 __all__ = ["ExecutionEngine", "__version__", "on_thread"]

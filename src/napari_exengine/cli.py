@@ -318,7 +318,10 @@ def run_list(args: argparse.Namespace, stream: TextIO) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The ``exengine`` argument parser."""
+    from exengine import __version__
+
     main = argparse.ArgumentParser(prog="exengine", description="Headless acquisition with ExEngine.")
+    main.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = main.add_subparsers(dest="command", required=True)
     acquire = commands.add_parser(
         "acquire", help="run a multi-dimensional acquisition and save it",

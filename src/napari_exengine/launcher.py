@@ -21,7 +21,10 @@ def open_viewer(show: bool = True) -> Any:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point of the ``napari-exengine`` console script."""
+    from exengine import __version__
+
     parser = argparse.ArgumentParser(prog="napari-exengine", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.parse_args(argv)
     import napari
 
