@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,6 +171,32 @@ def test_ndram_storage():
     with pytest.raises(TypeError, match="numeric"):
         storage.put({"time": 1}, np.array([["a"]]), {})
 
+
+
+@pytest.mark.parametrize("shape", [(0, 512), (512, 0), (0, 0)])
+def test_frames_without_pixels_are_refused_before_writing(tmp_path, shape):
+    storage = NDTiffStorage(tmp_path, name="empty")
+    with pytest.raises(ValueError, match=r"without pixels.*" + re.escape(str(shape))):
+        storage.put({"time": 0}, np.zeros(shape, np.uint16), {})
+    assert len(storage) == 0 and not storage.dataset.has_image(time=0)
+    storage.put({"time": 1}, np.full((4, 6), 7, np.uint16), {"ok": True})  # the dataset still takes frames
+    storage.close()
+    reopened = ndstorage.Dataset(storage.path)
+    assert [dict(axes) for axes in reopened.get_image_coordinates_list()] == [{"time": 1}]
+    np.testing.assert_array_equal(reopened.read_image(time=1), np.full((4, 6), 7, np.uint16))
+
+    ram = NDRAMStorage()
+    with pytest.raises(ValueError, match="without pixels"):
+        ram.put({"time": 0}, np.zeros(shape, np.uint16), {})
+    assert len(ram) == 0 and not ram.dataset.has_image(time=0)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(5, np.uint16), np.zeros((), np.uint16)])
+def test_ndram_refuses_frames_of_fewer_than_two_dimensions(bad):
+    ram = NDRAMStorage()
+    with pytest.raises(ValueError, match=r"2 or more dimensions.*'time': 0"):
+        ram.put({"time": 0}, bad, {})
+    assert len(ram) == 0 and not ram.dataset.images
 
 CRASH_SCRIPT = textwrap.dedent("""
     import sys, numpy as np

@@ -2,8 +2,9 @@
 
 Guards the adapter adds around ``ndstorage`` 0.1.18:
 
-- NDTiff frames must be 2-D uint8 or uint16, all of one shape; anything else is refused with a clear
-  error before anything is written. Non-contiguous arrays are copied to C order (lossless).
+- NDTiff frames must be 2-D uint8 or uint16, all of one shape, with at least one pixel; NDRAM frames
+  numeric, at least 2-D and not empty. Anything else is refused with a clear error before anything is
+  written. Non-contiguous arrays are copied to C order (lossless).
 - Metadata may hold numpy scalars and arrays; they are converted to JSON numbers and lists.
 - A failed write leaves no phantom frame behind; writing the same coordinates twice is an error
   that keeps the first frame.
@@ -36,6 +37,15 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 __all__ = ["NDRAMStorage", "NDTiffStorage", "json_safe"]
 
 NDTIFF_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+def _refuse_empty(backend: str, coords: DataCoordinates, data: np.ndarray) -> None:
+    """Raise ``ValueError`` for a frame without pixels (a 0 x 512 frame makes the NDTiff index unreadable)."""
+    if data.size == 0:
+        raise ValueError(
+            f"{backend} cannot store a frame without pixels; data at {dict(coords)} has shape {data.shape} "
+            f"(every dimension must be at least 1)"
+        )
 
 
 class _NDStorage(FrameStorage):
@@ -109,6 +119,7 @@ class NDTiffStorage(_NDStorage):
             )
         if data.ndim != 2:
             raise ValueError(f"NDTiff stores 2-D frames; data at {dict(coords)} has shape {data.shape}")
+        _refuse_empty("NDTiff", coords, data)
         if self._frame_kind is None:
             self._frame_kind = (data.shape, data.dtype)
         elif (data.shape, data.dtype) != self._frame_kind:
@@ -162,6 +173,11 @@ class NDRAMStorage(_NDStorage):
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
         if data.dtype.kind not in "uifb":
             raise TypeError(f"NDRAM stores numeric frames; data at {dict(coords)} is {data.dtype}")
+        if data.ndim < 2:
+            raise ValueError(
+                f"NDRAM stores frames of 2 or more dimensions; data at {dict(coords)} has shape {data.shape}"
+            )
+        _refuse_empty("NDRAM", coords, data)
         return data
 
     def close(self) -> None:
