@@ -306,3 +306,111 @@ def test_bad_arguments():
     with pytest.raises(DataHandlerError, match="returned str"):
         handler.await_completion(5)
     assert isinstance(SlowStorage(), DataStorage)
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_processor_raising_a_base_exception_is_recorded_like_any_failure(engine, raised):
+    """SystemExit and friends used to end the processor thread silently: no error, a hang."""
+    def exits(coords, data, metadata):
+        if coords["time"] == 1:
+            raise raised
+        return coords, data, metadata
+
+    handler = DataHandler(SlowStorage(), exits)
+    future = engine.submit(Producer(4, handler))
+    with pytest.raises(DataHandlerError, match=type(raised).__name__):
+        future.await_execution(5)
+    with pytest.raises(DataHandlerError, match=type(raised).__name__) as info:
+        handler.await_completion(5)
+    assert isinstance(handler.error, DataHandlerError) and handler.error.__cause__ is raised
+    assert info.value.__cause__ is handler.error
+    assert handler.get({"time": 1}, return_metadata=False)[0, 0] == 1
+    assert {"time": 0} in handler.storage and {"time": 1} not in handler.storage
+
+
+def test_a_storage_raising_a_base_exception_is_recorded_too():
+    class ExitingStorage(SlowStorage):
+        def put(self, coords, data, metadata):
+            if coords["time"] == 0:
+                raise SystemExit("storage gone")
+            super().put(coords, data, metadata)
+
+    handler = DataHandler(ExitingStorage())
+    handler.put({"time": 0}, frame(), {})
+    handler.put({"time": 1}, frame(), {})
+    with pytest.raises(DataHandlerError, match="SystemExit"):
+        handler.await_completion(5)
+    assert handler.storage.get_coordinates_list() == [{"time": 1}]
+    assert handler.get({"time": 0}, return_metadata=False).shape == (8, 8)
+
+
+def test_processor_outputs_count_in_the_budget_and_the_processor_waits_for_the_storage():
+    """A processor converting to float64 held 3-4 budgets in flight: outputs count, with backpressure."""
+    to_float = DataProcessor(lambda c, d, m: (c, d.astype(np.float64), m), stateful=False)
+    raw = frame(shape=(32, 32))
+    budget = raw.nbytes * 8
+    handler = DataHandler(SlowStorage(delay=0.005), to_float, memory_budget_bytes=budget)
+    sampled = 0
+    for t in range(60):
+        handler.put({"time": t}, frame(t, (32, 32)), {})
+        sampled = max(sampled, handler.bytes_in_flight)
+    handler.await_completion(20)
+    one_output = raw.nbytes * 4
+    assert sampled <= handler.peak_bytes_in_flight <= budget + one_output
+    assert handler.peak_bytes_in_flight > budget // 2  # the bound is what limited it
+    assert handler.frames_stored == 60 and handler.bytes_in_flight == 0
+    assert handler.storage.get_data({"time": 59}).dtype == np.float64
+
+
+def test_a_frame_larger_than_the_budget_still_passes_through_a_growing_processor():
+    grow = DataProcessor(lambda c, d, m: (c, np.concatenate([d, d]).astype(np.float64), m), stateful=False)
+    handler = DataHandler(SlowStorage(delay=0.01), grow, memory_budget_bytes=64)
+    for t in range(3):
+        handler.put({"time": t}, frame(t), {}, timeout=5)
+    handler.await_completion(5)
+    assert handler.frames_stored == 3 and handler.storage.get_data({"time": 2}).shape == (16, 8)
+
+
+def test_flush_emits_what_the_processor_still_holds_once_at_finish():
+    held = []
+    calls = []
+
+    def keep(coords, data, metadata):
+        held.append((coords, data, metadata))
+
+    def flush():
+        calls.append(threading.current_thread().name)
+        frames = [(c, d, dict(m, Partial=True)) for c, d, m in held]
+        held.clear()
+        return frames
+
+    processor = DataProcessor(keep, flush=flush)
+    assert processor.stateful and not processor.stateful_declared
+    handler = DataHandler(SlowStorage(), processor)
+    for t in range(3):
+        handler.put({"time": t}, frame(t), {"t": t})
+    handler.await_completion(5)
+    handler.await_completion(5)
+    assert len(calls) == 1 and calls[0] != threading.current_thread().name
+    assert [c["time"] for c in handler.storage.get_coordinates_list()] == [0, 1, 2]
+    assert handler.storage.get_metadata({"time": 2}) == {"t": 2, "Partial": True}
+
+
+@pytest.mark.parametrize("raised", [ValueError("cannot flush"), SystemExit("cannot flush")])
+def test_a_failing_flush_is_reported(raised):
+    def flush():
+        raise raised
+
+    handler = DataHandler(SlowStorage(), DataProcessor(lambda c, d, m: (c, d, m), flush=flush))
+    handler.put({"time": 0}, frame(), {})
+    with pytest.raises(DataHandlerError, match="cannot flush"):
+        handler.await_completion(5)
+    assert handler.storage.get_coordinates_list() == [{"time": 0}] and handler.storage.finishes == 1
+
+
+def test_processor_declarations():
+    assert DataProcessor(lambda c, d, m: None, stateful=False).stateful is False
+    with pytest.raises(TypeError, match="stateful"):
+        DataProcessor(lambda c, d, m: None, stateful="yes")
+    with pytest.raises(TypeError, match="flush"):
+        DataProcessor(lambda c, d, m: None, flush=3)

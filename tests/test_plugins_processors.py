@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 import zarr
 
-from exengine.data import DataHandler
+from exengine.data import DataHandler, DataProcessor
 from exengine.processors import (
     ProcessorChain,
     background_subtraction,
+    check_fits_plan,
+    fit_to_plan,
     flat_field_correction,
     frame_averaging,
     max_intensity_projection,
@@ -79,6 +82,114 @@ def test_processor_chain_feeds_outputs_forward():
     chain = ProcessorChain([background_subtraction(level=1), max_intensity_projection(z_planes=2)])
     storage = run(chain, [({"z": z}, np.full((2, 2), 5 + z, np.uint16)) for z in range(2)])
     assert storage.get_data({"projection": "max"})[0, 0] == 5
+
+
+def test_frame_averaging_emits_the_last_incomplete_group_as_a_partial_average():
+    """frames=2 over 5 time points dropped the fifth frame silently."""
+    frames = [({"time": t}, np.full((2, 2), 10 * t, np.uint16)) for t in range(5)]
+    storage = run(frame_averaging(frames=2), frames)
+    assert storage.get_coordinates_list() == [{"time": 0}, {"time": 1}, {"time": 2}]
+    assert storage.get_data({"time": 1})[0, 0] == 25 and storage.get_data({"time": 2})[0, 0] == 40
+    assert storage.get_metadata({"time": 1}) == {"src": "test", "AveragedFrames": 2}
+    assert storage.get_metadata({"time": 2}) == {"src": "test", "AveragedFrames": 1, "Partial": True,
+                                                 "ExpectedFrames": 2}
+
+
+def test_max_intensity_projection_never_discards_an_incomplete_stack():
+    """z_planes=10 over a 6-plane stack stored nothing and said "0 frames stored"."""
+    frames = [({"time": t, "z": z}, np.full((2, 2), 10 * t + z, np.uint16)) for t in range(2) for z in range(6)]
+    storage = run(max_intensity_projection(z_planes=10), frames)
+    assert storage.get_coordinates_list() == [{"time": 0, "projection": "max"}, {"time": 1, "projection": "max"}]
+    assert storage.get_data({"time": 1, "projection": "max"})[0, 0] == 15
+    assert storage.get_metadata({"time": 0, "projection": "max"}) == {
+        "src": "test", "Projection": "max over 6 z", "ProjectedPlanes": 6, "Partial": True, "ExpectedPlanes": 10}
+
+
+def test_max_intensity_projection_from_the_plan_or_at_finish():
+    frames = [({"time": t, "z": z}, np.full((2, 2), 10 * t + z, np.uint16)) for t in range(3) for z in range(4)]
+    unset = max_intensity_projection()  # no plan given: every stack is projected when the handler finishes
+    assert unset.z_planes is None
+    storage = run(unset, frames)
+    assert len(storage) == 3 and storage.get_data({"time": 2, "projection": "max"})[0, 0] == 23
+    assert "Partial" not in storage.get_metadata({"time": 2, "projection": "max"})
+
+    derived = max_intensity_projection()
+    assert fit_to_plan(derived, {"time": 3, "z": 4}) == [] and derived.z_planes == 4
+    seen = []
+    handler = DataHandler(NDRAMStorage(), derived)
+    handler.add_listener(lambda stage, coords: seen.append((stage, coords)))
+    for coords, data in frames[:4]:
+        handler.put(coords, data, {})
+    deadline = time.monotonic() + 10
+    while ("stored", {"time": 0, "projection": "max"}) not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first stack is projected and stored before the handler finishes
+    assert ("stored", {"time": 0, "projection": "max"}) in seen
+    handler.await_completion(10)
+
+
+@pytest.mark.parametrize("factory, settings, message", [
+    (max_intensity_projection, {"z_planes": 2.5}, "z_planes must be a whole number >= 1, got 2.5"),
+    (max_intensity_projection, {"z_planes": 0}, "z_planes must be >= 1, got 0"),
+    (max_intensity_projection, {"keep_planes": "no"}, "keep_planes must be true or false, got 'no'"),
+    (frame_averaging, {"frames": "2"}, "frames must be a whole number >= 1, got '2'"),
+    (frame_averaging, {"frames": True}, "frames must be a whole number >= 1, got True"),
+    (frame_averaging, {"axis": 3}, "axis must be an axis name"),
+    (background_subtraction, {"level": "abc"}, "level must be a finite number, got 'abc'"),
+    (background_subtraction, {"level": float("nan")}, "level must be a finite number, got nan"),
+])
+def test_settings_of_the_wrong_type_are_refused_naming_the_setting_and_value(factory, settings, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        factory(**settings)
+
+
+def test_check_fits_plan_refuses_what_cannot_fit_and_tells_what_will_be_partial(tmp_path):
+    assert check_fits_plan(max_intensity_projection(z_planes=6), {"time": 2, "z": 6}) == []
+    with pytest.raises(ValueError, match="z_planes=10 but the plan has 6 z planes; set z_planes=6"):
+        check_fits_plan(max_intensity_projection(z_planes=10), {"time": 2, "z": 6})
+    with pytest.raises(ValueError, match="no 'z' axis"):
+        check_fits_plan(max_intensity_projection(z_planes=3), {"time": 2, "channel": 2})
+    notes = check_fits_plan(frame_averaging(frames=2), {"time": 5})
+    assert notes == ["frame_averaging frames=2 does not divide 5 time points: the last average is of 1 frame(s), "
+                     "stored marked Partial"]
+    with pytest.raises(ValueError, match="frames=8 but the plan has 5 time points"):
+        check_fits_plan(frame_averaging(frames=8), {"time": 5})
+    assert check_fits_plan(frame_averaging(frames=8), {"time": None}) == []  # open-ended: nothing to check
+    assert check_fits_plan(lambda c, d, m: (c, d, m), {"time": 5}) == [] and check_fits_plan(None, {}) == []
+    np.save(tmp_path / "dark.npy", np.zeros((4, 4), np.uint16))
+    dark = background_subtraction(dark_image=str(tmp_path / "dark.npy"))
+    assert check_fits_plan(dark, {"time": 1}, frame_shape=(4, 4)) == []
+    with pytest.raises(ValueError, match=r"dark image is \(4, 4\) pixels but the camera frames are \(512, 512\)"):
+        check_fits_plan(dark, {"time": 1}, frame_shape=(512, 512))
+    # through a chain, each processor sees the axes the one before emits
+    chain = ProcessorChain([max_intensity_projection(), frame_averaging(frames=2)])
+    assert fit_to_plan(chain, {"time": 3, "z": 4}) == [
+        "frame_averaging frames=2 does not divide 3 time points: the last average is of 1 frame(s), stored marked "
+        "Partial"]
+    assert chain.processors[0].z_planes == 4
+    with pytest.raises(ValueError, match="no 'z' axis"):
+        check_fits_plan(ProcessorChain([max_intensity_projection(z_planes=2)] * 2), {"z": 2})
+
+
+def test_chain_flush_feeds_what_one_held_into_the_next():
+    chain = ProcessorChain([max_intensity_projection(), frame_averaging(frames=2)])
+    frames = [({"time": t, "z": z}, np.full((2, 2), 10 * t + z, np.uint16)) for t in range(3) for z in range(2)]
+    storage = run(chain, frames)
+    assert storage.get_coordinates_list() == [{"time": 0, "projection": "max"}, {"time": 1, "projection": "max"}]
+    assert storage.get_data({"time": 0, "projection": "max"})[0, 0] == 6  # mean of the t0 and t1 maxima 1, 11
+    assert storage.get_data({"time": 1, "projection": "max"})[0, 0] == 21
+    assert storage.get_metadata({"time": 1, "projection": "max"})["Partial"] is True
+    assert chain.stateful and not ProcessorChain([background_subtraction()]).stateful
+
+
+def test_builtin_processors_declare_whether_they_keep_state():
+    assert not background_subtraction().stateful and frame_averaging().stateful
+    assert max_intensity_projection().stateful and DataProcessor(lambda c, d, m: None).stateful  # safe default
+    contributions = {c.id: c for c in list_contributions("processor")}
+    assert contributions["napari-exengine.processor.background_subtraction"].stateful is False
+    assert contributions["napari-exengine.processor.frame_averaging"].stateful is True
+    assert contributions["exengine-denoise.gaussian"].stateful in (None, False)
+    assert build_processor("exengine-denoise.gaussian").stateful is (
+        contributions["exengine-denoise.gaussian"].stateful is not False)
 
 
 def test_omezarr_streams_growing_arrays_with_axis_and_channel_names(tmp_path):

@@ -2,7 +2,9 @@
 
 A plugin declares a command whose ``python_name`` is a factory and lists it in the menu
 ``napari-exengine/processors`` or ``napari-exengine/storage`` of its own ``napari.yaml``. A processor
-factory returns a ``DataProcessor`` or a process function; a storage factory takes (any of)
+factory returns a ``DataProcessor`` or a process function; its menu item's ``group`` says whether it is
+``stateless`` (may run on many workers at once) or ``stateful`` (the default: frames one at a time, in
+order), unless the ``DataProcessor`` declares it itself. A storage factory takes (any of)
 ``directory``, ``name`` and ``summary_metadata`` and returns a ``DataStorage``. The factory's other
 typed parameters are the contribution's settings.
 """
@@ -39,6 +41,7 @@ class Contribution:
     kind: Kind
     python_name: str
     error: Optional[str] = None
+    stateful: Optional[bool] = None  # a processor's menu group: "stateful", "stateless" or undeclared
     _factory: Optional[Callable[..., Any]] = field(default=None, repr=False)
 
     @property
@@ -79,10 +82,12 @@ class Contribution:
         except Exception as e:
             raise ContributionError(f"{self.title} ({self.id}) failed: {e}") from e
         if self.kind == "processor":
+            if callable(result) and not isinstance(result, DataProcessor):
+                result = DataProcessor(result)
             if isinstance(result, DataProcessor):
+                if self.stateful is not None and not result.stateful_declared:
+                    result.stateful, result.stateful_declared = self.stateful, True
                 return result
-            if callable(result):
-                return DataProcessor(result)
             raise ContributionError(
                 f"{self.title} ({self.id}) returned {type(result).__name__}; expected a DataProcessor or function")
         if not isinstance(result, DataStorage):
@@ -122,6 +127,8 @@ def list_contributions(kind: Optional[Kind] = None, check: bool = True, manager:
                     continue
                 contribution = Contribution(command.id, command.title, manifest.name, wanted,  # type: ignore[arg-type]
                                             command.python_name or "")
+                group = (getattr(item, "group", None) or "").split("@")[0]
+                contribution.stateful = {"stateful": True, "stateless": False}.get(group)
                 if not contribution.python_name:
                     contribution.error = "the command has no python_name"
                 elif check:

@@ -47,16 +47,66 @@ class DataProcessor:
     does) is stored at that ``channel`` coordinate: returning a derived image with
     ``metadata2["Channel"] = "Ratio"`` adds a "Ratio" channel. Outputs that still collide are a
     duplicate-coordinates error (the first is kept).
+
+    ``flush`` (optional) is called with no arguments when the handler finishes and returns what the
+    processor still holds, in the same forms as ``fn``: an accumulating processor emits its partial
+    results there (marked ``metadata["Partial"] = True``) instead of losing them silently.
+
+    ``stateful`` says whether ``fn`` keeps state between frames (accumulates, averages, counts).
+    Stateless processors may run on many workers at once (see :mod:`exengine.dask_processing`);
+    stateful ones always see frames one at a time, in acquisition order. Left undeclared (``None``)
+    a processor is treated as stateful, the safe choice; ``stateful_declared`` tells the two apart.
     """
 
-    def __init__(self, process_function: ProcessFunction) -> None:
+    #: False for processors that compute in place; True for ones that hand frames to other workers
+    #: (they implement ``submit``/``submit_flush`` and ``max_in_flight``, see ``DaskProcessor``).
+    pipelined: bool = False
+
+    def __init__(
+        self,
+        process_function: ProcessFunction,
+        flush: Optional[Callable[[], Any]] = None,
+        *,
+        stateful: Optional[bool] = None,
+    ) -> None:
         if not callable(process_function):
             raise TypeError(f"DataProcessor needs a callable (coords, data, metadata), got {process_function!r}")
+        if flush is not None and not callable(flush):
+            raise TypeError(f"DataProcessor flush must be a callable taking no arguments, got {flush!r}")
+        if stateful is not None and not isinstance(stateful, bool):
+            raise TypeError(f"DataProcessor stateful must be True, False or None, got {stateful!r}")
         self.process_function = process_function
+        self.flush_function = flush
+        self.stateful_declared = stateful is not None
+        self.stateful = True if stateful is None else stateful
 
     def process(self, coords: DataCoordinates, data: np.ndarray, metadata: Any) -> list[Frame]:
         """Run the function on one frame and return its outputs as a list of frames."""
-        result = self.process_function(coords, data, metadata)
+        return self._outputs(self.process_function(coords, data, metadata))
+
+    def flush(self) -> list[Frame]:
+        """Return (and forget) what the processor still holds; called once when the handler finishes."""
+        if self.flush_function is None:
+            return []
+        return self._outputs(self.flush_function())
+
+    def close(self) -> None:
+        """Release what the processor holds beyond frames (a cluster connection); called after ``flush``."""
+
+    def check_plan(self, axes_sizes: Mapping[str, Optional[int]],
+                   frame_shape: Optional[tuple[int, ...]] = None) -> list[str]:
+        """Raise ``ValueError`` (one line) when a setting cannot fit a plan of ``axes_sizes`` (axis -> number
+        of values, ``None`` when unknown); return notes on what will happen, e.g. a partial last average."""
+        return []
+
+    def derive_from_plan(self, axes_sizes: Mapping[str, Optional[int]]) -> None:
+        """Fill settings left to ``None`` ("from the plan") from ``axes_sizes``."""
+
+    def output_axes(self, axes_sizes: Mapping[str, Optional[int]]) -> dict[str, Optional[int]]:
+        """The axes (and sizes) of the frames this processor emits for a plan of ``axes_sizes``."""
+        return dict(axes_sizes)
+
+    def _outputs(self, result: Any) -> list[Frame]:
         if result is None:
             return []
         if isinstance(result, tuple) and len(result) == 3 and isinstance(result[0], Mapping):
@@ -103,13 +153,24 @@ class DataHandlerError(RuntimeError):
     """Raised by ``put``/``finish``/``await_completion`` after processing or storage failed."""
 
 
+#: How long pipeline threads wait on a condition before they look again (no wait is unbounded).
+_POLL_S = 0.5
+
+
 class DataHandler:
     """Moves frames from producers through an optional processor into a ``DataStorage``.
 
     ``put`` never drops a frame: when ``memory_budget_bytes`` of frames are in flight it blocks until
-    the storage catches up. Processing and storage run on their own threads. A failure in either is
-    recorded, published as ``DataHandlerErrorNotification``, fails the producing event's future and
-    is raised by the next ``put``, ``finish`` and ``await_completion``; accepted frames stay readable.
+    the storage catches up. Frames in flight are the accepted frames not yet processed (also while a
+    cluster processes them) plus the processor's outputs not yet stored; when the outputs fill the
+    budget the processor waits for the storage too, so in flight never exceeds the budget plus one
+    frame's outputs (a single frame larger than the budget still passes). Processing and storage run
+    on their own threads. When the handler finishes, the processor's ``flush`` emits what it still
+    holds. A failure in either stage, any ``BaseException`` (``SystemExit`` and ``KeyboardInterrupt``
+    raised by a processor included), is recorded, published as ``DataHandlerErrorNotification``,
+    fails the producing event's future and is raised by the next ``put``, ``finish`` and
+    ``await_completion``; accepted frames stay readable. Exceptions that are not ``Exception``
+    subclasses are recorded wrapped in a ``DataHandlerError``, so they never stop the caller's program.
     """
 
     def __init__(
@@ -137,6 +198,8 @@ class DataHandler:
         self._raw: dict[DataCoordinates, tuple[np.ndarray, Any]] = {}
         self._processed: dict[DataCoordinates, tuple[np.ndarray, Any]] = {}
         self._bytes_in_flight = 0
+        self._output_bytes = 0  # processor outputs waiting for the storage
+        self._peak_bytes = 0
         self._error: Optional[BaseException] = None
         self._finish_requested = False
         self._finished = threading.Event()
@@ -153,7 +216,13 @@ class DataHandler:
         self._storage_queue: SimpleQueue[Any] = SimpleQueue()
         self._process_queue: Optional[SimpleQueue[Any]] = SimpleQueue() if processor is not None else None
         self._threads = [_start_thread(self._run_storage, f"{name}-storage")]
-        if processor is not None:
+        if processor is not None and processor.pipelined:
+            max_in_flight = int(getattr(processor, "max_in_flight", 1))
+            self._slots = threading.BoundedSemaphore(max(1, max_in_flight))
+            self._pending: SimpleQueue[Any] = SimpleQueue()
+            self._threads.append(_start_thread(self._run_submitter, f"{name}-processor"))
+            self._threads.append(_start_thread(self._run_collector, f"{name}-collector"))
+        elif processor is not None:
             self._threads.append(_start_thread(self._run_processor, f"{name}-processor"))
 
     # ------------------------------------------------------------------ public
@@ -161,6 +230,11 @@ class DataHandler:
     def storage(self) -> DataStorage:
         """The storage frames end up in."""
         return self._storage
+
+    @property
+    def processor(self) -> Optional[DataProcessor]:
+        """The attached processor, if any."""
+        return self._processor
 
     @property
     def has_processor(self) -> bool:
@@ -174,8 +248,13 @@ class DataHandler:
 
     @property
     def bytes_in_flight(self) -> int:
-        """Bytes of frames accepted but not yet stored."""
+        """Bytes of frames accepted, or produced by the processor, and not yet stored."""
         return self._bytes_in_flight
+
+    @property
+    def peak_bytes_in_flight(self) -> int:
+        """The most bytes that were ever in flight at once."""
+        return self._peak_bytes
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -231,7 +310,7 @@ class DataHandler:
                         )
                     self._cond.wait(remaining)
                     self._raise_if_unusable()
-            self._bytes_in_flight += nbytes
+            self._add_bytes(nbytes)
             self._raw[coords] = (data, metadata)
             self._accepted += 1
         item = (coords, data, metadata, execution_future)
@@ -291,6 +370,12 @@ class DataHandler:
         return self._finished.is_set()
 
     # --------------------------------------------------------------- internals
+    def _add_bytes(self, nbytes: int) -> None:
+        """Count ``nbytes`` more in flight; call with ``self._cond`` held."""
+        self._bytes_in_flight += nbytes
+        if self._bytes_in_flight > self._peak_bytes:
+            self._peak_bytes = self._bytes_in_flight
+
     def _request_finish(self) -> None:
         with self._cond:
             if self._finish_requested:
@@ -336,8 +421,16 @@ class DataHandler:
             except Exception:  # a listener never breaks the pipeline
                 logger.exception("DataHandler listener %r raised", listener)
 
-    def _record_failure(self, error: BaseException, future: Optional[ExecutionFuture], coords: DataCoordinates) -> None:
-        logger.error("DataHandler failed at %s: %r", dict(coords), error)
+    def _record_failure(
+        self, error: BaseException, future: Optional[ExecutionFuture], coords: Optional[DataCoordinates],
+        stage: str = "processing",
+    ) -> None:
+        where = f"at {dict(coords)}" if coords is not None else "when finishing"
+        if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, ...: never re-raised as such
+            wrapped = DataHandlerError(f"The {stage} {where} raised {type(error).__name__}: {error!r}")
+            wrapped.__cause__ = error
+            error = wrapped
+        logger.error("DataHandler %s failed %s: %r", stage, where, error)
         with self._cond:
             if self._error is None:
                 self._error = error
@@ -345,64 +438,153 @@ class DataHandler:
         if future is not None:
             future._fail(error)
         _publish(DataHandlerErrorNotification(error))
-        self._notify_listeners("failed", coords)
+        if coords is not None:
+            self._notify_listeners("failed", coords)
+
+    def _wait_for_output_room(self) -> None:
+        """Backpressure on the processor: while the frames in flight exceed the budget and some of them
+        are outputs the storage will drain, wait (never on raw frames only, which only we can drain)."""
+        with self._cond:
+            while self._bytes_in_flight > self._budget and self._output_bytes > 0 and self._error is None:
+                self._cond.wait(_POLL_S)
+
+    def _accept_outputs(
+        self, coords: Optional[DataCoordinates], data: Optional[np.ndarray], outputs: list[Frame],
+        future: Optional[ExecutionFuture],
+    ) -> None:
+        """Swap an input frame (None for flushed outputs) for the processor's outputs and queue them."""
+        with self._cond:
+            if coords is not None and data is not None:
+                self._raw.pop(coords, None)
+                self._bytes_in_flight -= data.nbytes
+            for out_coords, out_data, out_metadata in outputs:
+                self._processed[out_coords] = (out_data, out_metadata)
+                self._add_bytes(out_data.nbytes)
+                self._output_bytes += out_data.nbytes
+            self._cond.notify_all()
+        for out_coords, out_data, out_metadata in outputs:
+            self._storage_queue.put((out_coords, out_data, out_metadata, future))
+            if future is not None:
+                future._notify_data(out_coords, out_data, out_metadata, processed=True)
+            if self._listeners:
+                self._notify_listeners("processed", out_coords)
+
+    def _finish_processor(self, flushed: Callable[[], list[Frame]]) -> None:
+        """Store what the processor still holds, release it, then let the storage finish."""
+        assert self._processor is not None
+        try:
+            self._wait_for_output_room()
+            self._accept_outputs(None, None, flushed(), None)
+        except BaseException as e:  # recorded, published and raised by await_completion
+            self._record_failure(e, None, None, "processor flush")
+        try:
+            self._processor.close()
+        except BaseException as e:
+            self._record_failure(e, None, None, "processor close")
+        self._storage_queue.put(_FINISH)
 
     def _run_processor(self) -> None:
         assert self._process_queue is not None and self._processor is not None
         get = self._process_queue.get
-        process = self._processor.process
+        processor = self._processor
+        process = processor.process
         while True:
             item = get()
             if item is _FINISH:
-                self._storage_queue.put(_FINISH)
+                self._finish_processor(processor.flush)
                 return
             coords, data, metadata, future = item
             if self._listeners:
                 self._notify_listeners("acquired", coords)
             if self._readers_waiting:
                 self._no_readers.wait(READER_PRIORITY_S)
+            if self._bytes_in_flight > self._budget:
+                self._wait_for_output_room()
             try:
                 outputs = process(coords, data, metadata)
-            except Exception as e:  # recorded, published and raised to the producer
+            except BaseException as e:  # recorded, published and raised to the producer
                 self._record_failure(e, future, coords)
                 continue
-            with self._cond:
-                self._raw.pop(coords, None)
-                self._bytes_in_flight -= data.nbytes
-                for out_coords, out_data, out_metadata in outputs:
-                    self._processed[out_coords] = (out_data, out_metadata)
-                    self._bytes_in_flight += out_data.nbytes
-                self._cond.notify_all()
-            for out_coords, out_data, out_metadata in outputs:
-                self._storage_queue.put((out_coords, out_data, out_metadata, future))
-                if future is not None:
-                    future._notify_data(out_coords, out_data, out_metadata, processed=True)
-                if self._listeners:
-                    self._notify_listeners("processed", out_coords)
+            self._accept_outputs(coords, data, outputs, future)
+
+    def _run_submitter(self) -> None:
+        """Pipelined processors: hand each frame over (at most ``max_in_flight`` at once), in order."""
+        assert self._process_queue is not None and self._processor is not None
+        get = self._process_queue.get
+        processor: Any = self._processor
+        while True:
+            item = get()
+            if item is _FINISH:
+                try:
+                    flush_handle = processor.submit_flush()
+                except BaseException as e:
+                    flush_handle = _Failed(e)
+                self._pending.put(_FINISH)
+                self._pending.put(flush_handle)
+                return
+            coords, data, metadata, future = item
+            if self._listeners:
+                self._notify_listeners("acquired", coords)
+            while not self._slots.acquire(timeout=_POLL_S):
+                pass
+            try:
+                handle = processor.submit(coords, data, metadata)
+            except BaseException as e:  # recorded, published and raised to the producer
+                self._slots.release()
+                self._record_failure(e, future, coords)
+                continue
+            self._pending.put((coords, data, future, handle))
+
+    def _run_collector(self) -> None:
+        """Pipelined processors: take results back in submission order, within the memory budget."""
+        get = self._pending.get
+        while True:
+            item = get()
+            if item is _FINISH:
+                flush_handle = get()
+                self._finish_processor(flush_handle.result)
+                return
+            coords, data, future, handle = item
+            try:
+                self._wait_for_output_room()
+                outputs = handle.result()
+            except BaseException as e:  # recorded, published and raised to the producer
+                self._record_failure(e, future, coords)
+                continue
+            finally:
+                self._slots.release()
+            self._accept_outputs(coords, data, outputs, future)
 
     def _run_storage(self) -> None:
         get = self._storage_queue.get
         storage = self._storage
-        in_memory = self._processed if self._processor is not None else self._raw
+        processing = self._processor is not None
+        in_memory = self._processed if processing else self._raw
         while True:
             item = get()
             if item is _FINISH:
                 self._finish_storage()
                 return
             coords, data, metadata, future = item
-            if self._processor is None and self._listeners:
+            if not processing and self._listeners:
                 self._notify_listeners("acquired", coords)
             if self._readers_waiting:
                 self._no_readers.wait(READER_PRIORITY_S)
             try:
                 with self._storage_lock:
                     storage.put(coords, data, metadata)
-            except Exception as e:  # recorded, published and raised to the producer
-                self._record_failure(e, future, coords)
+            except BaseException as e:  # recorded, published and raised to the producer
+                if processing:
+                    with self._cond:  # stays readable in memory; no longer waiting for the storage
+                        self._output_bytes -= data.nbytes
+                        self._cond.notify_all()
+                self._record_failure(e, future, coords, "storage")
                 continue
             with self._cond:
                 in_memory.pop(coords, None)
                 self._bytes_in_flight -= data.nbytes
+                if processing:
+                    self._output_bytes -= data.nbytes
                 self._stored += 1
                 self._cond.notify_all()
             if future is not None:
@@ -417,8 +599,12 @@ class DataHandler:
         try:
             with self._storage_lock:
                 self._storage.finish()
-        except Exception as e:  # recorded and raised by await_completion
+        except BaseException as e:  # recorded and raised by await_completion
             logger.error("Finishing %s failed: %r", type(self._storage).__name__, e)
+            if not isinstance(e, Exception):
+                wrapped = DataHandlerError(f"Finishing the storage raised {type(e).__name__}: {e!r}")
+                wrapped.__cause__ = e
+                e = wrapped
             with self._cond:
                 if self._error is None:
                     self._error = e
@@ -426,6 +612,16 @@ class DataHandler:
         finally:
             self._finished.set()
             self._notify_listeners("finished", None)
+
+
+class _Failed:
+    """A result handle that raises the error met while submitting."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def result(self) -> list[Frame]:
+        raise self.error
 
 
 def _publish(notification: Notification) -> None:
