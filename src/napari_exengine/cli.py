@@ -7,7 +7,6 @@ of installed plugins; it never imports napari or Qt.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import signal
@@ -92,44 +91,33 @@ def load_acquisition_file(path: str) -> dict[str, Any]:
 
 
 def from_useq(data: dict[str, Any]) -> dict[str, Any]:
-    """Translate a useq-schema MDASequence (as a dict) into ``exengine acquire`` settings."""
+    """Translate a useq-schema MDASequence (as a dict) into ``exengine acquire`` settings; fields that cannot
+    be represented (``grid_plan``, ``do_stack``, ``acquire_every``, ...) are refused by name."""
+    from .useq_sequences import sequence_to_event_arguments
+
     try:
-        import useq
-    except ImportError:
+        kwargs = sequence_to_event_arguments(data)
+    except ModuleNotFoundError as e:
+        if e.name != "useq":
+            raise
         raise UsageError("Reading MDASequence files needs useq-schema: pip install useq-schema") from None
-    try:
-        sequence = useq.MDASequence.model_validate(data)
-    except Exception as e:
-        detail = "; ".join(line.strip() for line in str(e).splitlines()[1:3] if line.strip())
-        raise UsageError(f"Invalid MDASequence: {detail}") from None
-    settings: dict[str, Any] = {}
-    if sequence.time_plan is not None:
-        starts = [float(getattr(t, "total_seconds", lambda t=t: t)()) for t in sequence.time_plan]
-        settings["time"] = len(starts)
-        intervals = [b - a for a, b in itertools.pairwise(starts)]
-        if intervals and max(intervals) - min(intervals) < 1e-9:
-            settings["interval"] = intervals[0]
-        elif intervals:
-            settings["interval"] = [*intervals, 0.0]
-    if sequence.z_plan is not None:
-        offsets = [float(z) for z in sequence.z_plan]
-        if len(offsets) > 1:
-            settings["z"] = f"{offsets[0]}:{offsets[-1]}:{offsets[1] - offsets[0]}"
-        elif offsets:
-            settings["z"] = f"{offsets[0]}:{offsets[0]}:1"
-    if sequence.channels:
-        settings["channels"] = [c.config for c in sequence.channels]
-        exposures = [c.exposure for c in sequence.channels]
-        if all(e is not None for e in exposures):
-            settings["exposures"] = exposures
-    if sequence.stage_positions:
-        positions = sequence.stage_positions
-        with_z = all(p.z is not None for p in positions)
-        settings["positions"] = [[p.x or 0.0, p.y or 0.0, *([p.z] if with_z else [])] for p in positions]
-        settings["labels"] = [p.name or str(i) for i, p in enumerate(positions)]
-    order = "".join(a for a in str(sequence.axis_order and "".join(sequence.axis_order)) if a in "tpcz")
-    if order:
-        settings["order"] = order
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    settings: dict[str, Any] = {"order": kwargs["order"]}
+    if "num_time_points" in kwargs:
+        settings["time"] = kwargs["num_time_points"]
+        settings["interval"] = kwargs["time_interval_s"]
+    if "z_start" in kwargs:
+        settings["z"] = f"{kwargs['z_start']!r}:{kwargs['z_end']!r}:{kwargs['z_step']!r}"
+    if "channels" in kwargs:
+        settings["channels"] = kwargs["channels"]
+        if "channel_exposures_ms" in kwargs:
+            settings["exposures"] = kwargs["channel_exposures_ms"]
+    positions = kwargs.get("xyz_positions") or kwargs.get("xy_positions")
+    if positions:
+        settings["positions"] = positions
+        if "position_labels" in kwargs:
+            settings["labels"] = kwargs["position_labels"]
     return settings
 
 
