@@ -200,3 +200,54 @@ def test_simulated_camera_honours_frame_rate():
     assert time.monotonic() - started >= 0.09
     assert camera.pop_data(timeout=0.05) == (None, None)
     assert camera.is_stopped()
+
+
+def _clean_image(camera: SimulatedCamera) -> np.ndarray:
+    """Snap one frame and return the noise-free image it was made from."""
+    camera.exposure = 10.0
+    camera.frame_rate_limit = 10000.0
+    camera._cache.clear()
+    camera.arm(1)
+    camera.start()
+    frame, _metadata = camera.pop_data(timeout=10)
+    (base, _inner, _edges), = camera._cache.values()
+    assert frame.shape == base.shape
+    return base
+
+
+@pytest.mark.parametrize("side", [2048, 2304])
+def test_simulated_camera_renders_scmos_sensor_sizes_with_the_same_specimen_tiled(side):
+    scope = SimulatedMicroscope()
+    scope.x_um, scope.y_um = 300.0, -123.0  # crops that start inside the specimen's period
+    big = SimulatedCamera("Big", scope, width=side, height=side)
+    small = SimulatedCamera("Small", scope, width=512, height=512)
+    image, reference = _clean_image(big), _clean_image(small)
+    assert image.shape == (side, side)
+    np.testing.assert_array_equal(image[:512, :512], reference)  # the specimen a 512 x 512 sensor sees
+    np.testing.assert_array_equal(image[512:1024, 1024:1536], reference)  # ... repeated seamlessly
+    np.testing.assert_array_equal(image[:, 512:], image[:, :-512])
+    big.binning = 4
+    big.arm(1)
+    big.start()
+    frame, _metadata = big.pop_data(timeout=10)
+    assert frame.shape == (side // 4, side // 4) and frame.dtype == np.uint16
+
+
+def test_simulated_camera_bins_rois_that_are_not_a_multiple_of_the_binning():
+    camera = SimulatedCamera("Odd", width=1031, height=7)
+    camera.binning = 2
+    assert _clean_image(camera).shape == (3, 515)
+    camera.binning = 4
+    assert _clean_image(camera).shape == (1, 257)
+    camera.roi = (0, 0, 3, 7)
+    with pytest.raises(ValueError, match="binning 4 leaves no pixels of the 3x7 roi"):
+        camera.arm(1)
+
+
+@pytest.mark.parametrize("bad", [0, -512, 8193, 2.5, "2048", True, None])
+def test_simulated_camera_refuses_sensor_sizes_it_cannot_render_naming_them(bad):
+    with pytest.raises(ValueError, match=rf"width must be a whole number of pixels from 1 to 8192, got {bad!r}"):
+        SimulatedCamera("Bad", width=bad)
+    with pytest.raises(ValueError, match="height must be"):
+        SimulatedCamera("Bad", height=bad)
+    assert "Bad" not in ExecutionEngine.get_devices()

@@ -20,8 +20,10 @@ from ..device_types import Detector, DoubleAxisPositioner, TriggerableSingleAxis
 from ..kernel.device import Device
 
 CHANNELS = ("DAPI", "FITC", "TRITC", "Cy5")
-_TEXTURE = 512
+_TEXTURE = 512  # the specimen repeats every this many pixels; larger sensors see it tiled
 _NOISE_MAX = 64  # the noise (normal, sigma 12 counts) is clipped to +-this
+_MAX_SENSOR_SIDE = 8192
+_CACHE_PIXELS = 160 * 512 * 512  # clean images kept: 160 at 512 x 512, fewer for larger sensors
 _SHORTEST_SLEEP_S = 2e-4
 _LAYER_DEPTHS_UM = (-12.0, -4.0, 4.0, 12.0)
 _BLUR_SIGMAS = (1.0, 4.0, 10.0)
@@ -57,6 +59,18 @@ def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return np.real(np.fft.ifft2(np.fft.fft2(image) * kernel)).astype(np.float32)
 
 
+def _periodic_crop(texture: np.ndarray, y: int, x: int, height: int, width: int) -> np.ndarray:
+    """The ``height`` x ``width`` window at ``(y, x)`` of a ``_TEXTURE``-periodic image padded to ``2 * _TEXTURE``.
+
+    A view when the window fits the padding (any window up to ``_TEXTURE`` wide); else a copy that
+    tiles the period, so any sensor size sees a seamless specimen.
+    """
+    if y + height <= texture.shape[0] and x + width <= texture.shape[1]:
+        return texture[y:y + height, x:x + width]
+    repeats = (-(-(y + height) // _TEXTURE), -(-(x + width) // _TEXTURE))
+    return np.tile(texture[:_TEXTURE, :_TEXTURE], repeats)[y:y + height, x:x + width]
+
+
 @functools.cache
 def _specimen(channel: str) -> np.ndarray:
     """Per channel: an array (layers, blur levels, 2T, 2T) of periodic blob images, padded for wrap-free crops."""
@@ -80,11 +94,21 @@ def _specimen(channel: str) -> np.ndarray:
 class SimulatedCamera(Detector):
     """A camera that renders the simulated specimen.
 
-    ``exposure`` is in ms; frames arrive every ``max(exposure, 1 / frame_rate_limit)`` seconds.
+    ``exposure`` is in ms; frames arrive every ``max(exposure, 1 / frame_rate_limit)`` seconds. The
+    sensor is ``width`` x ``height`` pixels, each 1 to 8192 (e.g. 2048 x 2048 or 2304 x 2304 as on
+    sCMOS cameras).
     """
 
     def __init__(self, name: str = "Camera", microscope: Optional[SimulatedMicroscope] = None,
                  width: int = 512, height: int = 512) -> None:
+        for side, value in (("width", width), ("height", height)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or not 1 <= value <= _MAX_SENSOR_SIDE:
+                raise ValueError(
+                    f"SimulatedCamera {side} must be a whole number of pixels from 1 to {_MAX_SENSOR_SIDE}, "
+                    f"got {value!r}"
+                )
+        width, height = int(width), int(height)
         super().__init__(name)
         self._scope = microscope or SimulatedMicroscope()
         self._sensor = (height, width)
@@ -100,6 +124,7 @@ class SimulatedCamera(Detector):
         self._start_time = 0.0
         self._delivered = 0
         self._cache: OrderedDict[tuple, tuple[np.ndarray, Optional[np.ndarray], np.ndarray]] = OrderedDict()
+        self._cache_size = max(8, _CACHE_PIXELS // (width * height))
         noise = np.clip(np.rint(np.random.default_rng(0).normal(0, 12, (4, height * width))), -_NOISE_MAX, _NOISE_MAX)
         self._noise = noise.astype(np.int32)
         # The same noise wrapped into the frame dtypes: unsigned addition modulo 2**bits is exact away from the limits
@@ -123,6 +148,11 @@ class SimulatedCamera(Detector):
         x, y, w, h = self.roi
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > self._sensor[1] or y + h > self._sensor[0]:
             raise ValueError(f"{self.name}: roi {self.roi} does not fit the {self._sensor[1]}x{self._sensor[0]} sensor")
+        if w < self.binning or h < self.binning:
+            raise ValueError(
+                f"{self.name}: binning {self.binning} leaves no pixels of the {w}x{h} roi; "
+                f"use a binning of at most {min(w, h)} or a larger roi"
+            )
         with self._lock:
             self._armed_count = frame_count
             self._delivered = 0
@@ -197,7 +227,7 @@ class SimulatedCamera(Detector):
         cached = self._cache.get(key)
         if cached is None:
             cached = self._cache[key] = _prepare(self._render_clean(key), dtype, maximum)
-            if len(self._cache) > 160:
+            if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         base, inner, edges = cached
         pattern = index % 4
@@ -223,9 +253,10 @@ class SimulatedCamera(Detector):
             if weight < 0.05:
                 continue
             level = 0 if defocus < 3 else 1 if defocus < 9 else 2
-            image += weight * specimen[layer, level, oy:oy + rh, ox:ox + rw]
-        if binning > 1:
-            image = image.reshape(rh // binning, binning, rw // binning, binning).sum(axis=(1, 3))
+            image += weight * _periodic_crop(specimen[layer, level], oy, ox, rh, rw)
+        if binning > 1:  # pixels left over when the roi is not a multiple of the binning are dropped
+            h, w = rh // binning, rw // binning
+            image = image[: h * binning, : w * binning].reshape(h, binning, w, binning).sum(axis=(1, 3))
         maximum = (1 << int(bit_depth)) - 1
         signal = 0.6 * maximum * min(max(exposure, 0.5) / 50.0, 1.0) * (power if light_on else 0.0)
         return np.rint(100.0 * maximum / 65535 + signal * image).astype(np.int32)
