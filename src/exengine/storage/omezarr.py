@@ -1,19 +1,42 @@
-"""OME-Zarr storage (zarr v3 format, OME-NGFF 0.5 ``multiscales`` metadata) on ``zarr`` (extra ``zarr``).
+"""OME-Zarr storage (zarr v3 format, OME-NGFF 0.5 ``multiscales`` metadata) on ``zarr`` (extra ``zarr``),
+in a local folder or in an object store (``s3://bucket/prefix``; extra ``s3``).
 
 Frames stream into one growing array ``0`` of shape (axes..., y, x), one chunk per frame; while
 acquiring, the array grows in doubling steps (unwritten frames read as zeros) and ``finish`` trims it
-to the acquired extent. Axes are
-``time``, ``channel`` and ``z`` when present (in the NGFF order t, c, z) preceded by any other axes
-(e.g. ``position``, typed ``custom``). String coordinate values map to indices kept in the group
-attributes (``exengine.axis_values``); channel names are also written as ``omero`` channel labels.
-Per-frame metadata goes to ``frame_metadata.jsonl`` beside the array, one line per frame.
+to the acquired extent. Axes are ``time``, ``channel`` and ``z`` when present (in the NGFF order t, c,
+z) preceded by any other axes (e.g. ``position``, typed ``custom``). String coordinate values map to
+indices kept in the group attributes (``exengine.axis_values``); channel names are also written as
+``omero`` channel labels. Each frame's coordinates and metadata are a JSON record.
+
+Where the bytes go:
+
+- **A local folder.** Uncompressed chunks are the frame's little-endian bytes (zarr v3 ``bytes``
+  codec), written straight to the file at zarr's own chunk key, through a temporary file renamed into
+  place: a chunk is complete or absent, also when the disk fills up. Records are appended to
+  ``frame_metadata.jsonl``; a record that cannot be written whole is cut off again, with its chunk.
+- **A store URL.** Through zarr's own stores: ``zarr.storage.ObjectStore`` on obstore (the default,
+  the faster here) or ``zarr.storage.FsspecStore`` on fsspec/s3fs (``store="fsspec"``). A frame's chunk
+  and its record (``frame_metadata/<n>.json``) are written concurrently and ``put`` returns once both
+  are in the store, so a frame is reported stored only when it is, and a stalled network blocks
+  ``put`` (backpressure) instead of queueing frames. ``finish`` adds every record as
+  ``frame_metadata.jsonl``. Endpoint, region and credentials come from ``storage_options`` or, as for
+  the AWS tools, from ``AWS_*`` environment variables (``AWS_ENDPOINT_URL`` too) and the AWS config
+  and credentials files.
+
+A new dataset never replaces one: it gets the first free ``<name>_<n>.ome.zarr``, claimed atomically
+(``mkdir`` locally; a create-only write of its ``zarr.json`` in a store).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import json
 import os
+import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
 import numpy as np
@@ -23,55 +46,261 @@ from ._frames import FrameStorage, check_writable
 
 try:
     import zarr
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("OME-Zarr storage needs the 'zarr' package: pip install 'napari-exengine[zarr]'") from error
 
-__all__ = ["OMEZarrStorage"]
+__all__ = ["DEFAULT_STORE", "STORES", "OMEZarrDataset", "OMEZarrStorage", "is_store_url", "open_store"]
+
+#: The zarr stores that reach object stores; the default is the faster one by ``benchmarks/bench_s3.py``.
+STORES = ("obstore", "fsspec")
+DEFAULT_STORE = "obstore"
+#: Longest a frame's write to a store may take (network stalls included) before ``put`` fails.
+DEFAULT_TIMEOUT_S = 300.0
 
 _NGFF_ORDER = ("time", "channel", "z")
 _AXIS_TYPES = {"time": "time", "channel": "channel", "z": "space"}
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_RECORDS = "frame_metadata.jsonl"
+_RECORD_PREFIX = "frame_metadata/"
+_GROUP_DOCUMENT = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+# storage_options as s3fs names them (zarr's convention) -> obstore's S3Store names
+_OBSTORE_NAMES = {"endpoint_url": "endpoint", "key": "access_key_id", "secret": "secret_access_key",
+                  "token": "session_token", "anon": "skip_signature", "region_name": "region"}
+
+
+def is_store_url(location: Any) -> bool:
+    """True for a store URL such as ``s3://bucket/prefix`` (``file://`` URLs are local folders)."""
+    match = _URL.match(location) if isinstance(location, str) else None
+    return match is not None and match.group(1).lower() != "file"
+
+
+def _local_path(location: str | os.PathLike[str]) -> str:
+    location = os.fspath(location)
+    return location[len("file://"):] if location.lower().startswith("file://") else location
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of an error's message (obstore's run to dozens of lines)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _storage_options(storage_options: Any) -> dict[str, Any]:
+    if storage_options is None or storage_options == "":
+        return {}
+    if isinstance(storage_options, str):  # from a text field (the panel) or a settings file
+        try:
+            storage_options = json.loads(storage_options)
+        except json.JSONDecodeError:
+            raise ValueError(f"storage_options must be a mapping or a JSON object, got {storage_options!r}") from None
+    if not isinstance(storage_options, Mapping):
+        raise ValueError(f"storage_options must be a mapping or a JSON object, got {storage_options!r}")
+    return dict(storage_options)
+
+
+class _BotocoreCredentials:
+    """An obstore credential provider over botocore's chain (environment, config files, SSO, instance roles)."""
+
+    def __init__(self, credentials: Any) -> None:
+        self._credentials = credentials
+
+    def __call__(self) -> dict[str, Any]:
+        frozen = self._credentials.get_frozen_credentials()
+        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "token": frozen.token,
+                "expires_at": datetime.now(UTC) + timedelta(minutes=5)}
+
+
+def _obstore_s3_config(options: dict[str, Any]) -> dict[str, Any]:
+    """``S3Store`` settings: ``options`` (s3fs or obstore names) completed as the AWS tools would."""
+    config: dict[str, Any] = {}
+    for key, value in {**dict(options.pop("client_kwargs", None) or {}), **options}.items():
+        config[_OBSTORE_NAMES.get(key, key)] = value
+    if not config.get("skip_signature"):
+        config.pop("skip_signature", None)
+    profile = config.pop("profile", None)
+    try:
+        import botocore.session
+        from botocore.configprovider import ConfiguredEndpointProvider
+    except ImportError:  # obstore alone reads the AWS_* environment variables
+        session = None
+    else:
+        session = botocore.session.Session(profile=profile)
+    if session is not None:
+        if "endpoint" not in config:
+            endpoint = ConfiguredEndpointProvider(full_config=session.full_config,
+                                                  scoped_config=session.get_scoped_config(), client_name="s3").provide()
+            if endpoint:
+                config["endpoint"] = endpoint
+        if "region" not in config and session.get_config_variable("region"):
+            config["region"] = session.get_config_variable("region")
+        given = {"access_key_id", "credential_provider", "skip_signature"} & config.keys()
+        if not given and not os.environ.get("AWS_ACCESS_KEY_ID"):
+            credentials = session.get_credentials()
+            if credentials is not None:
+                config["credential_provider"] = _BotocoreCredentials(credentials)
+    endpoint = str(config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                   or os.environ.get("AWS_ENDPOINT_URL") or "")
+    if endpoint.lower().startswith("http://"):  # a local MinIO or test server: plain HTTP as s3fs allows
+        config["client_options"] = {"allow_http": True, **dict(config.get("client_options") or {})}
+    return config
+
+
+def open_store(url: str, store: Optional[str] = None, storage_options: Any = None, read_only: bool = False) -> Any:
+    """A zarr store rooted at ``url``: ``ObjectStore`` (``store="obstore"``, default) or ``FsspecStore``.
+
+    ``storage_options`` are s3fs's keyword arguments (``endpoint_url``, ``key``, ``secret``,
+    ``client_kwargs``, ...); for obstore the common ones are translated and ``S3Store``'s own settings
+    (``endpoint``, ``region``, ``client_options``, ``retry_config``, ...) are accepted too.
+    """
+    kind = DEFAULT_STORE if store is None or store == "" else store
+    if kind not in STORES:
+        raise ValueError(f"store must be one of {', '.join(map(repr, STORES))}, got {store!r}")
+    options = _storage_options(storage_options)
+    scheme, _, rest = url.partition("://")
+    try:
+        if kind == "fsspec":
+            from zarr.storage import FsspecStore
+
+            return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+        import obstore.store
+        from zarr.storage import ObjectStore
+
+        if scheme.lower() in ("s3", "s3a"):
+            bucket, _, prefix = rest.partition("/")
+            upstream = obstore.store.S3Store(bucket, prefix=prefix.strip("/") or None, **_obstore_s3_config(options))
+        else:
+            upstream = obstore.store.from_url(url, **options)
+        return ObjectStore(upstream, read_only=read_only)
+    except ImportError as error:
+        raise ImportError(f"OME-Zarr in {url!r} with store={kind!r} needs {error.name or error}: "
+                          f"pip install 'napari-exengine[s3]'") from error
+    except Exception as error:
+        raise ValueError(f"Cannot open {url!r} with store={kind!r} and storage_options {sorted(options)}: "
+                         f"{_reason(error)}") from error
+
+
+async def _claim(zarr_store: Any, dataset: str, document: bytes) -> bool:
+    """Write ``document`` as the ``zarr.json`` of ``dataset`` only if there is none; False when there is
+    (atomic on S3: a create-only write)."""
+    key = f"{dataset}/zarr.json"
+    upstream = getattr(zarr_store, "store", None)
+    if type(upstream).__module__.startswith("obstore"):  # zarr.storage.ObjectStore
+        import obstore
+
+        try:
+            await obstore.put_async(upstream, key, document, mode="create")
+        except obstore.exceptions.AlreadyExistsError:
+            return False
+        return True
+    fs = getattr(zarr_store, "fs", None)  # zarr.storage.FsspecStore
+    if fs is not None and "s3" in np.atleast_1d(fs.protocol):
+        try:
+            await fs._pipe_file(f"{zarr_store.path}/{key}", document, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    if await zarr_store.exists(key):  # other stores: not atomic against a concurrent writer
+        return False
+    await zarr_store.set(key, default_buffer_prototype().buffer.from_bytes(document))
+    return True
+
+
+async def _children(zarr_store: Any) -> set[str]:
+    return {name.rstrip("/") async for name in zarr_store.list_dir("")}
+
+
+async def _gather(awaitables: list[Any]) -> list[Any]:
+    return await asyncio.gather(*awaitables, return_exceptions=True)
 
 
 class OMEZarrStorage(FrameStorage):
     """Frames written to ``<directory>/<name>_<n>.ome.zarr``; readable by any OME-Zarr tool.
 
-    Chunks are uncompressed unless ``compress`` (zarr's default codec, zstd), which saves disk at
-    about half the write speed.
+    ``directory`` is a folder or a store URL (``s3://bucket/prefix``). Chunks are uncompressed unless
+    ``compress`` (zarr's default codec, zstd), which saves space at about half the write speed.
+    ``storage_options`` (a mapping or a JSON object) and ``store`` (``"obstore"`` or ``"fsspec"``)
+    apply to store URLs; ``timeout_s`` bounds each frame's write to a store.
     """
 
     def __init__(self, directory: str | os.PathLike[str], name: Optional[str] = None,
                  summary_metadata: Optional[Mapping[str, Any]] = None, pixel_size_um: float = 1.0,
-                 compress: bool = False) -> None:
+                 compress: bool = False, storage_options: Any = None, store: Optional[str] = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(summary_metadata)
-        directory = os.fspath(directory)
+        location = os.fspath(directory)
         name = "exengine" if name is None else name
-        if not isinstance(name, str) or not name or os.sep in name:
+        if not isinstance(name, str) or not name or "/" in name or os.sep in name:
             raise ValueError(f"name must be a plain folder name, got {name!r}")
-        check_writable(directory)
-        n = 1
-        while os.path.exists(os.path.join(directory, f"{name}_{n}.ome.zarr")):
-            n += 1
-        self.path = os.path.join(directory, f"{name}_{n}.ome.zarr")
-        self._group = zarr.open_group(self.path, mode="w-", zarr_format=3)
+        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         self._pixel = float(pixel_size_um)
         self._compressors: Any = "auto" if compress else None
+        self._timeout = float(timeout_s)
         self._array: Any = None
         self._extent: tuple[int, ...] = ()  # the acquired extent along each axis
         self._axes: list[str] = []
         self._values: dict[str, list[Any]] = {}
         self._positions: dict[DataCoordinates, tuple[int, ...]] = {}
         self._metadata: dict[DataCoordinates, Any] = {}
-        self._metadata_file = open(os.path.join(self.path, "frame_metadata.jsonl"), "a")  # noqa: SIM115
+        self._records_fd: Optional[int] = None
+        self._records_size = 0
+        if is_store_url(location):
+            url = location.rstrip("/")
+            dataset = self._claim_in_store(open_store(url, store, storage_options), url, name)
+            self.path = f"{url}/{dataset}"
+            self._store: Any = open_store(self.path, store, storage_options)  # rooted at the dataset
+            self._group = zarr.open_group(self._store, mode="r+", zarr_format=3)
+        else:
+            if store not in (None, "") or _storage_options(storage_options):
+                raise ValueError(f"store and storage_options apply to store URLs such as 's3://bucket/prefix'; "
+                                 f"{location!r} is a local folder")
+            self._store = None
+            self.path = self._claim_folder(_local_path(location), name)
+            self._group = zarr.open_group(self.path, mode="w-", zarr_format=3)
+            self._records_fd = os.open(os.path.join(self.path, _RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
 
+    @staticmethod
+    def _claim_folder(directory: str, name: str) -> str:
+        check_writable(directory)
+        n = 1
+        while True:
+            path = os.path.join(directory, f"{name}_{n}.ome.zarr")
+            try:
+                os.mkdir(path)  # atomic: a dataset that exists (or is being made) is never reused
+            except FileExistsError:
+                n += 1
+                continue
+            return path
+
+    def _claim_in_store(self, parent: Any, url: str, name: str) -> str:
+        try:
+            taken = sync(self._bounded(_children(parent)))
+            n = 1
+            while True:
+                dataset = f"{name}_{n}.ome.zarr"
+                if dataset not in taken and sync(self._bounded(_claim(parent, dataset, _GROUP_DOCUMENT))):
+                    return dataset
+                n += 1
+        except Exception as error:
+            raise OSError(f"Cannot create a dataset in {url!r}: {_reason(error)}") from error
+
+    # ------------------------------------------------------------------ reading
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
         return self._array[self._positions[self._known(data_coordinates)]]
 
     def get_metadata(self, data_coordinates: CoordinatesLike) -> Any:
         return self._metadata[self._known(data_coordinates)]
 
+    # ------------------------------------------------------------------ writing
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
-        if data.ndim != 2 or data.dtype.kind not in "uif":
-            raise TypeError(f"OME-Zarr stores 2-D numeric frames; data at {dict(coords)} is {data.shape} {data.dtype}")
+        if data.ndim != 2 or data.dtype.kind not in "uif" or 0 in data.shape:
+            raise TypeError(f"OME-Zarr stores non-empty 2-D numeric frames; data at {dict(coords)} is "
+                            f"{data.shape} {data.dtype}")
+        for axis, value in coords.items():
+            if isinstance(value, int) and axis != "channel" and value < 0:
+                raise ValueError(f"OME-Zarr needs non-negative indices; axis {axis!r} got {value}")
         if self._array is not None and (set(coords) != set(self._axes) or data.shape != self._array.shape[-2:]
                                         or data.dtype != self._array.dtype):
             raise ValueError(
@@ -80,68 +309,128 @@ class OMEZarrStorage(FrameStorage):
         return data
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
-        if self._array is None:
-            self._create(coords, data)
-        position = tuple(self._position(axis, coords[axis]) for axis in self._axes)
+        try:
+            if self._array is None:
+                self._create(coords, data)
+            position = tuple(self._position(axis, coords[axis]) for axis in self._axes)
+            capacity = self._array.shape[:-2]
+            if any(i >= size for i, size in zip(position, capacity, strict=True)):
+                # grow geometrically (few metadata rewrites); finish() trims to the acquired extent
+                grown = tuple(size if i < size else max(2 * size, i + 1)
+                              for size, i in zip(capacity, position, strict=True))
+                self._array.resize(grown + self._array.shape[-2:])
+            record = (json.dumps({"coords": dict(coords), "metadata": metadata}) + "\n").encode()
+            if self._store is None:
+                self._write_local(position, data, record)
+            else:
+                self._write_to_store(position, data, record)
+        except Exception as error:
+            message = f"Cannot store the frame at {dict(coords)} in {self.path}: {_reason(error)}"
+            code = error.errno if isinstance(error, OSError) else None
+            raise (OSError(message) if code is None else OSError(code, message)) from error
         self._extent = tuple(max(size, i + 1) for size, i in zip(self._extent, position, strict=True))
-        capacity = self._array.shape[:-2]
-        if any(i >= size for i, size in zip(position, capacity, strict=True)):
-            # grow geometrically (few metadata rewrites); finish() trims to the acquired extent
-            grown = tuple(size if i < size else max(2 * size, i + 1)
-                          for size, i in zip(capacity, position, strict=True))
-            self._array.resize(grown + self._array.shape[-2:])
-        self._write_chunk(position, data)
         self._positions[coords] = position
         self._metadata[coords] = metadata
-        self._metadata_file.write(json.dumps({"coords": dict(coords), "metadata": metadata}) + "\n")
-        self._metadata_file.flush()
 
-    def _write_chunk(self, position: tuple[int, ...], data: np.ndarray) -> None:
+    def _chunk_key(self, position: tuple[int, ...]) -> str:
+        return "0/" + self._array.metadata.encode_chunk_key((*position, 0, 0))
+
+    def _write_local(self, position: tuple[int, ...], data: np.ndarray, record: bytes) -> None:
+        assert self._records_fd is not None
+        target = os.path.join(self.path, *self._chunk_key(position).split("/"))
+        if self._compressors is not None:
+            self._array[position] = data  # zarr's LocalStore writes a temporary file and renames it
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            partial = target + ".partial"
+            try:
+                with open(partial, "wb") as f:
+                    f.write(np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).data)
+                os.replace(partial, target)  # a chunk is complete or absent
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
+                raise
+        try:
+            written = 0
+            while written < len(record):
+                written += os.write(self._records_fd, record[written:])
+        except BaseException:
+            # cut a partial record off again and take the chunk back: the frame is absent, not half there
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._records_fd, self._records_size)
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise
+        self._records_size += len(record)
+
+    def _write_to_store(self, position: tuple[int, ...], data: np.ndarray, record: bytes) -> None:
+        prototype = default_buffer_prototype()
+        record_key = f"{_RECORD_PREFIX}{len(self._coordinates):09d}.json"
         if self._compressors is not None:
             self._array[position] = data
-            return
-        # Uncompressed chunks are the frame's little-endian bytes (zarr v3 "bytes" codec); writing the
-        # file directly, at the key zarr's own chunk-key encoding gives, avoids zarr's async round trip.
-        key = self._array.metadata.encode_chunk_key((*position, 0, 0))
-        target = os.path.join(self.path, "0", *key.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as f:
-            f.write(np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).tobytes())
+            writes = [self._store.set(record_key, prototype.buffer.from_bytes(record))]
+            keys = [record_key]
+        else:
+            chunk = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+            chunk_key = self._chunk_key(position)
+            writes = [self._store.set(chunk_key, prototype.buffer.from_array_like(chunk)),
+                      self._store.set(record_key, prototype.buffer.from_bytes(record))]
+            keys = [chunk_key, record_key]
+        results = sync(self._bounded(_gather(writes)))
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            # best effort: take back what did arrive, so no record claims a frame that is not there
+            with contextlib.suppress(Exception):
+                sync(self._bounded(_gather([self._store.delete(k) for k in keys]), min(self._timeout, 5.0)))
+            raise failures[0]
+
+    async def _bounded(self, awaitable: Any, timeout: Optional[float] = None) -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, self._timeout if timeout is None else timeout)
+        except TimeoutError:
+            raise TimeoutError(errno.ETIMEDOUT, f"the store did not answer within {timeout or self._timeout:g} s") \
+                from None
 
     def _create(self, coords: DataCoordinates, data: np.ndarray) -> None:
         others = [a for a in coords if a not in _NGFF_ORDER]
-        self._axes = others + [a for a in _NGFF_ORDER if a in coords]
-        self._values = {a: [] for a in self._axes}
-        leading = (1,) * len(self._axes)
-        self._extent = (0,) * len(self._axes)
+        axes = others + [a for a in _NGFF_ORDER if a in coords]
+        leading = (1,) * len(axes)
         self._array = self._group.create_array(
             "0", shape=leading + data.shape, chunks=leading + data.shape, dtype=data.dtype, fill_value=0,
             compressors=self._compressors)
+        self._axes = axes
+        self._values = {a: [] for a in axes}
+        self._extent = (0,) * len(axes)
         self._write_attributes()
 
     def _position(self, axis: str, value: Any) -> int:
         values = self._values[axis]
         if isinstance(value, int) and axis != "channel":
-            if value < 0:
-                raise ValueError(f"OME-Zarr needs non-negative indices; axis {axis!r} got {value}")
             return value
         if value not in values:
             values.append(value)
-            self._write_attributes()
+            try:
+                self._write_attributes()
+            except BaseException:
+                values.pop()
+                raise
         return values.index(value)
 
-    def _write_attributes(self) -> None:
+    def _write_attributes(self, finished: bool = False) -> None:
         axes = [{"name": a, "type": _AXIS_TYPES.get(a, "custom")} for a in self._axes]
         axes += [{"name": "y", "type": "space", "unit": "micrometer"},
                  {"name": "x", "type": "space", "unit": "micrometer"}]
-        scale = [1.0] * len(self._axes) + [self._pixel, self._pixel]
+        z_step = self._summary.get("z-step_um")
+        z_step = float(z_step) if isinstance(z_step, (int, float)) and z_step > 0 else 1.0
+        scale = [z_step if a == "z" else 1.0 for a in self._axes] + [self._pixel, self._pixel]
         attributes: dict[str, Any] = {
             "ome": {"version": "0.5", "multiscales": [{
-                "name": os.path.basename(self.path), "axes": axes,
+                "name": self.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1], "axes": axes,
                 "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
             }]},
             "exengine": {"axis_values": {a: v for a, v in self._values.items() if v},
-                         "summary_metadata": self._summary},
+                         "summary_metadata": self._summary, "finished": finished},
         }
         if self._values.get("channel"):
             attributes["ome"]["omero"] = {"channels": [{"label": str(c), "active": True}
@@ -149,12 +438,193 @@ class OMEZarrStorage(FrameStorage):
         self._group.attrs.update(attributes)
 
     def _finish(self) -> None:
-        if self._array is not None and self._array.shape[:-2] != self._extent:
-            self._array.resize(self._extent + self._array.shape[-2:])
-        self._metadata_file.close()
+        try:
+            if self._array is not None:
+                if self._array.shape[:-2] != self._extent:
+                    # every chunk is inside the extent: skip zarr's deletes of the (absent) ones outside
+                    sync(self._array._async_array.resize(self._extent + self._array.shape[-2:],
+                                                         delete_outside_chunks=False))
+                self._write_attributes(finished=True)
+            if self._store is not None:
+                records = "".join(json.dumps({"coords": dict(c), "metadata": self._metadata[c]}) + "\n"
+                                  for c in self._coordinates).encode()
+                sync(self._bounded(self._store.set(_RECORDS,
+                                                   default_buffer_prototype().buffer.from_bytes(records))))
+        except Exception as error:
+            raise OSError(f"Cannot finish {self.path}: {_reason(error)}") from error
+        finally:
+            if self._records_fd is not None:
+                os.close(self._records_fd)
+                self._records_fd = None
 
     def close(self) -> None:
         self.finish()
 
     def __repr__(self) -> str:
         return f"OMEZarrStorage({self.path!r})"
+
+
+class OMEZarrDataset:
+    """An OME-Zarr image opened for reading, from a folder or a store URL.
+
+    Ours come with their coordinates, axis values and per-frame metadata (also after a crash: the
+    records written so far); any other NGFF 0.4/0.5 image opens with index-valued axes.
+    """
+
+    def __init__(self, location: str | os.PathLike[str], storage_options: Any = None,
+                 store: Optional[str] = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        location = os.fspath(location)
+        self._timeout = timeout_s
+        if is_store_url(location):
+            self.path = location.rstrip("/")
+            self._store: Any = open_store(self.path, store, storage_options, read_only=True)
+            self.local = False
+        else:
+            path = os.path.normpath(_local_path(location))
+            path = os.path.dirname(path) if os.path.basename(path) == "zarr.json" else path
+            if not any(os.path.isfile(os.path.join(path, name)) for name in ("zarr.json", ".zattrs")):
+                raise ValueError(f"{location!r} is not an OME-Zarr dataset (no zarr.json in it)")
+            self.path = path
+            self._store = zarr.storage.LocalStore(path, read_only=True)
+            self.local = True
+        try:
+            group = zarr.open_group(self._store, mode="r")
+            attributes = group.attrs.asdict()
+        except Exception as error:
+            raise ValueError(f"{location!r} is not an OME-Zarr dataset: {_reason(error)}") from error
+        ome = attributes.get("ome", attributes)
+        multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+        exengine = attributes.get("exengine") or {}
+        self.summary_metadata: dict[str, Any] = exengine.get("summary_metadata") or {}
+        #: True/False for ours (False: the writer stopped before ``finish``), None for other datasets
+        self.finished: Optional[bool] = exengine.get("finished")
+        self.levels: list[Any] = []
+        self.axes_names: list[str] = []  # every array axis, y and x included
+        self.channel_axis: Optional[str] = None
+        self.scale: dict[str, float] = {}
+        self._labels: dict[str, list[Any]] = {}
+        self.records: dict[DataCoordinates, Any] = {}
+        if not multiscales:
+            if list(group.keys()):
+                raise ValueError(f"{location!r} is a zarr group without OME-Zarr 'multiscales' metadata")
+            return  # one of ours before its first frame
+        multiscale = multiscales[0]
+        self.version = str(ome.get("version") or multiscale.get("version") or "")
+        self.levels = [group[d["path"]] for d in multiscale["datasets"]]
+        ndim = self.levels[0].ndim
+        axes = multiscale.get("axes") or ["t", "c", "z", "y", "x"][-ndim:]
+        self.axes_names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
+        channel_axes = [a["name"] for a in axes if isinstance(a, dict) and a.get("type") == "channel"]
+        self.channel_axis = channel_axes[0] if channel_axes else None
+        transforms = multiscale["datasets"][0].get("coordinateTransformations") or []
+        scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), [1.0] * ndim)
+        self.scale = {a: float(s) for a, s in zip(self.axes_names, scale, strict=False)}
+        labels = exengine.get("axis_values") or {}
+        channels = [c.get("label") for c in (ome.get("omero") or {}).get("channels", [])]
+        for axis in self.axes_names[:-2]:
+            if axis in labels:
+                self._labels[axis] = list(labels[axis])
+            elif axis in channel_axes and channels:
+                self._labels[axis] = channels
+        self.records = self._read_records()
+
+    def _sync(self, coroutine: Any) -> Any:
+        async def bounded() -> Any:
+            return await asyncio.wait_for(coroutine, self._timeout)
+
+        return sync(bounded())
+
+    def _read_records(self) -> dict[DataCoordinates, Any]:
+        prototype = default_buffer_prototype()
+
+        async def fetch() -> list[bytes]:
+            whole = await self._store.get(_RECORDS, prototype)
+            if whole is not None:
+                return [whole.to_bytes()]
+            keys = sorted([k async for k in self._store.list_prefix(_RECORD_PREFIX)])  # a run that did not finish
+            limit = asyncio.Semaphore(32)
+
+            async def one(key: str) -> bytes:
+                async with limit:
+                    found = await self._store.get(key, prototype)
+                    return b"" if found is None else found.to_bytes()
+
+            return list(await asyncio.gather(*(one(k) for k in keys)))
+
+        records: dict[DataCoordinates, Any] = {}
+        for line in b"".join(self._sync(fetch())).splitlines():
+            try:
+                record = json.loads(line)
+                records[DataCoordinates(record["coords"])] = record.get("metadata", {})
+            except (ValueError, KeyError, TypeError):
+                continue  # a record cut short by a crash
+        return records
+
+    @property
+    def array(self) -> Any:
+        """The full-resolution zarr array (axes..., y, x)."""
+        return self.levels[0]
+
+    def position(self, coords: Mapping[str, Any]) -> tuple[int, ...]:
+        """The array index of the frame at ``coords``; ``KeyError`` for a value the dataset does not have."""
+        index = []
+        for axis in self.axes_names[:-2]:
+            value, labels = coords[axis], self._labels.get(axis)
+            if labels is not None and value in labels:
+                index.append(labels.index(value))
+            elif labels is None and isinstance(value, (int, np.integer)) and value >= 0:
+                index.append(int(value))
+            else:
+                raise KeyError(f"No {axis} {value!r} in {self.path}" + (f"; it has {labels}" if labels else ""))
+        return tuple(index)
+
+    @property
+    def extent(self) -> tuple[int, ...]:
+        """The acquired extent along each leading axis (from the records, else the array's shape)."""
+        if not self.levels:
+            return ()
+        if not self.records:
+            return tuple(self.array.shape[:-2])
+        positions = [self.position(c) for c in self.records]
+        return tuple(max(p[i] for p in positions) + 1 for i in range(len(self.axes_names) - 2))
+
+    @property
+    def axes(self) -> dict[str, list[Any]]:
+        """Each leading axis with its values: labels for labelled axes, else the indices."""
+        values: dict[str, list[Any]] = {}
+        for axis, size in zip(self.axes_names[:-2], self.extent, strict=True):
+            labels = self._labels.get(axis)
+            if labels is not None:
+                values[axis] = labels[:size]
+            elif self.records:
+                values[axis] = sorted({c[axis] for c in self.records})
+            else:
+                values[axis] = list(range(size))
+        return values
+
+    def coordinates(self) -> list[DataCoordinates]:
+        """The coordinates of every frame: those recorded, else every index of the array."""
+        if self.records or not self.levels:
+            return list(self.records)
+        import itertools
+
+        axes = self.axes
+        return [DataCoordinates(dict(zip(axes, combo, strict=True))) for combo in itertools.product(*axes.values())]
+
+    def read_frame(self, coords: Mapping[str, Any], level: int = 0) -> np.ndarray:
+        """The frame at ``coords``."""
+        return np.asarray(self.levels[level][self.position(coords)])
+
+    def read_metadata(self, coords: Mapping[str, Any]) -> Any:
+        """The metadata recorded with the frame at ``coords`` (``{}`` for datasets without records)."""
+        return self.records.get(DataCoordinates(dict(coords)), {})
+
+    def stored_bytes(self) -> int:
+        """Bytes of every object under the dataset in its store (for folders, see ``allocated_bytes``)."""
+        fs = getattr(self._store, "fs", None)
+        if fs is not None and hasattr(fs, "_du"):
+            return int(self._sync(fs._du(self._store.path, total=True)))
+        return int(self._sync(self._store.getsize_prefix("")))
+
+    def __repr__(self) -> str:
+        return f"OMEZarrDataset({self.path!r})"

@@ -1,0 +1,202 @@
+"""OME-Zarr storage in a local folder: chunks complete or absent after disk full, datasets never reused,
+crash-consistent reopening; and reading datasets back (``OMEZarrDataset``)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import threading
+import uuid
+
+import numpy as np
+import pytest
+import zarr
+
+from exengine import ExecutionEngine
+from exengine.data import DataHandler
+from exengine.kernel.data_handler import DataHandlerError
+from exengine.notifications import DataStoredNotification
+from exengine.storage import OMEZarrStorage
+from exengine.storage.omezarr import OMEZarrDataset
+
+SHAPE = (64, 64)
+
+
+def frame(t: int, c: int = 0) -> np.ndarray:
+    return np.full(SHAPE, 1 + 10 * t + c, np.uint16)
+
+
+def chunk_path(storage: OMEZarrStorage, t: int) -> str:
+    return os.path.join(storage.path, "0", "c", str(t), "0", "0")
+
+
+def assert_readable(path: str, stored: list[dict], values: dict[int, int], whole_chunks: bool = True) -> None:
+    """The whole array reads, every frame in ``stored`` holds its pixels (``values[t]``), no temporary
+    file is left and (``whole_chunks``, uncompressed) every chunk file is a whole frame."""
+    whole = zarr.open_group(path, mode="r")["0"][...]
+    dataset = OMEZarrDataset(path)
+    assert sorted(dict(c)["time"] for c in dataset.coordinates()) == sorted(c["time"] for c in stored)
+    for coords in stored:
+        assert whole[coords["time"]][0, 0] == values[coords["time"]]
+        np.testing.assert_array_equal(dataset.read_frame(coords), whole[coords["time"]])
+    for folder, _, files in os.walk(path):
+        assert not [f for f in files if f.endswith(".partial")], folder
+        if whole_chunks and os.path.basename(os.path.dirname(os.path.dirname(folder))) == "c":
+            assert all(os.path.getsize(os.path.join(folder, f)) == np.prod(SHAPE) * 2 for f in files)
+
+
+def test_enospc_from_the_write_leaves_no_chunk_and_keeps_every_stored_frame(tmp_path):
+    """The kernel's own ENOSPC (a write to /dev/full, where the chunk's temporary file is about to go)."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux) for a real ENOSPC")
+    storage = OMEZarrStorage(tmp_path, "full")
+    for t in range(3):
+        storage.put({"time": t}, frame(t), {"t": t})
+    os.makedirs(os.path.dirname(chunk_path(storage, 3)))
+    os.symlink("/dev/full", chunk_path(storage, 3) + ".partial")
+    with pytest.raises(OSError, match=r"Cannot store the frame at \{'time': 3\}.*No space left") as failure:
+        storage.put({"time": 3}, frame(3), {"t": 3})
+    assert failure.value.errno == errno.ENOSPC
+    assert {"time": 3} not in storage and len(storage) == 3
+    assert not os.path.lexists(chunk_path(storage, 3)) and not os.path.lexists(chunk_path(storage, 3) + ".partial")
+    storage.put({"time": 4}, frame(4), {"t": 4})  # the disk has room again: the next frame is stored
+    storage.finish()
+    assert zarr.open_group(storage.path, mode="r")["0"].shape == (5, *SHAPE)  # trimmed to the frames stored
+    assert_readable(storage.path, [{"time": t} for t in (0, 1, 2, 4)], {t: 1 + 10 * t for t in range(5)})
+    assert OMEZarrDataset(storage.path).read_frame({"time": 3}).max() == 0  # the failed frame: absent
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MB tmpfs, for a disk that really fills up (needs root and mount rights)."""
+    where = tmp_path / "tmpfs"
+    where.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], check=True,
+                       capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"cannot mount a tmpfs here ({getattr(e, 'stderr', b'') or e!r}); the /dev/full test covers ENOSPC")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True, timeout=30)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_disk_full_on_a_real_tmpfs_loses_no_stored_frame(small_tmpfs, compress):
+    stored: list[dict] = []
+    ExecutionEngine.get_instance().subscribe_to_notifications(
+        lambda n: stored.append(dict(n.payload)), DataStoredNotification)
+    storage = OMEZarrStorage(small_tmpfs, "full", compress=compress)
+    handler = DataHandler(storage)
+    rng = np.random.default_rng(0)
+    values = {}
+    with pytest.raises(DataHandlerError, match="No space left"):
+        for t in range(400):  # 400 x 8 KB frames of noise cannot fit in 2 MB
+            data = rng.integers(0, 65535, SHAPE, dtype=np.uint16)
+            data[0, 0] = values[t] = 1 + t
+            handler.put({"time": t}, data, {"t": t}, timeout=30)
+        handler.await_completion(30)  # finishes the storage (trimming may fail too: no space)
+    with pytest.raises(DataHandlerError, match="No space left"):
+        handler.await_completion(30)  # the storage is finished
+    ExecutionEngine.get_instance().shutdown()  # delivers every notification published
+    assert 0 < len(stored) == handler.frames_stored == len(storage) < 400
+    assert_readable(storage.path, stored, values, whole_chunks=not compress)
+
+
+def test_new_datasets_never_reuse_a_name_even_when_made_at_once(tmp_path):
+    (tmp_path / "run_1.ome.zarr").mkdir()  # anything there, even empty, is kept
+    made: list[str] = []
+    barrier = threading.Barrier(4, timeout=10)
+
+    def make() -> None:
+        barrier.wait()
+        made.append(OMEZarrStorage(tmp_path, "run").path)
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(os.path.basename(p) for p in made) == [f"run_{n}.ome.zarr" for n in (2, 3, 4, 5)]
+    assert os.listdir(tmp_path / "run_1.ome.zarr") == []
+
+
+CRASH_WRITER = """
+import sys
+import numpy as np
+from exengine.storage import OMEZarrStorage
+storage = OMEZarrStorage(sys.argv[1], "crash")
+print(storage.path, flush=True)
+for t in range(100000):
+    for c, channel in enumerate(("DAPI", "GFP")):
+        storage.put({"time": t, "channel": channel}, np.full((64, 64), 1 + 10 * t + c, np.uint16), {"t": t})
+        print(t, channel, flush=True)
+"""
+
+
+def read_lines(process: subprocess.Popen, count: int, timeout: float = 60) -> list[str]:
+    """``count`` lines of ``process``'s output, failing after ``timeout`` seconds."""
+    lines: list[str] = []
+    done = threading.Event()
+
+    def pump() -> None:
+        for line in process.stdout:
+            lines.append(line.strip())
+            if len(lines) >= count:
+                break
+        done.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    assert done.wait(timeout), f"the writer printed only {len(lines)} lines in {timeout} s"
+    return lines
+
+
+def test_sigkill_mid_run_leaves_a_dataset_that_opens_with_every_stored_frame(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = read_lines(process, 41)
+    finally:
+        process.kill()
+        process.wait(30)
+    path, stored = lines[0], [line.split() for line in lines[1:]]
+    dataset = OMEZarrDataset(path)
+    assert dataset.finished is False
+    channels = ("DAPI", "GFP")
+    for t, channel in stored:
+        coords = {"time": int(t), "channel": channel}
+        assert dataset.read_frame(coords)[0, 0] == 1 + 10 * int(t) + channels.index(channel)
+        assert dataset.read_metadata(coords) == {"t": int(t)}
+    assert zarr.open_group(path, mode="r")["0"][...].shape[1:] == (2, 64, 64)  # the whole array reads
+
+
+def test_dataset_reader_opens_other_ome_zarr_images(tmp_path):
+    """An NGFF image written by zarr alone (no exengine records): indexed axes, omero channel labels."""
+    group = zarr.open_group(tmp_path / "other.zarr", mode="w", zarr_format=3)
+    array = group.create_array("s0", shape=(2, 3, 8, 8), chunks=(1, 1, 8, 8), dtype="uint8")
+    array[...] = np.arange(6, dtype=np.uint8).reshape(2, 3, 1, 1)
+    group.attrs["ome"] = {"version": "0.5", "omero": {"channels": [{"label": "a"}, {"label": "b"}]}, "multiscales": [{
+        "axes": [{"name": "c", "type": "channel"}, {"name": "z", "type": "space"},
+                 {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+        "datasets": [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [1, 2, 0.5, 0.5]}]}]}]}
+    dataset = OMEZarrDataset(tmp_path / "other.zarr")
+    assert dataset.finished is None and dataset.channel_axis == "c"
+    assert dataset.axes == {"c": ["a", "b"], "z": [0, 1, 2]} and len(dataset.coordinates()) == 6
+    assert dataset.read_frame({"c": "b", "z": 2})[0, 0] == 5 and dataset.scale["z"] == 2
+    with pytest.raises(KeyError, match="No c 'GFP'"):
+        dataset.read_frame({"c": "GFP", "z": 0})
+    with pytest.raises(ValueError, match="not an OME-Zarr dataset"):
+        OMEZarrDataset(tmp_path)
+
+
+def test_local_folder_refuses_store_settings_and_bad_names(tmp_path):
+    with pytest.raises(ValueError, match="apply to store URLs"):
+        OMEZarrStorage(tmp_path, "run", storage_options={"endpoint_url": "http://127.0.0.1:9"})
+    with pytest.raises(ValueError, match="apply to store URLs"):
+        OMEZarrStorage(tmp_path, "run", store="obstore")
+    with pytest.raises(ValueError, match="plain folder name"):
+        OMEZarrStorage(tmp_path, "a/b")
+    with pytest.raises(ValueError, match="non-negative"):
+        OMEZarrStorage(tmp_path, str(uuid.uuid4())).put({"time": -1}, frame(0), {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in tmp_path.iterdir()
+                                                                if p.name.endswith(".ome.zarr"))
