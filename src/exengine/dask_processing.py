@@ -1,0 +1,418 @@
+"""Run any processor on a Dask distributed cluster, within the ``DataHandler``'s memory budget.
+
+Wrap a processor (a built-in, a plugin's, or a plain ``process_fn``) and hand the wrapper to the
+``DataHandler`` as usual; the processor's own code does not change::
+
+    processor = DaskProcessor(frame_averaging(frames=4), "tcp://10.0.0.5:8786")
+    handler = DataHandler(storage, processor)
+
+or let the user choose where with one string (the panel's and the command line's choices)::
+
+    processor = run_processor_on(processor, "local")        # this machine (no Dask at all)
+    processor = run_processor_on(processor, "cluster:4")    # a local cluster of 4 worker processes
+    processor = run_processor_on(processor, "tcp://10.0.0.5:8786")  # the Dask scheduler there
+
+What holds, and how:
+
+- **Memory.** A frame sent to the cluster stays counted in the handler's budget until its outputs
+  are back, and at most ``max_in_flight`` frames are on the cluster at once: a slow cluster slows
+  the producer (``put`` blocks) and never grows memory.
+- **Stateless processors** (declared ``stateful=False``) run on any worker, many frames at once.
+- **Stateful processors** (accumulating; also every processor that does not declare itself, the
+  safe default) run one frame at a time in acquisition order, as a chain of tasks that each take
+  the processor's state from the task before (the state travels as a pickled copy, so a task can be
+  re-run). In a ``ProcessorChain``, the leading stateless processors run in parallel and the rest
+  in order.
+- **Same results.** Outputs are taken back in acquisition order and stored exactly as locally:
+  same frames, coordinates, pixels and metadata. ``flush`` runs on the cluster at finish.
+- **Failures.** A processor raising on a worker is reported like a local one (the error, the
+  producing future failed, accepted frames kept). Every task is pure and carries its frame, so
+  when a worker process dies, Dask recomputes its tasks elsewhere and no frame is lost; the state
+  chain is re-anchored every ``checkpoint_every`` frames, which bounds what the scheduler keeps.
+
+Needs the ``distributed`` extra (``pip install 'napari-exengine[distributed]'``) on this machine
+and the workers, and on the workers the packages the processor's code comes from.
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, Union
+
+from .kernel.data_coords import DataCoordinates
+from .kernel.data_handler import DataProcessor, Frame
+from .processors import ProcessorChain
+
+__all__ = ["DaskProcessor", "ProcessingLocation", "parse_location", "run_processor_on"]
+
+EXTRA = "pip install 'napari-exengine[distributed]'"
+#: Processing choices the panel and the command line offer (``parse_location`` accepts them all).
+LOCATION_HELP = ("'local' (this machine), 'cluster:N' (a local cluster of N worker processes) or a Dask "
+                 "scheduler address such as 'tcp://10.0.0.5:8786'")
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as error:
+        raise ImportError(f"Processing on a Dask cluster needs the 'distributed' extra: {EXTRA}") from error
+    return distributed
+
+
+# ---------------------------------------------------------------------------------------- choosing
+@dataclass(frozen=True)
+class ProcessingLocation:
+    """Where processors run: ``kind`` is "local" (this machine, in the handler's own thread),
+    "local-cluster" (a ``LocalCluster`` of ``workers`` processes on this machine, started for the run)
+    or "scheduler" (the Dask scheduler at ``address``)."""
+
+    kind: Literal["local", "local-cluster", "scheduler"] = "local"
+    workers: int = 0
+    address: Optional[str] = None
+
+    def __str__(self) -> str:
+        if self.kind == "local-cluster":
+            return f"a local Dask cluster of {self.workers} worker processes"
+        if self.kind == "scheduler":
+            return f"the Dask scheduler at {self.address}"
+        return "this machine"
+
+
+def parse_location(where: Union[str, ProcessingLocation, None]) -> ProcessingLocation:
+    """Parse a processing choice: ``None``/"local"/"this machine", "cluster"/"cluster:N" (N worker
+    processes, default 2), or a scheduler address ("tcp://host:8786", "host:8786"). Raises ``ValueError``
+    naming the value and the valid forms. Starts and contacts nothing."""
+    if isinstance(where, ProcessingLocation):
+        return where
+    if where is None:
+        return ProcessingLocation()
+    if not isinstance(where, str):
+        raise ValueError(f"Where to process must be {LOCATION_HELP}; got {where!r}")
+    text = where.strip()
+    lowered = text.lower()
+    if lowered in ("", "local", "this machine", "in-process"):
+        return ProcessingLocation()
+    for prefix in ("local-cluster", "cluster"):
+        if lowered == prefix or lowered.startswith(prefix + ":"):
+            count = lowered[len(prefix) + 1:] or "2"
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(f"A local cluster needs a whole number of workers >= 1 ('cluster:4'); got {where!r}")
+            return ProcessingLocation("local-cluster", workers=int(count))
+    scheme, sep, rest = text.partition("://")
+    host, colon, port = (rest if sep else text).rpartition(":")
+    if (not sep or scheme in ("tcp", "tls", "ucx", "ws", "wss", "inproc")) and colon and host and port.isdigit():
+        return ProcessingLocation("scheduler", address=text if sep else f"tcp://{text}")
+    raise ValueError(f"Where to process must be {LOCATION_HELP}; got {where!r}")
+
+
+def run_processor_on(
+    processor: Union[DataProcessor, Callable[..., Any], None],
+    where: Union[str, ProcessingLocation, None] = "local",
+    *,
+    max_in_flight: Optional[int] = None,
+    timeout: float = 30.0,
+) -> Optional[DataProcessor]:
+    """``processor`` ready to hand to a ``DataHandler``, running where ``where`` says (see ``parse_location``).
+
+    "local" gives the processor back (a ``DataProcessor``); otherwise a ``DaskProcessor`` that owns the
+    cluster connection (and the local cluster it started) and closes them when its handler finishes.
+    ``None`` (no processing) stays ``None`` and starts nothing.
+    """
+    location = parse_location(where)
+    if processor is None:
+        return None
+    if not isinstance(processor, DataProcessor):
+        processor = DataProcessor(processor)
+    if location.kind == "local":
+        return processor
+    return DaskProcessor(processor, location, max_in_flight=max_in_flight, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------- what runs on workers
+class _Outcome:
+    """A task's outputs, or the exception the processor raised (so the task itself never fails)."""
+
+    __slots__ = ("error", "frames")
+
+    def __init__(self, frames: Optional[list[Frame]] = None, error: Optional[BaseException] = None) -> None:
+        self.frames = frames or []
+        self.error = error
+
+    @classmethod
+    def failed(cls, error: BaseException) -> _Outcome:
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # an exception that cannot travel back: keep its type name and text
+            error = RuntimeError(f"{type(error).__name__}: {error}")
+        return cls(error=error)
+
+    def unwrap(self) -> list[Frame]:
+        if self.error is not None:
+            raise self.error
+        return self.frames
+
+
+class _Step:
+    """One link of a stateful chain: the processor's state after a frame, and that frame's outcome."""
+
+    __slots__ = ("outcome", "state")
+
+    def __init__(self, state: bytes, outcome: _Outcome) -> None:
+        self.state = state
+        self.outcome = outcome
+
+
+def _load_processor(payload: bytes) -> DataProcessor:
+    import cloudpickle
+
+    processor: DataProcessor = cloudpickle.loads(payload)
+    return processor
+
+
+def _run_parallel(processor: DataProcessor, coords: DataCoordinates, data: Any, metadata: Any) -> _Outcome:
+    try:
+        return _Outcome(processor.process(coords, data, metadata))
+    except BaseException as error:  # reported through the handler, as locally
+        return _Outcome.failed(error)
+
+
+def _run_ordered(previous: Union[bytes, _Step], frames: Union[_Outcome, tuple[Any, Any, Any]]) -> _Step:
+    """Restore the state (a fresh copy, so this task can be re-run), process, and pickle the new state."""
+    import cloudpickle
+
+    processor: DataProcessor = cloudpickle.loads(previous if isinstance(previous, bytes) else previous.state)
+    if isinstance(frames, _Outcome):  # the outcome of the parallel stage before
+        if frames.error is not None:
+            return _Step(cloudpickle.dumps(processor), frames)
+        inputs = frames.frames
+    else:
+        inputs = [frames]
+    try:
+        outcome = _Outcome([out for frame in inputs for out in processor.process(*frame)])
+    except BaseException as error:  # the state stays as the failing call left it, as locally
+        outcome = _Outcome.failed(error)
+    return _Step(cloudpickle.dumps(processor), outcome)
+
+
+def _outcome_of(step: _Step) -> _Outcome:
+    return step.outcome
+
+
+def _state_of(step: _Step) -> bytes:
+    return step.state
+
+
+def _flush_ordered(previous: Union[bytes, _Step]) -> _Outcome:
+    import cloudpickle
+
+    processor: DataProcessor = cloudpickle.loads(previous if isinstance(previous, bytes) else previous.state)
+    try:
+        return _Outcome(processor.flush())
+    except BaseException as error:
+        return _Outcome.failed(error)
+
+
+# --------------------------------------------------------------------------------- the client side
+class _Pending:
+    """The handler's handle on one frame on the cluster."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: Any) -> None:
+        self._future = future
+
+    def result(self) -> list[Frame]:
+        future, self._future = self._future, None
+        if future is None:
+            return []
+        outcome: _Outcome = future.result()
+        return outcome.unwrap()
+
+
+class _Done:
+    __slots__ = ()
+
+    def result(self) -> list[Frame]:
+        return []
+
+
+def _runs_in_parallel(processor: DataProcessor) -> bool:
+    """Stateless and holding nothing to flush."""
+    return (not processor.stateful and processor.flush_function is None
+            and type(processor).flush is DataProcessor.flush)
+
+
+def _split(processor: DataProcessor) -> tuple[Optional[DataProcessor], Optional[DataProcessor]]:
+    """(the part that may run in parallel, the part that runs in order)."""
+    if isinstance(processor, ProcessorChain):
+        parts = processor.processors
+        n = 0
+        while n < len(parts) and _runs_in_parallel(parts[n]):
+            n += 1
+        head, tail = parts[:n], parts[n:]
+        return (None if not head else head[0] if len(head) == 1 else ProcessorChain(head),
+                None if not tail else tail[0] if len(tail) == 1 else ProcessorChain(tail))
+    return (processor, None) if _runs_in_parallel(processor) else (None, processor)
+
+
+class DaskProcessor(DataProcessor):
+    """Runs ``processor`` on a Dask cluster for a ``DataHandler`` (see the module's notes).
+
+    ``cluster`` is a ``distributed.Client`` (used, never closed), a scheduler address, or a
+    ``ProcessingLocation``/choice string (``parse_location``): then this object starts or connects
+    and closes what it opened when the handler finishes (``close``). ``max_in_flight`` bounds the
+    frames on the cluster at once (default: twice the cluster's threads, at least 4);
+    ``checkpoint_every`` is how many frames a stateful chain runs before its state is fetched and the
+    chain restarted from it; ``timeout`` bounds connecting and waiting for a first worker.
+    Settings the processor derives from the plan (``fit_to_plan``) must be set before the first frame.
+    """
+
+    pipelined = True
+
+    def __init__(
+        self,
+        processor: Union[DataProcessor, Callable[..., Any]],
+        cluster: Any = "cluster:2",
+        *,
+        max_in_flight: Optional[int] = None,
+        checkpoint_every: int = 32,
+        timeout: float = 30.0,
+    ) -> None:
+        distributed = _distributed()
+        if isinstance(processor, DaskProcessor):
+            raise TypeError("This processor already runs on a Dask cluster")
+        if not isinstance(processor, DataProcessor):
+            processor = DataProcessor(processor)
+        if max_in_flight is not None and (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
+                                          or max_in_flight < 1):
+            raise ValueError(f"max_in_flight must be a whole number >= 1, got {max_in_flight!r}")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a whole number >= 1, got {checkpoint_every!r}")
+        self.processor = processor
+        super().__init__(processor.process_function, stateful=processor.stateful)
+        self.stateful_declared = processor.stateful_declared
+        self.checkpoint_every = checkpoint_every
+        self._cluster: Any = None
+        self._owns_client = False
+        if isinstance(cluster, distributed.Client):
+            self.client = cluster
+            self.location = ProcessingLocation("scheduler", address=str(cluster.scheduler.address))
+        else:
+            self.location = parse_location(cluster)
+            if self.location.kind == "local":
+                raise ValueError(f"DaskProcessor needs a cluster; {cluster!r} means this machine "
+                                 f"(use the processor itself, or run_processor_on)")
+            self.client = self._connect(distributed, self.location, timeout)
+            self._owns_client = True
+        try:
+            if self._owns_client or not self.client.nthreads():
+                self.client.wait_for_workers(1, timeout=timeout)
+        except Exception as error:
+            self.close()
+            raise TimeoutError(f"{self.location} has no worker after {timeout} s; start one with "
+                               f"'dask worker {self.location.address or '<scheduler address>'}'") from error
+        threads = sum(self.client.nthreads().values())
+        self.max_in_flight = max_in_flight or max(4, 2 * threads)
+        self._parallel, self._ordered = _split(processor)
+        self._started = False
+        self._token = uuid.uuid4().hex[:12]
+        self._parallel_future: Any = None
+        self._previous: Union[bytes, Any, None] = None  # the ordered chain's last state: bytes or a future
+        self._since_anchor = 0
+        self._count = 0
+
+    def _connect(self, distributed: Any, location: ProcessingLocation, timeout: float) -> Any:
+        if location.kind == "local-cluster":
+            self._cluster = distributed.LocalCluster(n_workers=location.workers, threads_per_worker=1,
+                                                     processes=True, dashboard_address=":0")
+            return distributed.Client(self._cluster, set_as_default=False)
+        try:
+            return distributed.Client(location.address, timeout=timeout, set_as_default=False)
+        except OSError as error:
+            raise OSError(f"Cannot reach the Dask scheduler at {location.address} within {timeout} s: {error}; "
+                          f"start one with 'dask scheduler' and give its address (tcp://HOST:8786)") from error
+
+    # ------------------------------------------------------------------ DataProcessor protocol
+    def submit(self, coords: DataCoordinates, data: Any, metadata: Any) -> _Pending:
+        """Send one frame to the cluster; ``result()`` of the handle gives its outputs (in order)."""
+        import dask
+
+        if not self._started:
+            self._start()
+        client = self.client
+        self._count += 1
+        key = f"exengine-{self._token}-{self._count}"
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "64GiB"}):
+            stage: Any = None
+            if self._parallel is not None:
+                stage = client.submit(_run_parallel, self._parallel_future, coords, data, metadata,
+                                      key=f"{key}-parallel", pure=False)
+                if self._ordered is None:
+                    return _Pending(stage)
+            if self._since_anchor >= self.checkpoint_every:  # restart the chain from its state, fetched
+                self._previous = client.submit(_state_of, self._previous, key=f"{key}-state", pure=False).result()
+                self._since_anchor = 0
+            step = client.submit(_run_ordered, self._previous, stage if stage is not None else (coords, data, metadata),
+                                 key=f"{key}-ordered", pure=False)
+            self._previous = step
+            self._since_anchor += 1
+            return _Pending(client.submit(_outcome_of, step, key=f"{key}-outcome", pure=False))
+
+    def submit_flush(self) -> Union[_Pending, _Done]:
+        """Flush the ordered part where its state is; ``result()`` gives what it still held."""
+        if self._ordered is None:
+            return _Done()
+        if not self._started:
+            self._start()
+        return _Pending(self.client.submit(_flush_ordered, self._previous, key=f"exengine-{self._token}-flush",
+                                           pure=False))
+
+    def process(self, coords: DataCoordinates, data: Any, metadata: Any) -> list[Frame]:
+        """One frame, synchronously (the handler uses ``submit`` to keep many on the cluster)."""
+        return self.submit(coords, data, metadata).result()
+
+    def flush(self) -> list[Frame]:
+        return self.submit_flush().result()
+
+    def close(self) -> None:
+        """Drop the state chain; close the client and the local cluster if this object opened them."""
+        self._previous = self._parallel_future = None
+        if self._owns_client:
+            self.client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+                self._cluster = None
+
+    def check_plan(self, axes_sizes: Mapping[str, Optional[int]],
+                   frame_shape: Optional[tuple[int, ...]] = None) -> list[str]:
+        return self.processor.check_plan(axes_sizes, frame_shape)
+
+    def derive_from_plan(self, axes_sizes: Mapping[str, Optional[int]]) -> None:
+        if self._started:
+            raise RuntimeError("Derive settings from the plan before the first frame is processed")
+        self.processor.derive_from_plan(axes_sizes)
+        self._parallel, self._ordered = _split(self.processor)
+
+    def output_axes(self, axes_sizes: Mapping[str, Optional[int]]) -> dict[str, Optional[int]]:
+        return self.processor.output_axes(axes_sizes)
+
+    # --------------------------------------------------------------------------------- internals
+    def _start(self) -> None:
+        import cloudpickle
+
+        if self._parallel is not None:
+            # Computed from its pickled bytes, so that a lost copy can be recomputed, and copied to every
+            # worker, so that where it is does not pull every frame to one worker.
+            future = self.client.submit(_load_processor, cloudpickle.dumps(self._parallel),
+                                        key=f"exengine-{self._token}-processor", pure=False)
+            self.client.replicate([future])
+            self._parallel_future = future
+        if self._ordered is not None:
+            self._previous = cloudpickle.dumps(self._ordered)
+        self._started = True
+
+    def __repr__(self) -> str:
+        return f"DaskProcessor({self.processor!r} on {self.location})"
