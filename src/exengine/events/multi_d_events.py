@@ -210,14 +210,24 @@ class MultiDPlan:
 
 
 def _product(sizes: list[Optional[int]]) -> Iterator[tuple[int, ...]]:
-    """``itertools.product`` of ranges, where the first size may be ``None`` (counting for ever)."""
-    if sizes and sizes[0] is None:
-        rest = sizes[1:]
-        for first in itertools.count():
-            for others in itertools.product(*(range(n) for n in rest)):  # type: ignore[arg-type]
-                yield (first, *others)
-    else:
-        yield from itertools.product(*(range(n) for n in sizes))  # type: ignore[arg-type]
+    """Every index combination of axes of ``sizes``, last axis fastest, made one at a time (unlike
+    ``itertools.product``, which holds its ranges); the first size may be ``None`` (for ever)."""
+    if any(size == 0 for size in sizes):
+        return
+    indices = [0] * len(sizes)
+    last = len(sizes) - 1
+    while True:
+        yield tuple(indices)
+        axis = last
+        while axis >= 0:
+            indices[axis] += 1
+            size = sizes[axis]
+            if size is None or indices[axis] < size:
+                break
+            indices[axis] = 0
+            axis -= 1
+        if axis < 0:
+            return
 
 
 def multi_d_acquisition_plan(num_time_points: Union[int, float, None] = None, **kwargs: Any) -> MultiDPlan:
