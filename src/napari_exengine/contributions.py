@@ -6,14 +6,16 @@ factory returns a ``DataProcessor`` or a process function; its menu item's ``gro
 ``stateless`` (may run on many workers at once) or ``stateful`` (the default: frames one at a time, in
 order), unless the ``DataProcessor`` declares it itself. A storage factory takes (any of)
 ``directory``, ``name`` and ``summary_metadata`` and returns a ``DataStorage``. The factory's other
-typed parameters are the contribution's settings.
+typed parameters are the contribution's settings. A plan (menu ``napari-exengine/plans``) is a command
+that returns the plan callable: keyword settings in, a lazy stream of events out (``exengine.plans``);
+the plan's typed parameters, less the data handler and devices it may take, are its settings.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -23,8 +25,11 @@ from exengine.data import DataProcessor, DataStorage
 DEFAULT_STORAGE = "napari-exengine.storage.ndtiff"
 PROCESSOR_MENU = "napari-exengine/processors"
 STORAGE_MENU = "napari-exengine/storage"
+PLAN_MENU = "napari-exengine/plans"
+#: The plan the panel and the command line use unless told otherwise (today's multi-D form).
+DEFAULT_PLAN = "napari-exengine.plan.multi_d"
 STORAGE_ARGUMENTS = ("directory", "name", "summary_metadata")
-Kind = Literal["processor", "storage"]
+Kind = Literal["processor", "storage", "plan"]
 
 
 class ContributionError(RuntimeError):
@@ -33,7 +38,7 @@ class ContributionError(RuntimeError):
 
 @dataclass
 class Contribution:
-    """One contributed processor or storage backend."""
+    """One contributed processor, storage backend or plan."""
 
     id: str
     title: str
@@ -43,6 +48,7 @@ class Contribution:
     error: Optional[str] = None
     stateful: Optional[bool] = None  # a processor's menu group: "stateful", "stateless" or undeclared
     _factory: Optional[Callable[..., Any]] = field(default=None, repr=False)
+    _plan: Optional[Callable[..., Any]] = field(default=None, repr=False)
 
     @property
     def available(self) -> bool:
@@ -61,15 +67,39 @@ class Contribution:
                 raise ContributionError(f"{self.title} ({self.id}) is unavailable: {self.error}") from e
         return self._factory
 
+    def settings_callable(self) -> Callable[..., Any]:
+        """What the settings are passed to: the factory, or for a plan the plan callable it returns."""
+        factory = self.factory()
+        if self.kind != "plan":
+            return factory
+        if self._plan is None:
+            try:
+                plan = factory()
+            except Exception as e:
+                self.error = f"{self.python_name}() raised {e!r}"
+                raise ContributionError(f"{self.title} ({self.id}) is unavailable: {self.error}") from e
+            if not callable(plan):
+                self.error = f"{self.python_name}() returned {type(plan).__name__}, not a plan callable"
+                raise ContributionError(f"{self.title} ({self.id}) is unavailable: {self.error}")
+            self._plan = plan
+        return self._plan
+
     def parameters(self) -> list[inspect.Parameter]:
-        """The factory's settings (for storage, without directory/name/summary_metadata)."""
-        signature = inspect.signature(self.factory())
+        """The settings (for storage, without directory/name/summary_metadata; for plans, without the
+        data handler and devices)."""
+        from exengine.plans import PLAN_ARGUMENTS
+
+        hidden = {"storage": STORAGE_ARGUMENTS, "plan": PLAN_ARGUMENTS}.get(self.kind, ())
+        signature = inspect.signature(self.settings_callable())
         return [p for p in signature.parameters.values()
                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not p.name.startswith("_")
-                and not (self.kind == "storage" and p.name in STORAGE_ARGUMENTS)]
+                and p.name not in hidden]
 
     def build(self, **kwargs: Any) -> Any:
-        """Call the factory; a ``DataProcessor`` (processors) or a ``DataStorage`` (storage)."""
+        """Call the factory; a ``DataProcessor`` (processors), a ``DataStorage`` (storage), or for a plan
+        the plan's events (``kwargs``: its settings plus any of the data handler and devices it takes)."""
+        if self.kind == "plan":
+            return self._build_plan(kwargs)
         factory = self.factory()
         if self.kind == "storage":
             try:
@@ -95,6 +125,20 @@ class Contribution:
                 f"{self.title} ({self.id}) returned {type(result).__name__}; expected a DataStorage")
         return result
 
+    def _build_plan(self, kwargs: dict[str, Any]) -> Iterable[Any]:
+        from exengine.plans import PLAN_ARGUMENTS, check_plan_settings
+
+        plan = self.settings_callable()
+        accepted = inspect.signature(plan).parameters
+        settings = {k: v for k, v in kwargs.items() if k not in PLAN_ARGUMENTS}
+        check_plan_settings(plan, settings)
+        arguments = {k: v for k, v in kwargs.items() if k in PLAN_ARGUMENTS and k in accepted}
+        result = plan(**settings, **arguments)
+        if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
+            raise ContributionError(
+                f"{self.title} ({self.id}) returned {type(result).__name__}; expected an iterable of events")
+        return result
+
 
 def list_contributions(kind: Optional[Kind] = None, check: bool = True, manager: Any = None) -> list[Contribution]:
     """Every contributed processor and/or storage backend of the installed plugins.
@@ -108,7 +152,7 @@ def list_contributions(kind: Optional[Kind] = None, check: bool = True, manager:
         manager = PluginManager.instance()
         if not any(True for _ in manager.iter_manifests()):
             manager.discover()
-    menus = {"processor": PROCESSOR_MENU, "storage": STORAGE_MENU}
+    menus = {"processor": PROCESSOR_MENU, "storage": STORAGE_MENU, "plan": PLAN_MENU}
     found: list[Contribution] = []
     for manifest in list(manager.iter_manifests()):
         menu_map = manifest.contributions.menus if manifest.contributions else None
@@ -133,7 +177,7 @@ def list_contributions(kind: Optional[Kind] = None, check: bool = True, manager:
                     contribution.error = "the command has no python_name"
                 elif check:
                     with contextlib.suppress(ContributionError):
-                        contribution.factory()
+                        contribution.settings_callable()
                 found.append(contribution)
     return found
 
@@ -155,6 +199,11 @@ def get_contribution(contribution_id: str, kind: Optional[Kind] = None, manager:
 def build_processor(contribution_id: str, **parameters: Any) -> DataProcessor:
     """Build a contributed processor by id with its settings."""
     return get_contribution(contribution_id, "processor").build(**parameters)
+
+
+def build_plan(contribution_id: str, **arguments: Any) -> Iterable[Any]:
+    """The events of a contributed plan by id: its settings plus any data handler and devices it takes."""
+    return get_contribution(contribution_id, "plan").build(**arguments)
 
 
 def build_storage(contribution_id: str, directory: str, name: Optional[str] = None,

@@ -8,6 +8,7 @@ channel, the light source and the exposure, with noise, at a real frame rate.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +28,9 @@ _CACHE_PIXELS = 160 * 512 * 512  # clean images kept: 160 at 512 x 512, fewer fo
 _SHORTEST_SLEEP_S = 2e-4
 _LAYER_DEPTHS_UM = (-12.0, -4.0, 4.0, 12.0)
 _BLUR_SIGMAS = (1.0, 4.0, 10.0)
+#: Centre (x, y, µm) and radius of the specimen's one brightly stained region, 3x brighter at its centre.
+BRIGHT_REGION_UM = (1000.0, -700.0)
+BRIGHT_REGION_RADIUS_UM = 500.0
 
 
 class SimulatedMicroscope:
@@ -41,6 +45,20 @@ class SimulatedMicroscope:
         self.light_power = 1.0
         self.z_sequence: Optional[np.ndarray] = None
         self.channel_sequence: Optional[list[str]] = None
+        self.bleaching_per_s = 0.0
+        self.fluorescence = 1.0  # the fraction of the dyes not bleached yet
+
+    @staticmethod
+    def staining(x_um: float, y_um: float) -> float:
+        """How brightly the specimen is stained around stage position (x, y): 1 everywhere but in one
+        region (:data:`BRIGHT_REGION_UM`), up to 3 at its centre."""
+        distance = math.hypot(x_um - BRIGHT_REGION_UM[0], y_um - BRIGHT_REGION_UM[1])
+        return 1.0 + 2.0 * max(0.0, 1.0 - distance / BRIGHT_REGION_RADIUS_UM) ** 2
+
+    def illuminate(self, exposure_ms: float) -> None:
+        """Bleach the dyes by one exposure of the light (when ``bleaching_per_s`` is set)."""
+        if self.bleaching_per_s and self.light_on:
+            self.fluorescence *= math.exp(-(self.bleaching_per_s * self.light_power * exposure_ms / 1000.0))
 
     def state_for_frame(self, frame_index: int) -> tuple[float, float, float, str]:
         """Stage and channel for the ``frame_index``-th frame of a capture (sequences advance per frame)."""
@@ -206,6 +224,7 @@ class SimulatedCamera(Detector):
                              float(self.pixel_size_um))
         x, y, z, channel = self._scope.state_for_frame(index)
         image = self._render(x, y, z, channel, index, settings)
+        self._scope.illuminate(settings.exposure)
         metadata = {
             "Camera": self.name, "Exposure-ms": settings.exposure, "Binning": settings.binning,
             "BitDepth": settings.bit_depth, "PixelSizeUm": settings.pixel_size_um * settings.binning,
@@ -223,7 +242,8 @@ class SimulatedCamera(Detector):
         maximum = (1 << bit_depth) - 1
         scope = self._scope
         key = (round(x / settings.pixel_size_um), round(y / settings.pixel_size_um), round(z, 2), channel,
-               settings.exposure, binning, settings.roi, bit_depth, scope.light_on, scope.light_power)
+               settings.exposure, binning, settings.roi, bit_depth, scope.light_on,
+               scope.light_power * round(scope.staining(x, y) * scope.fluorescence, 3))
         cached = self._cache.get(key)
         if cached is None:
             cached = self._cache[key] = _prepare(self._render_clean(key), dtype, maximum)
@@ -413,8 +433,22 @@ class SimulatedLightSource(Device):
             raise ValueError(f"{self.name}.power must be within [0, 1], got {value}")
         self._scope.light_power = value
 
+    @property
+    def bleaching(self) -> float:
+        """How fast the dyes bleach: the fraction lost per second of full-power light (0: never).
+        Setting it starts from a fresh, unbleached specimen."""
+        return self._scope.bleaching_per_s
+
+    @bleaching.setter
+    def bleaching(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value <= 100.0:
+            raise ValueError(f"{self.name}.bleaching must be within [0, 100] per second, got {value}")
+        self._scope.bleaching_per_s = value
+        self._scope.fluorescence = 1.0
+
     def get_property_limits(self, property_name: str) -> tuple[Optional[float], Optional[float]]:
-        return (0.0, 1.0) if property_name == "power" else (None, None)
+        return {"power": (0.0, 1.0), "bleaching": (0.0, 100.0)}.get(property_name, (None, None))
 
 
 def create_simulated_devices(prefix: str = "") -> dict[str, Device]:
