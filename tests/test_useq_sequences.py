@@ -185,8 +185,6 @@ def test_relative_z_without_a_position_z_refers_to_current_z():
     assert (absolute["z_start"], absolute["z_end"]) == (0.0, 2.0)
 
 
-@pytest.mark.xfail(strict=True, reason="multi_d_acquisition_events ignores the z of xyz_positions when there is "
-                                       "no z range; useq-schema moves z to each position's z")
 def test_positions_with_z_and_no_z_plan_move_z(scope):
     sequence = useq.MDASequence(stage_positions=[(0, 0, 10), (5, 5, 20)])
     kwargs = sequence_to_event_arguments(sequence)

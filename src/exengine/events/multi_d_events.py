@@ -150,10 +150,13 @@ class MultiDPlan:
                         yield SetTimeEvent(index, values["t"][index], clock)
                         last["t"] = index
                 elif axis == "p":
-                    xy = position_of(indices)[1]
+                    _, xy, z = position_of(indices)
                     if last.get("p") != xy:
                         yield SetPosition2DEvent(self.xy_device, xy)
                         last["p"] = xy
+                    if z is not None and "z" not in values and last.get("z") != z:
+                        yield SetPosition1DEvent(z_device, z)  # an xyz position without a z range
+                        last["z"] = z
                 elif axis == "c":
                     channel = values["c"][indices["c"]]
                     if last.get("c") != channel:
