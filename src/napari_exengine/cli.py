@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
 import signal
 import sys
 import time
 from typing import Any, Optional, TextIO
 
 from exengine import ExecutionEngine
-from exengine.acquisition import Acquisition
-from exengine.base_classes import DataProducing
+from exengine.acquisition import Acquisition, PlanError, check_setting
 from exengine.data import DataHandler
-from exengine.events import multi_d_acquisition_events
-from exengine.processors import ProcessorChain
+from exengine.events import MultiDPlan, multi_d_acquisition_plan
+from exengine.processors import ProcessorChain, fit_to_plan
+from exengine.storage import NDRAMStorage
 
-from .contributions import DEFAULT_STORAGE, ContributionError, build_processor, build_storage, list_contributions
+from .contributions import (
+    DEFAULT_PLAN,
+    DEFAULT_STORAGE,
+    ContributionError,
+    build_plan,
+    build_processor,
+    build_storage,
+    list_contributions,
+)
 from .device_sets import BACKENDS, load_device_set
 
 
@@ -77,11 +87,19 @@ def load_acquisition_file(path: str) -> dict[str, Any]:
     except OSError as e:
         raise UsageError(f"Cannot read {path!r}: {e.strerror}") from None
     if path.endswith(".json"):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path!r} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     else:
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise UsageError(f"{path!r} is not valid YAML: {getattr(e, 'problem', None) or e}{where}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path!r} must hold a mapping of settings")
     if {"time_plan", "z_plan", "stage_positions", "axis_order", "grid_plan"} & set(data) or (
@@ -121,97 +139,243 @@ def from_useq(data: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+#: Settings of ``exengine acquire`` (options and acquisition-file keys).
+SETTINGS = ("time", "interval", "until_stopped", "z", "channels", "exposures", "exposure", "positions", "labels",
+            "order", "sequence", "storage", "out", "name", "backend", "mm_config", "processor", "plan",
+            "plan_settings")
+#: The settings that describe a multi-D plan (refused beside another ``--plan``).
+MULTI_D_SETTINGS = ("time", "interval", "until_stopped", "z", "channels", "exposures", "positions", "labels",
+                    "order", "sequence")
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = load_acquisition_file(args.file) if args.file else {}
-    for key in ("time", "interval", "z", "channels", "exposures", "exposure", "positions", "labels", "order",
-                "sequence", "storage", "out", "name", "backend", "mm_config", "processor"):
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise UsageError(f"{args.file!r}: unknown setting {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(SETTINGS)}")
+    for key in SETTINGS:
         value = getattr(args, key, None)
-        if value is not None:
+        if value is not None and value is not False and value != []:
             settings[key] = value
     return settings
 
 
-def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any]:
-    """Devices, storage, processors and events for ``settings``; returns the acquisition and its storage."""
+def _whole(settings: dict[str, Any], key: str) -> int:
+    value = settings[key]
     try:
-        roles = load_device_set(settings.get("backend", "simulated"), settings.get("mm_config"))
+        number = int(value) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise UsageError(f"{key} must be a whole number of at least 1, got {value!r}")
+    return number
+
+
+def _number(value: Any, key: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{key} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise UsageError(f"{key} must be a finite number, got {value!r}")
+    return number
+
+
+def _names(value: Any, key: str) -> list[Any]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise UsageError(f"{key} takes a comma-separated list, got {value!r}")
+    return [item.strip() if isinstance(item, str) else item for item in items]
+
+
+def _multi_d_arguments(settings: dict[str, Any], roles: Any) -> dict[str, Any]:
+    """``multi_d_acquisition_plan`` arguments for the multi-D ``settings``."""
+    kwargs: dict[str, Any] = {"order": settings.get("order", "tpcz"), "camera": roles.camera, "z_device": roles.z,
+                              "xy_device": roles.xy}
+    if not isinstance(kwargs["order"], str):
+        raise UsageError(f"order must be a string like 'tpcz', got {kwargs['order']!r}")
+    if settings.get("until_stopped"):
+        if settings.get("time") is not None:
+            raise UsageError("Give either a number of time points (--time) or --until-stopped, not both")
+        kwargs["num_time_points"] = math.inf
+    elif settings.get("time") is not None:
+        kwargs["num_time_points"] = _whole(settings, "time")
+    if settings.get("interval") is not None:
+        interval = settings["interval"]
+        kwargs["time_interval_s"] = [_number(v, "interval") for v in interval] if isinstance(interval, list) \
+            else _number(interval, "interval")
+    if settings.get("z") is not None:
+        z = settings["z"]
+        if isinstance(z, str):
+            start, stop, step = _z_range(z)
+        elif isinstance(z, dict):
+            missing = [k for k in ("start", "stop", "step") if k not in z]
+            if missing or set(z) - {"start", "stop", "step"}:
+                raise UsageError(f"z takes start, stop and step (µm), got {z!r}" +
+                                 (f"; missing {', '.join(missing)}" if missing else ""))
+            start, stop, step = (_number(z[k], f"z {k}") for k in ("start", "stop", "step"))
+        else:
+            raise UsageError(f"z takes START:STOP:STEP or a mapping of start, stop, step; got {z!r}")
+        kwargs.update(z_start=start, z_end=stop, z_step=step)
+    if settings.get("channels") is not None:
+        kwargs["channels"] = _names(settings["channels"], "channels")
+        kwargs["channel_group"], kwargs["channel_property"] = roles.channel, roles.channel_property
+    exposures = settings.get("exposures")
+    if exposures is not None:
+        kwargs["channel_exposures_ms"] = _floats(exposures, "--exposures") if isinstance(exposures, str) \
+            else [_number(e, "exposures") for e in _names(exposures, "exposures")]
+    positions = settings.get("positions")
+    if positions is not None:
+        positions = _positions(positions) if isinstance(positions, str) else \
+            [[_number(v, "positions") for v in p] for p in _names(positions, "positions")]
+        kwargs["xyz_positions" if len(positions[0]) == 3 else "xy_positions"] = positions
+    if settings.get("labels") is not None:
+        kwargs["position_labels"] = _names(settings["labels"], "labels")
+    if settings.get("sequence"):
+        kwargs["sequence"] = settings["sequence"]
+    return kwargs
+
+
+def _plan_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``--plan`` settings: ``key=value`` words (values parsed as JSON when possible) or a file's mapping."""
+    given = settings.get("plan_settings") or {}
+    if isinstance(given, dict):
+        return dict(given)
+    parsed: dict[str, Any] = {}
+    for item in given:
+        key, eq, value = str(item).partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"plan settings are key=value, got {item!r}")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = value
+    return parsed
+
+
+def _frame_shape(camera: Any) -> Optional[tuple[int, int]]:
+    roi, binning = getattr(camera, "roi", None), getattr(camera, "binning", 1) or 1
+    if roi is None:
+        return None
+    return int(roi[3]) // int(binning), int(roi[2]) // int(binning)
+
+
+def _check_free_space(out: str, frames: Optional[int], camera: Any, shape: Optional[tuple[int, int]]) -> None:
+    """Refuse a plan whose frames would not fit in the free space at ``out`` (a local folder)."""
+    if frames is None or shape is None or "://" in out:
+        return
+    bytes_per_pixel = 1 if int(getattr(camera, "bit_depth", 16) or 16) <= 8 else 2
+    needed = frames * shape[0] * shape[1] * bytes_per_pixel
+    existing = out
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise UsageError(f"The plan's {frames:,} frames of {shape[1]}x{shape[0]} need about {needed / 1e9:,.1f} GB; "
+                         f"{existing} has {free / 1e9:,.1f} GB free")
+
+
+def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[str]]:
+    """Devices, plan, processors and storage for ``settings``, every setting checked before anything moves
+    or is created; returns the acquisition, its storage and notes on what the processors will do."""
+    backend = settings.get("backend", "simulated")
+    mm_config = settings.get("mm_config")
+    if mm_config is not None and not (isinstance(mm_config, str) and mm_config.strip()):
+        raise UsageError(f"--mm-config needs the path of a Micro-Manager configuration file, got {mm_config!r}")
+    try:
+        roles = load_device_set(backend, mm_config)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if settings.get("exposure") is not None:
-        roles.camera.exposure = float(settings["exposure"])
-    kwargs: dict[str, Any] = {"order": settings.get("order", "tpcz"), "camera": roles.camera, "z_device": roles.z,
-                              "xy_device": roles.xy}
-    if settings.get("time") is not None:
-        kwargs["num_time_points"] = int(settings["time"])
-        interval = settings.get("interval", 0)
-        kwargs["time_interval_s"] = interval if isinstance(interval, list) else float(interval)
-    if settings.get("z") is not None:
-        z = settings["z"]
-        start, stop, step = _z_range(z) if isinstance(z, str) else (z["start"], z["stop"], z["step"])
-        kwargs.update(z_start=start, z_end=stop, z_step=step)
-    channels = settings.get("channels")
-    if channels:
-        kwargs["channels"] = channels.split(",") if isinstance(channels, str) else list(channels)
-        kwargs["channel_group"], kwargs["channel_property"] = roles.channel, roles.channel_property
-        exposures = settings.get("exposures")
-        if exposures is not None:
-            kwargs["channel_exposures_ms"] = _floats(exposures, "--exposures") if isinstance(exposures, str) \
-                else [float(e) for e in exposures]
-    positions = settings.get("positions")
-    if positions:
-        positions = _positions(positions) if isinstance(positions, str) else [list(p) for p in positions]
-        kwargs["xyz_positions" if len(positions[0]) == 3 else "xy_positions"] = positions
-        labels = settings.get("labels")
-        if labels:
-            kwargs["position_labels"] = labels.split(",") if isinstance(labels, str) else list(labels)
-    if settings.get("sequence"):
-        kwargs["sequence"] = settings["sequence"]
+        exposure = _number(settings["exposure"], "exposure")
+        check_setting(roles.camera, "exposure", exposure)
+        roles.camera.exposure = exposure
+    specs = settings.get("processor") or []
     processors = []
-    for spec in settings.get("processor") or []:
-        identifier, params = _processor_spec(spec) if isinstance(spec, str) else (spec["id"], spec.get("params", {}))
-        processors.append(build_processor(identifier, **params))
-    try:  # before the dataset folder is made: bad arguments leave nothing behind
-        events = multi_d_acquisition_events(**kwargs)
+    for spec in [specs] if isinstance(specs, (str, dict)) else specs:
+        if isinstance(spec, str):
+            identifier, params = _processor_spec(spec)
+        elif isinstance(spec, dict) and "id" in spec:
+            identifier, params = spec["id"], spec.get("params", {})
+        else:
+            raise UsageError(f"processor takes 'ID:key=value,...' or a mapping with 'id' and 'params', got {spec!r}")
+        try:
+            processors.append(build_processor(identifier, **params))
+        except ContributionError as e:
+            raise UsageError(str(e.__cause__ or e)) from None
+    plan_id = settings.get("plan") or DEFAULT_PLAN
+    devices = {"camera": roles.camera, "z_device": roles.z, "xy_device": roles.xy,
+               "channel_group": roles.channel, "channel_property": roles.channel_property}
+    if plan_id == DEFAULT_PLAN and not settings.get("plan_settings"):
+        kwargs = _multi_d_arguments(settings, roles)
+
+        def make(handler: Optional[DataHandler]) -> Any:
+            return multi_d_acquisition_plan(**kwargs, data_handler=handler)
+    else:
+        given = [k for k in MULTI_D_SETTINGS if settings.get(k) is not None and k != "order"]
+        if given:
+            raise UsageError(f"--plan {plan_id} takes its own settings (key=value); "
+                             f"{', '.join(given)} belong to the multi-D plan")
+        plan_settings = _plan_settings(settings)
+
+        def make(handler: Optional[DataHandler]) -> Any:
+            return build_plan(plan_id, **plan_settings, **devices, data_handler=handler)
+    dry_run = DataHandler(NDRAMStorage())  # the plan is checked before the dataset exists: nothing is left behind
+    try:
+        plan = make(dry_run)
+        Acquisition(plan, dry_run).validate()
+        shape = _frame_shape(roles.camera)
+        axes = getattr(plan, "axis_sizes", {})
+        notes = [note for processor in processors for note in fit_to_plan(processor, axes, shape)]
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
-    out = os.path.abspath(settings.get("out") or os.getcwd())
+    finally:
+        dry_run.finish()
+    out = os.path.abspath(settings.get("out") or os.getcwd()) if "://" not in str(settings.get("out", "")) \
+        else settings["out"]
+    _check_free_space(out, getattr(plan, "total_frames", None), roles.camera, shape)
     summary = {"Software": "exengine acquire", "Settings": {k: v for k, v in settings.items()
                                                             if isinstance(v, (str, int, float, list))}}
-    if kwargs.get("z_step"):  # Micro-Manager's key: readers (ours too) scale z by it
+    if settings.get("z") is not None and isinstance(plan, MultiDPlan):  # Micro-Manager's key: readers scale z by it
         summary["z-step_um"] = abs(float(kwargs["z_step"]))
     storage = build_storage(settings.get("storage") or DEFAULT_STORAGE, out, settings.get("name") or "acquisition",
                             summary)
     handler = DataHandler(storage, ProcessorChain(processors) if processors else None)
-    for event in events:
-        if isinstance(event, DataProducing):
-            event.data_handler = handler
-    return Acquisition(events, handler), storage
+    return Acquisition(make(handler), handler), storage, notes
 
 
 class Progress:
-    """A progress bar on a terminal; otherwise one summary line every ``every`` frames."""
+    """A progress bar on a terminal; otherwise one summary line every ``every`` frames (every 10 s when
+    the plan is open-ended: then frames, frames/s and the time elapsed, with no time left)."""
 
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total = max(total, 1)
+    def __init__(self, total: Optional[int], stream: TextIO) -> None:
+        self.total = None if total is None else max(total, 1)
         self.stream = stream
         self.tty = stream.isatty()
-        self.every = max(self.total // 10, 1)
+        self.every = max(self.total // 10, 1) if self.total else None
         self._last_line = -1
         self._started = time.monotonic()
 
     def update(self, done: int, final: bool = False) -> None:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         rate = done / elapsed
-        left = (self.total - done) / rate if rate > 0 else float("nan")
-        text = f"{done}/{self.total} frames, {rate:.1f} frames/s, {_duration(left)} left"
+        if self.total is None:
+            text = f"{done} frames, {rate:.1f} frames/s, {_duration(elapsed)} elapsed"
+            step = int(elapsed // 10)
+        else:
+            left = (self.total - done) / rate if rate > 0 else float("nan")
+            text = f"{done}/{self.total} frames, {rate:.1f} frames/s, {_duration(left)} left"
+            step = done // self.every  # type: ignore[operator]
         if self.tty:
-            filled = int(30 * done / self.total)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {text}  ")
+            bar = "" if self.total is None else \
+                f"[{'#' * int(30 * done / self.total)}{'.' * (30 - int(30 * done / self.total))}] "
+            self.stream.write(f"\r{bar}{text}  ")
             if final:
                 self.stream.write("\n")
             self.stream.flush()
-        elif final or done // self.every > self._last_line:
-            self._last_line = done // self.every
+        elif final or step > self._last_line:
+            self._last_line = step
             self.stream.write(text + "\n")
             self.stream.flush()
 
@@ -223,8 +387,19 @@ def _duration(seconds: float) -> str:
     return f"{minutes}:{secs:02d}"
 
 
+def _stored_within(handler: DataHandler, seconds: float) -> bool:
+    """True once ``handler`` has stored everything (or failed) within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not handler.is_finished() and handler.error is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return handler.is_finished() or handler.error is not None
+
+
 def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
-    acquisition, storage = build_acquisition(_settings(args))
+    acquisition, storage, notes = build_acquisition(_settings(args))
+    handler = acquisition.data_handler
+    for note in notes:
+        stream.write(f"note: {note}\n")
     interrupts = []
 
     def on_interrupt(signum: int, frame: Any) -> None:
@@ -232,21 +407,36 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
         if len(interrupts) == 1:
             acquisition.stop()
             stream.write("\nStopping after the frame in hand (Ctrl-C again to abort)...\n")
-        else:
+        elif len(interrupts) == 2:
             acquisition.abort()
-            stream.write("\nAborting...\n")
+            stream.write("\nAborting: storing the frames already acquired (Ctrl-C again to give up on them)...\n")
+        else:
+            lost = handler.frames_accepted - handler.frames_stored
+            stream.write(f"\nGave up: {lost} acquired frames were not stored; "
+                         f"{handler.frames_stored} are in {getattr(storage, 'path', 'memory')}\n")
+            stream.flush()
+            os._exit(130)
         stream.flush()
 
     signal.signal(signal.SIGINT, on_interrupt)  # main() restores the previous handler once all is saved
     progress = Progress(acquisition.total_frames, stream)
     acquisition.start()
     while acquisition.is_running():
-        progress.update(acquisition.frames_done)
+        progress.update(acquisition.frames_acquired)
         time.sleep(0.1)
+    if handler.error is None:
+        handler.finish()
+        if not _stored_within(handler, 0.5):  # storage lags behind: show the drain and how to give up on it
+            stream.write(f"Storing the {handler.bytes_in_flight / 1e6:.0f} MB of frames still in memory "
+                         f"(Ctrl-C {'again ' if interrupts else ''}to give up on them)...\n")
+            while not _stored_within(handler, 1.0):
+                stream.write(f"  {handler.frames_stored} frames stored, {handler.bytes_in_flight / 1e6:.0f} MB "
+                             f"to go\n")
+                stream.flush()
     try:
         acquisition.await_completion()
     finally:
-        progress.update(acquisition.frames_done, final=True)
+        progress.update(acquisition.frames_acquired, final=True)
     where = getattr(storage, "path", "memory")
     if interrupts:
         stream.write(f"Interrupted: {acquisition.frames_done} frames stored in {where}\n")
@@ -256,35 +446,13 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
 
 
 def run_info(args: argparse.Namespace, stream: TextIO) -> int:
-    from exengine.storage.ndtiff_reader import NDTiffReader
+    from exengine.storage.dataset_info import summarise_dataset
 
     try:
-        reader = NDTiffReader(args.path)
+        summary = summarise_dataset(args.path)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    entries = reader.entries
-    if not entries:
-        stream.write(f"{reader.path}: no frames\n")
-        return 0
-    first = reader.first_entry()
-    size = sum(os.path.getsize(os.path.join(folder, f)) for folder, _, files in os.walk(reader.path) for f in files)
-    stream.write(f"Dataset: {reader.path}\n")
-    stream.write(f"NDTiff version: {reader.version}{' (multi-resolution)' if reader.multiresolution else ''}\n")
-    stream.write(f"Frames: {len(entries)}\n")
-    stream.write(f"Frame: {' x '.join(map(str, first.shape))} {first.dtype}{' RGB' if first.rgb else ''}\n")
-    pixel, z_step = reader.pixel_size_um(), reader.z_step_um()
-    if pixel or z_step:
-        stream.write(f"Pixel size: {f'{pixel:g} µm' if pixel else 'not recorded'}; "
-                     f"z step: {f'{z_step:g} µm' if z_step else 'not recorded'}\n")
-    stream.write("Axes:\n")
-    for axis, values in reader.axes.items():
-        shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
-        stream.write(f"  {axis}: {len(values)} ({shown})\n")
-    stream.write(f"Size on disk: {size / 1024**2:.1f} MB\n")
-    coordinates = reader.coordinates()
-    stamps = [_timestamp(reader.read_metadata(c)) for c in (coordinates[0], coordinates[-1])]
-    if all(s is not None for s in stamps):
-        stream.write(f"First/last timestamps: {stamps[0]} / {stamps[1]}\n")
+    stream.write(summary.text())
     return 0
 
 
@@ -316,6 +484,8 @@ def parser() -> argparse.ArgumentParser:
         description="Run a time/position/channel/z acquisition (simulated devices by default) and save every "
                     "frame. Ctrl-C stops cleanly (frames so far are stored); a second Ctrl-C aborts.")
     acquire.add_argument("--time", type=int, help="number of time points")
+    acquire.add_argument("--until-stopped", dest="until_stopped", action="store_true",
+                         help="time points until stopped (Ctrl-C), instead of --time")
     acquire.add_argument("--interval", type=float, help="seconds between time points (default 0)")
     acquire.add_argument("--z", help="z range START:STOP:STEP in µm, STOP included (e.g. 0:10:2)")
     acquire.add_argument("--channels", help="comma-separated channel names (e.g. DAPI,FITC)")
@@ -337,9 +507,12 @@ def parser() -> argparse.ArgumentParser:
                          help="processor id with optional settings ID:key=value,... (repeatable; see 'exengine list')")
     acquire.add_argument("--out", help="output directory (default: current directory)")
     acquire.add_argument("--name", help="dataset name (default 'acquisition'; a number is appended)")
+    acquire.add_argument("--plan", help=f"plan id (default {DEFAULT_PLAN}: the options above; see 'exengine list'), "
+                                        f"with its settings as KEY=VALUE words")
+    acquire.add_argument("plan_settings", nargs="*", metavar="KEY=VALUE", help="settings of --plan")
     info = commands.add_parser("info", help="summarise an NDTiff dataset")
     info.add_argument("path", help="dataset folder or its NDTiff.index")
-    commands.add_parser("list", help="list the processor and storage contributions of installed plugins")
+    commands.add_parser("list", help="list the plans, processors and storage backends of installed plugins")
     return main
 
 
@@ -354,7 +527,7 @@ def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout, restore_
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         return handlers[args.command](args, stream)
-    except (UsageError, ContributionError, KeyError) as e:
+    except (UsageError, ContributionError, PlanError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         sys.stderr.write(f"exengine: error: {message}\n")
         return 2

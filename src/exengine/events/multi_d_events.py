@@ -117,18 +117,24 @@ class MultiDPlan:
         return math.prod(size for axis, size in self.axis_sizes.items() if axis != "time")  # type: ignore[misc]
 
     def validate(self) -> None:
-        """Check the events of the first time point (every position, channel and z of the plan)
-        against the devices; later time points repeat the same settings."""
+        """Check the events of the first time point, with only the two ends of the z range (every
+        position, channel and the extremes of z), against the devices; the rest repeats those settings."""
         from ..acquisition import check_event
 
-        for event in self._events(first_time_point_only=True):
+        values = dict(self.values)
+        if "t" in values:
+            values["t"] = _TimeAxis(1, 0.0)
+        if "z" in values:
+            z = values["z"]
+            values["z"] = [z[0], z[len(z) - 1]] if len(z) > 1 else [z[0]]
+        for event in self._events(values):
             check_event(event)
 
     def __iter__(self) -> Iterator[ExecutorEvent]:
-        return self._events(first_time_point_only=False)
+        return self._events(self.values)
 
-    def _events(self, first_time_point_only: bool) -> Iterator[ExecutorEvent]:
-        values, axes, seq_axes = self.values, self.axes, self.sequenced
+    def _events(self, values: dict[str, Any]) -> Iterator[ExecutorEvent]:
+        axes, seq_axes = self.axes, self.sequenced
         camera, z_device, channel_group = self.camera, self.z_device, self.channel_group
         outer = axes[: len(axes) - len(seq_axes)]
         clock = AcquisitionClock()
@@ -181,8 +187,6 @@ class MultiDPlan:
             return coords
 
         sizes: list[Optional[int]] = [values[a].size if a == "t" else len(values[a]) for a in outer]
-        if first_time_point_only and outer and outer[0] == "t":
-            sizes[0] = 1
         for outer_indices in _product(sizes):
             indices = dict(zip(outer, outer_indices, strict=False))
             yield from changes(indices)
