@@ -1,14 +1,19 @@
-"""npe2 reader: NDTiff dataset folders (or their ``NDTiff.index``) open as lazy layers.
+"""npe2 reader: NDTiff dataset folders (or their ``NDTiff.index``) and OME-Zarr images (folders, or
+store URLs such as ``s3://bucket/run_1.ome.zarr``) open as lazy layers.
 
-Only the index and one frame per channel (for contrast limits) are read at open time; each slider
-move reads just the frames on screen. Channels become one layer each; other axes become labelled
-sliders (string-valued axes map to integer sliders, the mapping in ``layer.metadata['axis_values']``).
-Multi-resolution datasets (tiled row/column explores) open stitched, as multiscale layers.
+Only the index (NDTiff) or the metadata and frame records (OME-Zarr) and one frame per channel (for
+contrast limits) are read at open time; each slider move reads just the frames on screen. Channels
+become one layer each; other axes become labelled sliders (string-valued axes map to integer sliders,
+the mapping in ``layer.metadata['axis_values']``). Multi-resolution NDTiff datasets (tiled row/column
+explores) open stitched, as multiscale layers; OME-Zarr opens at full resolution. Store URLs are read
+with the credentials and endpoint of the ``AWS_*`` environment variables and AWS config files.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -25,14 +30,80 @@ _TILE_AXES = ("row", "column")
 
 
 def get_reader(path: Any) -> Optional[Callable[[Any], list[LayerData]]]:
-    """Return a reader when ``path`` is an NDTiff dataset folder or index, else None."""
+    """Return a reader when ``path`` is an NDTiff dataset folder or index or an OME-Zarr image, else None."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
-    if not isinstance(path, (str, os.PathLike)) or find_dataset_root(path) is None:
+    if not isinstance(path, (str, os.PathLike)):
         return None
-    return read_ndtiff
+    if is_omezarr(path):
+        return read_omezarr
+    return None if find_dataset_root(path) is None else read_ndtiff
+
+
+def is_omezarr(path: str | os.PathLike[str]) -> bool:
+    """True for a store URL ending in ``.zarr`` or a folder (or its ``zarr.json``) holding an OME-Zarr image."""
+    text = os.fspath(path)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) and not text.lower().startswith("file://"):
+        return text.rstrip("/").endswith(".zarr")
+    text = text[len("file://"):] if text.lower().startswith("file://") else text
+    folder = os.path.dirname(text) if os.path.basename(text) in ("zarr.json", ".zattrs") else text
+    for name in ("zarr.json", ".zattrs"):
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                attributes = json.load(f)
+        except (OSError, ValueError):
+            continue
+        attributes = attributes.get("attributes", attributes) if isinstance(attributes, dict) else {}
+        return "multiscales" in attributes.get("ome", attributes)
+    return False
+
+
+def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
+    """Open the OME-Zarr image at ``path`` (a folder or a store URL) as napari layer data (lazy)."""
+    from exengine.storage.omezarr import OMEZarrDataset
+
+    if isinstance(path, list):
+        path = path[0]
+    dataset = OMEZarrDataset(path)
+    if not dataset.levels:
+        raise ValueError(f"{dataset.path} holds no frames yet")
+    values = dataset.axes
+    channel_axis = dataset.channel_axis if dataset.channel_axis in values else None
+    channels = values[channel_axis] if split_channels and channel_axis else [None]
+    slider_axes = [a for a in values if a != channel_axis or not split_channels]
+    array = dataset.array
+    y, x = dataset.axes_names[-2:]
+    scale = [dataset.scale.get(a, 1.0) for a in slider_axes] + [dataset.scale.get(y, 1.0), dataset.scale.get(x, 1.0)]
+    name = dataset.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
+
+    def read(coords: dict[str, Any]) -> Optional[np.ndarray]:
+        try:
+            return dataset.read_frame(coords)
+        except KeyError:
+            return None
+
+    layers = []
+    for i, channel in enumerate(channels):
+        fixed = {} if channel is None else {channel_axis: channel}
+        data = LazyFrames(read, slider_axes, {a: values[a] for a in slider_axes}, array.shape[-2:], array.dtype,
+                          fixed=fixed)
+        sample = next((c for c in dataset.coordinates() if all(c[a] == v for a, v in fixed.items())), None)
+        frame = read(dict(sample)) if sample is not None else None
+        metadata = {
+            "path": dataset.path, "summary_metadata": dataset.summary_metadata, "dataset": dataset,
+            "axis_values": {a: list(values[a]) for a in slider_axes}, "fixed_coordinates": fixed,
+            "read_frame_metadata": lambda coords, f=fixed: dataset.read_metadata({**f, **coords}),
+        }
+        layers.append((data, {
+            "name": name if channel is None else f"{name} {channel}", "metadata": metadata, "scale": scale,
+            "axis_labels": [*slider_axes, y, x],
+            "contrast_limits": contrast_limits(frame if frame is not None else np.zeros((1, 1), array.dtype)),
+            "colormap": "gray" if channel is None or len(channels) == 1 else _COLORMAPS[i % len(_COLORMAPS)],
+            "blending": "additive" if len(channels) > 1 else "translucent",
+        }, "image"))
+    return layers
 
 
 def read_ndtiff(path: Any, split_channels: bool = True) -> list[LayerData]:

@@ -215,6 +215,17 @@ async def _gather(awaitables: list[Any]) -> list[Any]:
     return await asyncio.gather(*awaitables, return_exceptions=True)
 
 
+async def _members(group: Any) -> list[str]:
+    return [name async for name in group.keys()]  # noqa: SIM118 - an AsyncGroup, not a dict
+
+
+async def _bounded(awaitable: Any, timeout: float) -> Any:
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise TimeoutError(errno.ETIMEDOUT, f"the store did not answer within {timeout:g} s") from None
+
+
 class OMEZarrStorage(FrameStorage):
     """Frames written to ``<directory>/<name>_<n>.ome.zarr``; readable by any OME-Zarr tool.
 
@@ -251,14 +262,14 @@ class OMEZarrStorage(FrameStorage):
             dataset = self._claim_in_store(open_store(url, store, storage_options), url, name)
             self.path = f"{url}/{dataset}"
             self._store: Any = open_store(self.path, store, storage_options)  # rooted at the dataset
-            self._group = zarr.open_group(self._store, mode="r+", zarr_format=3)
+            self._group = self._run(zarr.api.asynchronous.open_group(store=self._store, mode="r+", zarr_format=3))
         else:
             if store not in (None, "") or _storage_options(storage_options):
                 raise ValueError(f"store and storage_options apply to store URLs such as 's3://bucket/prefix'; "
                                  f"{location!r} is a local folder")
             self._store = None
             self.path = self._claim_folder(_local_path(location), name)
-            self._group = zarr.open_group(self.path, mode="w-", zarr_format=3)
+            self._group = self._run(zarr.api.asynchronous.open_group(store=self.path, mode="w-", zarr_format=3))
             self._records_fd = os.open(os.path.join(self.path, _RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
 
     @staticmethod
@@ -276,11 +287,11 @@ class OMEZarrStorage(FrameStorage):
 
     def _claim_in_store(self, parent: Any, url: str, name: str) -> str:
         try:
-            taken = sync(self._bounded(_children(parent)))
+            taken = self._run(_children(parent))
             n = 1
             while True:
                 dataset = f"{name}_{n}.ome.zarr"
-                if dataset not in taken and sync(self._bounded(_claim(parent, dataset, _GROUP_DOCUMENT))):
+                if dataset not in taken and self._run(_claim(parent, dataset, _GROUP_DOCUMENT)):
                     return dataset
                 n += 1
         except Exception as error:
@@ -288,7 +299,7 @@ class OMEZarrStorage(FrameStorage):
 
     # ------------------------------------------------------------------ reading
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
-        return self._array[self._positions[self._known(data_coordinates)]]
+        return self._run(self._array.getitem(self._positions[self._known(data_coordinates)]))
 
     def get_metadata(self, data_coordinates: CoordinatesLike) -> Any:
         return self._metadata[self._known(data_coordinates)]
@@ -318,7 +329,7 @@ class OMEZarrStorage(FrameStorage):
                 # grow geometrically (few metadata rewrites); finish() trims to the acquired extent
                 grown = tuple(size if i < size else max(2 * size, i + 1)
                               for size, i in zip(capacity, position, strict=True))
-                self._array.resize(grown + self._array.shape[-2:])
+                self._run(self._array.resize(grown + self._array.shape[-2:]))
             record = (json.dumps({"coords": dict(coords), "metadata": metadata}) + "\n").encode()
             if self._store is None:
                 self._write_local(position, data, record)
@@ -339,7 +350,7 @@ class OMEZarrStorage(FrameStorage):
         assert self._records_fd is not None
         target = os.path.join(self.path, *self._chunk_key(position).split("/"))
         if self._compressors is not None:
-            self._array[position] = data  # zarr's LocalStore writes a temporary file and renames it
+            self._run(self._array.setitem(position, data))  # zarr's LocalStore: a temporary file, renamed
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             partial = target + ".partial"
@@ -368,7 +379,7 @@ class OMEZarrStorage(FrameStorage):
         prototype = default_buffer_prototype()
         record_key = f"{_RECORD_PREFIX}{len(self._coordinates):09d}.json"
         if self._compressors is not None:
-            self._array[position] = data
+            self._run(self._array.setitem(position, data))
             writes = [self._store.set(record_key, prototype.buffer.from_bytes(record))]
             keys = [record_key]
         else:
@@ -377,28 +388,25 @@ class OMEZarrStorage(FrameStorage):
             writes = [self._store.set(chunk_key, prototype.buffer.from_array_like(chunk)),
                       self._store.set(record_key, prototype.buffer.from_bytes(record))]
             keys = [chunk_key, record_key]
-        results = sync(self._bounded(_gather(writes)))
+        results = self._run(_gather(writes))
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             # best effort: take back what did arrive, so no record claims a frame that is not there
             with contextlib.suppress(Exception):
-                sync(self._bounded(_gather([self._store.delete(k) for k in keys]), min(self._timeout, 5.0)))
+                self._run(_gather([self._store.delete(k) for k in keys]), min(self._timeout, 5.0))
             raise failures[0]
 
-    async def _bounded(self, awaitable: Any, timeout: Optional[float] = None) -> Any:
-        try:
-            return await asyncio.wait_for(awaitable, self._timeout if timeout is None else timeout)
-        except TimeoutError:
-            raise TimeoutError(errno.ETIMEDOUT, f"the store did not answer within {timeout or self._timeout:g} s") \
-                from None
+    def _run(self, awaitable: Any, timeout: Optional[float] = None) -> Any:
+        """Run a zarr or store coroutine on zarr's I/O loop; ``TimeoutError`` after ``timeout_s``."""
+        return sync(_bounded(awaitable, self._timeout if timeout is None else timeout))
 
     def _create(self, coords: DataCoordinates, data: np.ndarray) -> None:
         others = [a for a in coords if a not in _NGFF_ORDER]
         axes = others + [a for a in _NGFF_ORDER if a in coords]
         leading = (1,) * len(axes)
-        self._array = self._group.create_array(
+        self._array = self._run(self._group.create_array(
             "0", shape=leading + data.shape, chunks=leading + data.shape, dtype=data.dtype, fill_value=0,
-            compressors=self._compressors)
+            compressors=self._compressors))
         self._axes = axes
         self._values = {a: [] for a in axes}
         self._extent = (0,) * len(axes)
@@ -435,21 +443,19 @@ class OMEZarrStorage(FrameStorage):
         if self._values.get("channel"):
             attributes["ome"]["omero"] = {"channels": [{"label": str(c), "active": True}
                                                        for c in self._values["channel"]]}
-        self._group.attrs.update(attributes)
+        self._run(self._group.update_attributes(attributes))
 
     def _finish(self) -> None:
         try:
             if self._array is not None:
                 if self._array.shape[:-2] != self._extent:
                     # every chunk is inside the extent: skip zarr's deletes of the (absent) ones outside
-                    sync(self._array._async_array.resize(self._extent + self._array.shape[-2:],
-                                                         delete_outside_chunks=False))
+                    self._run(self._array.resize(self._extent + self._array.shape[-2:], delete_outside_chunks=False))
                 self._write_attributes(finished=True)
             if self._store is not None:
                 records = "".join(json.dumps({"coords": dict(c), "metadata": self._metadata[c]}) + "\n"
                                   for c in self._coordinates).encode()
-                sync(self._bounded(self._store.set(_RECORDS,
-                                                   default_buffer_prototype().buffer.from_bytes(records))))
+                self._run(self._store.set(_RECORDS, default_buffer_prototype().buffer.from_bytes(records)))
         except Exception as error:
             raise OSError(f"Cannot finish {self.path}: {_reason(error)}") from error
         finally:
@@ -488,8 +494,8 @@ class OMEZarrDataset:
             self._store = zarr.storage.LocalStore(path, read_only=True)
             self.local = True
         try:
-            group = zarr.open_group(self._store, mode="r")
-            attributes = group.attrs.asdict()
+            group = self._sync(zarr.api.asynchronous.open_group(store=self._store, mode="r"))
+            attributes = dict(group.attrs)
         except Exception as error:
             raise ValueError(f"{location!r} is not an OME-Zarr dataset: {_reason(error)}") from error
         ome = attributes.get("ome", attributes)
@@ -505,12 +511,12 @@ class OMEZarrDataset:
         self._labels: dict[str, list[Any]] = {}
         self.records: dict[DataCoordinates, Any] = {}
         if not multiscales:
-            if list(group.keys()):
+            if self._sync(_members(group)):
                 raise ValueError(f"{location!r} is a zarr group without OME-Zarr 'multiscales' metadata")
             return  # one of ours before its first frame
         multiscale = multiscales[0]
         self.version = str(ome.get("version") or multiscale.get("version") or "")
-        self.levels = [group[d["path"]] for d in multiscale["datasets"]]
+        self.levels = [self._sync(group.getitem(d["path"])) for d in multiscale["datasets"]]  # AsyncArrays
         ndim = self.levels[0].ndim
         axes = multiscale.get("axes") or ["t", "c", "z", "y", "x"][-ndim:]
         self.axes_names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
@@ -529,10 +535,7 @@ class OMEZarrDataset:
         self.records = self._read_records()
 
     def _sync(self, coroutine: Any) -> Any:
-        async def bounded() -> Any:
-            return await asyncio.wait_for(coroutine, self._timeout)
-
-        return sync(bounded())
+        return sync(_bounded(coroutine, self._timeout))
 
     def _read_records(self) -> dict[DataCoordinates, Any]:
         prototype = default_buffer_prototype()
@@ -562,8 +565,8 @@ class OMEZarrDataset:
 
     @property
     def array(self) -> Any:
-        """The full-resolution zarr array (axes..., y, x)."""
-        return self.levels[0]
+        """The full-resolution ``zarr.Array`` (axes..., y, x)."""
+        return zarr.Array(self.levels[0])
 
     def position(self, coords: Mapping[str, Any]) -> tuple[int, ...]:
         """The array index of the frame at ``coords``; ``KeyError`` for a value the dataset does not have."""
@@ -613,7 +616,7 @@ class OMEZarrDataset:
 
     def read_frame(self, coords: Mapping[str, Any], level: int = 0) -> np.ndarray:
         """The frame at ``coords``."""
-        return np.asarray(self.levels[level][self.position(coords)])
+        return np.asarray(self._sync(self.levels[level].getitem(self.position(coords))))
 
     def read_metadata(self, coords: Mapping[str, Any]) -> Any:
         """The metadata recorded with the frame at ``coords`` (``{}`` for datasets without records)."""

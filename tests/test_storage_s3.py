@@ -1,0 +1,462 @@
+"""OME-Zarr storage in an S3 object store: moto's S3 server on 127.0.0.1, started here, reached through
+zarr's ObjectStore (obstore) and FsspecStore (s3fs) — no mocks of zarr, fsspec or obstore. Faults are
+real too: a TCP relay in front of the server stalls or refuses, and a writer process is SIGKILLed."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import zarr
+
+from exengine import ExecutionEngine
+from exengine.data import DataCoordinates, DataHandler
+from exengine.kernel.data_handler import DataHandlerError
+from exengine.notifications import DataStoredNotification
+
+pytest.importorskip("moto.server", reason="needs moto[server] (extra 'test')")
+s3fs = pytest.importorskip("s3fs", reason="needs the 's3' extra")
+pytest.importorskip("obstore", reason="needs the 's3' extra")
+
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+from exengine.storage import OMEZarrStorage  # noqa: E402
+from exengine.storage.omezarr import OMEZarrDataset, open_store  # noqa: E402
+
+STORES = ["obstore", "fsspec"]
+SHAPE = (32, 32)
+CHANNELS = ("DAPI", "GFP")
+
+
+def frame(t: int, channel: str) -> np.ndarray:
+    return np.full(SHAPE, 1 + 10 * t + CHANNELS.index(channel), np.uint16)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 HTTP server on 127.0.0.1 (a free port) for this module's tests."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield SimpleNamespace(endpoint=f"http://{host}:{port}", port=port)
+    server.stop()
+
+
+def make_bucket(endpoint: str) -> str:
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10).close()
+    return bucket
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path):
+    """A fresh bucket; the AWS settings of the environment point at the server (and nowhere else)."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    s3fs.S3FileSystem.clear_instance_cache()  # each test resolves its settings afresh
+    bucket = make_bucket(s3_server.endpoint)
+    return SimpleNamespace(endpoint=s3_server.endpoint, port=s3_server.port, bucket=bucket, url=f"s3://{bucket}/runs")
+
+
+def keys(s3, prefix: str = "") -> list[str]:
+    """Every object key in the test bucket under ``prefix`` (read with obstore directly)."""
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(s3.bucket, endpoint=s3.endpoint, client_options={"allow_http": True})
+    return sorted(meta["path"] for batch in obstore.list(store, prefix=prefix or None) for meta in batch)
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 in front of the S3 server that can stall (hold every byte, as a
+    congested or cut network does) or deny (answer every request ``403 AccessDenied``)."""
+
+    DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+              b"<Message>Access Denied</Message></Error>")
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.denying = False
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self.denying = False
+        self._flowing.set()
+
+    def deny(self) -> None:
+        self.denying = True
+        self._drop_connections()  # clients reconnect, and are denied
+
+    def close(self) -> None:
+        self._closed.set()
+        self._flowing.set()
+        self._drop_connections()
+        self._server.close()
+
+    def _drop_connections(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            if self.denying:
+                threading.Thread(target=self._deny, args=(client,), daemon=True).start()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self._target), timeout=10)
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                while not self._flowing.wait(0.1):  # stalled: stop reading, so TCP pushes back on the sender
+                    if self._closed.is_set():
+                        return
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, target):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def _deny(self, client: socket.socket) -> None:
+        """Answer the request ``403 AccessDenied`` (before its body when the client waits for ``100 Continue``)."""
+        buffer = b""
+        with client:
+            try:
+                while b"\r\n\r\n" not in buffer:
+                    if not (chunk := client.recv(65536)):
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                if not re.search(rb"(?im)^expect:\s*100-continue", head):
+                    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                    while len(buffer) < (int(length.group(1)) if length else 0):
+                        if not (chunk := client.recv(65536)):
+                            return
+                        buffer += chunk
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(self.DENIED) + self.DENIED)
+            except OSError:
+                return
+
+
+@pytest.fixture
+def relay(s3):
+    relay = Relay(s3.port)
+    yield relay
+    relay.close()
+
+
+def through(relay: Relay, store: str) -> dict:
+    """Storage settings that reach the server through ``relay``, in the option names of ``store``."""
+    return {"endpoint_url": relay.endpoint} if store == "fsspec" else {"endpoint": relay.endpoint}
+
+
+# ---------------------------------------------------------------------------------------------- writing
+@pytest.mark.parametrize("store, compress", [("obstore", False), ("fsspec", False), ("obstore", True)])
+def test_frames_round_trip_through_the_store(s3, store, compress):
+    stored = []
+    ExecutionEngine.get_instance().subscribe_to_notifications(lambda n: stored.append(n.payload),
+                                                              DataStoredNotification)
+    storage = OMEZarrStorage(s3.url + "/", "run", summary_metadata={"z-step_um": 2.5}, pixel_size_um=0.5,
+                             compress=compress, store=store)
+    assert storage.path == f"{s3.url}/run_1.ome.zarr"
+    handler = DataHandler(storage)
+    for t in range(4):
+        for z in range(2):
+            for channel in CHANNELS:
+                handler.put({"time": t, "channel": channel, "z": z}, frame(t, channel) + z, {"t": t, "z": z})
+    handler.await_completion(60)
+    ExecutionEngine.get_instance().shutdown()
+    assert len(stored) == len(storage) == 16
+    np.testing.assert_array_equal(storage.get_data({"time": 3, "channel": "GFP", "z": 1}), frame(3, "GFP") + 1)
+
+    # read back by zarr alone, through the other store, as any OME-Zarr tool would
+    other = "fsspec" if store == "obstore" else "obstore"
+    group = zarr.open_group(open_store(storage.path, other, read_only=True), mode="r")
+    array = group["0"]
+    assert array.shape == (4, 2, 2, *SHAPE) and bool(array.compressors) is compress
+    assert array[3, 1, 1, 0, 0] == frame(3, "GFP")[0, 0] + 1
+    multiscale = group.attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in multiscale["axes"]] == ["time", "channel", "z", "y", "x"]
+    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 1.0, 2.5, 0.5, 0.5]
+    assert [c["label"] for c in group.attrs["ome"]["omero"]["channels"]] == list(CHANNELS)
+
+    dataset = OMEZarrDataset(storage.path, store=other)
+    assert dataset.finished is True and len(dataset.coordinates()) == 16
+    assert dataset.read_metadata({"time": 2, "channel": "DAPI", "z": 1}) == {"t": 2, "z": 1}
+    prefix = "runs/run_1.ome.zarr/"
+    assert f"{prefix}frame_metadata.jsonl" in keys(s3, prefix)
+
+
+def test_existing_datasets_are_never_overwritten(s3):
+    import obstore
+    from obstore.store import S3Store
+
+    raw = S3Store(s3.bucket, endpoint=s3.endpoint, client_options={"allow_http": True})
+    obstore.put(raw, "runs/run_1.ome.zarr/zarr.json", b'{"someone": "else"}')
+    obstore.put(raw, "runs/run_2.ome.zarr/notes.txt", b"a folder without zarr.json is taken too")
+    made: list[str] = []
+    barrier = threading.Barrier(4, timeout=30)
+
+    def make(store: str) -> None:
+        barrier.wait()
+        made.append(OMEZarrStorage(s3.url, "run", store=store).path)
+
+    threads = [threading.Thread(target=make, args=(store,)) for store in STORES * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(p.rsplit("/", 1)[1] for p in made) == [f"run_{n}.ome.zarr" for n in (3, 4, 5, 6)]
+    assert bytes(obstore.get(raw, "runs/run_1.ome.zarr/zarr.json").bytes()) == b'{"someone": "else"}'
+    assert keys(s3, "runs/run_2.ome.zarr/") == ["runs/run_2.ome.zarr/notes.txt"]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_endpoint_and_credentials_from_the_aws_config_files(s3, store, monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name)
+    (tmp_path / "config").write_text(f"[default]\nregion = eu-west-1\nendpoint_url = {s3.endpoint}\n")
+    (tmp_path / "credentials").write_text("[default]\naws_access_key_id = fromfile\naws_secret_access_key = s\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    storage = OMEZarrStorage(s3.url, "cfg", store=store)
+    storage.put({"time": 0, "channel": "DAPI"}, frame(0, "DAPI"), {})
+    storage.finish()
+    assert OMEZarrDataset(storage.path, store=store).read_frame({"time": 0, "channel": "DAPI"})[0, 0] == 1
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_explicit_storage_options(s3, store, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    options = ({"endpoint_url": s3.endpoint, "key": "k", "secret": "s"} if store == "fsspec"
+               else {"endpoint_url": s3.endpoint, "key": "k", "secret": "s", "client_options": {"timeout": "20s"}})
+    storage = OMEZarrStorage(s3.url, "opts", storage_options=options, store=store)
+    storage.put({"time": 0, "channel": "GFP"}, frame(0, "GFP"), {})
+    assert storage.get_data({"time": 0, "channel": "GFP"})[0, 0] == 2
+    as_json = json.dumps({"endpoint_url": s3.endpoint})  # as the panel's text field passes it
+    assert OMEZarrStorage(s3.url, "opts", storage_options=as_json, store=store).path.endswith("opts_2.ome.zarr")
+
+
+def test_bad_settings_are_refused_clearly(s3):
+    with pytest.raises(ValueError, match=r"store must be one of 'obstore', 'fsspec', got 'boto'"):
+        OMEZarrStorage(s3.url, "x", store="boto")
+    with pytest.raises(ValueError, match="storage_options must be a mapping or a JSON object"):
+        OMEZarrStorage(s3.url, "x", storage_options="endpoint=here")
+    with pytest.raises(ValueError, match=r"Cannot open 's3://b-x/p' with store='obstore'.*no_such_setting"):
+        OMEZarrStorage("s3://b-x/p", "x", storage_options={"no_such_setting": 1})
+    for store in STORES:
+        with pytest.raises(OSError, match=r"Cannot create a dataset in 's3://no-such-bucket-here/runs'"):
+            OMEZarrStorage("s3://no-such-bucket-here/runs", "x", store=store)
+
+
+# ---------------------------------------------------------------------------------------------- faults
+@pytest.mark.parametrize("store", STORES)
+def test_a_failing_write_is_a_clear_error_and_no_frame_is_reported_stored(s3, relay, store):
+    storage = OMEZarrStorage(s3.url, "deny", storage_options=through(relay, store), store=store, timeout_s=30)
+    for t in range(2):
+        storage.put({"time": t, "channel": "DAPI"}, frame(t, "DAPI"), {})
+    relay.deny()
+    with pytest.raises(OSError, match=r"Cannot store the frame at \{'time': 2, 'channel': 'DAPI'\} in "
+                                      rf"{re.escape(storage.path)}: .*(Access ?Denied|Forbidden|403|ermission)"):
+        storage.put({"time": 2, "channel": "DAPI"}, frame(2, "DAPI"), {})
+    assert {"time": 2, "channel": "DAPI"} not in storage and len(storage) == 2
+
+    # through a DataHandler: the failure is raised, and exactly the frames in the store were reported
+    stored = []
+    ExecutionEngine.get_instance().subscribe_to_notifications(lambda n: stored.append(n.payload),
+                                                              DataStoredNotification)
+    relay.resume()
+    storage = OMEZarrStorage(s3.url, "deny", storage_options=through(relay, store), store=store, timeout_s=30)
+    handler = DataHandler(storage)
+    with pytest.raises(DataHandlerError, match=r"Access ?Denied|Forbidden|403|ermission"):
+        for t in range(3):
+            handler.put({"time": t, "channel": "DAPI"}, frame(t, "DAPI"), {})
+        deadline = time.monotonic() + 30
+        while handler.frames_stored < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        relay.deny()
+        for t in range(3, 6):
+            handler.put({"time": t, "channel": "DAPI"}, frame(t, "DAPI"), {})
+        handler.await_completion(60)
+    ExecutionEngine.get_instance().shutdown()
+    relay.resume()
+    in_store = OMEZarrDataset(storage.path)
+    assert sorted(dict(c)["time"] for c in in_store.coordinates()) == sorted(c["time"] for c in stored) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_network_stall_blocks_put_and_memory_stays_in_the_budget(s3, relay, store):
+    storage = OMEZarrStorage(s3.url, "stall", storage_options=through(relay, store), store=store)
+    budget = 4 * frame(0, "DAPI").nbytes
+    handler = DataHandler(storage, memory_budget_bytes=budget)
+    handler.put({"time": 0, "channel": "DAPI"}, frame(0, "DAPI"), {})
+    deadline = time.monotonic() + 30
+    while handler.frames_stored < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    relay.stall()
+    accepted, peak = [], [0]
+    done = threading.Event()
+
+    def produce() -> None:
+        for t in range(1, 40):
+            handler.put({"time": t, "channel": "DAPI"}, frame(t, "DAPI"), {})
+            accepted.append(t)
+        done.set()
+
+    threading.Thread(target=produce, daemon=True).start()
+    stalled_until = time.monotonic() + 1.5
+    while time.monotonic() < stalled_until:
+        peak[0] = max(peak[0], handler.bytes_in_flight)
+        time.sleep(0.01)
+    stored_during_stall = handler.frames_stored
+    assert stored_during_stall == 1 and not done.is_set()  # the producer is held: backpressure
+    assert len(accepted) <= 4 and peak[0] <= budget  # frames in memory stay within the budget
+    relay.resume()
+    assert done.wait(60)
+    handler.await_completion(60)
+    assert handler.frames_stored == 40 and handler.peak_bytes_in_flight <= budget
+    assert len(OMEZarrDataset(storage.path).coordinates()) == 40
+
+
+def test_a_stall_longer_than_the_timeout_fails_the_frame_clearly(s3, relay):
+    storage = OMEZarrStorage(s3.url, "slow", storage_options=through(relay, "obstore"), timeout_s=1)
+    storage.put({"time": 0, "channel": "DAPI"}, frame(0, "DAPI"), {})
+    relay.stall()
+    start = time.monotonic()
+    with pytest.raises(OSError, match=r"Cannot store the frame at \{'time': 1, 'channel': 'DAPI'\}.*within 1 s"):
+        storage.put({"time": 1, "channel": "DAPI"}, frame(1, "DAPI"), {})
+    assert time.monotonic() - start < 10 and len(storage) == 1
+
+
+CRASH_WRITER = """
+import sys
+import numpy as np
+from exengine.storage import OMEZarrStorage
+storage = OMEZarrStorage(sys.argv[1], "crash", store=sys.argv[2])
+print(storage.path, flush=True)
+for t in range(100000):
+    for c, channel in enumerate(("DAPI", "GFP")):
+        storage.put({"time": t, "channel": channel}, np.full((32, 32), 1 + 10 * t + c, np.uint16), {"t": t})
+        print(t, channel, flush=True)  # only once put has returned: the frame is stored
+"""
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_after_sigkill_the_store_opens_with_every_frame_reported_stored(s3, store):
+    process = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, s3.url, store], stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    enough = threading.Event()
+
+    def pump() -> None:
+        for line in process.stdout:
+            lines.append(line.strip())
+            if len(lines) > 30:
+                enough.set()
+                return
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert enough.wait(60), f"the writer printed only {lines}"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(30)
+    path, reported = lines[0], [line.split() for line in lines[1:]]
+    dataset = OMEZarrDataset(path, store=store)
+    assert dataset.finished is False
+    recorded = set(dataset.coordinates())
+    for t, channel in reported:
+        coords = {"time": int(t), "channel": channel}
+        assert DataCoordinates(coords) in recorded
+        np.testing.assert_array_equal(dataset.read_frame(coords), frame(int(t), channel))
+        assert dataset.read_metadata(coords) == {"t": int(t)}
+    whole = zarr.open_group(open_store(path, store, read_only=True), mode="r")["0"][...]
+    assert whole.shape[1:] == (2, *SHAPE)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def test_info_summarises_a_dataset_in_the_store(s3):
+    from napari_exengine.cli import main
+
+    storage = OMEZarrStorage(s3.url, "info", summary_metadata={"z-step_um": 2})
+    for t in range(3):
+        for channel in CHANNELS:
+            storage.put({"time": t, "channel": channel}, frame(t, channel), {"ElapsedTime-ms": 100 * t})
+    storage.finish()
+    out = io.StringIO()
+    assert main(["info", storage.path], stream=out) == 0
+    text = out.getvalue()
+    assert f"Dataset: {storage.path}\nFormat: OME-Zarr 0.5 (zarr v3)\nFrames: 6\nFrame: 32 x 32 uint16\n" in text
+    assert "  channel: 2 (DAPI, GFP)" in text and "First/last timestamps: 0 ms / 200 ms" in text
+    size = float(re.search(r"Size in the store: ([\d.]+) MB", text).group(1))
+    assert size == pytest.approx(6 * 2048 / 1024**2 + 0.0, abs=0.05)
+
+
+@pytest.mark.gui
+def test_a_dataset_in_the_store_opens_in_napari_with_labelled_axes(s3, gui_viewer):
+    storage = OMEZarrStorage(s3.url, "view", pixel_size_um=0.25)
+    for t in range(3):
+        for z in range(2):
+            for channel in CHANNELS:
+                storage.put({"time": t, "channel": channel, "z": z}, frame(t, channel) + z, {})
+    storage.finish()
+    layers = gui_viewer.open(storage.path, plugin="napari-exengine")
+    assert [layer.name for layer in layers] == ["view_1.ome.zarr DAPI", "view_1.ome.zarr GFP"]
+    gfp = layers[1]
+    assert gfp.data.shape == (3, 2, *SHAPE) and tuple(gfp.axis_labels) == ("time", "z", "y", "x")
+    assert list(gfp.scale) == [1.0, 1.0, 0.25, 0.25]
+    assert tuple(gui_viewer.dims.axis_labels) == ("time", "z", "y", "x")
+    gui_viewer.dims.current_step = (2, 1, 0, 0)
+    np.testing.assert_array_equal(np.asarray(gfp.data[2, 1]), frame(2, "GFP") + 1)
+    assert gfp.metadata["path"] == storage.path and gfp.metadata["axis_values"] == {"time": [0, 1, 2], "z": [0, 1]}
