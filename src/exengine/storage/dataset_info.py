@@ -1,0 +1,145 @@
+"""Summaries of saved datasets, NDTiff or OME-Zarr (in a folder or a store), for ``exengine info``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+__all__ = ["DatasetSummary", "allocated_bytes", "summarise_dataset"]
+
+_TIMESTAMP_KEYS = ("ReceivedTime", "TimeReceivedByCore", "Time", "ElapsedTime-ms")
+
+
+@dataclass
+class DatasetSummary:
+    """What ``exengine info`` prints about a dataset."""
+
+    path: str
+    format: str
+    frames: int
+    frame: str = ""  #: frame shape and dtype, e.g. ``512 x 512 uint16``
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    pixel_size_um: Optional[float] = None
+    z_step_um: Optional[float] = None
+    size_bytes: int = 0
+    size_where: str = "on disk"  #: "on disk" (allocated blocks) or "in the store" (object sizes)
+    timestamps: Optional[tuple[str, str]] = None  #: first and last
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """The summary as lines of text."""
+        lines = [f"Dataset: {self.path}", f"Format: {self.format}", f"Frames: {self.frames}"]
+        if self.frame:
+            lines.append(f"Frame: {self.frame}")
+        if self.pixel_size_um or self.z_step_um:
+            pixel = f"{self.pixel_size_um:g} µm" if self.pixel_size_um else "not recorded"
+            z_step = f"{self.z_step_um:g} µm" if self.z_step_um else "not recorded"
+            lines.append(f"Pixel size: {pixel}; z step: {z_step}")
+        if self.axes:
+            lines.append("Axes:")
+            for axis, values in self.axes.items():
+                shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
+                lines.append(f"  {axis}: {len(values)} ({shown})")
+        lines.append(f"Size {self.size_where}: {self.size_bytes / 1024**2:.1f} MB")
+        if self.timestamps:
+            lines.append(f"First/last timestamps: {self.timestamps[0]} / {self.timestamps[1]}")
+        lines += self.notes
+        return "\n".join(lines) + "\n"
+
+
+def allocated_bytes(path: str) -> int:
+    """Bytes a file or folder really occupies on disk: allocated blocks (``st_blocks`` x 512).
+
+    Not the apparent size: sparse and preallocated files would count space never written.
+    """
+    if os.path.isfile(path):
+        return os.stat(path).st_blocks * 512
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+            except FileNotFoundError:  # removed meanwhile (a dataset still being written)
+                continue
+    return total
+
+
+def _timestamp(metadata: Any) -> Optional[str]:
+    if not isinstance(metadata, dict):
+        return None
+    for key in _TIMESTAMP_KEYS:
+        if key in metadata:
+            value = metadata[key]
+            return f"{value} ms" if key == "ElapsedTime-ms" else str(value)
+    return None
+
+
+def _timestamps(first: Any, last: Any) -> Optional[tuple[str, str]]:
+    stamps = (_timestamp(first), _timestamp(last))
+    return (stamps[0], stamps[1]) if stamps[0] is not None and stamps[1] is not None else None
+
+
+def _is_omezarr(location: str) -> bool:
+    from .omezarr import is_store_url
+
+    if is_store_url(location):
+        return True
+    folder = os.path.dirname(location) if os.path.basename(location) == "zarr.json" else location
+    return os.path.isfile(os.path.join(folder, "zarr.json")) or os.path.isfile(os.path.join(folder, ".zattrs"))
+
+
+def summarise_dataset(location: str | os.PathLike[str], storage_options: Any = None) -> DatasetSummary:
+    """Summarise the NDTiff or OME-Zarr dataset at ``location`` (a folder, an ``NDTiff.index`` or a
+    store URL); ``ValueError`` naming it when it is neither."""
+    location = os.fspath(location)
+    if _is_omezarr(location):
+        return _summarise_omezarr(location, storage_options)
+    from .ndtiff_reader import NDTiffReader, find_dataset_root
+
+    if find_dataset_root(location) is None:
+        raise ValueError(f"{location!r} is not a dataset: expected an NDTiff dataset folder (or its NDTiff.index) "
+                         f"or an OME-Zarr folder or store URL (e.g. s3://bucket/run_1.ome.zarr)")
+    reader = NDTiffReader(location)
+    try:
+        levels = " (multi-resolution)" if reader.multiresolution else ""
+        summary = DatasetSummary(path=reader.path, format=f"NDTiff v{reader.version}{levels}",
+                                 frames=len(reader.entries), size_bytes=allocated_bytes(reader.path))
+        if reader.entries:
+            first = reader.first_entry()
+            summary.frame = f"{' x '.join(map(str, first.shape))} {first.dtype}{' RGB' if first.rgb else ''}"
+            summary.pixel_size_um, summary.z_step_um = reader.pixel_size_um(), reader.z_step_um()
+            summary.axes = reader.axes
+            first_coords, *_, last_coords = reader.coordinates() * 2
+            summary.timestamps = _timestamps(reader.read_metadata(first_coords), reader.read_metadata(last_coords))
+        return summary
+    finally:
+        reader.close()
+
+
+def _summarise_omezarr(location: str, storage_options: Any) -> DatasetSummary:
+    try:
+        from .omezarr import OMEZarrDataset
+    except ImportError as error:
+        raise ValueError(f"{location!r} is an OME-Zarr dataset; reading it needs {error}") from None
+    dataset = OMEZarrDataset(location, storage_options=storage_options)
+    summary = DatasetSummary(path=dataset.path, format="OME-Zarr", frames=0,
+                             size_where="on disk" if dataset.local else "in the store")
+    summary.size_bytes = allocated_bytes(dataset.path) if dataset.local else dataset.stored_bytes()
+    if dataset.finished is False:
+        summary.notes.append("Not finished: still being written, or its writer stopped (a crash?); every recorded "
+                             "frame is readable and the array may extend past them with empty frames")
+    if not dataset.levels:
+        return summary
+    array = dataset.array
+    levels = f", {len(dataset.levels)} resolution levels" if len(dataset.levels) > 1 else ""
+    summary.format = f"OME-Zarr {dataset.version} (zarr v{array.metadata.zarr_format}{levels})"
+    coordinates = dataset.coordinates()
+    summary.frames = len(coordinates)
+    summary.frame = f"{' x '.join(map(str, array.shape[-2:]))} {array.dtype}"
+    summary.axes = dataset.axes
+    summary.pixel_size_um = dataset.scale.get(dataset.axes_names[-1])
+    summary.z_step_um = dataset.scale.get("z")
+    if dataset.records and coordinates:
+        summary.timestamps = _timestamps(dataset.read_metadata(coordinates[0]), dataset.read_metadata(coordinates[-1]))
+    return summary

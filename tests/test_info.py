@@ -1,0 +1,108 @@
+"""``exengine info`` summarises NDTiff and OME-Zarr datasets and reports the space they really occupy."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import numpy as np
+
+from exengine.storage import OMEZarrStorage
+from exengine.storage.dataset_info import allocated_bytes, summarise_dataset
+from napari_exengine.cli import main
+
+
+def info(path) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(["info", str(path)], stream=out), out.getvalue()
+
+
+def size_mb(text: str) -> float:
+    return float(re.search(r"Size on disk: ([\d.]+) MB", text).group(1))
+
+
+def test_info_summarises_the_ome_zarr_datasets_acquire_writes(tmp_path):
+    status = main(["acquire", "--time", "3", "--channels", "DAPI,FITC", "--z", "0:2:2", "--storage",
+                   "napari-exengine.storage.omezarr", "--out", str(tmp_path), "--name", "zarr"], stream=io.StringIO())
+    assert status == 0
+    path = tmp_path / "zarr_1.ome.zarr"
+    status, text = info(path)
+    assert status == 0, text
+    assert f"Dataset: {path}\nFormat: OME-Zarr 0.5 (zarr v3)\nFrames: 12\nFrame: 512 x 512 uint16\n" in text
+    assert "Pixel size: 1 µm; z step: 2 µm" in text
+    assert "  time: 3 (0, 1, 2)\n" in text and "  channel: 2 (DAPI, FITC)\n" in text and "  z: 2 (0, 1)\n" in text
+    assert re.search(r"First/last timestamps: \S+ / \S+", text) and "Not finished" not in text
+    assert size_mb(text) == round(allocated_bytes(str(path)) / 1024**2, 1) >= 12 * 0.5
+    assert info(path / "zarr.json")[1] == text  # the folder's zarr.json names the dataset too
+
+
+def test_info_flags_an_ome_zarr_dataset_that_was_not_finished(tmp_path):
+    storage = OMEZarrStorage(tmp_path, "open")
+    for t in range(5):
+        storage.put({"time": t}, np.full((16, 16), t, np.uint16), {})
+    status, text = info(storage.path)
+    assert status == 0 and "Frames: 5\n" in text and "  time: 5 (0, 1, 2, 3, 4)\n" in text
+    assert "Not finished: still being written, or its writer stopped" in text
+    storage.finish()
+
+
+NDTIFF_WRITER = """
+import sys
+import numpy as np
+from exengine.storage import NDTiffStorage
+storage = NDTiffStorage(sys.argv[1], "killed")
+print(storage.path if hasattr(storage, "path") else "", flush=True)
+rng = np.random.default_rng(0)
+for t in range(100000):
+    storage.put({"time": t}, rng.integers(0, 65535, (512, 512), dtype=np.uint16), {"t": t})
+    print(t, flush=True)
+"""
+
+
+def test_info_reports_the_real_size_of_a_sigkilled_ndtiff_dataset(tmp_path):
+    """ndstorage makes each TIFF file 4 GB long (sparse) up front; after a SIGKILL it stays so."""
+    process = subprocess.Popen([sys.executable, "-c", NDTIFF_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    enough = threading.Event()
+
+    def pump() -> None:
+        for line in process.stdout:
+            lines.append(line.strip())
+            if len(lines) > 40:
+                enough.set()
+                return
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert enough.wait(60), f"the writer printed only {lines}"
+    finally:
+        process.kill()
+        process.wait(30)
+    (dataset,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    apparent = sum(f.stat().st_size for f in dataset.rglob("*") if f.is_file())
+    status, text = info(dataset)
+    assert status == 0, text
+    assert "Format: NDTiff v3\n" in text and int(re.search(r"Frames: (\d+)", text).group(1)) >= 40
+    real = size_mb(text)
+    assert real == round(allocated_bytes(str(dataset)) / 1024**2, 1)
+    assert 40 * 0.5 <= real < 1000 < apparent / 1024**2  # frames written (512 KB each), not the files' length
+
+
+def test_info_refuses_what_is_not_a_dataset(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    status, _ = info(tmp_path)
+    assert status == 2
+    error = capsys.readouterr().err
+    assert f"'{tmp_path}' is not a dataset" in error and "NDTiff" in error and "OME-Zarr" in error
+
+
+def test_summary_of_an_empty_ome_zarr_dataset(tmp_path):
+    storage = OMEZarrStorage(tmp_path, "empty")
+    storage.finish()
+    summary = summarise_dataset(storage.path)
+    assert summary.frames == 0 and summary.format == "OME-Zarr" and "Frames: 0" in summary.text()
+    assert os.path.isdir(storage.path)
