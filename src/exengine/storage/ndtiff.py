@@ -10,16 +10,20 @@ Guards the adapter adds around ``ndstorage`` 0.1.18:
   that keeps the first frame.
 - A dataset is never overwritten: each one gets a new numbered folder ``<name>_<n>``.
 - Reads right after writes see the new bytes (ndstorage's buffered readers are refreshed).
-- The index is flushed after every frame, so every frame reported stored survives a crash.
+- Image files and the index are written straight to the OS, so every frame reported stored survives a
+  crash of the process. A write that fails (a full disk) is cut off and the writer rolled back: the
+  files hold whole frames and whole index entries only, and the dataset still opens and finishes.
 - On ext4 and XFS, disk space is reserved 64 MB at a time ahead of the writer, which makes each
   frame's write much cheaper; finishing the dataset trims the file to its data.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -76,6 +80,99 @@ class _NDStorage(FrameStorage):
         self._dataset.finish()
 
 
+class _DirectFile:
+    """A file ndstorage writes through, written straight to the OS: each write completes or raises.
+
+    ndstorage writes through buffered files and ignores short writes. Here a write that fails part-way
+    (a full disk) is cut back off the file before the error is raised, so neither the image file nor
+    the index ever holds part of a write: ndstorage refuses to open an index that ends in part of an
+    entry. Nothing waits in a buffer, so every entry written survives a crash of the process.
+    """
+
+    def __init__(self, opened: io.BufferedIOBase) -> None:
+        self._raw = opened.detach()  # writes what ndstorage buffered so far (the image file's header)
+        self.name = self._raw.name
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data).cast("B")
+        start = self._raw.tell()
+        written = 0
+        try:
+            while written < len(view):
+                count = self._raw.write(view[written:])
+                if not count:
+                    raise OSError(errno.EIO, f"Writing {self.name!r} made no progress")
+                written += count
+        except BaseException:
+            try:
+                self._raw.truncate(start)
+                self._raw.seek(start)
+            except OSError:  # a part stays; readers skip an incomplete last index entry
+                pass
+            raise
+        return written
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def truncate(self, size: Optional[int] = None) -> int:
+        return self._raw.truncate(size)
+
+    def flush(self) -> None:
+        """Nothing to do: every write went to the OS already."""
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class _ImageFileState(NamedTuple):
+    """Where an NDTiff image file's writer stood before an image: restored when writing it fails."""
+
+    position: int
+    next_ifd_offset_location: int
+    first_ifd: bool
+
+
+def _image_file_state(writer: Any) -> _ImageFileState:
+    return _ImageFileState(writer.file.tell(), writer.next_ifd_offset_location, writer.first_ifd)
+
+
+class _NDTiffDataset(ndstorage.NDTiffDataset):
+    """ndstorage's writable NDTiff dataset, writing its image files and index through :class:`_DirectFile`."""
+
+    @property
+    def _index_file(self) -> Optional[_DirectFile]:
+        return self.__dict__.get("_direct_index_file")
+
+    @_index_file.setter
+    def _index_file(self, file: Any) -> None:
+        self.__dict__["_direct_index_file"] = file if file is None else _DirectFile(file)
+
+    @property
+    def current_writer(self) -> Any:
+        return self.__dict__.get("_direct_current_writer")
+
+    @current_writer.setter
+    def current_writer(self, writer: Any) -> None:
+        if writer is not None:
+            writer.file = _DirectFile(writer.file)
+            self.new_writer_state = _image_file_state(writer)
+        self.__dict__["_direct_current_writer"] = writer
+
+    def roll_back(self, writer: Any, state: _ImageFileState) -> None:
+        """Undo a failed image write: the next image goes where it would have gone, with nothing pending."""
+        writer.buffers.clear()
+        writer.file.seek(state.position)
+        writer.next_ifd_offset_location = state.next_ifd_offset_location
+        writer.first_ifd = state.first_ifd
+
+
 class NDTiffStorage(_NDStorage):
     """Frames saved as an NDTiff dataset in a new folder ``<directory>/<name>_<n>``.
 
@@ -95,9 +192,9 @@ class NDTiffStorage(_NDStorage):
             if os.path.exists(target):
                 raise FileExistsError(f"{target!r} already exists; NDTiff datasets are never overwritten")
             os.makedirs(target)
-            dataset = ndstorage.NDTiffDataset(target, writable=True)
+            dataset = _NDTiffDataset(target, writable=True)
         else:
-            dataset = ndstorage.NDTiffDataset(directory, name=name, writable=True)
+            dataset = _NDTiffDataset(directory, name=name, writable=True)
         super().__init__(dataset, summary_metadata)
         self._frame_kind: Optional[tuple[tuple[int, ...], np.dtype]] = None
         self._stale_readers = False
@@ -132,12 +229,19 @@ class NDTiffStorage(_NDStorage):
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
         key = frozenset(coords.items())
+        dataset = self._dataset
+        writer = dataset.current_writer
+        before = None if writer is None else _image_file_state(writer)
         try:
             super()._write(coords, data, metadata)
-        except BaseException:
-            self._dataset._write_pending_images.pop(key, None)
+        except BaseException:  # no phantom: ndstorage lists the frame before its index entry is written
+            dataset._write_pending_images.pop(key, None)
+            dataset.index.pop(key, None)
+            failed_writer = dataset.current_writer
+            if failed_writer is not None:
+                state = before if failed_writer is writer else dataset.new_writer_state
+                dataset.roll_back(failed_writer, state)  # type: ignore[arg-type]
             raise
-        self._dataset._index_file.flush()
         self._reserver.after_write(self._dataset.current_writer.file)
         self._stale_readers = True
 
