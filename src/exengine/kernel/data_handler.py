@@ -58,8 +58,11 @@ class DataProcessor:
     a processor is treated as stateful, the safe choice; ``stateful_declared`` tells the two apart.
     """
 
-    #: False for processors that compute in place; True for ones that hand frames to other workers
-    #: (they implement ``submit``/``submit_flush`` and ``max_in_flight``, see ``DaskProcessor``).
+    #: False for processors that compute on the handler's thread. True for ones that hand frames to other
+    #: workers (see ``DaskProcessor``): they have ``max_in_flight`` (frames handed over at once) and
+    #: ``max_batch`` (frames per hand-over), ``submit_batch(frames)`` returning a handle whose ``result()``
+    #: gives, for each frame, its outputs or the exception it raised, and ``submit_flush()`` returning a
+    #: handle whose ``result()`` gives the flushed outputs.
     pipelined: bool = False
 
     def __init__(
@@ -164,7 +167,9 @@ class DataHandler:
     the storage catches up. Frames in flight are the accepted frames not yet processed (also while a
     cluster processes them) plus the processor's outputs not yet stored; when the outputs fill the
     budget the processor waits for the storage too, so in flight never exceeds the budget plus one
-    frame's outputs (a single frame larger than the budget still passes). Processing and storage run
+    frame's outputs (a single frame larger than the budget still passes; with a pipelined processor
+    such as ``DaskProcessor``, one batch's outputs, a batch being at most 1/16 of the budget or one
+    frame). Processing and storage run
     on their own threads. When the handler finishes, the processor's ``flush`` emits what it still
     holds. A failure in either stage, any ``BaseException`` (``SystemExit`` and ``KeyboardInterrupt``
     raised by a processor included), is recorded, published as ``DataHandlerErrorNotification``,
@@ -508,32 +513,47 @@ class DataHandler:
             self._accept_outputs(coords, data, outputs, future)
 
     def _run_submitter(self) -> None:
-        """Pipelined processors: hand each frame over (at most ``max_in_flight`` at once), in order."""
+        """Pipelined processors: hand frames over in order, at most ``max_in_flight`` at once. Frames
+        already waiting go together, up to ``max_batch`` frames and 1/16 of the memory budget, so that a
+        fast producer pays one hop per batch and a batch's outputs stay a small part of the budget."""
         assert self._process_queue is not None and self._processor is not None
-        get = self._process_queue.get
+        queue = self._process_queue
         processor: Any = self._processor
+        max_batch = max(1, int(getattr(processor, "max_batch", 1)))
+        max_batch_bytes = self._budget // 16
+        carry: Any = None  # taken from the queue but left for the next batch
         while True:
-            item = get()
+            item, carry = (carry if carry is not None else queue.get()), None
             if item is _FINISH:
-                try:
-                    flush_handle = processor.submit_flush()
-                except BaseException as e:
-                    flush_handle = _Failed(e)
-                self._pending.put(_FINISH)
-                self._pending.put(flush_handle)
-                return
-            coords, data, metadata, future = item
-            if self._listeners:
-                self._notify_listeners("acquired", coords)
+                break
             while not self._slots.acquire(timeout=_POLL_S):
                 pass
+            batch, nbytes = [item], item[1].nbytes
+            while len(batch) < max_batch and not queue.empty():
+                item = queue.get()
+                if item is _FINISH or nbytes + item[1].nbytes > max_batch_bytes \
+                        or not self._slots.acquire(blocking=False):
+                    carry = item
+                    break
+                batch.append(item)
+                nbytes += item[1].nbytes
+            if self._listeners:
+                for coords, *_ in batch:
+                    self._notify_listeners("acquired", coords)
             try:
-                handle = processor.submit(coords, data, metadata)
-            except BaseException as e:  # recorded, published and raised to the producer
-                self._slots.release()
-                self._record_failure(e, future, coords)
+                handle = processor.submit_batch([(coords, data, metadata) for coords, data, metadata, _ in batch])
+            except BaseException as e:  # recorded, published and raised to the producers
+                for coords, _, _, future in batch:
+                    self._slots.release()
+                    self._record_failure(e, future, coords)
                 continue
-            self._pending.put((coords, data, future, handle))
+            self._pending.put(([(coords, data, future) for coords, data, _, future in batch], handle))
+        try:
+            flush_handle = processor.submit_flush()
+        except BaseException as e:
+            flush_handle = _Failed(e)
+        self._pending.put(_FINISH)
+        self._pending.put(flush_handle)
 
     def _run_collector(self) -> None:
         """Pipelined processors: take results back in submission order, within the memory budget."""
@@ -544,16 +564,20 @@ class DataHandler:
                 flush_handle = get()
                 self._finish_processor(flush_handle.result)
                 return
-            coords, data, future, handle = item
+            frames, handle = item
             try:
                 self._wait_for_output_room()
-                outputs = handle.result()
-            except BaseException as e:  # recorded, published and raised to the producer
-                self._record_failure(e, future, coords)
-                continue
-            finally:
+                results = handle.result()
+                if len(results) != len(frames):
+                    raise RuntimeError(f"{self._processor!r} gave {len(results)} results for {len(frames)} frames")
+            except BaseException as e:  # the whole batch failed (e.g. the cluster went away)
+                results = [e] * len(frames)
+            for (coords, data, future), result in zip(frames, results, strict=True):
                 self._slots.release()
-            self._accept_outputs(coords, data, outputs, future)
+                if isinstance(result, BaseException):
+                    self._record_failure(result, future, coords)
+                else:
+                    self._accept_outputs(coords, data, result, future)
 
     def _run_storage(self) -> None:
         get = self._storage_queue.get
