@@ -475,7 +475,7 @@ def test_devices_panel_follows_changes_made_elsewhere(gui_viewer, scope, qtbot):
 
 
 def test_panel_lists_broken_contributions_as_unavailable(gui_viewer, scope, monkeypatch, manager_with_broken_plugin):
-    import napari_exengine.widgets as widgets
+    import napari_exengine.acquisition_panel as widgets
     from napari_exengine.contributions import list_contributions
 
     monkeypatch.setattr(widgets, "list_contributions", lambda: list_contributions(manager=manager_with_broken_plugin))

@@ -83,7 +83,7 @@ def test_wheel_holds_manifest_license_and_metadata(dist, manifest):
         assert b"BSD 3-Clause" in z.read(f"{info}/licenses/LICENSE")
         entry_points = z.read(f"{info}/entry_points.txt").decode()
         metadata = Parser().parsestr(z.read(f"{info}/METADATA").decode())
-    assert {"exengine/__init__.py", "napari_exengine/cli.py", "napari_exengine/widgets.py"} <= names
+    assert {"exengine/__init__.py", "napari_exengine/cli.py", "napari_exengine/acquisition_panel.py"} <= names
     assert not any(n.startswith(("tests/", "docs/", "benchmarks/")) for n in names)
     assert "napari-exengine = napari_exengine:napari.yaml" in entry_points
     assert "exengine = napari_exengine.cli:console" in entry_points

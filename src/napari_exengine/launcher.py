@@ -10,7 +10,9 @@ def open_viewer(show: bool = True) -> Any:
     """Open a napari viewer with the devices and acquisition panels docked; returns the viewer."""
     import napari
 
-    from .widgets import AcquisitionPanel, DevicesPanel, ensure_devices
+    from .acquisition_panel import AcquisitionPanel
+    from .devices_panel import DevicesPanel
+    from .panel_common import ensure_devices
 
     ensure_devices()
     viewer = napari.Viewer(title="napari-exengine", show=show)
