@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from numbers import Real
 from typing import Any, Optional
 
@@ -27,6 +27,7 @@ from .events.misc_events import AcquisitionClock, SetTimeEvent, Sleep
 from .events.positioner_events import SetPosition1DEvent, SetPosition2DEvent, SetTriggerable1DPositionsEvent
 from .events.property_events import SetPropertiesEvent, SetTriggerablePropertySequencesEvent
 from .kernel.data_handler import DataHandler
+from .kernel.data_storage_base import DataStorage
 from .kernel.device import Device
 from .kernel.ex_event_base import ExecutorEvent
 from .kernel.ex_event_capabilities import Abortable, Stoppable
@@ -34,7 +35,7 @@ from .kernel.ex_future import ExecutionFuture
 from .kernel.executor import ExecutionEngine
 from .kernel.notification_base import AcquisitionPausedNotification, AcquisitionResumedNotification
 
-__all__ = ["Acquisition", "PlanError", "check_event", "check_setting"]
+__all__ = ["Acquisition", "PlanError", "check_event", "check_setting", "dry_run"]
 
 
 class PlanError(ValueError):
@@ -108,6 +109,34 @@ def _resolve(device: Any, kind: type, what: str) -> Any:
         return resolve_device(device, kind, what)
     except (ValueError, TypeError, KeyError) as e:
         raise PlanError(str(e)) from None
+
+
+class _Scratch(DataStorage):
+    """The storage of :func:`dry_run`'s handler: holds nothing (a plan being checked stores nothing)."""
+
+    def __contains__(self, data_coordinates: Any) -> bool:
+        return False
+
+    def get_data(self, data_coordinates: Any) -> Any:
+        raise KeyError(f"A plan being checked has no data at {dict(data_coordinates)}")
+
+    get_metadata = get_data
+
+    def put(self, data_coordinates: Any, data: Any, metadata: Any) -> None:
+        raise PlanError("A plan being checked cannot store frames")
+
+
+def dry_run(make_plan: Callable[[DataHandler], Iterable[ExecutorEvent]]) -> Iterable[ExecutorEvent]:
+    """Build a plan with a scratch data handler (which stores nothing) and :meth:`Acquisition.validate`
+    it: the checks to run before the storage is created and before anything moves. Returns the plan
+    (for its ``total_frames`` and ``axis_sizes``); build it again with the real handler to run it."""
+    scratch = DataHandler(_Scratch())
+    try:
+        plan = make_plan(scratch)
+        Acquisition(plan, scratch).validate()
+        return plan
+    finally:
+        scratch.finish()
 
 
 class _RunPlan(Stoppable, Abortable, ExecutorEvent):

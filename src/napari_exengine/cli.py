@@ -17,11 +17,10 @@ import time
 from typing import Any, Optional, TextIO
 
 from exengine import ExecutionEngine
-from exengine.acquisition import Acquisition, PlanError, check_setting
+from exengine.acquisition import Acquisition, PlanError, check_setting, dry_run
 from exengine.data import DataHandler
 from exengine.events import MultiDPlan, multi_d_acquisition_plan
 from exengine.processors import ProcessorChain, fit_to_plan
-from exengine.storage import NDRAMStorage
 
 from .contributions import (
     DEFAULT_PLAN,
@@ -321,17 +320,13 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[
 
         def make(handler: Optional[DataHandler]) -> Any:
             return build_plan(plan_id, **plan_settings, **devices, data_handler=handler)
-    dry_run = DataHandler(NDRAMStorage())  # the plan is checked before the dataset exists: nothing is left behind
-    try:
-        plan = make(dry_run)
-        Acquisition(plan, dry_run).validate()
+    try:  # checked before the dataset exists: a typo leaves nothing behind
+        plan = dry_run(make)
         shape = _frame_shape(roles.camera)
         axes = getattr(plan, "axis_sizes", {})
         notes = [note for processor in processors for note in fit_to_plan(processor, axes, shape)]
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
-    finally:
-        dry_run.finish()
     out = os.path.abspath(settings.get("out") or os.getcwd()) if "://" not in str(settings.get("out", "")) \
         else settings["out"]
     _check_free_space(out, getattr(plan, "total_frames", None), roles.camera, shape)

@@ -38,29 +38,38 @@ def sort_axes(axes: list[str]) -> list[str]:
 
 
 class _AxisIndex:
-    """Maps each axis value (int or str) to a slider index, growing as values arrive."""
+    """Maps each axis value (int or str) to a slider index, growing as values arrive.
+
+    While the values are non-negative ints each is its own index and the values are ``range(n)``, so an
+    axis such as an open-ended time-lapse's costs the same memory after a million time points as after one.
+    """
 
     def __init__(self) -> None:
-        self.values: list[Any] = []
+        self._size = 0
+        self._values: Optional[list[Any]] = None  # set when a value is not its own index
         self._index: dict[Any, int] = {}
-        self._by_value = True  # non-negative ints so far: each is its own index
+
+    @property
+    def values(self) -> Sequence[Any]:
+        """The value at each slider index."""
+        return range(self._size) if self._values is None else self._values
 
     def add(self, value: Any) -> int:
+        if self._values is None:
+            if type(value) is int and value >= 0:
+                if value >= self._size:
+                    self._size = value + 1
+                return value
+            self._values = list(range(self._size))
+            self._index = {v: v for v in self._values}
         index = self._index.get(value)
         if index is None:
-            if self._by_value and isinstance(value, int) and value >= 0:
-                index = value
-                while len(self.values) <= index:
-                    self.values.append(len(self.values))
-            else:
-                self._by_value = False
-                index = len(self.values)
-                self.values.append(value)
-            self._index[value] = index
+            index = self._index[value] = len(self._values)
+            self._values.append(value)
         return index
 
     def __len__(self) -> int:
-        return len(self.values)
+        return self._size if self._values is None else len(self._values)
 
 
 class LayerSink:
@@ -159,7 +168,6 @@ class LayerSink:
             if key not in self._layers or [len(state["indices"][a]) for a in axes] != sizes \
                     or len(axes) != self._layers[key].data.ndim - len(state["frame_shape"]):
                 grown.add(key)
-            state["present"].add(position)
             touched[key] = position
         for key in grown:
             self._update_layer(key)
@@ -225,7 +233,7 @@ class LayerSink:
             for value in planned_values.get(axis, ()):
                 indices[axis].add(value)
         state = {
-            "axes": axes, "fixed": fixed, "indices": indices, "present": set(), "frame_shape": frame_shape,
+            "axes": axes, "fixed": fixed, "indices": indices, "frame_shape": frame_shape,
             "dtype": dtype, "contrast": contrast, "pixel": pixel, "provisional": provisional,
         }
         self._state[key] = state
@@ -244,7 +252,7 @@ class LayerSink:
         labels = [*frames.axes, "y", "x"]
         scale = self._layer_scale(state, frames.axes)
         layer = self._layers.get(key)
-        metadata = {"axis_values": {a: list(state["indices"][a].values) for a in frames.axes}}
+        metadata = {"axis_values": {a: state["indices"][a].values for a in frames.axes}}
         if layer is None or layer.data.ndim != frames.ndim:
             if layer is not None:
                 self.viewer.layers.remove(layer)
@@ -260,15 +268,10 @@ class LayerSink:
             layer.metadata.update(metadata)
 
     def _reader(self, state: dict[str, Any]) -> Any:
-        present = state["present"]
-        view = {"axes": list(state["axes"]), "indices": state["indices"]}  # the axes this layer was made with
-
         def read(coords: dict[str, Any]) -> Optional[np.ndarray]:
-            if _position(view, coords) not in present:
-                return None
             try:
                 return self.handler.get(coords, return_data=True, return_metadata=False)
-            except KeyError:
+            except KeyError:  # not acquired (yet)
                 return None
 
         return read

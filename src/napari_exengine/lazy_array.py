@@ -22,7 +22,7 @@ class LazyFrames:
                  frame_shape: tuple[int, ...], dtype: Any, fixed: Optional[dict[str, Any]] = None) -> None:
         self._read = read
         self.axes = list(axes)
-        self._values = {a: list(values[a]) for a in self.axes}
+        self._values = {a: values[a] if isinstance(values[a], range) else list(values[a]) for a in self.axes}
         self._fixed = dict(fixed or {})
         self._frame_shape = tuple(frame_shape)
         self.dtype = np.dtype(dtype)

@@ -121,14 +121,22 @@ class MultiDPlan:
         position, channel and the extremes of z), against the devices; the rest repeats those settings."""
         from ..acquisition import check_event
 
-        values = dict(self.values)
-        if "t" in values:
-            values["t"] = _TimeAxis(1, 0.0)
+        values = self._first_time_point_values()
         if "z" in values:
             z = values["z"]
             values["z"] = [z[0], z[len(z) - 1]] if len(z) > 1 else [z[0]]
         for event in self._events(values):
             check_event(event)
+
+    def first_time_point(self) -> Iterator[ExecutorEvent]:
+        """The events of the first time point only (every event when there is no time axis)."""
+        return self._events(self._first_time_point_values())
+
+    def _first_time_point_values(self) -> dict[str, Any]:
+        values = dict(self.values)
+        if "t" in values:
+            values["t"] = _TimeAxis(1, 0.0)
+        return values
 
     def __iter__(self) -> Iterator[ExecutorEvent]:
         return self._events(self.values)
