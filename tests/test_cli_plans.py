@@ -146,3 +146,24 @@ def test_stop_during_a_long_interval_is_prompt(tmp_path):
     assert process.returncode == 130, err
     assert took < 3.0
     assert "Interrupted: 1 frames stored" in out
+
+
+@pytest.mark.slow
+def test_processors_on_a_local_dask_cluster_store_what_local_ones_do(tmp_path, capsys):
+    common = ["--time", "4", "--exposure", "0", "--processor",
+              "napari-exengine.processor.background_subtraction:level=50"]
+    assert acquire(tmp_path, *common, "--name", "here")[0] == 0
+    assert acquire(tmp_path, *common, "--processing", "cluster:2", "--name", "dask")[0] == 0, capsys.readouterr().err
+    here, there = NDTiffReader(tmp_path / "out" / "here_1"), NDTiffReader(tmp_path / "out" / "dask_1")
+    assert here.coordinates() == there.coordinates() and len(here.coordinates()) == 4
+    for coords in here.coordinates():
+        assert (here.read_frame(coords) == there.read_frame(coords)).all()
+
+
+def test_processing_needs_a_valid_place_and_a_processor(tmp_path, capsys):
+    assert acquire(tmp_path, "--time", "2", "--processing", "cluster:2")[0] == 2
+    assert "add one with --processor" in capsys.readouterr().err
+    assert acquire(tmp_path, "--time", "2", "--processor", "napari-exengine.processor.frame_averaging",
+                   "--processing", "somewhere")[0] == 2
+    assert "got 'somewhere'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -140,8 +140,8 @@ def from_useq(data: dict[str, Any]) -> dict[str, Any]:
 
 #: Settings of ``exengine acquire`` (options and acquisition-file keys).
 SETTINGS = ("time", "interval", "until_stopped", "z", "channels", "exposures", "exposure", "positions", "labels",
-            "order", "sequence", "storage", "out", "name", "backend", "mm_config", "processor", "plan",
-            "plan_settings")
+            "order", "sequence", "storage", "out", "name", "backend", "mm_config", "processor", "processing",
+            "plan", "plan_settings")
 #: The settings that describe a multi-D plan (refused beside another ``--plan``).
 MULTI_D_SETTINGS = ("time", "interval", "until_stopped", "z", "channels", "exposures", "positions", "labels",
                     "order", "sequence")
@@ -303,6 +303,16 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[
             processors.append(build_processor(identifier, **params))
         except ContributionError as e:
             raise UsageError(str(e.__cause__ or e)) from None
+    where = settings.get("processing")
+    if where is not None:
+        from exengine.dask_processing import parse_location
+
+        try:
+            parse_location(where)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if not processors:
+            raise UsageError("--processing says where processors run; add one with --processor")
     plan_id = settings.get("plan") or DEFAULT_PLAN
     devices = {"camera": roles.camera, "z_device": roles.z, "xy_device": roles.xy,
                "channel_group": roles.channel, "channel_property": roles.channel_property}
@@ -336,8 +346,17 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[
         summary["z-step_um"] = abs(float(kwargs["z_step"]))
     storage = build_storage(settings.get("storage") or DEFAULT_STORAGE, out, settings.get("name") or "acquisition",
                             summary)
-    handler = DataHandler(storage, ProcessorChain(processors) if processors else None)
+    handler = DataHandler(storage, _processor_where(processors, where))
     return Acquisition(make(handler), handler), storage, notes
+
+
+def _processor_where(processors: list[Any], where: Any) -> Any:
+    """The processors as one chain, on this machine or on the Dask cluster ``where`` says."""
+    if not processors:
+        return None
+    from exengine.dask_processing import run_processor_on
+
+    return run_processor_on(ProcessorChain(processors), where)
 
 
 class Progress:
@@ -500,6 +519,9 @@ def parser() -> argparse.ArgumentParser:
     acquire.add_argument("--storage", help=f"storage backend id (default {DEFAULT_STORAGE}; see 'exengine list')")
     acquire.add_argument("--processor", action="append",
                          help="processor id with optional settings ID:key=value,... (repeatable; see 'exengine list')")
+    acquire.add_argument("--processing", help="where processors run: 'local' (this machine, the default), "
+                                              "'cluster:N' (a local Dask cluster of N worker processes) or a Dask "
+                                              "scheduler address such as tcp://10.0.0.5:8786")
     acquire.add_argument("--out", help="output directory (default: current directory)")
     acquire.add_argument("--name", help="dataset name (default 'acquisition'; a number is appended)")
     acquire.add_argument("--plan", help=f"plan id (default {DEFAULT_PLAN}: the options above; see 'exengine list'), "
