@@ -200,3 +200,16 @@ def test_local_folder_refuses_store_settings_and_bad_names(tmp_path):
         OMEZarrStorage(tmp_path, str(uuid.uuid4())).put({"time": -1}, frame(0), {})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in tmp_path.iterdir()
                                                                 if p.name.endswith(".ome.zarr"))
+
+
+def test_one_axis_holds_either_indices_or_labels(tmp_path):
+    """time=0 and time='a' would both be index 0 of the time axis: the second is refused, nothing lost."""
+    storage = OMEZarrStorage(tmp_path, "mixed")
+    storage.put({"time": 0, "channel": 5}, frame(0), {})
+    with pytest.raises(ValueError, match=r"Axis 'time' of this OME-Zarr array holds indices \(ints\); 'a'"):
+        storage.put({"time": "a", "channel": 5}, frame(1), {})
+    storage.put({"time": 1, "channel": "GFP"}, frame(1), {})  # channel values are always labels
+    storage.finish()
+    dataset = OMEZarrDataset(storage.path)
+    assert dataset.axes == {"time": [0, 1], "channel": [5, "GFP"]}
+    assert dataset.read_frame({"time": 0, "channel": 5})[0, 0] == 1 and len(dataset.coordinates()) == 2

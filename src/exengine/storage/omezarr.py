@@ -258,6 +258,7 @@ class OMEZarrStorage(FrameStorage):
         self._values: dict[str, list[Any]] = {}
         self._positions: dict[DataCoordinates, tuple[int, ...]] = {}
         self._metadata: dict[DataCoordinates, Any] = {}
+        self._labelled: dict[str, bool] = {}  # per axis: string labels (True) or int indices (False)
         self._records_fd: Optional[int] = None
         self._records_size = 0
         if is_store_url(location):
@@ -312,14 +313,20 @@ class OMEZarrStorage(FrameStorage):
         if data.ndim != 2 or data.dtype.kind not in "uif" or 0 in data.shape:
             raise TypeError(f"OME-Zarr stores non-empty 2-D numeric frames; data at {dict(coords)} is "
                             f"{data.shape} {data.dtype}")
+        kinds = {axis: axis == "channel" or not isinstance(value, int) for axis, value in coords.items()}
         for axis, value in coords.items():
-            if isinstance(value, int) and axis != "channel" and value < 0:
+            if not kinds[axis] and value < 0:
                 raise ValueError(f"OME-Zarr needs non-negative indices; axis {axis!r} got {value}")
+            if self._labelled.get(axis, kinds[axis]) != kinds[axis]:
+                held = "labels (strings)" if self._labelled[axis] else "indices (ints)"
+                raise ValueError(f"Axis {axis!r} of this OME-Zarr array holds {held}; {value!r} at {dict(coords)} "
+                                 f"would share an index with one of them: use one kind of value per axis")
         if self._array is not None and (set(coords) != set(self._axes) or data.shape != self._array.shape[-2:]
                                         or data.dtype != self._array.dtype):
             raise ValueError(
                 f"Frames of one OME-Zarr array share axes {self._axes}, shape {self._array.shape[-2:]} and dtype "
                 f"{self._array.dtype}; data at {dict(coords)} is {data.shape} {data.dtype}")
+        self._labelled.update(kinds)
         return data
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
