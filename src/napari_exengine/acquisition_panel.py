@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -16,17 +17,14 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from exengine import ExecutionEngine
-from exengine.acquisition import Acquisition
+from exengine.acquisition import Acquisition, PlanError, dry_run
 from exengine.data import DataHandler, DataHandlerError
 from exengine.device_types import Detector, DoubleAxisPositioner, SingleAxisPositioner
-from exengine.events import (
-    ReadoutData,
-    multi_d_acquisition_events,
-)
+from exengine.events import UNTIL_STOPPED, MultiDPlan, ReadoutData, multi_d_acquisition_plan
 from exengine.kernel.device import Device
 from exengine.processors import ProcessorChain
 
-from .contributions import DEFAULT_STORAGE, Contribution, ContributionError, list_contributions
+from .contributions import DEFAULT_PLAN, DEFAULT_STORAGE, Contribution, ContributionError, list_contributions
 from .layer_sink import LayerSink
 from .panel_common import (
     DEVICE_EVENTS,
@@ -57,7 +55,13 @@ class AcquisitionPanel(QWidget):
         self.channel_choice = mw.ComboBox(label="channel device", choices=lambda _: [
             (name, d) for name, d in ExecutionEngine.get_devices().items() if channel_property(d)])
         channel_names = self._channel_names()
-        self.time_points = mw.SpinBox(value=1, min=1, max=1_000_000, label="time points")
+        contributions = list_contributions()
+        self.plans = {c.id: c for c in contributions if c.kind == "plan" and c.available}
+        self.plan_choice = mw.ComboBox(choices=[(c.title, c.id) for c in self.plans.values()],
+                                       value=DEFAULT_PLAN if DEFAULT_PLAN in self.plans else None, label="plan")
+        self.plan_form = mw.Container(labels=True, visible=False)
+        self.time_points = mw.SpinBox(value=1, min=1, max=1_000_000_000, label="time points")
+        self.until_stopped = mw.CheckBox(value=False, text="until stopped")
         self.interval_s = mw.FloatSpinBox(value=0.0, min=0.0, max=86400.0, label="interval (s)")
         self.use_z = mw.CheckBox(value=False, text="z stack")
         self.z_start = mw.FloatSpinBox(value=-4.0, min=-5000, max=5000, label="z start (µm)")
@@ -76,7 +80,8 @@ class AcquisitionPanel(QWidget):
         self.add_position = mw.PushButton(text="Add current position")
         self.clear_positions = mw.PushButton(text="Clear positions")
         self.order = mw.LineEdit(value="tpcz", label="axis order")
-        contributions = list_contributions()
+        self.load_sequence_button = mw.PushButton(text="Load sequence…")
+        self.save_sequence_button = mw.PushButton(text="Save sequence…")
         self.storages = {c.id: c for c in contributions if c.kind == "storage" and c.available}
         self.processors = {c.id: c for c in contributions if c.kind == "processor" and c.available}
         unavailable = [c for c in contributions if not c.available]
@@ -89,6 +94,10 @@ class AcquisitionPanel(QWidget):
         self.add_processor_button = mw.PushButton(text="Add processor")
         self.processor_chain = mw.Container(labels=False, visible=False)
         self.processor_forms: list[tuple[Contribution, mw.Container, mw.Container]] = []
+        self.processing = mw.ComboBox(choices=["this machine", "a local cluster", "a Dask scheduler"],
+                                      value="this machine", label="processors run on")
+        self.cluster_workers = mw.SpinBox(value=2, min=1, max=256, label="workers", visible=False)
+        self.scheduler_address = mw.LineEdit(value="tcp://127.0.0.1:8786", label="scheduler", visible=False)
         self.unavailable = mw.Label(value="; ".join(f"{c.title} ({c.plugin}): {c.error}" for c in unavailable),
                                     label="unavailable", visible=bool(unavailable))
         self.directory = mw.FileEdit(mode="d", value=default_data_directory(), label="directory")
@@ -96,20 +105,31 @@ class AcquisitionPanel(QWidget):
         self.split_channels = mw.CheckBox(value=True, text="one layer per channel")
         self.estimate = mw.Label(value="", label="estimate")
         self.run_button = mw.PushButton(text="Run")
+        self.pause_button = mw.PushButton(text="Pause", enabled=False)
         self.stop_button = mw.PushButton(text="Stop", enabled=False)
         self.abort_button = mw.PushButton(text="Abort", enabled=False)
         self.progress = mw.ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = mw.Label(value="")
         self.device_choices = [self.camera_choice, self.channel_choice, self.z_choice, self.xy_choice]
-        self.settings = [*self.device_choices, self.time_points, self.interval_s, self.use_z, self.z_start,
-                         self.z_stop, self.z_step,
-                         self.channels, self.per_channel_exposure, self.exposure_rows,
-                         self.position_rows, self.add_position, self.clear_positions, self.order,
-                         self.storage, self.storage_form, self.directory, self.dataset_name, self.split_channels,
-                         self.processor_choice, self.add_processor_button, self.processor_chain]
+        self.multi_d_settings = [self.time_points, self.until_stopped, self.interval_s, self.use_z, self.z_start,
+                                 self.z_stop, self.z_step, self.channels, self.per_channel_exposure,
+                                 self.exposure_rows, self.positions_label, self.position_rows, self.add_position,
+                                 self.clear_positions, self.order]
+        self.multi_d_form = mw.Container(widgets=[*self.multi_d_settings, mw.Container(
+            widgets=[self.load_sequence_button, self.save_sequence_button], layout="horizontal", labels=False)])
+        self.multi_d_form.margins = (0, 0, 0, 0)
+        self.settings = [*self.device_choices, self.plan_choice, self.plan_form, *self.multi_d_settings,
+                         self.load_sequence_button, self.save_sequence_button, self.storage, self.storage_form,
+                         self.directory, self.dataset_name, self.split_channels, self.processor_choice,
+                         self.add_processor_button, self.processor_chain, self.processing, self.cluster_workers,
+                         self.scheduler_address]
         form = mw.Container(widgets=[
-            *self.settings[:13], self.positions_label, *self.settings[13:], self.unavailable, self.estimate,
-            mw.Container(widgets=[self.run_button, self.stop_button, self.abort_button], layout="horizontal"),
+            *self.device_choices, self.plan_choice, self.plan_form, self.multi_d_form, self.storage,
+            self.storage_form, self.directory, self.dataset_name, self.split_channels, self.processor_choice,
+            self.add_processor_button, self.processor_chain, self.processing, self.cluster_workers,
+            self.scheduler_address, self.unavailable, self.estimate,
+            mw.Container(widgets=[self.run_button, self.pause_button, self.stop_button, self.abort_button],
+                         layout="horizontal"),
             self.progress, self.status,
         ])
         layout = QVBoxLayout(self)
@@ -132,7 +152,13 @@ class AcquisitionPanel(QWidget):
         self._show_storage_settings()
         self.add_position.clicked.connect(self._add_current_position)
         self.clear_positions.clicked.connect(self._clear_positions)
+        self.plan_choice.changed.connect(self._show_plan_form)
+        self.until_stopped.changed.connect(self._show_time_points)
+        self.processing.changed.connect(self._show_processing)
+        self.load_sequence_button.clicked.connect(self._choose_sequence_to_load)
+        self.save_sequence_button.clicked.connect(self._choose_sequence_file_to_save)
         self.run_button.clicked.connect(self.run)
+        self.pause_button.clicked.connect(self.toggle_pause)
         self.stop_button.clicked.connect(self.stop)
         self.abort_button.clicked.connect(self.abort)
         self._timer = QTimer()
@@ -279,7 +305,8 @@ class AcquisitionPanel(QWidget):
         channels = list(self.channels.value)
         order = self.order.value.strip().lower()
         kwargs: dict[str, Any] = {
-            "num_time_points": self.time_points.value, "time_interval_s": self.interval_s.value,
+            "num_time_points": UNTIL_STOPPED if self.until_stopped.value else self.time_points.value,
+            "time_interval_s": self.interval_s.value,
             "camera": self.camera, "order": order, "z_device": self.z_choice.value,
             "xy_device": self.xy_choice.value,
         }
@@ -301,28 +328,48 @@ class AcquisitionPanel(QWidget):
         kwargs["order"] = order
         return kwargs
 
+    @property
+    def is_multi_d(self) -> bool:
+        """True when the plan is the multi-D form (the default), not a contributed plan."""
+        return self.plan_choice.value in (DEFAULT_PLAN, None)
+
+    def make_plan(self, data_handler: DataHandler) -> Any:
+        """The plan the settings describe, lazily making events for ``data_handler``."""
+        if self.is_multi_d:
+            return multi_d_acquisition_plan(data_handler=data_handler, **self.event_arguments())
+        devices = {"camera": self.camera, "z_device": self.z_choice.value, "xy_device": self.xy_choice.value,
+                   "channel_group": self.channel_device,
+                   "channel_property": channel_property(self.channel_device) if self.channel_device else None}
+        return self.plans[self.plan_choice.value].build(**form_values(self.plan_form), **devices,
+                                                        data_handler=data_handler)
+
     def update_estimate(self, *_: Any) -> Optional[int]:
-        """Validate the settings; show the frame count, size and duration, or the reason they are invalid.
-        Returns the frame count, or None when the settings are invalid."""
+        """Check the plan against the devices (as Run will); show the frame count, size and duration, or
+        the reason the settings are invalid, and enable Run only when they are valid. Returns the frame
+        count (0 when not known in advance), or None when the settings are invalid."""
         try:
-            # One time point's events (a long time-lapse plans millions of frames: not on every edit);
-            # the count grows with the number of time points.
-            events = multi_d_acquisition_events(**{**self.event_arguments(), "num_time_points": 1})
-        except (ValueError, TypeError) as e:
+            plan = dry_run(self.make_plan)
+        except (ValueError, TypeError, ContributionError) as e:
             self.estimate.value = f"invalid: {e}"
             self.run_button.enabled = False
             return None
-        frames = self.time_points.value * sum(e.num_blocks or 0 for e in events if isinstance(e, ReadoutData))
-        height, width = self._frame_shape()
-        size = frames * height * width * 2
-        per_frame = self._frame_time()
-        exposures = self.exposures()
-        if exposures:
-            per_frame = max(per_frame, sum(exposures) / len(exposures) / 1000.0)
-        duration = max(frames * per_frame, (self.time_points.value - 1) * self.interval_s.value + per_frame)
-        self.estimate.value = f"{_frames_text(frames)}, {_human_bytes(size)}, ~{_human_time(duration)}"
+        frames = getattr(plan, "total_frames", None)
+        if frames is None:
+            self.estimate.value = "until stopped" if self.is_multi_d and self.until_stopped.value \
+                else "frames not known in advance (the plan decides as it runs)"
+        else:
+            height, width = self._frame_shape()
+            per_frame = self._frame_time()
+            exposures = self.exposures() if self.is_multi_d else None
+            if exposures:
+                per_frame = max(per_frame, sum(exposures) / len(exposures) / 1000.0)
+            duration = frames * per_frame
+            if self.is_multi_d:
+                duration = max(duration, (self.time_points.value - 1) * self.interval_s.value + per_frame)
+            self.estimate.value = f"{_frames_text(frames)}, {_human_bytes(frames * height * width * 2)}, " \
+                                  f"~{_human_time(duration)}"
         self.run_button.enabled = self.acquisition is None or not self.acquisition.is_running()
-        return frames
+        return frames or 0
 
     def _frame_shape(self) -> tuple[int, int]:
         planned = self._planned_frame()
@@ -348,27 +395,129 @@ class AcquisitionPanel(QWidget):
 
     # ------------------------------------------------------------------- run
     def _make_storage(self) -> Any:
-        arguments = self.event_arguments()
+        arguments = self.event_arguments() if self.is_multi_d else {"plan": self.plan_choice.value,
+                                                                    **form_values(self.plan_form)}
         summary: dict[str, Any] = {"Software": "napari-exengine", "Settings": {
             k: v for k, v in arguments.items() if isinstance(v, (int, float, str, list))}}
         if arguments.get("z_step"):  # Micro-Manager's key: readers (ours too) scale z by it
             summary["z-step_um"] = abs(float(arguments["z_step"]))
         contribution = self.storages[self.storage.value]
-        return contribution.build(directory=str(self.directory.value), name=self.dataset_name.value or "acquisition",
+        return contribution.build(directory=self.destination(), name=self.dataset_name.value or "acquisition",
                                   summary_metadata=summary, **form_values(self.storage_form))
+
+    def destination(self) -> str:
+        """Where datasets go: the folder, or a store URL typed into it (``s3://bucket/prefix``)."""
+        typed = str(self.directory.line_edit.value).strip()
+        return typed if "://" in typed else str(self.directory.value)
 
     def _make_processor(self) -> Optional[ProcessorChain]:
         if not self.processor_forms:
             return None
         return ProcessorChain([c.build(**form_values(form)) for c, form, _ in self.processor_forms])
 
+    def processing_location(self) -> str:
+        """Where processors run, as ``exengine.dask_processing.parse_location`` reads it."""
+        if self.processing.value == "a local cluster":
+            return f"cluster:{self.cluster_workers.value}"
+        if self.processing.value == "a Dask scheduler":
+            return self.scheduler_address.value.strip()
+        return "local"
+
+    def _show_processing(self, *_: Any) -> None:
+        self.cluster_workers.visible = self.processing.value == "a local cluster"
+        self.scheduler_address.visible = self.processing.value == "a Dask scheduler"
+
+    def _show_plan_form(self, *_: Any) -> None:
+        """The multi-D form for the default plan; a contributed plan's settings form otherwise."""
+        self.plan_form.clear()
+        if not self.is_multi_d:
+            for widget in settings_form(self.plans[self.plan_choice.value]):
+                widget.changed.connect(self.update_estimate)
+                self.plan_form.append(widget)
+        self.plan_form.visible = len(self.plan_form) > 0
+        self.multi_d_form.visible = self.is_multi_d
+        self.update_estimate()
+
+    def _show_time_points(self, *_: Any) -> None:
+        self.time_points.enabled = not self.until_stopped.value and self.until_stopped.enabled
+
+    def load_sequence(self, path: str) -> None:
+        """Set the multi-D form from a useq-schema ``MDASequence`` file (YAML or JSON, as pymmcore-widgets
+        writes); a field the form cannot show is refused by name, and nothing is changed then."""
+        from .useq_sequences import load_sequence
+
+        z = self.z_choice.value
+        kwargs = load_sequence(path, current_z=z.get_position() if z is not None else 0.0)
+        if isinstance(kwargs.get("time_interval_s"), list):
+            raise ValueError(f"{path}: the time plan has unequal intervals; the panel has one interval")
+        if kwargs.get("xyz_positions"):
+            raise ValueError(f"{path}: the positions have a z each; the panel's positions are x, y only")
+        self.plan_choice.value = DEFAULT_PLAN
+        self.until_stopped.value = False
+        self.time_points.value = kwargs.get("num_time_points", 1)
+        self.interval_s.value = kwargs.get("time_interval_s", 0.0)
+        self.use_z.value = "z_start" in kwargs
+        if "z_start" in kwargs:
+            self.z_start.value, self.z_stop.value, self.z_step.value = (
+                kwargs["z_start"], kwargs["z_end"], abs(kwargs["z_step"]))
+        channels = kwargs.get("channels") or []
+        unknown = [c for c in channels if c not in self.channels.choices]
+        if unknown:
+            raise ValueError(f"{path}: channels {unknown} are not among {list(self.channels.choices)}")
+        self.channels.value = channels
+        exposures = kwargs.get("channel_exposures_ms")
+        self.per_channel_exposure.value = bool(exposures)
+        for channel, exposure in zip(channels, exposures or [], strict=False):
+            self._exposure_boxes[channel].value = exposure
+        self._clear_positions()
+        labels = kwargs.get("position_labels") or []
+        for i, xy in enumerate(kwargs.get("xy_positions") or []):
+            self.add_position_at(xy[0], xy[1], str(labels[i]) if i < len(labels) else None)
+        self.order.value = kwargs.get("order", "tpcz")
+        self.update_estimate()
+
+    def save_sequence(self, path: str) -> None:
+        """Save the multi-D form as a useq-schema ``MDASequence`` file (``.yaml``/``.yml`` or ``.json``)."""
+        from .useq_sequences import save_sequence
+
+        if self.until_stopped.value:
+            raise ValueError("A time-lapse until stopped has no MDASequence equivalent; set a number of time points")
+        save_sequence(self.event_arguments(), path)
+
+    def _choose_sequence_to_load(self) -> None:
+        from magicgui.widgets import request_values
+
+        values = request_values(path={"annotation": Path, "options": {"mode": "r", "filter": "*.yaml *.yml *.json"}},
+                                title="Load an MDASequence")
+        if values:
+            try:
+                self.load_sequence(str(values["path"]))
+            except (ValueError, OSError, ImportError) as e:
+                self._fail(f"Cannot load the sequence: {e}")
+
+    def _choose_sequence_file_to_save(self) -> None:
+        from magicgui.widgets import request_values
+
+        values = request_values(path={"annotation": Path, "options": {"mode": "w", "filter": "*.yaml *.yml *.json"}},
+                                title="Save as an MDASequence")
+        if values:
+            try:
+                self.save_sequence(str(values["path"]))
+            except (ValueError, OSError, ImportError) as e:
+                self._fail(f"Cannot save the sequence: {e}")
+
     def run(self) -> Optional[Acquisition]:
-        """Start the acquisition described by the settings."""
+        """Start the acquisition described by the settings (the plan is checked again first)."""
         if self.acquisition is not None and self.acquisition.is_running():
             return None
+        if self.update_estimate() is None:
+            self._fail(f"Cannot run: {self.estimate.value}")
+            return None
         try:
-            processor = self._make_processor()
-        except ContributionError as e:
+            from exengine.dask_processing import run_processor_on
+
+            processor = run_processor_on(self._make_processor(), self.processing_location())
+        except (ContributionError, ValueError, ImportError) as e:
             self._fail(f"Cannot create the processors: {e}")
             return None
         try:
@@ -377,32 +526,49 @@ class AcquisitionPanel(QWidget):
             self._fail(f"Cannot create the storage: {e}")
             return None
         handler = DataHandler(storage, processor)
-        self.status.value = f"preparing {_frames_text(self.update_estimate() or 0)}"
-        self.status.native.repaint()  # planning a long time-lapse takes seconds (~5 µs a frame)
-        try:
-            events = multi_d_acquisition_events(data_handler=handler, **self.event_arguments())
-        except (ValueError, TypeError) as e:
-            handler.await_completion(10)
-            self._fail(str(e))
-            return None
-        scale = {"z": self.z_step.value} if self.use_z.value else {}
+        plan = self.make_plan(handler)
+        expected, sizes = [], {}
+        if isinstance(plan, MultiDPlan):  # sliders sized at once from one time point and the number of them
+            expected = [c for e in plan.first_time_point() if isinstance(e, ReadoutData)
+                        for c in e.data_coordinate_iterator]
+            sizes = {axis: size for axis, size in plan.axis_sizes.items() if axis == "time" and size}
+        scale = {"z": self.z_step.value} if self.is_multi_d and self.use_z.value else {}
         name = _dataset_label(storage) or self.dataset_name.value or "Acquisition"
         self.storage_object = storage
-        planned = [c for e in events if isinstance(e, ReadoutData) and e.data_coordinate_iterator.is_finite()
-                   for c in e.data_coordinate_iterator]
         self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale,
-                              expected=planned, **(self._planned_frame() or {}))
-        self.acquisition = Acquisition(events, handler)
-        self.progress.max = max(self.acquisition.total_frames, 1)
+                              expected=expected, axis_sizes=sizes, **(self._planned_frame() or {}))
+        self.acquisition = Acquisition(plan, handler)
+        self.progress.max = self.acquisition.total_frames or 0  # 0: a busy bar for open-ended plans
         self.progress.value = 0
         self._set_running(True)
         self.status.value = "running"
-        self.acquisition.start()
+        try:
+            self.acquisition.start()
+        except PlanError as e:
+            self.sink.close()
+            handler.finish()
+            self._set_running(False)
+            self._fail(str(e))
+            return None
         self._timer.start()
         return self.acquisition
 
+    def toggle_pause(self) -> None:
+        """Pause before the next event (the frame in hand is finished), or resume."""
+        acquisition = self.acquisition
+        if acquisition is None or not acquisition.is_running():
+            return
+        if acquisition.is_paused:
+            acquisition.resume()
+            self.pause_button.text = "Pause"
+            self.status.value = "running"
+        else:
+            acquisition.pause()
+            self.pause_button.text = "Resume"
+            self.status.value = f"paused: {acquisition.frames_done} frames stored"
+
     def stop(self) -> None:
-        """Stop after the frame in hand; everything acquired is stored."""
+        """Stop after the frame in hand (also while paused); everything acquired is stored."""
         if self.acquisition is not None:
             self.acquisition.stop()
             self.status.value = "stopping"
@@ -417,7 +583,10 @@ class AcquisitionPanel(QWidget):
         for widget in self.settings:
             widget.enabled = not running
         self._show_z_range()
+        self._show_time_points()
         self.run_button.enabled = not running
+        self.pause_button.enabled = running
+        self.pause_button.text = "Pause"
         self.stop_button.enabled = running
         self.abort_button.enabled = running
 
@@ -432,14 +601,21 @@ class AcquisitionPanel(QWidget):
         if acquisition is None:
             return
         done = acquisition.frames_done
-        self.progress.value = min(done, self.progress.max)
+        self.progress.value = min(done, self.progress.max) if self.progress.max else 0
         handler = acquisition.data_handler
         if handler is not None and handler.error is not None and acquisition.is_running():
             acquisition.abort()
         if acquisition.is_running():
-            left = acquisition.time_left_s()
-            self.status.value = f"{done}/{acquisition.total_frames} frames" + (
-                f", {_human_time(left)} left" if left is not None else "")
+            if acquisition.is_paused:
+                self.status.value = f"paused: {done} frames stored"
+            elif acquisition.total_frames is None:
+                rate = acquisition.frames_per_s()
+                self.status.value = f"{_frames_text(done)}" + (f", {rate:.1f} frames/s" if rate else "") + \
+                    f", {_human_time(acquisition.elapsed_s())} elapsed"
+            else:
+                left = acquisition.time_left_s()
+                self.status.value = f"{done}/{acquisition.total_frames} frames" + (
+                    f", {_human_time(left)} left" if left is not None else "")
             return
         if handler is not None:
             with contextlib.suppress(DataHandlerError):  # reported by _finished
@@ -461,7 +637,8 @@ class AcquisitionPanel(QWidget):
             self.sink.close()
         self._set_running(False)
         self.update_estimate()
-        self.progress.value = min(acquisition.frames_done, self.progress.max)
+        self.progress.max = max(self.progress.max, acquisition.frames_done, 1)
+        self.progress.value = acquisition.frames_done
         where = getattr(self.storage_object, "path", "memory")
         if error is not None:
             self._fail(f"Acquisition failed after {acquisition.frames_done} stored frames: {error}")

@@ -79,7 +79,9 @@ class LayerSink:
     channel axis. Other axes become labelled sliders that grow as new indices arrive; sliders follow
     the newest frame unless the user moves them. ``scale`` maps axis names (and ``y``/``x``) to
     physical step sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when present.
-    ``expected`` (the coordinates the acquisition will produce, when known) sizes the sliders up front,
+    ``expected`` (the coordinates the acquisition will produce, when known; for a long plan those of its
+    first time point, with ``axis_sizes`` giving the number of values of int axes such as ``time``) sizes
+    the sliders up front,
     so layers are not rebuilt as axes grow; with ``frame_shape`` (and ``dtype``, ``pixel_size`` in µm)
     too, the layers are created at once, before any frame, and fill in as frames arrive (a first frame
     of another shape or dtype rebuilds its layer; other pixel size metadata rescales it). Create it on
@@ -90,7 +92,7 @@ class LayerSink:
                  split_channels: bool = True, scale: Optional[dict[str, float]] = None,
                  stage: str = "stored", expected: Optional[Iterable[Mapping[str, Any]]] = None,
                  frame_shape: Optional[Sequence[int]] = None, dtype: Any = np.uint16,
-                 pixel_size: float = 1.0) -> None:
+                 pixel_size: float = 1.0, axis_sizes: Optional[Mapping[str, int]] = None) -> None:
         self.viewer = viewer
         self.handler = data_handler
         self.name = name
@@ -103,6 +105,7 @@ class LayerSink:
         self._state: dict[Any, dict[str, Any]] = {}
         self._last_step: Optional[tuple[int, ...]] = None
         self._planned = self._plan_by_layer(expected or ())
+        self._axis_sizes = dict(axis_sizes or {})
         self.frames_shown = 0
         # Single-shot, restarted when a refresh ends: slow redraws never queue up back to back.
         self._timer = QTimer()
@@ -232,6 +235,9 @@ class LayerSink:
         for axis in axes:
             for value in planned_values.get(axis, ()):
                 indices[axis].add(value)
+            size = self._axis_sizes.get(axis)
+            if size:
+                indices[axis].add(size - 1)  # int axes are their own indices: sized at once
         state = {
             "axes": axes, "fixed": fixed, "indices": indices, "frame_shape": frame_shape,
             "dtype": dtype, "contrast": contrast, "pixel": pixel, "provisional": provisional,
