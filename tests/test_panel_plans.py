@@ -1,0 +1,189 @@
+"""The Acquisition panel in a real viewer: open-ended runs, pause/resume, inline validation, contributed
+plans (built-in and from an installed example plugin), useq sequences, and processors on a Dask cluster."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import pytest
+
+from exengine.notifications import AcquisitionPausedNotification, AcquisitionResumedNotification
+from exengine.storage.ndtiff_reader import NDTiffReader
+
+pytestmark = pytest.mark.gui
+
+
+def panel_for(viewer):
+    from napari_exengine.acquisition_panel import AcquisitionPanel
+
+    return AcquisitionPanel(viewer)
+
+
+def finish(panel, qtbot, timeout=30000):
+    qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=timeout)
+
+
+def test_until_stopped_grows_the_time_slider_and_stores_everything(gui_viewer, scope, qtbot, tmp_path):
+    panel = panel_for(gui_viewer)
+    panel.until_stopped.value = True
+    assert not panel.time_points.enabled and panel.estimate.value == "until stopped"
+    panel.directory.value = tmp_path
+    acquisition = panel.run()
+    assert acquisition.is_open_ended and panel.progress.max == 0
+    qtbot.waitUntil(lambda: acquisition.frames_done >= 30, timeout=20000)
+    qtbot.waitUntil(lambda: "elapsed" in panel.status.value and "frames/s" in panel.status.value, timeout=5000)
+    assert "left" not in panel.status.value
+    layer = gui_viewer.layers[-1]
+    qtbot.waitUntil(lambda: layer.data.shape[0] >= 10, timeout=5000)  # the time axis grows with no plan
+    panel.stop()
+    finish(panel, qtbot)
+    reader = NDTiffReader(panel.storage_object.path)
+    assert len(reader.coordinates()) == acquisition.frames_acquired >= 30
+    assert panel.status.value.startswith(f"done: {acquisition.frames_acquired} frames")
+
+
+@pytest.mark.slow
+def test_a_long_open_ended_run_keeps_the_sinks_memory_flat(gui_viewer, scope, qtbot, tmp_path):
+    """10 s at full speed (small frames, so that the disk keeps up): the layer sink's own allocations do not
+    grow with the frames, and every frame is in storage."""
+    scope["Camera"].roi = (0, 0, 32, 32)
+    scope["Camera"].frame_rate_limit = 100000.0
+    panel = panel_for(gui_viewer)
+    panel.until_stopped.value = True
+    panel.directory.value = tmp_path
+    sink_files = ("*/napari_exengine/layer_sink.py", "*/napari_exengine/lazy_array.py")
+    tracemalloc.start()
+    try:
+        acquisition = panel.run()
+        qtbot.wait(3000)
+        filters = [tracemalloc.Filter(True, f) for f in sink_files]
+        early = tracemalloc.take_snapshot().filter_traces(filters)
+        frames_early = acquisition.frames_done
+        qtbot.wait(7000)
+        late = tracemalloc.take_snapshot().filter_traces(filters)
+        frames_late = acquisition.frames_done
+    finally:
+        tracemalloc.stop()
+    panel.stop()
+    finish(panel, qtbot, timeout=60000)
+    growth = sum(stat.size_diff for stat in late.compare_to(early, "filename"))
+    assert frames_late - frames_early > 1000
+    assert growth < 200_000, f"the sink grew {growth} bytes over {frames_late - frames_early} frames"
+    assert len(NDTiffReader(panel.storage_object.path).coordinates()) == acquisition.frames_acquired
+
+
+def test_pause_and_resume_in_the_panel(gui_viewer, scope, qtbot, engine):
+    scope["Camera"].frame_rate_limit = 100.0
+    notes = []
+    engine.subscribe_to_notifications(notes.append)
+    panel = panel_for(gui_viewer)
+    panel.time_points.value = 300
+    panel.storage.value = "napari-exengine.storage.ndram"
+    acquisition = panel.run()
+    qtbot.waitUntil(lambda: acquisition.frames_done >= 3, timeout=10000)
+    panel.pause_button.clicked.emit()
+    assert acquisition.is_paused and panel.pause_button.text == "Resume"
+    qtbot.waitUntil(lambda: any(isinstance(n, AcquisitionPausedNotification) for n in notes), timeout=5000)
+    held = acquisition.frames_acquired
+    qtbot.wait(500)
+    assert acquisition.frames_acquired == held
+    qtbot.waitUntil(lambda: panel.status.value.startswith("paused"), timeout=2000)
+    panel.pause_button.clicked.emit()
+    assert not acquisition.is_paused and panel.pause_button.text == "Pause"
+    qtbot.waitUntil(lambda: any(isinstance(n, AcquisitionResumedNotification) for n in notes), timeout=5000)
+    qtbot.waitUntil(lambda: acquisition.frames_acquired > held, timeout=5000)
+    panel.pause_button.clicked.emit()  # stop while paused
+    panel.stop()
+    finish(panel, qtbot)
+    assert len(panel.storage_object) == acquisition.frames_acquired < 300
+    engine.unsubscribe_from_notifications(notes.append)
+
+
+def test_invalid_settings_are_shown_inline_and_disable_run(gui_viewer, scope):
+    panel = panel_for(gui_viewer)
+    panel.channels.value = ["DAPI"]
+    panel.per_channel_exposure.value = True
+    panel._exposure_boxes["DAPI"].value = 20000.0
+    assert panel.estimate.value.startswith("invalid: Camera.exposure = 20000 is outside its limits [0, 10000]")
+    assert not panel.run_button.enabled
+    assert panel.run() is None and panel.acquisition is None
+    panel._exposure_boxes["DAPI"].value = 5.0
+    assert panel.run_button.enabled and not panel.estimate.value.startswith("invalid")
+
+
+def test_a_contributed_plan_runs_from_the_panel(gui_viewer, scope, qtbot, tmp_path):
+    panel = panel_for(gui_viewer)
+    panel.plan_choice.value = "napari-exengine.plan.grid_scan"
+    assert panel.multi_d_form.native.isHidden() and not panel.plan_form.native.isHidden()
+    assert [w.name for w in panel.plan_form] == ["rows", "columns", "overlap"]
+    panel.plan_form.rows.value = 0
+    assert panel.estimate.value.startswith("invalid: rows must be an int >= 1") and not panel.run_button.enabled
+    panel.plan_form.rows.value = 2
+    panel.plan_form.columns.value = 2
+    assert panel.estimate.value.startswith("4 frames")
+    panel.directory.value = tmp_path
+    panel.run()
+    finish(panel, qtbot)
+    assert NDTiffReader(panel.storage_object.path).axes == {"row": [0, 1], "column": [0, 1]}
+    assert "row" in gui_viewer.dims.axis_labels and "column" in gui_viewer.dims.axis_labels
+
+
+def test_the_example_plugins_plan_runs_from_the_panel(gui_viewer, scope, qtbot, tmp_path):
+    panel = panel_for(gui_viewer)
+    plan_id = next(i for i in panel.plans if i.startswith("exengine-spiral-plan."))
+    panel.plan_choice.value = plan_id
+    panel.plan_form.turns.value = 1
+    panel.directory.value = tmp_path
+    panel.run()
+    finish(panel, qtbot)
+    assert len(NDTiffReader(panel.storage_object.path).coordinates()) == 9
+
+
+def test_sequences_save_and_load_through_useq(gui_viewer, scope, tmp_path):
+    panel = panel_for(gui_viewer)
+    panel.time_points.value = 3
+    panel.interval_s.value = 2.0
+    panel.use_z.value = True
+    panel.z_start.value, panel.z_stop.value, panel.z_step.value = -2.0, 2.0, 1.0
+    panel.channels.value = ["DAPI", "FITC"]
+    panel.per_channel_exposure.value = True
+    panel._exposure_boxes["DAPI"].value = 5.0
+    panel._exposure_boxes["FITC"].value = 7.0
+    panel.add_position_at(10.0, 20.0, "A")
+    panel.add_position_at(30.0, 40.0, "B")
+    panel.order.value = "tpcz"
+    path = tmp_path / "sequence.yaml"
+    panel.save_sequence(str(path))
+    import useq
+
+    assert useq.MDASequence.from_file(path).sizes == {"t": 3, "p": 2, "c": 2, "z": 5}
+    other = panel_for(gui_viewer)
+    other.load_sequence(str(path))
+    wanted, got = panel.event_arguments(), other.event_arguments()
+    for key in ("num_time_points", "time_interval_s", "z_start", "z_end", "z_step", "channels",
+                "channel_exposures_ms", "xy_positions", "position_labels", "order"):
+        assert got[key] == pytest.approx(wanted[key]) if isinstance(wanted[key], float) else got[key] == wanted[key]
+    grid = tmp_path / "grid.json"
+    grid.write_text('{"grid_plan": {"rows": 2, "columns": 2}}')
+    with pytest.raises(ValueError, match="grid_plan"):
+        other.load_sequence(str(grid))
+    assert other.time_points.value == 3, "a refused file changes nothing"
+
+
+@pytest.mark.slow
+def test_processors_on_a_local_dask_cluster_from_the_panel(gui_viewer, scope, qtbot, tmp_path):
+    panel = panel_for(gui_viewer)
+    panel.time_points.value = 4
+    panel.add_processor("napari-exengine.processor.background_subtraction").level.value = 50
+    panel.processing.value = "a local cluster"
+    assert not panel.cluster_workers.native.isHidden() and panel.scheduler_address.native.isHidden()
+    assert panel.processing_location() == "cluster:2"
+    panel.directory.value = tmp_path
+    started = time.monotonic()
+    panel.run()
+    finish(panel, qtbot, timeout=90000)
+    assert time.monotonic() - started < 90
+    reader = NDTiffReader(panel.storage_object.path)
+    assert len(reader.coordinates()) == 4
+    assert reader.read_metadata(reader.coordinates()[0])["Background"] == 50
