@@ -12,10 +12,10 @@ CI_SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "run"
 def test_readme_commands_and_python_example(capsys):
     text = README.read_text()
     assert 'pip install -e ".[all]" && napari-exengine' in text
-    assert ('pip install -e ".[all,test]" -e examples/exengine-denoise -e examples/exengine-npy-storage && pytest'
-            in text)
-    assert CI_SCRIPT.read_text().count('pip install -e ".[all,test]" -e examples/exengine-denoise '
-                                       '-e examples/exengine-npy-storage && pytest') == 1
+    command = ('pip install -e ".[all,test]" -e examples/exengine-denoise -e examples/exengine-npy-storage '
+               '-e examples/exengine-spiral-plan && pytest')
+    assert command in text
+    assert CI_SCRIPT.read_text().count(command) == 1
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks
     for block in blocks:

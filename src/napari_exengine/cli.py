@@ -470,14 +470,6 @@ def run_info(args: argparse.Namespace, stream: TextIO) -> int:
     return 0
 
 
-def _timestamp(metadata: dict[str, Any]) -> Optional[str]:
-    for key in ("ReceivedTime", "TimeReceivedByCore", "Time", "ElapsedTime-ms"):
-        if key in metadata:
-            value = metadata[key]
-            return f"{value} ms" if key == "ElapsedTime-ms" else str(value)
-    return None
-
-
 def run_list(args: argparse.Namespace, stream: TextIO) -> int:
     for contribution in list_contributions():
         state = "" if contribution.available else f"  [unavailable: {contribution.error}]"
@@ -527,8 +519,8 @@ def parser() -> argparse.ArgumentParser:
     acquire.add_argument("--plan", help=f"plan id (default {DEFAULT_PLAN}: the options above; see 'exengine list'), "
                                         f"with its settings as KEY=VALUE words")
     acquire.add_argument("plan_settings", nargs="*", metavar="KEY=VALUE", help="settings of --plan")
-    info = commands.add_parser("info", help="summarise an NDTiff dataset")
-    info.add_argument("path", help="dataset folder or its NDTiff.index")
+    info = commands.add_parser("info", help="summarise an NDTiff or OME-Zarr dataset (a folder or a store URL)")
+    info.add_argument("path", help="dataset folder, its NDTiff.index, or an OME-Zarr store URL (s3://...)")
     commands.add_parser("list", help="list the plans, processors and storage backends of installed plugins")
     return main
 
