@@ -266,3 +266,25 @@ def test_prioritized_property_changes_interleave(scope, engine):
     assert acquisition.is_running() or acquisition.frames_done == 200
     acquisition.await_completion(timeout=30)
     assert scope["Light"].power == 0.5
+
+
+def test_a_pause_during_an_interval_takes_effect_at_once_and_the_wait_counts_from_the_resume(scope):
+    handler = DataHandler(NDRAMStorage())
+    acquisition = Acquisition(multi_d_acquisition_plan(num_time_points=2, time_interval_s=1.0, data_handler=handler),
+                              handler)
+    future = acquisition.start()
+    deadline = time.monotonic() + 10
+    while acquisition.frames_done < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.5)  # half-way through the interval
+    acquisition.pause()
+    paused_at = time.monotonic()
+    future.await_notification(AcquisitionPausedNotification, timeout=5)
+    assert time.monotonic() - paused_at < 0.3, "the pause waited for the interval to end"
+    time.sleep(1.0)  # longer than the interval: the second time point must not come right after the resume
+    assert acquisition.frames_acquired == 1
+    resumed_at = time.monotonic()
+    acquisition.resume()
+    acquisition.await_completion(timeout=10)
+    assert 0.35 < time.monotonic() - resumed_at < 2.0  # the half interval left, from the resume
+    assert len(handler.storage) == 2

@@ -167,3 +167,22 @@ def test_processing_needs_a_valid_place_and_a_processor(tmp_path, capsys):
                    "--processing", "somewhere")[0] == 2
     assert "got 'somewhere'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_plan_failing_mid_run_exits_1_and_keeps_its_frames(tmp_path, capsys, monkeypatch):
+    from exengine.devices.simulated import SimulatedXYStage
+
+    moves = []
+    real = SimulatedXYStage.set_position
+
+    def failing(self, x, y):
+        moves.append((x, y))
+        if len(moves) == 3:
+            raise RuntimeError("stage controller lost")
+        real(self, x, y)
+
+    monkeypatch.setattr(SimulatedXYStage, "set_position", failing)
+    status, _ = acquire(tmp_path, "--plan", "grid_scan", "rows=2", "columns=2", "--exposure", "0", "--name", "g")
+    error = capsys.readouterr().err
+    assert status == 1 and "stage controller lost" in error and "2 frames stored" in error
+    assert len(NDTiffReader(tmp_path / "out" / "g_1").coordinates()) == 2

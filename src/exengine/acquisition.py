@@ -167,6 +167,8 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
                     check_event(event)
                 engine.run_prioritized_events()  # prioritized submissions (e.g. from a GUI) interleave
                 self._remember(event)
+                if isinstance(event, (SetTimeEvent, Sleep)):
+                    event._pause_hold = self._hold  # type: ignore[union-attr] - a pause also holds its wait
                 self.current = event
                 if self.is_stop_requested() or self.is_abort_requested():
                     break
@@ -206,19 +208,24 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
 
     def _wait_while_paused(self) -> bool:
         """Block while paused; return True when stopped or aborted meanwhile."""
+        self._hold()
+        return self._ended()
+
+    def _hold(self) -> float:
+        """Block while paused (publishing the pause and the resume); return the seconds paused. Time-lapse
+        clocks move on by that much, so that intervals count from the resume."""
         with self._gate:
             if not self._pause_requested:
-                return False
+                return 0.0
             self.publish_notification(AcquisitionPausedNotification(self.frames_read))
             paused_at = time.monotonic()
             self._gate.wait_for(lambda: not self._pause_requested or self._ended())
             paused_for = time.monotonic() - paused_at
         for clock in self._clocks:
             clock.delay(paused_for)
-        if self._ended():
-            return True
-        self.publish_notification(AcquisitionResumedNotification(paused_for))
-        return False
+        if not self._ended():
+            self.publish_notification(AcquisitionResumedNotification(paused_for))
+        return paused_for
 
     def _ended(self) -> bool:
         return self.is_stop_requested() or self.is_abort_requested()

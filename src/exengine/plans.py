@@ -47,13 +47,16 @@ Plan = Callable[..., Iterable[ExecutorEvent]]
 
 class LazyPlan:
     """Events made by ``make()`` each time it is iterated, with what is known up front: the frame
-    count (``None``: not known) and the events to check before anything moves (``checked``)."""
+    count (``None``: not known), the events to check before anything moves (``checked``), and the size
+    of each axis (``axis_sizes``, for fitting processors to the plan; ``None`` where not known)."""
 
     def __init__(self, make: Callable[[], Iterator[ExecutorEvent]], total_frames: Optional[int],
-                 checked: Iterable[ExecutorEvent] = ()) -> None:
+                 checked: Iterable[ExecutorEvent] = (),
+                 axis_sizes: Optional[dict[str, Optional[int]]] = None) -> None:
         self._make = make
         self.total_frames = total_frames
         self._checked = list(checked)
+        self.axis_sizes = dict(axis_sizes or {})
 
     def validate(self) -> None:
         """Check the plan's settings that are known before it runs."""
@@ -64,8 +67,10 @@ class LazyPlan:
         return self._make()
 
 
-def field_of_view_um(camera: Any) -> tuple[float, float]:
-    """The width and height (µm) a camera frame covers: its roi (or 512 px) times its pixel size and binning."""
+def field_of_view_um(camera: Any = None) -> tuple[float, float]:
+    """The width and height (µm) a camera frame covers: its roi (or 512 px) times its pixel size.
+    ``camera`` is a detector, its registered name, or ``None`` for the only one."""
+    camera = resolve_device(camera, Detector, "camera")
     roi = getattr(camera, "roi", None)
     width, height = (roi[2], roi[3]) if roi is not None else (512, 512)
     pixel = float(getattr(camera, "pixel_size_um", 1.0) or 1.0)
@@ -115,7 +120,7 @@ def _grid(rows: int, columns: int, overlap: float, camera: Any, xy_device: Any) 
     rows, columns = _count(rows, "rows"), _count(columns, "columns")
     overlap = _number(overlap, "overlap", 0.0, 0.9)
     stage = resolve_device(xy_device, DoubleAxisPositioner, "xy stage")
-    width, height = field_of_view_um(resolve_device(camera, Detector, "camera"))
+    width, height = field_of_view_um(camera)
     step_x, step_y = width * (1 - overlap), height * (1 - overlap)
     x0, y0 = stage.get_position()
     return [(r, c, x0 + (c - (columns - 1) / 2) * step_x, y0 + (r - (rows - 1) / 2) * step_y)
@@ -133,7 +138,8 @@ def grid_scan(rows: int = 3, columns: int = 3, overlap: float = 0.1, *, data_han
             yield SetPosition2DEvent(xy_device, (x, y))
             yield from _snap(camera, {"row": row, "column": column}, data_handler)
 
-    return LazyPlan(events, len(tiles), [SetPosition2DEvent(xy_device, (x, y)) for _, _, x, y in tiles])
+    return LazyPlan(events, len(tiles), [SetPosition2DEvent(xy_device, (x, y)) for _, _, x, y in tiles],
+                    {"row": rows, "column": columns})
 
 
 def overview_then_zoom(rows: int = 3, columns: int = 3, overlap: float = 0.0, z_range_um: float = 8.0,
@@ -170,7 +176,7 @@ def overview_then_zoom(rows: int = 3, columns: int = 3, overlap: float = 0.0, z_
 
     checked = [SetPosition2DEvent(xy_device, (x, y)) for _, _, x, y in tiles]
     checked += [SetPosition1DEvent(z_device, z) for z in (z_positions[0], z_positions[-1])]
-    return LazyPlan(events, len(tiles) + planes, checked)
+    return LazyPlan(events, len(tiles) + planes, checked, {"row": rows, "column": columns, "z": planes})
 
 
 def acquire_until(threshold: float = 0.5, relative: bool = True, below: bool = True,
@@ -197,7 +203,7 @@ def acquire_until(threshold: float = 0.5, relative: bool = True, below: bool = T
             if (level < threshold) if below else (level > threshold):
                 return
 
-    return LazyPlan(events, None)
+    return LazyPlan(events, None, axis_sizes={"time": None})
 
 
 def _contributed(plan: Plan) -> Callable[[], Plan]:

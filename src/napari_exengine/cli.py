@@ -38,6 +38,10 @@ class UsageError(Exception):
     """Bad arguments: reported in one line with exit status 2."""
 
 
+class AcquisitionFailed(RuntimeError):
+    """The acquisition failed while running: reported in one line with exit status 1."""
+
+
 def _z_range(text: str) -> tuple[float, float, float]:
     parts = text.split(":")
     if len(parts) != 3:
@@ -449,6 +453,10 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
                 stream.flush()
     try:
         acquisition.await_completion()
+    except Exception as e:  # failed while running (a device, the plan, the storage): not a usage error
+        what = str(e) if isinstance(e, PlanError) else f"{type(e).__name__}: {e}"
+        raise AcquisitionFailed(f"{what} ({acquisition.frames_done} frames stored in "
+                                f"{getattr(storage, 'path', 'memory')})") from e
     finally:
         progress.update(acquisition.frames_acquired, final=True)
     where = getattr(storage, "path", "memory")
@@ -540,6 +548,9 @@ def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout, restore_
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         sys.stderr.write(f"exengine: error: {message}\n")
         return 2
+    except AcquisitionFailed as e:
+        sys.stderr.write(f"exengine: failed: {e}\n")
+        return 1
     except Exception as e:
         sys.stderr.write(f"exengine: failed: {type(e).__name__}: {e}\n")
         return 1

@@ -1,5 +1,6 @@
 """Standard events (re-exports of the common ones)."""
 
+from ._devices import resolve_device
 from .detector_events import (
     DataAcquiredNotification,
     ReadoutData,
@@ -43,4 +44,5 @@ __all__ = [
     "StopTriggerablePropertySequencesEvent",
     "multi_d_acquisition_events",
     "multi_d_acquisition_plan",
+    "resolve_device",
 ]

@@ -42,7 +42,13 @@ _default_clock = AcquisitionClock()
 
 
 def _wait_until(deadline: float, event: Stoppable) -> None:
+    """Wait until ``deadline`` (monotonic s), ending early when ``event`` is stopped or aborted. An
+    acquisition may give the event a ``_pause_hold`` callable: it holds while paused and returns the
+    seconds it held, which move the deadline on (the wait counts from the resume)."""
+    hold = getattr(event, "_pause_hold", None)
     while True:
+        if hold is not None:
+            deadline += hold()
         remaining = deadline - time.monotonic()
         if remaining <= 0 or event.is_stop_requested() or event.is_abort_requested():  # type: ignore[attr-defined]
             return
