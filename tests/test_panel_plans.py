@@ -187,3 +187,16 @@ def test_processors_on_a_local_dask_cluster_from_the_panel(gui_viewer, scope, qt
     reader = NDTiffReader(panel.storage_object.path)
     assert len(reader.coordinates()) == 4
     assert reader.read_metadata(reader.coordinates()[0])["Background"] == 50
+
+
+def test_processors_are_fitted_to_the_plan_inline(gui_viewer, scope):
+    panel = panel_for(gui_viewer)
+    panel.time_points.value = 5
+    form = panel.add_processor("napari-exengine.processor.frame_averaging")
+    form.frames.value = 2
+    assert "the last average is of 1 frame" in panel.estimate.value and panel.run_button.enabled
+    panel.use_z.value = True
+    projection = panel.add_processor("napari-exengine.processor.max_intensity_projection")
+    projection.z_planes.value = 50
+    assert panel.estimate.value.startswith("invalid: ") and "z_planes=50" in panel.estimate.value
+    assert not panel.run_button.enabled

@@ -22,7 +22,7 @@ from exengine.data import DataHandler, DataHandlerError
 from exengine.device_types import Detector, DoubleAxisPositioner, SingleAxisPositioner
 from exengine.events import UNTIL_STOPPED, MultiDPlan, ReadoutData, multi_d_acquisition_plan
 from exengine.kernel.device import Device
-from exengine.processors import ProcessorChain
+from exengine.processors import ProcessorChain, fit_to_plan
 
 from .contributions import DEFAULT_PLAN, DEFAULT_STORAGE, Contribution, ContributionError, list_contributions
 from .layer_sink import LayerSink
@@ -212,12 +212,16 @@ class AcquisitionPanel(QWidget):
         self.processor_chain.append(box)
         self.processor_chain.visible = True
         remove.clicked.connect(lambda: self._remove_processor(entry))
+        for widget in form:
+            widget.changed.connect(self.update_estimate)
+        self.update_estimate()
         return form
 
     def _remove_processor(self, entry: tuple[Contribution, mw.Container, mw.Container]) -> None:
         self.processor_forms.remove(entry)
         self.processor_chain.remove(entry[2])
         self.processor_chain.visible = bool(self.processor_forms)
+        self.update_estimate()
 
     def _add_current_position(self) -> None:
         xy = self.xy_choice.value
@@ -349,6 +353,7 @@ class AcquisitionPanel(QWidget):
         count (0 when not known in advance), or None when the settings are invalid."""
         try:
             plan = dry_run(self.make_plan)
+            notes = self._make_processor(plan)[1]
         except (ValueError, TypeError, ContributionError) as e:
             self.estimate.value = f"invalid: {e}"
             self.run_button.enabled = False
@@ -368,6 +373,8 @@ class AcquisitionPanel(QWidget):
                 duration = max(duration, (self.time_points.value - 1) * self.interval_s.value + per_frame)
             self.estimate.value = f"{_frames_text(frames)}, {_human_bytes(frames * height * width * 2)}, " \
                                   f"~{_human_time(duration)}"
+        if notes:
+            self.estimate.value += "; " + "; ".join(notes)
         self.run_button.enabled = self.acquisition is None or not self.acquisition.is_running()
         return frames or 0
 
@@ -410,10 +417,18 @@ class AcquisitionPanel(QWidget):
         typed = str(self.directory.line_edit.value).strip()
         return typed if "://" in typed else str(self.directory.value)
 
-    def _make_processor(self) -> Optional[ProcessorChain]:
+    def _make_processor(self, plan: Any) -> tuple[Optional[ProcessorChain], list[str]]:
+        """The processors as one chain, each fitted to ``plan`` (settings left to the plan, e.g. a
+        projection's z planes, taken from it); with notes on what they will do (e.g. a partial average).
+        Raises ``ValueError`` when a setting cannot fit the plan."""
         if not self.processor_forms:
-            return None
-        return ProcessorChain([c.build(**form_values(form)) for c, form, _ in self.processor_forms])
+            return None, []
+        processors = [c.build(**form_values(form)) for c, form, _ in self.processor_forms]
+        planned = self._planned_frame()
+        shape = planned["frame_shape"] if planned is not None else None
+        axes = getattr(plan, "axis_sizes", {})
+        notes = [note for processor in processors for note in fit_to_plan(processor, axes, shape)]
+        return ProcessorChain(processors), notes
 
     def processing_location(self) -> str:
         """Where processors run, as ``exengine.dask_processing.parse_location`` reads it."""
@@ -516,7 +531,8 @@ class AcquisitionPanel(QWidget):
         try:
             from exengine.dask_processing import run_processor_on
 
-            processor = run_processor_on(self._make_processor(), self.processing_location())
+            chain, _ = self._make_processor(dry_run(self.make_plan))
+            processor = run_processor_on(chain, self.processing_location())
         except (ContributionError, ValueError, ImportError) as e:
             self._fail(f"Cannot create the processors: {e}")
             return None
