@@ -5,6 +5,8 @@ Guards the adapter adds around ``ndstorage`` 0.1.18:
 - NDTiff frames must be 2-D uint8 or uint16, all of one shape, with at least one pixel; NDRAM frames
   numeric, at least 2-D and not empty. Anything else is refused with a clear error before anything is
   written. Non-contiguous arrays are copied to C order (lossless).
+- Each axis takes ints or strs, not both (ndstorage's rule), and no axis is named ``self`` (ndstorage
+  could not read it back): refused, naming the axis, before anything is written.
 - Metadata may hold numpy scalars and arrays; they are converted to JSON numbers and lists.
 - A failed write leaves no phantom frame behind; writing the same coordinates twice is an error
   that keeps the first frame.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
@@ -59,6 +62,20 @@ class _NDStorage(FrameStorage):
         super().__init__(summary_metadata)
         self._dataset = dataset
         dataset.initialize(self._summary)
+        self._axis_kinds: dict[str, type] = {}  # int or str: ndstorage keeps one kind of value per axis
+
+    def _check_axes(self, coords: DataCoordinates) -> None:
+        """Refuse, naming the axis, coordinates ndstorage would refuse (with a bare RuntimeError) or not read back."""
+        kinds = self._axis_kinds
+        for axis, value in coords.items():
+            kind = kinds.get(axis)
+            if kind is not None and type(value) is not kind:
+                raise ValueError(
+                    f"Axis {axis!r} holds {kind.__name__} values in this dataset; data at {dict(coords)} has the "
+                    f"{type(value).__name__} {value!r}. Each axis takes ints or strs, not both"
+                )
+        if "self" in coords:
+            raise ValueError(f"Data at {dict(coords)}: ndstorage cannot read back an axis named 'self'; rename it")
 
     @property
     def dataset(self) -> Any:
@@ -73,8 +90,12 @@ class _NDStorage(FrameStorage):
         coords = self._known(data_coordinates)
         return self._dataset.read_metadata(**coords)
 
-    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
+    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: Any) -> None:
+        """Write one frame; ``metadata`` is a dict, or (NDTiff) its JSON already encoded."""
         self._dataset.put_image(dict(coords), data, metadata)
+        if not coords.keys() <= self._axis_kinds.keys():
+            for axis, value in coords.items():
+                self._axis_kinds.setdefault(axis, type(value))
 
     def _finish(self) -> None:
         self._dataset.finish()
@@ -217,6 +238,7 @@ class NDTiffStorage(_NDStorage):
         if data.ndim != 2:
             raise ValueError(f"NDTiff stores 2-D frames; data at {dict(coords)} has shape {data.shape}")
         _refuse_empty("NDTiff", coords, data)
+        self._check_axes(coords)
         if self._frame_kind is None:
             self._frame_kind = (data.shape, data.dtype)
         elif (data.shape, data.dtype) != self._frame_kind:
@@ -228,12 +250,16 @@ class NDTiffStorage(_NDStorage):
         return np.ascontiguousarray(data)
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
+        try:  # serialized here (ndstorage takes the bytes as they are): refused before any file is made
+            encoded = json.dumps(metadata).encode("utf-8")
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"metadata at {dict(coords)} cannot be saved as JSON: {error}") from None
         key = frozenset(coords.items())
         dataset = self._dataset
         writer = dataset.current_writer
         before = None if writer is None else _image_file_state(writer)
         try:
-            super()._write(coords, data, metadata)
+            super()._write(coords, data, encoded)
         except BaseException:  # no phantom: ndstorage lists the frame before its index entry is written
             dataset._write_pending_images.pop(key, None)
             dataset.index.pop(key, None)
@@ -282,6 +308,7 @@ class NDRAMStorage(_NDStorage):
                 f"NDRAM stores frames of 2 or more dimensions; data at {dict(coords)} has shape {data.shape}"
             )
         _refuse_empty("NDRAM", coords, data)
+        self._check_axes(coords)
         return data
 
     def close(self) -> None:
