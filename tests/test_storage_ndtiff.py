@@ -198,6 +198,22 @@ def test_ndram_refuses_frames_of_fewer_than_two_dimensions(bad):
         ram.put({"time": 0}, bad, {})
     assert len(ram) == 0 and not ram.dataset.images
 
+
+@pytest.mark.parametrize("make", [NDTiffStorage, lambda _directory: NDRAMStorage()], ids=["ndtiff", "ndram"])
+def test_coordinates_ndstorage_cannot_keep_are_refused_naming_the_axis(tmp_path, make):
+    storage = make(tmp_path)
+    storage.put({"time": 0, "channel": "DAPI"}, np.ones((2, 2), np.uint16), {})
+    with pytest.raises(ValueError, match=r"Axis 'time' holds int values.*the str 'a'"):
+        storage.put({"time": "a", "channel": "DAPI"}, np.ones((2, 2), np.uint16), {})
+    with pytest.raises(ValueError, match=r"Axis 'channel' holds str values.*the int 3"):
+        storage.put({"time": 1, "channel": 3}, np.ones((2, 2), np.uint16), {})
+    with pytest.raises(ValueError, match="axis named 'self'"):
+        storage.put({"time": 1, "channel": "DAPI", "self": 1}, np.ones((2, 2), np.uint16), {})
+    assert len(storage) == 1
+    storage.put({"time": 1, "channel": "FITC"}, np.ones((2, 2), np.uint16), {})  # still takes frames
+    assert len(storage) == 2
+    storage.close()
+
 CRASH_SCRIPT = textwrap.dedent("""
     import sys, numpy as np
     from exengine import ExecutionEngine
