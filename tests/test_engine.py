@@ -316,3 +316,19 @@ def test_shutdown_from_inside_an_event_still_runs_what_was_queued(engine):
     assert stopper.await_execution(timeout=10) is None
     with pytest.raises(RuntimeError, match="shut down"):
         engine.submit(lambda: None)
+
+
+def test_an_event_queued_behind_a_threads_stop_marker_fails_instead_of_hanging(engine):
+    # submit() cannot do this any more (it queues under shutdown's lock); the thread still fails leftovers
+    from exengine.kernel.ex_future import ExecutionFuture
+
+    gate = threading.Event()
+    engine.submit(lambda: gate.wait(5), thread_name="Leftovers")
+    worker = engine._threads["Leftovers"]
+    worker.stop()
+    late = Add(1, 2)
+    late._future = ExecutionFuture(late, engine)
+    worker.submit(late, prioritize=False)
+    gate.set()
+    with pytest.raises(RuntimeError, match="was not run: thread 'Leftovers' stopped"):
+        late._future.await_execution(timeout=5)
