@@ -172,8 +172,9 @@ def test_disk_full_on_a_real_file_system_stops_the_cli_clearly_and_keeps_every_f
     assert process.returncode == 1, stderr
     assert_one_line_error(stderr, "No space left on device")
     acquired = int(re.findall(r"(\d+)/6 frames", stdout)[-1])
-    frames = read_every_frame(dataset_in(tiny_disk))
-    assert 1 <= len(frames) <= acquired
+    (reported, path), = re.findall(r"\((\d+) frames stored in (.+)\)", stderr)
+    frames = read_every_frame(path)
+    assert 1 <= int(reported) == len(frames) <= acquired
     assert sorted(dict(key)["time"] for key in frames) == list(range(len(frames)))  # every frame before the fault
     assert all(frame.shape == (512, 512) for frame, _metadata in frames.values())
     assert tiff_pages(dataset_in(tiny_disk)) == len(frames)  # finished cleanly on the full disk
