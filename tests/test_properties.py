@@ -329,12 +329,8 @@ def test_invalid_frames_and_metadata_are_refused_before_anything_is_written(fram
 
 
 @pytest.mark.parametrize("backend", [
-    pytest.param("ndram", marks=pytest.mark.xfail(strict=True, reason=(
-        "json_safe (storage/_frames.py) turns numpy scalars into Python ones with .item() and does not check the "
-        "result: np.datetime64 becomes a datetime.date, which NDRAM keeps though it is no JSON"))),
-    pytest.param("omezarr", marks=pytest.mark.xfail(strict=True, reason=(
-        "same json_safe gap: OME-Zarr creates its array before json.dumps fails, then raises an OSError "
-        "(not a TypeError) for it"))),
+    "ndram",
+    "omezarr",
     "ndtiff",
 ])
 def test_numpy_dates_in_metadata_are_refused_before_anything_is_written(backend, tmp_path):
@@ -357,7 +353,7 @@ OPTION_VALUES: dict[str, list[str]] = {
     "--time": ["0", "1", "2", "3", "-1", "2.5", "ten", "1e3"],
     "--interval": ["0", "0.001", "-1", "nan", "inf", "1e309", "abc"],
     "--z": ["0:4:2", "0:2:1", "4:0:2", "-2:2:2", "0:inf:1", "0:0:0", "0:6000:1000", "1:2", "a:b:c",
-            "nan:1:1", "0:5:5"],  # add "0:1:1e-300" once CLI_FINDINGS is fixed
+            "nan:1:1", "0:5:5", "0:1:1e-300"],
     "--channels": ["DAPI", "DAPI,FITC", "DAPI,BOGUS", "DAPI,DAPI", ",", "FITC,,Cy5"],
     "--exposures": ["5", "5,10", "-5", "nan", "1e5", "a,b", "5,"],
     "--exposure": ["0", "1", "-5", "10001", "nan", "inf"],
@@ -470,13 +466,9 @@ def test_random_argument_lists_exit_0_or_2_never_a_traceback(data, cli_files, tm
         assert not out.exists() or not any(out.iterdir()), f"a refused plan left a dataset behind: {argv!r}"
 
 
-
-# Inputs the test above found that exit 1 today (cli.py and the plan are not ours: reported). Strict, so each
-# fails once fixed, and its marker can go.
+# Inputs the test above found that once exited 1 (fixed): kept as regression cases.
 CLI_FINDINGS = [
-    pytest.param(["acquire", "--z", "0:1:1e-300"], marks=pytest.mark.xfail(strict=True, reason=(
-        "exit 1, 'OverflowError: cannot fit 'int' into an index-sized integer': a z range of more than "
-        "sys.maxsize planes fails in len() (multi_d_events.axis_sizes) before the free-space check"))),
+    ["acquire", "--z", "0:1:1e-300"],
 ]
 
 

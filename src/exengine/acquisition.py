@@ -67,48 +67,76 @@ def _bound(value: Optional[float]) -> str:
     return "-inf" if value is None else f"{value:g}"
 
 
+class _Checks:
+    """Checks of events against their devices, each device lookup and each (device, property, value)
+    checked once: a plan repeats the same few settings, and every device query may be a thread hop."""
+
+    def __init__(self) -> None:
+        self._devices: dict[tuple[Any, type], Any] = {}
+        self._done: set[tuple[Any, ...]] = set()
+
+    def device(self, device: Any, kind: type, what: str) -> Any:
+        key = (device if device is None or isinstance(device, str) else id(device), kind)
+        found = self._devices.get(key)
+        if found is None:
+            try:
+                found = self._devices[key] = resolve_device(device, kind, what)
+            except (ValueError, TypeError, KeyError) as e:
+                raise PlanError(str(e)) from None
+        return found
+
+    def setting(self, device: Device, prop: str, value: Any) -> None:
+        key = (id(device), prop, value if isinstance(value, (int, float, str, bool, type(None))) else repr(value))
+        if key not in self._done:
+            check_setting(device, prop, value)
+            self._done.add(key)
+
+    def position(self, stage: Device, what: str, value: float, axis: str) -> None:
+        key = (id(stage), axis, value)
+        if key not in self._done:
+            _check_number(f"{stage.name} {what}", value, stage.get_property_limits(axis))
+            self._done.add(key)
+
+    def event(self, event: ExecutorEvent) -> None:
+        """Check one standard event (see :func:`check_event`)."""
+        if isinstance(event, SetPropertiesEvent):
+            for device, prop, value in event.devices_prop_names_values:
+                self.setting(self.device(device, Device, "device"), prop, value)
+        elif isinstance(event, SetPosition1DEvent):
+            stage = self.device(event.device, SingleAxisPositioner, "positioner")
+            self.position(stage, "position", event.position, "position")
+        elif isinstance(event, SetTriggerable1DPositionsEvent):
+            stage = self.device(event.device, SingleAxisPositioner, "positioner")
+            for position in event.positions:
+                self.position(stage, "position", float(position), "position")
+        elif isinstance(event, SetPosition2DEvent):
+            stage = self.device(event.device, DoubleAxisPositioner, "xy positioner")
+            for axis, value in zip("xy", event.position, strict=True):
+                self.position(stage, axis, value, axis)
+        elif isinstance(event, SetTriggerablePropertySequencesEvent):
+            for device, prop, values in event.property_sequences:
+                resolved = self.device(device, Device, "device")
+                for value in values:
+                    self.setting(resolved, prop, value)
+        elif isinstance(event, SetTimeEvent):
+            if event.min_start_time is not None:
+                _check_number(f"time point {event.time_index} start", event.min_start_time, (0.0, None))
+        elif isinstance(event, Sleep):
+            _check_number("Sleep time_s", float(event.time_s), (0.0, None))
+        elif isinstance(event, (StartCapture, StartContinuousCapture, ReadoutData)):
+            camera = self.device(event.detector, Detector, "detector")
+            if ("exposure", id(camera)) not in self._done and hasattr(camera, "exposure"):
+                check_setting(camera, "exposure", camera.exposure)
+                self._done.add(("exposure", id(camera)))
+            handler = getattr(event, "data_handler", None)
+            if handler is not None and handler.error is not None:
+                raise PlanError(f"The data handler has failed, no more frames can be stored: {handler.error!r}")
+
+
 def check_event(event: ExecutorEvent) -> None:
     """Check one standard event against the devices it drives; raise :class:`PlanError` naming the
     value and what would be valid. Events of other kinds pass (they are checked by running them)."""
-    if isinstance(event, SetPropertiesEvent):
-        for device, prop, value in event.devices_prop_names_values:
-            check_setting(_resolve(device, Device, "device"), prop, value)
-    elif isinstance(event, SetPosition1DEvent):
-        stage = _resolve(event.device, SingleAxisPositioner, "positioner")
-        _check_number(f"{stage.name} position", event.position, stage.get_property_limits("position"))
-    elif isinstance(event, SetTriggerable1DPositionsEvent):
-        stage = _resolve(event.device, SingleAxisPositioner, "positioner")
-        limits = stage.get_property_limits("position")
-        for position in event.positions:
-            _check_number(f"{stage.name} position", float(position), limits)
-    elif isinstance(event, SetPosition2DEvent):
-        stage = _resolve(event.device, DoubleAxisPositioner, "xy positioner")
-        for axis, value in zip("xy", event.position, strict=True):
-            _check_number(f"{stage.name} {axis}", value, stage.get_property_limits(axis))
-    elif isinstance(event, SetTriggerablePropertySequencesEvent):
-        for device, prop, values in event.property_sequences:
-            resolved = _resolve(device, Device, "device")
-            for value in values:
-                check_setting(resolved, prop, value)
-    elif isinstance(event, SetTimeEvent):
-        if event.min_start_time is not None:
-            _check_number(f"time point {event.time_index} start", event.min_start_time, (0.0, None))
-    elif isinstance(event, Sleep):
-        _check_number("Sleep time_s", float(event.time_s), (0.0, None))
-    elif isinstance(event, (StartCapture, StartContinuousCapture, ReadoutData)):
-        camera = _resolve(event.detector, Detector, "detector")
-        if hasattr(camera, "exposure"):
-            check_setting(camera, "exposure", camera.exposure)
-        handler = getattr(event, "data_handler", None)
-        if handler is not None and handler.error is not None:
-            raise PlanError(f"The data handler has failed, no more frames can be stored: {handler.error!r}")
-
-
-def _resolve(device: Any, kind: type, what: str) -> Any:
-    try:
-        return resolve_device(device, kind, what)
-    except (ValueError, TypeError, KeyError) as e:
-        raise PlanError(str(e)) from None
+    _Checks().event(event)
 
 
 class _Scratch(DataStorage):
@@ -152,6 +180,7 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         self.events_run = 0
         self.frames_read = 0
         self.current: Optional[ExecutorEvent] = None
+        self._checks = _Checks()
         self._gate = threading.Condition()
         self._pause_requested = False
         self._clocks: set[AcquisitionClock] = set()
@@ -164,7 +193,7 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
                 if self._wait_while_paused() or self.is_stop_requested() or self.is_abort_requested():
                     break
                 if not self.checked:
-                    check_event(event)
+                    self._checks.event(event)
                 engine.run_prioritized_events()  # prioritized submissions (e.g. from a GUI) interleave
                 self._remember(event)
                 if isinstance(event, (SetTimeEvent, Sleep)):
@@ -291,8 +320,9 @@ class Acquisition:
         and what would be valid. A list is checked event by event; a lazy plan through its own
         ``validate()`` when it has one (its events are checked again just before each runs)."""
         if self._finite:
+            checks = _Checks()
             for event in self.events:  # type: ignore[union-attr]
-                check_event(event)
+                checks.event(event)
         else:
             validate = getattr(self.events, "validate", None)
             if callable(validate):

@@ -31,6 +31,8 @@ from .property_events import (
 )
 
 AXIS_NAMES = {"t": "time", "p": "position", "c": "channel", "z": "z"}
+#: More z planes than any stack a microscope takes (and than a plan's length can count).
+_MAX_Z_PLANES = 10**9
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -443,6 +445,9 @@ def _z_offsets(start: Optional[float], end: Optional[float], step: Optional[floa
     if step == 0 or (end - start) * step < 0:
         raise ValueError(f"z_step={step} does not lead from z_start={start} to z_end={end}")
     count = int(np.floor((end - start) / step + 1e-9)) + 1
+    if count > _MAX_Z_PLANES:
+        raise ValueError(f"z_start={start:g} to z_end={end:g} by z_step={step:g} makes {count:.3g} z planes; "
+                         f"at most {_MAX_Z_PLANES:,} (a larger z_step)")
     return _ZAxis(start, step, count)
 
 

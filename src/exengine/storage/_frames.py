@@ -17,10 +17,11 @@ def json_safe(value: Any, where: str = "metadata") -> Any:
     """Return ``value`` with numpy scalars/arrays (and tuples) turned into JSON-native types."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+    if isinstance(value, (np.generic, np.ndarray)):
+        native = value.item() if isinstance(value, np.generic) else value.tolist()
+        if isinstance(native, np.generic):  # no Python equivalent (e.g. a long double)
+            raise TypeError(f"{where} holds {type(value).__name__} {value!r}, which cannot be saved as JSON")
+        return json_safe(native, where)  # e.g. a numpy date becomes a datetime.date: refused here
     if isinstance(value, Mapping):
         return {str(k): json_safe(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
