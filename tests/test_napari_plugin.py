@@ -328,9 +328,10 @@ def test_panel_plans_layers_at_the_cameras_binned_pixel_size(gui_viewer, scope, 
     panel.time_points.value = 3
     panel.storage.value = "napari-exengine.storage.ndram"
     acquisition = panel.run()
+    qtbot.waitUntil(lambda: len(gui_viewer.layers) == 1, timeout=5000)  # made on the GUI loop's next turn
     (layer,) = gui_viewer.layers
     assert layer.data.shape[-2:] == (256, 256)
-    assert layer.scale[-1] == pytest.approx(1.3)  # before any frame arrives
+    assert panel.sink.frames_shown == 0 and layer.scale[-1] == pytest.approx(1.3)  # before any frame is shown
     qtbot.waitUntil(lambda: not acquisition.is_running() and panel.sink.frames_shown == 3, timeout=10000)
     assert tuple(gui_viewer.layers) == (layer,) and layer.scale[-1] == pytest.approx(1.3)
 

@@ -552,7 +552,8 @@ class AcquisitionPanel(QWidget):
         name = _dataset_label(storage) or self.dataset_name.value or "Acquisition"
         self.storage_object = storage
         self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale,
-                              expected=expected, axis_sizes=sizes, **(self._planned_frame() or {}))
+                              expected=expected, axis_sizes=sizes, defer_layers=True,
+                              **(self._planned_frame() or {}))
         self.acquisition = Acquisition(plan, handler)
         self.progress.max = self.acquisition.total_frames or 0  # 0: a busy bar for open-ended plans
         self.progress.value = 0

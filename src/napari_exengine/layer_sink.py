@@ -83,16 +83,18 @@ class LayerSink:
     first time point, with ``axis_sizes`` giving the number of values of int axes such as ``time``) sizes
     the sliders up front,
     so layers are not rebuilt as axes grow; with ``frame_shape`` (and ``dtype``, ``pixel_size`` in µm)
-    too, the layers are created at once, before any frame, and fill in as frames arrive (a first frame
-    of another shape or dtype rebuilds its layer; other pixel size metadata rescales it). Create it on
-    the GUI thread.
+    too, the layers are created at once (``defer_layers``: on the GUI loop's next turn, so that an
+    acquisition started right after is not held up by napari making layers), before any frame, and fill
+    in as frames arrive (a first frame of another shape or dtype rebuilds its layer; other pixel size
+    metadata rescales it). Create it on the GUI thread.
     """
 
     def __init__(self, viewer: Any, data_handler: DataHandler, name: str = "Acquisition",
                  split_channels: bool = True, scale: Optional[dict[str, float]] = None,
                  stage: str = "stored", expected: Optional[Iterable[Mapping[str, Any]]] = None,
                  frame_shape: Optional[Sequence[int]] = None, dtype: Any = np.uint16,
-                 pixel_size: float = 1.0, axis_sizes: Optional[Mapping[str, int]] = None) -> None:
+                 pixel_size: float = 1.0, axis_sizes: Optional[Mapping[str, int]] = None,
+                 defer_layers: bool = False) -> None:
         self.viewer = viewer
         self.handler = data_handler
         self.name = name
@@ -113,10 +115,15 @@ class LayerSink:
         self._timer.setInterval(REFRESH_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
         self._closed = False
-        if frame_shape is not None and self._planned:
-            self._prepare_layers(tuple(frame_shape), np.dtype(dtype), float(pixel_size))
-        self._timer.start()
         data_handler.add_listener(self._on_frame)
+        self._unprepared: Optional[tuple[tuple[int, ...], np.dtype, float]] = None
+        if frame_shape is not None and self._planned:
+            self._unprepared = (tuple(frame_shape), np.dtype(dtype), float(pixel_size))
+            if defer_layers:  # the acquisition starts first; layers appear on the GUI loop's next turn
+                QTimer.singleShot(0, self._prepare_layers)
+            else:
+                self._prepare_layers()
+        self._timer.start()
 
     @property
     def layers(self) -> dict[Any, Any]:
@@ -146,6 +153,7 @@ class LayerSink:
 
     def refresh(self) -> None:
         """Apply the frames that arrived since the last refresh (GUI thread)."""
+        self._prepare_layers()
         with self._pending_lock:
             pending, self._pending = self._pending, []
         if not pending:
@@ -195,8 +203,12 @@ class LayerSink:
                 values.setdefault(axis, {})[value] = None
         return planned
 
-    def _prepare_layers(self, frame_shape: tuple[int, ...], dtype: np.dtype, pixel: float) -> None:
+    def _prepare_layers(self) -> None:
         """Create the planned layers before the first frame, with the dtype's full range as contrast."""
+        if self._unprepared is None or self._closed:
+            return
+        frame_shape, dtype, pixel = self._unprepared
+        self._unprepared = None
         contrast = (0.0, float(np.iinfo(dtype).max)) if dtype.kind in "ui" else (0.0, 1.0)
         for key, (first, _) in self._planned.items():
             self._make_state(key, first, frame_shape, dtype, contrast, pixel, provisional=True)
