@@ -286,9 +286,17 @@ def malloc_settings():
     return os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("MALLOC_MMAP_THRESHOLD_")
 
 
-def test_the_workers_of_local_clusters_reuse_freed_memory_for_frames(client):
-    """Dask's MALLOC_TRIM_THRESHOLD_=65536 made every frame-sized array a fresh mmap (page faults)."""
+def profiler_enabled():
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled")
+
+
+def test_the_workers_of_local_clusters_reuse_freed_memory_and_do_not_sample_their_tasks(client):
+    """Dask's MALLOC_TRIM_THRESHOLD_=65536 made every frame-sized array a fresh mmap (page faults), and its
+    profiler interrupted the tasks every 10 ms."""
     assert set(client.run(malloc_settings).values()) == {(str(128 * 1024 * 1024), str(64 * 1024 * 1024))}
+    assert set(client.run(profiler_enabled).values()) == {False}
 
 
 def test_the_missing_extra_is_named(monkeypatch):
