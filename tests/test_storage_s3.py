@@ -460,3 +460,32 @@ def test_a_dataset_in_the_store_opens_in_napari_with_labelled_axes(s3, gui_viewe
     gui_viewer.dims.current_step = (2, 1, 0, 0)
     np.testing.assert_array_equal(np.asarray(gfp.data[2, 1]), frame(2, "GFP") + 1)
     assert gfp.metadata["path"] == storage.path and gfp.metadata["axis_values"] == {"time": [0, 1, 2], "z": [0, 1]}
+
+
+def test_the_command_line_writes_to_a_store_url(s3, scope):
+    import io
+
+    from exengine.storage.omezarr import OMEZarrDataset
+    from napari_exengine.cli import main
+
+    out = io.StringIO()
+    status = main(["acquire", "--time", "3", "--channels", "DAPI,FITC", "--exposure", "0", "--storage",
+                   "napari-exengine.storage.omezarr", "--out", s3.url, "--name", "cli"], stream=out)
+    assert status == 0, out.getvalue()
+    assert f"Done: 6 frames stored in {s3.url}/cli_1.ome.zarr" in out.getvalue()
+    assert len(OMEZarrDataset(f"{s3.url}/cli_1.ome.zarr").coordinates()) == 6
+
+
+@pytest.mark.gui
+def test_the_panel_writes_to_a_store_url(s3, scope, gui_viewer, qtbot):
+    from napari_exengine.acquisition_panel import AcquisitionPanel
+
+    panel = AcquisitionPanel(gui_viewer)
+    panel.time_points.value = 3
+    panel.storage.value = "napari-exengine.storage.omezarr"
+    panel.directory.line_edit.value = s3.url
+    assert panel.destination() == s3.url
+    panel.run()
+    qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=30000)
+    assert panel.storage_object.path.startswith(s3.url) and len(panel.storage_object) == 3
+    assert panel.status.value.startswith("done: 3 frames stored in s3://")
