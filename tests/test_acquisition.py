@@ -288,3 +288,23 @@ def test_a_pause_during_an_interval_takes_effect_at_once_and_the_wait_counts_fro
     acquisition.await_completion(timeout=10)
     assert 0.35 < time.monotonic() - resumed_at < 2.0  # the half interval left, from the resume
     assert len(handler.storage) == 2
+
+
+def test_events_submitted_straight_to_the_engine_stop_driving_the_camera_after_storage_failed(scope, engine):
+    from exengine.data import DataHandlerError
+
+    class Failing(NDRAMStorage):
+        def put(self, coords, data, metadata):
+            raise OSError(28, "No space left on device")
+
+    handler = DataHandler(Failing())
+    engine.submit(StartCapture(num_images=1)).await_execution(10)
+    engine.submit(ReadoutData([{"time": 0}], data_handler=handler, num_images=1))
+    deadline = time.monotonic() + 5
+    while handler.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    engine.submit(StartCapture(num_images=5)).await_execution(10)
+    with pytest.raises(DataHandlerError, match="the data handler has failed"):
+        engine.submit(ReadoutData([{"time": t} for t in range(1, 6)], data_handler=handler,
+                                  num_images=5)).await_execution(10)
+    assert scope["Camera"].is_stopped()

@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 
 from ..device_types import Detector
 from ..kernel.data_coords import DataCoordinates
-from ..kernel.data_handler import DataHandler
+from ..kernel.data_handler import DataHandler, DataHandlerError
 from ..kernel.ex_event_base import ExecutorEvent
 from ..kernel.ex_event_capabilities import Abortable, DataProducing, Stoppable
 from ..kernel.notification_base import Notification, NotificationCategory
@@ -76,6 +76,11 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
     def execute(self) -> int:
         """Read the frames; returns how many were read."""
         detector = resolve_device(self.detector, Detector, "detector")
+        handler = self.data_handler
+        if handler is not None and handler.error is not None:  # nowhere to put frames: stop the camera
+            detector.stop()
+            raise DataHandlerError(f"Not reading {detector.name}: the data handler has failed, no more frames "
+                                   f"can be stored ({handler.error!r})") from handler.error
         counter = itertools.count() if self.num_blocks is None else range(self.num_blocks)
         read = 0
         for _, coords in zip(counter, self.data_coordinate_iterator, strict=False):
