@@ -51,12 +51,12 @@ def test_lazy_plan_gives_the_same_events_as_the_list(scope):
 def test_a_huge_plan_costs_nothing_until_it_runs(scope):
     tracemalloc.start()
     started = time.perf_counter()
-    plan = multi_d_acquisition_plan(num_time_points=10**9, z_start=0, z_end=1e6, z_step=1e-3)
+    plan = multi_d_acquisition_plan(num_time_points=10**9, z_start=0, z_end=1e5, z_step=1e-3)
     first = [e for _, e in zip(range(50), plan, strict=False)]
     elapsed = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert plan.total_frames == 10**9 * (10**9 + 1)
+    assert plan.total_frames == 10**9 * (10**8 + 1)
     assert len(first) == 50 and elapsed < 1.0 and peak < 5_000_000
 
 
