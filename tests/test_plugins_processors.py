@@ -108,7 +108,7 @@ def test_max_intensity_projection_never_discards_an_incomplete_stack():
 def test_max_intensity_projection_from_the_plan_or_at_finish():
     frames = [({"time": t, "z": z}, np.full((2, 2), 10 * t + z, np.uint16)) for t in range(3) for z in range(4)]
     unset = max_intensity_projection()  # no plan given: every stack is projected when the handler finishes
-    assert unset.z_planes is None
+    assert unset.z_planes is None and max_intensity_projection(z_planes=0).z_planes is None  # 0: a spin box's unset
     storage = run(unset, frames)
     assert len(storage) == 3 and storage.get_data({"time": 2, "projection": "max"})[0, 0] == 23
     assert "Partial" not in storage.get_metadata({"time": 2, "projection": "max"})
@@ -129,7 +129,8 @@ def test_max_intensity_projection_from_the_plan_or_at_finish():
 
 @pytest.mark.parametrize("factory, settings, message", [
     (max_intensity_projection, {"z_planes": 2.5}, "z_planes must be a whole number >= 1, got 2.5"),
-    (max_intensity_projection, {"z_planes": 0}, "z_planes must be >= 1, got 0"),
+    (max_intensity_projection, {"z_planes": -2}, "z_planes must be >= 1, got -2"),
+    (max_intensity_projection, {"z_planes": 0.0}, "z_planes must be a whole number >= 1, got 0.0"),
     (max_intensity_projection, {"keep_planes": "no"}, "keep_planes must be true or false, got 'no'"),
     (frame_averaging, {"frames": "2"}, "frames must be a whole number >= 1, got '2'"),
     (frame_averaging, {"frames": True}, "frames must be a whole number >= 1, got True"),

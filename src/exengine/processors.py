@@ -264,7 +264,7 @@ class MaxIntensityProjection(DataProcessor):
     """Projects the ``z_planes`` planes along ``axis`` of each stack into one frame (stateful).
 
     The projection has the stack's coordinates without ``axis`` plus ``projection="max"``, the metadata
-    of the last plane and ``ProjectedPlanes``. ``z_planes=None`` means "from the plan": set it with
+    of the last plane and ``ProjectedPlanes``. ``z_planes=None`` (or 0) means "from the plan": set it with
     :func:`fit_to_plan`; left ``None``, each stack is held (one frame per stack) and projected when the
     handler finishes, since the frames alone cannot tell when a stack is complete. A stack still
     incomplete at finish is emitted by ``flush`` marked ``Partial: True``. ``keep_planes`` also
@@ -272,7 +272,9 @@ class MaxIntensityProjection(DataProcessor):
     """
 
     def __init__(self, z_planes: Optional[int] = None, keep_planes: bool = False, axis: str = "z") -> None:
-        self.z_planes = None if z_planes is None else _positive_int("z_planes", z_planes)
+        # 0 also means "from the plan": what an integer spin box shows for an unset optional int
+        self.z_planes = None if z_planes is None or (z_planes == 0 and not isinstance(z_planes, (bool, float))) \
+            else _positive_int("z_planes", z_planes)
         self.keep_planes = _boolean("keep_planes", keep_planes)
         self.axis = _axis_name("axis", axis)
         # stack coordinates (without the axis) -> (running max, planes seen, metadata of the last plane)
@@ -356,8 +358,8 @@ def frame_averaging(frames: int = 4, axis: str = "time") -> DataProcessor:
 def max_intensity_projection(z_planes: Optional[int] = None, keep_planes: bool = False,
                              axis: str = "z") -> DataProcessor:
     """Project ``z_planes`` planes along ``axis`` into one frame without that axis (and a ``projection``
-    coordinate ``"max"``); ``z_planes`` unset takes the plan's z count; ``keep_planes`` also passes
-    every plane through."""
+    coordinate ``"max"``); ``z_planes`` unset (None or 0) takes the plan's z count; ``keep_planes`` also
+    passes every plane through."""
     return MaxIntensityProjection(z_planes, keep_planes, axis)
 
 
