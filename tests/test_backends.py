@@ -229,3 +229,17 @@ def test_micromanager_configuration_file_is_loaded(tmp_path):
     with pytest.raises(RuntimeError, match="Cannot load Micro-Manager configuration"):
         load_micromanager(str(tmp_path / "missing.cfg"), core=UniMMCore())
     core.unloadAllDevices()
+
+
+def test_loading_micromanager_devices_keeps_the_root_loggers_level():
+    """pymmcore-plus sets the root logger to DEBUG when imported: every library would then log at debug level
+    (slow, and it broke S3 writes under pytest's log capture)."""
+    import logging
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.getLogger().setLevel(logging.WARNING); "
+            "from napari_exengine.device_sets import load_device_set; load_device_set('micromanager'); "
+            "print(logging.getLogger().level)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == str(logging.WARNING), result.stderr

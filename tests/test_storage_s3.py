@@ -51,6 +51,9 @@ def frame(t: int, channel: str) -> np.ndarray:
 def s3_server():
     """moto's S3 HTTP server on 127.0.0.1 (a free port) for this module's tests."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    # aiobotocore formats one of its debug messages wrongly; when another test has turned debug logging
+    # on, pytest's log capture raises that formatting error inside the store's write
+    logging.getLogger("aiobotocore").setLevel(logging.INFO)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -26,9 +26,11 @@ from ..device_types import (
     TriggerableSingleAxisPositioner,
 )
 from ..kernel.device import Device
+from . import root_log_level_kept
 
 try:
-    from pymmcore_plus import CMMCorePlus, DeviceType, PropertyType
+    with root_log_level_kept():
+        from pymmcore_plus import CMMCorePlus, DeviceType, PropertyType
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "The Micro-Manager backend needs pymmcore-plus: pip install 'napari-exengine[micromanager]'"

@@ -13,15 +13,18 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import root_log_level_kept
+
 try:
-    from pymmcore_plus.experimental.unicore import (
-        SimpleCameraDevice,
-        StageDevice,
-        StateDevice,
-        UniMMCore,
-        XYStageDevice,
-        pymm_property,
-    )
+    with root_log_level_kept():
+        from pymmcore_plus.experimental.unicore import (
+            SimpleCameraDevice,
+            StageDevice,
+            StateDevice,
+            UniMMCore,
+            XYStageDevice,
+            pymm_property,
+        )
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("The Micro-Manager demo needs pymmcore-plus: pip install 'napari-exengine[micromanager]'") \
         from error
