@@ -23,7 +23,7 @@ from .device_types import Detector, DoubleAxisPositioner, SingleAxisPositioner
 from .events._devices import resolve_device
 from .events.detector_events import ReadoutData, StartCapture
 from .events.misc_events import AcquisitionClock, SetTimeEvent
-from .events.multi_d_events import MultiDPlan, multi_d_acquisition_plan
+from .events.multi_d_events import MultiDPlan, finite_number, multi_d_acquisition_plan
 from .events.positioner_events import SetPosition1DEvent, SetPosition2DEvent
 from .kernel.data_coords import DataCoordinates
 from .kernel.data_handler import DataHandler
@@ -83,16 +83,6 @@ def _count(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _number(value: Any, name: str, low: float = -math.inf, high: float = math.inf) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or not low <= number <= high:
-        raise ValueError(f"{name} must be a finite number within [{low:g}, {high:g}], got {value!r}")
-    return number
-
-
 def _snap(camera: Any, coords: dict[str, Any], data_handler: Optional[DataHandler]) -> Iterator[ExecutorEvent]:
     yield StartCapture(num_images=1, detector=camera)
     yield ReadoutData([DataCoordinates(coords)], detector=camera, data_handler=data_handler, num_images=1)
@@ -118,7 +108,7 @@ def multi_d(num_time_points: int = 1, time_interval_s: float = 0.0, until_stoppe
 def _grid(rows: int, columns: int, overlap: float, camera: Any, xy_device: Any) -> list[tuple[int, int, float, float]]:
     """(row, column, x, y) of every tile of a grid centred on the stage's current position, row by row."""
     rows, columns = _count(rows, "rows"), _count(columns, "columns")
-    overlap = _number(overlap, "overlap", 0.0, 0.9)
+    overlap = finite_number(overlap, "overlap", 0.0, 0.9)
     stage = resolve_device(xy_device, DoubleAxisPositioner, "xy stage")
     width, height = field_of_view_um(camera)
     step_x, step_y = width * (1 - overlap), height * (1 - overlap)
@@ -152,8 +142,8 @@ def overview_then_zoom(rows: int = 3, columns: int = 3, overlap: float = 0.0, z_
     if data_handler is None:
         raise ValueError("overview_then_zoom reads the overview back: it needs a data_handler")
     tiles = _grid(rows, columns, overlap, camera, xy_device)
-    z_range = _number(z_range_um, "z_range_um", 0.0)
-    z_step = _number(z_step_um, "z_step_um", 1e-6)
+    z_range = finite_number(z_range_um, "z_range_um", 0.0)
+    z_step = finite_number(z_step_um, "z_step_um", 1e-6)
     planes = math.floor(z_range / z_step + 1e-9) + 1
     stage = resolve_device(z_device, SingleAxisPositioner, "z stage")
     z0 = stage.get_position()
@@ -187,9 +177,9 @@ def acquire_until(threshold: float = 0.5, relative: bool = True, below: bool = T
     first frame's mean. Ends after ``max_time_points`` at the latest."""
     if data_handler is None:
         raise ValueError("acquire_until measures the frames: it needs a data_handler")
-    threshold = _number(threshold, "threshold", 0.0)
+    threshold = finite_number(threshold, "threshold", 0.0)
     limit = _count(max_time_points, "max_time_points")
-    interval = _number(time_interval_s, "time_interval_s", 0.0)
+    interval = finite_number(time_interval_s, "time_interval_s", 0.0)
 
     def events() -> Iterator[ExecutorEvent]:
         clock = AcquisitionClock()

@@ -500,26 +500,22 @@ class AcquisitionPanel(QWidget):
         save_sequence(self.event_arguments(), path)
 
     def _choose_sequence_to_load(self) -> None:
-        from magicgui.widgets import request_values
-
-        values = request_values(path={"annotation": Path, "options": {"mode": "r", "filter": "*.yaml *.yml *.json"}},
-                                title="Load an MDASequence")
-        if values:
-            try:
-                self.load_sequence(str(values["path"]))
-            except (ValueError, OSError, ImportError) as e:
-                self._fail(f"Cannot load the sequence: {e}")
+        self._with_sequence_file("r", "Load an MDASequence", self.load_sequence, "load")
 
     def _choose_sequence_file_to_save(self) -> None:
+        self._with_sequence_file("w", "Save as an MDASequence", self.save_sequence, "save")
+
+    def _with_sequence_file(self, mode: str, title: str, action: Any, verb: str) -> None:
+        """Ask for a YAML/JSON file, then ``action(path)``; a refusal is shown, not raised."""
         from magicgui.widgets import request_values
 
-        values = request_values(path={"annotation": Path, "options": {"mode": "w", "filter": "*.yaml *.yml *.json"}},
-                                title="Save as an MDASequence")
+        values = request_values(path={"annotation": Path, "options": {"mode": mode, "filter": "*.yaml *.yml *.json"}},
+                                title=title)
         if values:
             try:
-                self.save_sequence(str(values["path"]))
+                action(str(values["path"]))
             except (ValueError, OSError, ImportError) as e:
-                self._fail(f"Cannot save the sequence: {e}")
+                self._fail(f"Cannot {verb} the sequence: {e}")
 
     def run(self) -> Optional[Acquisition]:
         """Start the acquisition described by the settings (the plan is checked again first)."""

@@ -20,6 +20,7 @@ from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition, PlanError, check_setting, dry_run
 from exengine.data import DataHandler
 from exengine.events import MultiDPlan, multi_d_acquisition_plan
+from exengine.events.multi_d_events import finite_number
 from exengine.processors import ProcessorChain, fit_to_plan
 
 from .contributions import (
@@ -177,12 +178,9 @@ def _whole(settings: dict[str, Any], key: str) -> int:
 
 def _number(value: Any, key: str) -> float:
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{key} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise UsageError(f"{key} must be a finite number, got {value!r}")
-    return number
+        return finite_number(value, key)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _names(value: Any, key: str) -> list[Any]:

@@ -331,13 +331,17 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
-def _finite(value: Any, name: str) -> float:
+def finite_number(value: Any, name: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``name`` when it is not a finite number within
+    [``low``, ``high``] (a setting of a plan)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be within [{low:g}, {high:g}], got {value!r}")
     return number
 
 
@@ -353,13 +357,13 @@ def _time_points(num: Union[int, float, None], interval: Union[float, Sequence[f
     else:
         raise ValueError(f"num_time_points must be a positive int (or math.inf: until stopped), got {num!r}")
     if isinstance(interval, (int, float, np.number)) and not isinstance(interval, bool):
-        step = _finite(interval, "time_interval_s")
+        step = finite_number(interval, "time_interval_s")
         if step < 0:
             raise ValueError(f"time_interval_s must be >= 0, got {interval!r}")
         return _TimeAxis(size, step)
     if size is None:
         raise ValueError("An open-ended time-lapse takes one time_interval_s, not a list")
-    intervals = [_finite(v, "time_interval_s") for v in interval]
+    intervals = [finite_number(v, "time_interval_s") for v in interval]
     if len(intervals) != size:
         raise ValueError(f"time_interval_s has {len(intervals)} intervals; num_time_points is {size}")
     if any(v < 0 for v in intervals):
@@ -411,7 +415,7 @@ def _channels(group: Any, channels: Any, exposures: Any) -> list[tuple[str, Opti
         raise ValueError("channels need channel_group: the device (or its name) that selects the channel")
     if exposures is None:
         return [(c, None) for c in channels]
-    exposures = [_finite(e, "channel_exposures_ms") for e in exposures]
+    exposures = [finite_number(e, "channel_exposures_ms") for e in exposures]
     if len(exposures) != len(channels):
         raise ValueError(f"channel_exposures_ms has {len(exposures)} values for {len(channels)} channels")
     if any(e < 0 for e in exposures):
@@ -441,7 +445,7 @@ def _z_offsets(start: Optional[float], end: Optional[float], step: Optional[floa
     missing = [k for k, v in given.items() if v is None]
     if missing:
         raise ValueError(f"A z range needs z_start, z_end and z_step; missing {missing}")
-    start, end, step = (_finite(v, k) for k, v in given.items())
+    start, end, step = (finite_number(v, k) for k, v in given.items())
     if step == 0 or (end - start) * step < 0:
         raise ValueError(f"z_step={step} does not lead from z_start={start} to z_end={end}")
     count = int(np.floor((end - start) / step + 1e-9)) + 1
