@@ -190,7 +190,8 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         engine = ExecutionEngine.get_instance()
         try:
             for event in self._events():
-                if self._wait_while_paused() or self.is_stop_requested() or self.is_abort_requested():
+                self._hold()
+                if self._ended():
                     break
                 if not self.checked:
                     self._checks.event(event)
@@ -199,7 +200,7 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
                 if isinstance(event, (SetTimeEvent, Sleep)):
                     event._pause_hold = self._hold  # type: ignore[union-attr] - a pause also holds its wait
                 self.current = event
-                if self.is_stop_requested() or self.is_abort_requested():
+                if self._ended():  # a stop that came before ``current`` was set
                     break
                 result = event.execute()
                 self.current = None
@@ -208,7 +209,7 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
                     self.frames_read += result or 0
         finally:
             self.current = None
-            if self.is_stop_requested() or self.is_abort_requested():
+            if self._ended():
                 for detector in self._detectors:
                     detector.stop()
         return self.frames_read
@@ -232,13 +233,7 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         if isinstance(event, SetTimeEvent) and event.clock is not None:
             self._clocks.add(event.clock)
         elif isinstance(event, (StartCapture, StartContinuousCapture)):
-            detector = resolve_device(event.detector, Detector, "detector")
-            self._detectors.add(detector)
-
-    def _wait_while_paused(self) -> bool:
-        """Block while paused; return True when stopped or aborted meanwhile."""
-        self._hold()
-        return self._ended()
+            self._detectors.add(self._checks.device(event.detector, Detector, "detector"))
 
     def _hold(self) -> float:
         """Block while paused (publishing the pause and the resume); return the seconds paused. Time-lapse
@@ -266,7 +261,10 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
 
     def end(self, abort: bool) -> None:
         """Stop (or abort) between events, and end the current event's waits."""
-        self._request_abort() if abort else self._request_stop()
+        if abort:
+            self._request_abort()
+        else:
+            self._request_stop()
         current = self.current
         if abort and isinstance(current, Abortable):
             current._request_abort()
