@@ -288,10 +288,10 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[
         roles = load_device_set(backend, mm_config)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    exposure = None
     if settings.get("exposure") is not None:
         exposure = _number(settings["exposure"], "exposure")
         check_setting(roles.camera, "exposure", exposure)
-        roles.camera.exposure = exposure
     specs = settings.get("processor") or []
     processors = []
     for spec in [specs] if isinstance(specs, (str, dict)) else specs:
@@ -342,6 +342,8 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[
     out = os.path.abspath(settings.get("out") or os.getcwd()) if "://" not in str(settings.get("out", "")) \
         else settings["out"]
     _check_free_space(out, getattr(plan, "total_frames", None), roles.camera, shape)
+    if exposure is not None:  # every setting is checked: the devices may now be set
+        roles.camera.exposure = exposure
     summary = {"Software": "exengine acquire", "Settings": {k: v for k, v in settings.items()
                                                             if isinstance(v, (str, int, float, list))}}
     if settings.get("z") is not None and isinstance(plan, MultiDPlan):  # Micro-Manager's key: readers scale z by it
