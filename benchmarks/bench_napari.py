@@ -1,121 +1,521 @@
-"""Acquisition throughput with the napari layer sink on a visible viewer vs without any viewer.
+"""Acquisition with napari showing it, against the same acquisition with no viewer, and against the peer.
 
-1,000 frames of 512x512 uint16 from the simulated camera at full speed (zero exposure) to NDTiff in
-RAM, same run: the throughput ratio, the display refresh rate during the run, and the median delay from
-a frame stored to it being shown. Needs a display: ``xvfb-run -a python benchmarks/bench_napari.py``.
+Three parts, each interleaving its configurations run by run (medians), 512x512 uint16 frames stored as
+NDTiff in RAM (``/dev/shm``):
+
+1. **Full speed, against napari-micromanager.** 1,000 frames (time 50 x channel 2 x z 10) at zero
+   exposure from our simulated camera, with our layer sink on a visible viewer vs no viewer; and, in
+   the same run, napari-micromanager's MDA (pymmcore-plus's runner on ``UniMMCore`` with a pure-Python
+   512x512 zero-exposure camera: ``exengine.backends.micromanager_demo``) shown live in napari through
+   its main window vs the same MDA on a core with no viewer (``core.run_mda``). Each side's ratio is
+   frames/s shown / frames/s headless; the ratio of ratios is ours / the peer's (target >= 4). Shown
+   runs are timed from Run (before any layer is made) until every frame is stored (ours) or written
+   into the layer's array (the peer's), and again from when the layers exist; headless runs from the
+   start to the last frame. Ours is also run with channels as an axis (one layer, as the peer shows).
+2. **Camera-paced.** The camera delivers 500 frames/s (one hardware-timed sequence of 3,000 frames);
+   with the viewer showing it: the achieved / requested rate (target >= 0.98), frames lost (must be 0),
+   the delay from stored to shown (median, p95, max; target <= 100 ms), and how far storage fell
+   behind the camera's clock; the same headless for reference.
+3. **Long run.** 10,000 frames (time 500 x channel 2 x z 10) at full speed from the lazy
+   ``multi_d_acquisition_plan``, the layer sink given no plan (sliders grow as frames arrive):
+   frames/s vs headless, RSS at start, peak and end, every frame stored.
+
+Run: ``xvfb-run -a python bench_napari.py`` (``--runs N`` for part 1's run count, ``--skip-peer``).
+
+The peer runs in its own process, so that it gets the zarr it declares: napari-micromanager 0.3.1
+requires ``zarr<3`` and this project ``zarr>=3`` (installing it here would downgrade zarr and break
+our OME-Zarr storage; its layer writes under zarr 3 take ~5.4 ms a frame instead of ~0.7 ms). Install
+it in a virtual environment that sees this one's packages, and point the script at that Python::
+
+    python -m venv --system-site-packages /opt/nmm-env
+    /opt/nmm-env/bin/pip install napari-micromanager==0.3.1
+    NMM_PYTHON=/opt/nmm-env/bin/python xvfb-run -a python bench_napari.py   # or --peer-python PATH
+
+Without it (``NMM_PYTHON`` unset: this Python is tried) the peer is skipped with the reason printed.
+napari-micromanager keeps its display data in zarr arrays in a temporary folder; the script puts that
+folder in RAM too. Its MDA pauses until its layers exist, so its time includes making them, as ours does.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-
-import napari
-from qtpy.QtWidgets import QApplication
+from collections.abc import Callable
+from typing import Any, Optional
 
 from _common import scratch_dir
-from exengine import ExecutionEngine
-from exengine.acquisition import Acquisition
-from exengine.data import DataHandler
-from exengine.devices.simulated import create_simulated_devices
-from exengine.events import multi_d_acquisition_events
-from exengine.storage import NDTiffStorage
-from napari_exengine.layer_sink import LayerSink
 
-FRAMES = 1000
+FULL_T, CHANNELS, Z = 50, ("DAPI", "FITC"), 10
+FULL_FRAMES = FULL_T * len(CHANNELS) * Z
 RUNS = 5
+PACED_RATE = 500.0
+PACED_FRAMES = 3000
+PACED_RUNS = 3
+LONG_T = 500
+LONG_FRAMES = LONG_T * len(CHANNELS) * Z
+LONG_RUNS = 3
+SHAPE = (512, 512)
 
 
-class TimedSink(LayerSink):
-    """A LayerSink that records when each frame was stored and when a refresh showed it."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.stored_at: dict = {}
-        self.shown_at: dict = {}
-        self.refresh_times: list[float] = []
-        super().__init__(*args, **kwargs)
-        self.handler.add_listener(self._stamp)
-
-    def _stamp(self, stage, coords) -> None:
-        if stage == "stored":
-            self.stored_at[frozenset(coords.items())] = time.monotonic()
-
-    def refresh(self) -> None:
-        with self._pending_lock:
-            pending = list(self._pending)
-        super().refresh()
-        if pending:
-            now = time.monotonic()
-            self.refresh_times.append(now)
-            for coords in pending:
-                self.shown_at[frozenset(coords.items())] = now
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def run(root: str, viewer=None, pixel_size: float = 1.0) -> tuple[float, float, float]:
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# ------------------------------------------------------------------------------------------- ours
+def _timed_sink_class() -> type:
+    from napari_exengine.layer_sink import LayerSink
+
+    class TimedSink(LayerSink):
+        """A LayerSink that records when each frame was stored and when a refresh showed it."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.stored_at: dict = {}
+            self.shown_at: dict = {}
+            self.refresh_times: list[float] = []
+            self.refresh_cpu: list[float] = []
+            super().__init__(*args, **kwargs)
+            self.handler.add_listener(self._stamp)
+
+        def _stamp(self, stage: str, coords: Any) -> None:
+            if stage == "stored":
+                self.stored_at[frozenset(coords.items())] = time.monotonic()
+
+        def refresh(self) -> None:
+            with self._pending_lock:
+                pending = list(self._pending)
+            cpu = time.thread_time()
+            super().refresh()
+            if pending:
+                self.refresh_cpu.append(time.thread_time() - cpu)
+                now = time.monotonic()
+                self.refresh_times.append(now)
+                for coords in pending:
+                    self.shown_at[frozenset(coords.items())] = now
+
+    return TimedSink
+
+
+def run_ours(root: str, make_events: Callable[[Any], Any], frames: int, viewer: Any = None,
+             planned: bool = True, pixel_size: float = 1.0, rate: Optional[float] = None,
+             split_channels: bool = True) -> dict[str, Any]:
+    """One acquisition of ``make_events(handler)``; with ``viewer``, shown there by a (timed) layer sink,
+    given the planned coordinates and frame shape as the acquisition panel does when ``planned``."""
+    from qtpy.QtWidgets import QApplication
+
+    from exengine.acquisition import Acquisition
+    from exengine.data import DataHandler
+    from exengine.events.detector_events import ReadoutData
+    from exengine.storage import NDTiffStorage
+
     storage = NDTiffStorage(root, "napari")
     handler = DataHandler(storage)
-    events = multi_d_acquisition_events(num_time_points=FRAMES // 20, z_start=0, z_end=9, z_step=1,
-                                        channel_group="Channel", channels=["DAPI", "FITC"], data_handler=handler)
-    planned = [c for e in events if hasattr(e, "data_coordinate_iterator") for c in e.data_coordinate_iterator]
-    # As the acquisition panel does: the planned coordinates and the camera's frame shape and pixel size,
-    # so the layers exist, at their final scale, before the first frame.
-    sink = (TimedSink(viewer, handler, name="bench", scale={}, expected=planned, frame_shape=(512, 512),
-                      pixel_size=pixel_size)
-            if viewer is not None else None)
-    acquisition = Acquisition(events, handler)
-    finished_at: list[float] = []
-    handler.add_listener(lambda stage, _: finished_at.append(time.perf_counter()) if stage == "finished" else None)
+    events = make_events(handler)
+    stored: list[float] = []
+    finished: list[float] = []
+
+    def listen(stage: str, _coords: Any) -> None:
+        if stage == "stored":
+            stored.append(time.monotonic())
+        elif stage == "finished":
+            finished.append(time.monotonic())
+
+    handler.add_listener(listen)
     app = QApplication.instance()
-    start = time.perf_counter()
+    rss_start = peak = _rss_mb()
+    run_at = time.monotonic()  # "Run": the sink and its layers are made within the measured time
+    sink = None
+    if viewer is not None:
+        kwargs: dict[str, Any] = {}
+        if planned:
+            kwargs = {"expected": [c for e in events if isinstance(e, ReadoutData) for c in e.data_coordinate_iterator],
+                      "frame_shape": SHAPE, "pixel_size": pixel_size}
+        sink = _timed_sink_class()(viewer, handler, name="bench", scale={}, split_channels=split_channels, **kwargs)
+    acquisition = Acquisition(events, handler)
+    gui_cpu = time.thread_time()
+    start = time.monotonic()
     acquisition.start()
     # The acquisition ends by itself (as the panel's does); the GUI thread only processes its events.
-    finisher = threading.Thread(target=acquisition.await_completion, args=(60,))
+    finisher = threading.Thread(target=acquisition.await_completion, args=(600,))
     finisher.start()
+    next_sample = 0.0
     while not handler.is_finished():
-        app.processEvents()
-        time.sleep(0.002)
+        if sink is not None:
+            app.processEvents()
+            time.sleep(0.002)
+        else:
+            time.sleep(0.005)
+        now = time.monotonic()
+        if now >= next_sample:
+            peak, next_sample = max(peak, _rss_mb()), now + 0.05
     finisher.join()
-    elapsed = finished_at[0] - start
-    rate = delay = 0.0
+    gui_cpu = time.thread_time() - gui_cpu
+    end = finished[0]
+    result: dict[str, Any] = {
+        "fps_run": frames / (end - run_at), "fps_start": frames / (end - start), "sink_ms": (start - run_at) * 1000,
+        "stored": len(storage.get_coordinates_list()), "rss_start": rss_start, "rss_end": _rss_mb(),
+        "in_flight_peak": handler.peak_bytes_in_flight / 1e6,
+    }
+    result["rss_peak"] = max(peak, result["rss_end"])
+    if rate:  # how far storage fell behind the camera's clock (taken from the earliest-stored frame)
+        lags = [t - i / rate for i, t in enumerate(stored)]
+        result["lag_max_ms"] = (max(lags) - min(lags)) * 1000
     if sink is not None:
         sink.close()
         app.processEvents()
-        rate = len(sink.refresh_times) / elapsed
         delays = [sink.shown_at[k] - sink.stored_at[k] for k in sink.shown_at if k in sink.stored_at]
-        delay = statistics.median(delays) * 1000
+        result.update(refresh_rate=len(sink.refresh_times) / (end - start), shown=len(sink.shown_at),
+                      gui_cpu_ms_per_refresh=gui_cpu * 1000 / max(len(sink.refresh_times), 1),
+                      gui_cpu_share=gui_cpu / (end - start),
+                      delay_med=statistics.median(delays) * 1000, delay_p95=_percentile(delays, 0.95) * 1000,
+                      delay_max=max(delays) * 1000, refresh_cpu_ms=statistics.median(sink.refresh_cpu) * 1000,
+                      refresh_cpu_max_ms=max(sink.refresh_cpu) * 1000)
         viewer.layers.clear()
-    shutil.rmtree(storage.path)
-    return FRAMES / elapsed, rate, delay
+    storage.close()
+    shutil.rmtree(storage.path, ignore_errors=True)
+    return result
 
 
-def main() -> None:
-    devices = create_simulated_devices()
-    devices["Camera"].exposure = 0.0
-    devices["Camera"].frame_rate_limit = 100000.0
-    viewer = napari.Viewer(show=True)
-    root = scratch_dir()
-    without, with_viewer, rates, delays = [], [], [], []
+# ------------------------------------------------------------------------------------------- peer
+PEER_HELP = ("python -m venv --system-site-packages /opt/nmm-env && "
+             "/opt/nmm-env/bin/pip install napari-micromanager==0.3.1, then run with "
+             "NMM_PYTHON=/opt/nmm-env/bin/python (or --peer-python)")
+
+
+def _say(**message: Any) -> None:
+    print("PEER " + json.dumps(message), flush=True)
+
+
+def peer_child() -> None:
+    """The peer's side, in its own process: answers 'headless', 'viewer' and 'quit' on stdin."""
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
     try:
-        for _ in range(RUNS):
-            without.append(run(root)[0])
-            fps, rate, delay = run(root, viewer, devices["Camera"].pixel_size_um)
-            with_viewer.append(fps)
-            rates.append(rate)
-            delays.append(delay)
+        import napari
+        import napari_micromanager
+        import pymmcore_plus
+        import useq
+        import zarr
+        from napari_micromanager import MainWindow
+
+        from exengine.backends.micromanager_demo import create_demo_core
+    except ImportError as e:
+        _say(error=f"napari-micromanager cannot be imported by {sys.executable}: {e!r}. To install it: {PEER_HELP}")
+        return
+    if int(zarr.__version__.split(".")[0]) >= 3:
+        _say(error=f"napari-micromanager {napari_micromanager.__version__} requires zarr<3 but {sys.executable} has "
+                   f"zarr {zarr.__version__} (its layer writes would be ~7x slower than it is built for). "
+                   f"Install it in its own environment: {PEER_HELP}")
+        return
+    from qtpy.QtWidgets import QApplication
+
+    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
+    tmp_root = scratch_dir()
+    tempfile.tempdir = tmp_root  # its layers' zarr arrays go to RAM, as our NDTiff storage does
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    # Cores made with the Qt application running use Qt signals, as in napari.
+    shown_core, headless_core = create_demo_core(), create_demo_core()
+    for core in (shown_core, headless_core):
+        core.setExposure(0)
+    window = MainWindow(viewer, mmcore=shown_core)
+    viewer.window.add_dock_widget(window, name="Micro-Manager", area="top")
+    for _ in range(50):
+        app.processEvents()
+        time.sleep(0.01)
+    sequence = useq.MDASequence(
+        time_plan={"interval": 0, "loops": FULL_T}, channels=[{"config": c, "group": "Channel"} for c in CHANNELS],
+        z_plan={"range": Z - 1, "step": 1}, axis_order="tcz")
+    handler = window._core_link._mda_handler
+    layers_made: list[float] = []
+    viewer.layers.events.inserted.connect(lambda _event: layers_made.append(time.monotonic()))
+    _say(ready=True, versions={"napari-micromanager": napari_micromanager.__version__,
+                               "pymmcore-plus": pymmcore_plus.__version__, "zarr": zarr.__version__,
+                               "napari": napari.__version__, "core": type(shown_core).__name__})
+    try:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "quit":
+                break
+            if command == "headless":
+                start = time.monotonic()
+                headless_core.run_mda(sequence).join()
+                _say(fps=FULL_FRAMES / (time.monotonic() - start))
+            elif command == "viewer":
+                layers_made.clear()
+                start = time.monotonic()
+                thread = shown_core.run_mda(sequence)
+                runner_end = None
+                while thread.is_alive() or handler._mda_running or handler._deck:
+                    app.processEvents()
+                    time.sleep(0.002)
+                    if runner_end is None and not thread.is_alive():
+                        runner_end = time.monotonic()
+                end = time.monotonic()
+                written = sum(z.nchunks_initialized for z, _ in handler._tmp_arrays.values())
+                viewer.layers.clear()
+                for z, tmp in handler._tmp_arrays.values():
+                    z.store.close()
+                    tmp.cleanup()
+                handler._tmp_arrays.clear()
+                _say(fps=FULL_FRAMES / (end - start), fps_runner=FULL_FRAMES / ((runner_end or end) - start),
+                     fps_after_layers=FULL_FRAMES / (end - max(layers_made, default=start)), written=written,
+                     layers_ms=(max(layers_made, default=start) - start) * 1000)
     finally:
+        viewer.close()
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+class Peer:
+    """The parent's handle on the peer process."""
+
+    def __init__(self, python: str) -> None:
+        self.error: Optional[str] = None
+        self.versions: dict[str, str] = {}
+        self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - the peer's stderr, read if it fails
+        try:
+            self.proc: Optional[subprocess.Popen] = subprocess.Popen(
+                [python, os.path.abspath(__file__), "--peer-child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self._log, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+        except OSError as e:
+            self.proc, self.error = None, f"cannot start {python}: {e}. To install the peer: {PEER_HELP}"
+            return
+        message = self._read()
+        if "error" in message:
+            self.error = message["error"]
+            self.close()
+        else:
+            self.versions = message["versions"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("PEER "):
+                return json.loads(line[5:])
+        code = self.proc.wait()
+        self._log.seek(0)
+        tail = " | ".join(self._log.read().strip().splitlines()[-5:])
+        return {"error": f"the peer process ended (exit code {code}): {tail}"}
+
+    def run(self, command: str) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        message = self._read()
+        if "error" in message:
+            raise RuntimeError(message["error"])
+        return message
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")  # type: ignore[union-attr]
+                self.proc.stdin.flush()  # type: ignore[union-attr]
+                self.proc.wait(30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+# ------------------------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=RUNS, help="interleaved runs of the full-speed part")
+    parser.add_argument("--peer-python", default=os.environ.get("NMM_PYTHON", sys.executable),
+                        help="Python with napari-micromanager installed (default: $NMM_PYTHON, else this one)")
+    parser.add_argument("--skip-peer", action="store_true")
+    args = parser.parse_args()
+
+    import napari
+
+    from exengine import ExecutionEngine
+    from exengine.devices.simulated import create_simulated_devices
+    from exengine.events import multi_d_acquisition_events
+    from exengine.events.multi_d_events import multi_d_acquisition_plan
+
+    devices = create_simulated_devices()
+    camera = devices["Camera"]
+    camera.exposure = 0.0
+    pixel = camera.pixel_size_um
+    viewer = napari.Viewer(show=True)
+    peer = None if args.skip_peer else Peer(args.peer_python)
+    root = scratch_dir()
+
+    def full(handler: Any) -> Any:
+        return multi_d_acquisition_events(num_time_points=FULL_T, z_start=0, z_end=Z - 1, z_step=1,
+                                          channel_group="Channel", channels=list(CHANNELS), data_handler=handler)
+
+    def paced(handler: Any) -> Any:
+        return multi_d_acquisition_plan(num_time_points=PACED_FRAMES, sequence="t", data_handler=handler)
+
+    def long(handler: Any) -> Any:
+        return multi_d_acquisition_plan(num_time_points=LONG_T, z_start=0, z_end=Z - 1, z_step=1,
+                                        channel_group="Channel", channels=list(CHANNELS), data_handler=handler)
+
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in (
+        "ours_headless", "ours_shown", "ours_one_layer", "peer_headless", "peer_shown", "paced_headless", "paced_shown",
+        "long_headless", "long_shown")}
+    peer_error = None if peer is None else peer.error
+    script_start, load_start = time.monotonic(), os.getloadavg()
+    try:
+        camera.frame_rate_limit = 100000.0
+        # One unmeasured run of each (the first layers, shaders and caches are made once per process).
+        run_ours(root, full, FULL_FRAMES)
+        run_ours(root, full, FULL_FRAMES, viewer, pixel_size=pixel)
+        if peer is not None and peer_error is None:
+            try:
+                peer.run("headless")
+                peer.run("viewer")
+            except RuntimeError as e:
+                peer_error = str(e)
+        for _ in range(args.runs):
+            results["ours_headless"].append(run_ours(root, full, FULL_FRAMES))
+            results["ours_shown"].append(run_ours(root, full, FULL_FRAMES, viewer, pixel_size=pixel))
+            results["ours_one_layer"].append(run_ours(root, full, FULL_FRAMES, viewer, pixel_size=pixel,
+                                                      split_channels=False))
+            if peer is not None and peer_error is None:
+                try:
+                    results["peer_headless"].append(peer.run("headless"))
+                    results["peer_shown"].append(peer.run("viewer"))
+                except RuntimeError as e:
+                    peer_error = str(e)
+        if peer is not None:
+            peer.close()
+        camera.frame_rate_limit = PACED_RATE
+        for _ in range(PACED_RUNS):
+            results["paced_headless"].append(run_ours(root, paced, PACED_FRAMES, rate=PACED_RATE))
+            results["paced_shown"].append(run_ours(root, paced, PACED_FRAMES, viewer, pixel_size=pixel,
+                                                   rate=PACED_RATE))
+        camera.frame_rate_limit = 100000.0
+        for _ in range(LONG_RUNS):
+            results["long_headless"].append(run_ours(root, long, LONG_FRAMES))
+            results["long_shown"].append(run_ours(root, long, LONG_FRAMES, viewer, planned=False))
+    finally:
+        if peer is not None:
+            peer.close()
         shutil.rmtree(root, ignore_errors=True)
         viewer.close()
         ExecutionEngine.get_instance().shutdown()
-    ours, ref = statistics.median(with_viewer), statistics.median(without)
-    print(f"{'measure':52} {'value':>10}")
-    print(f"{'frames/s with the layer sink on a visible viewer':52} {ours:10.1f}")
-    print(f"{'frames/s without any viewer':52} {ref:10.1f}")
-    print(f"{'throughput ratio (target >= 0.95)':52} {ours / ref:10.2f}")
-    print(f"{'display refreshes per second during the run':52} {statistics.median(rates):10.1f}")
-    print(f"{'median delay stored -> shown, ms (target <= 100)':52} {statistics.median(delays):10.1f}")
+    report(results, peer, peer_error, args.runs, time.monotonic() - script_start)
+    print(f"Load average (1, 5, 15 min) at the start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
+          "at the end {:.2f} {:.2f} {:.2f} (2 cores; other work on the machine lowers every figure).".format(
+              *os.getloadavg()))
+
+
+def _med(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _span(runs: list[dict[str, Any]], key: str, fmt: str = "{:.0f}") -> str:
+    values = [r[key] for r in runs]
+    return f"{fmt.format(min(values))}-{fmt.format(max(values))}"
+
+
+def _display(rows: list[dict[str, Any]]) -> str:
+    return (f"display refreshes/s {_med(rows, 'refresh_rate'):.1f}; GUI thread busy "
+            f"{_med(rows, 'gui_cpu_share'):.0%} of the time, {_med(rows, 'gui_cpu_ms_per_refresh'):.0f} ms CPU per "
+            f"refresh ({_med(rows, 'refresh_cpu_ms'):.0f} ms in the sink's refresh, the rest painting and napari's "
+            "events)")
+
+
+def report(results: dict[str, list[dict[str, Any]]], peer: Optional[Peer], peer_error: Optional[str],
+           runs: int, seconds: float) -> None:
+    ours_h, ours_s = results["ours_headless"], results["ours_shown"]
+    print(f"\n1. Full speed: {FULL_FRAMES:,} frames (t{FULL_T} x c{len(CHANNELS)} x z{Z}, {SHAPE[0]}x{SHAPE[1]} "
+          f"uint16, zero exposure); median of {runs} interleaved runs")
+    print(f"{'path':58} {'shown f/s':>10} {'headless f/s':>13} {'ratio':>7} {'ratios over runs':>17}")
+    ours_ratio = _med(ours_s, "fps_run") / _med(ours_h, "fps_run")
+    ours_ratios = sorted(s["fps_run"] / h["fps_run"] for s, h in zip(ours_s, ours_h, strict=True))
+    print(f"{'ExEngine + layer sink, NDTiff in RAM (timed from Run)':58} {_med(ours_s, 'fps_run'):10.0f} "
+          f"{_med(ours_h, 'fps_run'):13.0f} {ours_ratio:7.2f} {ours_ratios[0]:8.2f}-{ours_ratios[-1]:.2f}")
+    start_ratio = _med(ours_s, "fps_start") / _med(ours_h, "fps_start")
+    print(f"{'  the same, timed from the acquisition start':58} {_med(ours_s, 'fps_start'):10.0f} "
+          f"{_med(ours_h, 'fps_start'):13.0f} {start_ratio:7.2f}")
+    one = results["ours_one_layer"]
+    one_ratio = _med(one, "fps_run") / _med(ours_h, "fps_run")
+    one_ratios = sorted(s["fps_run"] / h["fps_run"] for s, h in zip(one, ours_h, strict=True))
+    print(f"{'  channels as an axis: one layer, as the peer shows them':58} {_med(one, 'fps_run'):10.0f} "
+          f"{_med(ours_h, 'fps_run'):13.0f} {one_ratio:7.2f} {one_ratios[0]:8.2f}-{one_ratios[-1]:.2f}")
+    if results["peer_shown"]:
+        peer_h, peer_s = results["peer_headless"], results["peer_shown"]
+        peer_ratio = _med(peer_s, "fps") / _med(peer_h, "fps")
+        peer_ratios = sorted(s["fps"] / h["fps"] for s, h in zip(peer_s, peer_h, strict=True))
+        label = f"napari-micromanager {peer.versions.get('napari-micromanager')} MDA, UniMMCore" if peer else "peer"
+        print(f"{label:58} {_med(peer_s, 'fps'):10.0f} {_med(peer_h, 'fps'):13.0f} {peer_ratio:7.2f} "
+              f"{peer_ratios[0]:8.2f}-{peer_ratios[-1]:.2f}")
+        print(f"{'  its runner alone (before the layer writes end)':58} {_med(peer_s, 'fps_runner'):10.0f}")
+        after_ratio = _med(peer_s, "fps_after_layers") / _med(peer_h, "fps")
+        print(f"{'  timed from its layer made (as ours from the start)':58} {_med(peer_s, 'fps_after_layers'):10.0f} "
+              f"{_med(peer_h, 'fps'):13.0f} {after_ratio:7.2f}")
+        print(f"{'ratio of ratios, ours / peer (target >= 4)':58} {'':10} {'':13} {ours_ratio / peer_ratio:7.2f}")
+        print(f"{'  with ours showing channels as an axis (one layer)':58} {'':10} {'':13} "
+              f"{one_ratio / peer_ratio:7.2f}")
+        print(f"{'  both timed once their layers exist':58} {'':10} {'':13} {start_ratio / after_ratio:7.2f}")
+        print(f"   peer: {peer.versions if peer else ''}; frames written into its layers per run: "
+              f"{sorted({r['written'] for r in peer_s})}; making its layer {_med(peer_s, 'layers_ms'):.0f} ms")
+    else:
+        print(f"napari-micromanager: skipped — {peer_error or 'not requested (--skip-peer)'}")
+    print(f"   ours: delay stored -> shown median {_med(ours_s, 'delay_med'):.0f} ms, p95 "
+          f"{_med(ours_s, 'delay_p95'):.0f} ms; making the sink and its layers {_med(ours_s, 'sink_ms'):.0f} ms (one "
+          f"layer: {_med(one, 'sink_ms'):.0f} ms); frames in flight at most {_med(ours_s, 'in_flight_peak'):.0f} MB "
+          f"(headless {_med(ours_h, 'in_flight_peak'):.0f} MB); frames stored per run "
+          f"{sorted({r['stored'] for r in ours_s + ours_h + one})}")
+    print(f"   ours: {_display(ours_s)}")
+
+    paced_h, paced_s = results["paced_headless"], results["paced_shown"]
+    print(f"\n2. Camera-paced: {PACED_FRAMES:,} frames at {PACED_RATE:.0f} frames/s requested (one hardware-timed "
+          f"sequence); median of {PACED_RUNS} interleaved runs")
+    print(f"{'':34} {'achieved/requested':>19} {'lost':>5} {'delay med':>10} {'p95':>6} {'max':>6} "
+          f"{'storage lag max':>16}")
+    for name, rows in (("shown in napari (target >= 0.98)", paced_s), ("headless", paced_h)):
+        achieved = _med(rows, "fps_start") / PACED_RATE
+        lost = max(PACED_FRAMES - r["stored"] for r in rows)
+        delays = (f"{_med(rows, 'delay_med'):7.0f} ms {_med(rows, 'delay_p95'):3.0f} ms "
+                  f"{_med(rows, 'delay_max'):3.0f} ms" if "delay_med" in rows[0] else f"{'-':>10} {'-':>6} {'-':>6}")
+        print(f"{name:34} {achieved:13.3f} ({_span(rows, 'fps_start', '{:.1f}')}) {lost:3d} {delays} "
+              f"{_med(rows, 'lag_max_ms'):13.0f} ms")
+    print(f"   shown / headless achieved rate: {_med(paced_s, 'fps_start') / _med(paced_h, 'fps_start'):.3f}; "
+          f"delay target: every frame within 100 ms (worst p95 {max(r['delay_p95'] for r in paced_s):.0f} ms, "
+          f"worst max {max(r['delay_max'] for r in paced_s):.0f} ms)")
+    print(f"   {_display(paced_s)}")
+
+    long_h, long_s = results["long_headless"], results["long_shown"]
+    print(f"\n3. Long run: {LONG_FRAMES:,} frames (t{LONG_T} x c{len(CHANNELS)} x z{Z}) at full speed, lazy plan, "
+          f"sink without a plan; median of {LONG_RUNS} interleaved runs")
+    print(f"{'':22} {'frames/s':>9} {'ratio':>6} {'stored':>13} {'RSS start':>10} {'peak':>8} {'end':>8} "
+          f"{'in flight peak':>15} {'delay med/p95':>14}")
+    for name, rows in (("shown in napari", long_s), ("headless", long_h)):
+        ratio = _med(rows, "fps_run") / _med(long_h, "fps_run")
+        stored = f"{min(r['stored'] for r in rows):,}/{LONG_FRAMES:,}"
+        delay = (f"{_med(rows, 'delay_med'):6.0f}/{_med(rows, 'delay_p95'):.0f} ms" if "delay_med" in rows[0] else "-")
+        print(f"{name:22} {_med(rows, 'fps_run'):9.0f} {ratio:6.2f} {stored:>13} {_med(rows, 'rss_start'):7.0f} MB "
+              f"{_med(rows, 'rss_peak'):5.0f} MB {_med(rows, 'rss_end'):5.0f} MB "
+              f"{_med(rows, 'in_flight_peak'):12.0f} MB {delay:>14}")
+    print(f"   {_display(long_s)}; the slowest refresh {_med(long_s, 'refresh_cpu_max_ms'):.0f} ms")
+    print("   RSS (start/peak/end) and frames in flight in the DataHandler at most, MB, of each shown run: "
+          + "; ".join(f"{r['rss_start']:.0f}/{r['rss_peak']:.0f}/{r['rss_end']:.0f} ({r['in_flight_peak']:.0f})"
+                      for r in long_s))
+    print(f"\nTotal {seconds:.0f} s.")
 
 
 if __name__ == "__main__":
-    main()
+    if "--peer-child" in sys.argv:
+        peer_child()
+    else:
+        main()
