@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -346,11 +347,44 @@ def test_display_refreshes_less_often_while_frames_outpace_it(gui_viewer):
     handler.await_completion(5)  # the GUI thread is blocked meanwhile: every frame is pending
     sink._tick()
     assert sink.frames_shown == layer_sink.BUSY_FRAMES + 3
-    assert sink._timer.interval() == layer_sink.BUSY_REFRESH_INTERVAL_MS and sink._timer.isActive()
+    # the storage keeps up (a camera's pace): still often enough to show each frame within ~100 ms
+    assert sink._timer.interval() == layer_sink.FAST_REFRESH_INTERVAL_MS and sink._timer.isActive()
     sink._tick()  # nothing new: back to the camera-rate pace
     assert sink._timer.interval() == layer_sink.REFRESH_INTERVAL_MS
     sink.close()
     assert not sink._timer.isActive()
+
+
+def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_viewer):
+    from napari_exengine import layer_sink
+
+    gate = threading.Event()
+
+    class Held(NDRAMStorage):
+        def put(self, coords, data, metadata):
+            assert gate.wait(30)
+            super().put(coords, data, metadata)
+
+    processed = threading.Semaphore(0)
+    handler = DataHandler(Held(), lambda coords, data, metadata: (coords, data, metadata))
+    handler.add_listener(lambda stage, coords: processed.release() if stage == "processed" else None)
+    # frames shown once processed: none can be stored while the storage is held
+    sink = layer_sink.LayerSink(gui_viewer, handler, name="lagging", stage="processed")
+    frame = np.zeros((1024, 1024), np.uint16)  # 2 MB: the backlog passes BUSY_BACKLOG_BYTES
+    count = layer_sink.BUSY_BACKLOG_BYTES // frame.nbytes + layer_sink.BUSY_FRAMES
+    try:
+        for t in range(count):
+            handler.put({"time": t}, frame, {})
+        for _ in range(count):
+            assert processed.acquire(timeout=10)
+        sink._tick()
+        assert sink.frames_shown == count
+        assert handler.bytes_in_flight > layer_sink.BUSY_BACKLOG_BYTES
+        assert sink._timer.interval() == layer_sink.BUSY_REFRESH_INTERVAL_MS
+    finally:
+        gate.set()
+        handler.await_completion(30)
+        sink.close()
 
 
 @pytest.mark.parametrize("gui_viewer", [True], indirect=True)

@@ -2,8 +2,9 @@
 
 The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI thread
 turns them into layer updates 33 ms after the previous update ended (at most ~30 a second, never back to
-back when redraws are slow), or 150 ms after it while frames arrive faster than the display shows them,
-so that redrawing leaves the CPU to the acquisition. Layers read frames lazily through
+back when redraws are slow); 66 ms while frames arrive faster than the display shows them but the
+storage keeps up (a camera's pace: each frame is shown within ~100 ms); 150 ms while the storage also
+falls behind (full speed), so that redrawing leaves the CPU to the acquisition. Layers read frames lazily through
 ``DataHandler.get`` (memory while in flight, else storage), so layer memory stays bounded.
 """
 
@@ -25,9 +26,13 @@ from .lazy_array import LazyFrames
 #: Time from the end of one display refresh to the next, while frames arrive at camera-like rates.
 REFRESH_INTERVAL_MS = 33
 #: The same when frames arrive faster than the display shows them (more than ``BUSY_FRAMES`` per
-#: refresh): redraws then yield the CPU to the acquisition, staying within ~100 ms of the newest frame.
+#: refresh) while the storage keeps up, as at a camera's pace: each frame is still shown within ~100 ms.
+FAST_REFRESH_INTERVAL_MS = 66
+#: The same when the storage also falls behind (more than ``BUSY_BACKLOG_BYTES`` in flight), as at full
+#: speed: redraws then yield the CPU to the acquisition.
 BUSY_REFRESH_INTERVAL_MS = 150
 BUSY_FRAMES = 8
+BUSY_BACKLOG_BYTES = 32 * 1024**2
 _AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
 _COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "gray")
 
@@ -148,8 +153,11 @@ class LayerSink:
             self.refresh()
         finally:
             if not self._closed:
-                busy = self.frames_shown - shown > BUSY_FRAMES
-                self._timer.start(BUSY_REFRESH_INTERVAL_MS if busy else REFRESH_INTERVAL_MS)
+                interval = REFRESH_INTERVAL_MS
+                if self.frames_shown - shown > BUSY_FRAMES:
+                    lagging = self.handler.bytes_in_flight > BUSY_BACKLOG_BYTES
+                    interval = BUSY_REFRESH_INTERVAL_MS if lagging else FAST_REFRESH_INTERVAL_MS
+                self._timer.start(interval)
 
     def refresh(self) -> None:
         """Apply the frames that arrived since the last refresh (GUI thread)."""
