@@ -197,3 +197,17 @@ def test_processors_are_fitted_to_the_plan_inline(gui_viewer, scope):
     projection.z_planes.value = 50
     assert panel.estimate.value.startswith("invalid: ") and "z_planes=50" in panel.estimate.value
     assert not panel.run_button.enabled
+
+
+def test_the_devices_panel_stops_refreshing_when_it_is_closed(gui_viewer, scope, qtbot):
+    from napari_exengine.devices_panel import DevicesPanel
+
+    panel = DevicesPanel(gui_viewer)
+    qtbot.waitUntil(lambda: bool(panel.controls), timeout=10000)
+    timer = panel._refresh_timer
+    assert timer.isActive()
+    panel.refresh()  # a read in flight while the panel goes
+    panel.deleteLater()
+    qtbot.wait(2500)  # more than two refresh periods: no refresh may touch the deleted controls
+    with pytest.raises(RuntimeError):
+        timer.isActive()  # the timer went with the panel

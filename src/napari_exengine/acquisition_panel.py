@@ -161,7 +161,7 @@ class AcquisitionPanel(QWidget):
         self.pause_button.clicked.connect(self.toggle_pause)
         self.stop_button.clicked.connect(self.stop)
         self.abort_button.clicked.connect(self.abort)
-        self._timer = QTimer()
+        self._timer = QTimer(self)  # a child: it goes with the panel
         self._timer.setInterval(PROGRESS_INTERVAL_MS)
         self._timer.timeout.connect(self._poll)
         self.update_estimate()

@@ -100,7 +100,7 @@ class DevicesPanel(QWidget):
         self._loaded = 0
         self._setting: set[tuple[str, str]] = set()
         self._reading = False
-        self._refresh_timer = QTimer()
+        self._refresh_timer = QTimer(self)  # a child: it goes with the panel
         self._refresh_timer.setInterval(1000)
         self._refresh_timer.timeout.connect(self.refresh)
         self._refresh_timer.start()
@@ -205,10 +205,13 @@ class DevicesPanel(QWidget):
             return prioritized(read_all)
 
         def show(values: dict[tuple[str, str], Any]) -> None:
-            for (name, prop), value in values.items():
-                widget = self.controls[(name, prop)]
-                if (name, prop) not in self._setting and widget.value != displayed(widget, value):
-                    self._show_value(self.devices[name], prop, value)
+            try:
+                for (name, prop), value in values.items():
+                    widget = self.controls[(name, prop)]
+                    if (name, prop) not in self._setting and widget.value != displayed(widget, value):
+                        self._show_value(self.devices[name], prop, value)
+            except RuntimeError:  # the panel was closed while the values were read: nothing to show them in
+                return
 
         self._reading = True
         worker = create_worker(read, _start_thread=False, _ignore_errors=True)
