@@ -78,12 +78,7 @@ def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
     scale = [dataset.scale.get(a, 1.0) for a in slider_axes] + [dataset.scale.get(y, 1.0), dataset.scale.get(x, 1.0)]
     name = dataset.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
 
-    def read(coords: dict[str, Any]) -> Optional[np.ndarray]:
-        try:
-            return dataset.read_frame(coords)
-        except KeyError:
-            return None
-
+    read = _frame_reader(dataset)
     layers = []
     for i, channel in enumerate(channels):
         fixed = {} if channel is None else {channel_axis: channel}
@@ -91,17 +86,12 @@ def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
                           fixed=fixed)
         sample = next((c for c in dataset.coordinates() if all(c[a] == v for a, v in fixed.items())), None)
         frame = read(dict(sample)) if sample is not None else None
-        metadata = {
-            "path": dataset.path, "summary_metadata": dataset.summary_metadata, "dataset": dataset,
-            "axis_values": {a: list(values[a]) for a in slider_axes}, "fixed_coordinates": fixed,
-            "read_frame_metadata": lambda coords, f=fixed: dataset.read_metadata({**f, **coords}),
-        }
+        metadata = {**_layer_metadata(dataset, {a: values[a] for a in slider_axes}, fixed), "dataset": dataset}
         layers.append((data, {
             "name": name if channel is None else f"{name} {channel}", "metadata": metadata, "scale": scale,
             "axis_labels": [*slider_axes, y, x],
             "contrast_limits": contrast_limits(frame if frame is not None else np.zeros((1, 1), array.dtype)),
-            "colormap": "gray" if channel is None or len(channels) == 1 else _COLORMAPS[i % len(_COLORMAPS)],
-            "blending": "additive" if len(channels) > 1 else "translucent",
+            **_channel_look(channel, i, len(channels)),
         }, "image"))
     return layers
 
@@ -146,11 +136,7 @@ def layers_for(reader: NDTiffReader, split_channels: bool = True) -> list[LayerD
             data = LazyFrames(_frame_reader(reader), slider_axes, values, first.shape, first.dtype, fixed=fixed)
             sample = _sample(reader, fixed)
         scale = [float(axis_scales.get(a, z_step if a == "z" else 1.0)) for a in slider_axes] + [pixel, pixel]
-        metadata = {
-            "path": reader.path, "summary_metadata": reader.summary_metadata, "reader": reader,
-            "axis_values": {a: list(v) for a, v in values.items()}, "fixed_coordinates": fixed,
-            "read_frame_metadata": lambda coords, r=reader, f=fixed: r.read_metadata({**f, **coords}),
-        }
+        metadata = {**_layer_metadata(reader, values, fixed), "reader": reader}
         kwargs: dict[str, Any] = {
             "name": name if channel is None else f"{name} {channel}",
             "metadata": metadata, "scale": scale, "axis_labels": [*slider_axes, "y", "x"],
@@ -158,13 +144,27 @@ def layers_for(reader: NDTiffReader, split_channels: bool = True) -> list[LayerD
         }
         if not first.rgb:
             kwargs["contrast_limits"] = contrast_limits(sample)
-            kwargs["colormap"] = "gray" if channel is None or len(channels) == 1 else _COLORMAPS[i % len(_COLORMAPS)]
-            kwargs["blending"] = "additive" if len(channels) > 1 else "translucent"
+            kwargs.update(_channel_look(channel, i, len(channels)))
         layers.append((data, kwargs, "image"))
     return layers
 
 
-def _frame_reader(reader: NDTiffReader) -> Callable[[dict[str, Any]], Optional[np.ndarray]]:
+def _layer_metadata(source: Any, values: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """What a layer of ``source`` (an NDTiff reader or an OME-Zarr dataset) keeps in its metadata."""
+    return {
+        "path": source.path, "summary_metadata": source.summary_metadata,
+        "axis_values": {a: list(v) for a, v in values.items()}, "fixed_coordinates": fixed,
+        "read_frame_metadata": lambda coords: source.read_metadata({**fixed, **coords}),
+    }
+
+
+def _channel_look(channel: Any, index: int, count: int) -> dict[str, str]:
+    """Colormap and blending of the layer of ``channel``, the ``index``-th of ``count``."""
+    return {"colormap": "gray" if channel is None or count == 1 else _COLORMAPS[index % len(_COLORMAPS)],
+            "blending": "additive" if count > 1 else "translucent"}
+
+
+def _frame_reader(reader: Any) -> Callable[[dict[str, Any]], Optional[np.ndarray]]:
     def read(coords: dict[str, Any]) -> Optional[np.ndarray]:
         try:
             return reader.read_frame(coords)
