@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,34 @@ def temporary_files_in_tmp_path(tmp_path, monkeypatch):
     them in the test's ``tmp_path``, which pytest cleans up, instead of leaving them in /tmp or home."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setenv("EXENGINE_DATA_DIR", str(tmp_path / "exengine-data"))
+
+
+@pytest.fixture
+def sigkill_after_lines():
+    """``run(code, *args, lines=N)``: a Python subprocess running ``code`` is SIGKILLed once it has printed
+    more than ``N`` lines (each printed after something was reported done); returns the lines."""
+
+    def run(code: str, *args: str, lines: int) -> list[str]:
+        process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+        printed: list[str] = []
+        enough = threading.Event()
+
+        def pump() -> None:
+            for line in process.stdout:
+                printed.append(line.strip())
+                if len(printed) > lines:
+                    enough.set()
+                    return
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            assert enough.wait(60), f"the subprocess printed only {printed}"
+        finally:
+            process.kill()  # SIGKILL
+            process.wait(30)
+        return printed
+
+    return run
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
-import sys
-import threading
 
 import numpy as np
 
@@ -63,25 +60,9 @@ for t in range(100000):
 """
 
 
-def test_info_reports_the_real_size_of_a_sigkilled_ndtiff_dataset(tmp_path):
+def test_info_reports_the_real_size_of_a_sigkilled_ndtiff_dataset(tmp_path, sigkill_after_lines):
     """ndstorage makes each TIFF file 4 GB long (sparse) up front; after a SIGKILL it stays so."""
-    process = subprocess.Popen([sys.executable, "-c", NDTIFF_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    enough = threading.Event()
-
-    def pump() -> None:
-        for line in process.stdout:
-            lines.append(line.strip())
-            if len(lines) > 40:
-                enough.set()
-                return
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        assert enough.wait(60), f"the writer printed only {lines}"
-    finally:
-        process.kill()
-        process.wait(30)
+    sigkill_after_lines(NDTIFF_WRITER, str(tmp_path), lines=40)
     (dataset,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     apparent = sum(f.stat().st_size for f in dataset.rglob("*") if f.is_file())
     status, text = info(dataset)

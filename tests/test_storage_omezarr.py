@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-import sys
 import threading
 import uuid
 
@@ -135,30 +134,8 @@ for t in range(100000):
 """
 
 
-def read_lines(process: subprocess.Popen, count: int, timeout: float = 60) -> list[str]:
-    """``count`` lines of ``process``'s output, failing after ``timeout`` seconds."""
-    lines: list[str] = []
-    done = threading.Event()
-
-    def pump() -> None:
-        for line in process.stdout:
-            lines.append(line.strip())
-            if len(lines) >= count:
-                break
-        done.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    assert done.wait(timeout), f"the writer printed only {len(lines)} lines in {timeout} s"
-    return lines
-
-
-def test_sigkill_mid_run_leaves_a_dataset_that_opens_with_every_stored_frame(tmp_path):
-    process = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        lines = read_lines(process, 41)
-    finally:
-        process.kill()
-        process.wait(30)
+def test_sigkill_mid_run_leaves_a_dataset_that_opens_with_every_stored_frame(tmp_path, sigkill_after_lines):
+    lines = sigkill_after_lines(CRASH_WRITER, str(tmp_path), lines=40)
     path, stored = lines[0], [line.split() for line in lines[1:]]
     dataset = OMEZarrDataset(path)
     assert dataset.finished is False

@@ -10,10 +10,7 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -397,24 +394,8 @@ for t in range(100000):
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_after_sigkill_the_store_opens_with_every_frame_reported_stored(s3, store):
-    process = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, s3.url, store], stdout=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    enough = threading.Event()
-
-    def pump() -> None:
-        for line in process.stdout:
-            lines.append(line.strip())
-            if len(lines) > 30:
-                enough.set()
-                return
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        assert enough.wait(60), f"the writer printed only {lines}"
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(30)
+def test_after_sigkill_the_store_opens_with_every_frame_reported_stored(s3, store, sigkill_after_lines):
+    lines = sigkill_after_lines(CRASH_WRITER, s3.url, store, lines=30)
     path, reported = lines[0], [line.split() for line in lines[1:]]
     dataset = OMEZarrDataset(path, store=store)
     assert dataset.finished is False
