@@ -34,6 +34,7 @@ __all__ = [
     "LazyPlan",
     "acquire_until",
     "field_of_view_um",
+    "frame_shape",
     "grid_scan",
     "multi_d",
     "overview_then_zoom",
@@ -65,6 +66,15 @@ class LazyPlan:
 
     def __iter__(self) -> Iterator[ExecutorEvent]:
         return self._make()
+
+
+def frame_shape(camera: Any) -> Optional[tuple[int, int]]:
+    """The (height, width) of a camera's frames from its ``roi`` and ``binning``; ``None`` when it has no roi."""
+    roi = getattr(camera, "roi", None)
+    if not (isinstance(roi, (tuple, list)) and len(roi) == 4):
+        return None
+    binning = int(getattr(camera, "binning", 1) or 1)
+    return int(roi[3]) // binning, int(roi[2]) // binning
 
 
 def field_of_view_um(camera: Any = None) -> tuple[float, float]:

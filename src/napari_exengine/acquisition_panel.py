@@ -22,6 +22,7 @@ from exengine.data import DataHandler, DataHandlerError
 from exengine.device_types import Detector, DoubleAxisPositioner, SingleAxisPositioner
 from exengine.events import UNTIL_STOPPED, MultiDPlan, ReadoutData, multi_d_acquisition_plan
 from exengine.kernel.device import Device
+from exengine.plans import frame_shape
 from exengine.processors import ProcessorChain, fit_to_plan
 
 from .contributions import DEFAULT_PLAN, DEFAULT_STORAGE, Contribution, ContributionError, list_contributions
@@ -385,13 +386,13 @@ class AcquisitionPanel(QWidget):
     def _planned_frame(self) -> Optional[dict[str, Any]]:
         """The camera's frame shape, dtype and pixel size (µm), when it says (a ``roi`` and ``binning``,
         a ``bit_depth``, a ``pixel_size_um``), as ``LayerSink`` arguments."""
-        roi = getattr(self.camera, "roi", None)
-        if not (isinstance(roi, tuple) and len(roi) == 4):
+        shape = frame_shape(self.camera)
+        if shape is None:
             return None
         binning = getattr(self.camera, "binning", 1) or 1
         dtype = np.uint8 if getattr(self.camera, "bit_depth", 16) == 8 else np.uint16
         pixel = getattr(self.camera, "pixel_size_um", None)
-        planned: dict[str, Any] = {"frame_shape": (roi[3] // binning, roi[2] // binning), "dtype": dtype}
+        planned: dict[str, Any] = {"frame_shape": shape, "dtype": dtype}
         if isinstance(pixel, (int, float)) and pixel > 0:
             planned["pixel_size"] = float(pixel) * binning
         return planned

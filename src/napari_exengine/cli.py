@@ -21,6 +21,7 @@ from exengine.acquisition import Acquisition, PlanError, check_setting, dry_run
 from exengine.data import DataHandler
 from exengine.events import MultiDPlan, multi_d_acquisition_plan
 from exengine.events.multi_d_events import finite_number
+from exengine.plans import frame_shape
 from exengine.processors import ProcessorChain, fit_to_plan
 
 from .contributions import (
@@ -255,13 +256,6 @@ def _plan_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def _frame_shape(camera: Any) -> Optional[tuple[int, int]]:
-    roi, binning = getattr(camera, "roi", None), getattr(camera, "binning", 1) or 1
-    if roi is None:
-        return None
-    return int(roi[3]) // int(binning), int(roi[2]) // int(binning)
-
-
 def _check_free_space(out: str, frames: Optional[int], camera: Any, shape: Optional[tuple[int, int]]) -> None:
     """Refuse a plan whose frames would not fit in the free space at ``out`` (a local folder)."""
     if frames is None or shape is None or "://" in out:
@@ -334,7 +328,7 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[
             return build_plan(plan_id, **plan_settings, **devices, data_handler=handler)
     try:  # checked before the dataset exists: a typo leaves nothing behind
         plan = dry_run(make)
-        shape = _frame_shape(roles.camera)
+        shape = frame_shape(roles.camera)
         axes = getattr(plan, "axis_sizes", {})
         notes = [note for processor in processors for note in fit_to_plan(processor, axes, shape)]
     except (ValueError, TypeError) as e:
