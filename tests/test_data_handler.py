@@ -414,3 +414,75 @@ def test_processor_declarations():
         DataProcessor(lambda c, d, m: None, stateful="yes")
     with pytest.raises(TypeError, match="flush"):
         DataProcessor(lambda c, d, m: None, flush=3)
+
+
+class ConcurrentStorage(NDRAMStorage):
+    """A storage that writes several frames at once (``start_put``), completing them from its own
+    threads in reverse order of their start, and failing the frame at ``fail_time``."""
+
+    max_writes_in_flight = 4
+
+    def __init__(self, fail_time=None):
+        super().__init__()
+        self.fail_time = fail_time
+        self.started = []
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+        self._open = []  # (coords, data, metadata, on_done) started and not completed
+
+    def start_put(self, coords, data, metadata, on_done):
+        if coords["time"] == -1:
+            raise ValueError("refused before anything is written")
+        with self._lock:
+            self.started.append(coords["time"])
+            self._open.append((coords, data, metadata, on_done))
+            self.most_at_once = max(self.most_at_once, len(self._open))
+            if len(self._open) < self.max_writes_in_flight and coords["time"] < 19:
+                return  # complete the writes in groups, the latest first
+            group, self._open = self._open, []
+        threading.Thread(target=self._complete, args=(group[::-1],)).start()
+
+    def _complete(self, group):
+        for coords, data, metadata, on_done in group:
+            if coords["time"] == self.fail_time:
+                on_done(OSError("the store said no"))
+            else:
+                self.put(coords, data, metadata)
+                on_done(None)
+
+    def finish(self):
+        self.stored_at_finish = len(self)
+        super().finish()
+
+
+def test_a_storage_writing_several_frames_at_once_gets_them_in_flight_and_each_reported_when_done(engine):
+    stored = []
+    engine.subscribe_to_notifications(stored.append, DataStoredNotification)
+    storage = ConcurrentStorage(fail_time=6)
+    handler = DataHandler(storage)
+    for t in range(20):
+        handler.put({"time": t}, frame(t), {"t": t})
+    with pytest.raises(DataHandlerError, match="the store said no"):
+        handler.await_completion(10)
+    assert storage.most_at_once == 4  # never more than the storage's max_writes_in_flight
+    assert sorted(storage.started) == list(range(20))
+    assert handler.frames_stored == 19 and len(storage) == 19
+    assert {"time": 6} not in storage
+    assert handler.get({"time": 6}, return_metadata=False)[0, 0] == 6  # kept in memory, not lost
+    engine.submit(lambda: None).await_execution(5)
+    deadline = time.monotonic() + 5
+    while len(stored) < 19 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(n.payload["time"] for n in stored) == [t for t in range(20) if t != 6]
+    assert storage.stored_at_finish == 19  # the storage finished once every write had completed
+
+
+def test_a_frame_refused_by_start_put_fails_alone():
+    storage = ConcurrentStorage()
+    handler = DataHandler(storage)
+    handler.put({"time": -1}, frame(), {})
+    for t in range(19, 21):
+        handler.put({"time": t}, frame(t), {})
+    with pytest.raises(DataHandlerError, match="refused before anything is written"):
+        handler.await_completion(10)
+    assert sorted(c["time"] for c in storage.get_coordinates_list()) == [19, 20]

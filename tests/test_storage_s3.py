@@ -301,6 +301,29 @@ def test_bad_settings_are_refused_clearly(s3):
             OMEZarrStorage("s3://no-such-bucket-here/runs", "x", store=store)
 
 
+@pytest.mark.parametrize("store", STORES)
+def test_a_handler_keeps_several_frames_going_and_their_records_share_objects(s3, store):
+    storage = OMEZarrStorage(s3.url, "many", store=store, writes_in_flight=8)
+    assert storage.max_writes_in_flight == 8
+    handler = DataHandler(storage)
+    for t in range(40):
+        for channel in CHANNELS:
+            handler.put({"time": t, "channel": channel}, frame(t, channel), {"t": t})
+    handler.await_completion(60)
+    assert handler.frames_stored == 80
+    dataset_prefix = storage.path.split(f"{s3.bucket}/", 1)[1]
+    record_objects = keys(s3, f"{dataset_prefix}/frame_metadata/")
+    assert 1 <= len(record_objects) < 80  # records of frames in flight together went in one object
+    dataset = OMEZarrDataset(storage.path, store=store)
+    assert len(dataset.coordinates()) == 80
+    for t in (0, 17, 39):
+        for channel in CHANNELS:
+            np.testing.assert_array_equal(dataset.read_frame({"time": t, "channel": channel}), frame(t, channel))
+            assert dataset.read_metadata({"time": t, "channel": channel}) == {"t": t}
+    with pytest.raises(ValueError, match="writes_in_flight must be a whole number >= 1, got 0"):
+        OMEZarrStorage(s3.url, "bad", store=store, writes_in_flight=0)
+
+
 # ---------------------------------------------------------------------------------------------- faults
 @pytest.mark.parametrize("store", STORES)
 def test_a_failing_write_is_a_clear_error_and_no_frame_is_reported_stored(s3, relay, store):
@@ -393,9 +416,30 @@ for t in range(100000):
 """
 
 
+HANDLER_CRASH_WRITER = """
+import sys
+import numpy as np
+from exengine.data import DataHandler
+from exengine.storage import OMEZarrStorage
+storage = OMEZarrStorage(sys.argv[1], "crash", store=sys.argv[2])
+print(storage.path, flush=True)
+
+def stored(stage, coords):
+    if stage == "stored":
+        print(coords["time"], coords["channel"], flush=True)
+
+handler = DataHandler(storage, memory_budget_bytes=64 * 32 * 32 * 2)  # 64 frames: put waits for the store
+handler.add_listener(stored)
+for t in range(100000):
+    for c, channel in enumerate(("DAPI", "GFP")):
+        handler.put({"time": t, "channel": channel}, np.full((32, 32), 1 + 10 * t + c, np.uint16), {"t": t})
+"""
+
+
 @pytest.mark.parametrize("store", STORES)
-def test_after_sigkill_the_store_opens_with_every_frame_reported_stored(s3, store, sigkill_after_lines):
-    lines = sigkill_after_lines(CRASH_WRITER, s3.url, store, lines=30)
+@pytest.mark.parametrize("writer", [CRASH_WRITER, HANDLER_CRASH_WRITER], ids=["put", "handler"])
+def test_after_sigkill_the_store_opens_with_every_frame_reported_stored(s3, store, writer, sigkill_after_lines):
+    lines = sigkill_after_lines(writer, s3.url, store, lines=30)
     path, reported = lines[0], [line.split() for line in lines[1:]]
     dataset = OMEZarrDataset(path, store=store)
     assert dataset.finished is False

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -580,10 +581,13 @@ class DataHandler:
                     self._accept_outputs(coords, data, result, future)
 
     def _run_storage(self) -> None:
+        width = max(1, int(getattr(self._storage, "max_writes_in_flight", 1)))
+        if width > 1:
+            self._run_concurrent_storage(width)
+            return
         get = self._storage_queue.get
         storage = self._storage
         processing = self._processor is not None
-        in_memory = self._processed if processing else self._raw
         while True:
             item = get()
             if item is _FINISH:
@@ -598,26 +602,76 @@ class DataHandler:
                 with self._storage_lock:
                     storage.put(coords, data, metadata)
             except BaseException as e:  # recorded, published and raised to the producer
-                if processing:
-                    with self._cond:  # stays readable in memory; no longer waiting for the storage
-                        self._output_bytes -= data.nbytes
-                        self._cond.notify_all()
-                self._record_failure(e, future, coords, "storage")
+                self._storage_failed(e, coords, data, future)
                 continue
-            with self._cond:
-                in_memory.pop(coords, None)
-                self._bytes_in_flight -= data.nbytes
-                if processing:
-                    self._output_bytes -= data.nbytes
-                self._stored += 1
+            self._stored_one(coords, data, metadata, future)
+
+    def _run_concurrent_storage(self, width: int) -> None:
+        """Storages that write several frames at once (``max_writes_in_flight``): keep up to ``width``
+        ``start_put`` writes going; their completions come back through the same queue, and each frame
+        is reported stored when its own write is done."""
+        get = self._storage_queue.get
+        storage = self._storage
+        processing = self._processor is not None
+        waiting: deque[Any] = deque()
+        writing = 0
+        finishing = False
+        while True:
+            item = get()
+            if item is _FINISH:
+                finishing = True
+            elif type(item) is _Written:
+                writing -= 1
+                if item.error is None:
+                    self._stored_one(item.coords, item.data, item.metadata, item.future)
+                else:
+                    self._storage_failed(item.error, item.coords, item.data, item.future)
+            else:
+                waiting.append(item)
+            while waiting and writing < width:
+                coords, data, metadata, future = waiting.popleft()
+                if not processing and self._listeners:
+                    self._notify_listeners("acquired", coords)
+                if self._readers_waiting:
+                    self._no_readers.wait(READER_PRIORITY_S)
+                done = _Written(self._storage_queue, coords, data, metadata, future)
+                try:
+                    with self._storage_lock:
+                        storage.start_put(coords, data, metadata, done)
+                except BaseException as e:  # refused before anything was written
+                    self._storage_failed(e, coords, data, future)
+                    continue
+                writing += 1
+            if finishing and not waiting and not writing:
+                self._finish_storage()
+                return
+
+    def _storage_failed(self, error: BaseException, coords: DataCoordinates, data: np.ndarray,
+                        future: Optional[ExecutionFuture]) -> None:
+        """Record a frame the storage could not take; it stays readable in memory."""
+        if self._processor is not None:
+            with self._cond:  # no longer waiting for the storage
+                self._output_bytes -= data.nbytes
                 self._cond.notify_all()
-            if future is not None:
-                future._notify_data(coords, data, metadata, stored=True)
-            engine = ExecutionEngine._instance
-            if engine is not None and engine.has_subscribers:
-                engine.publish_notification(DataStoredNotification(coords))
-            if self._listeners:
-                self._notify_listeners("stored", coords)
+        self._record_failure(error, future, coords, "storage")
+
+    def _stored_one(self, coords: DataCoordinates, data: np.ndarray, metadata: Any,
+                    future: Optional[ExecutionFuture]) -> None:
+        processing = self._processor is not None
+        with self._cond:
+            (self._processed if processing else self._raw).pop(coords, None)
+            self._bytes_in_flight -= data.nbytes
+            if processing:
+                self._output_bytes -= data.nbytes
+            self._stored += 1
+            self._cond.notify_all()
+        if future is not None:
+            future._notify_data(coords, data, metadata, stored=True)
+        engine = ExecutionEngine._instance
+        if engine is not None and engine.has_subscribers:
+            engine.publish_notification(DataStoredNotification(coords))
+        if self._listeners:
+            self._notify_listeners("stored", coords)
 
     def _finish_storage(self) -> None:
         try:
@@ -636,6 +690,22 @@ class DataHandler:
         finally:
             self._finished.set()
             self._notify_listeners("finished", None)
+
+
+class _Written:
+    """A ``start_put`` completion: called with the write's outcome (on the storage's thread), it queues
+    itself for the storage thread, which reports the frame."""
+
+    __slots__ = ("coords", "data", "error", "future", "metadata", "queue")
+
+    def __init__(self, queue: SimpleQueue[Any], coords: DataCoordinates, data: np.ndarray, metadata: Any,
+                 future: Optional[ExecutionFuture]) -> None:
+        self.queue, self.coords, self.data, self.metadata, self.future = queue, coords, data, metadata, future
+        self.error: Optional[BaseException] = None
+
+    def __call__(self, error: Optional[BaseException]) -> None:
+        self.error = error
+        self.queue.put(self)
 
 
 class _Failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Optional
 
 import numpy as np
@@ -37,6 +38,22 @@ class DataStorage(ABC):
     @abstractmethod
     def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
         """Store ``data`` and ``metadata`` at ``data_coordinates``; readable once this returns."""
+
+    #: How many frames may be in flight in ``start_put`` at once. Storages whose writes wait long on
+    #: something else (an object store over the network) set more than 1; the ``DataHandler`` then
+    #: keeps that many writes going and reports each frame stored when its own write completes.
+    max_writes_in_flight: int = 1
+
+    def start_put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any,
+                  on_done: Callable[[Optional[BaseException]], None]) -> None:
+        """Start storing a frame, and call ``on_done(None)`` once it is stored and readable, or
+        ``on_done(error)`` if it could not be (then nothing of it is stored). A frame refused before
+        anything is written raises here instead. ``on_done`` may be called from another thread.
+
+        Optional: by default, ``put`` and then ``on_done(None)``.
+        """
+        self.put(data_coordinates, data, metadata)
+        on_done(None)
 
     def get_coordinates_list(self) -> list[DataCoordinates]:
         """The coordinates of every stored frame, in the order they were stored.

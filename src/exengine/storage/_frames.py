@@ -59,6 +59,14 @@ class FrameStorage(DataStorage):
         return coords
 
     def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
+        coords, data, metadata = self._accept(data_coordinates, data, metadata)
+        self._write(coords, data, metadata)
+        self._index.add(coords)
+        self._coordinates.append(coords)
+
+    def _accept(self, data_coordinates: CoordinatesLike, data: np.ndarray,
+                metadata: Any) -> tuple[DataCoordinates, np.ndarray, dict[str, Any]]:
+        """The frame checked and ready to write, or raise naming its coordinates."""
         coords = as_coordinates(data_coordinates)
         if self._finished:
             raise RuntimeError(f"{self!r} is finished; no more data can be added")
@@ -70,9 +78,7 @@ class FrameStorage(DataStorage):
         metadata = json_safe(metadata if metadata is not None else {}, f"metadata at {dict(coords)}")
         if not isinstance(metadata, dict):
             raise TypeError(f"metadata at {dict(coords)} must be a dict, got {type(metadata).__name__}")
-        self._write(coords, data, metadata)
-        self._index.add(coords)
-        self._coordinates.append(coords)
+        return coords, data, metadata
 
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
         """Return ``data`` ready to write, or raise naming ``coords`` (before anything is written)."""

@@ -16,9 +16,13 @@ Where the bytes go:
   ``frame_metadata.jsonl``; a record that cannot be written whole is cut off again, with its chunk.
 - **A store URL.** Through zarr's own stores: ``zarr.storage.ObjectStore`` on obstore (the default,
   the faster here) or ``zarr.storage.FsspecStore`` on fsspec/s3fs (``store="fsspec"``). A frame's chunk
-  and its record (``frame_metadata/<n>.json``) are written concurrently and ``put`` returns once both
-  are in the store, so a frame is reported stored only when it is, and a stalled network blocks
-  ``put`` (backpressure) instead of queueing frames. ``finish`` adds every record as
+  is written, then its record (in ``frame_metadata/<n>.json``, with the records of other frames whose
+  chunks arrived meanwhile), and ``put`` returns once both are in the store, so a frame is reported
+  stored only when it is, and no record claims a chunk that is not there. A ``DataHandler`` keeps
+  ``writes_in_flight`` frames going at once (``start_put``; a store serves many requests at once, each
+  after a network round trip) and reports each frame stored when both of its writes are done. A
+  stalled network holds those writes; the handler's memory budget then blocks the producer
+  (backpressure) instead of queueing frames. ``finish`` adds every record as
   ``frame_metadata.jsonl``. Endpoint, region and credentials come from ``storage_options`` or, as for
   the AWS tools, from ``AWS_*`` environment variables (``AWS_ENDPOINT_URL`` too) and the AWS config
   and credentials files.
@@ -35,8 +39,9 @@ import errno
 import json
 import os
 import re
+import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
@@ -48,7 +53,7 @@ from ._frames import FrameStorage, check_writable
 try:
     import zarr
     from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
+    from zarr.core.sync import _get_loop, sync
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("OME-Zarr storage needs the 'zarr' package: pip install 'napari-exengine[zarr]'") from error
 
@@ -59,6 +64,11 @@ STORES = ("obstore", "fsspec")
 DEFAULT_STORE = "obstore"
 #: Longest a frame's write to a store may take (network stalls included) before ``put`` fails.
 DEFAULT_TIMEOUT_S = 300.0
+#: Frames in flight to a store at once: a store answers each request after a network round trip, and
+#: serves many at once. Of those, at most ``CHUNKS_AT_ONCE`` send their chunk at a time; the others
+#: wait for it, or for their record (``benchmarks/bench_s3.py``).
+DEFAULT_WRITES_IN_FLIGHT = 32
+CHUNKS_AT_ONCE = 8
 
 _NGFF_ORDER = ("time", "channel", "z")
 _AXIS_TYPES = {"time": "time", "channel": "channel", "z": "space"}
@@ -235,13 +245,14 @@ class OMEZarrStorage(FrameStorage):
     ``directory`` is a folder or a store URL (``s3://bucket/prefix``). Chunks are uncompressed unless
     ``compress`` (zarr's default codec, zstd), which saves space at about half the write speed.
     ``storage_options`` (a mapping or a JSON object) and ``store`` (``"obstore"`` or ``"fsspec"``)
-    apply to store URLs; ``timeout_s`` bounds each frame's write to a store.
+    apply to store URLs; ``timeout_s`` bounds each frame's write to a store, and ``writes_in_flight`` is
+    how many frames a ``DataHandler`` writes to a store at once (``start_put``).
     """
 
     def __init__(self, directory: str | os.PathLike[str], name: Optional[str] = None,
                  summary_metadata: Optional[Mapping[str, Any]] = None, pixel_size_um: float = 1.0,
                  compress: bool = False, storage_options: Any = None, store: Optional[str] = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, writes_in_flight: int = DEFAULT_WRITES_IN_FLIGHT) -> None:
         super().__init__(summary_metadata)
         location = os.fspath(directory)
         name = "exengine" if name is None else name
@@ -249,6 +260,8 @@ class OMEZarrStorage(FrameStorage):
             raise ValueError(f"name must be a plain folder name, got {name!r}")
         if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        if isinstance(writes_in_flight, bool) or not isinstance(writes_in_flight, int) or writes_in_flight < 1:
+            raise ValueError(f"writes_in_flight must be a whole number >= 1, got {writes_in_flight!r}")
         self._pixel = float(pixel_size_um)
         self._compressors: Any = "auto" if compress else None
         self._timeout = float(timeout_s)
@@ -261,12 +274,21 @@ class OMEZarrStorage(FrameStorage):
         self._labelled: dict[str, bool] = {}  # per axis: string labels (True) or int indices (False)
         self._records_fd: Optional[int] = None
         self._records_size = 0
+        self._records_started = 0  # record objects in a store (the loop's own)
+        self._records_waiting: list[tuple[bytes, Any]] = []  # (a record, its asyncio future) for the next one
+        self._records_writer: Any = None  # the task writing record objects
+        self._chunks_writing = 0  # chunks being written to the store (the loop's own)
+        self._chunk_slots: Optional[asyncio.Semaphore] = None
+        self._writing: set[DataCoordinates] = set()  # frames whose writes to the store are under way
+        self._idle = threading.Condition()
         if is_store_url(location):
             url = location.rstrip("/")
             dataset = self._claim_in_store(open_store(url, store, storage_options), url, name)
             self.path = f"{url}/{dataset}"
             self._store: Any = open_store(self.path, store, storage_options)  # rooted at the dataset
             self._group = self._run(zarr.api.asynchronous.open_group(store=self._store, mode="r+", zarr_format=3))
+            self.max_writes_in_flight = writes_in_flight
+            self._records_due = max(1, writes_in_flight - CHUNKS_AT_ONCE)  # records per object, when busy
         else:
             if store not in (None, "") or _storage_options(storage_options):
                 raise ValueError(f"store and storage_options apply to store URLs such as 's3://bucket/prefix'; "
@@ -331,27 +353,77 @@ class OMEZarrStorage(FrameStorage):
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
         try:
-            if self._array is None:
-                self._create(coords, data)
-            position = tuple(self._position(axis, coords[axis]) for axis in self._axes)
-            capacity = self._array.shape[:-2]
-            if any(i >= size for i, size in zip(position, capacity, strict=True)):
-                # grow geometrically (few metadata rewrites); finish() trims to the acquired extent
-                grown = tuple(size if i < size else max(2 * size, i + 1)
-                              for size, i in zip(capacity, position, strict=True))
-                self._run(self._array.resize(grown + self._array.shape[-2:]))
-            record = (json.dumps({"coords": dict(coords), "metadata": metadata}) + "\n").encode()
+            position, record = self._prepare(coords, data, metadata)
             if self._store is None:
                 self._write_local(position, data, record)
             else:
-                self._write_to_store(position, data, record)
+                sync(self._store_frame(position, data, record))  # each of its writes is bounded
         except Exception as error:
-            message = f"Cannot store the frame at {dict(coords)} in {self.path}: {_reason(error)}"
-            code = error.errno if isinstance(error, OSError) else None
-            raise (OSError(message) if code is None else OSError(code, message)) from error
+            raise self._failure(coords, error) from error
+        self._commit(coords, position, metadata)
+
+    def start_put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any,
+                  on_done: Callable[[Optional[BaseException]], None]) -> None:
+        """In a store: start the frame's writes on zarr's I/O loop and return; ``on_done`` is called from
+        that loop once its chunk and its record are in the store (or with the error, and then neither
+        is). Locally, as ``put``."""
+        if self._store is None:
+            super().start_put(data_coordinates, data, metadata, on_done)
+            return
+        coords, data, metadata = self._accept(data_coordinates, data, metadata)
+        if coords in self._writing:
+            raise ValueError(f"Data at {dict(coords)} is already being stored; the first frame is kept")
+        try:
+            position, record = self._prepare(coords, data, metadata)
+        except Exception as error:
+            raise self._failure(coords, error) from error
+        with self._idle:
+            self._writing.add(coords)
+
+        def done(finished: Any) -> None:
+            cancelled = finished.cancelled()
+            error = OSError(errno.ECANCELED, "the write was cancelled") if cancelled else finished.exception()
+            if error is None:
+                self._commit(coords, position, metadata)
+                self._index.add(coords)
+                self._coordinates.append(coords)
+            with self._idle:
+                self._writing.discard(coords)
+                self._idle.notify_all()
+            if error is None:
+                on_done(None)
+            else:
+                failure = self._failure(coords, error)
+                failure.__cause__ = error
+                on_done(failure)
+
+        asyncio.run_coroutine_threadsafe(self._store_frame(position, data, record), _get_loop()).add_done_callback(done)
+
+    def _prepare(self, coords: DataCoordinates, data: np.ndarray,
+                 metadata: dict[str, Any]) -> tuple[tuple[int, ...], bytes]:
+        """The frame's array position (creating or growing the array, adding labels) and its record."""
+        if self._array is None:
+            self._create(coords, data)
+        position = tuple(self._position(axis, coords[axis]) for axis in self._axes)
+        capacity = self._array.shape[:-2]
+        if any(i >= size for i, size in zip(position, capacity, strict=True)):
+            # grow geometrically (few metadata rewrites: a request each in a store): index axes 4x, labelled
+            # ones (channels: a few values) 2x; finish() trims to the acquired extent
+            grown = tuple(size if i < size else max((2 if self._labelled[axis] else 4) * size, i + 1)
+                          for axis, size, i in zip(self._axes, capacity, position, strict=True))
+            self._run(self._array.resize(grown + self._array.shape[-2:]))
+        return position, (json.dumps({"coords": dict(coords), "metadata": metadata}) + "\n").encode()
+
+    def _commit(self, coords: DataCoordinates, position: tuple[int, ...], metadata: dict[str, Any]) -> None:
+        """A frame is stored: make it readable."""
         self._extent = tuple(max(size, i + 1) for size, i in zip(self._extent, position, strict=True))
         self._positions[coords] = position
         self._metadata[coords] = metadata
+
+    def _failure(self, coords: DataCoordinates, error: BaseException) -> OSError:
+        message = f"Cannot store the frame at {dict(coords)} in {self.path}: {_reason(error)}"
+        code = error.errno if isinstance(error, OSError) else None
+        return OSError(message) if code is None else OSError(code, message)
 
     def _chunk_key(self, position: tuple[int, ...]) -> str:
         return "0/" + self._array.metadata.encode_chunk_key((*position, 0, 0))
@@ -385,26 +457,71 @@ class OMEZarrStorage(FrameStorage):
             raise
         self._records_size += len(record)
 
-    def _write_to_store(self, position: tuple[int, ...], data: np.ndarray, record: bytes) -> None:
-        prototype = default_buffer_prototype()
-        record_key = f"{_RECORD_PREFIX}{len(self._coordinates):09d}.json"
-        if self._compressors is not None:
-            self._run(self._array.setitem(position, data))
-            writes = [self._store.set(record_key, prototype.buffer.from_bytes(record))]
-            keys = [record_key]
-        else:
-            chunk = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
-            chunk_key = self._chunk_key(position)
-            writes = [self._store.set(chunk_key, prototype.buffer.from_array_like(chunk)),
-                      self._store.set(record_key, prototype.buffer.from_bytes(record))]
-            keys = [chunk_key, record_key]
-        results = self._run(_gather(writes))
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            # best effort: take back what did arrive, so no record claims a frame that is not there
+    async def _store_frame(self, position: tuple[int, ...], data: np.ndarray, record: bytes) -> None:
+        """Write a frame's chunk, then its record (``_add_record``); if either fails, take the chunk back, so
+        that nothing claims a frame that is not there."""
+        chunk_key = self._chunk_key(position)
+        self._chunks_writing += 1
+        chunk_written = False
+        try:
+            if self._chunk_slots is None:
+                self._chunk_slots = asyncio.Semaphore(CHUNKS_AT_ONCE)
+            async with self._chunk_slots:
+                if self._compressors is not None:
+                    await _bounded(self._array.setitem(position, data), self._timeout)
+                else:
+                    chunk = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+                    await _bounded(self._store.set(chunk_key, default_buffer_prototype().buffer.from_array_like(chunk)),
+                                   self._timeout)
+            chunk_written = True
+            await self._add_record(record)
+        except BaseException:
+            if not chunk_written:
+                self._chunks_writing -= 1
+                self._write_records_when_due()
             with contextlib.suppress(Exception):
-                self._run(_gather([self._store.delete(k) for k in keys]), min(self._timeout, 5.0))
-            raise failures[0]
+                await asyncio.wait_for(self._store.delete(chunk_key), min(self._timeout, 5.0))
+            raise
+
+    async def _add_record(self, record: bytes) -> None:
+        """Return once ``record`` is in the store. Records of frames whose chunks arrive while one record
+        object is being written go together in the next (``frame_metadata/<n>.json``, a line each): a
+        request per frame, not two, when many frames are in flight."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._records_waiting.append((record, waiter))
+        self._chunks_writing -= 1
+        self._write_records_when_due()
+        await waiter
+
+    def _write_records_when_due(self) -> None:
+        """Start writing the waiting records when all the frames in flight but ``CHUNKS_AT_ONCE`` wait for
+        theirs, or no chunk is being written: a request costs a store about as much for a record as for a
+        frame's chunk, so few records objects leave it the most for the chunks."""
+        if self._records_waiting and (self._records_writer is None or self._records_writer.done()) and (
+                not self._chunks_writing or len(self._records_waiting) >= self._records_due):
+            self._records_writer = asyncio.ensure_future(self._write_records())
+
+    async def _write_records(self) -> None:
+        prototype = default_buffer_prototype()
+        while self._records_waiting:
+            batch, self._records_waiting = self._records_waiting, []
+            key = f"{_RECORD_PREFIX}{self._records_started:09d}.json"
+            self._records_started += 1
+            try:
+                await _bounded(self._store.set(key, prototype.buffer.from_bytes(b"".join(r for r, _ in batch))),
+                               self._timeout)
+            except BaseException as error:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._store.delete(key), min(self._timeout, 5.0))
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+            else:
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            if self._chunks_writing and len(self._records_waiting) < self._records_due:
+                return  # the next chunk to arrive starts the next record object when it is due
 
     def _run(self, awaitable: Any, timeout: Optional[float] = None) -> Any:
         """Run a zarr or store coroutine on zarr's I/O loop; ``TimeoutError`` after ``timeout_s``."""
@@ -456,6 +573,10 @@ class OMEZarrStorage(FrameStorage):
         self._run(self._group.update_attributes(attributes))
 
     def _finish(self) -> None:
+        with self._idle:  # writes started with start_put complete first (a DataHandler waits for them anyway)
+            if not self._idle.wait_for(lambda: not self._writing, self._timeout):
+                raise OSError(errno.ETIMEDOUT, f"Cannot finish {self.path}: {len(self._writing)} frames were still "
+                                               f"being written after {self._timeout:g} s")
         try:
             if self._array is not None:
                 if self._array.shape[:-2] != self._extent:
