@@ -16,6 +16,7 @@ import time
 import urllib.request
 import uuid
 from types import SimpleNamespace
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -108,10 +109,18 @@ class Relay:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
+        self._hold: Optional[tuple[bytes, float, threading.Event]] = None
         threading.Thread(target=self._accept, daemon=True).start()
 
     def stall(self) -> None:
         self._flowing.clear()
+
+    def hold_next(self, pattern: bytes, seconds: float) -> threading.Event:
+        """Hold the next request containing ``pattern`` for ``seconds``, then pass it on (a packet delayed on
+        the network, delivered after the client gave up on it); the event is set once it is passed on."""
+        passed = threading.Event()
+        self._hold = (pattern, seconds, passed)
+        return passed
 
     def resume(self) -> None:
         self.denying = False
@@ -151,15 +160,22 @@ class Relay:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, to_server: bool = False) -> None:
         try:
             while data := source.recv(65536):
                 while not self._flowing.wait(0.1):  # stalled: stop reading, so TCP pushes back on the sender
                     if self._closed.is_set():
                         return
+                hold = self._hold
+                if to_server and hold is not None and hold[0] in data:
+                    self._hold = None
+                    time.sleep(hold[1])
+                    target.sendall(data)
+                    hold[2].set()
+                    continue
                 target.sendall(data)
         except OSError:
             pass
@@ -324,6 +340,30 @@ def test_a_handler_keeps_several_frames_going_and_their_records_share_objects(s3
         OMEZarrStorage(s3.url, "bad", store=store, writes_in_flight=0)
 
 
+def test_a_frame_put_again_while_its_first_write_completes_is_refused_and_the_first_kept(s3):
+    first_stored = threading.Event()
+
+    class CheckingSlowly(OMEZarrStorage):
+        slow = False
+
+        def _check_frame(self, coords, data):  # the second put's checks last until the first write is done
+            if self.slow:
+                assert first_stored.wait(30)
+            return super()._check_frame(coords, data)
+
+    storage = CheckingSlowly(s3.url, "twice")
+    outcomes = []
+    storage.start_put({"time": 0}, np.full(SHAPE, 1, np.uint16), {"n": 1},
+                      lambda error: (outcomes.append(error), first_stored.set()))
+    storage.slow = True
+    with pytest.raises(ValueError, match=r"Data at \{'time': 0\} .*already stored.*the first frame is kept"):
+        storage.start_put({"time": 0}, np.full(SHAPE, 2, np.uint16), {"n": 2}, outcomes.append)
+    assert outcomes == [None]
+    assert storage.get_coordinates_list() == [{"time": 0}]
+    assert storage.get_data({"time": 0})[0, 0] == 1 and storage.get_metadata({"time": 0}) == {"n": 1}
+    storage.finish()
+
+
 # ---------------------------------------------------------------------------------------------- faults
 @pytest.mark.parametrize("store", STORES)
 def test_a_failing_write_is_a_clear_error_and_no_frame_is_reported_stored(s3, relay, store):
@@ -357,6 +397,21 @@ def test_a_failing_write_is_a_clear_error_and_no_frame_is_reported_stored(s3, re
     relay.resume()
     in_store = OMEZarrDataset(storage.path)
     assert sorted(dict(c)["time"] for c in in_store.coordinates()) == sorted(c["time"] for c in stored) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_record_that_times_out_and_lands_late_names_only_chunks_that_are_there(s3, relay, store):
+    storage = OMEZarrStorage(s3.url, "late", storage_options=through(relay, store), store=store, timeout_s=1)
+    storage.put({"time": 0, "channel": "DAPI"}, frame(0, "DAPI"), {"t": 0})
+    passed_on = relay.hold_next(b"frame_metadata/", 3.0)
+    with pytest.raises(OSError, match=r"Cannot store the frame at \{'time': 1, 'channel': 'DAPI'\}"):
+        storage.put({"time": 1, "channel": "DAPI"}, frame(1, "DAPI"), {"t": 1})
+    assert {"time": 1, "channel": "DAPI"} not in storage
+    assert passed_on.wait(20)
+    time.sleep(1.0)  # the late record lands
+    dataset = OMEZarrDataset(storage.path, store=store)  # as a crash would leave it: not finished
+    for coords in dataset.coordinates():  # whatever a record names reads back as it was acquired
+        np.testing.assert_array_equal(dataset.read_frame(coords), frame(coords["time"], coords["channel"]))
 
 
 @pytest.mark.parametrize("store", STORES)

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import threading
@@ -56,6 +57,8 @@ try:
     from zarr.core.sync import _get_loop, sync
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("OME-Zarr storage needs the 'zarr' package: pip install 'napari-exengine[zarr]'") from error
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_STORE", "STORES", "OMEZarrDataset", "OMEZarrStorage", "is_store_url", "open_store"]
 
@@ -365,39 +368,49 @@ class OMEZarrStorage(FrameStorage):
     def start_put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any,
                   on_done: Callable[[Optional[BaseException]], None]) -> None:
         """In a store: start the frame's writes on zarr's I/O loop and return; ``on_done`` is called from
-        that loop once its chunk and its record are in the store (or with the error, and then neither
-        is). Locally, as ``put``."""
+        that loop once its chunk and its record are in the store, or with the error (the frame is then
+        not stored, though its chunk may stay in the store). Locally, as ``put``."""
         if self._store is None:
             super().start_put(data_coordinates, data, metadata, on_done)
             return
         coords, data, metadata = self._accept(data_coordinates, data, metadata)
-        if coords in self._writing:
-            raise ValueError(f"Data at {dict(coords)} is already being stored; the first frame is kept")
+        with self._idle:  # checked again with the writes' completions held off: one write per frame, ever
+            if self._finished or coords in self._index or coords in self._writing:
+                state = "finished" if self._finished else "already stored or being stored"
+                raise ValueError(f"Data at {dict(coords)} cannot be stored in {self!r}: {state}; the first frame "
+                                 f"is kept")
+            self._writing.add(coords)
         try:
             position, record = self._prepare(coords, data, metadata)
         except Exception as error:
+            self._written(coords, stored=False)
             raise self._failure(coords, error) from error
-        with self._idle:
-            self._writing.add(coords)
 
         def done(finished: Any) -> None:
             cancelled = finished.cancelled()
             error = OSError(errno.ECANCELED, "the write was cancelled") if cancelled else finished.exception()
-            if error is None:
-                self._commit(coords, position, metadata)
-                self._index.add(coords)
-                self._coordinates.append(coords)
-            with self._idle:
-                self._writing.discard(coords)
-                self._idle.notify_all()
-            if error is None:
-                on_done(None)
-            else:
-                failure = self._failure(coords, error)
-                failure.__cause__ = error
-                on_done(failure)
+            try:
+                if error is None:
+                    self._commit(coords, position, metadata)
+            finally:
+                self._written(coords, stored=error is None)
+                if error is None:
+                    on_done(None)
+                else:
+                    failure = self._failure(coords, error)
+                    failure.__cause__ = error
+                    on_done(failure)
 
         asyncio.run_coroutine_threadsafe(self._store_frame(position, data, record), _get_loop()).add_done_callback(done)
+
+    def _written(self, coords: DataCoordinates, stored: bool) -> None:
+        """A write started by ``start_put`` ended: the frame is listed if ``stored``, and no longer writing."""
+        with self._idle:
+            if stored:
+                self._index.add(coords)
+                self._coordinates.append(coords)
+            self._writing.discard(coords)
+            self._idle.notify_all()
 
     def _prepare(self, coords: DataCoordinates, data: np.ndarray,
                  metadata: dict[str, Any]) -> tuple[tuple[int, ...], bytes]:
@@ -458,11 +471,9 @@ class OMEZarrStorage(FrameStorage):
         self._records_size += len(record)
 
     async def _store_frame(self, position: tuple[int, ...], data: np.ndarray, record: bytes) -> None:
-        """Write a frame's chunk, then its record (``_add_record``); if either fails, take the chunk back, so
-        that nothing claims a frame that is not there."""
+        """Write a frame's chunk, then its record (``_add_record``); if the chunk fails, take it back."""
         chunk_key = self._chunk_key(position)
         self._chunks_writing += 1
-        chunk_written = False
         try:
             if self._chunk_slots is None:
                 self._chunk_slots = asyncio.Semaphore(CHUNKS_AT_ONCE)
@@ -473,15 +484,18 @@ class OMEZarrStorage(FrameStorage):
                     chunk = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
                     await _bounded(self._store.set(chunk_key, default_buffer_prototype().buffer.from_array_like(chunk)),
                                    self._timeout)
-            chunk_written = True
-            await self._add_record(record)
         except BaseException:
-            if not chunk_written:
-                self._chunks_writing -= 1
-                self._write_records_when_due()
-            with contextlib.suppress(Exception):
+            self._chunks_writing -= 1
+            self._write_records_when_due()
+            try:  # best effort: a chunk no record names is never read, but costs space
                 await asyncio.wait_for(self._store.delete(chunk_key), min(self._timeout, 5.0))
+            except Exception as error:
+                logger.warning("Could not take back the partial chunk %s of %s: %s", chunk_key, self.path,
+                               _reason(error))
             raise
+        # Once the chunk is there it stays, even if its record fails: a record whose write timed out may
+        # still land, and must not name a chunk that was taken back.
+        await self._add_record(record)
 
     async def _add_record(self, record: bytes) -> None:
         """Return once ``record`` is in the store. Records of frames whose chunks arrive while one record
@@ -511,6 +525,7 @@ class OMEZarrStorage(FrameStorage):
                 await _bounded(self._store.set(key, prototype.buffer.from_bytes(b"".join(r for r, _ in batch))),
                                self._timeout)
             except BaseException as error:
+                # a record that failed names chunks that are there: it may stay if deleting it fails
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._store.delete(key), min(self._timeout, 5.0))
                 for _, waiter in batch:
@@ -573,10 +588,12 @@ class OMEZarrStorage(FrameStorage):
         self._run(self._group.update_attributes(attributes))
 
     def _finish(self) -> None:
-        with self._idle:  # writes started with start_put complete first (a DataHandler waits for them anyway)
-            if not self._idle.wait_for(lambda: not self._writing, self._timeout):
+        # writes started with start_put complete first (a DataHandler waits for them anyway): a chunk, its
+        # turn for a record object and the record, each within timeout_s
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._writing, 3 * self._timeout):
                 raise OSError(errno.ETIMEDOUT, f"Cannot finish {self.path}: {len(self._writing)} frames were still "
-                                               f"being written after {self._timeout:g} s")
+                                               f"being written after {3 * self._timeout:g} s")
         try:
             if self._array is not None:
                 if self._array.shape[:-2] != self._extent:
