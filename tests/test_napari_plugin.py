@@ -348,9 +348,11 @@ def test_display_refreshes_less_often_while_frames_outpace_it(gui_viewer):
     sink._tick()
     assert sink.frames_shown == layer_sink.BUSY_FRAMES + 3
     # the storage keeps up (a camera's pace): still often enough to show each frame within ~100 ms
-    assert sink._timer.interval() == layer_sink.FAST_REFRESH_INTERVAL_MS and sink._timer.isActive()
+    assert sink.interval_ms == layer_sink.FAST_REFRESH_INTERVAL_MS and sink._timer.isActive()
+    # counted from the start of the refresh, leaving napari a moment to paint
+    assert layer_sink.MIN_GAP_MS <= sink._timer.interval() <= layer_sink.FAST_REFRESH_INTERVAL_MS
     sink._tick()  # nothing new: back to the camera-rate pace
-    assert sink._timer.interval() == layer_sink.REFRESH_INTERVAL_MS
+    assert sink.interval_ms == layer_sink.REFRESH_INTERVAL_MS
     sink.close()
     assert not sink._timer.isActive()
 
@@ -372,19 +374,102 @@ def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_vi
     sink = layer_sink.LayerSink(gui_viewer, handler, name="lagging", stage="processed")
     frame = np.zeros((1024, 1024), np.uint16)  # 2 MB: the backlog passes BUSY_BACKLOG_BYTES
     count = layer_sink.BUSY_BACKLOG_BYTES // frame.nbytes + layer_sink.BUSY_FRAMES
-    try:
-        for t in range(count):
+    put = 0
+
+    def more(n):
+        nonlocal put
+        for t in range(put, put + n):
             handler.put({"time": t}, frame, {})
-        for _ in range(count):
+        for _ in range(n):
             assert processed.acquire(timeout=10)
-        sink._tick()
-        assert sink.frames_shown == count
-        assert handler.bytes_in_flight > layer_sink.BUSY_BACKLOG_BYTES
-        assert sink._timer.interval() == layer_sink.BUSY_REFRESH_INTERVAL_MS
+        put += n
+
+    try:
+        more(count)
+        for tick in range(1, layer_sink.BUSY_TICKS + 1):  # the backlog lasts: busy from the BUSY_TICKS-th refresh
+            sink._tick()
+            assert handler.bytes_in_flight > layer_sink.BUSY_BACKLOG_BYTES
+            busy = tick >= layer_sink.BUSY_TICKS
+            expected = layer_sink.BUSY_REFRESH_INTERVAL_MS if busy else layer_sink.FAST_REFRESH_INTERVAL_MS
+            assert sink.interval_ms == expected
+            more(layer_sink.BUSY_FRAMES + 1)
+        assert sink.frames_shown == put - layer_sink.BUSY_FRAMES - 1
+        assert sink._timer.interval() == layer_sink.BUSY_REFRESH_INTERVAL_MS  # a pause after the refresh
     finally:
         gate.set()
         handler.await_completion(30)
         sink.close()
+
+
+def test_a_backlog_that_drains_at_once_keeps_the_cameras_pace(gui_viewer):
+    """At a camera's pace a pause elsewhere leaves a backlog for a moment: the display does not slow down."""
+    from napari_exengine import layer_sink
+
+    handler = DataHandler(NDRAMStorage())
+    sink = layer_sink.LayerSink(gui_viewer, handler, name="hiccup")
+
+    class Backlog:  # the one thing this test is not about: how the backlog came about
+        bytes_in_flight = 0
+
+    sink.handler = Backlog()
+    try:
+        for backlog in (40, 30, 20, 10):  # MB in flight at each refresh, draining
+            Backlog.bytes_in_flight = backlog * 1024**2
+            sink._update_busy()
+            assert not sink._busy
+        for _ in range(layer_sink.BUSY_TICKS):  # a backlog that stays: full speed
+            Backlog.bytes_in_flight = 40 * 1024**2
+            sink._update_busy()
+        assert sink._busy
+        Backlog.bytes_in_flight = 35 * 1024**2  # draining, still behind: stays busy
+        sink._update_busy()
+        assert sink._busy
+        Backlog.bytes_in_flight = 1024**2  # caught up
+        sink._update_busy()
+        assert not sink._busy
+    finally:
+        sink.handler = handler
+        sink.close()
+
+
+def test_sinks_following_acquisitions_keep_the_collector_off_older_objects(gui_viewer):
+    import gc
+
+    from napari_exengine.layer_sink import LayerSink
+
+    assert gc.get_freeze_count() == 0
+    first = LayerSink(gui_viewer, DataHandler(NDRAMStorage()), name="one")
+    assert gc.get_freeze_count() > 0  # a full collection walks napari's objects: ~130 ms holding the GIL
+    second = LayerSink(gui_viewer, DataHandler(NDRAMStorage()), name="two")
+    first.close()
+    first.close()  # idempotent
+    assert gc.get_freeze_count() > 0  # the other one still follows
+    second.close()
+    assert gc.get_freeze_count() == 0
+
+
+def test_moving_the_sliders_slices_each_layer_once(gui_viewer, qtbot):
+    from napari_exengine.layer_sink import LayerSink
+
+    handler = DataHandler(NDRAMStorage())
+    sink = LayerSink(gui_viewer, handler, name="once", expected=[{"time": t} for t in range(4)], frame_shape=(16, 16))
+    layer = gui_viewer.layers["once"]
+    slices = []
+    original = layer._slice_dims
+    layer._slice_dims = lambda *args, **kwargs: (slices.append(1), original(*args, **kwargs))[1]
+    handler.put({"time": 3}, np.full((16, 16), 3, np.uint16), {})
+    qtbot.waitUntil(lambda: sink.frames_shown == 1, timeout=5000)
+    assert gui_viewer.dims.current_step[0] == 3 and np.asarray(layer._slice.image.raw)[0, 0] == 3
+    assert len(slices) == 1  # napari's own "point" event would have sliced it a second time
+    handler.await_completion(5)
+    sink.close()
+
+
+def test_short_plans_make_their_layers_first_and_long_ones_start_at_once():
+    from napari_exengine.layer_sink import DEFER_LAYERS_ABOVE_FRAMES, defer_layers_for
+
+    assert not defer_layers_for(1000) and not defer_layers_for(DEFER_LAYERS_ABOVE_FRAMES)
+    assert defer_layers_for(DEFER_LAYERS_ABOVE_FRAMES + 1) and defer_layers_for(None)
 
 
 @pytest.mark.parametrize("gui_viewer", [True], indirect=True)

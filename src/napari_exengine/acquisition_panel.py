@@ -26,7 +26,7 @@ from exengine.plans import frame_shape
 from exengine.processors import ProcessorChain, fit_to_plan
 
 from .contributions import DEFAULT_PLAN, DEFAULT_STORAGE, Contribution, ContributionError, list_contributions
-from .layer_sink import LayerSink
+from .layer_sink import LayerSink, defer_layers_for
 from .panel_common import (
     DEVICE_EVENTS,
     channel_property,
@@ -548,10 +548,11 @@ class AcquisitionPanel(QWidget):
         scale = {"z": self.z_step.value} if self.is_multi_d and self.use_z.value else {}
         name = _dataset_label(storage) or self.dataset_name.value or "Acquisition"
         self.storage_object = storage
-        self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale,
-                              expected=expected, axis_sizes=sizes, defer_layers=True,
-                              **(self._planned_frame() or {}))
         self.acquisition = Acquisition(plan, handler)
+        self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale,
+                              expected=expected, axis_sizes=sizes,
+                              defer_layers=defer_layers_for(self.acquisition.total_frames),
+                              **(self._planned_frame() or {}))
         self.progress.max = self.acquisition.total_frames or 0  # 0: a busy bar for open-ended plans
         self.progress.value = 0
         self._set_running(True)

@@ -1,17 +1,23 @@
 """``LayerSink``: shows frames of a ``DataHandler`` in napari layers whose sliders are the coordinate axes.
 
 The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI thread
-turns them into layer updates 33 ms after the previous update ended (at most ~30 a second, never back to
-back when redraws are slow); 66 ms while frames arrive faster than the display shows them but the
-storage keeps up (a camera's pace: each frame is shown within ~100 ms); 150 ms while the storage also
-falls behind (full speed), so that redrawing leaves the CPU to the acquisition. Layers read frames lazily through
-``DataHandler.get`` (memory while in flight, else storage), so layer memory stays bounded.
+turns them into layer updates every 33 ms (counted from the start of one update to the next); every
+66 ms while frames arrive faster than the display shows them but the storage keeps up (a camera's
+pace: each frame is shown within ~100 ms); and with a pause of 300 ms after each update while the
+storage lags and does not catch up (full speed), so that redrawing leaves the CPU to the acquisition.
+Moving the sliders slices each layer once (napari would slice it twice). Layers read frames lazily
+through ``DataHandler.get`` (memory while in flight, else storage), so layer memory stays bounded.
+While a sink follows an acquisition, the objects that existed before are kept out of the garbage
+collector's full collections, which in a napari session hold the GIL for ~130 ms.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
@@ -30,11 +36,48 @@ REFRESH_INTERVAL_MS = 33
 FAST_REFRESH_INTERVAL_MS = 66
 #: The same when the storage also falls behind (more than ``BUSY_BACKLOG_BYTES`` in flight), as at full
 #: speed: redraws then yield the CPU to the acquisition.
-BUSY_REFRESH_INTERVAL_MS = 150
+BUSY_REFRESH_INTERVAL_MS = 300
+#: Intervals count from the start of a refresh; the next one waits at least this long after its end,
+#: so that napari paints in between.
+MIN_GAP_MS = 15
 BUSY_FRAMES = 8
 BUSY_BACKLOG_BYTES = 32 * 1024**2
+#: Refreshes in a row that must find the storage behind and not catching up before the busy interval
+#: applies (``LayerSink._update_busy``).
+BUSY_TICKS = 2
+#: Plans longer than this (and open-ended ones) start acquiring before their layers are made: making
+#: napari layers takes 0.2-0.3 s of the GUI thread per layer, and for a short plan it is cheaper done
+#: first (made alongside the acquisition's threads it took 2-3x as long, and slowed them as much).
+DEFER_LAYERS_ABOVE_FRAMES = 10_000
 _AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
 _COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "gray")
+
+
+_following = 0  # sinks following an acquisition (GUI thread only)
+
+
+def _freeze_collector() -> None:
+    """While sinks follow acquisitions, the objects that existed before are left out of the cyclic
+    garbage collector's full collections (``gc.freeze``). In a napari session a full collection walks
+    every napari, vispy and Qt object: about 130 ms holding the GIL, which stalls the acquisition's
+    threads and the display at once (the longest delays before a frame was shown)."""
+    global _following
+    if not _following:
+        gc.freeze()
+    _following += 1
+
+
+def _thaw_collector() -> None:
+    """The last sink stopped following: the frozen objects are collected as usual again."""
+    global _following
+    _following -= 1
+    if not _following:
+        gc.unfreeze()
+
+
+def defer_layers_for(total_frames: Optional[int]) -> bool:
+    """Whether a plan of ``total_frames`` (``None``: open-ended) should start before its layers are made."""
+    return total_frames is None or total_frames > DEFER_LAYERS_ABOVE_FRAMES
 
 
 def sort_axes(axes: list[str]) -> list[str]:
@@ -111,15 +154,23 @@ class LayerSink:
         self._layers: dict[Any, Any] = {}
         self._state: dict[Any, dict[str, Any]] = {}
         self._last_step: Optional[tuple[int, ...]] = None
+        self._lagging_ticks = 0
+        self._busy = False
+        self._backlog = 0  # bytes in flight at the previous refresh
+        self._duplicate_slice: Any = None  # the viewer's listener that slices twice per step, once known
         self._planned = self._plan_by_layer(expected or ())
         self._axis_sizes = dict(axis_sizes or {})
         self.frames_shown = 0
-        # Single-shot, restarted when a refresh ends: slow redraws never queue up back to back.
+        #: The refresh interval in use: ``REFRESH_INTERVAL_MS``, ``FAST_REFRESH_INTERVAL_MS`` or
+        #: ``BUSY_REFRESH_INTERVAL_MS``.
+        self.interval_ms = REFRESH_INTERVAL_MS
+        # Single-shot, restarted when a refresh ends (``MIN_GAP_MS`` at least): redraws never queue up.
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(REFRESH_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
         self._closed = False
+        _freeze_collector()
         data_handler.add_listener(self._on_frame)
         self._unprepared: Optional[tuple[tuple[int, ...], np.dtype, float]] = None
         if frame_shape is not None and self._planned:
@@ -142,6 +193,8 @@ class LayerSink:
 
     def close(self) -> None:
         """Stop following the handler (layers stay)."""
+        if not self._closed:
+            _thaw_collector()
         self._closed = True
         self._timer.stop()
         self.handler.remove_listener(self._on_frame)
@@ -149,15 +202,33 @@ class LayerSink:
 
     def _tick(self) -> None:
         shown = self.frames_shown
+        started = time.monotonic()
         try:
             self.refresh()
         finally:
             if not self._closed:
-                interval = REFRESH_INTERVAL_MS
+                self._update_busy()
+                interval, busy = REFRESH_INTERVAL_MS, False
                 if self.frames_shown - shown > BUSY_FRAMES:
-                    lagging = self.handler.bytes_in_flight > BUSY_BACKLOG_BYTES
-                    interval = BUSY_REFRESH_INTERVAL_MS if lagging else FAST_REFRESH_INTERVAL_MS
-                self._timer.start(interval)
+                    busy = self._busy
+                    interval = BUSY_REFRESH_INTERVAL_MS if busy else FAST_REFRESH_INTERVAL_MS
+                self.interval_ms = interval
+                # at a camera's pace refreshes start every interval; when busy, the interval is a pause
+                spent_ms = 0.0 if busy else (time.monotonic() - started) * 1000
+                self._timer.start(max(MIN_GAP_MS, round(interval - spent_ms)))
+
+    def _update_busy(self) -> None:
+        """Busy: the storage is behind and does not catch up (full speed). It starts after ``BUSY_TICKS``
+        refreshes in a row find more than ``BUSY_BACKLOG_BYTES`` in flight and not draining (at a camera's
+        pace, a backlog after a pause elsewhere drains at once), and lasts while the backlog does."""
+        backlog = self.handler.bytes_in_flight
+        behind = backlog > BUSY_BACKLOG_BYTES
+        if self._busy:
+            self._busy = behind
+        else:
+            self._lagging_ticks = self._lagging_ticks + 1 if behind and backlog >= 0.9 * self._backlog else 0
+            self._busy = self._lagging_ticks >= BUSY_TICKS
+        self._backlog = backlog
 
     def refresh(self) -> None:
         """Apply the frames that arrived since the last refresh (GUI thread)."""
@@ -312,12 +383,29 @@ class LayerSink:
                 if axis in labels:
                     step[labels.index(axis)] = index
             if tuple(step) != tuple(dims.current_step):
-                dims.current_step = tuple(step)  # re-slices every layer once
+                with self._one_slice(dims):
+                    dims.current_step = tuple(step)  # re-slices every layer once
                 self._last_step = tuple(dims.current_step)
                 return
             self._last_step = tuple(dims.current_step)
         for key in redraw:
             self._layers[key].refresh()
+
+
+    def _one_slice(self, dims: Any) -> Any:
+        """napari slices every layer for a new ``current_step`` and again for the ``point`` it implies
+        (the viewer's ``_update_layers`` listens to both): while the sink moves the sliders, the second is
+        held back for that one listener (half the cost of a refresh). A no-op if napari changes."""
+        if self._duplicate_slice is None:
+            update = getattr(self.viewer, "_update_layers", None)
+            both = update is not None and all(
+                any(isinstance(cb, tuple) and cb[0]() is self.viewer and cb[1] == "_update_layers"
+                    for cb in getattr(emitter, "callbacks", ()))
+                for emitter in (dims.events.current_step, getattr(dims.events, "point", None)) if emitter is not None)
+            self._duplicate_slice = update if both and hasattr(dims.events, "point") else False
+        if self._duplicate_slice is False:
+            return contextlib.nullcontext()
+        return dims.events.point.blocker(self._duplicate_slice)
 
 
 def _position(state: Mapping[str, Any], coords: Mapping[str, Any]) -> tuple[int, ...]:
