@@ -413,15 +413,16 @@ def test_a_backlog_that_drains_at_once_keeps_the_cameras_pace(gui_viewer):
 
     sink.handler = Backlog()
     try:
-        for backlog in (40, 30, 20, 10):  # MB in flight at each refresh, draining
-            Backlog.bytes_in_flight = backlog * 1024**2
+        limit = layer_sink.BUSY_BACKLOG_BYTES
+        for share in (1.3, 1.0, 0.7, 0.3):  # of the limit in flight at each refresh, draining
+            Backlog.bytes_in_flight = int(share * limit)
             sink._update_busy()
             assert not sink._busy
         for _ in range(layer_sink.BUSY_TICKS):  # a backlog that stays: full speed
-            Backlog.bytes_in_flight = 40 * 1024**2
+            Backlog.bytes_in_flight = int(1.3 * limit)
             sink._update_busy()
         assert sink._busy
-        Backlog.bytes_in_flight = 35 * 1024**2  # draining, still behind: stays busy
+        Backlog.bytes_in_flight = int(1.1 * limit)  # draining, still behind: stays busy
         sink._update_busy()
         assert sink._busy
         Backlog.bytes_in_flight = 1024**2  # caught up

@@ -41,7 +41,7 @@ BUSY_REFRESH_INTERVAL_MS = 300
 #: so that napari paints in between.
 MIN_GAP_MS = 15
 BUSY_FRAMES = 8
-BUSY_BACKLOG_BYTES = 32 * 1024**2
+BUSY_BACKLOG_BYTES = 96 * 1024**2
 #: Refreshes in a row that must find the storage behind and not catching up before the busy interval
 #: applies (``LayerSink._update_busy``).
 BUSY_TICKS = 2
