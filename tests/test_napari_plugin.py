@@ -447,6 +447,14 @@ def test_sinks_following_acquisitions_keep_the_collector_off_older_objects(gui_v
     assert gc.get_freeze_count() > 0  # the other one still follows
     second.close()
     assert gc.get_freeze_count() == 0
+    handler = DataHandler(NDRAMStorage())
+    script = LayerSink(gui_viewer, handler, name="script")  # a script's sink, never closed
+    assert gc.get_freeze_count() > 0
+    handler.await_completion(5)
+    script._tick()
+    assert gc.get_freeze_count() == 0  # its handler finished: collected as usual again
+    script.close()
+    assert gc.get_freeze_count() == 0
 
 
 def test_moving_the_sliders_slices_each_layer_once(gui_viewer, qtbot):

@@ -37,8 +37,8 @@ FAST_REFRESH_INTERVAL_MS = 66
 #: The same when the storage also falls behind (more than ``BUSY_BACKLOG_BYTES`` in flight), as at full
 #: speed: redraws then yield the CPU to the acquisition.
 BUSY_REFRESH_INTERVAL_MS = 300
-#: Intervals count from the start of a refresh; the next one waits at least this long after its end,
-#: so that napari paints in between.
+#: Intervals (but the busy one) count from the start of a refresh; the next one waits at least this
+#: long after its end, so that napari paints in between.
 MIN_GAP_MS = 15
 BUSY_FRAMES = 8
 BUSY_BACKLOG_BYTES = 96 * 1024**2
@@ -170,6 +170,7 @@ class LayerSink:
         self._timer.setInterval(REFRESH_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
         self._closed = False
+        self._frozen = True  # holds the collector off (until the handler finishes or the sink closes)
         _freeze_collector()
         data_handler.add_listener(self._on_frame)
         self._unprepared: Optional[tuple[tuple[int, ...], np.dtype, float]] = None
@@ -193,18 +194,24 @@ class LayerSink:
 
     def close(self) -> None:
         """Stop following the handler (layers stay)."""
-        if not self._closed:
-            _thaw_collector()
+        self._thaw()
         self._closed = True
         self._timer.stop()
         self.handler.remove_listener(self._on_frame)
         self.refresh()
+
+    def _thaw(self) -> None:
+        if self._frozen:
+            self._frozen = False
+            _thaw_collector()
 
     def _tick(self) -> None:
         shown = self.frames_shown
         started = time.monotonic()
         try:
             self.refresh()
+            if self.handler.is_finished():  # following on for a script's sink: collect as usual again
+                self._thaw()
         finally:
             if not self._closed:
                 self._update_busy()
@@ -395,7 +402,7 @@ class LayerSink:
     def _one_slice(self, dims: Any) -> Any:
         """napari slices every layer for a new ``current_step`` and again for the ``point`` it implies
         (the viewer's ``_update_layers`` listens to both): while the sink moves the sliders, the second is
-        held back for that one listener (half the cost of a refresh). A no-op if napari changes."""
+        held back for that one listener. A no-op if napari changes."""
         if self._duplicate_slice is None:
             update = getattr(self.viewer, "_update_layers", None)
             both = update is not None and all(

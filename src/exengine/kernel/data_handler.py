@@ -657,6 +657,7 @@ class DataHandler:
 
     def _stored_one(self, coords: DataCoordinates, data: np.ndarray, metadata: Any,
                     future: Optional[ExecutionFuture]) -> None:
+        """A frame is stored: release it from memory and the budget, and tell its future and listeners."""
         processing = self._processor is not None
         with self._cond:
             (self._processed if processing else self._raw).pop(coords, None)

@@ -47,7 +47,7 @@ class DataStorage(ABC):
     def start_put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any,
                   on_done: Callable[[Optional[BaseException]], None]) -> None:
         """Start storing a frame, and call ``on_done(None)`` once it is stored and readable, or
-        ``on_done(error)`` if it could not be (then nothing of it is stored). A frame refused before
+        ``on_done(error)`` if it could not be (then the frame is not stored). A frame refused before
         anything is written raises here instead. ``on_done`` may be called from another thread.
 
         Optional: by default, ``put`` and then ``on_done(None)``.

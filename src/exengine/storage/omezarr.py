@@ -225,10 +225,6 @@ async def _children(zarr_store: Any) -> set[str]:
     return {name.rstrip("/") async for name in zarr_store.list_dir("")}
 
 
-async def _gather(awaitables: list[Any]) -> list[Any]:
-    return await asyncio.gather(*awaitables, return_exceptions=True)
-
-
 async def _members(group: Any) -> list[str]:
     with warnings.catch_warnings():  # our frame_metadata files are no zarr nodes, and zarr says so
         warnings.simplefilter("ignore")
@@ -510,7 +506,7 @@ class OMEZarrStorage(FrameStorage):
     def _write_records_when_due(self) -> None:
         """Start writing the waiting records when all the frames in flight but ``CHUNKS_AT_ONCE`` wait for
         theirs, or no chunk is being written: a request costs a store about as much for a record as for a
-        frame's chunk, so few records objects leave it the most for the chunks."""
+        frame's chunk, so few record objects leave it the most for the chunks."""
         if self._records_waiting and (self._records_writer is None or self._records_writer.done()) and (
                 not self._chunks_writing or len(self._records_waiting) >= self._records_due):
             self._records_writer = asyncio.ensure_future(self._write_records())
