@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -17,6 +18,16 @@ from exengine.devices.simulated import create_simulated_devices
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "ndtiff"
+
+
+@pytest.fixture(autouse=True)
+def qt_garbage_collected_between_tests(request):
+    """After a GUI test, once its viewers are closed, collect its garbage: panels a test made without
+    docking them belong to Python, and a collection that deleted them in the middle of a later test's
+    Qt events crashed the run (a deleted QListView receiving an event)."""
+    yield
+    if {"gui_viewer", "qtbot", "make_napari_viewer"} & set(request.fixturenames):
+        gc.collect()
 
 
 @pytest.fixture(autouse=True)
