@@ -157,7 +157,7 @@ class LayerSink:
         self._lagging_ticks = 0
         self._busy = False
         self._backlog = 0  # bytes in flight at the previous refresh
-        self._duplicate_slice: Any = None  # the viewer's listener that slices twice per step, once known
+        self._duplicate_slice = _duplicate_slicer(viewer)  # the viewer's listener that slices twice per step
         self._planned = self._plan_by_layer(expected or ())
         self._axis_sizes = dict(axis_sizes or {})
         self.frames_shown = 0
@@ -400,19 +400,25 @@ class LayerSink:
 
 
     def _one_slice(self, dims: Any) -> Any:
-        """napari slices every layer for a new ``current_step`` and again for the ``point`` it implies
-        (the viewer's ``_update_layers`` listens to both): while the sink moves the sliders, the second is
-        held back for that one listener. A no-op if napari changes."""
+        """Hold back napari's second slice of every layer while the sink moves the sliders (see
+        ``_duplicate_slicer``)."""
         if self._duplicate_slice is None:
-            update = getattr(self.viewer, "_update_layers", None)
-            both = update is not None and all(
-                any(isinstance(cb, tuple) and cb[0]() is self.viewer and cb[1] == "_update_layers"
-                    for cb in getattr(emitter, "callbacks", ()))
-                for emitter in (dims.events.current_step, getattr(dims.events, "point", None)) if emitter is not None)
-            self._duplicate_slice = update if both and hasattr(dims.events, "point") else False
-        if self._duplicate_slice is False:
             return contextlib.nullcontext()
         return dims.events.point.blocker(self._duplicate_slice)
+
+
+def _duplicate_slicer(viewer: Any) -> Any:
+    """napari slices every layer for a new ``current_step`` and again for the ``point`` it implies: the
+    viewer's ``_update_layers`` listens to both. That listener, to hold back on ``point``; ``None`` if
+    napari changes."""
+    update = getattr(viewer, "_update_layers", None)
+    events = getattr(getattr(viewer, "dims", None), "events", None)
+    emitters = [getattr(events, name, None) for name in ("current_step", "point")]
+    if update is None or None in emitters:
+        return None
+    listens = all(any(isinstance(cb, tuple) and cb[0]() is viewer and cb[1] == "_update_layers"
+                      for cb in getattr(emitter, "callbacks", ())) for emitter in emitters)
+    return update if listens else None
 
 
 def _position(state: Mapping[str, Any], coords: Mapping[str, Any]) -> tuple[int, ...]:

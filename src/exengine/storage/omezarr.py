@@ -371,10 +371,10 @@ class OMEZarrStorage(FrameStorage):
             return
         coords, data, metadata = self._accept(data_coordinates, data, metadata)
         with self._idle:  # checked again with the writes' completions held off: one write per frame, ever
-            if self._finished or coords in self._index or coords in self._writing:
-                state = "finished" if self._finished else "already stored or being stored"
-                raise ValueError(f"Data at {dict(coords)} cannot be stored in {self!r}: {state}; the first frame "
-                                 f"is kept")
+            if self._finished:
+                raise RuntimeError(f"{self!r} is finished; no more data can be added")
+            if coords in self._index or coords in self._writing:
+                raise ValueError(f"Data at {dict(coords)} is already stored or being stored; the first frame is kept")
             self._writing.add(coords)
         try:
             position, record = self._prepare(coords, data, metadata)
@@ -507,13 +507,16 @@ class OMEZarrStorage(FrameStorage):
         """Start writing the waiting records when all the frames in flight but ``CHUNKS_AT_ONCE`` wait for
         theirs, or no chunk is being written: a request costs a store about as much for a record as for a
         frame's chunk, so few record objects leave it the most for the chunks."""
-        if self._records_waiting and (self._records_writer is None or self._records_writer.done()) and (
-                not self._chunks_writing or len(self._records_waiting) >= self._records_due):
+        if self._records_are_due() and (self._records_writer is None or self._records_writer.done()):
             self._records_writer = asyncio.ensure_future(self._write_records())
+
+    def _records_are_due(self) -> bool:
+        return bool(self._records_waiting) and (
+            not self._chunks_writing or len(self._records_waiting) >= self._records_due)
 
     async def _write_records(self) -> None:
         prototype = default_buffer_prototype()
-        while self._records_waiting:
+        while self._records_are_due():
             batch, self._records_waiting = self._records_waiting, []
             key = f"{_RECORD_PREFIX}{self._records_started:09d}.json"
             self._records_started += 1
@@ -531,8 +534,7 @@ class OMEZarrStorage(FrameStorage):
                 for _, waiter in batch:
                     if not waiter.done():
                         waiter.set_result(None)
-            if self._chunks_writing and len(self._records_waiting) < self._records_due:
-                return  # the next chunk to arrive starts the next record object when it is due
+        # records not yet due: the next chunk to arrive (or fail) starts the next record object
 
     def _run(self, awaitable: Any, timeout: Optional[float] = None) -> Any:
         """Run a zarr or store coroutine on zarr's I/O loop; ``TimeoutError`` after ``timeout_s``."""
