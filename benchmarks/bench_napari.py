@@ -3,9 +3,9 @@
 Three parts, each interleaving its configurations run by run (medians), 512x512 uint16 frames stored as
 NDTiff in RAM (``/dev/shm``):
 
-1. **Full speed, against napari-micromanager.** 1,000 frames (time 50 x channel 2 x z 10) at zero
-   exposure from our simulated camera, with our layer sink on a visible viewer vs no viewer; and, in
-   the same run, napari-micromanager's MDA (pymmcore-plus's runner on ``UniMMCore`` with a pure-Python
+1. **Full speed, against napari-micromanager.** 1,000 frames (time 50 x channel 2 x z 10), then 5,000
+   (time 250), at zero exposure from our simulated camera, with our layer sink on a visible viewer vs no
+   viewer; and, in the same run, napari-micromanager's MDA (pymmcore-plus's runner on ``UniMMCore`` with a pure-Python
    512x512 zero-exposure camera: ``exengine.backends.micromanager_demo``) shown live in napari through
    its main window vs the same MDA on a core with no viewer (``core.run_mda``). Each side's ratio is
    frames/s shown / frames/s headless; the ratio of ratios is ours / the peer's (target >= 4). Shown
@@ -13,7 +13,9 @@ NDTiff in RAM (``/dev/shm``):
    plans this short, while the acquisition runs for long ones) until every frame is stored (ours) or
    written into the layer's array (the peer's), and again from the acquisition's start (ours) and from
    when its layer exists (the peer's); headless runs from the start to the last frame. Ours is also run
-   with channels as an axis (one layer, as the peer shows).
+   with channels as an axis (one layer, as the peer shows). Our 1,000 frames take a quarter of a second
+   headless, so making the layers (0.15-0.2 s of napari's) weighs on that ratio; the peer's costs are
+   per frame, so its ratio hardly changes with the length.
 2. **Camera-paced.** The camera delivers 500 frames/s (one hardware-timed sequence of 3,000 frames);
    with the viewer showing it: the achieved / requested rate (target >= 0.98), frames lost (must be 0),
    the delay from stored to shown (median, p95, max; target <= 100 ms), and how far storage fell
@@ -22,7 +24,7 @@ NDTiff in RAM (``/dev/shm``):
    ``multi_d_acquisition_plan``, the layer sink given no plan (sliders grow as frames arrive):
    frames/s vs headless, RSS at start, peak and end, every frame stored.
 
-Run: ``xvfb-run -a python bench_napari.py`` (``--runs N`` for part 1's run count, ``--skip-peer``).
+Run: ``xvfb-run -a python bench_napari.py`` (``--runs N`` for part 1's run counts, ``--skip-peer``).
 
 The peer runs in its own process, so that it gets the zarr it declares: napari-micromanager 0.3.1
 requires ``zarr<3`` and this project ``zarr>=3`` (installing it here would downgrade zarr and break
@@ -55,9 +57,9 @@ from typing import Any, Optional
 
 from _common import scratch_dir
 
-FULL_T, CHANNELS, Z = 50, ("DAPI", "FITC"), 10
-FULL_FRAMES = FULL_T * len(CHANNELS) * Z
-RUNS = 5
+CHANNELS, Z = ("DAPI", "FITC"), 10
+#: Part 1's lengths (time points) and runs of each: 1,000 frames, and 5,000 (a second of our acquisition)
+FULL_LENGTHS = {50: 5, 250: 3}
 PACED_RATE = 500.0
 PACED_FRAMES = 3000
 PACED_RUNS = 3
@@ -65,6 +67,10 @@ LONG_T = 500
 LONG_FRAMES = LONG_T * len(CHANNELS) * Z
 LONG_RUNS = 3
 SHAPE = (512, 512)
+
+
+def _frames(time_points: int) -> int:
+    return time_points * len(CHANNELS) * Z
 
 
 def _rss_mb() -> float:
@@ -78,6 +84,15 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------- ours
+def _delete_later_now(app: Any) -> None:
+    """Delete the widgets of removed layers (napari's ``deleteLater``), as an event loop's next turn would:
+    ``processEvents`` leaves them be, and each acquisition's layer controls would make the next layers
+    slower to create (4-5 ms more per acquisition of 2 layers)."""
+    from qtpy.QtCore import QEvent
+
+    app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
 def _timed_sink_class() -> type:
     from napari_exengine.layer_sink import LayerSink
 
@@ -195,6 +210,7 @@ def run_ours(root: str, make_events: Callable[[Any], Any], frames: int, viewer: 
                       delay_max=max(delays) * 1000, refresh_cpu_ms=statistics.median(sink.refresh_cpu) * 1000,
                       refresh_cpu_max_ms=max(sink.refresh_cpu) * 1000)
         viewer.layers.clear()
+        _delete_later_now(app)
     storage.close()
     shutil.rmtree(storage.path, ignore_errors=True)
     return result
@@ -249,9 +265,13 @@ def peer_child() -> None:
     for _ in range(50):
         app.processEvents()
         time.sleep(0.01)
-    sequence = useq.MDASequence(
-        time_plan={"interval": 0, "loops": FULL_T}, channels=[{"config": c, "group": "Channel"} for c in CHANNELS],
-        z_plan={"range": Z - 1, "step": 1}, axis_order="tcz")
+
+    def sequence(time_points: int) -> useq.MDASequence:
+        return useq.MDASequence(
+            time_plan={"interval": 0, "loops": time_points},
+            channels=[{"config": c, "group": "Channel"} for c in CHANNELS], z_plan={"range": Z - 1, "step": 1},
+            axis_order="tcz")
+
     handler = window._core_link._mda_handler
     layers_made: list[float] = []
     viewer.layers.events.inserted.connect(lambda _event: layers_made.append(time.monotonic()))
@@ -259,18 +279,19 @@ def peer_child() -> None:
                                "pymmcore-plus": pymmcore_plus.__version__, "zarr": zarr.__version__,
                                "napari": napari.__version__, "core": type(shown_core).__name__})
     try:
-        for line in sys.stdin:
-            command = line.strip()
+        for line in sys.stdin:  # "<command> <time points>"
+            command, _, time_points = line.strip().partition(" ")
             if command == "quit":
                 break
+            frames = int(time_points) * len(CHANNELS) * Z
             if command == "headless":
                 start = time.monotonic()
-                headless_core.run_mda(sequence).join()
-                _say(fps=FULL_FRAMES / (time.monotonic() - start))
+                headless_core.run_mda(sequence(int(time_points))).join()
+                _say(fps=frames / (time.monotonic() - start))
             elif command == "viewer":
                 layers_made.clear()
                 start = time.monotonic()
-                thread = shown_core.run_mda(sequence)
+                thread = shown_core.run_mda(sequence(int(time_points)))
                 runner_end = None
                 while thread.is_alive() or handler._mda_running or handler._deck:
                     app.processEvents()
@@ -280,12 +301,13 @@ def peer_child() -> None:
                 end = time.monotonic()
                 written = sum(z.nchunks_initialized for z, _ in handler._tmp_arrays.values())
                 viewer.layers.clear()
+                _delete_later_now(app)
                 for z, tmp in handler._tmp_arrays.values():
                     z.store.close()
                     tmp.cleanup()
                 handler._tmp_arrays.clear()
-                _say(fps=FULL_FRAMES / (end - start), fps_runner=FULL_FRAMES / ((runner_end or end) - start),
-                     fps_after_layers=FULL_FRAMES / (end - max(layers_made, default=start)), written=written,
+                _say(fps=frames / (end - start), fps_runner=frames / ((runner_end or end) - start),
+                     fps_after_layers=frames / (end - max(layers_made, default=start)), written=written,
                      layers_ms=(max(layers_made, default=start) - start) * 1000)
     finally:
         viewer.close()
@@ -347,7 +369,8 @@ class Peer:
 # ------------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=RUNS, help="interleaved runs of the full-speed part")
+    parser.add_argument("--runs", type=int, help="interleaved runs of each length of the full-speed part "
+                        f"(default: {', '.join(f'{n} of {_frames(t):,} frames' for t, n in FULL_LENGTHS.items())})")
     parser.add_argument("--peer-python", default=os.environ.get("NMM_PYTHON", sys.executable),
                         help="Python with napari-micromanager installed (default: $NMM_PYTHON, else this one)")
     parser.add_argument("--skip-peer", action="store_true")
@@ -368,9 +391,11 @@ def main() -> None:
     peer = None if args.skip_peer else Peer(args.peer_python)
     root = scratch_dir()
 
-    def full(handler: Any) -> Any:
-        return multi_d_acquisition_events(num_time_points=FULL_T, z_start=0, z_end=Z - 1, z_step=1,
-                                          channel_group="Channel", channels=list(CHANNELS), data_handler=handler)
+    def full(time_points: int) -> Callable[[Any], Any]:
+        def events(handler: Any) -> Any:
+            return multi_d_acquisition_events(num_time_points=time_points, z_start=0, z_end=Z - 1, z_step=1,
+                                              channel_group="Channel", channels=list(CHANNELS), data_handler=handler)
+        return events
 
     def paced(handler: Any) -> Any:
         return multi_d_acquisition_plan(num_time_points=PACED_FRAMES, sequence="t", data_handler=handler)
@@ -379,33 +404,37 @@ def main() -> None:
         return multi_d_acquisition_plan(num_time_points=LONG_T, z_start=0, z_end=Z - 1, z_step=1,
                                         channel_group="Channel", channels=list(CHANNELS), data_handler=handler)
 
+    full_results: dict[int, dict[str, list[dict[str, Any]]]] = {t: {k: [] for k in (
+        "ours_headless", "ours_shown", "ours_one_layer", "peer_headless", "peer_shown")} for t in FULL_LENGTHS}
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in (
-        "ours_headless", "ours_shown", "ours_one_layer", "peer_headless", "peer_shown", "paced_headless", "paced_shown",
-        "long_headless", "long_shown")}
+        "paced_headless", "paced_shown", "long_headless", "long_shown")}
     peer_error = None if peer is None else peer.error
     script_start, load_start = time.monotonic(), os.getloadavg()
     try:
         camera.frame_rate_limit = 100000.0
         # One unmeasured run of each (the first layers, shaders and caches are made once per process).
-        run_ours(root, full, FULL_FRAMES)
-        run_ours(root, full, FULL_FRAMES, viewer, pixel_size=pixel)
+        warm = min(FULL_LENGTHS)
+        run_ours(root, full(warm), _frames(warm))
+        run_ours(root, full(warm), _frames(warm), viewer, pixel_size=pixel)
         if peer is not None and peer_error is None:
             try:
-                peer.run("headless")
-                peer.run("viewer")
+                peer.run(f"headless {warm}")
+                peer.run(f"viewer {warm}")
             except RuntimeError as e:
                 peer_error = str(e)
-        for _ in range(args.runs):
-            results["ours_headless"].append(run_ours(root, full, FULL_FRAMES))
-            results["ours_shown"].append(run_ours(root, full, FULL_FRAMES, viewer, pixel_size=pixel))
-            results["ours_one_layer"].append(run_ours(root, full, FULL_FRAMES, viewer, pixel_size=pixel,
-                                                      split_channels=False))
-            if peer is not None and peer_error is None:
-                try:
-                    results["peer_headless"].append(peer.run("headless"))
-                    results["peer_shown"].append(peer.run("viewer"))
-                except RuntimeError as e:
-                    peer_error = str(e)
+        for time_points, runs in FULL_LENGTHS.items():
+            rows, events, frames = full_results[time_points], full(time_points), _frames(time_points)
+            for _ in range(args.runs or runs):
+                rows["ours_headless"].append(run_ours(root, events, frames))
+                rows["ours_shown"].append(run_ours(root, events, frames, viewer, pixel_size=pixel))
+                rows["ours_one_layer"].append(run_ours(root, events, frames, viewer, pixel_size=pixel,
+                                                       split_channels=False))
+                if peer is not None and peer_error is None:
+                    try:
+                        rows["peer_headless"].append(peer.run(f"headless {time_points}"))
+                        rows["peer_shown"].append(peer.run(f"viewer {time_points}"))
+                    except RuntimeError as e:
+                        peer_error = str(e)
         if peer is not None:
             peer.close()
         camera.frame_rate_limit = PACED_RATE
@@ -423,7 +452,9 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
         viewer.close()
         ExecutionEngine.get_instance().shutdown()
-    report(results, peer, peer_error, args.runs, time.monotonic() - script_start)
+    for time_points, rows in full_results.items():
+        report_full(time_points, rows, peer, peer_error)
+    report(results, time.monotonic() - script_start)
     print(f"Load average (1, 5, 15 min) at the start {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}, "
           "at the end {:.2f} {:.2f} {:.2f} (2 cores; other work on the machine lowers every figure).".format(
               *os.getloadavg()))
@@ -445,11 +476,12 @@ def _display(rows: list[dict[str, Any]]) -> str:
             "events)")
 
 
-def report(results: dict[str, list[dict[str, Any]]], peer: Optional[Peer], peer_error: Optional[str],
-           runs: int, seconds: float) -> None:
+def report_full(time_points: int, results: dict[str, list[dict[str, Any]]], peer: Optional[Peer],
+                peer_error: Optional[str]) -> None:
+    """Part 1 at one length."""
     ours_h, ours_s = results["ours_headless"], results["ours_shown"]
-    print(f"\n1. Full speed: {FULL_FRAMES:,} frames (t{FULL_T} x c{len(CHANNELS)} x z{Z}, {SHAPE[0]}x{SHAPE[1]} "
-          f"uint16, zero exposure); median of {runs} interleaved runs")
+    print(f"\n1. Full speed: {_frames(time_points):,} frames (t{time_points} x c{len(CHANNELS)} x z{Z}, "
+          f"{SHAPE[0]}x{SHAPE[1]} uint16, zero exposure); median of {len(ours_s)} interleaved runs")
     print(f"{'path':58} {'shown f/s':>10} {'headless f/s':>13} {'ratio':>7} {'ratios over runs':>17}")
     ours_ratio = _med(ours_s, "fps_run") / _med(ours_h, "fps_run")
     ours_ratios = sorted(s["fps_run"] / h["fps_run"] for s, h in zip(ours_s, ours_h, strict=True))
@@ -491,6 +523,10 @@ def report(results: dict[str, list[dict[str, Any]]], peer: Optional[Peer], peer_
           f"{sorted({r['stored'] for r in ours_s + ours_h + one})}")
     print(f"   ours: {_display(ours_s)}")
 
+
+
+def report(results: dict[str, list[dict[str, Any]]], seconds: float) -> None:
+    """Parts 2 and 3."""
     paced_h, paced_s = results["paced_headless"], results["paced_shown"]
     print(f"\n2. Camera-paced: {PACED_FRAMES:,} frames at {PACED_RATE:.0f} frames/s requested (one hardware-timed "
           f"sequence); median of {PACED_RUNS} interleaved runs")

@@ -373,10 +373,9 @@ def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_vi
     # frames shown once processed: none can be stored while the storage is held
     sink = layer_sink.LayerSink(gui_viewer, handler, name="lagging", stage="processed")
     frame = np.zeros((1024, 1024), np.uint16)  # 2 MB: the backlog passes BUSY_BACKLOG_BYTES
-    count = layer_sink.BUSY_BACKLOG_BYTES // frame.nbytes + layer_sink.BUSY_FRAMES
     put = 0
 
-    def more(n):
+    def more(n=layer_sink.BUSY_FRAMES + 1):
         nonlocal put
         for t in range(put, put + n):
             handler.put({"time": t}, frame, {})
@@ -385,52 +384,73 @@ def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_vi
         put += n
 
     try:
-        more(count)
-        for tick in range(1, layer_sink.BUSY_TICKS + 1):  # the backlog lasts: busy from the BUSY_TICKS-th refresh
-            sink._tick()
-            assert handler.bytes_in_flight > layer_sink.BUSY_BACKLOG_BYTES
-            busy = tick >= layer_sink.BUSY_TICKS
-            expected = layer_sink.BUSY_REFRESH_INTERVAL_MS if busy else layer_sink.FAST_REFRESH_INTERVAL_MS
-            assert sink.interval_ms == expected
-            more(layer_sink.BUSY_FRAMES + 1)
-        assert sink.frames_shown == put - layer_sink.BUSY_FRAMES - 1
-        assert sink._timer.interval() == layer_sink.BUSY_REFRESH_INTERVAL_MS  # a pause after the refresh
+        more(layer_sink.BUSY_BACKLOG_BYTES // frame.nbytes + layer_sink.BUSY_FRAMES)
+        sink._tick()  # shows them, then pauses: the storage is behind
+        assert handler.bytes_in_flight > layer_sink.BUSY_BACKLOG_BYTES
+        assert sink.frames_shown == put
+        assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
+        assert sink._timer.interval() == layer_sink.BUSY_SAMPLE_MS  # samples the backlog meanwhile
+        shown = sink.frames_shown
+        more()
+        sink._tick()  # a sample during the pause, still behind: no redraw
+        assert sink.frames_shown == shown
+        assert sink._timer.interval() == layer_sink.BUSY_SAMPLE_MS
+        sink._quiet_until = time.monotonic()  # the pause is over: one redraw, and a pause again
+        sink._tick()
+        assert sink.frames_shown == put
+        assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
     finally:
         gate.set()
         handler.await_completion(30)
         sink.close()
 
 
-def test_a_backlog_that_drains_at_once_keeps_the_cameras_pace(gui_viewer):
-    """At a camera's pace a pause elsewhere leaves a backlog for a moment: the display does not slow down."""
+def test_a_storage_stall_at_a_cameras_pace_delays_redraws_by_one_sample(gui_viewer):
+    """At a camera's pace the storage may stall for a moment: redraws pause while it is behind, and
+    resume at the first sample that finds the backlog drained, well before the pause would end."""
     from napari_exengine import layer_sink
 
-    handler = DataHandler(NDRAMStorage())
-    sink = layer_sink.LayerSink(gui_viewer, handler, name="hiccup")
+    class Stalling(DataHandler):
+        backlog = 0  # the one thing this test is not about: how the backlog came about
 
-    class Backlog:  # the one thing this test is not about: how the backlog came about
-        bytes_in_flight = 0
+        @property
+        def bytes_in_flight(self):
+            return self.backlog
 
-    sink.handler = Backlog()
+    handler = Stalling(NDRAMStorage())
+    stored = threading.Semaphore(0)
+    sink = layer_sink.LayerSink(gui_viewer, handler, name="stall")
+    handler.add_listener(lambda stage, coords: stored.release() if stage == "stored" else None)
+    frame = np.zeros((64, 64), np.uint16)
+    put = 0
+
+    def more():
+        nonlocal put
+        for _ in range(layer_sink.BUSY_FRAMES + 1):
+            handler.put({"time": put}, frame, {})
+            put += 1
+        for _ in range(layer_sink.BUSY_FRAMES + 1):
+            assert stored.acquire(timeout=10)
+
     try:
-        limit = layer_sink.BUSY_BACKLOG_BYTES
-        for share in (1.3, 1.0, 0.7, 0.3):  # of the limit in flight at each refresh, draining
-            Backlog.bytes_in_flight = int(share * limit)
-            sink._update_busy()
-            assert not sink._busy
-        for _ in range(layer_sink.BUSY_TICKS):  # a backlog that stays: full speed
-            Backlog.bytes_in_flight = int(1.3 * limit)
-            sink._update_busy()
-        assert sink._busy
-        Backlog.bytes_in_flight = int(1.1 * limit)  # draining, still behind: stays busy
-        sink._update_busy()
-        assert sink._busy
-        Backlog.bytes_in_flight = 1024**2  # caught up
-        sink._update_busy()
-        assert not sink._busy
+        more()
+        sink._tick()
+        assert sink.interval_ms == layer_sink.FAST_REFRESH_INTERVAL_MS  # a camera's pace
+        handler.backlog = 2 * layer_sink.BUSY_BACKLOG_BYTES  # the storage stalls
+        more()
+        sink._tick()
+        assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
+        more()
+        sink._tick()
+        assert sink.frames_shown == put - layer_sink.BUSY_FRAMES - 1  # paused
+        handler.backlog = layer_sink.BUSY_BACKLOG_BYTES // 4  # caught up
+        sink._tick()
+        assert sink.frames_shown == put
+        assert sink.interval_ms == layer_sink.FAST_REFRESH_INTERVAL_MS
+        assert time.monotonic() < sink._quiet_until  # sooner than the pause
     finally:
-        sink.handler = handler
         sink.close()
+        handler.finish()
 
 
 def test_sinks_following_acquisitions_keep_the_collector_off_older_objects(gui_viewer):

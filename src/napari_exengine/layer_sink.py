@@ -3,13 +3,13 @@
 The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI thread
 turns them into layer updates every 33 ms (counted from the start of one update to the next); every
 66 ms while frames arrive faster than the display shows them but the storage keeps up (a camera's
-pace: each frame is shown within ~100 ms); and with a pause of 300 ms after each update while the
-storage lags and does not catch up (full speed), so that redrawing leaves the CPU to the acquisition.
+pace: each frame is shown within ~100 ms); and at most every 300 ms while the storage is behind (full
+speed), so that redrawing leaves the CPU to the acquisition: the backlog is sampled every 33 ms
+meanwhile, and redraws resume as soon as it drains.
 Moving the sliders slices each layer once (napari would slice it twice). Layers read frames lazily
 through ``DataHandler.get`` (memory while in flight, else storage), so layer memory stays bounded.
 While a sink follows an acquisition, the objects that existed before are kept out of the garbage
-collector's full collections, which in a napari session hold the GIL for ~130 ms.
-"""
+collector's full collections, which in a napari session hold the GIL for ~130 ms."""
 
 from __future__ import annotations
 
@@ -35,16 +35,17 @@ REFRESH_INTERVAL_MS = 33
 #: refresh) while the storage keeps up, as at a camera's pace: each frame is still shown within ~100 ms.
 FAST_REFRESH_INTERVAL_MS = 66
 #: The same when the storage also falls behind (more than ``BUSY_BACKLOG_BYTES`` in flight), as at full
-#: speed: redraws then yield the CPU to the acquisition.
+#: speed: a pause after each redraw, which yields the CPU to the acquisition. The
+#: backlog is sampled every ``BUSY_SAMPLE_MS`` meanwhile; once it drains, redraws resume at once.
 BUSY_REFRESH_INTERVAL_MS = 300
+BUSY_SAMPLE_MS = 33
 #: Intervals (but the busy one) count from the start of a refresh; the next one waits at least this
 #: long after its end, so that napari paints in between.
 MIN_GAP_MS = 15
 BUSY_FRAMES = 8
-BUSY_BACKLOG_BYTES = 96 * 1024**2
-#: Refreshes in a row that must find the storage behind and not catching up before the busy interval
-#: applies (``LayerSink._update_busy``).
-BUSY_TICKS = 2
+#: About 130 ms of frames at a camera's 500 frames/s of 512x512 (a stall of the storage that long),
+#: and what full speed leaves in flight 33 ms after the start.
+BUSY_BACKLOG_BYTES = 32 * 1024**2
 #: Plans longer than this (and open-ended ones) start acquiring before their layers are made: making
 #: napari layers takes 0.2-0.3 s of the GUI thread per layer, and for a short plan it is cheaper done
 #: first (made alongside the acquisition's threads it took 2-3x as long, and slowed them as much).
@@ -154,9 +155,8 @@ class LayerSink:
         self._layers: dict[Any, Any] = {}
         self._state: dict[Any, dict[str, Any]] = {}
         self._last_step: Optional[tuple[int, ...]] = None
-        self._lagging_ticks = 0
-        self._busy = False
-        self._backlog = 0  # bytes in flight at the previous refresh
+        self._busy = False  # the storage was behind at the last refresh
+        self._quiet_until = 0.0  # while busy: no redraw before this (time.monotonic())
         self._duplicate_slice = _duplicate_slicer(viewer)  # the viewer's listener that slices twice per step
         self._planned = self._plan_by_layer(expected or ())
         self._axis_sizes = dict(axis_sizes or {})
@@ -206,6 +206,9 @@ class LayerSink:
             _thaw_collector()
 
     def _tick(self) -> None:
+        if self._busy and time.monotonic() < self._quiet_until and self._storage_behind():
+            self._timer.start(BUSY_SAMPLE_MS)  # no redraw yet: the acquisition needs the CPU
+            return
         shown = self.frames_shown
         started = time.monotonic()
         try:
@@ -214,28 +217,29 @@ class LayerSink:
                 self._thaw()
         finally:
             if not self._closed:
-                self._update_busy()
-                interval, busy = REFRESH_INTERVAL_MS, False
-                if self.frames_shown - shown > BUSY_FRAMES:
-                    busy = self._busy
-                    interval = BUSY_REFRESH_INTERVAL_MS if busy else FAST_REFRESH_INTERVAL_MS
-                self.interval_ms = interval
-                # at a camera's pace refreshes start every interval; when busy, the interval is a pause
-                spent_ms = 0.0 if busy else (time.monotonic() - started) * 1000
-                self._timer.start(max(MIN_GAP_MS, round(interval - spent_ms)))
+                self._busy = self._storage_behind()
+                self._schedule(self.frames_shown - shown, started)
 
-    def _update_busy(self) -> None:
-        """Busy: the storage is behind and does not catch up (full speed). It starts after ``BUSY_TICKS``
-        refreshes in a row find more than ``BUSY_BACKLOG_BYTES`` in flight and not draining (at a camera's
-        pace, a backlog after a pause elsewhere drains at once), and lasts while the backlog does."""
-        backlog = self.handler.bytes_in_flight
-        behind = backlog > BUSY_BACKLOG_BYTES
-        if self._busy:
-            self._busy = behind
+    def _schedule(self, arrived: int, started: float) -> None:
+        """Start the timer for the next refresh, after one that began at ``started`` and showed ``arrived``
+        new frames: at a camera's pace refreshes start every interval; when busy, the interval is a pause
+        during which the backlog is sampled."""
+        interval = REFRESH_INTERVAL_MS
+        if arrived > BUSY_FRAMES:
+            interval = BUSY_REFRESH_INTERVAL_MS if self._busy else FAST_REFRESH_INTERVAL_MS
+        self.interval_ms = interval
+        now = time.monotonic()
+        if interval == BUSY_REFRESH_INTERVAL_MS:
+            self._quiet_until = now + interval / 1000
+            self._timer.start(BUSY_SAMPLE_MS)
         else:
-            self._lagging_ticks = self._lagging_ticks + 1 if behind and backlog >= 0.9 * self._backlog else 0
-            self._busy = self._lagging_ticks >= BUSY_TICKS
-        self._backlog = backlog
+            self._timer.start(max(MIN_GAP_MS, round(interval - (now - started) * 1000)))
+
+    def _storage_behind(self) -> bool:
+        """More than ``BUSY_BACKLOG_BYTES`` in flight: at full speed the backlog lasts (busy until it
+        drains); at a camera's pace a stall of the storage drains at once, and redraws resume at the next
+        sample."""
+        return self.handler.bytes_in_flight > BUSY_BACKLOG_BYTES
 
     def refresh(self) -> None:
         """Apply the frames that arrived since the last refresh (GUI thread)."""
