@@ -5,15 +5,16 @@ NDTiff in RAM (``/dev/shm``):
 
 1. **Full speed, against napari-micromanager.** 1,000 frames (time 50 x channel 2 x z 10), then 5,000
    (time 250), at zero exposure from our simulated camera, with our layer sink on a visible viewer vs no
-   viewer; and, in the same run, napari-micromanager's MDA (pymmcore-plus's runner on ``UniMMCore`` with a pure-Python
-   512x512 zero-exposure camera: ``exengine.backends.micromanager_demo``) shown live in napari through
-   its main window vs the same MDA on a core with no viewer (``core.run_mda``). Each side's ratio is
+   viewer; and, in the same run, napari-micromanager's MDA (pymmcore-plus's runner on ``UniMMCore``
+   with a pure-Python 512x512 zero-exposure camera: ``exengine.backends.micromanager_demo``) shown live
+   in napari through its main window vs the same MDA on a core with no viewer (``core.run_mda``). Each side's ratio is
    frames/s shown / frames/s headless; the ratio of ratios is ours / the peer's (target >= 4). Shown
    runs are timed from Run (before any layer is made; ours makes them as its panel does: first for
    plans this short, while the acquisition runs for long ones) until every frame is stored (ours) or
    written into the layer's array (the peer's), and again from the acquisition's start (ours) and from
    when its layer exists (the peer's); headless runs from the start to the last frame. Ours is also run
-   with channels as an axis (one layer, as the peer shows). Our 1,000 frames take a quarter of a second
+   with channels as an axis (one layer, as the peer shows), and with its layers made and shown but
+   never updated: the bound of any display made this way. Our 1,000 frames take a quarter of a second
    headless, so making the layers (0.15-0.2 s of napari's) weighs on that ratio; the peer's costs are
    per frame, so its ratio hardly changes with the length.
 2. **Camera-paced.** The camera delivers 500 frames/s (one hardware-timed sequence of 3,000 frames);
@@ -93,7 +94,8 @@ def _delete_later_now(app: Any) -> None:
     app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
-def _timed_sink_class() -> type:
+def _timed_sink_class(redraw: bool = True) -> type:
+    """``redraw=False``: the layers are made and shown, but never updated (what any display costs at least)."""
     from napari_exengine.layer_sink import LayerSink
 
     class TimedSink(LayerSink):
@@ -119,6 +121,9 @@ def _timed_sink_class() -> type:
                 self.layers_s = time.monotonic() - start
 
         def refresh(self) -> None:
+            if not redraw:
+                self._prepare_layers()
+                return
             with self._pending_lock:
                 pending = list(self._pending)
             cpu = time.thread_time()
@@ -135,7 +140,7 @@ def _timed_sink_class() -> type:
 
 def run_ours(root: str, make_events: Callable[[Any], Any], frames: int, viewer: Any = None,
              planned: bool = True, pixel_size: float = 1.0, rate: Optional[float] = None,
-             split_channels: bool = True) -> dict[str, Any]:
+             split_channels: bool = True, redraw: bool = True) -> dict[str, Any]:
     """One acquisition of ``make_events(handler)``; with ``viewer``, shown there by a (timed) layer sink,
     given the planned coordinates and frame shape as the acquisition panel does when ``planned``."""
     from qtpy.QtWidgets import QApplication
@@ -168,7 +173,8 @@ def run_ours(root: str, make_events: Callable[[Any], Any], frames: int, viewer: 
         if planned:  # as the acquisition panel's Run (short plans: the layers first, then the acquisition)
             kwargs = {"expected": [c for e in events if isinstance(e, ReadoutData) for c in e.data_coordinate_iterator],
                       "frame_shape": SHAPE, "pixel_size": pixel_size, "defer_layers": defer_layers_for(frames)}
-        sink = _timed_sink_class()(viewer, handler, name="bench", scale={}, split_channels=split_channels, **kwargs)
+        sink = _timed_sink_class(redraw)(viewer, handler, name="bench", scale={}, split_channels=split_channels,
+                                         **kwargs)
     acquisition = Acquisition(events, handler)
     gui_cpu = time.thread_time()
     start = time.monotonic()
@@ -205,10 +211,11 @@ def run_ours(root: str, make_events: Callable[[Any], Any], frames: int, viewer: 
         result.update(refresh_rate=len(sink.refresh_times) / (end - start), shown=len(sink.shown_at),
                       layers_ms=sink.layers_s * 1000,
                       gui_cpu_ms_per_refresh=gui_cpu * 1000 / max(len(sink.refresh_times), 1),
-                      gui_cpu_share=gui_cpu / (end - start),
-                      delay_med=statistics.median(delays) * 1000, delay_p95=_percentile(delays, 0.95) * 1000,
-                      delay_max=max(delays) * 1000, refresh_cpu_ms=statistics.median(sink.refresh_cpu) * 1000,
-                      refresh_cpu_max_ms=max(sink.refresh_cpu) * 1000)
+                      gui_cpu_share=gui_cpu / (end - start))
+        if delays:  # frames were shown (not with redraw=False)
+            result.update(delay_med=statistics.median(delays) * 1000, delay_p95=_percentile(delays, 0.95) * 1000,
+                          delay_max=max(delays) * 1000, refresh_cpu_ms=statistics.median(sink.refresh_cpu) * 1000,
+                          refresh_cpu_max_ms=max(sink.refresh_cpu) * 1000)
         viewer.layers.clear()
         _delete_later_now(app)
     storage.close()
@@ -405,7 +412,8 @@ def main() -> None:
                                         channel_group="Channel", channels=list(CHANNELS), data_handler=handler)
 
     full_results: dict[int, dict[str, list[dict[str, Any]]]] = {t: {k: [] for k in (
-        "ours_headless", "ours_shown", "ours_one_layer", "peer_headless", "peer_shown")} for t in FULL_LENGTHS}
+        "ours_headless", "ours_shown", "ours_one_layer", "ours_no_redraw", "peer_headless", "peer_shown")}
+        for t in FULL_LENGTHS}
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in (
         "paced_headless", "paced_shown", "long_headless", "long_shown")}
     peer_error = None if peer is None else peer.error
@@ -429,6 +437,7 @@ def main() -> None:
                 rows["ours_shown"].append(run_ours(root, events, frames, viewer, pixel_size=pixel))
                 rows["ours_one_layer"].append(run_ours(root, events, frames, viewer, pixel_size=pixel,
                                                        split_channels=False))
+                rows["ours_no_redraw"].append(run_ours(root, events, frames, viewer, pixel_size=pixel, redraw=False))
                 if peer is not None and peer_error is None:
                     try:
                         rows["peer_headless"].append(peer.run(f"headless {time_points}"))
@@ -495,6 +504,10 @@ def report_full(time_points: int, results: dict[str, list[dict[str, Any]]], peer
     one_ratios = sorted(s["fps_run"] / h["fps_run"] for s, h in zip(one, ours_h, strict=True))
     print(f"{'  channels as an axis: one layer, as the peer shows them':58} {_med(one, 'fps_run'):10.0f} "
           f"{_med(ours_h, 'fps_run'):13.0f} {one_ratio:7.2f} {one_ratios[0]:8.2f}-{one_ratios[-1]:.2f}")
+    bound = results["ours_no_redraw"]
+    bound_ratio = _med(bound, "fps_run") / _med(ours_h, "fps_run")
+    print(f"{'  bound: layers made and shown, never updated':58} {_med(bound, 'fps_run'):10.0f} "
+          f"{_med(ours_h, 'fps_run'):13.0f} {bound_ratio:7.2f}")
     if results["peer_shown"]:
         peer_h, peer_s = results["peer_headless"], results["peer_shown"]
         peer_ratio = _med(peer_s, "fps") / _med(peer_h, "fps")
@@ -509,6 +522,7 @@ def report_full(time_points: int, results: dict[str, list[dict[str, Any]]], peer
         print(f"{'ratio of ratios, ours / peer (target >= 4)':58} {'':10} {'':13} {ours_ratio / peer_ratio:7.2f}")
         print(f"{'  with ours showing channels as an axis (one layer)':58} {'':10} {'':13} "
               f"{one_ratio / peer_ratio:7.2f}")
+        print(f"{'  the bound (no display updates) / peer':58} {'':10} {'':13} {bound_ratio / peer_ratio:7.2f}")
         print(f"{'  ours from its start, the peer from its layer made':58} {'':10} {'':13} "
               f"{start_ratio / after_ratio:7.2f}")
         print(f"   peer: {peer.versions if peer else ''}; frames written into its layers per run: "
