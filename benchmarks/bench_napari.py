@@ -16,7 +16,10 @@ NDTiff in RAM (``/dev/shm``):
    with channels as an axis (one layer, as the peer shows), and with its layers made and shown but
    never updated: the bound of any display made this way. Our 1,000 frames take a quarter of a second
    headless, so making the layers (0.15-0.2 s of napari's) weighs on that ratio; the peer's costs are
-   per frame, so its ratio hardly changes with the length.
+   per frame, so its ratio hardly changes with the length. Headless runs, ours and the peer's, keep the
+   objects that exist before them out of the garbage collector's full collections (``gc.freeze``, as our
+   sink does while it follows an acquisition): in a process holding a napari viewer such a collection
+   takes 70-110 ms, which a script without napari does not pay and which made the reference erratic.
 2. **Camera-paced.** The camera delivers 500 frames/s (one hardware-timed sequence of 3,000 frames);
    with the viewer showing it: the achieved / requested rate (target >= 0.98), frames lost (must be 0),
    the delay from stored to shown (median, p95, max; target <= 100 ms), and how far storage fell
@@ -44,6 +47,7 @@ folder in RAM too. Its MDA pauses until its layers exist, so its time includes m
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -165,6 +169,8 @@ def run_ours(root: str, make_events: Callable[[Any], Any], frames: int, viewer: 
 
     handler.add_listener(listen)
     app = QApplication.instance()
+    if viewer is None:  # as a script with no napari would: no full collections of napari's objects (module doc)
+        gc.freeze()
     rss_start = peak = _rss_mb()
     run_at = time.monotonic()  # "Run": the sink and its layers are made within the measured time
     sink = None
@@ -193,6 +199,8 @@ def run_ours(root: str, make_events: Callable[[Any], Any], frames: int, viewer: 
         if now >= next_sample:
             peak, next_sample = max(peak, _rss_mb()), now + 0.05
     finisher.join()
+    if viewer is None:
+        gc.unfreeze()
     gui_cpu = time.thread_time() - gui_cpu
     end = finished[0]
     result: dict[str, Any] = {
@@ -293,7 +301,9 @@ def peer_child() -> None:
             frames = int(time_points) * len(CHANNELS) * Z
             if command == "headless":
                 start = time.monotonic()
+                gc.freeze()  # as ours: no full collections of napari's objects in the reference
                 headless_core.run_mda(sequence(int(time_points))).join()
+                gc.unfreeze()
                 _say(fps=frames / (time.monotonic() - start))
             elif command == "viewer":
                 layers_made.clear()
