@@ -3,7 +3,7 @@
 The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI thread
 turns them into layer updates every 33 ms (counted from the start of one update to the next); every
 66 ms while frames arrive faster than the display shows them but the storage keeps up (a camera's
-pace: each frame is shown within ~100 ms); and at most every 300 ms while the storage is behind (full
+pace: each frame is shown within ~100 ms); and at most every 500 ms while the storage is behind (full
 speed), so that redrawing leaves the CPU to the acquisition: the backlog is sampled every 33 ms
 meanwhile, and redraws resume as soon as it drains.
 Moving the sliders slices each layer once (napari would slice it twice). Layers read frames lazily
@@ -29,15 +29,15 @@ from exengine.storage.ndtiff_reader import positive_number
 
 from .lazy_array import LazyFrames
 
-#: Time from the end of one display refresh to the next, while frames arrive at camera-like rates.
+#: Time from the start of one display refresh to the next, while frames arrive at camera-like rates.
 REFRESH_INTERVAL_MS = 33
 #: The same when frames arrive faster than the display shows them (more than ``BUSY_FRAMES`` per
 #: refresh) while the storage keeps up, as at a camera's pace: each frame is still shown within ~100 ms.
 FAST_REFRESH_INTERVAL_MS = 66
 #: The same when the storage also falls behind (more than ``BUSY_BACKLOG_BYTES`` in flight), as at full
-#: speed: a pause after each redraw, which yields the CPU to the acquisition. The
+#: speed: a pause after each redraw, which yields the CPU to the acquisition (two redraws a second). The
 #: backlog is sampled every ``BUSY_SAMPLE_MS`` meanwhile; once it drains, redraws resume at once.
-BUSY_REFRESH_INTERVAL_MS = 300
+BUSY_REFRESH_INTERVAL_MS = 500
 BUSY_SAMPLE_MS = 33
 #: Intervals (but the busy one) count from the start of a refresh; the next one waits at least this
 #: long after its end, so that napari paints in between.
@@ -47,8 +47,8 @@ BUSY_FRAMES = 8
 #: and what full speed leaves in flight 33 ms after the start.
 BUSY_BACKLOG_BYTES = 32 * 1024**2
 #: Plans longer than this (and open-ended ones) start acquiring before their layers are made: making
-#: napari layers takes 0.2-0.3 s of the GUI thread per layer, and for a short plan it is cheaper done
-#: first (made alongside the acquisition's threads it took 2-3x as long, and slowed them as much).
+#: napari layers takes 0.1-0.15 s of the GUI thread (one or two layers), and for a short plan it is
+#: cheaper done first (made alongside the acquisition's threads it took 2.5x as long, and slowed them).
 DEFER_LAYERS_ABOVE_FRAMES = 10_000
 _AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
 _COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "gray")
