@@ -9,7 +9,8 @@ meanwhile, and redraws resume as soon as it drains.
 Moving the sliders slices each layer once (napari would slice it twice). Layers read frames lazily
 through ``DataHandler.get`` (memory while in flight, else storage), so layer memory stays bounded.
 While a sink follows an acquisition, the objects that existed before are kept out of the garbage
-collector's full collections, which in a napari session hold the GIL for ~130 ms."""
+collector's full collections, which in a napari session hold the GIL for ~130 ms.
+"""
 
 from __future__ import annotations
 
