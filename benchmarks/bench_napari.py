@@ -7,15 +7,15 @@ NDTiff in RAM (``/dev/shm``):
    (time 250), at zero exposure from our simulated camera, with our layer sink on a visible viewer vs no
    viewer; and, in the same run, napari-micromanager's MDA (pymmcore-plus's runner on ``UniMMCore``
    with a pure-Python 512x512 zero-exposure camera: ``exengine.backends.micromanager_demo``) shown live
-   in napari through its main window vs the same MDA on a core with no viewer (``core.run_mda``). Each side's ratio is
-   frames/s shown / frames/s headless; the ratio of ratios is ours / the peer's (target >= 4). Shown
-   runs are timed from Run (before any layer is made; ours makes them as its panel does: first for
-   plans this short, while the acquisition runs for long ones) until every frame is stored (ours) or
-   written into the layer's array (the peer's), and again from the acquisition's start (ours) and from
+   in napari through its main window vs the same MDA on a core with no viewer (``core.run_mda``). Each
+   side's ratio is frames/s shown / frames/s headless; the ratio of ratios is ours / the peer's
+   (target >= 4). Shown runs are timed from Run (before any layer is made; ours makes them as its panel
+   does: first for plans this short, while the acquisition runs for long ones) until every frame is
+   stored (ours) or written into the layer's array (the peer's), and again from the acquisition's start (ours) and from
    when its layer exists (the peer's); headless runs from the start to the last frame. Ours is also run
    with channels as an axis (one layer, as the peer shows), and with its layers made and shown but
    never updated: the bound of any display made this way. Our 1,000 frames take a quarter of a second
-   headless, so making the layers (0.15-0.2 s of napari's) weighs on that ratio; the peer's costs are
+   headless, so making the layers (about 0.14 s of napari's) weighs on that ratio; the peer's costs are
    per frame, so its ratio hardly changes with the length. Headless runs, ours and the peer's, keep the
    objects that exist before them out of the garbage collector's full collections (``gc.freeze``, as our
    sink does while it follows an acquisition): in a process holding a napari viewer such a collection
@@ -295,20 +295,21 @@ def peer_child() -> None:
                                "napari": napari.__version__, "core": type(shown_core).__name__})
     try:
         for line in sys.stdin:  # "<command> <time points>"
-            command, _, time_points = line.strip().partition(" ")
+            command, _, argument = line.strip().partition(" ")
             if command == "quit":
                 break
-            frames = int(time_points) * len(CHANNELS) * Z
+            time_points = int(argument)
+            frames = _frames(time_points)
             if command == "headless":
-                start = time.monotonic()
                 gc.freeze()  # as ours: no full collections of napari's objects in the reference
-                headless_core.run_mda(sequence(int(time_points))).join()
+                start = time.monotonic()
+                headless_core.run_mda(sequence(time_points)).join()
                 gc.unfreeze()
                 _say(fps=frames / (time.monotonic() - start))
             elif command == "viewer":
                 layers_made.clear()
                 start = time.monotonic()
-                thread = shown_core.run_mda(sequence(int(time_points)))
+                thread = shown_core.run_mda(sequence(time_points))
                 runner_end = None
                 while thread.is_alive() or handler._mda_running or handler._deck:
                     app.processEvents()
@@ -546,7 +547,6 @@ def report_full(time_points: int, results: dict[str, list[dict[str, Any]]], peer
           f"(headless {_med(ours_h, 'in_flight_peak'):.0f} MB); frames stored per run "
           f"{sorted({r['stored'] for r in ours_s + ours_h + one})}")
     print(f"   ours: {_display(ours_s)}")
-
 
 
 def report(results: dict[str, list[dict[str, Any]]], seconds: float) -> None:
