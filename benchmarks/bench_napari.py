@@ -11,8 +11,8 @@ NDTiff in RAM (``/dev/shm``):
    side's ratio is frames/s shown / frames/s headless; the ratio of ratios is ours / the peer's
    (target >= 4). Shown runs are timed from Run (before any layer is made; ours makes them as its panel
    does: first for plans this short, while the acquisition runs for long ones) until every frame is
-   stored (ours) or written into the layer's array (the peer's), and again from the acquisition's start (ours) and from
-   when its layer exists (the peer's); headless runs from the start to the last frame. Ours is also run
+   stored (ours) or written into the layer's array (the peer's), and again from the acquisition's start
+   (ours) and from when its layer exists (the peer's); headless runs from the start to the last frame. Ours is also run
    with channels as an axis (one layer, as the peer shows), and with its layers made and shown but
    never updated: the bound of any display made this way. Our 1,000 frames take a quarter of a second
    headless, so making the layers (about 0.14 s of napari's) weighs on that ratio; the peer's costs are
