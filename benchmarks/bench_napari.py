@@ -5,21 +5,22 @@ NDTiff in RAM (``/dev/shm``):
 
 1. **Full speed, against napari-micromanager.** 1,000 frames (time 50 x channel 2 x z 10), then 5,000
    (time 250), at zero exposure from our simulated camera, with our layer sink on a visible viewer vs no
-   viewer; and, in the same run, napari-micromanager's MDA (pymmcore-plus's runner on ``UniMMCore``
-   with a pure-Python 512x512 zero-exposure camera: ``exengine.backends.micromanager_demo``) shown live
-   in napari through its main window vs the same MDA on a core with no viewer (``core.run_mda``). Each
-   side's ratio is frames/s shown / frames/s headless; the ratio of ratios is ours / the peer's
-   (target >= 4). Shown runs are timed from Run (before any layer is made; ours makes them as its panel
-   does: first for plans this short, while the acquisition runs for long ones) until every frame is
-   stored (ours) or written into the layer's array (the peer's), and again from the acquisition's start
-   (ours) and from when its layer exists (the peer's); headless runs from the start to the last frame. Ours is also run
-   with channels as an axis (one layer, as the peer shows), and with its layers made and shown but
-   never updated: the bound of any display made this way. Our 1,000 frames take a quarter of a second
-   headless, so making the layers (about 0.14 s of napari's) weighs on that ratio; the peer's costs are
-   per frame, so its ratio hardly changes with the length. Headless runs, ours and the peer's, keep the
-   objects that exist before them out of the garbage collector's full collections (``gc.freeze``, as our
-   sink does while it follows an acquisition): in a process holding a napari viewer such a collection
-   takes 70-110 ms, which a script without napari does not pay and which made the reference erratic.
+   viewer; and, in the same run, napari-micromanager's MDA (pymmcore-plus's runner on ``UniMMCore`` with
+   a pure-Python 512x512 zero-exposure camera: ``exengine.backends.micromanager_demo``) shown live in
+   napari through its main window vs the same MDA on a core with no viewer (``core.run_mda``). Each
+   side's ratio is frames/s shown / frames/s headless; the ratio of ratios is ours / the peer's (target
+   >= 4). Shown runs are timed from Run (before any layer is made; ours makes them as its panel does:
+   first for plans this short, while the acquisition runs for long ones) until every frame is stored
+   (ours) or written into the layer's array (the peer's), and again from the acquisition's start (ours)
+   and from when its layer exists (the peer's); headless runs from the start to the last frame. Ours is
+   also run with channels as an axis (one layer, as the peer shows), and with its layers made and shown
+   but never updated: the bound of any display made this way. Our 1,000 frames take a quarter of a
+   second headless, so making the layers (about 0.14 s of napari's) weighs on that ratio; the peer's
+   costs are per frame, so its ratio hardly changes with the length. Headless runs, ours and the peer's,
+   keep the objects that exist before them out of the garbage collector's full collections
+   (``gc.freeze``, as our sink does while it follows an acquisition): in a process holding a napari
+   viewer such a collection takes 70-110 ms, which a script without napari does not pay and which made
+   the reference erratic.
 2. **Camera-paced.** The camera delivers 500 frames/s (one hardware-timed sequence of 3,000 frames);
    with the viewer showing it: the achieved / requested rate (target >= 0.98), frames lost (must be 0),
    the delay from stored to shown (median, p95, max; target <= 100 ms), and how far storage fell
