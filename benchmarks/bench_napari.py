@@ -394,6 +394,8 @@ def main() -> None:
                         help="Python with napari-micromanager installed (default: $NMM_PYTHON, else this one)")
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
+    if args.runs is not None and args.runs < 1:
+        parser.error(f"--runs must be 1 or more, not {args.runs}")
 
     import napari
 
