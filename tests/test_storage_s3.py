@@ -28,7 +28,7 @@ from exengine.kernel.data_handler import DataHandlerError
 from exengine.notifications import DataStoredNotification
 
 pytest.importorskip("moto.server", reason="needs moto[server] (extra 'test')")
-s3fs = pytest.importorskip("s3fs", reason="needs the 's3' extra")
+s3fs = pytest.importorskip("s3fs", reason="needs s3fs (the 'fsspec' extra, or pymmcore-plus which brings it)")
 pytest.importorskip("obstore", reason="needs the 's3' extra")
 
 from moto.server import ThreadedMotoServer  # noqa: E402
