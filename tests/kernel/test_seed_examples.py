@@ -11,6 +11,7 @@ from exengine.data import DataCoordinates, DataCoordinatesIterator, DataHandler,
 from exengine.devices.simulated import create_simulated_devices
 from exengine.events import ReadoutData, StartCapture
 from exengine.storage import NDRAMStorage, NDTiffStorage
+from seed_processors import batch_process, multi_output_process, process_function
 
 
 def test_data_coordinates_example(capsys):
@@ -58,29 +59,6 @@ def test_data_handler_example(tmp_path):
     assert data.shape == (512, 512) and metadata["Channel"] == "DAPI"
     data_handler.await_completion(10)
     np.testing.assert_array_equal(storage.get_data(coords), data)
-
-
-def process_function(data_coords, data, metadata):
-    data[:100, :100] = 0
-    metadata["new_key"] = "new_value"
-    return data_coords, data, metadata
-
-
-def multi_output_process(coords, data, metadata):
-    data2 = np.array(data, copy=True)
-    metadata2 = metadata.copy()
-    metadata2["Channel"] = "New_Channel"
-    return [(coords, data, metadata), (coords, data2, metadata2)]
-
-
-def batch_process(coords, data, metadata):
-    if not hasattr(batch_process, "images"):
-        batch_process.images = []
-    batch_process.images.append(data)
-    if len(batch_process.images) == 10:
-        np.stack(batch_process.images, axis=0)
-        batch_process.images = []
-    return coords, data, metadata
 
 
 def run_through(process, frames=12):

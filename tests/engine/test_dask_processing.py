@@ -17,7 +17,7 @@ from exengine.base_classes import DataProducing, ExecutorEvent
 from exengine.data import DataHandler, DataHandlerError, DataProcessor
 from exengine.processors import ProcessorChain, background_subtraction, frame_averaging, max_intensity_projection
 from exengine.storage import NDRAMStorage, NDTiffStorage
-from test_seed_examples import batch_process, multi_output_process, process_function
+from seed_processors import batch_process, multi_output_process, process_function
 
 distributed = pytest.importorskip("distributed")
 from exengine.dask_processing import (  # noqa: E402

@@ -11,7 +11,7 @@ import pytest
 
 from exengine.devices.simulated import create_simulated_devices
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_sphinx_build_without_warnings(tmp_path):

@@ -18,7 +18,7 @@ import yaml
 
 import exengine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # Printed by the fresh environment's Python: what npe2 discovered there.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-CI_SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "run"
+README = Path(__file__).resolve().parents[2] / "README.md"
+CI_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "run"
 
 
 def test_readme_commands_and_python_example(capsys):

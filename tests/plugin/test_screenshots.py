@@ -20,7 +20,7 @@ from exengine.data import DataHandler
 from exengine.events import multi_d_acquisition_events
 from exengine.storage import NDTiffStorage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "docs" / "_static"
 PICTURES = ("panels.png", "acquisition.png", "reopened_dataset.png")
 MAX_BYTES = 300_000
