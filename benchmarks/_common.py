@@ -24,13 +24,15 @@ def report(rows: list[tuple[str, float, str, float, str]]) -> None:
     """Print ``name, ours, reference name, reference, unit`` rows with their ratio."""
     print(f"{'measure':44} {'ours':>12} {'reference':>28} {'ref':>12} {'ratio':>7}")
     for name, ours, ref_name, ref, unit in rows:
-        print(f"{name:44} {ours:10.2f}{unit:>2} {ref_name:>28} {ref:10.2f}{unit:>2} {ours / ref:7.2f}")
+        print(
+            f"{name:44} {ours:10.2f}{unit:>2} {ref_name:>28} {ref:10.2f}{unit:>2} {ours / ref:7.2f}"
+        )
 
 
 def scratch_dir(ram: bool = True) -> str:
     """A temporary folder: in RAM (``/dev/shm``, when available) so storage benchmarks measure the
-    software's cost rather than the shared machine's disk and page-cache state, or with ``ram=False``
-    on the disk (the system's temporary folder), where acquisitions really write."""
+    software's cost rather than the shared machine's disk and page-cache state, or with
+    ``ram=False`` on the disk (the system's temporary folder), where acquisitions really write."""
     import os
     import tempfile
 

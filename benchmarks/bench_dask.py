@@ -1,15 +1,16 @@
 """Processors on a 2-worker Dask ``LocalCluster`` against the same processors in-process.
 
 Run: ``python benchmarks/bench_dask.py``. Frames of 512x512 uint16 go through a ``DataHandler`` into
-NDRAM storage, timed from the first ``put`` to ``await_completion``; runs alternate between in-process
-and the cluster, and the figures are medians. Two processors:
+NDRAM storage, timed from the first ``put`` to ``await_completion``; runs alternate between
+in-process and the cluster, and the figures are medians. Two processors:
 
 1. CPU-heavy: an FFT band-pass filter repeated to take about 20 ms per frame (calibrated at start);
 2. trivial: the identity, so the figure is the cost of the hop to the cluster and back.
 
-The cluster (2 worker processes of 1 thread, ``start_local_cluster``) is started once, before timing.
-As a control, each run also times the filter alone in two plain processes at once against one: the
-parallelism the shared machine really gives at that moment, the ceiling of the cluster's ratio.
+The cluster (2 worker processes of 1 thread, ``start_local_cluster``) is started once, before
+timing. As a control, each run also times the filter alone in two plain processes at once against
+one: the parallelism the shared machine really gives at that moment, the ceiling of the cluster's
+ratio.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import psutil
@@ -58,8 +59,8 @@ def identity(coords: Any, data: np.ndarray, metadata: Any) -> Any:
 
 
 def calibrate() -> tuple[int, float]:
-    """Rounds of the band-pass for about ``TARGET_MS`` of CPU per frame, and the CPU ms per frame (CPU
-    time, not wall time: the shared machine's load must not change the work)."""
+    """Rounds of the band-pass for about ``TARGET_MS`` of CPU per frame, and the CPU ms per frame
+    (CPU time, not wall time: the shared machine's load must not change the work)."""
     frame = np.random.default_rng(0).integers(0, 4000, SHAPE, dtype=np.uint16)
 
     def cpu_ms(function: Any) -> float:
@@ -71,7 +72,8 @@ def calibrate() -> tuple[int, float]:
             times.append((time.thread_time() - start) * 1e3)
         return statistics.median(times)
 
-    # the conversions around the rounds cost a share of their own: fit both, then take the fewest rounds
+    # the conversions around the rounds cost a share of their own: fit both, then take the
+    # fewest rounds
     # that reach 90% of the target (rounding to the nearest count gave 15 ms as often as 20)
     one, four = cpu_ms(band_pass(1).process_function), cpu_ms(band_pass(4).process_function)
     per_round = max((four - one) / 3, 1e-3)
@@ -79,10 +81,15 @@ def calibrate() -> tuple[int, float]:
     return rounds, cpu_ms(band_pass(rounds).process_function)
 
 
-def frames_per_s(processor: DataProcessor, pool: list[np.ndarray], n: int,
-                 cpu: Optional[dict[str, list[float]]] = None, processes: Sequence[Any] = ()) -> float:
-    """Frames/s through a handler; with ``cpu``, appends the CPU ms per frame of this process ("here") and
-    of the other ``processes`` (psutil, the cluster's workers) together ("workers")."""
+def frames_per_s(
+    processor: DataProcessor,
+    pool: list[np.ndarray],
+    n: int,
+    cpu: dict[str, list[float]] | None = None,
+    processes: Sequence[Any] = (),
+) -> float:
+    """Frames/s through a handler; with ``cpu``, appends the CPU ms per frame of this process
+    ("here") and of the other ``processes`` (psutil, the cluster's workers) together ("workers")."""
     before = [_cpu_s(process) for process in (psutil.Process(), *processes)]
     handler = DataHandler(NDRAMStorage(), processor)
     start = time.perf_counter()
@@ -92,7 +99,10 @@ def frames_per_s(processor: DataProcessor, pool: list[np.ndarray], n: int,
     elapsed = time.perf_counter() - start
     assert handler.frames_stored == n, (handler.frames_stored, n)
     if cpu is not None:
-        used = [_cpu_s(process) - b for process, b in zip((psutil.Process(), *processes), before, strict=True)]
+        used = [
+            _cpu_s(process) - b
+            for process, b in zip((psutil.Process(), *processes), before, strict=True)
+        ]
         cpu["here"].append(used[0] / n * 1e3)
         cpu["workers"].append(sum(used[1:]) / n * 1e3)
     return n / elapsed
@@ -117,7 +127,10 @@ def plain_processes(rounds: int, processes: int, n: int = 40) -> float:
     """Frames/s of the filter alone in ``processes`` plain processes at once (``n`` frames each)."""
     context = multiprocessing.get_context("spawn")
     ready, start = context.Queue(), context.Event()
-    workers = [context.Process(target=_filter_alone, args=(rounds, n, ready, start)) for _ in range(processes)]
+    workers = [
+        context.Process(target=_filter_alone, args=(rounds, n, ready, start))
+        for _ in range(processes)
+    ]
     for worker in workers:
         worker.start()
     for _ in workers:
@@ -133,13 +146,18 @@ def main() -> None:
     from exengine.dask_processing import DaskProcessor, start_local_cluster
 
     rounds, ms = calibrate()
-    print(f"band-pass: {rounds} FFT round(s) per frame, {ms:.1f} ms of CPU per 512x512 frame in-process")
+    print(
+        f"band-pass: {rounds} FFT round(s) per frame, {ms:.1f} ms of CPU per 512x512 frame "
+        "in-process"
+    )
     rng = np.random.default_rng(1)
     pool = [rng.integers(0, 4000, SHAPE, dtype=np.uint16) for _ in range(16)]
     import distributed
 
     cluster = start_local_cluster(2)
-    client = distributed.Client(cluster, set_as_default=False, direct_to_workers=True)  # as cluster:2 does
+    client = distributed.Client(
+        cluster, set_as_default=False, direct_to_workers=True
+    )  # as cluster:2 does
     try:
         client.wait_for_workers(2, timeout=120)
         heavy = band_pass(rounds)
@@ -147,16 +165,22 @@ def main() -> None:
         workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
         names = ("heavy local", "heavy dask", "trivial local", "trivial dask")
         runs: dict[str, list[float]] = {name: [] for name in (*names, "1 process", "2 processes")}
-        cpu: dict[str, dict[str, list[float]]] = {name: {"here": [], "workers": []} for name in names}
-        frames_per_s(DaskProcessor(heavy, client), pool, 20)  # warm up the workers (imports, first tasks)
+        cpu: dict[str, dict[str, list[float]]] = {
+            name: {"here": [], "workers": []} for name in names
+        }
+        frames_per_s(
+            DaskProcessor(heavy, client), pool, 20
+        )  # warm up the workers (imports, first tasks)
         frames_per_s(DaskProcessor(trivial, client), pool, 50)
         load = []
         for _ in range(RUNS):  # interleaved, so that the shared machine's load affects both alike
             load.append(os.getloadavg()[0])
-            for name, processor, n in (("heavy local", heavy, HEAVY_FRAMES),
-                                       ("heavy dask", DaskProcessor(heavy, client), HEAVY_FRAMES),
-                                       ("trivial local", trivial, TRIVIAL_FRAMES),
-                                       ("trivial dask", DaskProcessor(trivial, client), TRIVIAL_FRAMES)):
+            for name, processor, n in (
+                ("heavy local", heavy, HEAVY_FRAMES),
+                ("heavy dask", DaskProcessor(heavy, client), HEAVY_FRAMES),
+                ("trivial local", trivial, TRIVIAL_FRAMES),
+                ("trivial dask", DaskProcessor(trivial, client), TRIVIAL_FRAMES),
+            ):
                 runs[name].append(frames_per_s(processor, pool, n, cpu[name], workers))
             runs["1 process"].append(plain_processes(rounds, 1))
             runs["2 processes"].append(plain_processes(rounds, 2))
@@ -167,20 +191,45 @@ def main() -> None:
     for name, values in runs.items():
         print(f"{name:14} " + " ".join(f"{v:9.1f}" for v in values) + " frames/s")
     for name in names:
-        print(f"{name:14} CPU ms per frame: this process {statistics.median(cpu[name]['here']):.2f}, "
-              f"workers {statistics.median(cpu[name]['workers']):.2f}")
+        print(
+            f"{name:14} CPU ms per frame: this process {statistics.median(cpu[name]['here']):.2f}, "
+            f"workers {statistics.median(cpu[name]['workers']):.2f}"
+        )
     median = {name: statistics.median(values) for name, values in runs.items()}
-    report([
-        (f"FFT band-pass ~{ms:.0f} ms/frame, 2 Dask workers (frames/s)", median["heavy dask"],
-         "in-process", median["heavy local"], ""),
-        ("identity processor via Dask (frames/s)", median["trivial dask"], "in-process", median["trivial local"], ""),
-        ("control: the filter alone in 2 processes (frames/s)", median["2 processes"], "in 1 process",
-         median["1 process"], ""),
-    ])
-    cluster_cpu = statistics.median(cpu["heavy dask"]["here"]) + statistics.median(cpu["heavy dask"]["workers"])
+    report(
+        [
+            (
+                f"FFT band-pass ~{ms:.0f} ms/frame, 2 Dask workers (frames/s)",
+                median["heavy dask"],
+                "in-process",
+                median["heavy local"],
+                "",
+            ),
+            (
+                "identity processor via Dask (frames/s)",
+                median["trivial dask"],
+                "in-process",
+                median["trivial local"],
+                "",
+            ),
+            (
+                "control: the filter alone in 2 processes (frames/s)",
+                median["2 processes"],
+                "in 1 process",
+                median["1 process"],
+                "",
+            ),
+        ]
+    )
+    cluster_cpu = statistics.median(cpu["heavy dask"]["here"]) + statistics.median(
+        cpu["heavy dask"]["workers"]
+    )
     local_cpu = statistics.median(cpu["heavy local"]["here"])  # (the idle workers would not exist)
-    print(f"CPU per frame of the heavy filter: {cluster_cpu:.1f} ms with the cluster, {local_cpu:.1f} ms in-process; "
-          f"with 2 free cores the cluster would reach {2 * local_cpu / cluster_cpu:.2f}x")
+    print(
+        f"CPU per frame of the heavy filter: {cluster_cpu:.1f} ms with the cluster, "
+        f"{local_cpu:.1f} ms in-process; "
+        f"with 2 free cores the cluster would reach {2 * local_cpu / cluster_cpu:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Data pipeline: DataHandler + storage vs direct ndstorage loops, coordinates cost, bounded memory.
 
 Run: ``python benchmarks/bench_data.py``. Each figure is a median of several runs; ratios compare
-our path with the reference measured in the same run. NDTiff is measured in RAM (``/dev/shm``) and on
-the disk (the system's temporary folder).
+our path with the reference measured in the same run. NDTiff is measured in RAM (``/dev/shm``) and
+on the disk (the system's temporary folder).
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ SHAPE = (512, 512)
 def workload():
     rng = np.random.default_rng(0)
     pool = [rng.integers(0, 4000, SHAPE, dtype=np.uint16) for _ in range(8)]
-    coords = [{"time": i // 20, "channel": ("DAPI", "GFP")[(i // 10) % 2], "z": i % 10} for i in range(FRAMES)]
+    coords = [
+        {"time": i // 20, "channel": ("DAPI", "GFP")[(i // 10) % 2], "z": i % 10}
+        for i in range(FRAMES)
+    ]
     return coords, pool
 
 
@@ -50,7 +53,8 @@ def direct_loop(coords, pool, dataset) -> float:
 def bare_hop(coords, pool) -> float:
     """Frames/s of the least any two-thread pipeline does: the producer queues the raw arguments and
     one thread calls ``NDRAMDataset.put_image`` (no checks, no coordinates, no accounting). The
-    floor for the NDRAM rows: what is left between it and the direct loop is all a pipeline may add."""
+    floor for the NDRAM rows: what is left between it and the direct loop is all a pipeline may
+    add."""
     dataset, queue, end = ndstorage.NDRAMDataset(), SimpleQueue(), object()
     dataset.initialize({})
 
@@ -70,7 +74,8 @@ def bare_hop(coords, pool) -> float:
 
 
 def coords_from_dicts(coords) -> float:
-    """Microseconds to turn one frame's dict into validated ``DataCoordinates``, which ``put`` must do."""
+    """Microseconds to turn one frame's dict into validated ``DataCoordinates``, which ``put`` must
+    do."""
     start = time.perf_counter()
     for c in coords:
         DataCoordinates(c)
@@ -98,7 +103,9 @@ def coords_cost() -> tuple[float, float]:
     def reference():
         return hash(frozenset({"time": 3, "channel": "DAPI", "z": 5}.items()))
 
-    return median_of(RUNS, lambda: per_call_us(ours, n)), median_of(RUNS, lambda: per_call_us(reference, n))
+    return median_of(RUNS, lambda: per_call_us(ours, n)), median_of(
+        RUNS, lambda: per_call_us(reference, n)
+    )
 
 
 def memory_bound() -> tuple[float, float, int]:
@@ -132,41 +139,103 @@ def memory_bound() -> tuple[float, float, int]:
 def main() -> None:
     coords, pool = workload()
     root, disk = scratch_dir(), scratch_dir(ram=False)
-    runs: dict[str, list[float]] = {k: [] for k in (
-        "tiff_direct", "tiff_ours", "disk_direct", "disk_ours", "ram_direct", "ram_ours", "ram_proc", "ram_hop")}
+    runs: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "tiff_direct",
+            "tiff_ours",
+            "disk_direct",
+            "disk_ours",
+            "ram_direct",
+            "ram_ours",
+            "ram_proc",
+            "ram_hop",
+        )
+    }
     try:
-        for _ in range(RUNS):  # interleaved, so drift of the shared machine affects every figure alike
+        for _ in range(
+            RUNS
+        ):  # interleaved, so drift of the shared machine affects every figure alike
             runs["tiff_direct"].append(
-                direct_loop(coords, pool, ndstorage.NDTiffDataset(root, name="direct", writable=True)))
-            runs["tiff_ours"].append(through_handler(coords, pool, NDTiffStorage(root, name="ours")))
+                direct_loop(
+                    coords, pool, ndstorage.NDTiffDataset(root, name="direct", writable=True)
+                )
+            )
+            runs["tiff_ours"].append(
+                through_handler(coords, pool, NDTiffStorage(root, name="ours"))
+            )
             runs["disk_direct"].append(
-                direct_loop(coords, pool, ndstorage.NDTiffDataset(disk, name="direct", writable=True)))
-            runs["disk_ours"].append(through_handler(coords, pool, NDTiffStorage(disk, name="ours")))
+                direct_loop(
+                    coords, pool, ndstorage.NDTiffDataset(disk, name="direct", writable=True)
+                )
+            )
+            runs["disk_ours"].append(
+                through_handler(coords, pool, NDTiffStorage(disk, name="ours"))
+            )
             runs["ram_direct"].append(direct_loop(coords, pool, ndstorage.NDRAMDataset()))
             runs["ram_ours"].append(through_handler(coords, pool, NDRAMStorage()))
-            runs["ram_proc"].append(through_handler(coords, pool, NDRAMStorage(), lambda c, d, m: (c, d, m)))
+            runs["ram_proc"].append(
+                through_handler(coords, pool, NDRAMStorage(), lambda c, d, m: (c, d, m))
+            )
             runs["ram_hop"].append(bare_hop(coords, pool))
     finally:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(disk, ignore_errors=True)
     tiff_direct, tiff_ours, disk_direct, disk_ours, ram_direct, ram_ours, ram_proc, ram_hop = (
-        statistics.median(v) for v in runs.values())
+        statistics.median(v) for v in runs.values()
+    )
     ours_us, ref_us = coords_cost()
     grown, budget, stored = memory_bound()
-    report([
-        ("DataHandler + NDTiffStorage (frames/s)", tiff_ours, "ndstorage NDTiff put loop", tiff_direct, ""),
-        ("the same on the disk (frames/s)", disk_ours, "ndstorage NDTiff put loop", disk_direct, ""),
-        ("DataHandler + NDRAMStorage (frames/s)", ram_ours, "ndstorage NDRAM put loop", ram_direct, ""),
-        ("DataHandler + NDRAM + identity processor", ram_proc, "ndstorage NDRAM put loop", ram_direct, ""),
-        ("floor: bare thread hop into NDRAM", ram_hop, "ndstorage NDRAM put loop", ram_direct, ""),
-        ("DataCoordinates(...) + hash", ours_us, "dict + hash(frozenset)", ref_us, "us"),
-    ])
+    report(
+        [
+            (
+                "DataHandler + NDTiffStorage (frames/s)",
+                tiff_ours,
+                "ndstorage NDTiff put loop",
+                tiff_direct,
+                "",
+            ),
+            (
+                "the same on the disk (frames/s)",
+                disk_ours,
+                "ndstorage NDTiff put loop",
+                disk_direct,
+                "",
+            ),
+            (
+                "DataHandler + NDRAMStorage (frames/s)",
+                ram_ours,
+                "ndstorage NDRAM put loop",
+                ram_direct,
+                "",
+            ),
+            (
+                "DataHandler + NDRAM + identity processor",
+                ram_proc,
+                "ndstorage NDRAM put loop",
+                ram_direct,
+                "",
+            ),
+            (
+                "floor: bare thread hop into NDRAM",
+                ram_hop,
+                "ndstorage NDRAM put loop",
+                ram_direct,
+                "",
+            ),
+            ("DataCoordinates(...) + hash", ours_us, "dict + hash(frozenset)", ref_us, "us"),
+        ]
+    )
     direct_us = 1e6 / ram_direct
-    print(f"NDRAM: the direct loop takes {direct_us:.2f} us/frame; 0.9x of it leaves a pipeline "
-          f"{direct_us / 0.9 - direct_us:.2f} us/frame beyond put_image, and validating a frame's "
-          f"coordinates alone takes {median_of(RUNS, lambda: coords_from_dicts(coords)):.2f} us")
-    print(f"memory: peak RSS growth {grown:.0f} MB with a {budget:.0f} MB budget "
-          f"(limit budget + 100 MB), {stored}/800 frames stored")
+    print(
+        f"NDRAM: the direct loop takes {direct_us:.2f} us/frame; 0.9x of it leaves a pipeline "
+        f"{direct_us / 0.9 - direct_us:.2f} us/frame beyond put_image, and validating a frame's "
+        f"coordinates alone takes {median_of(RUNS, lambda: coords_from_dicts(coords)):.2f} us"
+    )
+    print(
+        f"memory: peak RSS growth {grown:.0f} MB with a {budget:.0f} MB budget "
+        f"(limit budget + 100 MB), {stored}/800 frames stored"
+    )
     print(f"cpu count {os.cpu_count()}")
 
 

@@ -1,17 +1,19 @@
-"""End to end: a 1,000-frame time x channel x z acquisition (10 x 2 x 50, 512x512, zero exposure) to disk.
+"""End to end: a 1,000-frame time x channel x z acquisition (10 x 2 x 50, 512x512, zero exposure) to
+disk.
 
 Compares, in one run, the wall time per frame of:
 
-- pymmcore-plus's MDA runner on ``UniMMCore`` with a zero-exposure pure-Python camera, writing with its
-  own OME-Zarr (and OME-TIFF) writer — the reference;
+- pymmcore-plus's MDA runner on ``UniMMCore`` with a zero-exposure pure-Python camera, writing with
+  its own OME-Zarr (and OME-TIFF) writer — the reference;
 - ExEngine driving the *same* ``UniMMCore`` devices (through our Micro-Manager backend) to NDTiff;
 - ExEngine with its own simulated microscope to NDTiff, one frame at a time and with the z stack run
   as one hardware sequence (one arm/start per stack);
-- the storage alone (DataHandler + NDTiffStorage, 1,000 distinct frames already in memory) — the floor.
+- the storage alone (DataHandler + NDTiffStorage, 1,000 distinct frames already in memory) — the
+  floor.
 
-Run: ``python benchmarks/bench_e2e.py``. Every path writes to the disk (the system's temporary folder), where
-acquisitions really write, and then to RAM (``/dev/shm``); medians of several interleaved runs. Ratios are
-over the faster of pymmcore-plus's two writers on the same filesystem.
+Run: ``python benchmarks/bench_e2e.py``. Every path writes to the disk (the system's temporary
+folder), where acquisitions really write, and then to RAM (``/dev/shm``); medians of several
+interleaved runs. Ratios are over the faster of pymmcore-plus's two writers on the same filesystem.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ RUNS = 5
 
 def pymmcore_plus_ms(core, root: str, suffix: str) -> float:
     sequence = useq.MDASequence(
-        time_plan={"interval": 0, "loops": T}, channels=[{"config": c, "group": "Channel"} for c in CHANNELS],
-        z_plan={"range": Z - 1, "step": 1}, axis_order="tcz")
+        time_plan={"interval": 0, "loops": T},
+        channels=[{"config": c, "group": "Channel"} for c in CHANNELS],
+        z_plan={"range": Z - 1, "step": 1},
+        axis_order="tcz",
+    )
     target = os.path.join(root, f"mda{suffix}")
     start = time.perf_counter()
     core.mda.run(sequence, output=target)
@@ -55,13 +60,25 @@ def pymmcore_plus_ms(core, root: str, suffix: str) -> float:
     return elapsed / FRAMES * 1000
 
 
-def exengine_ms(root: str, camera, channel, channel_property: str, z_device, sequence=None) -> float:
+def exengine_ms(
+    root: str, camera, channel, channel_property: str, z_device, sequence=None
+) -> float:
     storage = NDTiffStorage(root, "ours")
     handler = DataHandler(storage)
     events = multi_d_acquisition_events(
-        num_time_points=T, z_start=0, z_end=Z - 1, z_step=1, channel_group=channel,
-        channel_property=channel_property, channels=list(CHANNELS), order="tcz", sequence=sequence,
-        camera=camera, z_device=z_device, data_handler=handler)
+        num_time_points=T,
+        z_start=0,
+        z_end=Z - 1,
+        z_step=1,
+        channel_group=channel,
+        channel_property=channel_property,
+        channels=list(CHANNELS),
+        order="tcz",
+        sequence=sequence,
+        camera=camera,
+        z_device=z_device,
+        data_handler=handler,
+    )
     start = time.perf_counter()
     acquisition = Acquisition(events, handler)
     acquisition.start()
@@ -74,7 +91,9 @@ def exengine_ms(root: str, camera, channel, channel_property: str, z_device, seq
 
 def storage_only_ms(root: str) -> float:
     base = np.random.default_rng(0).integers(0, 4000, (512, 512), dtype=np.uint16)
-    frames = iter([base + i for i in range(FRAMES)])  # distinct frames, all made before the clock starts
+    frames = iter(
+        [base + i for i in range(FRAMES)]
+    )  # distinct frames, all made before the clock starts
     storage = NDTiffStorage(root, "floor")
     handler = DataHandler(storage)
     start = time.perf_counter()
@@ -99,14 +118,21 @@ PATHS = [
 
 
 def measure(root: str, core, mm, sim) -> dict[str, float]:
-    """Median ms/frame of every path, writing under ``root``; the paths are interleaved run by run."""
+    """Median ms/frame of every path, writing under ``root``; the paths are interleaved run by
+    run."""
     runs: dict[str, list[float]] = {key: [] for key, _ in PATHS}
     for _ in range(RUNS):
         runs["mda_zarr"].append(pymmcore_plus_ms(core, root, ".ome.zarr"))
         runs["mda_tiff"].append(pymmcore_plus_ms(core, root, ".ome.tiff"))
-        runs["ours_mm"].append(exengine_ms(root, mm["mm_Camera"], mm["mm_Channel"], "config", mm["mm_Focus"]))
-        runs["ours_sim"].append(exengine_ms(root, sim["Camera"], sim["Channel"], "channel", sim["Z"]))
-        runs["ours_seq"].append(exengine_ms(root, sim["Camera"], sim["Channel"], "channel", sim["Z"], "z"))
+        runs["ours_mm"].append(
+            exengine_ms(root, mm["mm_Camera"], mm["mm_Channel"], "config", mm["mm_Focus"])
+        )
+        runs["ours_sim"].append(
+            exengine_ms(root, sim["Camera"], sim["Channel"], "channel", sim["Z"])
+        )
+        runs["ours_seq"].append(
+            exengine_ms(root, sim["Camera"], sim["Channel"], "channel", sim["Z"], "z")
+        )
         runs["floor"].append(storage_only_ms(root))
     return {key: statistics.median(values) for key, values in runs.items()}
 
@@ -130,15 +156,22 @@ def main() -> None:
                 shutil.rmtree(root, ignore_errors=True)
     finally:
         ExecutionEngine.get_instance().shutdown()
-    print(f"{'path (1,000 frames t10 x c2 x z50, 512x512), ms/frame':58} "
-          + " ".join(f"{where:>8} {'ratio':>6}" for where in results))
+    print(
+        f"{'path (1,000 frames t10 x c2 x z50, 512x512), ms/frame':58} "
+        + " ".join(f"{where:>8} {'ratio':>6}" for where in results)
+    )
     for key, label in PATHS:
         cells = []
         for med in results.values():
-            reference = min(med["mda_zarr"], med["mda_tiff"])  # the faster of pymmcore-plus's writers
+            reference = min(
+                med["mda_zarr"], med["mda_tiff"]
+            )  # the faster of pymmcore-plus's writers
             cells.append(f"{med[key]:8.3f} {med[key] / reference:6.2f}")
         print(f"{label:58} " + " ".join(cells))
-    print("ratio: ms/frame over the faster pymmcore-plus writer on the same filesystem (target <= 0.5)")
+    print(
+        "ratio: ms/frame over the faster pymmcore-plus writer on the same filesystem (target <= "
+        "0.5)"
+    )
 
 
 if __name__ == "__main__":

@@ -59,15 +59,20 @@ def main() -> None:
     engine = ExecutionEngine()
     counter = Counter()
     hop = median_of(RUNS, bare_hop_us)
-    round_trip = median_of(RUNS, lambda: per_call_us(lambda: engine.submit(Trivial()).await_execution(), N))
+    round_trip = median_of(
+        RUNS, lambda: per_call_us(lambda: engine.submit(Trivial()).await_execution(), N)
+    )
     rerouted = median_of(RUNS, lambda: per_call_us(counter.bump, N))
     on_thread = engine.submit(
-        lambda: median_of(RUNS, lambda: per_call_us(counter.bump, N * 10))).await_execution()
-    report([
-        ("submit + await_execution (trivial event)", round_trip, "bare thread hop", hop, "us"),
-        ("rerouted device method call", rerouted, "bare thread hop", hop, "us"),
-        ("device call already on its thread", on_thread, "target 2 us", 2.0, "us"),
-    ])
+        lambda: median_of(RUNS, lambda: per_call_us(counter.bump, N * 10))
+    ).await_execution()
+    report(
+        [
+            ("submit + await_execution (trivial event)", round_trip, "bare thread hop", hop, "us"),
+            ("rerouted device method call", rerouted, "bare thread hop", hop, "us"),
+            ("device call already on its thread", on_thread, "target 2 us", 2.0, "us"),
+        ]
+    )
     engine.shutdown()
 
 

@@ -1,9 +1,10 @@
 """How long Run takes to start acquiring, and the memory a plan costs, as the plan grows.
 
-Headless: ``Acquisition(multi_d_acquisition_plan(N))`` from ``start()`` to the first frame read, and the
-peak memory (tracemalloc) of planning and starting, for N = 1,000 and 1,000,000 time points, beside the
-list of events that ``multi_d_acquisition_events`` builds (what Run did before plans were lazy). With a
-display (``xvfb-run -a python bench_plan.py --panel``), the same from the Acquisition panel's Run.
+Headless: ``Acquisition(multi_d_acquisition_plan(N))`` from ``start()`` to the first frame read, and
+the peak memory (tracemalloc) of planning and starting, for N = 1,000 and 1,000,000 time points,
+beside the list of events that ``multi_d_acquisition_events`` builds (what Run did before plans were
+lazy). With a display (``xvfb-run -a python bench_plan.py --panel``), the same from the Acquisition
+panel's Run.
 
     python bench_plan.py            # headless
     xvfb-run -a python bench_plan.py --panel
@@ -90,17 +91,24 @@ def main() -> None:
     devices["Camera"].exposure = 0.0
     devices["Camera"].frame_rate_limit = 100000.0
     start_to_first_frame(10)  # warm-up: the simulated specimen is rendered once, on the first frame
-    print(f"{'time points':>12} {'lazy plan: start to 1st frame':>32} {'peak MB':>8}"
-          f" {'list of events: start to 1st frame':>38} {'peak MB':>8}")
+    print(
+        f"{'time points':>12} {'lazy plan: start to 1st frame':>32} {'peak MB':>8}"
+        f" {'list of events: start to 1st frame':>38} {'peak MB':>8}"
+    )
     for size in SIZES:
         lazy = [start_to_first_frame(size) for _ in range(RUNS)]
-        listed = [start_to_first_frame(size, lazy=False) for _ in range(1 if size > 100_000 else RUNS)]
+        listed = [
+            start_to_first_frame(size, lazy=False) for _ in range(1 if size > 100_000 else RUNS)
+        ]
         lazy_s = sorted(t for t, _ in lazy)[len(lazy) // 2]
         lazy_mb = max(m for _, m in lazy)
         listed_s = sorted(t for t, _ in listed)[len(listed) // 2]
         listed_mb = max(m for _, m in listed)
-        print(f"{size:>12,} {lazy_s * 1000:29.1f} ms {lazy_mb:8.2f} {listed_s * 1000:35.1f} ms {listed_mb:8.1f}"
-              f"   ({listed_s / lazy_s:,.0f}x faster, {listed_mb / lazy_mb:,.0f}x less memory)")
+        print(
+            f"{size:>12,} {lazy_s * 1000:29.1f} ms {lazy_mb:8.2f} {listed_s * 1000:35.1f} ms "
+            f"{listed_mb:8.1f}   ({listed_s / lazy_s:,.0f}x faster, {listed_mb / lazy_mb:,.0f}x "
+            "less memory)"
+        )
     if "--panel" in sys.argv:
         for size in SIZES:
             seconds = median_of(3, lambda size=size: panel_start_to_first_frame(size))

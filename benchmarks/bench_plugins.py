@@ -24,16 +24,32 @@ def main() -> None:
     try:
         for _ in range(RUNS):  # interleaved, so drift of the shared disk affects all alike
             runs["ndtiff"].append(through_handler(coords, pool, NDTiffStorage(root, "tiff")))
-            runs["zarr"].append(through_handler(coords, pool, OMEZarrStorage(root, "zarr", pixel_size_um=0.5)))
-            runs["chain"].append(through_handler(coords, pool, NDTiffStorage(root, "chain"),
-                                              ProcessorChain([lambda c, d, m: (c, d, m)])))
+            runs["zarr"].append(
+                through_handler(coords, pool, OMEZarrStorage(root, "zarr", pixel_size_um=0.5))
+            )
+            runs["chain"].append(
+                through_handler(
+                    coords,
+                    pool,
+                    NDTiffStorage(root, "chain"),
+                    ProcessorChain([lambda c, d, m: (c, d, m)]),
+                )
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     ndtiff, zarr, chain = (statistics.median(runs[k]) for k in ("ndtiff", "zarr", "chain"))
-    report([
-        (f"OME-Zarr storage, {FRAMES} frames (frames/s)", zarr, "NDTiff storage", ndtiff, ""),
-        ("NDTiff + no-op processor chain (frames/s)", chain, "NDTiff without processors", ndtiff, ""),
-    ])
+    report(
+        [
+            (f"OME-Zarr storage, {FRAMES} frames (frames/s)", zarr, "NDTiff storage", ndtiff, ""),
+            (
+                "NDTiff + no-op processor chain (frames/s)",
+                chain,
+                "NDTiff without processors",
+                ndtiff,
+                "",
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Opening a 10,000-frame NDTiff dataset (time 100 x z 50 x 2 channels, 256x256) as layers, and the
-latency of showing a new slider position, vs ndstorage's own ``Dataset`` + ``as_array`` in the same run.
+latency of showing a new slider position, vs ndstorage's own ``Dataset`` + ``as_array`` in the same
+run.
 
 Run: ``python benchmarks/bench_reader.py``. Medians of several runs.
 """
@@ -27,7 +28,9 @@ def write_dataset(root: str) -> str:
     for t in range(100):
         for z in range(50):
             for channel in ("DAPI", "GFP"):
-                dataset.put_image({"time": t, "channel": channel, "z": z}, frame, {"PixelSizeUm": 0.5})
+                dataset.put_image(
+                    {"time": t, "channel": channel, "z": z}, frame, {"PixelSizeUm": 0.5}
+                )
     dataset.finish()
     return dataset.path
 
@@ -67,10 +70,18 @@ def main() -> None:
         ref_ms = median_of(RUNS, lambda: slider_latency(lambda p: array[p[0], p[1], 0], positions))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    report([
-        ("open 10,000 frames as layers (s)", ours_open, "ndstorage Dataset+as_array", ref_open, "s"),
-        ("show a new slider position (ms)", ours_ms, "ndstorage dask slice", ref_ms, "ms"),
-    ])
+    report(
+        [
+            (
+                "open 10,000 frames as layers (s)",
+                ours_open,
+                "ndstorage Dataset+as_array",
+                ref_open,
+                "s",
+            ),
+            ("show a new slider position (ms)", ours_ms, "ndstorage dask slice", ref_ms, "ms"),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh engine per test, the shared NDTiff test data, display checks for GUI tests."""
+"""Shared fixtures: a fresh engine per test, the shared NDTiff test data, display checks for GUI
+tests."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / 
 
 @pytest.fixture(autouse=True)
 def qt_garbage_collected_between_tests(request):
-    """After a GUI test, once its viewers are closed, collect its garbage: panels a test made without
-    docking them belong to Python, and a collection that deleted them in the middle of a later test's
-    Qt events crashed the run (a deleted QListView receiving an event)."""
+    """After a GUI test, once its viewers are closed, collect its garbage: panels a test made
+    without docking them belong to Python, and a collection that deleted them in the middle of a
+    later test's Qt events crashed the run (a deleted QListView receiving an event)."""
     yield
     if {"gui_viewer", "qtbot", "make_napari_viewer"} & set(request.fixturenames):
         gc.collect()
@@ -40,19 +41,23 @@ def engine():
 
 @pytest.fixture(autouse=True)
 def temporary_files_in_tmp_path(tmp_path, monkeypatch):
-    """Code that makes temporary folders (the README's and docs' examples, default data folders) makes
-    them in the test's ``tmp_path``, which pytest cleans up, instead of leaving them in /tmp or home."""
+    """Code that makes temporary folders (the README's and docs' examples, default data folders)
+    makes them in the test's ``tmp_path``, which pytest cleans up, instead of leaving them in /tmp
+    or home."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setenv("EXENGINE_DATA_DIR", str(tmp_path / "exengine-data"))
 
 
 @pytest.fixture
 def sigkill_after_lines():
-    """``run(code, *args, lines=N)``: a Python subprocess running ``code`` is SIGKILLed once it has printed
-    more than ``N`` lines (each printed after something was reported done); returns the lines."""
+    """``run(code, *args, lines=N)``: a Python subprocess running ``code`` is SIGKILLed once it has
+    printed more than ``N`` lines (each printed after something was reported done); returns the
+    lines."""
 
     def run(code: str, *args: str, lines: int) -> list[str]:
-        process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True
+        )
         printed: list[str] = []
         enough = threading.Event()
 
@@ -80,7 +85,9 @@ def testdata() -> Path:
     if not TESTDATA.is_dir():
         if IN_CI:
             pytest.fail(f"Test data folder {TESTDATA} is missing in CI")
-        pytest.skip(f"Test data folder {TESTDATA} not found (run from the project checkout beside shared/)")
+        pytest.skip(
+            f"Test data folder {TESTDATA} not found (run from the project checkout beside shared/)"
+        )
     return TESTDATA
 
 
@@ -95,7 +102,8 @@ def scope():
 
 @pytest.fixture
 def gui_viewer(make_napari_viewer, request):
-    """A napari viewer; GUI tests fail in CI (and skip elsewhere) when no OpenGL display is available."""
+    """A napari viewer; GUI tests fail in CI (and skip elsewhere) when no OpenGL display is
+    available."""
     try:
         return make_napari_viewer(show=getattr(request, "param", False))
     except Exception as e:

@@ -1,5 +1,5 @@
-"""The processing functions of the seed's (``data.rst``) examples, as written there: shared by the seed
-test and the Dask tests, whose worker processes import them by this module's name."""
+"""The processing functions of the seed's (``data.rst``) examples, as written there: shared by the
+seed test and the Dask tests, whose worker processes import them by this module's name."""
 
 import numpy as np
 

@@ -1,4 +1,5 @@
-"""``Acquisition``: run a plan of events as one checked, pausable, stoppable acquisition with progress.
+"""``Acquisition``: run a plan of events as one checked, pausable, stoppable acquisition with
+progress.
 
 A plan is any iterable of events: a list, or a lazy stream (a generator, possibly endless, or a
 plan object such as :func:`~exengine.events.multi_d_acquisition_plan`). Events are taken from it
@@ -18,13 +19,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from numbers import Real
-from typing import Any, Optional
+from typing import Any
 
 from .device_types import Detector, DoubleAxisPositioner, SingleAxisPositioner
 from .events._devices import resolve_device
 from .events.detector_events import ReadoutData, StartCapture, StartContinuousCapture
 from .events.misc_events import AcquisitionClock, SetTimeEvent, Sleep
-from .events.positioner_events import SetPosition1DEvent, SetPosition2DEvent, SetTriggerable1DPositionsEvent
+from .events.positioner_events import (
+    SetPosition1DEvent,
+    SetPosition2DEvent,
+    SetTriggerable1DPositionsEvent,
+)
 from .events.property_events import SetPropertiesEvent, SetTriggerablePropertySequencesEvent
 from .kernel.data_handler import DataHandler
 from .kernel.data_storage_base import DataStorage
@@ -44,32 +49,40 @@ class PlanError(ValueError):
 
 def check_setting(device: Device, prop: str, value: Any) -> None:
     """Raise :class:`PlanError` when ``device.prop = value`` is refused by what the device declares:
-    a read-only property, a value outside the allowed values or the limits, a number that is not finite."""
+    a read-only property, a value outside the allowed values or the limits, a number that is not
+    finite."""
     where = f"{device.name}.{prop}"
     if device.is_property_read_only(prop):
         raise PlanError(f"{where} is read-only")
     allowed = device.get_allowed_property_values(prop)
     if allowed is not None and value not in allowed:
-        raise PlanError(f"{where} = {value!r} is not allowed; valid: {', '.join(map(repr, allowed))}")
+        raise PlanError(
+            f"{where} = {value!r} is not allowed; valid: {', '.join(map(repr, allowed))}"
+        )
     if isinstance(value, Real) and not isinstance(value, bool):
         _check_number(where, float(value), device.get_property_limits(prop))
 
 
-def _check_number(where: str, value: float, limits: tuple[Optional[float], Optional[float]] = (None, None)) -> None:
+def _check_number(
+    where: str, value: float, limits: tuple[float | None, float | None] = (None, None)
+) -> None:
     if not math.isfinite(value):
         raise PlanError(f"{where} = {value!r} is not a finite number")
     low, high = limits
     if (low is not None and value < low) or (high is not None and value > high):
-        raise PlanError(f"{where} = {value:g} is outside its limits [{_bound(low)}, {_bound(high)}]")
+        raise PlanError(
+            f"{where} = {value:g} is outside its limits [{_bound(low)}, {_bound(high)}]"
+        )
 
 
-def _bound(value: Optional[float]) -> str:
+def _bound(value: float | None) -> str:
     return "-inf" if value is None else f"{value:g}"
 
 
 class _Checks:
     """Checks of events against their devices, each device lookup and each (device, property, value)
-    checked once: a plan repeats the same few settings, and every device query may be a thread hop."""
+    checked once: a plan repeats the same few settings, and every device query may be a thread
+    hop."""
 
     def __init__(self) -> None:
         self._devices: dict[tuple[Any, type], Any] = {}
@@ -86,7 +99,11 @@ class _Checks:
         return found
 
     def setting(self, device: Device, prop: str, value: Any) -> None:
-        key = (id(device), prop, value if isinstance(value, (int, float, str, bool, type(None))) else repr(value))
+        key = (
+            id(device),
+            prop,
+            value if isinstance(value, (int, float, str, bool, type(None))) else repr(value),
+        )
         if key not in self._done:
             check_setting(device, prop, value)
             self._done.add(key)
@@ -120,7 +137,9 @@ class _Checks:
                     self.setting(resolved, prop, value)
         elif isinstance(event, SetTimeEvent):
             if event.min_start_time is not None:
-                _check_number(f"time point {event.time_index} start", event.min_start_time, (0.0, None))
+                _check_number(
+                    f"time point {event.time_index} start", event.min_start_time, (0.0, None)
+                )
         elif isinstance(event, Sleep):
             _check_number("Sleep time_s", float(event.time_s), (0.0, None))
         elif isinstance(event, (StartCapture, StartContinuousCapture, ReadoutData)):
@@ -130,7 +149,9 @@ class _Checks:
                 self._done.add(("exposure", id(camera)))
             handler = getattr(event, "data_handler", None)
             if handler is not None and handler.error is not None:
-                raise PlanError(f"The data handler has failed, no more frames can be stored: {handler.error!r}")
+                raise PlanError(
+                    f"The data handler has failed, no more frames can be stored: {handler.error!r}"
+                )
 
 
 def check_event(event: ExecutorEvent) -> None:
@@ -140,7 +161,8 @@ def check_event(event: ExecutorEvent) -> None:
 
 
 class _Scratch(DataStorage):
-    """The storage of :func:`dry_run`'s handler: holds nothing (a plan being checked stores nothing)."""
+    """The storage of :func:`dry_run`'s handler: holds nothing (a plan being checked stores
+    nothing)."""
 
     def __contains__(self, data_coordinates: Any) -> bool:
         return False
@@ -155,9 +177,10 @@ class _Scratch(DataStorage):
 
 
 def dry_run(make_plan: Callable[[DataHandler], Iterable[ExecutorEvent]]) -> Iterable[ExecutorEvent]:
-    """Build a plan with a scratch data handler (which stores nothing) and :meth:`Acquisition.validate`
-    it: the checks to run before the storage is created and before anything moves. Returns the plan
-    (for its ``total_frames`` and ``axis_sizes``); build it again with the real handler to run it."""
+    """Build a plan with a scratch data handler (which stores nothing) and
+    :meth:`Acquisition.validate` it: the checks to run before the storage is created and before
+    anything moves. Returns the plan (for its ``total_frames`` and ``axis_sizes``); build it again
+    with the real handler to run it."""
     scratch = DataHandler(_Scratch())
     try:
         plan = make_plan(scratch)
@@ -179,7 +202,7 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         self.checked = checked
         self.events_run = 0
         self.frames_read = 0
-        self.current: Optional[ExecutorEvent] = None
+        self.current: ExecutorEvent | None = None
         self._checks = _Checks()
         self._gate = threading.Condition()
         self._pause_requested = False
@@ -195,7 +218,8 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
                     break
                 if not self.checked:
                     self._checks.event(event)
-                engine.run_prioritized_events()  # prioritized submissions (e.g. from a GUI) interleave
+                # prioritized submissions (e.g. from a GUI) interleave
+                engine.run_prioritized_events()
                 self._remember(event)
                 if isinstance(event, (SetTimeEvent, Sleep)):
                     event._pause_hold = self._hold  # type: ignore[union-attr] - a pause also holds its wait
@@ -222,11 +246,15 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
             except StopIteration:
                 return
             except Exception as e:
-                raise PlanError(f"The plan raised {type(e).__name__}: {e} (after {self.events_run} events, "
-                                f"{self.frames_read} frames)") from e
+                raise PlanError(
+                    f"The plan raised {type(e).__name__}: {e} (after {self.events_run} events, "
+                    f"{self.frames_read} frames)"
+                ) from e
             if not isinstance(event, ExecutorEvent):
-                raise PlanError(f"The plan yielded {event!r}; a plan yields ExecutorEvents "
-                                f"(after {self.events_run} events)")
+                raise PlanError(
+                    f"The plan yielded {event!r}; a plan yields ExecutorEvents "
+                    f"(after {self.events_run} events)"
+                )
             yield event
 
     def _remember(self, event: ExecutorEvent) -> None:
@@ -236,8 +264,8 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
             self._detectors.add(self._checks.device(event.detector, Detector, "detector"))
 
     def _hold(self) -> float:
-        """Block while paused (publishing the pause and the resume); return the seconds paused. Time-lapse
-        clocks move on by that much, so that intervals count from the resume."""
+        """Block while paused (publishing the pause and the resume); return the seconds paused.
+        Time-lapse clocks move on by that much, so that intervals count from the resume."""
         with self._gate:
             if not self._pause_requested:
                 return 0.0
@@ -283,29 +311,39 @@ class Acquisition:
 
     :meth:`validate` checks the plan against the devices before anything moves; :meth:`start` calls
     it. :meth:`pause` holds the acquisition between events (never in the middle of a readout) and
-    :meth:`resume` goes on, time-lapse intervals counting from the resume. :meth:`stop` ends it within
-    about a frame (also during a time-lapse interval); :meth:`abort` at once. Either way every frame
-    acquired is stored: :meth:`await_completion` finishes the data handler and waits for the storage.
-    Events submitted with ``prioritize=True`` while it runs are executed between its steps.
+    :meth:`resume` goes on, time-lapse intervals counting from the resume. :meth:`stop` ends it
+    within about a frame (also during a time-lapse interval); :meth:`abort` at once. Either way
+    every frame acquired is stored: :meth:`await_completion` finishes the data handler and waits for
+    the storage. Events submitted with ``prioritize=True`` while it runs are executed between its
+    steps.
     """
 
-    def __init__(self, events: Iterable[ExecutorEvent], data_handler: Optional[DataHandler] = None, *,
-                 total_frames: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        events: Iterable[ExecutorEvent],
+        data_handler: DataHandler | None = None,
+        *,
+        total_frames: int | None = None,
+    ) -> None:
         if isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
-            raise TypeError(f"Acquisition takes an iterable of events (a list or a generator), got {events!r}")
+            raise TypeError(
+                f"Acquisition takes an iterable of events (a list or a generator), got {events!r}"
+            )
         self.events = events
         self.data_handler = data_handler
         self._finite = isinstance(events, Sequence)
         if total_frames is None:
             if self._finite:
-                total_frames = sum((e.num_blocks or 0) for e in events if isinstance(e, ReadoutData))  # type: ignore[union-attr]
+                total_frames = sum(
+                    (e.num_blocks or 0) for e in events if isinstance(e, ReadoutData)
+                )  # type: ignore[union-attr]
             else:
                 total_frames = getattr(events, "total_frames", None)
-        self.total_frames: Optional[int] = total_frames
+        self.total_frames: int | None = total_frames
         self._runner = _RunPlan(events, checked=self._finite)
-        self._future: Optional[ExecutionFuture] = None
-        self._started_at: Optional[float] = None
-        self._paused_at: Optional[float] = None
+        self._future: ExecutionFuture | None = None
+        self._started_at: float | None = None
+        self._paused_at: float | None = None
         self._paused_s = 0.0
 
     @property
@@ -353,16 +391,19 @@ class Acquisition:
         """Seconds since :meth:`start`, pauses excluded."""
         if self._started_at is None:
             return 0.0
-        paused = self._paused_s + (time.monotonic() - self._paused_at if self._paused_at is not None else 0.0)
+        paused = self._paused_s + (
+            time.monotonic() - self._paused_at if self._paused_at is not None else 0.0
+        )
         return time.monotonic() - self._started_at - paused
 
-    def frames_per_s(self) -> Optional[float]:
+    def frames_per_s(self) -> float | None:
         """Frames done per second of acquiring so far (None before the first frame)."""
         elapsed, done = self.elapsed_s(), self.frames_done
         return done / elapsed if done and elapsed > 0 else None
 
-    def time_left_s(self) -> Optional[float]:
-        """Estimated seconds left, from the rate so far (None before the first frame and for open-ended plans)."""
+    def time_left_s(self) -> float | None:
+        """Estimated seconds left, from the rate so far (None before the first frame and for
+        open-ended plans)."""
         done = self.frames_done
         if not done or not self.total_frames:
             return None
@@ -398,8 +439,9 @@ class Acquisition:
         """Stop at once, abandoning frames not yet read out."""
         self._runner.end(abort=True)
 
-    def await_completion(self, timeout: Optional[float] = None) -> None:
-        """Wait for the events to end, then for every acquired frame to be stored; re-raise failures."""
+    def await_completion(self, timeout: float | None = None) -> None:
+        """Wait for the events to end, then for every acquired frame to be stored; re-raise
+        failures."""
         if self._future is None:
             raise RuntimeError("The acquisition has not been started")
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -30,7 +30,8 @@ What holds, and how:
   when a worker process dies, Dask recomputes its tasks elsewhere and no frame is lost; the state
   chain is re-anchored every ``checkpoint_every`` frames, which bounds what the scheduler keeps.
 - **Overhead.** Frames already waiting when one is sent go with it as one task (up to ``max_batch``
-  and 1/16 of the memory budget): a Dask task costs milliseconds, so a fast camera pays it per batch.
+  and 1/16 of the memory budget): a Dask task costs milliseconds, so a fast camera pays it per
+  batch.
 
 Needs the ``distributed`` extra (``pip install 'napari-exengine[distributed]'``) on this machine
 and the workers, and on the workers the packages the processor's code comes from.
@@ -42,25 +43,35 @@ import pickle
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from .kernel.data_coords import DataCoordinates
 from .kernel.data_handler import DataProcessor, Frame
 from .processors import ProcessorChain
 
-__all__ = ["DaskProcessor", "ProcessingLocation", "parse_location", "run_processor_on", "start_local_cluster"]
+__all__ = [
+    "DaskProcessor",
+    "ProcessingLocation",
+    "parse_location",
+    "run_processor_on",
+    "start_local_cluster",
+]
 
 EXTRA = "pip install 'napari-exengine[distributed]'"
 #: Processing choices the panel and the command line offer (``parse_location`` accepts them all).
-LOCATION_HELP = ("'local' (this machine), 'cluster:N' (a local cluster of N worker processes) or a Dask "
-                 "scheduler address such as 'tcp://10.0.0.5:8786'")
+LOCATION_HELP = (
+    "'local' (this machine), 'cluster:N' (a local cluster of N worker processes) or a Dask "
+    "scheduler address such as 'tcp://10.0.0.5:8786'"
+)
 
 
 def _distributed() -> Any:
     try:
         import distributed
     except ImportError as error:
-        raise ImportError(f"Processing on a Dask cluster needs the 'distributed' extra: {EXTRA}") from error
+        raise ImportError(
+            f"Processing on a Dask cluster needs the 'distributed' extra: {EXTRA}"
+        ) from error
     return distributed
 
 
@@ -68,7 +79,10 @@ def _distributed() -> Any:
 #: ``MALLOC_TRIM_THRESHOLD_=65536``, which also stops glibc from raising its mmap threshold: every
 #: frame-sized array was a fresh mmap, and every free gave its pages back, so array code spent a
 #: third of its time in page faults. Workers keep up to 128 MB of freed memory for the next frames.
-WORKER_ENVIRON = {"MALLOC_TRIM_THRESHOLD_": 128 * 1024 * 1024, "MALLOC_MMAP_THRESHOLD_": 64 * 1024 * 1024}
+WORKER_ENVIRON = {
+    "MALLOC_TRIM_THRESHOLD_": 128 * 1024 * 1024,
+    "MALLOC_MMAP_THRESHOLD_": 64 * 1024 * 1024,
+}
 
 
 #: Dask settings of the local clusters started here (their nannies pass them on to the workers). The
@@ -83,9 +97,9 @@ CLUSTER_CONFIG = {
 
 
 def start_local_cluster(workers: int = 2, **kwargs: Any) -> Any:
-    """A ``distributed.LocalCluster`` of ``workers`` processes of one thread each, as ``cluster:N`` starts,
-    with ``WORKER_ENVIRON`` and ``CLUSTER_CONFIG`` (``kwargs`` go to ``LocalCluster``). Call it under
-    ``if __name__ == "__main__":`` in scripts: the workers are spawned processes."""
+    """A ``distributed.LocalCluster`` of ``workers`` processes of one thread each, as ``cluster:N``
+    starts, with ``WORKER_ENVIRON`` and ``CLUSTER_CONFIG`` (``kwargs`` go to ``LocalCluster``). Call
+    it under ``if __name__ == "__main__":`` in scripts: the workers are spawned processes."""
     distributed = _distributed()
     import dask
 
@@ -97,8 +111,14 @@ def start_local_cluster(workers: int = 2, **kwargs: Any) -> Any:
         for parent in parents:
             level = level.setdefault(parent, {})
         level[leaf] = value
-    options = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
-               "config": dask.config.merge(dask.config.config, nested), **kwargs}  # whole: it replaces
+    options = {
+        "n_workers": workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": ":0",
+        "config": dask.config.merge(dask.config.config, nested),
+        **kwargs,
+    }  # whole: it replaces
     with dask.config.set({**CLUSTER_CONFIG, "distributed.nanny.pre-spawn-environ": environ}):
         return distributed.LocalCluster(**options)
 
@@ -107,12 +127,12 @@ def start_local_cluster(workers: int = 2, **kwargs: Any) -> Any:
 @dataclass(frozen=True)
 class ProcessingLocation:
     """Where processors run: ``kind`` is "local" (this machine, in the handler's own thread),
-    "local-cluster" (a ``LocalCluster`` of ``workers`` processes on this machine, started for the run)
-    or "scheduler" (the Dask scheduler at ``address``)."""
+    "local-cluster" (a ``LocalCluster`` of ``workers`` processes on this machine, started for the
+    run) or "scheduler" (the Dask scheduler at ``address``)."""
 
     kind: Literal["local", "local-cluster", "scheduler"] = "local"
     workers: int = 0
-    address: Optional[str] = None
+    address: str | None = None
 
     def __str__(self) -> str:
         if self.kind == "local-cluster":
@@ -122,10 +142,10 @@ class ProcessingLocation:
         return "this machine"
 
 
-def parse_location(where: Union[str, ProcessingLocation, None]) -> ProcessingLocation:
+def parse_location(where: str | ProcessingLocation | None) -> ProcessingLocation:
     """Parse a processing choice: ``None``/"local"/"this machine", "cluster"/"cluster:N" (N worker
-    processes, default 2), or a scheduler address ("tcp://host:8786", "host:8786"). Raises ``ValueError``
-    naming the value and the valid forms. Starts and contacts nothing."""
+    processes, default 2), or a scheduler address ("tcp://host:8786", "host:8786"). Raises
+    ``ValueError`` naming the value and the valid forms. Starts and contacts nothing."""
     if isinstance(where, ProcessingLocation):
         return where
     if where is None:
@@ -138,29 +158,38 @@ def parse_location(where: Union[str, ProcessingLocation, None]) -> ProcessingLoc
         return ProcessingLocation()
     for prefix in ("local-cluster", "cluster"):
         if lowered == prefix or lowered.startswith(prefix + ":"):
-            count = lowered[len(prefix) + 1:] or "2"
+            count = lowered[len(prefix) + 1 :] or "2"
             if not count.isdigit() or int(count) < 1:
-                raise ValueError(f"A local cluster needs a whole number of workers >= 1 ('cluster:4'); got {where!r}")
+                raise ValueError(
+                    "A local cluster needs a whole number of workers >= 1 ('cluster:4'); got "
+                    f"{where!r}"
+                )
             return ProcessingLocation("local-cluster", workers=int(count))
     scheme, sep, rest = text.partition("://")
     host, colon, port = (rest if sep else text).rpartition(":")
-    if (not sep or scheme in ("tcp", "tls", "ucx", "ws", "wss", "inproc")) and colon and host and port.isdigit():
+    if (
+        (not sep or scheme in ("tcp", "tls", "ucx", "ws", "wss", "inproc"))
+        and colon
+        and host
+        and port.isdigit()
+    ):
         return ProcessingLocation("scheduler", address=text if sep else f"tcp://{text}")
     raise ValueError(f"Where to process must be {LOCATION_HELP}; got {where!r}")
 
 
 def run_processor_on(
-    processor: Union[DataProcessor, Callable[..., Any], None],
-    where: Union[str, ProcessingLocation, None] = "local",
+    processor: DataProcessor | Callable[..., Any] | None,
+    where: str | ProcessingLocation | None = "local",
     *,
-    max_in_flight: Optional[int] = None,
+    max_in_flight: int | None = None,
     timeout: float = 30.0,
-) -> Optional[DataProcessor]:
-    """``processor`` ready to hand to a ``DataHandler``, running where ``where`` says (see ``parse_location``).
+) -> DataProcessor | None:
+    """``processor`` ready to hand to a ``DataHandler``, running where ``where`` says (see
+    ``parse_location``).
 
-    "local" gives the processor back (a ``DataProcessor``); otherwise a ``DaskProcessor`` that owns the
-    cluster connection (and the local cluster it started) and closes them when its handler finishes.
-    ``None`` (no processing) stays ``None`` and starts nothing.
+    "local" gives the processor back (a ``DataProcessor``); otherwise a ``DaskProcessor`` that owns
+    the cluster connection (and the local cluster it started) and closes them when its handler
+    finishes. ``None`` (no processing) stays ``None`` and starts nothing.
     """
     location = parse_location(where)
     if processor is None:
@@ -178,7 +207,9 @@ class _Outcome:
 
     __slots__ = ("error", "frames")
 
-    def __init__(self, frames: Optional[list[Frame]] = None, error: Optional[BaseException] = None) -> None:
+    def __init__(
+        self, frames: list[Frame] | None = None, error: BaseException | None = None
+    ) -> None:
         self.frames = frames or []
         self.error = error
 
@@ -197,7 +228,8 @@ class _Outcome:
 
 
 class _Step:
-    """One link of a stateful chain: the processor's state after a batch, and the batch's outcomes."""
+    """One link of a stateful chain: the processor's state after a batch, and the batch's
+    outcomes."""
 
     __slots__ = ("outcomes", "state")
 
@@ -225,15 +257,19 @@ def _run_parallel(processor: DataProcessor, frames: list[Frame]) -> list[_Outcom
     return [_apply(processor, [frame]) for frame in frames]
 
 
-def _run_ordered(previous: Union[bytes, _Step], inputs: Union[list[Frame], list[_Outcome]]) -> _Step:
-    """Restore the state (a fresh copy, so that this task can be re-run), process a batch of frames (or
-    the parallel stage's outcomes for them) in order, and pickle the new state."""
+def _run_ordered(previous: bytes | _Step, inputs: list[Frame] | list[_Outcome]) -> _Step:
+    """Restore the state (a fresh copy, so that this task can be re-run), process a batch of frames
+    (or the parallel stage's outcomes for them) in order, and pickle the new state."""
     import cloudpickle
 
-    processor: DataProcessor = cloudpickle.loads(previous if isinstance(previous, bytes) else previous.state)
+    processor: DataProcessor = cloudpickle.loads(
+        previous if isinstance(previous, bytes) else previous.state
+    )
     outcomes = []
     for item in inputs:
-        if isinstance(item, _Outcome):  # the parallel stage before: its error passes, its outputs go on
+        if isinstance(
+            item, _Outcome
+        ):  # the parallel stage before: its error passes, its outputs go on
             outcomes.append(item if item.error is not None else _apply(processor, item.frames))
         else:
             outcomes.append(_apply(processor, [item]))
@@ -248,10 +284,12 @@ def _state_of(step: _Step) -> bytes:
     return step.state
 
 
-def _flush_ordered(previous: Union[bytes, _Step]) -> _Outcome:
+def _flush_ordered(previous: bytes | _Step) -> _Outcome:
     import cloudpickle
 
-    processor: DataProcessor = cloudpickle.loads(previous if isinstance(previous, bytes) else previous.state)
+    processor: DataProcessor = cloudpickle.loads(
+        previous if isinstance(previous, bytes) else previous.state
+    )
     try:
         return _Outcome(processor.flush())
     except BaseException as error:
@@ -268,8 +306,11 @@ class _Pending:
     def __init__(self, future: Any) -> None:
         self._future = future
 
-    def result(self) -> list[Union[list[Frame], BaseException]]:
-        future, self._future = self._future, None  # let Dask forget the task once we have its result
+    def result(self) -> list[list[Frame] | BaseException]:
+        future, self._future = (
+            self._future,
+            None,
+        )  # let Dask forget the task once we have its result
         outcomes: list[_Outcome] = future.result()
         return [outcome.frames if outcome.error is None else outcome.error for outcome in outcomes]
 
@@ -290,11 +331,14 @@ class _PendingFlush:
 
 def _runs_in_parallel(processor: DataProcessor) -> bool:
     """Stateless and holding nothing to flush."""
-    return (not processor.stateful and processor.flush_function is None
-            and type(processor).flush is DataProcessor.flush)
+    return (
+        not processor.stateful
+        and processor.flush_function is None
+        and type(processor).flush is DataProcessor.flush
+    )
 
 
-def _split(processor: DataProcessor) -> tuple[Optional[DataProcessor], Optional[DataProcessor]]:
+def _split(processor: DataProcessor) -> tuple[DataProcessor | None, DataProcessor | None]:
     """(the part that may run in parallel, the part that runs in order)."""
     if isinstance(processor, ProcessorChain):
         parts = processor.processors
@@ -302,8 +346,10 @@ def _split(processor: DataProcessor) -> tuple[Optional[DataProcessor], Optional[
         while n < len(parts) and _runs_in_parallel(parts[n]):
             n += 1
         head, tail = parts[:n], parts[n:]
-        return (None if not head else head[0] if len(head) == 1 else ProcessorChain(head),
-                None if not tail else tail[0] if len(tail) == 1 else ProcessorChain(tail))
+        return (
+            None if not head else head[0] if len(head) == 1 else ProcessorChain(head),
+            None if not tail else tail[0] if len(tail) == 1 else ProcessorChain(tail),
+        )
     return (processor, None) if _runs_in_parallel(processor) else (None, processor)
 
 
@@ -314,20 +360,21 @@ class DaskProcessor(DataProcessor):
     ``ProcessingLocation``/choice string (``parse_location``): then this object starts or connects
     and closes what it opened when the handler finishes (``close``). ``max_in_flight`` bounds the
     frames on the cluster at once (default: 8 per worker thread, at least 32; they also count in the
-    handler's memory budget); frames already waiting when one is sent go with it, up to ``max_batch``
-    per task; ``checkpoint_every`` is how many frames a stateful chain runs before its state is
-    fetched and the chain restarted from it; ``timeout`` bounds connecting and waiting for a worker.
-    Settings the processor derives from the plan (``fit_to_plan``) must be set before the first frame.
+    handler's memory budget); frames already waiting when one is sent go with it, up to
+    ``max_batch`` per task; ``checkpoint_every`` is how many frames a stateful chain runs before its
+    state is fetched and the chain restarted from it; ``timeout`` bounds connecting and waiting for
+    a worker. Settings the processor derives from the plan (``fit_to_plan``) must be set before the
+    first frame.
     """
 
     pipelined = True
 
     def __init__(
         self,
-        processor: Union[DataProcessor, Callable[..., Any]],
+        processor: DataProcessor | Callable[..., Any],
         cluster: Any = "cluster:2",
         *,
-        max_in_flight: Optional[int] = None,
+        max_in_flight: int | None = None,
         max_batch: int = 8,
         checkpoint_every: int = 64,
         timeout: float = 30.0,
@@ -337,8 +384,11 @@ class DaskProcessor(DataProcessor):
             raise TypeError("This processor already runs on a Dask cluster")
         if not isinstance(processor, DataProcessor):
             processor = DataProcessor(processor)
-        if max_in_flight is not None and (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
-                                          or max_in_flight < 1):
+        if max_in_flight is not None and (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
             raise ValueError(f"max_in_flight must be a whole number >= 1, got {max_in_flight!r}")
         for setting, value in (("max_batch", max_batch), ("checkpoint_every", checkpoint_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -355,8 +405,10 @@ class DaskProcessor(DataProcessor):
         else:
             self.location = parse_location(cluster)
             if self.location.kind == "local":
-                raise ValueError(f"DaskProcessor needs a cluster; {cluster!r} means this machine "
-                                 f"(use the processor itself, or run_processor_on)")
+                raise ValueError(
+                    f"DaskProcessor needs a cluster; {cluster!r} means this machine "
+                    f"(use the processor itself, or run_processor_on)"
+                )
             self.client = self._connect(distributed, self.location, timeout)
             self._owns_client = True
         try:
@@ -364,8 +416,10 @@ class DaskProcessor(DataProcessor):
                 self.client.wait_for_workers(1, timeout=timeout)
         except Exception as error:
             self.close()
-            raise TimeoutError(f"{self.location} has no worker after {timeout} s; start one with "
-                               f"'dask worker {self.location.address or '<scheduler address>'}'") from error
+            raise TimeoutError(
+                f"{self.location} has no worker after {timeout} s; start one with "
+                f"'dask worker {self.location.address or '<scheduler address>'}'"
+            ) from error
         threads = sum(self.client.nthreads().values())
         self.max_in_flight = max_in_flight or max(32, 8 * threads)
         self.max_batch = min(max_batch, self.max_in_flight)
@@ -373,20 +427,25 @@ class DaskProcessor(DataProcessor):
         self._started = False
         self._token = uuid.uuid4().hex[:12]
         self._parallel_future: Any = None
-        self._previous: Union[bytes, Any, None] = None  # the ordered chain's last state: bytes or a future
+        self._previous: bytes | Any | None = (
+            None  # the ordered chain's last state: bytes or a future
+        )
         self._since_anchor = 0
         self._count = 0
 
     def _connect(self, distributed: Any, location: ProcessingLocation, timeout: float) -> Any:
         if location.kind == "local-cluster":
             self._cluster = start_local_cluster(location.workers)
-            # results straight from the workers, not relayed by the scheduler: less CPU here per frame
+            # results straight from the workers, not relayed by the scheduler: less
+            # CPU here per frame
             return distributed.Client(self._cluster, set_as_default=False, direct_to_workers=True)
         try:
             return distributed.Client(location.address, timeout=timeout, set_as_default=False)
         except OSError as error:
-            raise OSError(f"Cannot reach the Dask scheduler at {location.address} within {timeout} s: {error}; "
-                          f"start one with 'dask scheduler' and give its address (tcp://HOST:8786)") from error
+            raise OSError(
+                f"Cannot reach the Dask scheduler at {location.address} within {timeout} s: "
+                f"{error}; start one with 'dask scheduler' and give its address (tcp://HOST:8786)"
+            ) from error
 
     # ------------------------------------------------------------------ DataProcessor protocol
     def submit_batch(self, frames: list[Frame]) -> _Pending:
@@ -401,14 +460,25 @@ class DaskProcessor(DataProcessor):
         with dask.config.set({"distributed.admin.large-graph-warning-threshold": "64GiB"}):
             stage: Any = None
             if self._parallel is not None:
-                stage = client.submit(_run_parallel, self._parallel_future, frames, key=f"{key}-parallel", pure=False)
+                stage = client.submit(
+                    _run_parallel, self._parallel_future, frames, key=f"{key}-parallel", pure=False
+                )
                 if self._ordered is None:
                     return _Pending(stage)
-            if self._since_anchor >= self.checkpoint_every:  # restart the chain from its state, fetched
-                self._previous = client.submit(_state_of, self._previous, key=f"{key}-state", pure=False).result()
+            if (
+                self._since_anchor >= self.checkpoint_every
+            ):  # restart the chain from its state, fetched
+                self._previous = client.submit(
+                    _state_of, self._previous, key=f"{key}-state", pure=False
+                ).result()
                 self._since_anchor = 0
-            step = client.submit(_run_ordered, self._previous, stage if stage is not None else frames,
-                                 key=f"{key}-ordered", pure=False)
+            step = client.submit(
+                _run_ordered,
+                self._previous,
+                stage if stage is not None else frames,
+                key=f"{key}-ordered",
+                pure=False,
+            )
             self._previous = step
             self._since_anchor += len(frames)
             return _Pending(client.submit(_outcomes_of, step, key=f"{key}-outcomes", pure=False))
@@ -419,11 +489,15 @@ class DaskProcessor(DataProcessor):
             return _PendingFlush(None)
         if not self._started:
             self._start()
-        return _PendingFlush(self.client.submit(_flush_ordered, self._previous,
-                                                key=f"exengine-{self._token}-flush", pure=False))
+        return _PendingFlush(
+            self.client.submit(
+                _flush_ordered, self._previous, key=f"exengine-{self._token}-flush", pure=False
+            )
+        )
 
     def process(self, coords: DataCoordinates, data: Any, metadata: Any) -> list[Frame]:
-        """One frame, synchronously (the handler uses ``submit_batch`` to keep many on the cluster)."""
+        """One frame, synchronously (the handler uses ``submit_batch`` to keep many on the
+        cluster)."""
         (result,) = self.submit_batch([(coords, data, metadata)]).result()
         if isinstance(result, BaseException):
             raise result
@@ -433,7 +507,8 @@ class DaskProcessor(DataProcessor):
         return self.submit_flush().result()
 
     def close(self) -> None:
-        """Drop the state chain; close the client and the local cluster if this object opened them."""
+        """Drop the state chain; close the client and the local cluster if this object opened
+        them."""
         self._previous = self._parallel_future = None
         if self._owns_client:
             self.client.close()
@@ -441,17 +516,18 @@ class DaskProcessor(DataProcessor):
                 self._cluster.close()
                 self._cluster = None
 
-    def check_plan(self, axes_sizes: Mapping[str, Optional[int]],
-                   frame_shape: Optional[tuple[int, ...]] = None) -> list[str]:
+    def check_plan(
+        self, axes_sizes: Mapping[str, int | None], frame_shape: tuple[int, ...] | None = None
+    ) -> list[str]:
         return self.processor.check_plan(axes_sizes, frame_shape)
 
-    def derive_from_plan(self, axes_sizes: Mapping[str, Optional[int]]) -> None:
+    def derive_from_plan(self, axes_sizes: Mapping[str, int | None]) -> None:
         if self._started:
             raise RuntimeError("Derive settings from the plan before the first frame is processed")
         self.processor.derive_from_plan(axes_sizes)
         self._parallel, self._ordered = _split(self.processor)
 
-    def output_axes(self, axes_sizes: Mapping[str, Optional[int]]) -> dict[str, Optional[int]]:
+    def output_axes(self, axes_sizes: Mapping[str, int | None]) -> dict[str, int | None]:
         return self.processor.output_axes(axes_sizes)
 
     # --------------------------------------------------------------------------------- internals
@@ -459,10 +535,15 @@ class DaskProcessor(DataProcessor):
         import cloudpickle
 
         if self._parallel is not None:
-            # Computed from its pickled bytes, so that a lost copy can be recomputed, and copied to every
+            # Computed from its pickled bytes, so that a lost copy can be recomputed,
+            # and copied to every
             # worker, so that where it is does not pull every frame to one worker.
-            future = self.client.submit(_load_processor, cloudpickle.dumps(self._parallel),
-                                        key=f"exengine-{self._token}-processor", pure=False)
+            future = self.client.submit(
+                _load_processor,
+                cloudpickle.dumps(self._parallel),
+                key=f"exengine-{self._token}-processor",
+                pure=False,
+            )
             self.client.replicate([future])
             self._parallel_future = future
         if self._ordered is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class Detector(Device):
     """A camera or other detector together with the buffer it stores data in."""
 
     @abstractmethod
-    def arm(self, frame_count: Optional[int] = None) -> None:
+    def arm(self, frame_count: int | None = None) -> None:
         """Prepare to capture ``frame_count`` frames (``None``: until stopped)."""
 
     @abstractmethod
@@ -87,5 +87,8 @@ class Detector(Device):
         """True when not capturing."""
 
     @abstractmethod
-    def pop_data(self, timeout: Optional[float] = None) -> tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
-        """The next ``(frame, metadata)``; waits up to ``timeout`` s (None: forever), then ``(None, None)``."""
+    def pop_data(
+        self, timeout: float | None = None
+    ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+        """The next ``(frame, metadata)``; waits up to ``timeout`` s (None: forever), then ``(None,
+        None)``."""

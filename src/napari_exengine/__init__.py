@@ -8,7 +8,8 @@ __all__ = ["LayerSink", "__version__", "attach_layer_sink"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import the layer sink (it needs Qt) on first use, so the headless ``exengine`` command runs without napari."""
+    """Import the layer sink (it needs Qt) on first use, so the headless ``exengine`` command runs
+    without napari."""
     if name in ("LayerSink", "attach_layer_sink"):
         from . import layer_sink
 

@@ -1,5 +1,6 @@
-"""The Acquisition dock panel: a plan (the multi-D form or a contributed plan), storage and processors;
-Run, Pause/Resume, Stop and Abort with progress; frames shown live through the layer sink.
+"""The Acquisition dock panel: a plan (the multi-D form or a contributed plan), storage and
+processors; Run, Pause/Resume, Stop and Abort with progress; frames shown live through the layer
+sink.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from magicgui import widgets as mw
@@ -25,7 +26,13 @@ from exengine.kernel.device import Device
 from exengine.plans import frame_shape
 from exengine.processors import ProcessorChain, fit_to_plan
 
-from .contributions import DEFAULT_PLAN, DEFAULT_STORAGE, Contribution, ContributionError, list_contributions
+from .contributions import (
+    DEFAULT_PLAN,
+    DEFAULT_STORAGE,
+    Contribution,
+    ContributionError,
+    list_contributions,
+)
 from .layer_sink import LayerSink, defer_layers_for
 from .panel_common import (
     DEVICE_EVENTS,
@@ -51,15 +58,28 @@ class AcquisitionPanel(QWidget):
         self.viewer = napari_viewer
         ensure_devices()
         self.camera_choice = mw.ComboBox(label="camera", choices=lambda _: devices_of(Detector))
-        self.z_choice = mw.ComboBox(label="z device", choices=lambda _: devices_of(SingleAxisPositioner))
-        self.xy_choice = mw.ComboBox(label="xy device", choices=lambda _: devices_of(DoubleAxisPositioner))
-        self.channel_choice = mw.ComboBox(label="channel device", choices=lambda _: [
-            (name, d) for name, d in ExecutionEngine.get_devices().items() if channel_property(d)])
+        self.z_choice = mw.ComboBox(
+            label="z device", choices=lambda _: devices_of(SingleAxisPositioner)
+        )
+        self.xy_choice = mw.ComboBox(
+            label="xy device", choices=lambda _: devices_of(DoubleAxisPositioner)
+        )
+        self.channel_choice = mw.ComboBox(
+            label="channel device",
+            choices=lambda _: [
+                (name, d)
+                for name, d in ExecutionEngine.get_devices().items()
+                if channel_property(d)
+            ],
+        )
         channel_names = self._channel_names()
         contributions = list_contributions()
         self.plans = {c.id: c for c in contributions if c.kind == "plan" and c.available}
-        self.plan_choice = mw.ComboBox(choices=[(c.title, c.id) for c in self.plans.values()],
-                                       value=DEFAULT_PLAN if DEFAULT_PLAN in self.plans else None, label="plan")
+        self.plan_choice = mw.ComboBox(
+            choices=[(c.title, c.id) for c in self.plans.values()],
+            value=DEFAULT_PLAN if DEFAULT_PLAN in self.plans else None,
+            label="plan",
+        )
         self.plan_form = mw.Container(labels=True, visible=False)
         self.time_points = mw.SpinBox(value=1, min=1, max=1_000_000_000, label="time points")
         self.until_stopped = mw.CheckBox(value=False, text="until stopped")
@@ -86,21 +106,33 @@ class AcquisitionPanel(QWidget):
         self.storages = {c.id: c for c in contributions if c.kind == "storage" and c.available}
         self.processors = {c.id: c for c in contributions if c.kind == "processor" and c.available}
         unavailable = [c for c in contributions if not c.available]
-        self.storage = mw.ComboBox(choices=[(c.title, c.id) for c in self.storages.values()],
-                                   value=DEFAULT_STORAGE if DEFAULT_STORAGE in self.storages else None,
-                                   label="storage")
+        self.storage = mw.ComboBox(
+            choices=[(c.title, c.id) for c in self.storages.values()],
+            value=DEFAULT_STORAGE if DEFAULT_STORAGE in self.storages else None,
+            label="storage",
+        )
         self.storage_form = mw.Container(labels=True)
-        self.processor_choice = mw.ComboBox(choices=[(f"{c.title} ({c.plugin})", c.id)
-                                                     for c in self.processors.values()], label="processor")
+        self.processor_choice = mw.ComboBox(
+            choices=[(f"{c.title} ({c.plugin})", c.id) for c in self.processors.values()],
+            label="processor",
+        )
         self.add_processor_button = mw.PushButton(text="Add processor")
         self.processor_chain = mw.Container(labels=False, visible=False)
         self.processor_forms: list[tuple[Contribution, mw.Container, mw.Container]] = []
-        self.processing = mw.ComboBox(choices=["this machine", "a local cluster", "a Dask scheduler"],
-                                      value="this machine", label="processors run on")
+        self.processing = mw.ComboBox(
+            choices=["this machine", "a local cluster", "a Dask scheduler"],
+            value="this machine",
+            label="processors run on",
+        )
         self.cluster_workers = mw.SpinBox(value=2, min=1, max=256, label="workers", visible=False)
-        self.scheduler_address = mw.LineEdit(value="tcp://127.0.0.1:8786", label="scheduler", visible=False)
-        self.unavailable = mw.Label(value="; ".join(f"{c.title} ({c.plugin}): {c.error}" for c in unavailable),
-                                    label="unavailable", visible=bool(unavailable))
+        self.scheduler_address = mw.LineEdit(
+            value="tcp://127.0.0.1:8786", label="scheduler", visible=False
+        )
+        self.unavailable = mw.Label(
+            value="; ".join(f"{c.title} ({c.plugin}): {c.error}" for c in unavailable),
+            label="unavailable",
+            visible=bool(unavailable),
+        )
         self.directory = mw.FileEdit(mode="d", value=default_data_directory(), label="directory")
         self.dataset_name = mw.LineEdit(value="acquisition", label="name")
         self.split_channels = mw.CheckBox(value=True, text="one layer per channel")
@@ -111,32 +143,95 @@ class AcquisitionPanel(QWidget):
         self.abort_button = mw.PushButton(text="Abort", enabled=False)
         self.progress = mw.ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = mw.Label(value="")
-        self.device_choices = [self.camera_choice, self.channel_choice, self.z_choice, self.xy_choice]
-        self.multi_d_settings = [self.time_points, self.until_stopped, self.interval_s, self.use_z, self.z_start,
-                                 self.z_stop, self.z_step, self.channels, self.per_channel_exposure,
-                                 self.exposure_rows, self.positions_label, self.position_rows, self.add_position,
-                                 self.clear_positions, self.order]
-        self.multi_d_form = mw.Container(widgets=[*self.multi_d_settings, mw.Container(
-            widgets=[self.load_sequence_button, self.save_sequence_button], layout="horizontal", labels=False)])
+        self.device_choices = [
+            self.camera_choice,
+            self.channel_choice,
+            self.z_choice,
+            self.xy_choice,
+        ]
+        self.multi_d_settings = [
+            self.time_points,
+            self.until_stopped,
+            self.interval_s,
+            self.use_z,
+            self.z_start,
+            self.z_stop,
+            self.z_step,
+            self.channels,
+            self.per_channel_exposure,
+            self.exposure_rows,
+            self.positions_label,
+            self.position_rows,
+            self.add_position,
+            self.clear_positions,
+            self.order,
+        ]
+        self.multi_d_form = mw.Container(
+            widgets=[
+                *self.multi_d_settings,
+                mw.Container(
+                    widgets=[self.load_sequence_button, self.save_sequence_button],
+                    layout="horizontal",
+                    labels=False,
+                ),
+            ]
+        )
         self.multi_d_form.margins = (0, 0, 0, 0)
-        self.settings = [*self.device_choices, self.plan_choice, self.plan_form, *self.multi_d_settings,
-                         self.load_sequence_button, self.save_sequence_button, self.storage, self.storage_form,
-                         self.directory, self.dataset_name, self.split_channels, self.processor_choice,
-                         self.add_processor_button, self.processor_chain, self.processing, self.cluster_workers,
-                         self.scheduler_address]
-        form = mw.Container(widgets=[
-            *self.device_choices, self.plan_choice, self.plan_form, self.multi_d_form, self.storage,
-            self.storage_form, self.directory, self.dataset_name, self.split_channels, self.processor_choice,
-            self.add_processor_button, self.processor_chain, self.processing, self.cluster_workers,
-            self.scheduler_address, self.unavailable, self.estimate,
-            mw.Container(widgets=[self.run_button, self.pause_button, self.stop_button, self.abort_button],
-                         layout="horizontal"),
-            self.progress, self.status,
-        ])
+        self.settings = [
+            *self.device_choices,
+            self.plan_choice,
+            self.plan_form,
+            *self.multi_d_settings,
+            self.load_sequence_button,
+            self.save_sequence_button,
+            self.storage,
+            self.storage_form,
+            self.directory,
+            self.dataset_name,
+            self.split_channels,
+            self.processor_choice,
+            self.add_processor_button,
+            self.processor_chain,
+            self.processing,
+            self.cluster_workers,
+            self.scheduler_address,
+        ]
+        form = mw.Container(
+            widgets=[
+                *self.device_choices,
+                self.plan_choice,
+                self.plan_form,
+                self.multi_d_form,
+                self.storage,
+                self.storage_form,
+                self.directory,
+                self.dataset_name,
+                self.split_channels,
+                self.processor_choice,
+                self.add_processor_button,
+                self.processor_chain,
+                self.processing,
+                self.cluster_workers,
+                self.scheduler_address,
+                self.unavailable,
+                self.estimate,
+                mw.Container(
+                    widgets=[
+                        self.run_button,
+                        self.pause_button,
+                        self.stop_button,
+                        self.abort_button,
+                    ],
+                    layout="horizontal",
+                ),
+                self.progress,
+                self.status,
+            ]
+        )
         layout = QVBoxLayout(self)
         layout.addWidget(form.native)
-        self.acquisition: Optional[Acquisition] = None
-        self.sink: Optional[LayerSink] = None
+        self.acquisition: Acquisition | None = None
+        self.sink: LayerSink | None = None
         self.storage_object: Any = None
         self.use_z.changed.connect(self._show_z_range)
         self._show_z_range()
@@ -149,7 +244,9 @@ class AcquisitionPanel(QWidget):
         self.channel_choice.changed.connect(self._show_channel_names)
         DEVICE_EVENTS.changed.connect(self.refresh_devices)
         self.storage.changed.connect(self._show_storage_settings)
-        self.add_processor_button.clicked.connect(lambda: self.add_processor(self.processor_choice.value))
+        self.add_processor_button.clicked.connect(
+            lambda: self.add_processor(self.processor_choice.value)
+        )
         self._show_storage_settings()
         self.add_position.clicked.connect(self._add_current_position)
         self.clear_positions.clicked.connect(self._clear_positions)
@@ -169,12 +266,12 @@ class AcquisitionPanel(QWidget):
 
     # --------------------------------------------------------------- settings
     @property
-    def camera(self) -> Optional[Detector]:
+    def camera(self) -> Detector | None:
         """The camera the acquisition uses."""
         return self.camera_choice.value
 
     @property
-    def channel_device(self) -> Optional[Device]:
+    def channel_device(self) -> Device | None:
         """The device that selects the channel."""
         return self.channel_choice.value
 
@@ -206,8 +303,14 @@ class AcquisitionPanel(QWidget):
         contribution = self.processors[contribution_id]
         form = settings_form(contribution)
         remove = mw.PushButton(text="Remove")
-        box = mw.Container(widgets=[mw.Label(value=f"{len(self.processor_forms) + 1}. {contribution.title}"),
-                                    form, remove], labels=False)
+        box = mw.Container(
+            widgets=[
+                mw.Label(value=f"{len(self.processor_forms) + 1}. {contribution.title}"),
+                form,
+                remove,
+            ],
+            labels=False,
+        )
         entry = (contribution, form, box)
         self.processor_forms.append(entry)
         self.processor_chain.append(box)
@@ -230,18 +333,28 @@ class AcquisitionPanel(QWidget):
             show_error("No XY stage is registered")
             return
 
-        run_in_thread(xy.get_position, lambda position: self.add_position_at(*position[:2]),
-                       what="Reading the XY stage")
+        run_in_thread(
+            xy.get_position,
+            lambda position: self.add_position_at(*position[:2]),
+            what="Reading the XY stage",
+        )
 
-    def add_position_at(self, x: float, y: float, label: Optional[str] = None) -> mw.Container:
-        """Append an xy position (µm) with its label (``Pos<n>`` by default); each row is editable and
-        has its own Remove button."""
-        row = mw.Container(layout="horizontal", labels=False, widgets=[
-            mw.LineEdit(value=label or self._free_label(), tooltip="position label (the position axis value)"),
-            mw.FloatSpinBox(value=float(x), min=-1e6, max=1e6, step=1.0, tooltip="x (µm)"),
-            mw.FloatSpinBox(value=float(y), min=-1e6, max=1e6, step=1.0, tooltip="y (µm)"),
-            mw.PushButton(text="Remove"),
-        ])
+    def add_position_at(self, x: float, y: float, label: str | None = None) -> mw.Container:
+        """Append an xy position (µm) with its label (``Pos<n>`` by default); each row is editable
+        and has its own Remove button."""
+        row = mw.Container(
+            layout="horizontal",
+            labels=False,
+            widgets=[
+                mw.LineEdit(
+                    value=label or self._free_label(),
+                    tooltip="position label (the position axis value)",
+                ),
+                mw.FloatSpinBox(value=float(x), min=-1e6, max=1e6, step=1.0, tooltip="x (µm)"),
+                mw.FloatSpinBox(value=float(y), min=-1e6, max=1e6, step=1.0, tooltip="y (µm)"),
+                mw.PushButton(text="Remove"),
+            ],
+        )
         row.margins = (0, 0, 0, 0)
         for widget in list(row)[:3]:
             widget.changed.connect(self.update_estimate)
@@ -263,7 +376,8 @@ class AcquisitionPanel(QWidget):
 
     @property
     def xy_positions(self) -> list[tuple[float, float]]:
-        """The xy positions (µm) the acquisition visits, in order; empty for the current position only."""
+        """The xy positions (µm) the acquisition visits, in order; empty for the current position
+        only."""
         return [xy for _, xy in self._position_entries()]
 
     def _remove_position(self, row: mw.Container) -> None:
@@ -277,13 +391,14 @@ class AcquisitionPanel(QWidget):
     def _show_positions(self) -> None:
         count = len(self.position_rows)
         self.position_rows.visible = bool(count)
-        self.positions_label.value = f"{count} position{'' if count == 1 else 's'}" if count \
-            else "current position only"
+        self.positions_label.value = (
+            f"{count} position{'' if count == 1 else 's'}" if count else "current position only"
+        )
         self.update_estimate()
 
     def _show_exposures(self, *_: Any) -> None:
-        """One exposure box per selected channel while "exposure per channel" is on (a channel keeps its
-        value while it stays selected; new ones start at the camera's exposure)."""
+        """One exposure box per selected channel while "exposure per channel" is on (a channel keeps
+        its value while it stays selected; new ones start at the camera's exposure)."""
         kept = {channel: box.value for channel, box in self._exposure_boxes.items()}
         self.exposure_rows.clear()
         self._exposure_boxes = {}
@@ -291,15 +406,20 @@ class AcquisitionPanel(QWidget):
             current = getattr(self.camera, "exposure", None)
             default = float(current) if isinstance(current, (int, float)) else 10.0
             for channel in self.channels.value:
-                box = mw.FloatSpinBox(value=kept.get(channel, default), min=0.0, max=3_600_000.0, step=1.0,
-                                      label=f"{channel} exposure (ms)")
+                box = mw.FloatSpinBox(
+                    value=kept.get(channel, default),
+                    min=0.0,
+                    max=3_600_000.0,
+                    step=1.0,
+                    label=f"{channel} exposure (ms)",
+                )
                 box.changed.connect(self.update_estimate)
                 self.exposure_rows.append(box)
                 self._exposure_boxes[channel] = box
         self.exposure_rows.visible = bool(self._exposure_boxes)
         self.update_estimate()
 
-    def exposures(self) -> Optional[list[float]]:
+    def exposures(self) -> list[float] | None:
         """The exposure (ms) of each selected channel, or None to keep the camera's exposure."""
         if not self.per_channel_exposure.value:
             return None
@@ -310,17 +430,26 @@ class AcquisitionPanel(QWidget):
         channels = list(self.channels.value)
         order = self.order.value.strip().lower()
         kwargs: dict[str, Any] = {
-            "num_time_points": UNTIL_STOPPED if self.until_stopped.value else self.time_points.value,
+            "num_time_points": UNTIL_STOPPED
+            if self.until_stopped.value
+            else self.time_points.value,
             "time_interval_s": self.interval_s.value,
-            "camera": self.camera, "order": order, "z_device": self.z_choice.value,
+            "camera": self.camera,
+            "order": order,
+            "z_device": self.z_choice.value,
             "xy_device": self.xy_choice.value,
         }
         if self.use_z.value:
-            kwargs.update(z_start=self.z_start.value, z_end=self.z_stop.value, z_step=self.z_step.value)
+            kwargs.update(
+                z_start=self.z_start.value, z_end=self.z_stop.value, z_step=self.z_step.value
+            )
         if channels:
-            kwargs.update(channel_group=self.channel_device, channel_property=channel_property(self.channel_device),
-                          channels=channels,
-                          channel_exposures_ms=self.exposures())
+            kwargs.update(
+                channel_group=self.channel_device,
+                channel_property=channel_property(self.channel_device),
+                channels=channels,
+                channel_exposures_ms=self.exposures(),
+            )
         entries = self._position_entries()
         if entries:
             labels = [label for label, _ in entries]
@@ -342,16 +471,24 @@ class AcquisitionPanel(QWidget):
         """The plan the settings describe, lazily making events for ``data_handler``."""
         if self.is_multi_d:
             return multi_d_acquisition_plan(data_handler=data_handler, **self.event_arguments())
-        devices = {"camera": self.camera, "z_device": self.z_choice.value, "xy_device": self.xy_choice.value,
-                   "channel_group": self.channel_device,
-                   "channel_property": channel_property(self.channel_device) if self.channel_device else None}
-        return self.plans[self.plan_choice.value].build(**form_values(self.plan_form), **devices,
-                                                        data_handler=data_handler)
+        devices = {
+            "camera": self.camera,
+            "z_device": self.z_choice.value,
+            "xy_device": self.xy_choice.value,
+            "channel_group": self.channel_device,
+            "channel_property": channel_property(self.channel_device)
+            if self.channel_device
+            else None,
+        }
+        return self.plans[self.plan_choice.value].build(
+            **form_values(self.plan_form), **devices, data_handler=data_handler
+        )
 
-    def update_estimate(self, *_: Any) -> Optional[int]:
-        """Check the plan against the devices (as Run will); show the frame count, size and duration, or
-        the reason the settings are invalid, and enable Run only when they are valid. Returns the frame
-        count (0 when not known in advance), or None when the settings are invalid."""
+    def update_estimate(self, *_: Any) -> int | None:
+        """Check the plan against the devices (as Run will); show the frame count, size and
+        duration, or the reason the settings are invalid, and enable Run only when they are valid.
+        Returns the frame count (0 when not known in advance), or None when the settings are
+        invalid."""
         try:
             plan = dry_run(self.make_plan)
             notes = self._make_processor(plan)[1]
@@ -361,8 +498,11 @@ class AcquisitionPanel(QWidget):
             return None
         frames = getattr(plan, "total_frames", None)
         if frames is None:
-            self.estimate.value = "until stopped" if self.is_multi_d and self.until_stopped.value \
+            self.estimate.value = (
+                "until stopped"
+                if self.is_multi_d and self.until_stopped.value
                 else "frames not known in advance (the plan decides as it runs)"
+            )
         else:
             height, width = self._frame_shape()
             per_frame = self._frame_time()
@@ -371,9 +511,13 @@ class AcquisitionPanel(QWidget):
                 per_frame = max(per_frame, sum(exposures) / len(exposures) / 1000.0)
             duration = frames * per_frame
             if self.is_multi_d:
-                duration = max(duration, (self.time_points.value - 1) * self.interval_s.value + per_frame)
-            self.estimate.value = f"{_frames_text(frames)}, {_human_bytes(frames * height * width * 2)}, " \
-                                  f"~{_human_time(duration)}"
+                duration = max(
+                    duration, (self.time_points.value - 1) * self.interval_s.value + per_frame
+                )
+            self.estimate.value = (
+                f"{_frames_text(frames)}, {_human_bytes(frames * height * width * 2)}, "
+                f"~{_human_time(duration)}"
+            )
         if notes:
             self.estimate.value += "; " + "; ".join(notes)
         self.run_button.enabled = self.acquisition is None or not self.acquisition.is_running()
@@ -383,9 +527,9 @@ class AcquisitionPanel(QWidget):
         planned = self._planned_frame()
         return planned["frame_shape"] if planned is not None else (512, 512)
 
-    def _planned_frame(self) -> Optional[dict[str, Any]]:
-        """The camera's frame shape, dtype and pixel size (µm), when it says (a ``roi`` and ``binning``,
-        a ``bit_depth``, a ``pixel_size_um``), as ``LayerSink`` arguments."""
+    def _planned_frame(self) -> dict[str, Any] | None:
+        """The camera's frame shape, dtype and pixel size (µm), when it says (a ``roi`` and
+        ``binning``, a ``bit_depth``, a ``pixel_size_um``), as ``LayerSink`` arguments."""
         shape = frame_shape(self.camera)
         if shape is None:
             return None
@@ -403,25 +547,36 @@ class AcquisitionPanel(QWidget):
 
     # ------------------------------------------------------------------- run
     def _make_storage(self) -> Any:
-        arguments = self.event_arguments() if self.is_multi_d else {"plan": self.plan_choice.value,
-                                                                    **form_values(self.plan_form)}
-        summary: dict[str, Any] = {"Software": "napari-exengine", "Settings": {
-            k: v for k, v in arguments.items() if isinstance(v, (int, float, str, list))}}
+        arguments = (
+            self.event_arguments()
+            if self.is_multi_d
+            else {"plan": self.plan_choice.value, **form_values(self.plan_form)}
+        )
+        summary: dict[str, Any] = {
+            "Software": "napari-exengine",
+            "Settings": {
+                k: v for k, v in arguments.items() if isinstance(v, (int, float, str, list))
+            },
+        }
         if arguments.get("z_step"):  # Micro-Manager's key: readers (ours too) scale z by it
             summary["z-step_um"] = abs(float(arguments["z_step"]))
         contribution = self.storages[self.storage.value]
-        return contribution.build(directory=self.destination(), name=self.dataset_name.value or "acquisition",
-                                  summary_metadata=summary, **form_values(self.storage_form))
+        return contribution.build(
+            directory=self.destination(),
+            name=self.dataset_name.value or "acquisition",
+            summary_metadata=summary,
+            **form_values(self.storage_form),
+        )
 
     def destination(self) -> str:
         """Where datasets go: the folder, or a store URL typed into it (``s3://bucket/prefix``)."""
         typed = str(self.directory.line_edit.value).strip()
         return typed if "://" in typed else str(self.directory.value)
 
-    def _make_processor(self, plan: Any) -> tuple[Optional[ProcessorChain], list[str]]:
+    def _make_processor(self, plan: Any) -> tuple[ProcessorChain | None, list[str]]:
         """The processors as one chain, each fitted to ``plan`` (settings left to the plan, e.g. a
-        projection's z planes, taken from it); with notes on what they will do (e.g. a partial average).
-        Raises ``ValueError`` when a setting cannot fit the plan."""
+        projection's z planes, taken from it); with notes on what they will do (e.g. a partial
+        average). Raises ``ValueError`` when a setting cannot fit the plan."""
         if not self.processor_forms:
             return None, []
         processors = [c.build(**form_values(form)) for c, form, _ in self.processor_forms]
@@ -458,16 +613,21 @@ class AcquisitionPanel(QWidget):
         self.time_points.enabled = not self.until_stopped.value and self.until_stopped.enabled
 
     def load_sequence(self, path: str) -> None:
-        """Set the multi-D form from a useq-schema ``MDASequence`` file (YAML or JSON, as pymmcore-widgets
-        writes); a field the form cannot show is refused by name, and nothing is changed then."""
+        """Set the multi-D form from a useq-schema ``MDASequence`` file (YAML or JSON, as
+        pymmcore-widgets writes); a field the form cannot show is refused by name, and nothing is
+        changed then."""
         from .useq_sequences import load_sequence
 
         z = self.z_choice.value
         kwargs = load_sequence(path, current_z=z.get_position() if z is not None else 0.0)
         if isinstance(kwargs.get("time_interval_s"), list):
-            raise ValueError(f"{path}: the time plan has unequal intervals; the panel has one interval")
+            raise ValueError(
+                f"{path}: the time plan has unequal intervals; the panel has one interval"
+            )
         if kwargs.get("xyz_positions"):
-            raise ValueError(f"{path}: the positions have a z each; the panel's positions are x, y only")
+            raise ValueError(
+                f"{path}: the positions have a z each; the panel's positions are x, y only"
+            )
         self.plan_choice.value = DEFAULT_PLAN
         self.until_stopped.value = False
         self.time_points.value = kwargs.get("num_time_points", 1)
@@ -475,11 +635,16 @@ class AcquisitionPanel(QWidget):
         self.use_z.value = "z_start" in kwargs
         if "z_start" in kwargs:
             self.z_start.value, self.z_stop.value, self.z_step.value = (
-                kwargs["z_start"], kwargs["z_end"], abs(kwargs["z_step"]))
+                kwargs["z_start"],
+                kwargs["z_end"],
+                abs(kwargs["z_step"]),
+            )
         channels = kwargs.get("channels") or []
         unknown = [c for c in channels if c not in self.channels.choices]
         if unknown:
-            raise ValueError(f"{path}: channels {unknown} are not among {list(self.channels.choices)}")
+            raise ValueError(
+                f"{path}: channels {unknown} are not among {list(self.channels.choices)}"
+            )
         self.channels.value = channels
         exposures = kwargs.get("channel_exposures_ms")
         self.per_channel_exposure.value = bool(exposures)
@@ -493,11 +658,15 @@ class AcquisitionPanel(QWidget):
         self.update_estimate()
 
     def save_sequence(self, path: str) -> None:
-        """Save the multi-D form as a useq-schema ``MDASequence`` file (``.yaml``/``.yml`` or ``.json``)."""
+        """Save the multi-D form as a useq-schema ``MDASequence`` file (``.yaml``/``.yml`` or
+        ``.json``)."""
         from .useq_sequences import save_sequence
 
         if self.until_stopped.value:
-            raise ValueError("A time-lapse until stopped has no MDASequence equivalent; set a number of time points")
+            raise ValueError(
+                "A time-lapse until stopped has no MDASequence equivalent; set a number of time "
+                "points"
+            )
         save_sequence(self.event_arguments(), path)
 
     def _choose_sequence_to_load(self) -> None:
@@ -510,15 +679,17 @@ class AcquisitionPanel(QWidget):
         """Ask for a YAML/JSON file, then ``action(path)``; a refusal is shown, not raised."""
         from magicgui.widgets import request_values
 
-        values = request_values(path={"annotation": Path, "options": {"mode": mode, "filter": "*.yaml *.yml *.json"}},
-                                title=title)
+        values = request_values(
+            path={"annotation": Path, "options": {"mode": mode, "filter": "*.yaml *.yml *.json"}},
+            title=title,
+        )
         if values:
             try:
                 action(str(values["path"]))
             except (ValueError, OSError, ImportError) as e:
                 self._fail(f"Cannot {verb} the sequence: {e}")
 
-    def run(self) -> Optional[Acquisition]:
+    def run(self) -> Acquisition | None:
         """Start the acquisition described by the settings (the plan is checked again first)."""
         if self.acquisition is not None and self.acquisition.is_running():
             return None
@@ -541,18 +712,33 @@ class AcquisitionPanel(QWidget):
         handler = DataHandler(storage, processor)
         plan = self.make_plan(handler)
         expected, sizes = [], {}
-        if isinstance(plan, MultiDPlan):  # sliders sized at once from one time point and the number of them
-            expected = [c for e in plan.first_time_point() if isinstance(e, ReadoutData)
-                        for c in e.data_coordinate_iterator]
-            sizes = {axis: size for axis, size in plan.axis_sizes.items() if axis == "time" and size}
+        if isinstance(
+            plan, MultiDPlan
+        ):  # sliders sized at once from one time point and the number of them
+            expected = [
+                c
+                for e in plan.first_time_point()
+                if isinstance(e, ReadoutData)
+                for c in e.data_coordinate_iterator
+            ]
+            sizes = {
+                axis: size for axis, size in plan.axis_sizes.items() if axis == "time" and size
+            }
         scale = {"z": self.z_step.value} if self.is_multi_d and self.use_z.value else {}
         name = _dataset_label(storage) or self.dataset_name.value or "Acquisition"
         self.storage_object = storage
         self.acquisition = Acquisition(plan, handler)
-        self.sink = LayerSink(self.viewer, handler, name=name, split_channels=self.split_channels.value, scale=scale,
-                              expected=expected, axis_sizes=sizes,
-                              defer_layers=defer_layers_for(self.acquisition.total_frames),
-                              **(self._planned_frame() or {}))
+        self.sink = LayerSink(
+            self.viewer,
+            handler,
+            name=name,
+            split_channels=self.split_channels.value,
+            scale=scale,
+            expected=expected,
+            axis_sizes=sizes,
+            defer_layers=defer_layers_for(self.acquisition.total_frames),
+            **(self._planned_frame() or {}),
+        )
         self.progress.max = self.acquisition.total_frames or 0  # 0: a busy bar for open-ended plans
         self.progress.value = 0
         self._set_running(True)
@@ -625,12 +811,16 @@ class AcquisitionPanel(QWidget):
                 self.status.value = f"paused: {done} frames stored"
             elif acquisition.total_frames is None:
                 rate = acquisition.frames_per_s()
-                self.status.value = f"{_frames_text(done)}" + (f", {rate:.1f} frames/s" if rate else "") + \
-                    f", {_human_time(acquisition.elapsed_s())} elapsed"
+                self.status.value = (
+                    f"{_frames_text(done)}"
+                    + (f", {rate:.1f} frames/s" if rate else "")
+                    + f", {_human_time(acquisition.elapsed_s())} elapsed"
+                )
             else:
                 left = acquisition.time_left_s()
                 self.status.value = f"{done}/{acquisition.total_frames} frames" + (
-                    f", {_human_time(left)} left" if left is not None else "")
+                    f", {_human_time(left)} left" if left is not None else ""
+                )
             return
         if handler is not None:
             with contextlib.suppress(DataHandlerError):  # reported by _finished
@@ -667,8 +857,9 @@ class AcquisitionPanel(QWidget):
 
 
 def _dataset_label(storage: Any) -> str:
-    """The name of the folder a storage writes to (``acquisition_2`` of ``acquisition_2.ome.zarr``), which
-    names the layers as the reader names them when the dataset is reopened; empty when in memory."""
+    """The name of the folder a storage writes to (``acquisition_2`` of ``acquisition_2.ome.zarr``),
+    which names the layers as the reader names them when the dataset is reopened; empty when in
+    memory."""
     path = getattr(storage, "path", None)
     if not isinstance(path, str):
         return ""
@@ -679,9 +870,11 @@ def _dataset_label(storage: Any) -> str:
 
 
 def default_data_directory() -> str:
-    """Where the acquisition panel saves datasets unless told otherwise: ``$EXENGINE_DATA_DIR``, else
-    ``~/exengine-data`` (not the temporary folder, which the system may empty)."""
-    return os.environ.get("EXENGINE_DATA_DIR") or os.path.join(os.path.expanduser("~"), "exengine-data")
+    """Where the acquisition panel saves datasets unless told otherwise: ``$EXENGINE_DATA_DIR``,
+    else ``~/exengine-data`` (not the temporary folder, which the system may empty)."""
+    return os.environ.get("EXENGINE_DATA_DIR") or os.path.join(
+        os.path.expanduser("~"), "exengine-data"
+    )
 
 
 def _frames_text(count: int) -> str:
@@ -696,7 +889,7 @@ def _human_bytes(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def _human_time(seconds: Optional[float]) -> str:
+def _human_time(seconds: float | None) -> str:
     if seconds is None or math.isnan(seconds):
         return "?"
     if seconds < 60:

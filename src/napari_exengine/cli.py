@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
 from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition, PlanError, check_setting, dry_run
@@ -95,7 +95,9 @@ def load_acquisition_file(path: str) -> dict[str, Any]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise UsageError(f"{path!r} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+            raise UsageError(
+                f"{path!r} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
+            ) from None
     else:
         import yaml
 
@@ -103,19 +105,25 @@ def load_acquisition_file(path: str) -> dict[str, Any]:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise UsageError(f"{path!r} is not valid YAML: {getattr(e, 'problem', None) or e}{where}") from None
+            where = (
+                f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            )
+            raise UsageError(
+                f"{path!r} is not valid YAML: {getattr(e, 'problem', None) or e}{where}"
+            ) from None
     if not isinstance(data, dict):
         raise UsageError(f"{path!r} must hold a mapping of settings")
     if {"time_plan", "z_plan", "stage_positions", "axis_order", "grid_plan"} & set(data) or (
-            data.get("channels") and isinstance(data["channels"][0], dict)):
+        data.get("channels") and isinstance(data["channels"][0], dict)
+    ):
         return from_useq(data)
     return data
 
 
 def from_useq(data: dict[str, Any]) -> dict[str, Any]:
-    """Translate a useq-schema MDASequence (as a dict) into ``exengine acquire`` settings; fields that cannot
-    be represented (``grid_plan``, ``do_stack``, ``acquire_every``, ...) are refused by name."""
+    """Translate a useq-schema MDASequence (as a dict) into ``exengine acquire`` settings; fields
+    that cannot be represented (``grid_plan``, ``do_stack``, ``acquire_every``, ...) are refused by
+    name."""
     from .useq_sequences import sequence_to_event_arguments
 
     try:
@@ -123,7 +131,9 @@ def from_useq(data: dict[str, Any]) -> dict[str, Any]:
     except ModuleNotFoundError as e:
         if e.name != "useq":
             raise
-        raise UsageError("Reading MDASequence files needs useq-schema: pip install useq-schema") from None
+        raise UsageError(
+            "Reading MDASequence files needs useq-schema: pip install useq-schema"
+        ) from None
     except ValueError as e:
         raise UsageError(str(e)) from None
     settings: dict[str, Any] = {"order": kwargs["order"]}
@@ -145,20 +155,51 @@ def from_useq(data: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Settings of ``exengine acquire`` (options and acquisition-file keys).
-SETTINGS = ("time", "interval", "until_stopped", "z", "channels", "exposures", "exposure", "positions", "labels",
-            "order", "sequence", "storage", "out", "name", "backend", "mm_config", "processor", "processing",
-            "plan", "plan_settings")
+SETTINGS = (
+    "time",
+    "interval",
+    "until_stopped",
+    "z",
+    "channels",
+    "exposures",
+    "exposure",
+    "positions",
+    "labels",
+    "order",
+    "sequence",
+    "storage",
+    "out",
+    "name",
+    "backend",
+    "mm_config",
+    "processor",
+    "processing",
+    "plan",
+    "plan_settings",
+)
 #: The settings that describe a multi-D plan (refused beside another ``--plan``).
-MULTI_D_SETTINGS = ("time", "interval", "until_stopped", "z", "channels", "exposures", "positions", "labels",
-                    "order", "sequence")
+MULTI_D_SETTINGS = (
+    "time",
+    "interval",
+    "until_stopped",
+    "z",
+    "channels",
+    "exposures",
+    "positions",
+    "labels",
+    "order",
+    "sequence",
+)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = load_acquisition_file(args.file) if args.file else {}
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
-        raise UsageError(f"{args.file!r}: unknown setting {', '.join(map(repr, unknown))}; "
-                         f"valid: {', '.join(SETTINGS)}")
+        raise UsageError(
+            f"{args.file!r}: unknown setting {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(SETTINGS)}"
+        )
     for key in SETTINGS:
         value = getattr(args, key, None)
         if value is not None and value is not False and value != []:
@@ -193,20 +234,29 @@ def _names(value: Any, key: str) -> list[Any]:
 
 def _multi_d_arguments(settings: dict[str, Any], roles: Any) -> dict[str, Any]:
     """``multi_d_acquisition_plan`` arguments for the multi-D ``settings``."""
-    kwargs: dict[str, Any] = {"order": settings.get("order", "tpcz"), "camera": roles.camera, "z_device": roles.z,
-                              "xy_device": roles.xy}
+    kwargs: dict[str, Any] = {
+        "order": settings.get("order", "tpcz"),
+        "camera": roles.camera,
+        "z_device": roles.z,
+        "xy_device": roles.xy,
+    }
     if not isinstance(kwargs["order"], str):
         raise UsageError(f"order must be a string like 'tpcz', got {kwargs['order']!r}")
     if settings.get("until_stopped"):
         if settings.get("time") is not None:
-            raise UsageError("Give either a number of time points (--time) or --until-stopped, not both")
+            raise UsageError(
+                "Give either a number of time points (--time) or --until-stopped, not both"
+            )
         kwargs["num_time_points"] = math.inf
     elif settings.get("time") is not None:
         kwargs["num_time_points"] = _whole(settings, "time")
     if settings.get("interval") is not None:
         interval = settings["interval"]
-        kwargs["time_interval_s"] = [_number(v, "interval") for v in interval] if isinstance(interval, list) \
+        kwargs["time_interval_s"] = (
+            [_number(v, "interval") for v in interval]
+            if isinstance(interval, list)
             else _number(interval, "interval")
+        )
     if settings.get("z") is not None:
         z = settings["z"]
         if isinstance(z, str):
@@ -214,23 +264,33 @@ def _multi_d_arguments(settings: dict[str, Any], roles: Any) -> dict[str, Any]:
         elif isinstance(z, dict):
             missing = [k for k in ("start", "stop", "step") if k not in z]
             if missing or set(z) - {"start", "stop", "step"}:
-                raise UsageError(f"z takes start, stop and step (µm), got {z!r}" +
-                                 (f"; missing {', '.join(missing)}" if missing else ""))
+                raise UsageError(
+                    f"z takes start, stop and step (µm), got {z!r}"
+                    + (f"; missing {', '.join(missing)}" if missing else "")
+                )
             start, stop, step = (_number(z[k], f"z {k}") for k in ("start", "stop", "step"))
         else:
-            raise UsageError(f"z takes START:STOP:STEP or a mapping of start, stop, step; got {z!r}")
+            raise UsageError(
+                f"z takes START:STOP:STEP or a mapping of start, stop, step; got {z!r}"
+            )
         kwargs.update(z_start=start, z_end=stop, z_step=step)
     if settings.get("channels") is not None:
         kwargs["channels"] = _names(settings["channels"], "channels")
         kwargs["channel_group"], kwargs["channel_property"] = roles.channel, roles.channel_property
     exposures = settings.get("exposures")
     if exposures is not None:
-        kwargs["channel_exposures_ms"] = _floats(exposures, "--exposures") if isinstance(exposures, str) \
+        kwargs["channel_exposures_ms"] = (
+            _floats(exposures, "--exposures")
+            if isinstance(exposures, str)
             else [_number(e, "exposures") for e in _names(exposures, "exposures")]
+        )
     positions = settings.get("positions")
     if positions is not None:
-        positions = _positions(positions) if isinstance(positions, str) else \
-            [[_number(v, "positions") for v in p] for p in _names(positions, "positions")]
+        positions = (
+            _positions(positions)
+            if isinstance(positions, str)
+            else [[_number(v, "positions") for v in p] for p in _names(positions, "positions")]
+        )
         kwargs["xyz_positions" if len(positions[0]) == 3 else "xy_positions"] = positions
     if settings.get("labels") is not None:
         kwargs["position_labels"] = _names(settings["labels"], "labels")
@@ -240,7 +300,8 @@ def _multi_d_arguments(settings: dict[str, Any], roles: Any) -> dict[str, Any]:
 
 
 def _plan_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """``--plan`` settings: ``key=value`` words (values parsed as JSON when possible) or a file's mapping."""
+    """``--plan`` settings: ``key=value`` words (values parsed as JSON when possible) or a file's
+    mapping."""
     given = settings.get("plan_settings") or {}
     if isinstance(given, dict):
         return dict(given)
@@ -256,7 +317,9 @@ def _plan_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def _check_free_space(out: str, frames: Optional[int], camera: Any, shape: Optional[tuple[int, int]]) -> None:
+def _check_free_space(
+    out: str, frames: int | None, camera: Any, shape: tuple[int, int] | None
+) -> None:
     """Refuse a plan whose frames would not fit in the free space at ``out`` (a local folder)."""
     if frames is None or shape is None or "://" in out:
         return
@@ -267,17 +330,22 @@ def _check_free_space(out: str, frames: Optional[int], camera: Any, shape: Optio
         existing = os.path.dirname(existing)
     free = shutil.disk_usage(existing).free
     if needed > free:
-        raise UsageError(f"The plan's {frames:,} frames of {shape[1]}x{shape[0]} need about {needed / 1e9:,.1f} GB; "
-                         f"{existing} has {free / 1e9:,.1f} GB free")
+        raise UsageError(
+            f"The plan's {frames:,} frames of {shape[1]}x{shape[0]} need about {needed / 1e9:,.1f} "
+            f"GB; {existing} has {free / 1e9:,.1f} GB free"
+        )
 
 
 def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[str]]:
-    """Devices, plan, processors and storage for ``settings``, every setting checked before anything moves
-    or is created; returns the acquisition, its storage and notes on what the processors will do."""
+    """Devices, plan, processors and storage for ``settings``, every setting checked before anything
+    moves or is created; returns the acquisition, its storage and notes on what the processors will
+    do."""
     backend = settings.get("backend", "simulated")
     mm_config = settings.get("mm_config")
     if mm_config is not None and not (isinstance(mm_config, str) and mm_config.strip()):
-        raise UsageError(f"--mm-config needs the path of a Micro-Manager configuration file, got {mm_config!r}")
+        raise UsageError(
+            f"--mm-config needs the path of a Micro-Manager configuration file, got {mm_config!r}"
+        )
     try:
         roles = load_device_set(backend, mm_config)
     except ValueError as e:
@@ -294,7 +362,10 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[
         elif isinstance(spec, dict) and "id" in spec:
             identifier, params = spec["id"], spec.get("params", {})
         else:
-            raise UsageError(f"processor takes 'ID:key=value,...' or a mapping with 'id' and 'params', got {spec!r}")
+            raise UsageError(
+                "processor takes 'ID:key=value,...' or a mapping with 'id' and 'params', got "
+                f"{spec!r}"
+            )
         try:
             processors.append(build_processor(identifier, **params))
         except ContributionError as e:
@@ -310,22 +381,30 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[
         if not processors:
             raise UsageError("--processing says where processors run; add one with --processor")
     plan_id = settings.get("plan") or DEFAULT_PLAN
-    devices = {"camera": roles.camera, "z_device": roles.z, "xy_device": roles.xy,
-               "channel_group": roles.channel, "channel_property": roles.channel_property}
+    devices = {
+        "camera": roles.camera,
+        "z_device": roles.z,
+        "xy_device": roles.xy,
+        "channel_group": roles.channel,
+        "channel_property": roles.channel_property,
+    }
     if plan_id == DEFAULT_PLAN and not settings.get("plan_settings"):
         kwargs = _multi_d_arguments(settings, roles)
 
-        def make(handler: Optional[DataHandler]) -> Any:
+        def make(handler: DataHandler | None) -> Any:
             return multi_d_acquisition_plan(**kwargs, data_handler=handler)
     else:
         given = [k for k in MULTI_D_SETTINGS if settings.get(k) is not None and k != "order"]
         if given:
-            raise UsageError(f"--plan {plan_id} takes its own settings (key=value); "
-                             f"{', '.join(given)} belong to the multi-D plan")
+            raise UsageError(
+                f"--plan {plan_id} takes its own settings (key=value); "
+                f"{', '.join(given)} belong to the multi-D plan"
+            )
         plan_settings = _plan_settings(settings)
 
-        def make(handler: Optional[DataHandler]) -> Any:
+        def make(handler: DataHandler | None) -> Any:
             return build_plan(plan_id, **plan_settings, **devices, data_handler=handler)
+
     try:  # checked before the dataset exists: a typo leaves nothing behind
         plan = dry_run(make)
         shape = frame_shape(roles.camera)
@@ -333,17 +412,28 @@ def build_acquisition(settings: dict[str, Any]) -> tuple[Acquisition, Any, list[
         notes = [note for processor in processors for note in fit_to_plan(processor, axes, shape)]
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
-    out = os.path.abspath(settings.get("out") or os.getcwd()) if "://" not in str(settings.get("out", "")) \
+    out = (
+        os.path.abspath(settings.get("out") or os.getcwd())
+        if "://" not in str(settings.get("out", ""))
         else settings["out"]
+    )
     _check_free_space(out, getattr(plan, "total_frames", None), roles.camera, shape)
     if exposure is not None:  # every setting is checked: the devices may now be set
         roles.camera.exposure = exposure
-    summary = {"Software": "exengine acquire", "Settings": {k: v for k, v in settings.items()
-                                                            if isinstance(v, (str, int, float, list))}}
-    if settings.get("z") is not None and isinstance(plan, MultiDPlan):  # Micro-Manager's key: readers scale z by it
+    summary = {
+        "Software": "exengine acquire",
+        "Settings": {k: v for k, v in settings.items() if isinstance(v, (str, int, float, list))},
+    }
+    if settings.get("z") is not None and isinstance(
+        plan, MultiDPlan
+    ):  # Micro-Manager's key: readers scale z by it
         summary["z-step_um"] = abs(float(kwargs["z_step"]))
-    storage = build_storage(settings.get("storage") or DEFAULT_STORAGE, out, settings.get("name") or "acquisition",
-                            summary)
+    storage = build_storage(
+        settings.get("storage") or DEFAULT_STORAGE,
+        out,
+        settings.get("name") or "acquisition",
+        summary,
+    )
     handler = DataHandler(storage, _processor_where(processors, where))
     return Acquisition(make(handler), handler), storage, notes
 
@@ -358,10 +448,10 @@ def _processor_where(processors: list[Any], where: Any) -> Any:
 
 
 class Progress:
-    """A progress bar on a terminal; otherwise one summary line every ``every`` frames (every 10 s when
-    the plan is open-ended: then frames, frames/s and the time elapsed, with no time left)."""
+    """A progress bar on a terminal; otherwise one summary line every ``every`` frames (every 10 s
+    when the plan is open-ended: then frames, frames/s and the time elapsed, with no time left)."""
 
-    def __init__(self, total: Optional[int], stream: TextIO) -> None:
+    def __init__(self, total: int | None, stream: TextIO) -> None:
         self.total = None if total is None else max(total, 1)
         self.stream = stream
         self.tty = stream.isatty()
@@ -380,8 +470,8 @@ class Progress:
             text = f"{done}/{self.total} frames, {rate:.1f} frames/s, {_duration(left)} left"
             step = done // self.every  # type: ignore[operator]
         if self.tty:
-            bar = "" if self.total is None else \
-                f"[{'#' * int(30 * done / self.total)}{'.' * (30 - int(30 * done / self.total))}] "
+            filled = 0 if self.total is None else int(30 * done / self.total)
+            bar = "" if self.total is None else f"[{'#' * filled}{'.' * (30 - filled)}] "
             self.stream.write(f"\r{bar}{text}  ")
             if final:
                 self.stream.write("\n")
@@ -421,16 +511,23 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
             stream.write("\nStopping after the frame in hand (Ctrl-C again to abort)...\n")
         elif len(interrupts) == 2:
             acquisition.abort()
-            stream.write("\nAborting: storing the frames already acquired (Ctrl-C again to give up on them)...\n")
+            stream.write(
+                "\nAborting: storing the frames already acquired (Ctrl-C again to give up on "
+                "them)...\n"
+            )
         else:
             lost = handler.frames_accepted - handler.frames_stored
-            stream.write(f"\nGave up: {lost} acquired frames were not stored; "
-                         f"{handler.frames_stored} are in {getattr(storage, 'path', 'memory')}\n")
+            stream.write(
+                f"\nGave up: {lost} acquired frames were not stored; "
+                f"{handler.frames_stored} are in {getattr(storage, 'path', 'memory')}\n"
+            )
             stream.flush()
             os._exit(130)
         stream.flush()
 
-    signal.signal(signal.SIGINT, on_interrupt)  # main() restores the previous handler once all is saved
+    signal.signal(
+        signal.SIGINT, on_interrupt
+    )  # main() restores the previous handler once all is saved
     progress = Progress(acquisition.total_frames, stream)
     acquisition.start()
     while acquisition.is_running():
@@ -438,19 +535,29 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
         time.sleep(0.1)
     if handler.error is None:
         handler.finish()
-        if not _stored_within(handler, 0.5):  # storage lags behind: show the drain and how to give up on it
-            stream.write(f"Storing the {handler.bytes_in_flight / 1e6:.0f} MB of frames still in memory "
-                         f"(Ctrl-C {'again ' if interrupts else ''}to give up on them)...\n")
+        if not _stored_within(
+            handler, 0.5
+        ):  # storage lags behind: show the drain and how to give up on it
+            stream.write(
+                f"Storing the {handler.bytes_in_flight / 1e6:.0f} MB of frames still in memory "
+                f"(Ctrl-C {'again ' if interrupts else ''}to give up on them)...\n"
+            )
             while not _stored_within(handler, 1.0):
-                stream.write(f"  {handler.frames_stored} frames stored, {handler.bytes_in_flight / 1e6:.0f} MB "
-                             f"to go\n")
+                stream.write(
+                    f"  {handler.frames_stored} frames stored, {handler.bytes_in_flight / 1e6:.0f} "
+                    "MB to go\n"
+                )
                 stream.flush()
     try:
         acquisition.await_completion()
-    except Exception as e:  # failed while running (a device, the plan, the storage): not a usage error
+    except (
+        Exception
+    ) as e:  # failed while running (a device, the plan, the storage): not a usage error
         what = str(e) if isinstance(e, PlanError) else f"{type(e).__name__}: {e}"
-        raise AcquisitionFailed(f"{what} ({acquisition.frames_done} frames stored in "
-                                f"{getattr(storage, 'path', 'memory')})") from e
+        raise AcquisitionFailed(
+            f"{what} ({acquisition.frames_done} frames stored in "
+            f"{getattr(storage, 'path', 'memory')})"
+        ) from e
     finally:
         progress.update(acquisition.frames_acquired, final=True)
     where = getattr(storage, "path", "memory")
@@ -475,7 +582,10 @@ def run_info(args: argparse.Namespace, stream: TextIO) -> int:
 def run_list(args: argparse.Namespace, stream: TextIO) -> int:
     for contribution in list_contributions():
         state = "" if contribution.available else f"  [unavailable: {contribution.error}]"
-        line = f"{contribution.kind:9} {contribution.id:55} {contribution.title} ({contribution.plugin}){state}"
+        line = (
+            f"{contribution.kind:9} {contribution.id:55} {contribution.title} "
+            f"({contribution.plugin}){state}"
+        )
         stream.write(line + "\n")
     return 0
 
@@ -484,16 +594,25 @@ def parser() -> argparse.ArgumentParser:
     """The ``exengine`` argument parser."""
     from exengine import __version__
 
-    main = argparse.ArgumentParser(prog="exengine", description="Headless acquisition with ExEngine.")
+    main = argparse.ArgumentParser(
+        prog="exengine", description="Headless acquisition with ExEngine."
+    )
     main.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = main.add_subparsers(dest="command", required=True)
     acquire = commands.add_parser(
-        "acquire", help="run a multi-dimensional acquisition and save it",
-        description="Run a time/position/channel/z acquisition (simulated devices by default) and save every "
-                    "frame. Ctrl-C stops cleanly (frames so far are stored); a second Ctrl-C aborts.")
+        "acquire",
+        help="run a multi-dimensional acquisition and save it",
+        description="Run a time/position/channel/z acquisition (simulated devices by default) and "
+        "save every frame. Ctrl-C stops cleanly (frames so far are stored); a second Ctrl-C "
+        "aborts.",
+    )
     acquire.add_argument("--time", type=int, help="number of time points")
-    acquire.add_argument("--until-stopped", dest="until_stopped", action="store_true",
-                         help="time points until stopped (Ctrl-C), instead of --time")
+    acquire.add_argument(
+        "--until-stopped",
+        dest="until_stopped",
+        action="store_true",
+        help="time points until stopped (Ctrl-C), instead of --time",
+    )
     acquire.add_argument("--interval", type=float, help="seconds between time points (default 0)")
     acquire.add_argument("--z", help="z range START:STOP:STEP in µm, STOP included (e.g. 0:10:2)")
     acquire.add_argument("--channels", help="comma-separated channel names (e.g. DAPI,FITC)")
@@ -503,35 +622,65 @@ def parser() -> argparse.ArgumentParser:
     acquire.add_argument("--labels", help="comma-separated position labels")
     acquire.add_argument("--order", help="axis order, outermost first (default tpcz)")
     acquire.add_argument("--sequence", help="inner axes to run as hardware sequences (e.g. z)")
-    acquire.add_argument("--file", help="YAML/JSON file with these settings, or a useq-schema MDASequence file")
-    acquire.add_argument("--backend", choices=BACKENDS,
-                         help="device backend (default simulated): micromanager (pymmcore-plus; its demo devices "
-                              "unless --mm-config) or microscope (python-microscope simulators)")
-    acquire.add_argument("--mm-config", dest="mm_config",
-                         help="Micro-Manager configuration file (with --backend micromanager and a Micro-Manager "
-                              "installation pymmcore-plus can find)")
-    acquire.add_argument("--storage", help=f"storage backend id (default {DEFAULT_STORAGE}; see 'exengine list')")
-    acquire.add_argument("--processor", action="append",
-                         help="processor id with optional settings ID:key=value,... (repeatable; see 'exengine list')")
-    acquire.add_argument("--processing", help="where processors run: 'local' (this machine, the default), "
-                                              "'cluster:N' (a local Dask cluster of N worker processes) or a Dask "
-                                              "scheduler address such as tcp://10.0.0.5:8786")
+    acquire.add_argument(
+        "--file", help="YAML/JSON file with these settings, or a useq-schema MDASequence file"
+    )
+    acquire.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="device backend (default simulated): micromanager (pymmcore-plus; its demo devices "
+        "unless --mm-config) or microscope (python-microscope simulators)",
+    )
+    acquire.add_argument(
+        "--mm-config",
+        dest="mm_config",
+        help="Micro-Manager configuration file (with --backend micromanager and a Micro-Manager "
+        "installation pymmcore-plus can find)",
+    )
+    acquire.add_argument(
+        "--storage", help=f"storage backend id (default {DEFAULT_STORAGE}; see 'exengine list')"
+    )
+    acquire.add_argument(
+        "--processor",
+        action="append",
+        help="processor id with optional settings ID:key=value,... (repeatable; see 'exengine "
+        "list')",
+    )
+    acquire.add_argument(
+        "--processing",
+        help="where processors run: 'local' (this machine, the default), "
+        "'cluster:N' (a local Dask cluster of N worker processes) or a Dask "
+        "scheduler address such as tcp://10.0.0.5:8786",
+    )
     acquire.add_argument("--out", help="output directory (default: current directory)")
-    acquire.add_argument("--name", help="dataset name (default 'acquisition'; a number is appended)")
-    acquire.add_argument("--plan", help=f"plan id (default {DEFAULT_PLAN}: the options above; see 'exengine list'), "
-                                        f"with its settings as KEY=VALUE words")
+    acquire.add_argument(
+        "--name", help="dataset name (default 'acquisition'; a number is appended)"
+    )
+    acquire.add_argument(
+        "--plan",
+        help=f"plan id (default {DEFAULT_PLAN}: the options above; see 'exengine list'), "
+        f"with its settings as KEY=VALUE words",
+    )
     acquire.add_argument("plan_settings", nargs="*", metavar="KEY=VALUE", help="settings of --plan")
-    info = commands.add_parser("info", help="summarise an NDTiff or OME-Zarr dataset (a folder or a store URL)")
-    info.add_argument("path", help="dataset folder, its NDTiff.index, or an OME-Zarr store URL (s3://...)")
-    commands.add_parser("list", help="list the plans, processors and storage backends of installed plugins")
+    info = commands.add_parser(
+        "info", help="summarise an NDTiff or OME-Zarr dataset (a folder or a store URL)"
+    )
+    info.add_argument(
+        "path", help="dataset folder, its NDTiff.index, or an OME-Zarr store URL (s3://...)"
+    )
+    commands.add_parser(
+        "list", help="list the plans, processors and storage backends of installed plugins"
+    )
     return main
 
 
-def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout, restore_signals: bool = True) -> int:
+def main(
+    argv: list[str] | None = None, stream: TextIO = sys.stdout, restore_signals: bool = True
+) -> int:
     """Run the ``exengine`` command with ``argv``; returns the exit status.
 
-    ``restore_signals=False`` keeps the Ctrl-C handler of ``acquire`` installed after it returns (the
-    console script exits right after, so a late Ctrl-C cannot interrupt the clean exit).
+    ``restore_signals=False`` keeps the Ctrl-C handler of ``acquire`` installed after it returns
+    (the console script exits right after, so a late Ctrl-C cannot interrupt the clean exit).
     """
     args = parser().parse_args(argv)
     handlers = {"acquire": run_acquire, "info": run_info, "list": run_list}
@@ -559,5 +708,7 @@ def main(argv: Optional[list[str]] = None, stream: TextIO = sys.stdout, restore_
 def console() -> None:
     """Console-script wrapper that exits with :func:`main`'s status."""
     status = main(restore_signals=False)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # everything is saved: a late Ctrl-C must not abort the exit
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # everything is saved: a late Ctrl-C must not abort the exit
     sys.exit(status)

@@ -1,11 +1,12 @@
-"""Ready-made device sets for the panels and the command line: simulated, Micro-Manager, python-microscope."""
+"""Ready-made device sets for the panels and the command line: simulated, Micro-Manager,
+python-microscope."""
 
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from exengine import ExecutionEngine
 from exengine.kernel.device import Device
@@ -25,7 +26,9 @@ class DeviceSet:
     channel_property: str
 
 
-def load_device_set(backend: str = "simulated", mm_config: Optional[str] = None, prefix: str = "") -> DeviceSet:
+def load_device_set(
+    backend: str = "simulated", mm_config: str | None = None, prefix: str = ""
+) -> DeviceSet:
     """Create and register the devices of ``backend`` (names start with ``prefix``).
 
     ``micromanager`` loads the configuration file ``mm_config`` with pymmcore-plus's ``UniMMCore``
@@ -46,12 +49,21 @@ def load_device_set(backend: str = "simulated", mm_config: Optional[str] = None,
 
     if f"{prefix}Camera" not in ExecutionEngine.get_devices():
         create_simulated_devices(prefix)
-    devices = {f"{prefix}{n}": ExecutionEngine.get_device(f"{prefix}{n}") for n in ("Camera", "Z", "XY", "Channel")}
-    return DeviceSet(devices, devices[f"{prefix}Camera"], devices[f"{prefix}Z"], devices[f"{prefix}XY"],
-                     devices[f"{prefix}Channel"], "channel")
+    devices = {
+        f"{prefix}{n}": ExecutionEngine.get_device(f"{prefix}{n}")
+        for n in ("Camera", "Z", "XY", "Channel")
+    }
+    return DeviceSet(
+        devices,
+        devices[f"{prefix}Camera"],
+        devices[f"{prefix}Z"],
+        devices[f"{prefix}XY"],
+        devices[f"{prefix}Channel"],
+        "channel",
+    )
 
 
-def _micromanager(mm_config: Optional[str], prefix: str) -> DeviceSet:
+def _micromanager(mm_config: str | None, prefix: str) -> DeviceSet:
     try:
         from exengine.backends.micromanager import load_micromanager
         from exengine.backends.micromanager_demo import create_demo_core
@@ -63,7 +75,9 @@ def _micromanager(mm_config: Optional[str], prefix: str) -> DeviceSet:
 
         if not os.path.isfile(mm_config):
             raise ValueError(f"Cannot load Micro-Manager configuration {mm_config!r}: no such file")
-        try:  # UniMMCore loads C++ adapters (from a Micro-Manager installation) and Python devices alike
+        # UniMMCore loads C++ adapters (from a Micro-Manager installation) and Python
+        # devices alike
+        try:
             devices = load_micromanager(mm_config, core=UniMMCore(), prefix=prefix)
         except (RuntimeError, ValueError, ImportError, TypeError) as e:
             raise ValueError(str(e).splitlines()[0]) from None
@@ -71,23 +85,45 @@ def _micromanager(mm_config: Optional[str], prefix: str) -> DeviceSet:
         devices = load_micromanager(core=create_demo_core(), prefix=prefix)
     core = next(iter(devices.values())).core
     group = core.getChannelGroup() or "Channel"
-    return DeviceSet(devices, devices.get(prefix + core.getCameraDevice()),
-                     devices.get(prefix + core.getFocusDevice()), devices.get(prefix + core.getXYStageDevice()),
-                     devices.get(prefix + group), "config")
+    return DeviceSet(
+        devices,
+        devices.get(prefix + core.getCameraDevice()),
+        devices.get(prefix + core.getFocusDevice()),
+        devices.get(prefix + core.getXYStageDevice()),
+        devices.get(prefix + group),
+        "config",
+    )
 
 
 def _microscope(prefix: str) -> DeviceSet:
     try:
         import microscope
-        from microscope.simulators import SimulatedCamera, SimulatedFilterWheel, SimulatedLightSource, SimulatedStage
+        from microscope.simulators import (
+            SimulatedCamera,
+            SimulatedFilterWheel,
+            SimulatedLightSource,
+            SimulatedStage,
+        )
 
         from exengine.backends.microscope import wrap_microscope_devices
     except ImportError as e:
         raise ValueError(str(e)) from None
     limits = {axis: microscope.AxisLimits(-10000, 10000) for axis in ("x", "y", "z")}
-    devices = wrap_microscope_devices({
-        "Camera": SimulatedCamera(), "Stage": SimulatedStage(limits=limits),
-        "FilterWheel": SimulatedFilterWheel(positions=4), "Light": SimulatedLightSource(),
-    }, prefix=prefix, filter_names=["DAPI", "FITC", "TRITC", "Cy5"])
-    return DeviceSet(devices, devices[f"{prefix}Camera"], devices[f"{prefix}StageZ"], devices[f"{prefix}StageXY"],
-                     devices[f"{prefix}FilterWheel"], "channel")
+    devices = wrap_microscope_devices(
+        {
+            "Camera": SimulatedCamera(),
+            "Stage": SimulatedStage(limits=limits),
+            "FilterWheel": SimulatedFilterWheel(positions=4),
+            "Light": SimulatedLightSource(),
+        },
+        prefix=prefix,
+        filter_names=["DAPI", "FITC", "TRITC", "Cy5"],
+    )
+    return DeviceSet(
+        devices,
+        devices[f"{prefix}Camera"],
+        devices[f"{prefix}StageZ"],
+        devices[f"{prefix}StageXY"],
+        devices[f"{prefix}FilterWheel"],
+        "channel",
+    )

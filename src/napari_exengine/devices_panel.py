@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from magicgui import widgets as mw
@@ -40,7 +40,8 @@ from .panel_common import (
 
 
 def property_widget(device: Device, prop: str) -> mw.Widget:
-    """A magicgui control for ``device.prop`` built from its value and the device's property metadata."""
+    """A magicgui control for ``device.prop`` built from its value and the device's property
+    metadata."""
     value = getattr(device, prop)
     allowed = device.get_allowed_property_values(prop)
     low, high = device.get_property_limits(prop)
@@ -50,11 +51,20 @@ def property_widget(device: Device, prop: str) -> mw.Widget:
     elif isinstance(value, bool):
         widget = mw.CheckBox(value=value, **options)
     elif isinstance(value, int):
-        widget = mw.SpinBox(value=value, min=int(low) if low is not None else -(2**31),
-                            max=int(high) if high is not None else 2**31 - 1, **options)
+        widget = mw.SpinBox(
+            value=value,
+            min=int(low) if low is not None else -(2**31),
+            max=int(high) if high is not None else 2**31 - 1,
+            **options,
+        )
     elif isinstance(value, float):
-        widget = mw.FloatSpinBox(value=value, min=low if low is not None else -1e12,
-                                 max=high if high is not None else 1e12, step=0.1, **options)
+        widget = mw.FloatSpinBox(
+            value=value,
+            min=low if low is not None else -1e12,
+            max=high if high is not None else 1e12,
+            step=0.1,
+            **options,
+        )
     else:
         widget = mw.LineEdit(value=repr(value) if not isinstance(value, str) else value, **options)
     widget.enabled = not device.is_property_read_only(prop)
@@ -71,9 +81,14 @@ class DevicesPanel(QWidget):
         self.controls: dict[tuple[str, str], mw.Widget] = {}
         self._literal_props: set[tuple[str, str]] = set()
         layout = QVBoxLayout(self)
-        self.backend = mw.ComboBox(choices=[("Micro-Manager demo devices (pymmcore-plus)", "micromanager"),
-                                            ("Micro-Manager configuration file", "micromanager-config"),
-                                            ("python-microscope simulators", "microscope")], label="add")
+        self.backend = mw.ComboBox(
+            choices=[
+                ("Micro-Manager demo devices (pymmcore-plus)", "micromanager"),
+                ("Micro-Manager configuration file", "micromanager-config"),
+                ("python-microscope simulators", "microscope"),
+            ],
+            label="add",
+        )
         self.mm_config = mw.FileEdit(mode="r", filter="*.cfg", label="configuration")
         self.load_button = mw.PushButton(text="Load devices")
         self.load_button.clicked.connect(self.load_devices)
@@ -81,7 +96,9 @@ class DevicesPanel(QWidget):
         layout.addWidget(loader.native)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setMinimumHeight(260)  # room for a few devices even when docked above the acquisition panel
+        scroll.setMinimumHeight(
+            260
+        )  # room for a few devices even when docked above the acquisition panel
         self._device_area = QWidget()
         self._device_layout = QVBoxLayout(self._device_area)
         scroll.setWidget(self._device_area)
@@ -91,8 +108,10 @@ class DevicesPanel(QWidget):
         self.snap_button = mw.PushButton(text="Snap")
         self.live_button = mw.PushButton(text="Live")
         self.status = mw.Label(value="")
-        buttons = mw.Container(widgets=[self.camera_choice, self.snap_button, self.live_button, self.status],
-                               layout="horizontal")
+        buttons = mw.Container(
+            widgets=[self.camera_choice, self.snap_button, self.live_button, self.status],
+            layout="horizontal",
+        )
         layout.addWidget(buttons.native)
         self.snap_button.clicked.connect(self.snap)
         self.live_button.clicked.connect(self.toggle_live)
@@ -106,7 +125,7 @@ class DevicesPanel(QWidget):
         self._refresh_timer.start()
 
     @property
-    def camera(self) -> Optional[Detector]:
+    def camera(self) -> Detector | None:
         """The camera used by Snap and Live."""
         return self.camera_choice.value
 
@@ -123,8 +142,11 @@ class DevicesPanel(QWidget):
         prefix = f"{prefix}{self._loaded}_"
 
         def load() -> dict[str, Device]:
-            return load_device_set("micromanager" if config or backend == "micromanager" else backend,
-                                   config, prefix=prefix).devices
+            return load_device_set(
+                "micromanager" if config or backend == "micromanager" else backend,
+                config,
+                prefix=prefix,
+            ).devices
 
         def loaded(devices: dict[str, Device]) -> None:
             self._add_device_boxes(devices)
@@ -155,7 +177,9 @@ class DevicesPanel(QWidget):
                     widget = mw.Label(name=prop, label=prop, value=f"unavailable: {e}")
                 else:
                     widget.changed.connect(lambda v, d=device, p=prop: self.set_property(d, p, v))
-                    if isinstance(widget, mw.LineEdit) and not isinstance(getattr(device, prop), str):
+                    if isinstance(widget, mw.LineEdit) and not isinstance(
+                        getattr(device, prop), str
+                    ):
                         self._literal_props.add((name, prop))
                 self.controls[(name, prop)] = widget
                 container.append(widget)
@@ -163,7 +187,8 @@ class DevicesPanel(QWidget):
             self._device_layout.addWidget(box)
 
     def set_property(self, device: Device, prop: str, value: Any) -> None:
-        """Set ``device.prop`` on a worker thread; on failure show the error and restore the control."""
+        """Set ``device.prop`` on a worker thread; on failure show the error and restore the
+        control."""
         if (device.name, prop) in self._literal_props:
             with contextlib.suppress(ValueError, SyntaxError):
                 value = ast.literal_eval(value)
@@ -188,8 +213,9 @@ class DevicesPanel(QWidget):
             widget.value = displayed(widget, value)
 
     def refresh(self) -> Any:
-        """Re-read every property on a worker thread and show values that changed elsewhere (a script,
-        another panel). Runs every second by itself; a read still in flight is not doubled."""
+        """Re-read every property on a worker thread and show values that changed elsewhere (a
+        script, another panel). Runs every second by itself; a read still in flight is not
+        doubled."""
         if self._reading:
             return None
         keys = [k for k, w in self.controls.items() if not isinstance(w, mw.Label)]
@@ -197,7 +223,9 @@ class DevicesPanel(QWidget):
         def read_all() -> dict[tuple[str, str], Any]:
             values = {}
             for name, prop in keys:
-                with contextlib.suppress(Exception):  # a device that cannot answer keeps its last value
+                with contextlib.suppress(
+                    Exception
+                ):  # a device that cannot answer keeps its last value
                     values[(name, prop)] = getattr(self.devices[name], prop)
             return values
 
@@ -208,9 +236,13 @@ class DevicesPanel(QWidget):
             try:
                 for (name, prop), value in values.items():
                     widget = self.controls[(name, prop)]
-                    if (name, prop) not in self._setting and widget.value != displayed(widget, value):
+                    if (name, prop) not in self._setting and widget.value != displayed(
+                        widget, value
+                    ):
                         self._show_value(self.devices[name], prop, value)
-            except RuntimeError:  # the panel was closed while the values were read: nothing to show them in
+            except (
+                RuntimeError
+            ):  # the panel was closed while the values were read: nothing to show them in
                 return
 
         self._reading = True
@@ -288,5 +320,3 @@ class DevicesPanel(QWidget):
             self.live_button.text = "Live"
 
         run_in_thread(stop, stopped, what="Stopping live")
-
-

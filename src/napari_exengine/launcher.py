@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional
+from typing import Any
 
 
 def open_viewer(show: bool = True) -> Any:
@@ -21,7 +21,7 @@ def open_viewer(show: bool = True) -> Any:
     return viewer
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``napari-exengine`` console script."""
     from exengine import __version__
 

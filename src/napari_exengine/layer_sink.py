@@ -1,15 +1,16 @@
-"""``LayerSink``: shows frames of a ``DataHandler`` in napari layers whose sliders are the coordinate axes.
+"""``LayerSink``: shows frames of a ``DataHandler`` in napari layers whose sliders are the
+coordinate axes.
 
-The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI thread
-turns them into layer updates every 33 ms (counted from the start of one update to the next); every
-66 ms while frames arrive faster than the display shows them but the storage keeps up (a camera's
-pace: each frame is shown within ~100 ms); and at most every 500 ms while the storage is behind (full
-speed), so that redrawing leaves the CPU to the acquisition: the backlog is sampled every 33 ms
-meanwhile, and redraws resume as soon as it drains.
-Moving the sliders slices each layer once (napari would slice it twice). Layers read frames lazily
-through ``DataHandler.get`` (memory while in flight, else storage), so layer memory stays bounded.
-While a sink follows an acquisition, the objects that existed before are kept out of the garbage
-collector's full collections, which in a napari session hold the GIL for ~130 ms.
+The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI
+thread turns them into layer updates every 33 ms (counted from the start of one update to the next);
+every 66 ms while frames arrive faster than the display shows them but the storage keeps up (a
+camera's pace: each frame is shown within ~100 ms); and at most every 500 ms while the storage is
+behind (full speed), so that redrawing leaves the CPU to the acquisition: the backlog is sampled
+every 33 ms meanwhile, and redraws resume as soon as it drains. Moving the sliders slices each layer
+once (napari would slice it twice). Layers read frames lazily through ``DataHandler.get`` (memory
+while in flight, else storage), so layer memory stays bounded. While a sink follows an acquisition,
+the objects that existed before are kept out of the garbage collector's full collections, which in a
+napari session hold the GIL for ~130 ms.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
@@ -33,11 +34,13 @@ from .lazy_array import LazyFrames
 #: Time from the start of one display refresh to the next, while frames arrive at camera-like rates.
 REFRESH_INTERVAL_MS = 33
 #: The same when frames arrive faster than the display shows them (more than ``BUSY_FRAMES`` per
-#: refresh) while the storage keeps up, as at a camera's pace: each frame is still shown within ~100 ms.
+#: refresh) while the storage keeps up, as at a camera's pace: each frame is still shown within ~100
+#: ms.
 FAST_REFRESH_INTERVAL_MS = 66
-#: The same when the storage also falls behind (more than ``BUSY_BACKLOG_BYTES`` in flight), as at full
-#: speed: a pause after each redraw, which yields the CPU to the acquisition (two redraws a second). The
-#: backlog is sampled every ``BUSY_SAMPLE_MS`` meanwhile; once it drains, redraws resume at once.
+#: The same when the storage also falls behind (more than ``BUSY_BACKLOG_BYTES`` in flight), as at
+#: full speed: a pause after each redraw, which yields the CPU to the acquisition (two redraws a
+#: second). The backlog is sampled every ``BUSY_SAMPLE_MS`` meanwhile; once it drains, redraws
+#: resume at once.
 BUSY_REFRESH_INTERVAL_MS = 500
 BUSY_SAMPLE_MS = 33
 #: Intervals (but the busy one) count from the start of a refresh; the next one waits at least this
@@ -49,7 +52,8 @@ BUSY_FRAMES = 8
 BUSY_BACKLOG_BYTES = 32 * 1024**2
 #: Plans longer than this (and open-ended ones) start acquiring before their layers are made: making
 #: napari layers takes 0.1-0.15 s of the GUI thread (one or two layers), and for a short plan it is
-#: cheaper done first (made alongside the acquisition's threads it took 2.5x as long, and slowed them).
+#: cheaper done first (made alongside the acquisition's threads it took 2.5x as long, and slowed
+#: them).
 DEFER_LAYERS_ABOVE_FRAMES = 10_000
 _AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
 _COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "gray")
@@ -60,9 +64,9 @@ _following = 0  # sinks following an acquisition (GUI thread only)
 
 def _freeze_collector() -> None:
     """While sinks follow acquisitions, the objects that existed before are left out of the cyclic
-    garbage collector's full collections (``gc.freeze``). In a napari session a full collection walks
-    every napari, vispy and Qt object: about 130 ms holding the GIL, which stalls the acquisition's
-    threads and the display at once (the longest delays before a frame was shown)."""
+    garbage collector's full collections (``gc.freeze``). In a napari session a full collection
+    walks every napari, vispy and Qt object: about 130 ms holding the GIL, which stalls the
+    acquisition's threads and the display at once (the longest delays before a frame was shown)."""
     global _following
     if not _following:
         gc.freeze()
@@ -77,8 +81,9 @@ def _thaw_collector() -> None:
         gc.unfreeze()
 
 
-def defer_layers_for(total_frames: Optional[int]) -> bool:
-    """Whether a plan of ``total_frames`` (``None``: open-ended) should start before its layers are made."""
+def defer_layers_for(total_frames: int | None) -> bool:
+    """Whether a plan of ``total_frames`` (``None``: open-ended) should start before its layers are
+    made."""
     return total_frames is None or total_frames > DEFER_LAYERS_ABOVE_FRAMES
 
 
@@ -90,13 +95,14 @@ def sort_axes(axes: list[str]) -> list[str]:
 class _AxisIndex:
     """Maps each axis value (int or str) to a slider index, growing as values arrive.
 
-    While the values are non-negative ints each is its own index and the values are ``range(n)``, so an
-    axis such as an open-ended time-lapse's costs the same memory after a million time points as after one.
+    While the values are non-negative ints each is its own index and the values are ``range(n)``, so
+    an axis such as an open-ended time-lapse's costs the same memory after a million time points as
+    after one.
     """
 
     def __init__(self) -> None:
         self._size = 0
-        self._values: Optional[list[Any]] = None  # set when a value is not its own index
+        self._values: list[Any] | None = None  # set when a value is not its own index
         self._index: dict[Any, int] = {}
 
     @property
@@ -128,23 +134,32 @@ class LayerSink:
     One layer per channel (``split_channels=True``) named ``<name> <channel>``, or one layer with a
     channel axis. Other axes become labelled sliders that grow as new indices arrive; sliders follow
     the newest frame unless the user moves them. ``scale`` maps axis names (and ``y``/``x``) to
-    physical step sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when present.
-    ``expected`` (the coordinates the acquisition will produce, when known; for a long plan those of its
-    first time point, with ``axis_sizes`` giving the number of values of int axes such as ``time``) sizes
-    the sliders up front,
-    so layers are not rebuilt as axes grow; with ``frame_shape`` (and ``dtype``, ``pixel_size`` in µm)
-    too, the layers are created at once (``defer_layers``: on the GUI loop's next turn, so that an
-    acquisition started right after is not held up by napari making layers), before any frame, and fill
-    in as frames arrive (a first frame of another shape or dtype rebuilds its layer; other pixel size
-    metadata rescales it). Create it on the GUI thread.
+    physical step sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when
+    present. ``expected`` (the coordinates the acquisition will produce, when known; for a long plan
+    those of its first time point, with ``axis_sizes`` giving the number of values of int axes such
+    as ``time``) sizes the sliders up front, so layers are not rebuilt as axes grow; with
+    ``frame_shape`` (and ``dtype``, ``pixel_size`` in µm) too, the layers are created at once
+    (``defer_layers``: on the GUI loop's next turn, so that an acquisition started right after is
+    not held up by napari making layers), before any frame, and fill in as frames arrive (a first
+    frame of another shape or dtype rebuilds its layer; other pixel size metadata rescales it).
+    Create it on the GUI thread.
     """
 
-    def __init__(self, viewer: Any, data_handler: DataHandler, name: str = "Acquisition",
-                 split_channels: bool = True, scale: Optional[dict[str, float]] = None,
-                 stage: str = "stored", expected: Optional[Iterable[Mapping[str, Any]]] = None,
-                 frame_shape: Optional[Sequence[int]] = None, dtype: Any = np.uint16,
-                 pixel_size: float = 1.0, axis_sizes: Optional[Mapping[str, int]] = None,
-                 defer_layers: bool = False) -> None:
+    def __init__(
+        self,
+        viewer: Any,
+        data_handler: DataHandler,
+        name: str = "Acquisition",
+        split_channels: bool = True,
+        scale: dict[str, float] | None = None,
+        stage: str = "stored",
+        expected: Iterable[Mapping[str, Any]] | None = None,
+        frame_shape: Sequence[int] | None = None,
+        dtype: Any = np.uint16,
+        pixel_size: float = 1.0,
+        axis_sizes: Mapping[str, int] | None = None,
+        defer_layers: bool = False,
+    ) -> None:
         self.viewer = viewer
         self.handler = data_handler
         self.name = name
@@ -155,29 +170,36 @@ class LayerSink:
         self._pending_lock = threading.Lock()
         self._layers: dict[Any, Any] = {}
         self._state: dict[Any, dict[str, Any]] = {}
-        self._last_step: Optional[tuple[int, ...]] = None
+        self._last_step: tuple[int, ...] | None = None
         self._busy = False  # the storage was behind at the last refresh
         self._quiet_until = 0.0  # while busy: no redraw before this (time.monotonic())
-        self._duplicate_slice = _duplicate_slicer(viewer)  # the viewer's listener that slices twice per step
+        self._duplicate_slice = _duplicate_slicer(
+            viewer
+        )  # the viewer's listener that slices twice per step
         self._planned = self._plan_by_layer(expected or ())
         self._axis_sizes = dict(axis_sizes or {})
         self.frames_shown = 0
         #: The refresh interval in use: ``REFRESH_INTERVAL_MS``, ``FAST_REFRESH_INTERVAL_MS`` or
         #: ``BUSY_REFRESH_INTERVAL_MS``.
         self.interval_ms = REFRESH_INTERVAL_MS
-        # Single-shot, restarted when a refresh ends (``MIN_GAP_MS`` at least): redraws never queue up.
+        # Single-shot, restarted when a refresh ends (``MIN_GAP_MS`` at least): redraws
+        # never queue up.
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(REFRESH_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
         self._closed = False
-        self._frozen = True  # holds the collector off (until the handler finishes or the sink closes)
+        self._frozen = (
+            True  # holds the collector off (until the handler finishes or the sink closes)
+        )
         _freeze_collector()
         data_handler.add_listener(self._on_frame)
-        self._unprepared: Optional[tuple[tuple[int, ...], np.dtype, float]] = None
+        self._unprepared: tuple[tuple[int, ...], np.dtype, float] | None = None
         if frame_shape is not None and self._planned:
             self._unprepared = (tuple(frame_shape), np.dtype(dtype), float(pixel_size))
-            if defer_layers:  # the acquisition starts first; layers appear on the GUI loop's next turn
+            if (
+                defer_layers
+            ):  # the acquisition starts first; layers appear on the GUI loop's next turn
                 QTimer.singleShot(0, self._prepare_layers)
             else:
                 self._prepare_layers()
@@ -188,7 +210,7 @@ class LayerSink:
         """Layers by channel name (``None`` for data without a channel, or when not split)."""
         return dict(self._layers)
 
-    def _on_frame(self, stage: str, coords: Optional[DataCoordinates]) -> None:
+    def _on_frame(self, stage: str, coords: DataCoordinates | None) -> None:
         if stage == self._stage and coords is not None:
             with self._pending_lock:
                 self._pending.append(coords)
@@ -214,7 +236,9 @@ class LayerSink:
         started = time.monotonic()
         try:
             self.refresh()
-            if self.handler.is_finished():  # following on for a script's sink: collect as usual again
+            if (
+                self.handler.is_finished()
+            ):  # following on for a script's sink: collect as usual again
                 self._thaw()
         finally:
             if not self._closed:
@@ -222,9 +246,9 @@ class LayerSink:
                 self._schedule(self.frames_shown - shown, started)
 
     def _schedule(self, arrived: int, started: float) -> None:
-        """Start the timer for the next refresh, after one that began at ``started`` and showed ``arrived``
-        new frames: at a camera's pace refreshes start every interval; when busy, the interval is a pause
-        during which the backlog is sampled."""
+        """Start the timer for the next refresh, after one that began at ``started`` and showed
+        ``arrived`` new frames: at a camera's pace refreshes start every interval; when busy, the
+        interval is a pause during which the backlog is sampled."""
         interval = REFRESH_INTERVAL_MS
         if arrived > BUSY_FRAMES:
             interval = BUSY_REFRESH_INTERVAL_MS if self._busy else FAST_REFRESH_INTERVAL_MS
@@ -237,9 +261,9 @@ class LayerSink:
             self._timer.start(max(MIN_GAP_MS, round(interval - (now - started) * 1000)))
 
     def _storage_behind(self) -> bool:
-        """More than ``BUSY_BACKLOG_BYTES`` in flight: at full speed the backlog lasts (busy until it
-        drains); at a camera's pace a stall of the storage drains at once, and redraws resume at the next
-        sample."""
+        """More than ``BUSY_BACKLOG_BYTES`` in flight: at full speed the backlog lasts (busy until
+        it drains); at a camera's pace a stall of the storage drains at once, and redraws resume at
+        the next sample."""
         return self.handler.bytes_in_flight > BUSY_BACKLOG_BYTES
 
     def refresh(self) -> None:
@@ -267,8 +291,11 @@ class LayerSink:
                     axes = state["axes"]
             sizes = [len(state["indices"][a]) for a in axes]
             position = _position(state, coords)
-            if key not in self._layers or [len(state["indices"][a]) for a in axes] != sizes \
-                    or len(axes) != self._layers[key].data.ndim - len(state["frame_shape"]):
+            if (
+                key not in self._layers
+                or [len(state["indices"][a]) for a in axes] != sizes
+                or len(axes) != self._layers[key].data.ndim - len(state["frame_shape"])
+            ):
                 grown.add(key)
             touched[key] = position
         for key in grown:
@@ -277,10 +304,11 @@ class LayerSink:
         self._follow(self._state[last]["axes"], touched[last], redraw=set(touched) - grown)
         self.frames_shown += len(pending)
 
-    def _plan_by_layer(self, expected: Iterable[Mapping[str, Any]]
-                       ) -> dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]]:
-        """In one pass over the planned coordinates: each layer's first coordinates and the values of
-        each of its axes, in order (the first layer's are the first planned)."""
+    def _plan_by_layer(
+        self, expected: Iterable[Mapping[str, Any]]
+    ) -> dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]]:
+        """In one pass over the planned coordinates: each layer's first coordinates and the values
+        of each of its axes, in order (the first layer's are the first planned)."""
         planned: dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]] = {}
         for coords in expected:
             if type(coords) is not DataCoordinates:
@@ -295,7 +323,8 @@ class LayerSink:
         return planned
 
     def _prepare_layers(self) -> None:
-        """Create the planned layers before the first frame, with the dtype's full range as contrast."""
+        """Create the planned layers before the first frame, with the dtype's full range as
+        contrast."""
         if self._unprepared is None or self._closed:
             return
         frame_shape, dtype, pixel = self._unprepared
@@ -306,18 +335,22 @@ class LayerSink:
             self._update_layer(key)
         key, (first, _) = next(iter(self._planned.items()))
         state = self._state[key]
-        self._follow(state["axes"], _position(state, first), redraw=set())  # napari starts mid-range
+        self._follow(
+            state["axes"], _position(state, first), redraw=set()
+        )  # napari starts mid-range
 
     def _settle(self, key: Any, state: dict[str, Any], coords: DataCoordinates) -> bool:
-        """Take contrast and pixel size from the first frame of a layer made in advance; True when the
-        frame's shape or dtype differs from the plan, so the layer must be rebuilt."""
+        """Take contrast and pixel size from the first frame of a layer made in advance; True when
+        the frame's shape or dtype differs from the plan, so the layer must be rebuilt."""
         data, metadata = self.handler.get(coords)
         state["provisional"] = False
         state["contrast"] = contrast_limits(data)
         layer = self._layers[key]
         layer.contrast_limits = state["contrast"]
         pixel = pixel_size_um(metadata, state["pixel"])
-        if not math.isclose(pixel, state["pixel"]):  # rescaling re-slices every layer: only if the plan was wrong
+        if not math.isclose(
+            pixel, state["pixel"]
+        ):  # rescaling re-slices every layer: only if the plan was wrong
             state["pixel"] = pixel
             layer.scale = self._layer_scale(state, state["axes"])
         if data.shape == state["frame_shape"] and data.dtype == state["dtype"]:
@@ -327,10 +360,20 @@ class LayerSink:
 
     def _new_state(self, key: Any, coords: DataCoordinates) -> dict[str, Any]:
         data, metadata = self.handler.get(coords)
-        return self._make_state(key, coords, data.shape, data.dtype, contrast_limits(data), pixel_size_um(metadata))
+        return self._make_state(
+            key, coords, data.shape, data.dtype, contrast_limits(data), pixel_size_um(metadata)
+        )
 
-    def _make_state(self, key: Any, coords: DataCoordinates, frame_shape: tuple[int, ...], dtype: Any,
-                    contrast: tuple[float, float], pixel: float, provisional: bool = False) -> dict[str, Any]:
+    def _make_state(
+        self,
+        key: Any,
+        coords: DataCoordinates,
+        frame_shape: tuple[int, ...],
+        dtype: Any,
+        contrast: tuple[float, float],
+        pixel: float,
+        provisional: bool = False,
+    ) -> dict[str, Any]:
         fixed = {"channel": key} if self.split_channels and key is not None else {}
         axes = sort_axes([a for a in coords if a not in fixed])
         indices = {a: _AxisIndex() for a in axes}
@@ -342,22 +385,35 @@ class LayerSink:
             if size:
                 indices[axis].add(size - 1)  # int axes are their own indices: sized at once
         state = {
-            "axes": axes, "fixed": fixed, "indices": indices, "frame_shape": frame_shape,
-            "dtype": dtype, "contrast": contrast, "pixel": pixel, "provisional": provisional,
+            "axes": axes,
+            "fixed": fixed,
+            "indices": indices,
+            "frame_shape": frame_shape,
+            "dtype": dtype,
+            "contrast": contrast,
+            "pixel": pixel,
+            "provisional": provisional,
         }
         self._state[key] = state
         return state
 
     def _layer_scale(self, state: dict[str, Any], axes: Sequence[str]) -> list[float]:
         return [self._scale.get(a, 1.0) for a in axes] + [
-            self._scale.get("y", state["pixel"]), self._scale.get("x", state["pixel"])]
+            self._scale.get("y", state["pixel"]),
+            self._scale.get("x", state["pixel"]),
+        ]
 
     def _update_layer(self, key: Any) -> None:
         """Give the layer of ``key`` a new (lazy) data object: its axes grew or it is new."""
         state = self._state[key]
-        frames = LazyFrames(self._reader(state), state["axes"],
-                            {a: state["indices"][a].values for a in state["axes"]},
-                            state["frame_shape"], state["dtype"], fixed=state["fixed"])
+        frames = LazyFrames(
+            self._reader(state),
+            state["axes"],
+            {a: state["indices"][a].values for a in state["axes"]},
+            state["frame_shape"],
+            state["dtype"],
+            fixed=state["fixed"],
+        )
         labels = [*frames.axes, "y", "x"]
         scale = self._layer_scale(state, frames.axes)
         layer = self._layers.get(key)
@@ -368,8 +424,15 @@ class LayerSink:
             name = self.name if key is None else f"{self.name} {key}"
             colormap = "gray" if key is None else _COLORMAPS[len(self._layers) % len(_COLORMAPS)]
             layer = self.viewer.add_image(
-                frames, name=name, contrast_limits=state["contrast"], colormap=colormap,
-                blending="additive", scale=scale, axis_labels=labels, metadata=metadata, multiscale=False,
+                frames,
+                name=name,
+                contrast_limits=state["contrast"],
+                colormap=colormap,
+                blending="additive",
+                scale=scale,
+                axis_labels=labels,
+                metadata=metadata,
+                multiscale=False,
             )
             self._layers[key] = layer
         else:
@@ -377,7 +440,7 @@ class LayerSink:
             layer.metadata.update(metadata)
 
     def _reader(self, state: dict[str, Any]) -> Any:
-        def read(coords: dict[str, Any]) -> Optional[np.ndarray]:
+        def read(coords: dict[str, Any]) -> np.ndarray | None:
             try:
                 return self.handler.get(coords, return_data=True, return_metadata=False)
             except KeyError:  # not acquired (yet)
@@ -386,7 +449,8 @@ class LayerSink:
         return read
 
     def _follow(self, axes: list[str], newest: tuple[int, ...], redraw: set[Any]) -> None:
-        """Move the sliders to the newest frame (unless the user moved them); else redraw ``redraw`` layers."""
+        """Move the sliders to the newest frame (unless the user moved them); else redraw ``redraw``
+        layers."""
         dims = self.viewer.dims
         labels = list(dims.axis_labels)
         step = list(dims.current_step)
@@ -403,7 +467,6 @@ class LayerSink:
         for key in redraw:
             self._layers[key].refresh()
 
-
     def _one_slice(self, dims: Any) -> Any:
         """Hold back napari's second slice of every layer while the sink moves the sliders (see
         ``_duplicate_slicer``)."""
@@ -413,21 +476,27 @@ class LayerSink:
 
 
 def _duplicate_slicer(viewer: Any) -> Any:
-    """napari slices every layer for a new ``current_step`` and again for the ``point`` it implies: the
-    viewer's ``_update_layers`` listens to both. That listener, to hold back on ``point``; ``None`` if
-    napari changes."""
+    """napari slices every layer for a new ``current_step`` and again for the ``point`` it implies:
+    the viewer's ``_update_layers`` listens to both. That listener, to hold back on ``point``;
+    ``None`` if napari changes."""
     update = getattr(viewer, "_update_layers", None)
     events = getattr(getattr(viewer, "dims", None), "events", None)
     emitters = [getattr(events, name, None) for name in ("current_step", "point")]
     if update is None or None in emitters:
         return None
-    listens = all(any(isinstance(cb, tuple) and cb[0]() is viewer and cb[1] == "_update_layers"
-                      for cb in getattr(emitter, "callbacks", ())) for emitter in emitters)
+    listens = all(
+        any(
+            isinstance(cb, tuple) and cb[0]() is viewer and cb[1] == "_update_layers"
+            for cb in getattr(emitter, "callbacks", ())
+        )
+        for emitter in emitters
+    )
     return update if listens else None
 
 
 def _position(state: Mapping[str, Any], coords: Mapping[str, Any]) -> tuple[int, ...]:
-    """The slider indices of ``coords`` along the layer's axes (new axis values get the next index)."""
+    """The slider indices of ``coords`` along the layer's axes (new axis values get the next
+    index)."""
     indices = state["indices"]
     return tuple(indices[a].add(coords[a]) if a in coords else 0 for a in state["axes"])
 
@@ -447,7 +516,8 @@ def pixel_size_um(metadata: Any, default: float = 1.0) -> float:
 
 
 def attach_layer_sink(viewer: Any, data_handler: DataHandler, **kwargs: Any) -> LayerSink:
-    """Show the frames of ``data_handler`` in ``viewer`` as they are stored (call on the GUI thread).
+    """Show the frames of ``data_handler`` in ``viewer`` as they are stored (call on the GUI
+    thread).
 
     For ExEngine scripts run from the napari console::
 

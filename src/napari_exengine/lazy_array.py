@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-FrameReader = Callable[[dict[str, Any]], Optional[np.ndarray]]
+FrameReader = Callable[[dict[str, Any]], np.ndarray | None]
 
 
 class LazyFrames:
@@ -18,11 +18,20 @@ class LazyFrames:
     coordinates (e.g. the channel of a per-channel layer). Missing frames read as zeros.
     """
 
-    def __init__(self, read: FrameReader, axes: Sequence[str], values: dict[str, Sequence[Any]],
-                 frame_shape: tuple[int, ...], dtype: Any, fixed: Optional[dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        read: FrameReader,
+        axes: Sequence[str],
+        values: dict[str, Sequence[Any]],
+        frame_shape: tuple[int, ...],
+        dtype: Any,
+        fixed: dict[str, Any] | None = None,
+    ) -> None:
         self._read = read
         self.axes = list(axes)
-        self._values = {a: values[a] if isinstance(values[a], range) else list(values[a]) for a in self.axes}
+        self._values = {
+            a: values[a] if isinstance(values[a], range) else list(values[a]) for a in self.axes
+        }
         self._fixed = dict(fixed or {})
         self._frame_shape = tuple(frame_shape)
         self.dtype = np.dtype(dtype)
@@ -55,11 +64,13 @@ class LazyFrames:
             key = (key,)
         if any(k is Ellipsis for k in key):
             i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
         key = key + (slice(None),) * (self.ndim - len(key))
-        lead, rest = key[: len(self.axes)], key[len(self.axes):]
-        ranges = [range(self.shape[i])[k] if isinstance(k, slice) else [int(k) % self.shape[i]]
-                  for i, k in enumerate(lead)]
+        lead, rest = key[: len(self.axes)], key[len(self.axes) :]
+        ranges = [
+            range(self.shape[i])[k] if isinstance(k, slice) else [int(k) % self.shape[i]]
+            for i, k in enumerate(lead)
+        ]
         frames = [self.frame(p)[rest] for p in itertools.product(*ranges)]
         out_shape = [len(r) for k, r in zip(lead, ranges, strict=True) if isinstance(k, slice)]
         if not frames:

@@ -1,4 +1,5 @@
-"""What both dock panels use: device lookups, worker-thread calls, and settings forms of contributions.
+"""What both dock panels use: device lookups, worker-thread calls, and settings forms of
+contributions.
 
 Device calls run on worker threads (never on the GUI thread, which must not wait for the engine).
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from magicgui import widgets as mw
 from napari.qt.threading import create_worker
@@ -40,7 +41,8 @@ def ensure_devices() -> dict[str, Device]:
 
 def prioritized(func: Callable[[], Any]) -> Any:
     """Run ``func`` on the main executor thread ahead of queued events (and between the steps of a
-    running acquisition), waiting for its result. Call it from a worker thread, never the GUI thread."""
+    running acquisition), waiting for its result. Call it from a worker thread, never the GUI
+    thread."""
     return ExecutionEngine.get_instance().submit(func, prioritize=True).await_execution()  # type: ignore[union-attr]
 
 
@@ -48,8 +50,9 @@ def devices_of(kind: type) -> list[tuple[str, Device]]:
     return [(name, d) for name, d in ExecutionEngine.get_devices().items() if isinstance(d, kind)]
 
 
-def channel_property(device: Device) -> Optional[str]:
-    """The property that selects a channel on ``device`` ("channel" or a Micro-Manager group's "config")."""
+def channel_property(device: Device) -> str | None:
+    """The property that selects a channel on ``device`` ("channel" or a Micro-Manager group's
+    "config")."""
     for prop in ("channel", "config"):
         try:
             if device.get_allowed_property_values(prop):
@@ -59,8 +62,9 @@ def channel_property(device: Device) -> Optional[str]:
     return None
 
 
-def run_in_thread(func: Callable[[], Any], on_done: Optional[Callable[[Any], None]] = None,
-                   what: str = "Device call") -> Any:
+def run_in_thread(
+    func: Callable[[], Any], on_done: Callable[[Any], None] | None = None, what: str = "Device call"
+) -> Any:
     worker = create_worker(func, _start_thread=False, _ignore_errors=True)
     if on_done is not None:
         worker.returned.connect(on_done)
@@ -75,7 +79,8 @@ def displayed(widget: mw.Widget, value: Any) -> Any:
 
 
 def settings_form(contribution: Contribution) -> mw.Container:
-    """A magicgui form for a contribution's factory settings (typed parameters with their defaults)."""
+    """A magicgui form for a contribution's factory settings (typed parameters with their
+    defaults)."""
     factory = contribution.settings_callable()
     try:
         hints = typing.get_type_hints(factory)
@@ -95,5 +100,3 @@ def settings_form(contribution: Contribution) -> mw.Container:
 def form_values(form: mw.Container) -> dict[str, Any]:
     """The settings of a form; empty text fields mean "not given" (the factory default)."""
     return {w.name: w.value for w in form if not (isinstance(w.value, str) and w.value == "")}
-
-

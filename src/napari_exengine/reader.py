@@ -3,10 +3,11 @@ store URLs such as ``s3://bucket/run_1.ome.zarr``) open as lazy layers.
 
 Only the index (NDTiff) or the metadata and frame records (OME-Zarr) and one frame per channel (for
 contrast limits) are read at open time; each slider move reads just the frames on screen. Channels
-become one layer each; other axes become labelled sliders (string-valued axes map to integer sliders,
-the mapping in ``layer.metadata['axis_values']``). Multi-resolution NDTiff datasets (tiled row/column
-explores) open stitched, as multiscale layers; OME-Zarr opens at full resolution. Store URLs are read
-with the credentials and endpoint of the ``AWS_*`` environment variables and AWS config files.
+become one layer each; other axes become labelled sliders (string-valued axes map to integer
+sliders, the mapping in ``layer.metadata['axis_values']``). Multi-resolution NDTiff datasets (tiled
+row/column explores) open stitched, as multiscale layers; OME-Zarr opens at full resolution. Store
+URLs are read with the credentials and endpoint of the ``AWS_*`` environment variables and AWS
+config files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,9 @@ _COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue")
 _TILE_AXES = ("row", "column")
 
 
-def get_reader(path: Any) -> Optional[Callable[[Any], list[LayerData]]]:
-    """Return a reader when ``path`` is an NDTiff dataset folder or index or an OME-Zarr image, else None."""
+def get_reader(path: Any) -> Callable[[Any], list[LayerData]] | None:
+    """Return a reader when ``path`` is an NDTiff dataset folder or index or an OME-Zarr image, else
+    None."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
@@ -43,11 +45,12 @@ def get_reader(path: Any) -> Optional[Callable[[Any], list[LayerData]]]:
 
 
 def is_omezarr(path: str | os.PathLike[str]) -> bool:
-    """True for a store URL ending in ``.zarr`` or a folder (or its ``zarr.json``) holding an OME-Zarr image."""
+    """True for a store URL ending in ``.zarr`` or a folder (or its ``zarr.json``) holding an
+    OME-Zarr image."""
     text = os.fspath(path)
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) and not text.lower().startswith("file://"):
         return text.rstrip("/").endswith(".zarr")
-    text = text[len("file://"):] if text.lower().startswith("file://") else text
+    text = text[len("file://") :] if text.lower().startswith("file://") else text
     folder = os.path.dirname(text) if os.path.basename(text) in ("zarr.json", ".zattrs") else text
     for name in ("zarr.json", ".zattrs"):
         try:
@@ -55,7 +58,9 @@ def is_omezarr(path: str | os.PathLike[str]) -> bool:
                 attributes = json.load(f)
         except (OSError, ValueError):
             continue
-        attributes = attributes.get("attributes", attributes) if isinstance(attributes, dict) else {}
+        attributes = (
+            attributes.get("attributes", attributes) if isinstance(attributes, dict) else {}
+        )
         return "multiscales" in attributes.get("ome", attributes)
     return False
 
@@ -75,24 +80,48 @@ def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
     slider_axes = [a for a in values if a != channel_axis or not split_channels]
     array = dataset.array
     y, x = dataset.axes_names[-2:]
-    scale = [dataset.scale.get(a, 1.0) for a in slider_axes] + [dataset.scale.get(y, 1.0), dataset.scale.get(x, 1.0)]
+    scale = [dataset.scale.get(a, 1.0) for a in slider_axes] + [
+        dataset.scale.get(y, 1.0),
+        dataset.scale.get(x, 1.0),
+    ]
     name = dataset.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
 
     read = _frame_reader(dataset)
     layers = []
     for i, channel in enumerate(channels):
         fixed = {} if channel is None else {channel_axis: channel}
-        data = LazyFrames(read, slider_axes, {a: values[a] for a in slider_axes}, array.shape[-2:], array.dtype,
-                          fixed=fixed)
-        sample = next((c for c in dataset.coordinates() if all(c[a] == v for a, v in fixed.items())), None)
+        data = LazyFrames(
+            read,
+            slider_axes,
+            {a: values[a] for a in slider_axes},
+            array.shape[-2:],
+            array.dtype,
+            fixed=fixed,
+        )
+        sample = next(
+            (c for c in dataset.coordinates() if all(c[a] == v for a, v in fixed.items())), None
+        )
         frame = read(dict(sample)) if sample is not None else None
-        metadata = {**_layer_metadata(dataset, {a: values[a] for a in slider_axes}, fixed), "dataset": dataset}
-        layers.append((data, {
-            "name": name if channel is None else f"{name} {channel}", "metadata": metadata, "scale": scale,
-            "axis_labels": [*slider_axes, y, x],
-            "contrast_limits": contrast_limits(frame if frame is not None else np.zeros((1, 1), array.dtype)),
-            **_channel_look(channel, i, len(channels)),
-        }, "image"))
+        metadata = {
+            **_layer_metadata(dataset, {a: values[a] for a in slider_axes}, fixed),
+            "dataset": dataset,
+        }
+        layers.append(
+            (
+                data,
+                {
+                    "name": name if channel is None else f"{name} {channel}",
+                    "metadata": metadata,
+                    "scale": scale,
+                    "axis_labels": [*slider_axes, y, x],
+                    "contrast_limits": contrast_limits(
+                        frame if frame is not None else np.zeros((1, 1), array.dtype)
+                    ),
+                    **_channel_look(channel, i, len(channels)),
+                },
+                "image",
+            )
+        )
     return layers
 
 
@@ -111,8 +140,13 @@ def layers_for(reader: NDTiffReader, split_channels: bool = True) -> list[LayerD
     axes_values = reader.axes
     stitched = reader.multiresolution and all(a in axes_values for a in _TILE_AXES)
     channels = axes_values.get("channel", [None]) if split_channels else [None]
-    slider_axes = sort_axes([a for a in axes_values if (a != "channel" or not split_channels)
-                             and not (stitched and a in _TILE_AXES)])
+    slider_axes = sort_axes(
+        [
+            a
+            for a in axes_values
+            if (a != "channel" or not split_channels) and not (stitched and a in _TILE_AXES)
+        ]
+    )
     recorded = reader.summary_metadata.get("AxisOrder")
     if isinstance(recorded, list) and sorted(recorded) == sorted(slider_axes):
         slider_axes = list(recorded)
@@ -128,19 +162,29 @@ def layers_for(reader: NDTiffReader, split_channels: bool = True) -> list[LayerD
         values = {a: axes_values[a] for a in slider_axes}
         if stitched:
             tiles = (axes_values["row"], axes_values["column"])
-            data: Any = [_StitchedLevel(reader, level, slider_axes, values, fixed, tiles)
-                         for level in range(len(reader.levels))]
+            data: Any = [
+                _StitchedLevel(reader, level, slider_axes, values, fixed, tiles)
+                for level in range(len(reader.levels))
+            ]
             data = [d for j, d in enumerate(data) if j == 0 or d.shape[-2] < data[j - 1].shape[-2]]
             sample = data[-1][tuple(0 for _ in slider_axes)]
         else:
-            data = LazyFrames(_frame_reader(reader), slider_axes, values, first.shape, first.dtype, fixed=fixed)
+            data = LazyFrames(
+                _frame_reader(reader), slider_axes, values, first.shape, first.dtype, fixed=fixed
+            )
             sample = _sample(reader, fixed)
-        scale = [float(axis_scales.get(a, z_step if a == "z" else 1.0)) for a in slider_axes] + [pixel, pixel]
+        scale = [float(axis_scales.get(a, z_step if a == "z" else 1.0)) for a in slider_axes] + [
+            pixel,
+            pixel,
+        ]
         metadata = {**_layer_metadata(reader, values, fixed), "reader": reader}
         kwargs: dict[str, Any] = {
             "name": name if channel is None else f"{name} {channel}",
-            "metadata": metadata, "scale": scale, "axis_labels": [*slider_axes, "y", "x"],
-            "multiscale": stitched, "rgb": first.rgb,
+            "metadata": metadata,
+            "scale": scale,
+            "axis_labels": [*slider_axes, "y", "x"],
+            "multiscale": stitched,
+            "rgb": first.rgb,
         }
         if not first.rgb:
             kwargs["contrast_limits"] = contrast_limits(sample)
@@ -150,22 +194,29 @@ def layers_for(reader: NDTiffReader, split_channels: bool = True) -> list[LayerD
 
 
 def _layer_metadata(source: Any, values: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
-    """What a layer of ``source`` (an NDTiff reader or an OME-Zarr dataset) keeps in its metadata."""
+    """What a layer of ``source`` (an NDTiff reader or an OME-Zarr dataset) keeps in its
+    metadata."""
     return {
-        "path": source.path, "summary_metadata": source.summary_metadata,
-        "axis_values": {a: list(v) for a, v in values.items()}, "fixed_coordinates": fixed,
+        "path": source.path,
+        "summary_metadata": source.summary_metadata,
+        "axis_values": {a: list(v) for a, v in values.items()},
+        "fixed_coordinates": fixed,
         "read_frame_metadata": lambda coords: source.read_metadata({**fixed, **coords}),
     }
 
 
 def _channel_look(channel: Any, index: int, count: int) -> dict[str, str]:
     """Colormap and blending of the layer of ``channel``, the ``index``-th of ``count``."""
-    return {"colormap": "gray" if channel is None or count == 1 else _COLORMAPS[index % len(_COLORMAPS)],
-            "blending": "additive" if count > 1 else "translucent"}
+    return {
+        "colormap": "gray"
+        if channel is None or count == 1
+        else _COLORMAPS[index % len(_COLORMAPS)],
+        "blending": "additive" if count > 1 else "translucent",
+    }
 
 
-def _frame_reader(reader: Any) -> Callable[[dict[str, Any]], Optional[np.ndarray]]:
-    def read(coords: dict[str, Any]) -> Optional[np.ndarray]:
+def _frame_reader(reader: Any) -> Callable[[dict[str, Any]], np.ndarray | None]:
+    def read(coords: dict[str, Any]) -> np.ndarray | None:
         try:
             return reader.read_frame(coords)
         except KeyError:
@@ -185,14 +236,24 @@ def _sample(reader: NDTiffReader, fixed: dict[str, Any]) -> np.ndarray:
 class _StitchedLevel:
     """One resolution level of a tiled dataset, stitched into (axes..., y, x[, rgb]) on demand."""
 
-    def __init__(self, reader: NDTiffReader, level: int, axes: list[str], values: dict[str, list[Any]],
-                 fixed: dict[str, Any], tiles: tuple[list[int], list[int]]) -> None:
+    def __init__(
+        self,
+        reader: NDTiffReader,
+        level: int,
+        axes: list[str],
+        values: dict[str, list[Any]],
+        fixed: dict[str, Any],
+        tiles: tuple[list[int], list[int]],
+    ) -> None:
         self._reader = reader
         self._level = reader.levels[level]
         first = reader.first_entry()
         self._tile = (first.height, first.width)
         summary = reader.summary_metadata
-        self._overlap = (int(summary.get("GridPixelOverlapY", 0) or 0), int(summary.get("GridPixelOverlapX", 0) or 0))
+        self._overlap = (
+            int(summary.get("GridPixelOverlapY", 0) or 0),
+            int(summary.get("GridPixelOverlapX", 0) or 0),
+        )
         rows, cols = tiles
         step_y, step_x = self._tile[0] - self._overlap[0], self._tile[1] - self._overlap[1]
         self._origin = (min(rows) * step_y, min(cols) * step_x)
@@ -200,8 +261,9 @@ class _StitchedLevel:
         self.factor = self._level.factor
         plane = (-(-full_shape[0] // self.factor), -(-full_shape[1] // self.factor))
         self._rgb = first.rgb
-        self._frames = LazyFrames(self._plane, axes, values, plane + ((3,) if first.rgb else ()), first.dtype,
-                                  fixed=fixed)
+        self._frames = LazyFrames(
+            self._plane, axes, values, plane + ((3,) if first.rgb else ()), first.dtype, fixed=fixed
+        )
         self.dtype = self._frames.dtype
         self.shape = self._frames.shape
         self.ndim = self._frames.ndim
@@ -217,8 +279,8 @@ class _StitchedLevel:
         return self.shape[0]
 
     def _plane(self, coords: dict[str, Any]) -> np.ndarray:
-        height, width = self._frames.shape[len(self._frames.axes):][:2]
-        plane = np.zeros(self._frames.shape[len(self._frames.axes):], self.dtype)
+        height, width = self._frames.shape[len(self._frames.axes) :][:2]
+        plane = np.zeros(self._frames.shape[len(self._frames.axes) :], self.dtype)
         (th, tw), (oy, ox), f = self._tile, self._overlap, self.factor
         for key, entry in self._level.entries.items():
             tile_coords = dict(key)
@@ -227,7 +289,7 @@ class _StitchedLevel:
                 continue
             tile = self._level.read_frame(entry)
             if f == 1:
-                tile = tile[oy // 2: th - (oy - oy // 2), ox // 2: tw - (ox - ox // 2)]
+                tile = tile[oy // 2 : th - (oy - oy // 2), ox // 2 : tw - (ox - ox // 2)]
                 y0, x0 = row * (th - oy) - self._origin[0], col * (tw - ox) - self._origin[1]
             else:
                 y0, x0 = row * th - self._origin[0] // f, col * tw - self._origin[1] // f
@@ -239,14 +301,15 @@ def _paste(plane: np.ndarray, tile: np.ndarray, y0: int, x0: int, height: int, w
     ys, xs = max(y0, 0), max(x0, 0)
     ye, xe = min(y0 + tile.shape[0], height), min(x0 + tile.shape[1], width)
     if ye > ys and xe > xs:
-        plane[ys:ye, xs:xe] = tile[ys - y0: ye - y0, xs - x0: xe - x0]
+        plane[ys:ye, xs:xe] = tile[ys - y0 : ye - y0, xs - x0 : xe - x0]
 
 
 def refresh_layers(layers: Any) -> int:
-    """Pick up frames written since the dataset layers were opened (for datasets still being written).
+    """Pick up frames written since the dataset layers were opened (for datasets still being
+    written).
 
-    ``layers`` is a napari layer list (e.g. ``viewer.layers``) or a list of layers; returns the number
-    of new frames found.
+    ``layers`` is a napari layer list (e.g. ``viewer.layers``) or a list of layers; returns the
+    number of new frames found.
     """
     found = 0
     refreshed: dict[int, list[LayerData]] = {}
@@ -256,8 +319,11 @@ def refresh_layers(layers: Any) -> int:
             continue
         if id(reader) not in refreshed:
             found += reader.refresh()
-            refreshed[id(reader)] = layers_for(reader, split_channels="channel" in layer.metadata["fixed_coordinates"]
-                                               or "channel" not in reader.axes)
+            refreshed[id(reader)] = layers_for(
+                reader,
+                split_channels="channel" in layer.metadata["fixed_coordinates"]
+                or "channel" not in reader.axes,
+            )
         for data, kwargs, _ in refreshed[id(reader)]:
             if kwargs["name"] == layer.name:
                 layer.data = data

@@ -5,24 +5,26 @@ pymmcore-widgets' MDA widget saves and opens these files (YAML or JSON); the Acq
 
 What maps (useq-schema → ``exengine.events.multi_d_acquisition_events``):
 
-* ``time_plan`` (any kind, also multi-phase) → ``num_time_points`` and ``time_interval_s`` (a number,
-  or one interval per time point when the intervals differ);
-* ``z_plan`` with uniform steps → ``z_start``, ``z_end``, ``z_step``. Relative plans (``ZRangeAround``,
-  ``ZAboveBelow``, ``ZRelativePositions``) refer to each stage position's z: they become
-  ``xyz_positions`` with offsets. Where no position gives a z they refer to ``current_z`` (0 by default,
-  as ``useq.MDASequence.iter_events`` does; pass the z stage's position for pymmcore-plus's "current z"
-  meaning). Absolute plans (``ZTopBottom``, ``ZAbsolutePositions``) give absolute z;
-* ``channels`` → ``channels`` (their ``config`` names) and ``channel_exposures_ms``. ``Channel.group``
-  is not an argument: the caller chooses the channel device (the simulated one is named ``Channel``,
-  useq-schema's default group); channels from different groups are refused;
+* ``time_plan`` (any kind, also multi-phase) → ``num_time_points`` and ``time_interval_s`` (a
+  number, or one interval per time point when the intervals differ);
+* ``z_plan`` with uniform steps → ``z_start``, ``z_end``, ``z_step``. Relative plans
+  (``ZRangeAround``, ``ZAboveBelow``, ``ZRelativePositions``) refer to each stage position's z: they
+  become ``xyz_positions`` with offsets. Where no position gives a z they refer to ``current_z`` (0
+  by default, as ``useq.MDASequence.iter_events`` does; pass the z stage's position for
+  pymmcore-plus's "current z" meaning). Absolute plans (``ZTopBottom``, ``ZAbsolutePositions``) give
+  absolute z;
+* ``channels`` → ``channels`` (their ``config`` names) and ``channel_exposures_ms``.
+  ``Channel.group`` is not an argument: the caller chooses the channel device (the simulated one is
+  named ``Channel``, useq-schema's default group); channels from different groups are refused;
 * ``stage_positions`` → ``xy_positions`` or ``xyz_positions`` and ``position_labels`` (their names);
 * ``axis_order`` → ``order`` (``g`` dropped: grids are refused).
 
 Anything else that would change the acquisition (``grid_plan``, ``autofocus_plan``,
 ``keep_shutter_open_across``, ``setup``, per-position sub-sequences or properties, a channel's
-``do_stack``, ``acquire_every``, ``z_offset`` or ``camera``, non-uniform z steps, a plan whose axis is
-missing from ``axis_order``) raises a ``ValueError`` that names the field and its value. ``metadata``
-(free-form notes, e.g. pymmcore-widgets' version) is not part of the acquisition and is not read.
+``do_stack``, ``acquire_every``, ``z_offset`` or ``camera``, non-uniform z steps, a plan whose axis
+is missing from ``axis_order``) raises a ``ValueError`` that names the field and its value.
+``metadata`` (free-form notes, e.g. pymmcore-widgets' version) is not part of the acquisition and is
+not read.
 """
 
 from __future__ import annotations
@@ -33,26 +35,45 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import useq
 
 #: The ``multi_d_acquisition_events`` arguments a sequence describes.
-EVENT_ARGUMENTS = ("num_time_points", "time_interval_s", "z_start", "z_end", "z_step", "channels",
-                   "channel_exposures_ms", "xy_positions", "xyz_positions", "position_labels", "order")
+EVENT_ARGUMENTS = (
+    "num_time_points",
+    "time_interval_s",
+    "z_start",
+    "z_end",
+    "z_step",
+    "channels",
+    "channel_exposures_ms",
+    "xy_positions",
+    "xyz_positions",
+    "position_labels",
+    "order",
+)
 #: Arguments that choose devices and the data handler: not part of a sequence, ignored when saving
 #: (a ``channel_group`` name becomes the channels' ``group``).
-DEVICE_ARGUMENTS = ("camera", "xy_device", "z_device", "channel_group", "channel_property", "data_handler")
+DEVICE_ARGUMENTS = (
+    "camera",
+    "xy_device",
+    "z_device",
+    "channel_group",
+    "channel_property",
+    "data_handler",
+)
 _DIGITS = 9  # decimals kept of µm and s: hides float noise such as np.arange's 0.30000000000000004
 _AXIS_FIELDS = {"t": "time_plan", "p": "stage_positions", "c": "channels", "z": "z_plan"}
 
 
-def sequence_to_event_arguments(sequence: Union[useq.MDASequence, dict, str, os.PathLike],
-                                *, current_z: float = 0.0) -> dict[str, Any]:
-    """The ``multi_d_acquisition_events`` keyword arguments of a useq-schema ``MDASequence`` (an object, a
-    dict, or a YAML/JSON file); devices are left to the caller. Raises ``ValueError`` naming any field
-    the arguments cannot represent."""
+def sequence_to_event_arguments(
+    sequence: useq.MDASequence | dict | str | os.PathLike, *, current_z: float = 0.0
+) -> dict[str, Any]:
+    """The ``multi_d_acquisition_events`` keyword arguments of a useq-schema ``MDASequence`` (an
+    object, a dict, or a YAML/JSON file); devices are left to the caller. Raises ``ValueError``
+    naming any field the arguments cannot represent."""
     seq = _as_sequence(sequence)
     _refuse_unrepresentable(seq)
     kwargs: dict[str, Any] = {}
@@ -63,13 +84,19 @@ def sequence_to_event_arguments(sequence: Union[useq.MDASequence, dict, str, os.
     position_z = [p.z for p in positions]
     if offsets and relative and any(z is not None for z in position_z):
         references = [current_z if z is None else z for z in position_z]
-        kwargs["xyz_positions"] = [[p.x, p.y, _round(z)] for p, z in zip(positions, references, strict=True)]
+        kwargs["xyz_positions"] = [
+            [p.x, p.y, _round(z)] for p, z in zip(positions, references, strict=True)
+        ]
     elif positions:
-        if not offsets and any(z is not None for z in position_z):  # no z plan: each position sets z
+        if not offsets and any(
+            z is not None for z in position_z
+        ):  # no z plan: each position sets z
             missing = [i for i, z in enumerate(position_z) if z is None]
             if missing:
-                raise ValueError(f"stage_positions[{missing[0]}].z is None while other positions have a z: "
-                                 "give every position a z or none")
+                raise ValueError(
+                    f"stage_positions[{missing[0]}].z is None while other positions have a z: "
+                    "give every position a z or none"
+                )
             kwargs["xyz_positions"] = [[p.x, p.y, p.z] for p in positions]
         else:  # absolute z plans ignore the positions' z, as useq-schema does
             kwargs["xy_positions"] = [[p.x, p.y] for p in positions]
@@ -87,11 +114,17 @@ def sequence_to_event_arguments(sequence: Union[useq.MDASequence, dict, str, os.
         kwargs.update(_channel_arguments(seq.channels))
     order = "".join(axis for axis in seq.axis_order if axis in "tpcz")
     for axis, field in _AXIS_FIELDS.items():
-        used = {"t": "num_time_points", "p": "xy_positions" if "xy_positions" in kwargs else "xyz_positions",
-                "c": "channels", "z": "z_start"}[axis] in kwargs
+        used = {
+            "t": "num_time_points",
+            "p": "xy_positions" if "xy_positions" in kwargs else "xyz_positions",
+            "c": "channels",
+            "z": "z_start",
+        }[axis] in kwargs
         if used and axis not in order:
-            raise ValueError(f"axis_order {''.join(seq.axis_order)!r} lacks {axis!r} although {field} is set "
-                             "(useq-schema would skip it)")
+            raise ValueError(
+                f"axis_order {''.join(seq.axis_order)!r} lacks {axis!r} although {field} is set "
+                "(useq-schema would skip it)"
+            )
     kwargs["order"] = order
     return kwargs
 
@@ -105,7 +138,9 @@ def event_arguments_to_sequence(kwargs: dict[str, Any]) -> useq.MDASequence:
     if unknown:
         raise ValueError(f"Not multi_d_acquisition_events arguments: {unknown}")
     if kwargs.get("sequence"):
-        raise ValueError(f"sequence={kwargs['sequence']!r} (hardware-triggered axes) has no useq-schema field")
+        raise ValueError(
+            f"sequence={kwargs['sequence']!r} (hardware-triggered axes) has no useq-schema field"
+        )
     fields: dict[str, Any] = {"axis_order": tuple(str(kwargs.get("order", "tpcz")).lower())}
     count = kwargs.get("num_time_points")
     if count:
@@ -118,8 +153,10 @@ def event_arguments_to_sequence(kwargs: dict[str, Any]) -> useq.MDASequence:
         if labels is not None and list(labels) == list(range(len(rows))):
             labels = None  # the default labels: positions without names
         names = [None] * len(rows) if labels is None else [str(label) for label in labels]
-        fields["stage_positions"] = [useq.Position(x=r[0], y=r[1], z=r[2] if len(r) > 2 else None, name=name)
-                                     for r, name in zip(rows, names, strict=True)]
+        fields["stage_positions"] = [
+            useq.Position(x=r[0], y=r[1], z=r[2] if len(r) > 2 else None, name=name)
+            for r, name in zip(rows, names, strict=True)
+        ]
     z_range = [kwargs.get(k) for k in ("z_start", "z_end", "z_step")]
     if any(v is not None for v in z_range):
         if any(v is None for v in z_range):
@@ -133,14 +170,18 @@ def event_arguments_to_sequence(kwargs: dict[str, Any]) -> useq.MDASequence:
         exposures = [None] * len(channels) if exposures is None else [float(e) for e in exposures]
         for name, exposure in zip(channels, exposures, strict=True):
             if exposure is not None and exposure <= 0:
-                raise ValueError(f"channel_exposures_ms: useq-schema needs exposures above 0 ms, got {exposure} "
-                                 f"for {name!r}")
-        fields["channels"] = [useq.Channel(config=name, group=group, exposure=exposure)
-                              for name, exposure in zip(channels, exposures, strict=True)]
+                raise ValueError(
+                    f"channel_exposures_ms: useq-schema needs exposures above 0 ms, got {exposure} "
+                    f"for {name!r}"
+                )
+        fields["channels"] = [
+            useq.Channel(config=name, group=group, exposure=exposure)
+            for name, exposure in zip(channels, exposures, strict=True)
+        ]
     return useq.MDASequence(**fields)
 
 
-def read_sequence(path: Union[str, os.PathLike]) -> useq.MDASequence:
+def read_sequence(path: str | os.PathLike) -> useq.MDASequence:
     """A useq-schema ``MDASequence`` from a YAML or JSON file (as pymmcore-widgets saves them)."""
     path = Path(path)
     text = path.read_text()
@@ -155,14 +196,15 @@ def read_sequence(path: Union[str, os.PathLike]) -> useq.MDASequence:
     return _as_sequence(data)
 
 
-def load_sequence(path: Union[str, os.PathLike], *, current_z: float = 0.0) -> dict[str, Any]:
+def load_sequence(path: str | os.PathLike, *, current_z: float = 0.0) -> dict[str, Any]:
     """The ``multi_d_acquisition_events`` arguments of a useq-schema YAML or JSON file."""
     return sequence_to_event_arguments(read_sequence(path), current_z=current_z)
 
 
-def save_sequence(kwargs: dict[str, Any], path: Union[str, os.PathLike]) -> Path:
-    """Save ``multi_d_acquisition_events`` arguments as a useq-schema file the way pymmcore-widgets does:
-    YAML (``.yaml``/``.yml``, the default when there is no suffix) or JSON (``.json``). Returns the path."""
+def save_sequence(kwargs: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Save ``multi_d_acquisition_events`` arguments as a useq-schema file the way pymmcore-widgets
+    does: YAML (``.yaml``/``.yml``, the default when there is no suffix) or JSON (``.json``).
+    Returns the path."""
     path = Path(path)
     if not path.suffix:
         path = path.with_suffix(".yaml")
@@ -189,7 +231,9 @@ def _as_sequence(sequence: Any) -> useq.MDASequence:
     if isinstance(sequence, (str, os.PathLike)):
         return read_sequence(sequence)
     if not isinstance(sequence, dict):
-        raise TypeError(f"Expected a useq.MDASequence, a dict or a file path, got {type(sequence).__name__}")
+        raise TypeError(
+            f"Expected a useq.MDASequence, a dict or a file path, got {type(sequence).__name__}"
+        )
     try:
         return useq.MDASequence.model_validate(sequence)
     except pydantic.ValidationError as e:
@@ -204,29 +248,43 @@ def _refuse_unrepresentable(seq: useq.MDASequence) -> None:
     for field in ("grid_plan", "autofocus_plan", "setup"):
         value = getattr(seq, field)
         if value is not None:
-            raise ValueError(f"{field}={value!r} cannot be represented: multi_d_acquisition_events has no "
-                             f"{'tile (grid) axis' if field == 'grid_plan' else 'equivalent'}")
+            raise ValueError(
+                f"{field}={value!r} cannot be represented: multi_d_acquisition_events has no "
+                f"{'tile (grid) axis' if field == 'grid_plan' else 'equivalent'}"
+            )
     if seq.keep_shutter_open_across:
-        raise ValueError(f"keep_shutter_open_across={seq.keep_shutter_open_across!r} cannot be represented")
+        raise ValueError(
+            f"keep_shutter_open_across={seq.keep_shutter_open_across!r} cannot be represented"
+        )
     if isinstance(seq.stage_positions, useq.WellPlatePlan):
-        raise ValueError("stage_positions is a WellPlatePlan, which cannot be represented: list the positions")
+        raise ValueError(
+            "stage_positions is a WellPlatePlan, which cannot be represented: list the positions"
+        )
     for i, position in enumerate(seq.stage_positions):
         if position.sequence is not None:
-            raise ValueError(f"stage_positions[{i}].sequence (a sub-sequence for one position) cannot be "
-                             "represented")
+            raise ValueError(
+                f"stage_positions[{i}].sequence (a sub-sequence for one position) cannot be "
+                "represented"
+            )
         if position.properties:
-            raise ValueError(f"stage_positions[{i}].properties={position.properties!r} cannot be represented")
+            raise ValueError(
+                f"stage_positions[{i}].properties={position.properties!r} cannot be represented"
+            )
         for axis in ("x", "y"):
             if getattr(position, axis) is None:
-                raise ValueError(f"stage_positions[{i}].{axis} is None (the current {axis}): positions need "
-                                 "x and y")
+                raise ValueError(
+                    f"stage_positions[{i}].{axis} is None (the current {axis}): positions need x "
+                    "and y"
+                )
     defaults = {"do_stack": True, "acquire_every": 1, "z_offset": 0.0, "camera": None}
     for i, channel in enumerate(seq.channels):
         for field, default in defaults.items():
             value = getattr(channel, field)
             if value != default:
-                raise ValueError(f"channels[{i}].{field}={value!r} ({channel.config}) cannot be represented: "
-                                 f"every channel takes every frame of every z stack")
+                raise ValueError(
+                    f"channels[{i}].{field}={value!r} ({channel.config}) cannot be represented: "
+                    f"every channel takes every frame of every z stack"
+                )
 
 
 def _time_arguments(plan: Any) -> dict[str, Any]:
@@ -239,14 +297,18 @@ def _time_arguments(plan: Any) -> dict[str, Any]:
     intervals = [_round(b - a) for a, b in itertools.pairwise(starts)]
     if not intervals:  # one time point: keep the interval of a TIntervalLoops with loops=1
         interval = plan.__dict__.get("interval")
-        return {"num_time_points": 1, "time_interval_s": _round(interval.total_seconds()) if interval else 0.0}
+        return {
+            "num_time_points": 1,
+            "time_interval_s": _round(interval.total_seconds()) if interval else 0.0,
+        }
     if max(intervals) - min(intervals) <= 1e-6:
         return {"num_time_points": len(starts), "time_interval_s": intervals[0]}
     return {"num_time_points": len(starts), "time_interval_s": [*intervals, intervals[-1]]}
 
 
 def _time_starts(plan: Any) -> list[float]:
-    """Start times (s) of a time plan; unlike useq-schema, a one-loop ``TDurationLoops`` is one time point."""
+    """Start times (s) of a time plan; unlike useq-schema, a one-loop ``TDurationLoops`` is one time
+    point."""
     phases = getattr(plan, "phases", None)
     if phases is None:
         if getattr(plan, "loops", None) == 1:
@@ -260,7 +322,7 @@ def _time_starts(plan: Any) -> list[float]:
     return starts
 
 
-def _time_plan(count: int, interval: Union[float, Sequence[float]]) -> Any:
+def _time_plan(count: int, interval: float | Sequence[float]) -> Any:
     import useq
 
     if isinstance(interval, (int, float)):
@@ -274,7 +336,9 @@ def _time_plan(count: int, interval: Union[float, Sequence[float]]) -> Any:
             phases[-1][1] += 1
         else:
             phases.append([gap, 2])
-    return useq.MultiPhaseTimePlan(phases=[useq.TIntervalLoops(interval=g, loops=int(n)) for g, n in phases])
+    return useq.MultiPhaseTimePlan(
+        phases=[useq.TIntervalLoops(interval=g, loops=int(n)) for g, n in phases]
+    )
 
 
 def _z_offsets(plan: Any) -> list[float]:
@@ -290,12 +354,16 @@ def _z_range(positions: list[float], plan: Any) -> dict[str, float]:
     steps = [b - a for a, b in itertools.pairwise(positions)]
     step = _round(steps[0])
     if step == 0 or any(abs(s - steps[0]) > 1e-6 * max(1.0, abs(steps[0])) for s in steps):
-        raise ValueError(f"z_plan={plan!r} does not step evenly (steps {[_round(s) for s in steps]}): "
-                         "multi_d_acquisition_events takes a z range with one step")
+        raise ValueError(
+            f"z_plan={plan!r} does not step evenly (steps {[_round(s) for s in steps]}): "
+            "multi_d_acquisition_events takes a z range with one step"
+        )
     end = _round(positions[-1])
     count = math.floor((end - start) / step + 1e-9) + 1
     if count != len(positions):  # pragma: no cover - guarded by the even-step check
-        raise ValueError(f"z_plan={plan!r}: {len(positions)} planes do not fit z {start}..{end} by {step}")
+        raise ValueError(
+            f"z_plan={plan!r}: {len(positions)} planes do not fit z {start}..{end} by {step}"
+        )
     return {"z_start": start, "z_end": end, "z_step": step}
 
 
@@ -311,15 +379,21 @@ def _z_plan(start: float, end: float, step: float, relative: bool) -> Any:
     if relative:
         candidates = [useq.ZRelativePositions(relative=planes)]
         if low <= 0 <= high:
-            candidates.insert(0, useq.ZAboveBelow(above=high, below=0.0 - low, step=spacing, go_up=up))
+            candidates.insert(
+                0, useq.ZAboveBelow(above=high, below=0.0 - low, step=spacing, go_up=up)
+            )
         if math.isclose(low, -high, abs_tol=1e-9):
             candidates.insert(0, useq.ZRangeAround(range=high - low, step=spacing, go_up=up))
     else:
-        candidates = [useq.ZTopBottom(bottom=low, top=high, step=spacing, go_up=up),
-                      useq.ZAbsolutePositions(absolute=planes)]
+        candidates = [
+            useq.ZTopBottom(bottom=low, top=high, step=spacing, go_up=up),
+            useq.ZAbsolutePositions(absolute=planes),
+        ]
     for plan in candidates:
         visited = [float(z) for z in plan]
-        if len(visited) == len(planes) and all(abs(a - b) <= 1e-9 for a, b in zip(visited, planes, strict=True)):
+        if len(visited) == len(planes) and all(
+            abs(a - b) <= 1e-9 for a, b in zip(visited, planes, strict=True)
+        ):
             return plan
     return candidates[-1]  # pragma: no cover - the explicit list always matches
 
@@ -330,14 +404,18 @@ def _channel_arguments(channels: Sequence[Any]) -> dict[str, Any]:
         raise ValueError(f"channels must be unique, got {names}")
     groups = sorted({c.group for c in channels})
     if len(groups) > 1:
-        raise ValueError(f"channels come from config groups {groups}; one channel device sets them all here")
+        raise ValueError(
+            f"channels come from config groups {groups}; one channel device sets them all here"
+        )
     exposures = [c.exposure for c in channels]
     if all(e is None for e in exposures):
         return {"channels": names}
     missing = [i for i, e in enumerate(exposures) if e is None]
     if missing:
-        raise ValueError(f"channels[{missing[0]}].exposure is None ({names[missing[0]]}) while other channels "
-                         "have one: give every channel an exposure or none")
+        raise ValueError(
+            f"channels[{missing[0]}].exposure is None ({names[missing[0]]}) while other channels "
+            "have one: give every channel an exposure or none"
+        )
     return {"channels": names, "channel_exposures_ms": [float(e) for e in exposures]}
 
 

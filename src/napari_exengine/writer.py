@@ -20,21 +20,30 @@ from exengine.storage.ndtiff import NDTiffStorage
 
 
 def lossless_frames(data: Any) -> np.ndarray:
-    """``data`` as uint8/uint16 without losing information, or ``TypeError``/``ValueError`` saying why."""
+    """``data`` as uint8/uint16 without losing information, or ``TypeError``/``ValueError`` saying
+    why."""
     array = np.asarray(data)
     if array.dtype in (np.uint8, np.uint16):
         return array
     if array.dtype == bool:
         return array.astype(np.uint8)
     if array.dtype.kind not in "iuf":
-        raise TypeError(f"NDTiff stores uint8/uint16 images; {array.dtype} data cannot be converted")
+        raise TypeError(
+            f"NDTiff stores uint8/uint16 images; {array.dtype} data cannot be converted"
+        )
     if array.size:
         low, high = array.min(), array.max()
-        if (array.dtype.kind == "f" and not np.all(np.isfinite(array))) or not np.array_equal(array, np.round(array)):
-            raise ValueError(f"NDTiff stores integer images; this {array.dtype} layer has fractional values. "
-                             f"Scale and convert it first, e.g. layer.data.astype(np.uint16)")
+        if (array.dtype.kind == "f" and not np.all(np.isfinite(array))) or not np.array_equal(
+            array, np.round(array)
+        ):
+            raise ValueError(
+                f"NDTiff stores integer images; this {array.dtype} layer has fractional values. "
+                f"Scale and convert it first, e.g. layer.data.astype(np.uint16)"
+            )
         if low < 0 or high > 65535:
-            raise ValueError(f"Values span {low}..{high}; NDTiff stores 0..65535. Rescale the layer first")
+            raise ValueError(
+                f"Values span {low}..{high}; NDTiff stores 0..65535. Rescale the layer first"
+            )
     return array.astype(np.uint16)
 
 
@@ -59,13 +68,17 @@ def write_ndtiff(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
         raise ValueError(f"An image layer needs at least 2 dimensions, got shape {frames.shape}")
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path):
-        raise FileExistsError(f"{path!r} already exists; choose a new name (datasets are never overwritten)")
+        raise FileExistsError(
+            f"{path!r} already exists; choose a new name (datasets are never overwritten)"
+        )
     axes = _axis_names(attributes.get("axis_labels"), frames.ndim)
     scale = list(attributes.get("scale") or [1.0] * frames.ndim)
     summary: dict[str, Any] = {
-        "Software": "napari-exengine", "AxisOrder": axes,
+        "Software": "napari-exengine",
+        "AxisOrder": axes,
         "AxisScales": dict(zip(axes, (float(s) for s in scale[:-2]), strict=False)),
-        "PixelSize_um": float(scale[-1]), "LayerName": attributes.get("name", ""),
+        "PixelSize_um": float(scale[-1]),
+        "LayerName": attributes.get("name", ""),
     }
     if "z" in axes:
         summary["z-step_um"] = float(scale[axes.index("z")])

@@ -19,54 +19,116 @@ EXENGINE = [sys.executable, "-c", "from napari_exengine.cli import console; cons
 
 
 def run(*args, cwd=None, timeout=120):
-    return subprocess.run([*EXENGINE, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [*EXENGINE, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def test_help_is_complete():
     result = run("acquire", "--help")
     assert result.returncode == 0
-    for option in ("--time", "--interval", "--z", "--channels", "--exposures", "--positions", "--order", "--file",
-                   "--backend", "--storage", "--processor", "--out", "--name", "Ctrl-C"):
+    for option in (
+        "--time",
+        "--interval",
+        "--z",
+        "--channels",
+        "--exposures",
+        "--positions",
+        "--order",
+        "--file",
+        "--backend",
+        "--storage",
+        "--processor",
+        "--out",
+        "--name",
+        "Ctrl-C",
+    ):
         assert option in result.stdout
-    assert {"acquire", "info", "list"} <= set(run("--help").stdout.replace(",", " ").replace("{", " ")
-                                                  .replace("}", " ").split())
+    assert {"acquire", "info", "list"} <= set(
+        run("--help").stdout.replace(",", " ").replace("{", " ").replace("}", " ").split()
+    )
 
 
 def test_acquire_tcz_writes_ndtiff_and_info_summarises(tmp_path):
-    result = run("acquire", "--time", "2", "--z", "0:4:2", "--channels", "DAPI,FITC", "--exposure", "0",
-                 "--positions", "0,0;50,50", "--labels", "A,B", "--out", str(tmp_path), "--name", "cli")
+    result = run(
+        "acquire",
+        "--time",
+        "2",
+        "--z",
+        "0:4:2",
+        "--channels",
+        "DAPI,FITC",
+        "--exposure",
+        "0",
+        "--positions",
+        "0,0;50,50",
+        "--labels",
+        "A,B",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "cli",
+    )
     assert result.returncode == 0, result.stderr
     assert "Done: 24 frames stored in" in result.stdout
     assert "24/24 frames" in result.stdout, "non-terminal output prints summary lines"
     path = tmp_path / "cli_1"
     reader = NDTiffReader(path)
-    assert reader.axes == {"time": [0, 1], "position": ["A", "B"], "channel": ["DAPI", "FITC"], "z": [0, 1, 2]}
-    assert reader.z_step_um() == 2.0 and reader.pixel_size_um() == 0.65  # reopened at physical scale
+    assert reader.axes == {
+        "time": [0, 1],
+        "position": ["A", "B"],
+        "channel": ["DAPI", "FITC"],
+        "z": [0, 1, 2],
+    }
+    assert (
+        reader.z_step_um() == 2.0 and reader.pixel_size_um() == 0.65
+    )  # reopened at physical scale
     info = run("info", str(path))
     assert info.returncode == 0
-    assert "Frames: 24" in info.stdout and "512 x 512 uint16" in info.stdout and "position: 2 (A, B)" in info.stdout
+    assert (
+        "Frames: 24" in info.stdout
+        and "512 x 512 uint16" in info.stdout
+        and "position: 2 (A, B)" in info.stdout
+    )
     assert "First/last timestamps:" in info.stdout and "Size on disk" in info.stdout
     assert "Pixel size: 0.65 µm; z step: 2 µm" in info.stdout
 
 
 def test_acquire_with_contributed_storage_and_processor(tmp_path):
-    result = run("acquire", "--time", "2", "--exposure", "0", "--storage", "exengine-npy-storage.npy_folder",
-                 "--processor", "exengine-denoise.gaussian:sigma=2", "--processor",
-                 "napari-exengine.processor.background_subtraction:level=10", "--out", str(tmp_path), "--name", "npy")
+    result = run(
+        "acquire",
+        "--time",
+        "2",
+        "--exposure",
+        "0",
+        "--storage",
+        "exengine-npy-storage.npy_folder",
+        "--processor",
+        "exengine-denoise.gaussian:sigma=2",
+        "--processor",
+        "napari-exengine.processor.background_subtraction:level=10",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "npy",
+    )
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "npy" / "index.jsonl").read_text().splitlines()
     metadata = json.loads(lines[0])["metadata"]
     assert metadata["Denoise"] == "gaussian sigma=2" and metadata["Background"] == 10
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--z", "1:2"], "START:STOP:STEP"),
-    (["--time", "2", "--interval", "-1"], "time_interval_s"),
-    (["--storage", "nope"], "No storage named 'nope'"),
-    (["--mm-config", "x.cfg"], "needs the micromanager backend"),
-    (["--backend", "micromanager", "--mm-config", "/nonexistent.cfg"], "no such file"),
-    (["--channels", "DAPI", "--exposures", "1,2"], "channel_exposures_ms"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--z", "1:2"], "START:STOP:STEP"),
+        (["--time", "2", "--interval", "-1"], "time_interval_s"),
+        (["--storage", "nope"], "No storage named 'nope'"),
+        (["--mm-config", "x.cfg"], "needs the micromanager backend"),
+        (["--backend", "micromanager", "--mm-config", "/nonexistent.cfg"], "no such file"),
+        (["--channels", "DAPI", "--exposures", "1,2"], "channel_exposures_ms"),
+    ],
+)
 def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
     result = run("acquire", "--out", str(tmp_path), *args)
     assert result.returncode == 2
@@ -75,18 +137,27 @@ def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
 
 def test_acquisition_file_yaml_and_useq(tmp_path):
     settings = tmp_path / "acq.yaml"
-    settings.write_text(yaml.safe_dump({"time": 2, "channels": ["DAPI"], "exposure": 0, "name": "fromfile"}))
+    settings.write_text(
+        yaml.safe_dump({"time": 2, "channels": ["DAPI"], "exposure": 0, "name": "fromfile"})
+    )
     result = run("acquire", "--file", str(settings), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert len(NDTiffReader(tmp_path / "fromfile_1").entries) == 2
 
     mda = tmp_path / "mda.json"
-    mda.write_text(json.dumps({
-        "time_plan": {"interval": 0, "loops": 2},
-        "z_plan": {"range": 4, "step": 2},
-        "channels": [{"config": "DAPI", "exposure": 0.1}, {"config": "FITC", "exposure": 0.1}],
-        "axis_order": "tpcz",
-    }))
+    mda.write_text(
+        json.dumps(
+            {
+                "time_plan": {"interval": 0, "loops": 2},
+                "z_plan": {"range": 4, "step": 2},
+                "channels": [
+                    {"config": "DAPI", "exposure": 0.1},
+                    {"config": "FITC", "exposure": 0.1},
+                ],
+                "axis_order": "tpcz",
+            }
+        )
+    )
     result = run("acquire", "--file", str(mda), "--out", str(tmp_path), "--name", "useq")
     assert result.returncode == 0, result.stderr
     reader = NDTiffReader(tmp_path / "useq_1")
@@ -96,8 +167,23 @@ def test_acquisition_file_yaml_and_useq(tmp_path):
 
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_stops_cleanly_and_keeps_a_readable_dataset(tmp_path, presses):
-    process = subprocess.Popen([*EXENGINE, "acquire", "--time", "2000", "--exposure", "20", "--out", str(tmp_path),
-                                "--name", "interrupted"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            *EXENGINE,
+            "acquire",
+            "--time",
+            "2000",
+            "--exposure",
+            "20",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "interrupted",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     path = tmp_path / "interrupted_1"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -119,8 +205,23 @@ def test_ctrl_c_stops_cleanly_and_keeps_a_readable_dataset(tmp_path, presses):
 
 @pytest.mark.parametrize("backend", ["micromanager", "microscope"])
 def test_acquire_with_device_backends(tmp_path, backend):
-    result = run("acquire", "--backend", backend, "--time", "2", "--z", "0:2:1", "--channels", "DAPI,FITC",
-                 "--exposure", "1", "--out", str(tmp_path), "--name", backend)
+    result = run(
+        "acquire",
+        "--backend",
+        backend,
+        "--time",
+        "2",
+        "--z",
+        "0:2:1",
+        "--channels",
+        "DAPI,FITC",
+        "--exposure",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--name",
+        backend,
+    )
     assert result.returncode == 0, result.stderr
     reader = NDTiffReader(tmp_path / f"{backend}_1")
     assert reader.axes == {"time": [0, 1], "channel": ["DAPI", "FITC"], "z": [0, 1, 2]}
@@ -131,7 +232,20 @@ def test_acquire_with_a_micromanager_configuration_file(tmp_path):
 
     config = tmp_path / "demo.cfg"
     config.write_text(DEMO_CONFIG)
-    result = run("acquire", "--backend", "micromanager", "--mm-config", str(config), "--time", "2",
-                 "--channels", "DAPI,FITC", "--out", str(tmp_path), "--name", "cfg")
+    result = run(
+        "acquire",
+        "--backend",
+        "micromanager",
+        "--mm-config",
+        str(config),
+        "--time",
+        "2",
+        "--channels",
+        "DAPI,FITC",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "cfg",
+    )
     assert result.returncode == 0, result.stderr
     assert NDTiffReader(tmp_path / "cfg_1").axes == {"time": [0, 1], "channel": ["DAPI", "FITC"]}

@@ -1,5 +1,6 @@
-"""``exengine acquire``: every setting checked before anything moves or is created (exit 2, nothing left
-behind), open-ended time-lapses, contributed plans, and what accumulating processors still hold."""
+"""``exengine acquire``: every setting checked before anything moves or is created (exit 2, nothing
+left behind), open-ended time-lapses, contributed plans, and what accumulating processors still
+hold."""
 
 from __future__ import annotations
 
@@ -24,29 +25,50 @@ def acquire(tmp_path, *args):
     return status, out.getvalue()
 
 
-@pytest.mark.parametrize("args, reason", [
-    (["--time", "2", "--channels", "DAPI,BOGUS"], "Channel.channel = 'BOGUS' is not allowed; valid: 'DAPI'"),
-    (["--z", "0:6000:1000"], r"Z position = 6000 is outside its limits [-5000, 5000]"),
-    (["--time", "2", "--interval", "nan"], "interval must be a finite number, got nan"),
-    (["--positions", "nan,nan"], "must be finite numbers"),
-    (["--processor", "napari-exengine.processor.background_subtraction:level=abc"], "level must be a finite number"),
-    (["--time", "0"], "time must be a whole number of at least 1, got 0"),
-    (["--exposure", "-5"], "Camera.exposure = -5 is outside its limits [0, 10000]"),
-    (["--interval", "2"], "time_interval_s needs num_time_points"),
-    (["--exposures", "5"], "channel_exposures_ms needs channels"),
-    (["--labels", "a"], "position_labels needs xy_positions"),
-    (["--z", "0:inf:1"], "z_end must be a finite number, got inf"),
-    (["--mm-config", ""], "--mm-config needs the path"),
-    (["--time", "1000000000"], "need about 524,288.0 GB"),
-    (["--z", "0:1e12:1e-3"], "makes 1e+15 z planes; at most 1,000,000,000"),
-    (["--time", "2", "--until-stopped"], "not both"),
-    (["--time", "2", "--z", "0:10:2", "--processor", "napari-exengine.processor.max_intensity_projection:z_planes=10"],
-     "z_planes=10"),
-    (["--plan", "napari-exengine.plan.grid_scan", "rows=0"], "rows must be an int >= 1, got 0"),
-    (["--plan", "grid_scan", "rowz=2"], "grid_scan has no setting 'rowz'; its settings: rows, columns, overlap"),
-    (["--plan", "grid_scan", "--time", "3"], "time belong to the multi-D plan"),
-    (["--plan", "no_such_plan"], "No plan named 'no_such_plan'"),
-])
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (
+            ["--time", "2", "--channels", "DAPI,BOGUS"],
+            "Channel.channel = 'BOGUS' is not allowed; valid: 'DAPI'",
+        ),
+        (["--z", "0:6000:1000"], r"Z position = 6000 is outside its limits [-5000, 5000]"),
+        (["--time", "2", "--interval", "nan"], "interval must be a finite number, got nan"),
+        (["--positions", "nan,nan"], "must be finite numbers"),
+        (
+            ["--processor", "napari-exengine.processor.background_subtraction:level=abc"],
+            "level must be a finite number",
+        ),
+        (["--time", "0"], "time must be a whole number of at least 1, got 0"),
+        (["--exposure", "-5"], "Camera.exposure = -5 is outside its limits [0, 10000]"),
+        (["--interval", "2"], "time_interval_s needs num_time_points"),
+        (["--exposures", "5"], "channel_exposures_ms needs channels"),
+        (["--labels", "a"], "position_labels needs xy_positions"),
+        (["--z", "0:inf:1"], "z_end must be a finite number, got inf"),
+        (["--mm-config", ""], "--mm-config needs the path"),
+        (["--time", "1000000000"], "need about 524,288.0 GB"),
+        (["--z", "0:1e12:1e-3"], "makes 1e+15 z planes; at most 1,000,000,000"),
+        (["--time", "2", "--until-stopped"], "not both"),
+        (
+            [
+                "--time",
+                "2",
+                "--z",
+                "0:10:2",
+                "--processor",
+                "napari-exengine.processor.max_intensity_projection:z_planes=10",
+            ],
+            "z_planes=10",
+        ),
+        (["--plan", "napari-exengine.plan.grid_scan", "rows=0"], "rows must be an int >= 1, got 0"),
+        (
+            ["--plan", "grid_scan", "rowz=2"],
+            "grid_scan has no setting 'rowz'; its settings: rows, columns, overlap",
+        ),
+        (["--plan", "grid_scan", "--time", "3"], "time belong to the multi-D plan"),
+        (["--plan", "no_such_plan"], "No plan named 'no_such_plan'"),
+    ],
+)
 def test_bad_settings_exit_2_with_the_reason_and_create_nothing(tmp_path, capsys, args, reason):
     status, _ = acquire(tmp_path, *args)
     error = capsys.readouterr().err
@@ -55,13 +77,16 @@ def test_bad_settings_exit_2_with_the_reason_and_create_nothing(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name, text, reason", [
-    ("bad.yaml", "time: [1, 2\nz: 3\n", "is not valid YAML"),
-    ("bad.json", '{"time": 2,}', "is not valid JSON: Expecting property name"),
-    ("typed.yaml", "time: ten\n", "time must be a whole number of at least 1, got 'ten'"),
-    ("nostep.yaml", "z: {start: 0, stop: 4}\n", "missing step"),
-    ("typo.yaml", "time: 2\nchanels: [DAPI]\n", "unknown setting 'chanels'"),
-])
+@pytest.mark.parametrize(
+    "name, text, reason",
+    [
+        ("bad.yaml", "time: [1, 2\nz: 3\n", "is not valid YAML"),
+        ("bad.json", '{"time": 2,}', "is not valid JSON: Expecting property name"),
+        ("typed.yaml", "time: ten\n", "time must be a whole number of at least 1, got 'ten'"),
+        ("nostep.yaml", "z: {start: 0, stop: 4}\n", "missing step"),
+        ("typo.yaml", "time: 2\nchanels: [DAPI]\n", "unknown setting 'chanels'"),
+    ],
+)
 def test_bad_acquisition_files(tmp_path, capsys, name, text, reason):
     path = tmp_path / name
     path.write_text(text)
@@ -73,26 +98,58 @@ def test_bad_acquisition_files(tmp_path, capsys, name, text, reason):
 
 def test_a_processor_given_as_a_string_in_a_file(tmp_path, capsys):
     path = tmp_path / "settings.yaml"
-    path.write_text("time: 2\nexposure: 0\nprocessor: napari-exengine.processor.background_subtraction:level=10\n")
+    path.write_text(
+        "time: 2\nexposure: 0\nprocessor: "
+        "napari-exengine.processor.background_subtraction:level=10\n"
+    )
     status, out = acquire(tmp_path, "--file", str(path))
     assert status == 0, capsys.readouterr().err
     assert "Done: 2 frames stored" in out
 
 
 def test_projection_takes_the_plans_z_planes_and_a_partial_average_is_reported(tmp_path, capsys):
-    status, out = acquire(tmp_path, "--time", "2", "--z", "0:10:2", "--exposure", "0", "--processor",
-                          "napari-exengine.processor.max_intensity_projection", "--name", "mip")
+    status, out = acquire(
+        tmp_path,
+        "--time",
+        "2",
+        "--z",
+        "0:10:2",
+        "--exposure",
+        "0",
+        "--processor",
+        "napari-exengine.processor.max_intensity_projection",
+        "--name",
+        "mip",
+    )
     assert status == 0, capsys.readouterr().err
     assert "Done: 2 frames stored" in out
-    status, out = acquire(tmp_path, "--time", "5", "--exposure", "0", "--processor",
-                          "napari-exengine.processor.frame_averaging:frames=2", "--name", "avg")
+    status, out = acquire(
+        tmp_path,
+        "--time",
+        "5",
+        "--exposure",
+        "0",
+        "--processor",
+        "napari-exengine.processor.frame_averaging:frames=2",
+        "--name",
+        "avg",
+    )
     assert status == 0 and "note: frame_averaging frames=2" in out and "Partial" in out
     assert "Done: 3 frames stored" in out
 
 
 def test_contributed_plan_from_the_command_line(tmp_path, capsys):
-    status, _ = acquire(tmp_path, "--plan", "napari-exengine.plan.grid_scan", "rows=2", "columns=2",
-                        "--exposure", "0", "--name", "grid")
+    status, _ = acquire(
+        tmp_path,
+        "--plan",
+        "napari-exengine.plan.grid_scan",
+        "rows=2",
+        "columns=2",
+        "--exposure",
+        "0",
+        "--name",
+        "grid",
+    )
     assert status == 0, capsys.readouterr().err
     reader = NDTiffReader(tmp_path / "out" / "grid_1")
     assert reader.axes == {"row": [0, 1], "column": [0, 1]}
@@ -108,8 +165,22 @@ def test_list_shows_plans(capsys):
 
 @pytest.mark.slow
 def test_until_stopped_runs_until_ctrl_c_and_stores_everything(tmp_path):
-    process = subprocess.Popen([*EXENGINE, "acquire", "--until-stopped", "--exposure", "5", "--out", str(tmp_path),
-                                "--name", "endless"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            *EXENGINE,
+            "acquire",
+            "--until-stopped",
+            "--exposure",
+            "5",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "endless",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not os.path.isdir(tmp_path / "endless_1") and time.monotonic() < deadline:
@@ -129,9 +200,25 @@ def test_until_stopped_runs_until_ctrl_c_and_stores_everything(tmp_path):
 
 @pytest.mark.slow
 def test_stop_during_a_long_interval_is_prompt(tmp_path):
-    process = subprocess.Popen([*EXENGINE, "acquire", "--time", "3", "--interval", "20", "--exposure", "0",
-                                "--out", str(tmp_path), "--name", "slow"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            *EXENGINE,
+            "acquire",
+            "--time",
+            "3",
+            "--interval",
+            "20",
+            "--exposure",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "slow",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not os.path.isdir(tmp_path / "slow_1") and time.monotonic() < deadline:
@@ -150,11 +237,22 @@ def test_stop_during_a_long_interval_is_prompt(tmp_path):
 
 @pytest.mark.slow
 def test_processors_on_a_local_dask_cluster_store_what_local_ones_do(tmp_path, capsys):
-    common = ["--time", "4", "--exposure", "0", "--processor",
-              "napari-exengine.processor.background_subtraction:level=50"]
+    common = [
+        "--time",
+        "4",
+        "--exposure",
+        "0",
+        "--processor",
+        "napari-exengine.processor.background_subtraction:level=50",
+    ]
     assert acquire(tmp_path, *common, "--name", "here")[0] == 0
-    assert acquire(tmp_path, *common, "--processing", "cluster:2", "--name", "dask")[0] == 0, capsys.readouterr().err
-    here, there = NDTiffReader(tmp_path / "out" / "here_1"), NDTiffReader(tmp_path / "out" / "dask_1")
+    assert acquire(tmp_path, *common, "--processing", "cluster:2", "--name", "dask")[0] == 0, (
+        capsys.readouterr().err
+    )
+    here, there = (
+        NDTiffReader(tmp_path / "out" / "here_1"),
+        NDTiffReader(tmp_path / "out" / "dask_1"),
+    )
     assert here.coordinates() == there.coordinates() and len(here.coordinates()) == 4
     for coords in here.coordinates():
         assert (here.read_frame(coords) == there.read_frame(coords)).all()
@@ -163,8 +261,18 @@ def test_processors_on_a_local_dask_cluster_store_what_local_ones_do(tmp_path, c
 def test_processing_needs_a_valid_place_and_a_processor(tmp_path, capsys):
     assert acquire(tmp_path, "--time", "2", "--processing", "cluster:2")[0] == 2
     assert "add one with --processor" in capsys.readouterr().err
-    assert acquire(tmp_path, "--time", "2", "--processor", "napari-exengine.processor.frame_averaging",
-                   "--processing", "somewhere")[0] == 2
+    assert (
+        acquire(
+            tmp_path,
+            "--time",
+            "2",
+            "--processor",
+            "napari-exengine.processor.frame_averaging",
+            "--processing",
+            "somewhere",
+        )[0]
+        == 2
+    )
     assert "got 'somewhere'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -182,7 +290,9 @@ def test_a_plan_failing_mid_run_exits_1_and_keeps_its_frames(tmp_path, capsys, m
         real(self, x, y)
 
     monkeypatch.setattr(SimulatedXYStage, "set_position", failing)
-    status, _ = acquire(tmp_path, "--plan", "grid_scan", "rows=2", "columns=2", "--exposure", "0", "--name", "g")
+    status, _ = acquire(
+        tmp_path, "--plan", "grid_scan", "rows=2", "columns=2", "--exposure", "0", "--name", "g"
+    )
     error = capsys.readouterr().err
     assert status == 1 and "stage controller lost" in error and "2 frames stored" in error
     assert len(NDTiffReader(tmp_path / "out" / "g_1").coordinates()) == 2

@@ -1,4 +1,5 @@
-"""Acquisition: lazy and open-ended plans, validation before anything moves, pause/resume, prompt stop."""
+"""Acquisition: lazy and open-ended plans, validation before anything moves, pause/resume, prompt
+stop."""
 
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ from exengine.storage import NDRAMStorage, NDTiffStorage
 
 def _describe(event):
     """The kind and settings of an event, to compare two plans."""
-    attrs = {k: v for k, v in vars(event).items() if not k.startswith("_") and k not in ("data_handler", "clock")}
+    attrs = {
+        k: v
+        for k, v in vars(event).items()
+        if not k.startswith("_") and k not in ("data_handler", "clock")
+    }
     if isinstance(event, ReadoutData):
         attrs["coords"] = [dict(c) for c in event.data_coordinate_iterator]
         attrs.pop("data_coordinate_iterator", None)
@@ -36,16 +41,26 @@ def _describe(event):
 
 
 def test_lazy_plan_gives_the_same_events_as_the_list(scope):
-    kwargs = dict(num_time_points=3, time_interval_s=0.5, z_start=-2, z_end=2, z_step=2, channel_group="Channel",
-                  channels=["DAPI", "FITC"], channel_exposures_ms=[1.0, 2.0], xy_positions=[[0, 0], [50, 50]],
-                  order="tpcz")
+    kwargs = dict(
+        num_time_points=3,
+        time_interval_s=0.5,
+        z_start=-2,
+        z_end=2,
+        z_step=2,
+        channel_group="Channel",
+        channels=["DAPI", "FITC"],
+        channel_exposures_ms=[1.0, 2.0],
+        xy_positions=[[0, 0], [50, 50]],
+        order="tpcz",
+    )
     listed = multi_d_acquisition_events(**kwargs)
     plan = multi_d_acquisition_plan(**kwargs)
     assert [_describe(e) for e in plan] == [_describe(e) for e in listed]
     assert plan.total_frames == 3 * 2 * 2 * 3
     sequenced = dict(kwargs, order="tpcz", sequence="z")
-    assert [_describe(e) for e in multi_d_acquisition_plan(**sequenced)] == \
-        [_describe(e) for e in multi_d_acquisition_events(**sequenced)]
+    assert [_describe(e) for e in multi_d_acquisition_plan(**sequenced)] == [
+        _describe(e) for e in multi_d_acquisition_events(**sequenced)
+    ]
 
 
 def test_a_huge_plan_costs_nothing_until_it_runs(scope):
@@ -103,16 +118,29 @@ def test_open_ended_time_must_be_outermost(scope):
         multi_d_acquisition_events(num_time_points=math.inf)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(channel_group="Channel", channels=["DAPI", "BOGUS"]), "Channel.channel = 'BOGUS' is not allowed"),
-    (dict(z_start=0, z_end=6000, z_step=1000), r"Z position = 6000 is outside its limits \[-5000, 5000\]"),
-    (dict(channel_group="Channel", channels=["DAPI"], channel_exposures_ms=[20000]),
-     r"Camera.exposure = 20000 is outside its limits \[0, 10000\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            dict(channel_group="Channel", channels=["DAPI", "BOGUS"]),
+            "Channel.channel = 'BOGUS' is not allowed",
+        ),
+        (
+            dict(z_start=0, z_end=6000, z_step=1000),
+            r"Z position = 6000 is outside its limits \[-5000, 5000\]",
+        ),
+        (
+            dict(channel_group="Channel", channels=["DAPI"], channel_exposures_ms=[20000]),
+            r"Camera.exposure = 20000 is outside its limits \[0, 10000\]",
+        ),
+    ],
+)
 def test_validation_refuses_bad_settings_before_anything_moves(scope, tmp_path, kwargs, message):
     handler = DataHandler(NDRAMStorage())
-    for events in (multi_d_acquisition_events(num_time_points=2, data_handler=handler, **kwargs),
-                   multi_d_acquisition_plan(num_time_points=2, data_handler=handler, **kwargs)):
+    for events in (
+        multi_d_acquisition_events(num_time_points=2, data_handler=handler, **kwargs),
+        multi_d_acquisition_plan(num_time_points=2, data_handler=handler, **kwargs),
+    ):
         acquisition = Acquisition(events, handler)
         with pytest.raises(PlanError, match=message):
             acquisition.start()
@@ -120,8 +148,14 @@ def test_validation_refuses_bad_settings_before_anything_moves(scope, tmp_path, 
     assert scope["Z"].get_position() == 0 and handler.frames_accepted == 0
 
 
-@pytest.mark.parametrize("bad", [dict(time_interval_s=math.nan), dict(xy_positions=[[math.nan, math.nan]]),
-                                 dict(z_start=0, z_end=math.inf, z_step=1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(time_interval_s=math.nan),
+        dict(xy_positions=[[math.nan, math.nan]]),
+        dict(z_start=0, z_end=math.inf, z_step=1),
+    ],
+)
 def test_non_finite_numbers_are_refused(scope, bad):
     with pytest.raises(ValueError, match="finite"):
         multi_d_acquisition_plan(num_time_points=2, **bad)
@@ -154,7 +188,9 @@ def test_a_failing_plan_fails_clearly_and_keeps_its_frames(scope):
 
     acquisition = Acquisition(plan(), handler)
     acquisition.start()
-    with pytest.raises(PlanError, match=r"ZeroDivisionError: the analysis failed \(after 8 events, 4 frames"):
+    with pytest.raises(
+        PlanError, match=r"ZeroDivisionError: the analysis failed \(after 8 events, 4 frames"
+    ):
         acquisition.await_completion(timeout=30)
     assert len(handler.storage) == 4
 
@@ -164,7 +200,9 @@ def test_pause_holds_between_events_and_resume_goes_on(scope, engine):
     handler = DataHandler(NDRAMStorage())
     notes = []
     engine.subscribe_to_notifications(notes.append)
-    acquisition = Acquisition(multi_d_acquisition_plan(num_time_points=60, data_handler=handler), handler)
+    acquisition = Acquisition(
+        multi_d_acquisition_plan(num_time_points=60, data_handler=handler), handler
+    )
     future = acquisition.start()
     deadline = time.monotonic() + 10
     while acquisition.frames_acquired < 5 and time.monotonic() < deadline:
@@ -183,7 +221,10 @@ def test_pause_holds_between_events_and_resume_goes_on(scope, engine):
     acquisition.await_completion(timeout=30)
     assert len(handler.storage) == 60
     deadline = time.monotonic() + 5
-    while not any(isinstance(n, AcquisitionResumedNotification) for n in notes) and time.monotonic() < deadline:
+    while (
+        not any(isinstance(n, AcquisitionResumedNotification) for n in notes)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.01)
     assert any(isinstance(n, AcquisitionPausedNotification) for n in notes)
     assert any(isinstance(n, AcquisitionResumedNotification) for n in notes)
@@ -192,14 +233,18 @@ def test_pause_holds_between_events_and_resume_goes_on(scope, engine):
 
 def test_intervals_count_from_the_resume(scope):
     handler = DataHandler(NDRAMStorage())
-    acquisition = Acquisition(multi_d_acquisition_plan(num_time_points=4, time_interval_s=0.4, data_handler=handler),
-                              handler)
+    acquisition = Acquisition(
+        multi_d_acquisition_plan(num_time_points=4, time_interval_s=0.4, data_handler=handler),
+        handler,
+    )
     acquisition.start()
     deadline = time.monotonic() + 10
     while acquisition.frames_acquired < 2 and time.monotonic() < deadline:
         time.sleep(0.005)
     acquisition.pause()
-    time.sleep(1.5)  # longer than the two intervals left: no burst of catch-up frames after the resume
+    time.sleep(
+        1.5
+    )  # longer than the two intervals left: no burst of catch-up frames after the resume
     acquisition.resume()
     acquisition.await_completion(timeout=30)
     received = [handler.get({"time": t}, return_data=False)["ReceivedTime"] for t in range(4)]
@@ -212,8 +257,10 @@ def test_intervals_count_from_the_resume(scope):
 @pytest.mark.parametrize("action", ["stop", "abort"])
 def test_stop_and_abort_end_a_long_interval_promptly(scope, action):
     handler = DataHandler(NDRAMStorage())
-    acquisition = Acquisition(multi_d_acquisition_plan(num_time_points=3, time_interval_s=20, data_handler=handler),
-                              handler)
+    acquisition = Acquisition(
+        multi_d_acquisition_plan(num_time_points=3, time_interval_s=20, data_handler=handler),
+        handler,
+    )
     acquisition.start()
     deadline = time.monotonic() + 10
     while acquisition.frames_done < 1 and time.monotonic() < deadline:
@@ -229,7 +276,9 @@ def test_stop_and_abort_end_a_long_interval_promptly(scope, action):
 @pytest.mark.parametrize("action", ["stop", "abort"])
 def test_stop_and_abort_work_while_paused(scope, action):
     handler = DataHandler(NDRAMStorage())
-    acquisition = Acquisition(multi_d_acquisition_plan(num_time_points=math.inf, data_handler=handler), handler)
+    acquisition = Acquisition(
+        multi_d_acquisition_plan(num_time_points=math.inf, data_handler=handler), handler
+    )
     acquisition.start()
     deadline = time.monotonic() + 10
     while acquisition.frames_done < 3 and time.monotonic() < deadline:
@@ -250,14 +299,18 @@ def test_a_failed_handler_refuses_the_plan_before_the_camera_is_armed(scope):
     with pytest.raises(Exception, match="No space"):
         handler.put(DataCoordinates(time=99), np.zeros((4, 4), np.uint16), {})
         handler.await_completion(timeout=10)
-    acquisition = Acquisition(multi_d_acquisition_events(num_time_points=2, data_handler=handler), handler)
+    acquisition = Acquisition(
+        multi_d_acquisition_events(num_time_points=2, data_handler=handler), handler
+    )
     with pytest.raises(PlanError, match=r"data handler has .*failed.*No space left"):
         acquisition.validate()
 
 
 def test_prioritized_property_changes_interleave(scope, engine):
     handler = DataHandler(NDRAMStorage())
-    acquisition = Acquisition(multi_d_acquisition_plan(num_time_points=200, data_handler=handler), handler)
+    acquisition = Acquisition(
+        multi_d_acquisition_plan(num_time_points=200, data_handler=handler), handler
+    )
     acquisition.start()
     done = threading.Event()
     engine.submit(SetPropertiesEvent([("Light", "power", 0.5)]), prioritize=True)
@@ -270,8 +323,10 @@ def test_prioritized_property_changes_interleave(scope, engine):
 
 def test_a_pause_during_an_interval_takes_effect_at_once_and_the_wait_counts_from_the_resume(scope):
     handler = DataHandler(NDRAMStorage())
-    acquisition = Acquisition(multi_d_acquisition_plan(num_time_points=2, time_interval_s=1.0, data_handler=handler),
-                              handler)
+    acquisition = Acquisition(
+        multi_d_acquisition_plan(num_time_points=2, time_interval_s=1.0, data_handler=handler),
+        handler,
+    )
     future = acquisition.start()
     deadline = time.monotonic() + 10
     while acquisition.frames_done < 1 and time.monotonic() < deadline:
@@ -281,7 +336,9 @@ def test_a_pause_during_an_interval_takes_effect_at_once_and_the_wait_counts_fro
     paused_at = time.monotonic()
     future.await_notification(AcquisitionPausedNotification, timeout=5)
     assert time.monotonic() - paused_at < 0.3, "the pause waited for the interval to end"
-    time.sleep(1.0)  # longer than the interval: the second time point must not come right after the resume
+    time.sleep(
+        1.0
+    )  # longer than the interval: the second time point must not come right after the resume
     assert acquisition.frames_acquired == 1
     resumed_at = time.monotonic()
     acquisition.resume()
@@ -290,7 +347,9 @@ def test_a_pause_during_an_interval_takes_effect_at_once_and_the_wait_counts_fro
     assert len(handler.storage) == 2
 
 
-def test_events_submitted_straight_to_the_engine_stop_driving_the_camera_after_storage_failed(scope, engine):
+def test_events_submitted_straight_to_the_engine_stop_driving_the_camera_after_storage_failed(
+    scope, engine
+):
     from exengine.data import DataHandlerError
 
     class Failing(NDRAMStorage):
@@ -305,6 +364,7 @@ def test_events_submitted_straight_to_the_engine_stop_driving_the_camera_after_s
         time.sleep(0.01)
     engine.submit(StartCapture(num_images=5)).await_execution(10)
     with pytest.raises(DataHandlerError, match="the data handler has failed"):
-        engine.submit(ReadoutData([{"time": t} for t in range(1, 6)], data_handler=handler,
-                                  num_images=5)).await_execution(10)
+        engine.submit(
+            ReadoutData([{"time": t} for t in range(1, 6)], data_handler=handler, num_images=5)
+        ).await_execution(10)
     assert scope["Camera"].is_stopped()

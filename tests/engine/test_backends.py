@@ -1,4 +1,5 @@
-"""Micro-Manager (pymmcore-plus UniMMCore with pure-Python devices) and python-microscope backends."""
+"""Micro-Manager (pymmcore-plus UniMMCore with pure-Python devices) and python-microscope
+backends."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import time
 import microscope
 import numpy as np
 import pytest
-from microscope.simulators import SimulatedCamera, SimulatedFilterWheel, SimulatedLightSource, SimulatedStage
+from microscope.simulators import (
+    SimulatedCamera,
+    SimulatedFilterWheel,
+    SimulatedLightSource,
+    SimulatedStage,
+)
 
 from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition
@@ -38,10 +44,17 @@ def mm():
 
 @pytest.fixture
 def scope_devices():
-    limits = {"x": microscope.AxisLimits(-1000, 1000), "y": microscope.AxisLimits(-1000, 1000),
-              "z": microscope.AxisLimits(-100, 100)}
-    raw = {"PMCamera": SimulatedCamera(sensor_shape=(64, 48)), "PMStage": SimulatedStage(limits=limits),
-           "PMWheel": SimulatedFilterWheel(positions=3), "PMLight": SimulatedLightSource()}
+    limits = {
+        "x": microscope.AxisLimits(-1000, 1000),
+        "y": microscope.AxisLimits(-1000, 1000),
+        "z": microscope.AxisLimits(-100, 100),
+    }
+    raw = {
+        "PMCamera": SimulatedCamera(sensor_shape=(64, 48)),
+        "PMStage": SimulatedStage(limits=limits),
+        "PMWheel": SimulatedFilterWheel(positions=3),
+        "PMLight": SimulatedLightSource(),
+    }
     devices = wrap_microscope_devices(raw, filter_names=["DAPI", "FITC", "TRITC"])
     devices["PMCamera"].exposure = 1.0
     yield devices
@@ -101,9 +114,19 @@ def test_micromanager_multi_d_to_ndtiff_with_channels_and_z_sequence(mm, tmp_pat
     storage = NDTiffStorage(tmp_path, "mm")
     handler = DataHandler(storage)
     events = multi_d_acquisition_events(
-        num_time_points=2, z_start=0, z_end=3, z_step=1, channel_group=mm["Channel"], channel_property="config",
-        channels=["DAPI", "FITC"], order="tcz", sequence="z", camera=mm["Camera"], z_device=mm["Focus"],
-        data_handler=handler)
+        num_time_points=2,
+        z_start=0,
+        z_end=3,
+        z_step=1,
+        channel_group=mm["Channel"],
+        channel_property="config",
+        channels=["DAPI", "FITC"],
+        order="tcz",
+        sequence="z",
+        camera=mm["Camera"],
+        z_device=mm["Focus"],
+        data_handler=handler,
+    )
     assert sum(isinstance(e, ReadoutData) for e in events) == 4
     Acquisition(events, handler).start().await_execution(30)
     handler.await_completion(30)
@@ -114,8 +137,15 @@ def test_micromanager_multi_d_to_ndtiff_with_channels_and_z_sequence(mm, tmp_pat
 
 def test_mixed_microscope_stage_with_micromanager_camera(mm, scope_devices, tmp_path):
     handler = DataHandler(NDTiffStorage(tmp_path, "mixed"))
-    events = multi_d_acquisition_events(num_time_points=2, z_start=-2, z_end=2, z_step=2, camera=mm["Camera"],
-                                        z_device=scope_devices["PMStageZ"], data_handler=handler)
+    events = multi_d_acquisition_events(
+        num_time_points=2,
+        z_start=-2,
+        z_end=2,
+        z_step=2,
+        camera=mm["Camera"],
+        z_device=scope_devices["PMStageZ"],
+        data_handler=handler,
+    )
     Acquisition(events, handler).start().await_execution(30)
     handler.await_completion(30)
     assert len(handler.storage) == 6
@@ -178,7 +208,11 @@ def test_microscope_stage_wheel_light_and_limits(scope_devices):
     assert scope_devices["PMStageXY"].get_position() == (5.0, 6.0)
     wheel = scope_devices["PMWheel"]
     wheel.channel = "TRITC"
-    assert wheel.position == 2 and wheel.get_allowed_property_values("channel") == ["DAPI", "FITC", "TRITC"]
+    assert wheel.position == 2 and wheel.get_allowed_property_values("channel") == [
+        "DAPI",
+        "FITC",
+        "TRITC",
+    ]
     light = scope_devices["PMLight"]
     light.enabled = True
     light.power = 0.3
@@ -191,9 +225,18 @@ def test_microscope_multi_d_to_ndtiff(scope_devices, tmp_path):
     storage = NDTiffStorage(tmp_path, "pm")
     handler = DataHandler(storage)
     events = multi_d_acquisition_events(
-        num_time_points=2, z_start=0, z_end=2, z_step=1, channel_group="PMWheel", channels=["DAPI", "FITC"],
-        camera="PMCamera", z_device="PMStageZ", xy_device="PMStageXY", xy_positions=[(0, 0), (10, 10)],
-        data_handler=handler)
+        num_time_points=2,
+        z_start=0,
+        z_end=2,
+        z_step=1,
+        channel_group="PMWheel",
+        channels=["DAPI", "FITC"],
+        camera="PMCamera",
+        z_device="PMStageZ",
+        xy_device="PMStageXY",
+        xy_positions=[(0, 0), (10, 10)],
+        data_handler=handler,
+    )
     started = time.monotonic()
     Acquisition(events, handler).start().await_execution(60)
     handler.await_completion(30)
@@ -232,14 +275,18 @@ def test_micromanager_configuration_file_is_loaded(tmp_path):
 
 
 def test_loading_micromanager_devices_keeps_the_root_loggers_level():
-    """pymmcore-plus sets the root logger to DEBUG when imported: every library would then log at debug level
-    (slow, and it broke S3 writes under pytest's log capture)."""
+    """pymmcore-plus sets the root logger to DEBUG when imported: every library would then log at
+    debug level (slow, and it broke S3 writes under pytest's log capture)."""
     import logging
     import subprocess
     import sys
 
-    code = ("import logging; logging.getLogger().setLevel(logging.WARNING); "
-            "from napari_exengine.device_sets import load_device_set; load_device_set('micromanager'); "
-            "print(logging.getLogger().level)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    code = (
+        "import logging; logging.getLogger().setLevel(logging.WARNING); "
+        "from napari_exengine.device_sets import load_device_set; load_device_set('micromanager'); "
+        "print(logging.getLogger().level)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.stdout.strip().splitlines()[-1] == str(logging.WARNING), result.stderr

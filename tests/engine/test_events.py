@@ -88,7 +88,9 @@ def test_readout_with_documented_num_images(engine, scope):
 def test_continuous_capture_stops(engine, scope):
     handler = DataHandler(NDRAMStorage())
     engine.submit(StartContinuousCapture(detector="Camera"))
-    readout = engine.submit(ReadoutData(detector="Camera", data_handler=handler), thread_name="Readout")
+    readout = engine.submit(
+        ReadoutData(detector="Camera", data_handler=handler), thread_name="Readout"
+    )
     readout.await_data(None, timeout=5)
     readout.stop(await_completion=True)
     engine.submit(StopCapture(detector="Camera")).await_execution(5)
@@ -99,24 +101,44 @@ def test_continuous_capture_stops(engine, scope):
 def test_multi_d_tczp_with_channels_and_positions(engine, scope):
     handler = DataHandler(NDRAMStorage())
     events = multi_d_acquisition_events(
-        num_time_points=2, z_start=-2, z_end=2, z_step=2, channel_group="Channel", channels=["DAPI", "FITC"],
-        channel_exposures_ms=[0.0, 1.0], xy_positions=[(0, 0), (100, 50)], position_labels=["A1", "B2"],
-        data_handler=handler)
+        num_time_points=2,
+        z_start=-2,
+        z_end=2,
+        z_step=2,
+        channel_group="Channel",
+        channels=["DAPI", "FITC"],
+        channel_exposures_ms=[0.0, 1.0],
+        xy_positions=[(0, 0), (100, 50)],
+        position_labels=["A1", "B2"],
+        data_handler=handler,
+    )
     engine.submit(events)[-1].await_execution(20)
     handler.await_completion(10)
     coords = handler.storage.get_coordinates_list()
     assert len(coords) == 2 * 2 * 2 * 3
     assert coords[0] == {"time": 0, "position": "A1", "channel": "DAPI", "z": 0}
     assert {c["position"] for c in coords} == {"A1", "B2"}
-    metadata = handler.storage.get_metadata({"time": 1, "position": "B2", "channel": "FITC", "z": 2})
-    assert metadata["StageZ-um"] == 2.0 and metadata["Channel"] == "FITC" and metadata["StageX-um"] == 100.0
+    metadata = handler.storage.get_metadata(
+        {"time": 1, "position": "B2", "channel": "FITC", "z": 2}
+    )
+    assert (
+        metadata["StageZ-um"] == 2.0
+        and metadata["Channel"] == "FITC"
+        and metadata["StageX-um"] == 100.0
+    )
     assert metadata["Exposure-ms"] == 1.0
 
 
 def test_multi_d_order_and_relative_z(engine, scope):
     handler = DataHandler(NDRAMStorage())
     events = multi_d_acquisition_events(
-        z_start=-1, z_end=1, z_step=1, xyz_positions=[(0, 0, 10), (5, 5, 20)], order="zp", data_handler=handler)
+        z_start=-1,
+        z_end=1,
+        z_step=1,
+        xyz_positions=[(0, 0, 10), (5, 5, 20)],
+        order="zp",
+        data_handler=handler,
+    )
     Acquisition(events, handler).start().await_execution(20)
     handler.await_completion(10)
     coords = handler.storage.get_coordinates_list()
@@ -126,26 +148,49 @@ def test_multi_d_order_and_relative_z(engine, scope):
 
 def test_hardware_sequence_over_z(engine, scope):
     handler = DataHandler(NDRAMStorage())
-    events = multi_d_acquisition_events(num_time_points=2, z_start=0, z_end=4, z_step=1, sequence="z",
-                                        data_handler=handler)
+    events = multi_d_acquisition_events(
+        num_time_points=2, z_start=0, z_end=4, z_step=1, sequence="z", data_handler=handler
+    )
     readouts = [e for e in events if isinstance(e, ReadoutData)]
     assert len(readouts) == 2 and readouts[0].num_images == 5
     engine.submit(events)[-1].await_execution(20)
     handler.await_completion(10)
-    assert [handler.storage.get_metadata({"time": 0, "z": z})["StageZ-um"] for z in range(5)] == [0, 1, 2, 3, 4]
+    assert [handler.storage.get_metadata({"time": 0, "z": z})["StageZ-um"] for z in range(5)] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    ({"z_start": 0, "z_end": 5}, "z_step"),
-    ({"channels": ["DAPI"]}, "channel_group"),
-    ({"xy_positions": [(0, 0)], "xyz_positions": [(0, 0, 0)]}, "xyz_positions"),
-    ({"xy_positions": [(0, 0)], "position_labels": ["a", "b"]}, "position_labels"),
-    ({"num_time_points": 2, "time_interval_s": [1.0]}, "time_interval_s"),
-    ({"num_time_points": -1}, "num_time_points"),
-    ({"num_time_points": 2, "z_start": 0, "z_end": 2, "z_step": 1, "order": "tz", "sequence": "t"}, "sequence"),
-    ({"num_time_points": 2, "order": "xyz"}, "order"),
-    ({"channel_group": "Channel", "channels": ["DAPI"], "channel_exposures_ms": [1, 2]}, "channel_exposures_ms"),
-])
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"z_start": 0, "z_end": 5}, "z_step"),
+        ({"channels": ["DAPI"]}, "channel_group"),
+        ({"xy_positions": [(0, 0)], "xyz_positions": [(0, 0, 0)]}, "xyz_positions"),
+        ({"xy_positions": [(0, 0)], "position_labels": ["a", "b"]}, "position_labels"),
+        ({"num_time_points": 2, "time_interval_s": [1.0]}, "time_interval_s"),
+        ({"num_time_points": -1}, "num_time_points"),
+        (
+            {
+                "num_time_points": 2,
+                "z_start": 0,
+                "z_end": 2,
+                "z_step": 1,
+                "order": "tz",
+                "sequence": "t",
+            },
+            "sequence",
+        ),
+        ({"num_time_points": 2, "order": "xyz"}, "order"),
+        (
+            {"channel_group": "Channel", "channels": ["DAPI"], "channel_exposures_ms": [1, 2]},
+            "channel_exposures_ms",
+        ),
+    ],
+)
 def test_multi_d_invalid_arguments_name_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         multi_d_acquisition_events(**kwargs)
@@ -168,11 +213,16 @@ def test_building_events_leaves_the_garbage_collector_as_it_was(engine, scope, e
         gc.enable()
 
 
-def start_time_lapse(scope, time_points: int, wait_for_frames: int) -> tuple[Acquisition, DataHandler]:
-    """Start a 20 ms-exposure time-lapse into memory and wait (up to 10 s) until some frames are stored."""
+def start_time_lapse(
+    scope, time_points: int, wait_for_frames: int
+) -> tuple[Acquisition, DataHandler]:
+    """Start a 20 ms-exposure time-lapse into memory and wait (up to 10 s) until some frames are
+    stored."""
     scope["Camera"].exposure = 20.0
     handler = DataHandler(NDRAMStorage())
-    acquisition = Acquisition(multi_d_acquisition_events(num_time_points=time_points, data_handler=handler), handler)
+    acquisition = Acquisition(
+        multi_d_acquisition_events(num_time_points=time_points, data_handler=handler), handler
+    )
     acquisition.start()
     deadline = time.monotonic() + 10
     while acquisition.frames_done < wait_for_frames and time.monotonic() < deadline:
@@ -194,7 +244,9 @@ def test_acquisition_stop_and_abort_keep_acquired_frames(engine, scope):
 def test_prioritized_calls_interleave_with_a_running_acquisition(engine, scope):
     acquisition, _ = start_time_lapse(scope, 100, wait_for_frames=2)
     started = time.monotonic()
-    engine.submit(lambda: setattr(scope["Light"], "power", 0.25), prioritize=True).await_execution(5)
+    engine.submit(lambda: setattr(scope["Light"], "power", 0.25), prioritize=True).await_execution(
+        5
+    )
     assert time.monotonic() - started < 1.0, "the prioritized call waited for the whole acquisition"
     assert acquisition.is_running()
     acquisition.abort()

@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import ndstorage
 import numpy as np
@@ -39,20 +39,34 @@ from exengine.storage import NDTiffStorage
 from exengine.storage.ndtiff_reader import NDTiffReader
 
 _SCRIPT = shutil.which("exengine", path=os.path.dirname(sys.executable))
-EXENGINE = [_SCRIPT] if _SCRIPT else [sys.executable, "-c", "from napari_exengine.cli import console; console()"]
+EXENGINE = (
+    [_SCRIPT]
+    if _SCRIPT
+    else [sys.executable, "-c", "from napari_exengine.cli import console; console()"]
+)
 
 
-# ------------------------------------------------------------------------------------------- helpers
-def read_every_frame(path: str | os.PathLike[str]) -> dict[frozenset, tuple[np.ndarray, dict[str, Any]]]:
-    """Every frame the dataset's index lists, read with ndstorage and with our reader (which must agree)."""
+# -------------------------------------------------------------------------------------------
+# helpers
+def read_every_frame(
+    path: str | os.PathLike[str],
+) -> dict[frozenset, tuple[np.ndarray, dict[str, Any]]]:
+    """Every frame the dataset's index lists, read with ndstorage and with our reader (which must
+    agree)."""
     reader = NDTiffReader(path)
     try:
-        ours = {frozenset(c.items()): (reader.read_frame(c), reader.read_metadata(c)) for c in reader.coordinates()}
+        ours = {
+            frozenset(c.items()): (reader.read_frame(c), reader.read_metadata(c))
+            for c in reader.coordinates()
+        }
     finally:
         reader.close()
     dataset = ndstorage.Dataset(str(path))
     try:
-        theirs = {frozenset(c.items()): dataset.read_image(**c) for c in dataset.get_image_coordinates_list()}
+        theirs = {
+            frozenset(c.items()): dataset.read_image(**c)
+            for c in dataset.get_image_coordinates_list()
+        }
     finally:
         dataset.close()
     assert ours.keys() == theirs.keys()
@@ -62,7 +76,8 @@ def read_every_frame(path: str | os.PathLike[str]) -> dict[frozenset, tuple[np.n
 
 
 def tiff_pages(path: str | os.PathLike[str]) -> int:
-    """Pages of a finished dataset's TIFF file, read as plain TIFF (a broken IFD chain warns: an error here)."""
+    """Pages of a finished dataset's TIFF file, read as plain TIFF (a broken IFD chain warns: an
+    error here)."""
     (tif,) = Path(path).glob("*.tif")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -76,15 +91,20 @@ def dataset_in(folder: Path) -> Path:
 
 
 def start_acquire(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*EXENGINE, "acquire", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*EXENGINE, "acquire", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def run_exengine(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*EXENGINE, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def wait_for_index(folder: Path, frames: int, process: subprocess.Popen[str], timeout: float = 60) -> Path:
-    """Wait until a dataset in ``folder`` has at least ``frames`` index entries (by size); return it."""
+def wait_for_index(
+    folder: Path, frames: int, process: subprocess.Popen[str], timeout: float = 60
+) -> Path:
+    """Wait until a dataset in ``folder`` has at least ``frames`` index entries (by size); return
+    it."""
     min_bytes = frames * 80  # an entry of the CLI's time-lapse takes 60-70 bytes
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,7 +146,8 @@ class StoredLog:
         return list(self.coords)
 
 
-# ----------------------------------------------------------------------------------------- disk full
+# ----------------------------------------------------------------------------------------- disk
+# full
 @pytest.fixture
 def tiny_disk(tmp_path: Path):
     """A 4 MB tmpfs (a real file system that fills up); skipped where mounting is not allowed."""
@@ -134,19 +155,29 @@ def tiny_disk(tmp_path: Path):
     mount_point.mkdir()
     if sys.platform != "linux" or shutil.which("mount") is None:
         pytest.skip("a tmpfs can only be mounted on Linux")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip() or result.returncode}")
+        pytest.skip(
+            f"cannot mount a tmpfs here (needs root): {result.stderr.strip() or result.returncode}"
+        )
     try:
         yield mount_point
     finally:
-        if subprocess.run(["umount", str(mount_point)], capture_output=True, timeout=30).returncode != 0:
+        if (
+            subprocess.run(["umount", str(mount_point)], capture_output=True, timeout=30).returncode
+            != 0
+        ):
             subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
 
 
 def fill_up(folder: Path) -> None:
-    """Write a file in ``folder`` until its file system is full (another program taking the space)."""
+    """Write a file in ``folder`` until its file system is full (another program taking the
+    space)."""
     chunk = b"\xff" * 65536
     with open(folder / "filler", "wb", buffering=0) as filler:
         try:
@@ -158,9 +189,20 @@ def fill_up(folder: Path) -> None:
 
 @pytest.mark.slow
 def test_disk_full_on_a_real_file_system_stops_the_cli_clearly_and_keeps_every_frame(tiny_disk):
-    # 6 frames of 512 KB fit the 4 MB disk when the plan is checked; then another program fills it up
-    process = start_acquire("--time", "6", "--interval", "0.5", "--exposure", "0", "--out", str(tiny_disk),
-                            "--name", "full")
+    # 6 frames of 512 KB fit the 4 MB disk when the plan is checked; then another program
+    # fills it up
+    process = start_acquire(
+        "--time",
+        "6",
+        "--interval",
+        "0.5",
+        "--exposure",
+        "0",
+        "--out",
+        str(tiny_disk),
+        "--name",
+        "full",
+    )
     try:
         wait_for_index(tiny_disk, 1, process)
         fill_up(tiny_disk)
@@ -172,10 +214,12 @@ def test_disk_full_on_a_real_file_system_stops_the_cli_clearly_and_keeps_every_f
     assert process.returncode == 1, stderr
     assert_one_line_error(stderr, "No space left on device")
     acquired = int(re.findall(r"(\d+)/6 frames", stdout)[-1])
-    (reported, path), = re.findall(r"\((\d+) frames stored in (.+)\)", stderr)
+    ((reported, path),) = re.findall(r"\((\d+) frames stored in (.+)\)", stderr)
     frames = read_every_frame(path)
     assert 1 <= int(reported) == len(frames) <= acquired
-    assert sorted(dict(key)["time"] for key in frames) == list(range(len(frames)))  # every frame before the fault
+    assert sorted(dict(key)["time"] for key in frames) == list(
+        range(len(frames))
+    )  # every frame before the fault
     assert all(frame.shape == (512, 512) for frame, _metadata in frames.values())
     assert tiff_pages(dataset_in(tiny_disk)) == len(frames)  # finished cleanly on the full disk
 
@@ -188,9 +232,9 @@ class _Disk:
 
 
 class _OnDisk(io.RawIOBase):
-    """A raw file on a :class:`_Disk`, failing as ``write(2)`` does when the disk fills: a write stores
-    what fits and returns that count; the next raises ``ENOSPC``. Writes within the data already
-    written (over a sparse, preallocated file, or rewriting a header) take no space."""
+    """A raw file on a :class:`_Disk`, failing as ``write(2)`` does when the disk fills: a write
+    stores what fits and returns that count; the next raises ``ENOSPC``. Writes within the data
+    already written (over a sparse, preallocated file, or rewriting a header) take no space."""
 
     def __init__(self, raw: Any, disk: _Disk) -> None:
         super().__init__()
@@ -214,7 +258,7 @@ class _OnDisk(io.RawIOBase):
     def tell(self) -> int:
         return self._raw.tell()
 
-    def truncate(self, size: Optional[int] = None) -> int:
+    def truncate(self, size: int | None = None) -> int:
         return self._raw.truncate(size)
 
     def fileno(self) -> int:
@@ -226,8 +270,9 @@ class _OnDisk(io.RawIOBase):
 
 
 class FillingNDTiffStorage(NDTiffStorage):
-    """NDTiff storage whose files (image file and index) sit on a :class:`_Disk` from the second frame on:
-    the storage's real write path meets ``ENOSPC`` where the disk fills, in pixels, metadata or index."""
+    """NDTiff storage whose files (image file and index) sit on a :class:`_Disk` from the second
+    frame on: the storage's real write path meets ``ENOSPC`` where the disk fills, in pixels,
+    metadata or index."""
 
     def __init__(self, directory: Path, free: int) -> None:
         super().__init__(directory, name="filling")
@@ -258,15 +303,24 @@ def _bytes_per_frame(tmp_path: Path) -> tuple[int, int]:
     return total - entry, entry
 
 
-# where the disk fills during the fourth frame: in its image data, at the end of it, or in its index entry
-FILL_POINTS = {"in the pixels": lambda tif, idx: 200, "at the end of the image": lambda tif, idx: tif,
-               "in the index entry": lambda tif, idx: tif + idx // 2, "one byte short": lambda tif, idx: tif + idx - 1}
+# where the disk fills during the fourth frame: in its image data, at the end of it, or in its
+# index entry
+FILL_POINTS = {
+    "in the pixels": lambda tif, idx: 200,
+    "at the end of the image": lambda tif, idx: tif,
+    "in the index entry": lambda tif, idx: tif + idx // 2,
+    "one byte short": lambda tif, idx: tif + idx - 1,
+}
 
 
 @pytest.mark.parametrize("where", FILL_POINTS)
-def test_disk_full_in_the_write_path_fails_the_pipeline_clearly_and_keeps_every_frame(engine, tmp_path, where):
+def test_disk_full_in_the_write_path_fails_the_pipeline_clearly_and_keeps_every_frame(
+    engine, tmp_path, where
+):
     tif, entry = _bytes_per_frame(tmp_path)
-    storage = FillingNDTiffStorage(tmp_path, free=2 * (tif + entry) + FILL_POINTS[where](tif, entry))
+    storage = FillingNDTiffStorage(
+        tmp_path, free=2 * (tif + entry) + FILL_POINTS[where](tif, entry)
+    )
     log = StoredLog(engine)
     handler = DataHandler(storage)
     with pytest.raises(DataHandlerError, match="No space left on device"):
@@ -284,13 +338,17 @@ def test_disk_full_in_the_write_path_fails_the_pipeline_clearly_and_keeps_every_
     for key, (frame, metadata) in frames.items():
         np.testing.assert_array_equal(frame, _frame(dict(key)["time"]))
         assert metadata == {"t": dict(key)["time"]}
-    assert tiff_pages(storage.path) == 3  # the dataset finished cleanly: no part of the failed frame
+    assert (
+        tiff_pages(storage.path) == 3
+    )  # the dataset finished cleanly: no part of the failed frame
 
 
 @pytest.mark.parametrize("where", FILL_POINTS)
 def test_after_disk_full_the_dataset_takes_the_failed_frame_once_space_is_freed(tmp_path, where):
     tif, entry = _bytes_per_frame(tmp_path)
-    storage = FillingNDTiffStorage(tmp_path, free=2 * (tif + entry) + FILL_POINTS[where](tif, entry))
+    storage = FillingNDTiffStorage(
+        tmp_path, free=2 * (tif + entry) + FILL_POINTS[where](tif, entry)
+    )
     for t in range(3):
         storage.put({"time": t}, _frame(t), {"t": t})
     with pytest.raises(OSError) as failure:
@@ -311,7 +369,9 @@ def test_after_disk_full_the_dataset_takes_the_failed_frame_once_space_is_freed(
 # ------------------------------------------------------------------------------- killed processes
 @pytest.mark.slow
 def test_sigkill_mid_run_keeps_every_frame_in_the_index_readable(tmp_path):
-    process = start_acquire("--time", "5000", "--exposure", "2", "--out", str(tmp_path), "--name", "killed")
+    process = start_acquire(
+        "--time", "5000", "--exposure", "2", "--out", str(tmp_path), "--name", "killed"
+    )
     try:
         dataset = wait_for_index(tmp_path, 40, process)
     finally:
@@ -322,12 +382,18 @@ def test_sigkill_mid_run_keeps_every_frame_in_the_index_readable(tmp_path):
     assert sorted(dict(key)["time"] for key in frames) == list(range(len(frames)))  # no gap
     assert len(frames) >= 40
     for frame, metadata in frames.values():
-        assert frame.shape == (512, 512) and frame.dtype == np.uint16 and metadata["Camera"] == "Camera"
+        assert (
+            frame.shape == (512, 512)
+            and frame.dtype == np.uint16
+            and metadata["Camera"] == "Camera"
+        )
 
 
 @pytest.mark.slow
 def test_a_single_sigint_stops_with_exit_130_and_a_finished_dataset(tmp_path):
-    process = start_acquire("--time", "5000", "--exposure", "2", "--out", str(tmp_path), "--name", "interrupted")
+    process = start_acquire(
+        "--time", "5000", "--exposure", "2", "--out", str(tmp_path), "--name", "interrupted"
+    )
     try:
         wait_for_index(tmp_path, 20, process)
         process.send_signal(signal.SIGINT)
@@ -339,12 +405,14 @@ def test_a_single_sigint_stops_with_exit_130_and_a_finished_dataset(tmp_path):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "Stopping after the frame in hand" in stdout
-    (reported, path), = re.findall(r"Interrupted: (\d+) frames stored in (.+)", stdout)
+    ((reported, path),) = re.findall(r"Interrupted: (\d+) frames stored in (.+)", stdout)
     frames = read_every_frame(path)
     assert int(reported) == len(frames) >= 20
     assert tiff_pages(path) == len(frames)  # finished: the TIFF's chain of images is closed
     (tif,) = Path(path).glob("*.tif")
-    assert tif.stat().st_size < 2 * 512 * 512 * (len(frames) + 1)  # and trimmed to its data (not 4 GB)
+    assert tif.stat().st_size < 2 * 512 * 512 * (
+        len(frames) + 1
+    )  # and trimmed to its data (not 4 GB)
 
 
 # --------------------------------------------------------------------------------------- devices
@@ -362,7 +430,9 @@ class StallingZStage(SimulatedZStage):
         super().set_position(position)
 
 
-def test_a_device_raising_mid_run_fails_the_acquisition_clearly_and_keeps_the_frames(engine, tmp_path):
+def test_a_device_raising_mid_run_fails_the_acquisition_clearly_and_keeps_the_frames(
+    engine, tmp_path
+):
     scope = SimulatedMicroscope()
     camera = SimulatedCamera("StallCam", scope, width=64, height=48)
     camera.exposure, camera.frame_rate_limit = 0.0, 1000.0
@@ -370,8 +440,15 @@ def test_a_device_raising_mid_run_fails_the_acquisition_clearly_and_keeps_the_fr
     storage = NDTiffStorage(tmp_path, name="stalled")
     handler = DataHandler(storage)
     log = StoredLog(engine)
-    events = multi_d_acquisition_events(num_time_points=2, z_start=0, z_end=4, z_step=1, camera=camera,
-                                        z_device=stage, data_handler=handler)
+    events = multi_d_acquisition_events(
+        num_time_points=2,
+        z_start=0,
+        z_end=4,
+        z_step=1,
+        camera=camera,
+        z_device=stage,
+        data_handler=handler,
+    )
     acquisition = Acquisition(events, handler)
     acquisition.start()
     with pytest.raises(RuntimeError, match=r"StallZ: motor stalled moving to z=2\.0 µm"):
@@ -393,8 +470,9 @@ def test_an_scmos_sized_camera_acquires_into_ndtiff(engine, tmp_path):
     camera.exposure, camera.frame_rate_limit = 0.0, 1000.0
     storage = NDTiffStorage(tmp_path, name="scmos")
     handler = DataHandler(storage)
-    acquisition = Acquisition(multi_d_acquisition_events(num_time_points=3, camera=camera, data_handler=handler),
-                              handler)
+    acquisition = Acquisition(
+        multi_d_acquisition_events(num_time_points=3, camera=camera, data_handler=handler), handler
+    )
     acquisition.start()
     acquisition.await_completion(60)
     frames = read_every_frame(storage.path)
@@ -404,15 +482,27 @@ def test_an_scmos_sized_camera_acquires_into_ndtiff(engine, tmp_path):
 # -------------------------------------------------------------------------------------- bad frames
 BAD_FRAMES = {
     "float frame": (np.zeros((64, 64), np.float32), {}, TypeError, "uint8 or uint16"),
-    "frame without pixels": (np.zeros((0, 64), np.uint16), {}, ValueError, r"without pixels.*\(0, 64\)"),
+    "frame without pixels": (
+        np.zeros((0, 64), np.uint16),
+        {},
+        ValueError,
+        r"without pixels.*\(0, 64\)",
+    ),
     "3-D frame": (np.zeros((2, 64, 64), np.uint16), {}, ValueError, "2-D frames"),
     "other shape": (np.zeros((32, 64), np.uint16), {}, ValueError, "share one shape"),
-    "metadata that is not JSON": (np.zeros((64, 64), np.uint16), {"when": object()}, TypeError, "JSON"),
+    "metadata that is not JSON": (
+        np.zeros((64, 64), np.uint16),
+        {"when": object()},
+        TypeError,
+        "JSON",
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", BAD_FRAMES)
-def test_a_bad_frame_fails_the_pipeline_clearly_and_nothing_of_it_is_written(engine, tmp_path, kind):
+def test_a_bad_frame_fails_the_pipeline_clearly_and_nothing_of_it_is_written(
+    engine, tmp_path, kind
+):
     data, metadata, error, message = BAD_FRAMES[kind]
     storage = NDTiffStorage(tmp_path, name="bad")
     handler = DataHandler(storage)
@@ -434,7 +524,9 @@ def test_a_bad_frame_fails_the_pipeline_clearly_and_nothing_of_it_is_written(eng
 def test_eight_concurrent_producers_into_one_handler_lose_nothing(engine, tmp_path):
     frame_bytes = 64 * 64 * 2
     storage = NDTiffStorage(tmp_path, name="producers")
-    handler = DataHandler(storage, memory_budget_bytes=16 * frame_bytes)  # small: producers wait for room
+    handler = DataHandler(
+        storage, memory_budget_bytes=16 * frame_bytes
+    )  # small: producers wait for room
     log = StoredLog(engine)
     errors: list[BaseException] = []
     start = threading.Barrier(8, timeout=10)
@@ -443,8 +535,12 @@ def test_eight_concurrent_producers_into_one_handler_lose_nothing(engine, tmp_pa
         try:
             start.wait()
             for i in range(40):
-                handler.put({"producer": k, "time": i}, np.full((64, 64), 100 * k + i, np.uint16),
-                            {"k": k, "i": i}, timeout=30)
+                handler.put(
+                    {"producer": k, "time": i},
+                    np.full((64, 64), 100 * k + i, np.uint16),
+                    {"k": k, "i": i},
+                    timeout=30,
+                )
         except BaseException as e:  # reported below
             errors.append(e)
 

@@ -10,7 +10,12 @@ from exengine.data import DataHandler
 from exengine.devices.simulated import BRIGHT_REGION_UM, SimulatedMicroscope
 from exengine.plans import acquire_until, field_of_view_um, grid_scan, overview_then_zoom
 from exengine.storage import NDRAMStorage
-from napari_exengine.contributions import DEFAULT_PLAN, build_plan, get_contribution, list_contributions
+from napari_exengine.contributions import (
+    DEFAULT_PLAN,
+    build_plan,
+    get_contribution,
+    list_contributions,
+)
 
 
 def run(plan, handler, timeout=60):
@@ -42,17 +47,21 @@ def test_grid_scan_settings_are_checked(scope):
 
 
 def test_overview_then_zoom_picks_the_brightest_tile(scope):
-    """The simulated specimen is stained brightest around BRIGHT_REGION_UM: the zoom must go to the tile
-    nearest to it, and the z-stack must be taken there."""
+    """The simulated specimen is stained brightest around BRIGHT_REGION_UM: the zoom must go to the
+    tile nearest to it, and the z-stack must be taken there."""
     scope["XY"].set_position(BRIGHT_REGION_UM[0] - 300.0, BRIGHT_REGION_UM[1] + 300.0)
     width, height = field_of_view_um(scope["Camera"])
     x0, y0 = scope["XY"].get_position()
-    tiles = {(r, c): (x0 + (c - 1) * width, y0 + (r - 1) * height) for r in range(3) for c in range(3)}
+    tiles = {
+        (r, c): (x0 + (c - 1) * width, y0 + (r - 1) * height) for r in range(3) for c in range(3)
+    }
     expected = max(tiles, key=lambda rc: SimulatedMicroscope.staining(*tiles[rc]))
     assert expected != (1, 1)  # not simply the tile in the middle
     handler = DataHandler(NDRAMStorage())
-    acquisition = run(overview_then_zoom(rows=3, columns=3, z_range_um=4, z_step_um=2, data_handler=handler),
-                      handler)
+    acquisition = run(
+        overview_then_zoom(rows=3, columns=3, z_range_um=4, z_step_um=2, data_handler=handler),
+        handler,
+    )
     assert acquisition.total_frames == 9 + 3
     coords = handler.storage.get_coordinates_list()
     zoom = [c for c in coords if c["scan"] == "zoom"]
@@ -68,7 +77,9 @@ def test_acquire_until_stops_itself_when_the_signal_bleaches(scope):
     scope["Camera"].exposure = 10.0
     scope["Light"].bleaching = 3.0  # per second of light: each 10 ms frame bleaches 3 %
     handler = DataHandler(NDRAMStorage())
-    acquisition = run(acquire_until(threshold=0.6, max_time_points=500, data_handler=handler), handler)
+    acquisition = run(
+        acquire_until(threshold=0.6, max_time_points=500, data_handler=handler), handler
+    )
     assert acquisition.is_open_ended
     frames = len(handler.storage)
     assert 5 < frames < 500
@@ -95,14 +106,24 @@ def test_a_plan_that_raises_fails_the_acquisition_clearly(scope):
 
 def test_plans_are_contributions_with_settings(scope):
     plans = {c.id: c for c in list_contributions("plan")}
-    assert {DEFAULT_PLAN, "napari-exengine.plan.grid_scan", "napari-exengine.plan.overview_then_zoom",
-            "napari-exengine.plan.acquire_until"} <= set(plans)
-    assert [p.name for p in plans["napari-exengine.plan.grid_scan"].parameters()] == ["rows", "columns", "overlap"]
+    assert {
+        DEFAULT_PLAN,
+        "napari-exengine.plan.grid_scan",
+        "napari-exengine.plan.overview_then_zoom",
+        "napari-exengine.plan.acquire_until",
+    } <= set(plans)
+    assert [p.name for p in plans["napari-exengine.plan.grid_scan"].parameters()] == [
+        "rows",
+        "columns",
+        "overlap",
+    ]
     handler = DataHandler(NDRAMStorage())
     events = build_plan("napari-exengine.plan.grid_scan", rows=1, columns=2, data_handler=handler)
     run(events, handler)
     assert len(handler.storage) == 2
-    with pytest.raises(PlanError, match="has no setting 'rowz'; its settings: rows, columns, overlap"):
+    with pytest.raises(
+        PlanError, match="has no setting 'rowz'; its settings: rows, columns, overlap"
+    ):
         build_plan("grid_scan", rowz=2)
 
 

@@ -1,6 +1,6 @@
-"""useq-schema ``MDASequence`` round trips: every kind of field maps to ``multi_d_acquisition_events`` arguments
-whose events visit what useq-schema's own iteration visits, saved files load back to the same events, and
-what cannot be represented is refused by name."""
+"""useq-schema ``MDASequence`` round trips: every kind of field maps to
+``multi_d_acquisition_events`` arguments whose events visit what useq-schema's own iteration visits,
+saved files load back to the same events, and what cannot be represented is refused by name."""
 
 from __future__ import annotations
 
@@ -41,28 +41,56 @@ SEQUENCES = {
     "z-absolute-positions": {"z_plan": {"absolute": [10, 12, 14]}},
     "z-single-plane": {"z_plan": {"range": 0, "step": 1}},
     "channels": {"channels": ["DAPI", "FITC", "TRITC"]},
-    "channels-exposures": {"channels": [{"config": "DAPI", "exposure": 5}, {"config": "FITC", "exposure": 20}]},
-    "channels-group": {"channels": [{"config": "DAPI", "group": "Filters"}, {"config": "Cy5", "group": "Filters"}]},
+    "channels-exposures": {
+        "channels": [{"config": "DAPI", "exposure": 5}, {"config": "FITC", "exposure": 20}]
+    },
+    "channels-group": {
+        "channels": [{"config": "DAPI", "group": "Filters"}, {"config": "Cy5", "group": "Filters"}]
+    },
     "positions-xy": {"stage_positions": [(0, 0), (100, 50), (-20, 30)]},
-    "positions-names": {"stage_positions": [{"x": 0, "y": 0, "name": "left"}, {"x": 90, "y": 5, "name": "right"}]},
-    "positions-xyz-relative-z": {"stage_positions": [(0, 0, 10), (50, 50, 20)],
-                                 "z_plan": {"above": 2, "below": 2, "step": 2}},
-    "positions-xyz-absolute-z": {"stage_positions": [(0, 0, 10), (50, 50, 20)],
-                                 "z_plan": {"top": 4, "bottom": 0, "step": 2}},
-    "positions-xy-relative-z": {"stage_positions": [(0, 0), (50, 50)], "z_plan": {"range": 2, "step": 1}},
-    "axis-order-tpzc": {"axis_order": "tpzc", "time_plan": {"interval": 0, "loops": 2},
-                        "channels": ["DAPI", "FITC"], "z_plan": {"range": 2, "step": 2}},
-    "axis-order-ptcz": {"axis_order": "ptcz", "time_plan": {"interval": 0, "loops": 2},
-                        "stage_positions": [(0, 0), (1, 1)], "channels": ["DAPI"]},
-    "everything": {"axis_order": "tpcz", "time_plan": {"interval": 2, "loops": 3},
-                   "stage_positions": [{"x": 0, "y": 0, "z": 1, "name": "A"}, {"x": 9, "y": 9, "z": 2, "name": "B"}],
-                   "channels": [{"config": "DAPI", "exposure": 10}, {"config": "FITC", "exposure": 30}],
-                   "z_plan": {"range": 4, "step": 2}},
+    "positions-names": {
+        "stage_positions": [{"x": 0, "y": 0, "name": "left"}, {"x": 90, "y": 5, "name": "right"}]
+    },
+    "positions-xyz-relative-z": {
+        "stage_positions": [(0, 0, 10), (50, 50, 20)],
+        "z_plan": {"above": 2, "below": 2, "step": 2},
+    },
+    "positions-xyz-absolute-z": {
+        "stage_positions": [(0, 0, 10), (50, 50, 20)],
+        "z_plan": {"top": 4, "bottom": 0, "step": 2},
+    },
+    "positions-xy-relative-z": {
+        "stage_positions": [(0, 0), (50, 50)],
+        "z_plan": {"range": 2, "step": 1},
+    },
+    "axis-order-tpzc": {
+        "axis_order": "tpzc",
+        "time_plan": {"interval": 0, "loops": 2},
+        "channels": ["DAPI", "FITC"],
+        "z_plan": {"range": 2, "step": 2},
+    },
+    "axis-order-ptcz": {
+        "axis_order": "ptcz",
+        "time_plan": {"interval": 0, "loops": 2},
+        "stage_positions": [(0, 0), (1, 1)],
+        "channels": ["DAPI"],
+    },
+    "everything": {
+        "axis_order": "tpcz",
+        "time_plan": {"interval": 2, "loops": 3},
+        "stage_positions": [
+            {"x": 0, "y": 0, "z": 1, "name": "A"},
+            {"x": 9, "y": 9, "z": 2, "name": "B"},
+        ],
+        "channels": [{"config": "DAPI", "exposure": 10}, {"config": "FITC", "exposure": 30}],
+        "z_plan": {"range": 4, "step": 2},
+    },
 }
 
 
 def useq_frames(sequence: useq.MDASequence) -> list[tuple]:
-    """What useq-schema's own iteration acquires: coordinates, stage x/y/z, channel, exposure, start time."""
+    """What useq-schema's own iteration acquires: coordinates, stage x/y/z, channel, exposure, start
+    time."""
     frames = []
     for event in sequence.iter_events():
         coords = {}
@@ -73,13 +101,23 @@ def useq_frames(sequence: useq.MDASequence) -> list[tuple]:
             elif axis == "c":
                 value = event.channel.config
             coords[AXIS_NAMES[axis]] = value
-        frames.append((coords, event.x_pos, event.y_pos, _round(event.z_pos),
-                       event.channel.config if event.channel else None, event.exposure, event.min_start_time or 0.0))
+        frames.append(
+            (
+                coords,
+                event.x_pos,
+                event.y_pos,
+                _round(event.z_pos),
+                event.channel.config if event.channel else None,
+                event.exposure,
+                event.min_start_time or 0.0,
+            )
+        )
     return frames
 
 
 def exengine_frames(kwargs: dict, scope) -> list[tuple]:
-    """What ``multi_d_acquisition_events(**kwargs)`` acquires, walking its events as the engine runs them."""
+    """What ``multi_d_acquisition_events(**kwargs)`` acquires, walking its events as the engine runs
+    them."""
     devices = {"camera": scope["Camera"], "z_device": scope["Z"], "xy_device": scope["XY"]}
     if kwargs.get("channels"):
         devices["channel_group"] = scope["Channel"]
@@ -97,8 +135,17 @@ def exengine_frames(kwargs: dict, scope) -> list[tuple]:
                 state["exposure" if prop == "exposure" else "channel"] = value
         elif isinstance(event, ReadoutData):
             for coords in event.data_coordinate_iterator:
-                frames.append((dict(coords), state["x"], state["y"], _round(state["z"]), state["channel"],
-                               state["exposure"], pytest.approx(state["time"], abs=1e-6)))
+                frames.append(
+                    (
+                        dict(coords),
+                        state["x"],
+                        state["y"],
+                        _round(state["z"]),
+                        state["channel"],
+                        state["exposure"],
+                        pytest.approx(state["time"], abs=1e-6),
+                    )
+                )
     return frames
 
 
@@ -110,8 +157,19 @@ def _round(z):
 def test_sequence_gives_the_events_useq_iterates(fields, scope):
     sequence = useq.MDASequence(**fields)
     kwargs = sequence_to_event_arguments(sequence)
-    assert set(kwargs) <= {"num_time_points", "time_interval_s", "z_start", "z_end", "z_step", "channels",
-                           "channel_exposures_ms", "xy_positions", "xyz_positions", "position_labels", "order"}
+    assert set(kwargs) <= {
+        "num_time_points",
+        "time_interval_s",
+        "z_start",
+        "z_end",
+        "z_step",
+        "channels",
+        "channel_exposures_ms",
+        "xy_positions",
+        "xyz_positions",
+        "position_labels",
+        "order",
+    }
     assert exengine_frames(kwargs, scope) == useq_frames(sequence)
 
 
@@ -122,7 +180,9 @@ def test_saved_sequence_loads_back_to_the_same_events(fields, suffix, scope, tmp
     path = save_sequence(kwargs, tmp_path / f"mda{suffix}")
     text = path.read_text()
     assert isinstance(json.loads(text) if suffix == ".json" else yaml.safe_load(text), dict)
-    reopened = useq.MDASequence.from_file(path)  # how pymmcore-widgets opens it: useq-schema validates it
+    reopened = useq.MDASequence.from_file(
+        path
+    )  # how pymmcore-widgets opens it: useq-schema validates it
     assert reopened == event_arguments_to_sequence(kwargs)
     loaded = load_sequence(path)
     assert loaded == kwargs
@@ -130,28 +190,58 @@ def test_saved_sequence_loads_back_to_the_same_events(fields, suffix, scope, tmp
 
 
 def test_files_as_pymmcore_widgets_writes_them_load(tmp_path, scope):
-    sequence = useq.MDASequence(**SEQUENCES["everything"], metadata={"pymmcore_widgets": {"version": "0.9"}})
+    sequence = useq.MDASequence(
+        **SEQUENCES["everything"], metadata={"pymmcore_widgets": {"version": "0.9"}}
+    )
     (tmp_path / "a.yaml").write_text(sequence.yaml(exclude_unset=True, exclude_defaults=True))
-    (tmp_path / "a.json").write_text(sequence.model_dump_json(exclude_unset=True, exclude_defaults=True))
+    (tmp_path / "a.json").write_text(
+        sequence.model_dump_json(exclude_unset=True, exclude_defaults=True)
+    )
     expected = useq_frames(sequence)
     for name in ("a.yaml", "a.json"):
         assert exengine_frames(load_sequence(tmp_path / name), scope) == expected
         assert exengine_frames(sequence_to_event_arguments(str(tmp_path / name)), scope) == expected
-    assert exengine_frames(sequence_to_event_arguments(json.loads((tmp_path / "a.json").read_text())),
-                           scope) == expected
+    assert (
+        exengine_frames(
+            sequence_to_event_arguments(json.loads((tmp_path / "a.json").read_text())), scope
+        )
+        == expected
+    )
 
 
 PANEL_ARGUMENTS = {
-    "absolute-z-xy-labels": {"num_time_points": 3, "time_interval_s": 1.5, "z_start": -4.0, "z_end": 4.0,
-                             "z_step": 2.0, "channels": ["DAPI", "FITC"], "channel_exposures_ms": [10.0, 25.0],
-                             "xy_positions": [[0.0, 0.0], [120.0, -40.0]], "position_labels": ["Pos0", "Pos1"],
-                             "order": "tpcz"},
+    "absolute-z-xy-labels": {
+        "num_time_points": 3,
+        "time_interval_s": 1.5,
+        "z_start": -4.0,
+        "z_end": 4.0,
+        "z_step": 2.0,
+        "channels": ["DAPI", "FITC"],
+        "channel_exposures_ms": [10.0, 25.0],
+        "xy_positions": [[0.0, 0.0], [120.0, -40.0]],
+        "position_labels": ["Pos0", "Pos1"],
+        "order": "tpcz",
+    },
     "descending-z-uneven-range": {"z_start": 5.0, "z_end": 0.0, "z_step": -2.0, "order": "tpcz"},
-    "relative-z-xyz": {"xyz_positions": [[0.0, 0.0, 3.0], [5.0, 5.0, 7.0]], "z_start": -1.0, "z_end": 3.0,
-                       "z_step": 1.0, "order": "pz"},
-    "relative-z-off-centre": {"xyz_positions": [[0.0, 0.0, 3.0]], "z_start": 1.0, "z_end": 3.0, "z_step": 1.0,
-                              "order": "pz"},
-    "interval-per-time-point": {"num_time_points": 4, "time_interval_s": [1.0, 1.0, 3.0, 3.0], "order": "t"},
+    "relative-z-xyz": {
+        "xyz_positions": [[0.0, 0.0, 3.0], [5.0, 5.0, 7.0]],
+        "z_start": -1.0,
+        "z_end": 3.0,
+        "z_step": 1.0,
+        "order": "pz",
+    },
+    "relative-z-off-centre": {
+        "xyz_positions": [[0.0, 0.0, 3.0]],
+        "z_start": 1.0,
+        "z_end": 3.0,
+        "z_step": 1.0,
+        "order": "pz",
+    },
+    "interval-per-time-point": {
+        "num_time_points": 4,
+        "time_interval_s": [1.0, 1.0, 3.0, 3.0],
+        "order": "t",
+    },
 }
 
 
@@ -165,23 +255,43 @@ def test_event_arguments_round_trip_through_useq(kwargs, scope, tmp_path):
 
 
 def test_plans_pymmcore_widgets_knows_are_preferred():
-    assert isinstance(event_arguments_to_sequence({"z_start": 0, "z_end": 4, "z_step": 1}).z_plan, useq.ZTopBottom)
+    assert isinstance(
+        event_arguments_to_sequence({"z_start": 0, "z_end": 4, "z_step": 1}).z_plan, useq.ZTopBottom
+    )
     relative = {"xyz_positions": [[0, 0, 0]], "z_step": 1}
-    assert isinstance(event_arguments_to_sequence({**relative, "z_start": -2, "z_end": 2}).z_plan, useq.ZRangeAround)
-    assert isinstance(event_arguments_to_sequence({**relative, "z_start": -1, "z_end": 3}).z_plan, useq.ZAboveBelow)
-    assert isinstance(event_arguments_to_sequence({**relative, "z_start": 1, "z_end": 3}).z_plan,
-                      useq.ZRelativePositions)
-    channels = event_arguments_to_sequence({"channels": ["DAPI"], "channel_group": "Filters"}).channels
+    assert isinstance(
+        event_arguments_to_sequence({**relative, "z_start": -2, "z_end": 2}).z_plan,
+        useq.ZRangeAround,
+    )
+    assert isinstance(
+        event_arguments_to_sequence({**relative, "z_start": -1, "z_end": 3}).z_plan,
+        useq.ZAboveBelow,
+    )
+    assert isinstance(
+        event_arguments_to_sequence({**relative, "z_start": 1, "z_end": 3}).z_plan,
+        useq.ZRelativePositions,
+    )
+    channels = event_arguments_to_sequence(
+        {"channels": ["DAPI"], "channel_group": "Filters"}
+    ).channels
     assert channels[0].group == "Filters"
 
 
 def test_relative_z_without_a_position_z_refers_to_current_z():
     fields = {"z_plan": {"range": 2, "step": 1}}
-    assert sequence_to_event_arguments(fields)["z_start"] == -1.0  # as useq-schema's iteration: around 0
+    assert (
+        sequence_to_event_arguments(fields)["z_start"] == -1.0
+    )  # as useq-schema's iteration: around 0
     assert sequence_to_event_arguments(fields, current_z=10)[("z_start")] == 9.0
-    mixed = sequence_to_event_arguments({**fields, "stage_positions": [(0, 0, 5), (1, 1)]}, current_z=10)
-    assert mixed["xyz_positions"] == [[0.0, 0.0, 5.0], [1.0, 1.0, 10.0]] and mixed["z_start"] == -1.0
-    absolute = sequence_to_event_arguments({"z_plan": {"top": 2, "bottom": 0, "step": 1}}, current_z=10)
+    mixed = sequence_to_event_arguments(
+        {**fields, "stage_positions": [(0, 0, 5), (1, 1)]}, current_z=10
+    )
+    assert (
+        mixed["xyz_positions"] == [[0.0, 0.0, 5.0], [1.0, 1.0, 10.0]] and mixed["z_start"] == -1.0
+    )
+    absolute = sequence_to_event_arguments(
+        {"z_plan": {"top": 2, "bottom": 0, "step": 1}}, current_z=10
+    )
     assert (absolute["z_start"], absolute["z_end"]) == (0.0, 2.0)
 
 
@@ -193,37 +303,78 @@ def test_positions_with_z_and_no_z_plan_move_z(scope):
 
 
 def test_unnamed_positions_among_named_ones_get_labels():
-    kwargs = sequence_to_event_arguments({"stage_positions": [{"x": 0, "y": 0, "name": "A"}, (1, 1)]})
+    kwargs = sequence_to_event_arguments(
+        {"stage_positions": [{"x": 0, "y": 0, "name": "A"}, (1, 1)]}
+    )
     assert kwargs["position_labels"] == ["A", "Pos1"]
 
 
-@pytest.mark.parametrize("fields, named", [
-    ({"grid_plan": {"rows": 2, "columns": 2}}, "grid_plan="),
-    ({"autofocus_plan": {"autofocus_device_name": "PFS", "autofocus_motor_offset": 5, "axes": ["p"]}},
-     "autofocus_plan="),
-    ({"keep_shutter_open_across": ["z"]}, "keep_shutter_open_across=('z',)"),
-    ({"z_plan": {"range": 2, "step": 1}, "channels": [{"config": "DAPI", "do_stack": False}]},
-     "channels[0].do_stack=False"),
-    ({"time_plan": {"interval": 1, "loops": 4}, "channels": ["DAPI", {"config": "FITC", "acquire_every": 2}]},
-     "channels[1].acquire_every=2"),
-    ({"z_plan": {"range": 2, "step": 1}, "channels": [{"config": "DAPI", "z_offset": 1.5}]},
-     "channels[0].z_offset=1.5"),
-    ({"channels": [{"config": "DAPI", "camera": "Camera2"}]}, "channels[0].camera='Camera2'"),
-    ({"channels": [{"config": "DAPI", "exposure": 5}, "FITC"]}, "channels[1].exposure is None"),
-    ({"channels": [{"config": "DAPI", "group": "A"}, {"config": "FITC", "group": "B"}]}, "config groups ['A', 'B']"),
-    ({"stage_positions": [{"x": 0, "y": 0, "sequence": {"grid_plan": {"rows": 2, "columns": 1}}}]},
-     "stage_positions[0].sequence"),
-    ({"stage_positions": [(0, 0), {"x": 1, "y": 1, "properties": [("Dev", "Prop", "1")]}]},
-     "stage_positions[1].properties="),
-    ({"stage_positions": [{"y": 1}]}, "stage_positions[0].x is None"),
-    ({"stage_positions": [(0, 0, 1), (1, 1)]}, "stage_positions[1].z is None"),
-    ({"stage_positions": [{"x": 0, "y": 0, "name": "A"}, {"x": 1, "y": 1, "name": "A"}]},
-     "stage_positions names must be unique"),
-    ({"z_plan": {"relative": [0, 1, 3]}}, "z_plan=ZRelativePositions"),
-    ({"z_plan": {"absolute": [2, 2]}}, "z_plan=ZAbsolutePositions"),
-    ({"axis_order": "tpc", "z_plan": {"range": 2, "step": 1}}, "axis_order 'tpc' lacks 'z' although z_plan is set"),
-    ({"time_plan": {"interval": 1, "loops": "many"}}, "Invalid MDASequence: time_plan"),
-])
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"grid_plan": {"rows": 2, "columns": 2}}, "grid_plan="),
+        (
+            {
+                "autofocus_plan": {
+                    "autofocus_device_name": "PFS",
+                    "autofocus_motor_offset": 5,
+                    "axes": ["p"],
+                }
+            },
+            "autofocus_plan=",
+        ),
+        ({"keep_shutter_open_across": ["z"]}, "keep_shutter_open_across=('z',)"),
+        (
+            {
+                "z_plan": {"range": 2, "step": 1},
+                "channels": [{"config": "DAPI", "do_stack": False}],
+            },
+            "channels[0].do_stack=False",
+        ),
+        (
+            {
+                "time_plan": {"interval": 1, "loops": 4},
+                "channels": ["DAPI", {"config": "FITC", "acquire_every": 2}],
+            },
+            "channels[1].acquire_every=2",
+        ),
+        (
+            {"z_plan": {"range": 2, "step": 1}, "channels": [{"config": "DAPI", "z_offset": 1.5}]},
+            "channels[0].z_offset=1.5",
+        ),
+        ({"channels": [{"config": "DAPI", "camera": "Camera2"}]}, "channels[0].camera='Camera2'"),
+        ({"channels": [{"config": "DAPI", "exposure": 5}, "FITC"]}, "channels[1].exposure is None"),
+        (
+            {"channels": [{"config": "DAPI", "group": "A"}, {"config": "FITC", "group": "B"}]},
+            "config groups ['A', 'B']",
+        ),
+        (
+            {
+                "stage_positions": [
+                    {"x": 0, "y": 0, "sequence": {"grid_plan": {"rows": 2, "columns": 1}}}
+                ]
+            },
+            "stage_positions[0].sequence",
+        ),
+        (
+            {"stage_positions": [(0, 0), {"x": 1, "y": 1, "properties": [("Dev", "Prop", "1")]}]},
+            "stage_positions[1].properties=",
+        ),
+        ({"stage_positions": [{"y": 1}]}, "stage_positions[0].x is None"),
+        ({"stage_positions": [(0, 0, 1), (1, 1)]}, "stage_positions[1].z is None"),
+        (
+            {"stage_positions": [{"x": 0, "y": 0, "name": "A"}, {"x": 1, "y": 1, "name": "A"}]},
+            "stage_positions names must be unique",
+        ),
+        ({"z_plan": {"relative": [0, 1, 3]}}, "z_plan=ZRelativePositions"),
+        ({"z_plan": {"absolute": [2, 2]}}, "z_plan=ZAbsolutePositions"),
+        (
+            {"axis_order": "tpc", "z_plan": {"range": 2, "step": 1}},
+            "axis_order 'tpc' lacks 'z' although z_plan is set",
+        ),
+        ({"time_plan": {"interval": 1, "loops": "many"}}, "Invalid MDASequence: time_plan"),
+    ],
+)
 def test_unrepresentable_fields_are_refused_by_name(fields, named):
     with pytest.raises(ValueError) as info:
         sequence_to_event_arguments(fields)
@@ -231,12 +382,15 @@ def test_unrepresentable_fields_are_refused_by_name(fields, named):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("kwargs, named", [
-    ({"z_start": 0, "z_end": 4, "z_step": 1, "sequence": "z"}, "sequence='z'"),
-    ({"channels": ["DAPI"], "channel_exposures_ms": [0.0]}, "channel_exposures_ms"),
-    ({"z_start": 0, "z_end": 4}, "z_start, z_end and z_step"),
-    ({"num_time_point": 3}, "num_time_point"),
-])
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"z_start": 0, "z_end": 4, "z_step": 1, "sequence": "z"}, "sequence='z'"),
+        ({"channels": ["DAPI"], "channel_exposures_ms": [0.0]}, "channel_exposures_ms"),
+        ({"z_start": 0, "z_end": 4}, "z_start, z_end and z_step"),
+        ({"num_time_point": 3}, "num_time_point"),
+    ],
+)
 def test_arguments_useq_cannot_express_are_refused(kwargs, named, tmp_path):
     with pytest.raises(ValueError, match=named):
         event_arguments_to_sequence(kwargs)
@@ -260,14 +414,27 @@ def test_cli_refuses_a_grid_plan_by_name(tmp_path):
     path.write_text(useq.MDASequence(channels=["DAPI"], grid_plan={"rows": 2, "columns": 2}).yaml())
     result = run_cli("acquire", "--file", str(path), "--out", str(tmp_path))
     assert result.returncode == 2
-    assert "grid_plan" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "grid_plan" in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+        result.stderr
+    )
     assert not any(p.is_dir() for p in tmp_path.iterdir()), "nothing was acquired"
 
 
 def test_cli_runs_a_saved_sequence(tmp_path):
-    path = save_sequence({"num_time_points": 2, "z_start": 0, "z_end": 2, "z_step": 1, "channels": ["DAPI", "FITC"],
-                          "channel_exposures_ms": [1.0, 2.0], "xy_positions": [[0, 0], [10, 10]],
-                          "position_labels": ["A", "B"], "order": "tpcz"}, tmp_path / "mda.json")
+    path = save_sequence(
+        {
+            "num_time_points": 2,
+            "z_start": 0,
+            "z_end": 2,
+            "z_step": 1,
+            "channels": ["DAPI", "FITC"],
+            "channel_exposures_ms": [1.0, 2.0],
+            "xy_positions": [[0, 0], [10, 10]],
+            "position_labels": ["A", "B"],
+            "order": "tpcz",
+        },
+        tmp_path / "mda.json",
+    )
     result = run_cli("acquire", "--file", str(path), "--out", str(tmp_path), "--name", "saved")
     assert result.returncode == 0, result.stderr
     assert "Done: 24 frames" in result.stdout

@@ -35,7 +35,9 @@ def test_numpy_ints_and_whole_floats_become_int():
     assert all(type(v) is int for v in coords.values())
 
 
-@pytest.mark.parametrize("value", [1.5, True, None, np.arange(3), [1, 2], {"a": 1}, np.float32(0.25)])
+@pytest.mark.parametrize(
+    "value", [1.5, True, None, np.arange(3), [1, 2], {"a": 1}, np.float32(0.25)]
+)
 def test_bad_values_name_the_axis(value):
     with pytest.raises(ValueError, match="'time'"):
         DataCoordinates(time=value)
@@ -84,7 +86,8 @@ def test_generators_are_lazy_and_may_be_infinite():
 
 def test_might_produce_with_sub_coordinates():
     iterator = DataCoordinatesIterator.create(
-        [{"time": t, "z": z} for t in range(3) for z in range(2)])
+        [{"time": t, "z": z} for t in range(3) for z in range(2)]
+    )
     assert iterator.might_produce_coordinates({"time": 2}) is True
     assert iterator.might_produce_coordinates({"time": 2, "z": 1}) is True
     assert iterator.might_produce_coordinates({"time": 3}) is False

@@ -57,7 +57,10 @@ def test_processor_forms_and_threads():
 
     def double(coords, data, metadata):
         seen_threads.add(threading.current_thread().name)
-        return [(coords, data, metadata), ({**coords, "copy": 1}, data * 2, dict(metadata, copy=True))]
+        return [
+            (coords, data, metadata),
+            ({**coords, "copy": 1}, data * 2, dict(metadata, copy=True)),
+        ]
 
     storage = SlowStorage()
     handler = DataHandler(storage, process_fn=DataProcessor(double))
@@ -90,8 +93,11 @@ def test_outputs_sharing_coordinates_are_told_apart_by_their_metadata_channel():
     handler.put({"time": 1, "channel": "GFP"}, np.full((2, 2), 6, np.uint16), {"Channel": "GFP"})
     handler.await_completion(5)
     assert set(map(frozenset, (c.items() for c in storage.get_coordinates_list()))) == {
-        frozenset({"time": 0}.items()), frozenset({"time": 0, "channel": "Ratio"}.items()),
-        frozenset({"time": 1, "channel": "GFP"}.items()), frozenset({"time": 1, "channel": "Ratio"}.items())}
+        frozenset({"time": 0}.items()),
+        frozenset({"time": 0, "channel": "Ratio"}.items()),
+        frozenset({"time": 1, "channel": "GFP"}.items()),
+        frozenset({"time": 1, "channel": "Ratio"}.items()),
+    }
     assert storage.get_data({"time": 1, "channel": "Ratio"})[0, 0] == 3
 
 
@@ -210,7 +216,9 @@ def test_storage_failure_is_never_silent(engine):
 
 class Producer(DataProducing, ExecutorEvent):
     def __init__(self, n, data_handler):
-        super().__init__(data_coordinates_iterator=[{"time": t} for t in range(n)], data_handler=data_handler)
+        super().__init__(
+            data_coordinates_iterator=[{"time": t} for t in range(n)], data_handler=data_handler
+        )
         self.n = n
 
     def execute(self):
@@ -249,7 +257,9 @@ def test_nothing_is_announced_stored_unless_stored(engine):
 def test_future_await_data_all_stages(engine):
     handler = DataHandler(SlowStorage(), lambda c, d, m: (c, d + 100, m))
     future = engine.submit(Producer(3, handler))
-    data, metadata = future.await_data({"time": 1}, return_data=True, return_metadata=True, timeout=5)
+    data, metadata = future.await_data(
+        {"time": 1}, return_data=True, return_metadata=True, timeout=5
+    )
     assert data[0, 0] == 1 and metadata == {"t": 1}
     assert future.await_data({"time": 2}, processed=True, timeout=5)[0, 0] == 102
     stored = future.await_data([{"time": 0}, {"time": 2}], stored=True, timeout=5)
@@ -273,7 +283,9 @@ def test_listeners_see_every_stage_off_the_producer_thread():
     events = []
     producer = threading.current_thread().name
     handler = DataHandler(SlowStorage(), lambda c, d, m: (c, d, m))
-    handler.add_listener(lambda stage, coords: events.append((stage, threading.current_thread().name)))
+    handler.add_listener(
+        lambda stage, coords: events.append((stage, threading.current_thread().name))
+    )
     handler.put({"time": 0}, frame(), {})
     handler.await_completion(5)
     stages = [s for s, _ in events]
@@ -311,6 +323,7 @@ def test_bad_arguments():
 @pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
 def test_a_processor_raising_a_base_exception_is_recorded_like_any_failure(engine, raised):
     """SystemExit and friends used to end the processor thread silently: no error, a hang."""
+
     def exits(coords, data, metadata):
         if coords["time"] == 1:
             raise raised
@@ -345,7 +358,8 @@ def test_a_storage_raising_a_base_exception_is_recorded_too():
 
 
 def test_processor_outputs_count_in_the_budget_and_the_processor_waits_for_the_storage():
-    """A processor converting to float64 held 3-4 budgets in flight: outputs count, with backpressure."""
+    """A processor converting to float64 held 3-4 budgets in flight: outputs count, with
+    backpressure."""
     to_float = DataProcessor(lambda c, d, m: (c, d.astype(np.float64), m), stateful=False)
     raw = frame(shape=(32, 32))
     budget = raw.nbytes * 8
@@ -363,7 +377,9 @@ def test_processor_outputs_count_in_the_budget_and_the_processor_waits_for_the_s
 
 
 def test_a_frame_larger_than_the_budget_still_passes_through_a_growing_processor():
-    grow = DataProcessor(lambda c, d, m: (c, np.concatenate([d, d]).astype(np.float64), m), stateful=False)
+    grow = DataProcessor(
+        lambda c, d, m: (c, np.concatenate([d, d]).astype(np.float64), m), stateful=False
+    )
     handler = DataHandler(SlowStorage(delay=0.01), grow, memory_budget_bytes=64)
     for t in range(3):
         handler.put({"time": t}, frame(t), {}, timeout=5)
@@ -455,7 +471,9 @@ class ConcurrentStorage(NDRAMStorage):
         super().finish()
 
 
-def test_a_storage_writing_several_frames_at_once_gets_them_in_flight_and_each_reported_when_done(engine):
+def test_a_storage_writing_several_frames_at_once_gets_them_in_flight_and_each_reported_when_done(
+    engine,
+):
     stored = []
     engine.subscribe_to_notifications(stored.append, DataStoredNotification)
     storage = ConcurrentStorage(fail_time=6)

@@ -10,7 +10,12 @@ import pytest
 from exengine import ExecutionEngine, on_thread
 from exengine.base_classes import Device
 from exengine.device_types import Detector, SingleAxisPositioner
-from exengine.devices.simulated import SimulatedCamera, SimulatedMicroscope, SimulatedZStage, create_simulated_devices
+from exengine.devices.simulated import (
+    SimulatedCamera,
+    SimulatedMicroscope,
+    SimulatedZStage,
+    create_simulated_devices,
+)
 
 
 class Recorder(Device):
@@ -56,7 +61,9 @@ def test_attribute_get_and_set_wait_for_the_executor(engine):
     getter = threading.Thread(target=lambda: results.append(device.value))
     setter.start()
     setter.join(0.2)
-    assert setter.is_alive(), "the set ran on the calling thread instead of waiting for the executor"
+    assert setter.is_alive(), (
+        "the set ran on the calling thread instead of waiting for the executor"
+    )
     assert object.__getattribute__(device, "value") == 1
     getter.start()
     gate.set()
@@ -165,7 +172,9 @@ def test_simulated_camera_image_follows_z_channel_and_exposure():
 
 
 # exposure 15 saturates a few binned pixels, 50 most of them; 8-bit has its background near 0
-@pytest.mark.parametrize(("bit_depth", "exposure"), [(16, 10.0), (16, 15.0), (16, 50.0), (12, 15.0), (8, 10.0)])
+@pytest.mark.parametrize(
+    ("bit_depth", "exposure"), [(16, 10.0), (16, 15.0), (16, 50.0), (12, 15.0), (8, 10.0)]
+)
 def test_simulated_camera_frames_are_clean_image_plus_noise_clipped_exactly(bit_depth, exposure):
     camera = SimulatedCamera("Noisy", width=96, height=64)
     camera.exposure = exposure
@@ -176,12 +185,15 @@ def test_simulated_camera_frames_are_clean_image_plus_noise_clipped_exactly(bit_
     camera.arm(6)
     camera.start()
     frames = [camera.pop_data(timeout=2)[0] for _ in range(6)]
-    (base, _inner, _edges), = camera._cache.values()
+    ((base, _inner, _edges),) = camera._cache.values()
     maximum = (1 << bit_depth) - 1
     for index, frame in enumerate(frames):
         noise = camera._noise[index % 4, : 24 * 40].reshape(24, 40)
         expected = np.clip(base + noise, 0, maximum)
-        assert frame.dtype == (np.uint8 if bit_depth == 8 else np.uint16) and frame.shape == (24, 40)
+        assert frame.dtype == (np.uint8 if bit_depth == 8 else np.uint16) and frame.shape == (
+            24,
+            40,
+        )
         np.testing.assert_array_equal(frame, expected)
     if exposure >= 15:
         assert (frames[0] == maximum).any()  # saturated pixels read the maximum, never wrap around
@@ -210,7 +222,7 @@ def _clean_image(camera: SimulatedCamera) -> np.ndarray:
     camera.arm(1)
     camera.start()
     frame, _metadata = camera.pop_data(timeout=10)
-    (base, _inner, _edges), = camera._cache.values()
+    ((base, _inner, _edges),) = camera._cache.values()
     assert frame.shape == base.shape
     return base
 
@@ -223,7 +235,9 @@ def test_simulated_camera_renders_scmos_sensor_sizes_with_the_same_specimen_tile
     small = SimulatedCamera("Small", scope, width=512, height=512)
     image, reference = _clean_image(big), _clean_image(small)
     assert image.shape == (side, side)
-    np.testing.assert_array_equal(image[:512, :512], reference)  # the specimen a 512 x 512 sensor sees
+    np.testing.assert_array_equal(
+        image[:512, :512], reference
+    )  # the specimen a 512 x 512 sensor sees
     np.testing.assert_array_equal(image[512:1024, 1024:1536], reference)  # ... repeated seamlessly
     np.testing.assert_array_equal(image[:, 512:], image[:, :-512])
     big.binning = 4
@@ -246,7 +260,9 @@ def test_simulated_camera_bins_rois_that_are_not_a_multiple_of_the_binning():
 
 @pytest.mark.parametrize("bad", [0, -512, 8193, 2.5, "2048", True, None])
 def test_simulated_camera_refuses_sensor_sizes_it_cannot_render_naming_them(bad):
-    with pytest.raises(ValueError, match=rf"width must be a whole number of pixels from 1 to 8192, got {bad!r}"):
+    with pytest.raises(
+        ValueError, match=rf"width must be a whole number of pixels from 1 to 8192, got {bad!r}"
+    ):
         SimulatedCamera("Bad", width=bad)
     with pytest.raises(ValueError, match="height must be"):
         SimulatedCamera("Bad", height=bad)

@@ -119,7 +119,9 @@ def test_await_execution_timeout(engine):
 
 def test_thread_name_prioritize_and_free_thread(engine):
     names = []
-    engine.submit(lambda: names.append(threading.current_thread().name), thread_name="Worker").await_execution(5)
+    engine.submit(
+        lambda: names.append(threading.current_thread().name), thread_name="Worker"
+    ).await_execution(5)
     assert names == ["Worker"]
     gate = threading.Event()
     order = []
@@ -149,7 +151,9 @@ def test_await_notification_class_instance_and_already_happened(engine):
     got = future.await_notification(Progress, timeout=1)
     assert isinstance(got, Progress) and got.payload == 7
     assert future.await_notification(got, timeout=1) is got
-    assert isinstance(future.await_notification(EventExecutedNotification, timeout=1), EventExecutedNotification)
+    assert isinstance(
+        future.await_notification(EventExecutedNotification, timeout=1), EventExecutedNotification
+    )
     with pytest.raises(TimeoutError):
         engine.submit(Add(1, 1)).await_notification(Progress, timeout=0.2)
 
@@ -256,7 +260,8 @@ def test_stress_1000_mixed_events_from_8_threads(engine):
 
 
 def _race_submit_against_shutdown(engine, producers=4):
-    """Producers submit until refused while the main thread shuts the engine down; returns (ran, futures, refusals)."""
+    """Producers submit until refused while the main thread shuts the engine down; returns (ran,
+    futures, refusals)."""
     ran: list[int] = []
     futures: list = []
     refusals: list[BaseException] = []
@@ -319,7 +324,8 @@ def test_shutdown_from_inside_an_event_still_runs_what_was_queued(engine):
 
 
 def test_an_event_queued_behind_a_threads_stop_marker_fails_instead_of_hanging(engine):
-    # submit() cannot do this any more (it queues under shutdown's lock); the thread still fails leftovers
+    # submit() cannot do this any more (it queues under shutdown's lock); the thread still
+    # fails leftovers
     from exengine.kernel.ex_future import ExecutionFuture
 
     gate = threading.Event()

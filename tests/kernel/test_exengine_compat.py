@@ -97,8 +97,11 @@ def test_both_ndtiff_and_ndram_module_paths(tmp_path):
 
     assert NDRAMStorage is Ram is Ram2 and NDTiffStorage is Tiff is Tiff2
     storage = NDTiffStorage(directory=str(tmp_path))
-    storage.put(DataCoordinates(time=1, channel="DAPI", z=0), np.array([[1, 2], [3, 4]], np.uint16),
-                {"exposure": 100})
+    storage.put(
+        DataCoordinates(time=1, channel="DAPI", z=0),
+        np.array([[1, 2], [3, 4]], np.uint16),
+        {"exposure": 100},
+    )
     assert storage.get_metadata(DataCoordinates(time=1, channel="DAPI", z=0))["exposure"] == 100
     storage.finish()
     storage.close()
@@ -168,7 +171,9 @@ def test_undeclared_notification_warns_once_per_event_class_and_type(engine):
         future.await_execution(timeout=10)
         engine.submit(Publishing()).await_execution(timeout=10)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    assert len(messages) == 1 and "Undeclared" in messages[0] and "notification_types" in messages[0]
+    assert (
+        len(messages) == 1 and "Undeclared" in messages[0] and "notification_types" in messages[0]
+    )
     assert isinstance(future.await_notification(Undeclared, timeout=5), Undeclared)
 
 
@@ -180,8 +185,8 @@ def test_executor_module_names():
 
 
 def test_a_script_in_exengine_04_style_runs_unchanged(tmp_path):
-    """Devices, events, DataHandler, storage from the ndtiff_and_ndram path, futures and notifications,
-    written as ExEngine 0.4's documentation writes them."""
+    """Devices, events, DataHandler, storage from the ndtiff_and_ndram path, futures and
+    notifications, written as ExEngine 0.4's documentation writes them."""
     from exengine.devices.simulated import SimulatedCamera, SimulatedZStage
     from exengine.events.detector_events import ReadoutData, StartCapture
     from exengine.events.multi_d_events import multi_d_acquisition_events
@@ -205,20 +210,26 @@ def test_a_script_in_exengine_04_style_runs_unchanged(tmp_path):
     num_images = 10
     data_handler = DataHandler(storage=NDRAMStorage())
     start_capture_event = StartCapture(num_images=num_images, detector=camera)
-    readout_images_event = ReadoutData(num_images=num_images, detector=camera,
-                                       data_coordinates_iterator=[DataCoordinates(time=t) for t in range(num_images)],
-                                       data_handler=data_handler)
+    readout_images_event = ReadoutData(
+        num_images=num_images,
+        detector=camera,
+        data_coordinates_iterator=[DataCoordinates(time=t) for t in range(num_images)],
+        data_handler=data_handler,
+    )
     _ = executor.submit(start_capture_event)
     future = executor.submit(readout_images_event)
     future.await_execution(timeout=30)
-    data, metadata = future.await_data(DataCoordinates(time=3), return_data=True, return_metadata=True, timeout=30)
+    data, metadata = future.await_data(
+        DataCoordinates(time=3), return_data=True, return_metadata=True, timeout=30
+    )
     assert data.shape == (512, 512) and metadata["Camera"] == "Camera"
     data_handler.finish()
     data_handler.await_completion(timeout=30)
 
     data_handler = DataHandler(storage=NDTiffStorage(directory=str(tmp_path)))
-    events = multi_d_acquisition_events(z_start=0, z_end=10, z_step=2, data_handler=data_handler,
-                                        camera=camera, z_device=z_stage)
+    events = multi_d_acquisition_events(
+        z_start=0, z_end=10, z_step=2, data_handler=data_handler, camera=camera, z_device=z_stage
+    )
     futures = executor.submit(events)
     futures[-1].await_execution(timeout=30)
     data_handler.finish()

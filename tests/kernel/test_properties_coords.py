@@ -86,4 +86,3 @@ def test_invalid_axis_names_raise_a_validation_error_naming_them(d, axis, value)
     with pytest.raises(pydantic.ValidationError) as raised:
         DataCoordinates({**d, axis: value})
     assert repr(axis) in str(raised.value)
-

@@ -1,4 +1,5 @@
-"""Every example of the user's data.rst, as written, with real storage and a real data-producing event."""
+"""Every example of the user's data.rst, as written, with real storage and a real data-producing
+event."""
 
 from __future__ import annotations
 
@@ -22,15 +23,20 @@ def test_data_coordinates_example(capsys):
     coord_dict = dict(coords)
     print(coord_dict)
     assert capsys.readouterr().out.splitlines() == [
-        "3", "DAPI", "{'time': 3, 'channel': 'DAPI', 'z': 5, 'position': 2}"]
+        "3",
+        "DAPI",
+        "{'time': 3, 'channel': 'DAPI', 'z': 5, 'position': 2}",
+    ]
 
 
 def test_iterator_example():
-    finite_iter = DataCoordinatesIterator.create([
-        {"time": 0, "channel": "DAPI"},
-        {"time": 1, "channel": "DAPI"},
-        {"time": 2, "channel": "DAPI"},
-    ])
+    finite_iter = DataCoordinatesIterator.create(
+        [
+            {"time": 0, "channel": "DAPI"},
+            {"time": 1, "channel": "DAPI"},
+            {"time": 2, "channel": "DAPI"},
+        ]
+    )
 
     def infinite_coords():
         for i in itertools.count():
@@ -51,8 +57,9 @@ def test_data_handler_example(tmp_path):
     storage = NDTiffStorage(tmp_path)
     data_handler = DataHandler(storage)
     engine.submit(StartCapture(num_images=1, detector=camera))
-    data_producing_event = ReadoutData(data_coordinates_iterator=[coords], detector=camera, num_images=1,
-                                       data_handler=data_handler)
+    data_producing_event = ReadoutData(
+        data_coordinates_iterator=[coords], detector=camera, num_images=1, data_handler=data_handler
+    )
     future = engine.submit(data_producing_event)
     future.await_data(coords, timeout=10)
     data, metadata = data_handler.get(coords, return_data=True, return_metadata=True)
@@ -88,8 +95,14 @@ def test_multi_output_example_as_written_adds_the_channel_its_metadata_names(tmp
     data_handler = DataHandler(storage, process_fn=DataProcessor(multi_output_process))
     coords = [DataCoordinates(time=t, channel="DAPI") for t in range(3)]
     engine.submit(StartCapture(num_images=3, detector=camera))
-    future = engine.submit(ReadoutData(data_coordinates_iterator=coords, detector=camera, num_images=3,
-                                       data_handler=data_handler))
+    future = engine.submit(
+        ReadoutData(
+            data_coordinates_iterator=coords,
+            detector=camera,
+            num_images=3,
+            data_handler=data_handler,
+        )
+    )
     future.await_execution(timeout=10)
     data_handler.await_completion(10)
     assert len(storage) == 6

@@ -1,4 +1,5 @@
-"""The napari plugin under a real viewer: panels, layer sink, acquisition, failures, Live, launcher."""
+"""The napari plugin under a real viewer: panels, layer sink, acquisition, failures, Live,
+launcher."""
 
 from __future__ import annotations
 
@@ -67,7 +68,9 @@ def test_snap_and_live(gui_viewer, scope, qtbot):
     panel.snap()
     qtbot.waitUntil(lambda: "Snap" in gui_viewer.layers, timeout=10000)
     snap = gui_viewer.layers["Snap"]
-    assert snap.data.shape == (512, 512) and tuple(snap.scale) == pytest.approx((0.65, 0.65))  # as acquisitions
+    assert snap.data.shape == (512, 512) and tuple(snap.scale) == pytest.approx(
+        (0.65, 0.65)
+    )  # as acquisitions
     panel.toggle_live()
     qtbot.waitUntil(lambda: "Live" in gui_viewer.layers, timeout=10000)
     assert tuple(gui_viewer.layers["Live"].scale) == pytest.approx((0.65, 0.65))
@@ -84,8 +87,15 @@ def test_snap_and_live(gui_viewer, scope, qtbot):
 def run_panel(panel, qtbot, timeout=30000):
     acquisition = panel.run()
     assert acquisition is not None, panel.status.value
-    qtbot.waitUntil(lambda: panel.run_button.enabled and not acquisition.is_running()
-                    and "running" not in panel.status.value and panel.status.value != "", timeout=timeout)
+    qtbot.waitUntil(
+        lambda: (
+            panel.run_button.enabled
+            and not acquisition.is_running()
+            and "running" not in panel.status.value
+            and panel.status.value != ""
+        ),
+        timeout=timeout,
+    )
     return acquisition
 
 
@@ -110,15 +120,22 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
     assert layer.data.shape == (2, 3, 512, 512)
     assert tuple(layer.axis_labels) == ("time", "z", "y", "x")
     assert layer.scale[1] == 2.0 and layer.scale[-1] == pytest.approx(0.65)
-    np.testing.assert_array_equal(np.asarray(layer.data[1, 2]),
-                                  storage.get_data({"time": 1, "channel": "FITC", "z": 2}))
+    np.testing.assert_array_equal(
+        np.asarray(layer.data[1, 2]), storage.get_data({"time": 1, "channel": "FITC", "z": 2})
+    )
     assert panel.progress.value == 12
     reopened = gui_viewer.open(storage.path, plugin="napari-exengine")[0]
-    assert reopened.name == "tcz v2.5_1 DAPI [1]"  # napari tells the second layer of that name apart
-    assert tuple(reopened.scale) == pytest.approx((1.0, 2.0, 0.65, 0.65))  # z step and pixel size kept
+    assert (
+        reopened.name == "tcz v2.5_1 DAPI [1]"
+    )  # napari tells the second layer of that name apart
+    assert tuple(reopened.scale) == pytest.approx(
+        (1.0, 2.0, 0.65, 0.65)
+    )  # z step and pixel size kept
 
 
-def test_panel_saves_outside_the_temporary_folder_by_default(gui_viewer, scope, monkeypatch, tmp_path):
+def test_panel_saves_outside_the_temporary_folder_by_default(
+    gui_viewer, scope, monkeypatch, tmp_path
+):
     from napari_exengine.widgets import AcquisitionPanel
 
     monkeypatch.delenv("EXENGINE_DATA_DIR")
@@ -142,7 +159,9 @@ def test_positions_are_added_from_the_stage_edited_and_removed_one_by_one(gui_vi
     panel.add_position_at(0.0, 0.0)
     panel.add_position_at(500.0, 500.0, label="well C")
     assert panel.xy_positions == [(120.0, -40.0), (0.0, 0.0), (500.0, 500.0)]
-    assert panel.positions_label.value == "3 positions" and panel.estimate.value.startswith("6 frames")
+    assert panel.positions_label.value == "3 positions" and panel.estimate.value.startswith(
+        "6 frames"
+    )
     second = panel.position_rows[1]
     second[0].value, second[1].value = "well B", 300.0  # edit a label and an x
     panel.position_rows[0][3].clicked.emit()  # remove the first
@@ -185,7 +204,10 @@ def test_exposure_per_channel(gui_viewer, scope, qtbot):
     panel.channels.value = ["DAPI", "FITC"]
     assert panel.exposures() is None and len(panel.exposure_rows) == 0  # the camera's exposure
     panel.per_channel_exposure.value = True
-    assert [box.label for box in panel.exposure_rows] == ["DAPI exposure (ms)", "FITC exposure (ms)"]
+    assert [box.label for box in panel.exposure_rows] == [
+        "DAPI exposure (ms)",
+        "FITC exposure (ms)",
+    ]
     assert panel.exposures() == [2.0, 2.0]
     panel.exposure_rows[1].value = 5.0
     panel.channels.value = ["FITC", "TRITC"]  # FITC keeps its value, TRITC starts at the camera's
@@ -240,7 +262,9 @@ class FailingStorage(NDRAMStorage):
         super().put(coords, data, metadata)
 
 
-def test_storage_failure_mid_run_is_shown_and_keeps_earlier_frames(gui_viewer, scope, qtbot, monkeypatch):
+def test_storage_failure_mid_run_is_shown_and_keeps_earlier_frames(
+    gui_viewer, scope, qtbot, monkeypatch
+):
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
@@ -282,16 +306,24 @@ def test_planned_layers_exist_before_the_first_frame_and_settle_on_it(gui_viewer
 
     handler = DataHandler(NDRAMStorage())
     planned = [{"time": t, "channel": c} for t in range(3) for c in ("DAPI", "FITC")]
-    sink = LayerSink(gui_viewer, handler, name="plan", expected=planned, frame_shape=(16, 16), dtype=np.uint16)
+    sink = LayerSink(
+        gui_viewer, handler, name="plan", expected=planned, frame_shape=(16, 16), dtype=np.uint16
+    )
     dapi, fitc = gui_viewer.layers["plan DAPI"], gui_viewer.layers["plan FITC"]
     assert dapi.data.shape == fitc.data.shape == (3, 16, 16)
     assert tuple(dapi.contrast_limits) == (0, 65535) and np.asarray(dapi.data[2]).max() == 0
-    assert gui_viewer.dims.current_step[0] == 0  # at the first planned frame, not napari's mid-range
-    handler.put({"time": 0, "channel": "DAPI"}, np.full((16, 16), 7, np.uint16), {"PixelSizeUm": 0.5})
+    assert (
+        gui_viewer.dims.current_step[0] == 0
+    )  # at the first planned frame, not napari's mid-range
+    handler.put(
+        {"time": 0, "channel": "DAPI"}, np.full((16, 16), 7, np.uint16), {"PixelSizeUm": 0.5}
+    )
     qtbot.waitUntil(lambda: sink.frames_shown == 1, timeout=5000)
     assert tuple(dapi.contrast_limits) == (7, 8) and dapi.scale[-1] == pytest.approx(0.5)
     assert np.asarray(dapi.data[0])[0, 0] == 7
-    handler.put({"time": 0, "channel": "FITC"}, np.full((8, 32), 3, np.uint8), {})  # not the planned frame
+    handler.put(
+        {"time": 0, "channel": "FITC"}, np.full((8, 32), 3, np.uint8), {}
+    )  # not the planned frame
     qtbot.waitUntil(lambda: sink.frames_shown == 2, timeout=5000)
     fitc = gui_viewer.layers["plan FITC"]
     assert fitc.data.shape == (3, 8, 32) and fitc.data.dtype == np.uint8
@@ -300,12 +332,20 @@ def test_planned_layers_exist_before_the_first_frame_and_settle_on_it(gui_viewer
     sink.close()
 
 
-def test_planned_layers_take_the_planned_pixel_size_and_keep_it_when_frames_agree(gui_viewer, qtbot):
+def test_planned_layers_take_the_planned_pixel_size_and_keep_it_when_frames_agree(
+    gui_viewer, qtbot
+):
     from napari_exengine.layer_sink import LayerSink
 
     handler = DataHandler(NDRAMStorage())
-    sink = LayerSink(gui_viewer, handler, name="px", expected=[{"time": t} for t in range(2)],
-                     frame_shape=(16, 16), pixel_size=0.65)
+    sink = LayerSink(
+        gui_viewer,
+        handler,
+        name="px",
+        expected=[{"time": t} for t in range(2)],
+        frame_shape=(16, 16),
+        pixel_size=0.65,
+    )
     layer = gui_viewer.layers["px"]
     assert tuple(layer.scale) == pytest.approx((1.0, 0.65, 0.65))
     rescaled = []
@@ -329,11 +369,15 @@ def test_panel_plans_layers_at_the_cameras_binned_pixel_size(gui_viewer, scope, 
     panel.time_points.value = 3
     panel.storage.value = "napari-exengine.storage.ndram"
     acquisition = panel.run()
-    qtbot.waitUntil(lambda: len(gui_viewer.layers) == 1, timeout=5000)  # made on the GUI loop's next turn
+    qtbot.waitUntil(
+        lambda: len(gui_viewer.layers) == 1, timeout=5000
+    )  # made on the GUI loop's next turn
     (layer,) = gui_viewer.layers
     assert layer.data.shape[-2:] == (256, 256)
     assert layer.scale[-1] == pytest.approx(1.3)  # planned at the binned pixel size
-    qtbot.waitUntil(lambda: not acquisition.is_running() and panel.sink.frames_shown == 3, timeout=10000)
+    qtbot.waitUntil(
+        lambda: not acquisition.is_running() and panel.sink.frames_shown == 3, timeout=10000
+    )
     assert tuple(gui_viewer.layers) == (layer,) and layer.scale[-1] == pytest.approx(1.3)
 
 
@@ -369,7 +413,9 @@ def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_vi
 
     processed = threading.Semaphore(0)
     handler = DataHandler(Held(), lambda coords, data, metadata: (coords, data, metadata))
-    handler.add_listener(lambda stage, coords: processed.release() if stage == "processed" else None)
+    handler.add_listener(
+        lambda stage, coords: processed.release() if stage == "processed" else None
+    )
     # frames shown once processed: none can be stored while the storage is held
     sink = layer_sink.LayerSink(gui_viewer, handler, name="lagging", stage="processed")
     frame = np.zeros((1024, 1024), np.uint16)  # 2 MB: the backlog passes BUSY_BACKLOG_BYTES
@@ -391,7 +437,9 @@ def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_vi
         assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
         assert sink._timer.interval() == layer_sink.BUSY_SAMPLE_MS  # samples the backlog meanwhile
         assert sink._quiet_until > time.monotonic()
-        sink._quiet_until = time.monotonic() + 60  # however slow this machine is, still within the pause
+        sink._quiet_until = (
+            time.monotonic() + 60
+        )  # however slow this machine is, still within the pause
         shown = sink.frames_shown
         more()
         sink._tick()  # a sample during the pause, still behind: no redraw
@@ -442,7 +490,9 @@ def test_a_storage_stall_at_a_cameras_pace_delays_redraws_by_one_sample(gui_view
         more()
         sink._tick()
         assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
-        sink._quiet_until = time.monotonic() + 60  # however slow this machine is, still within the pause
+        sink._quiet_until = (
+            time.monotonic() + 60
+        )  # however slow this machine is, still within the pause
         more()
         sink._tick()
         assert sink.frames_shown == put - layer_sink.BUSY_FRAMES - 1  # paused
@@ -462,7 +512,9 @@ def test_sinks_following_acquisitions_keep_the_collector_off_older_objects(gui_v
 
     assert gc.get_freeze_count() == 0
     first = LayerSink(gui_viewer, DataHandler(NDRAMStorage()), name="one")
-    assert gc.get_freeze_count() > 0  # a full collection walks napari's objects: ~130 ms holding the GIL
+    assert (
+        gc.get_freeze_count() > 0
+    )  # a full collection walks napari's objects: ~130 ms holding the GIL
     second = LayerSink(gui_viewer, DataHandler(NDRAMStorage()), name="two")
     first.close()
     first.close()  # idempotent
@@ -483,7 +535,13 @@ def test_moving_the_sliders_slices_each_layer_once(gui_viewer, qtbot):
     from napari_exengine.layer_sink import LayerSink
 
     handler = DataHandler(NDRAMStorage())
-    sink = LayerSink(gui_viewer, handler, name="once", expected=[{"time": t} for t in range(4)], frame_shape=(16, 16))
+    sink = LayerSink(
+        gui_viewer,
+        handler,
+        name="once",
+        expected=[{"time": t} for t in range(4)],
+        frame_shape=(16, 16),
+    )
     layer = gui_viewer.layers["once"]
     slices = []
     original = layer._slice_dims
@@ -512,7 +570,9 @@ def test_screenshot_of_running_acquisition_is_not_blank(gui_viewer, scope, qtbot
     panel.time_points.value = 100
     panel.storage.value = "napari-exengine.storage.ndram"
     acquisition = panel.run()
-    qtbot.waitUntil(lambda: len(gui_viewer.layers) > 0 and acquisition.frames_done > 2, timeout=10000)
+    qtbot.waitUntil(
+        lambda: len(gui_viewer.layers) > 0 and acquisition.frames_done > 2, timeout=10000
+    )
     qtbot.wait(100)
     shot = gui_viewer.screenshot(canvas_only=True)
     assert shot.std() > 1.0
@@ -522,29 +582,33 @@ def test_screenshot_of_running_acquisition_is_not_blank(gui_viewer, scope, qtbot
 
 def test_launcher_opens_viewer_with_docked_panels():
     code = (
-        "from qtpy.QtCore import QTimer\n"
-        "import napari\n"
-        "from napari_exengine.launcher import open_viewer\n"
-        "viewer = open_viewer(show=True)\n"
-        "docks = list(viewer.window._dock_widgets)\n"
-        "print('DOCKS', docks, flush=True)\n"
-        "QTimer.singleShot(500, viewer.close)\n"
-        "napari.run()\n"
+        "from qtpy.QtCore import QTimer\nimport napari\nfrom napari_exengine.launcher import "
+        "open_viewer\nviewer = open_viewer(show=True)\ndocks = "
+        "list(viewer.window._dock_widgets)\nprint('DOCKS', docks, "
+        "flush=True)\nQTimer.singleShot(500, viewer.close)\nnapari.run()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Devices" in result.stdout and "Acquisition" in result.stdout
 
 
-def test_panel_offers_contributions_and_runs_through_plugin_processor_and_storage(gui_viewer, scope, qtbot,
-                                                                                   tmp_path):
+def test_panel_offers_contributions_and_runs_through_plugin_processor_and_storage(
+    gui_viewer, scope, qtbot, tmp_path
+):
     from napari_exengine.widgets import AcquisitionPanel
 
     scope["Camera"].roi = (0, 0, 64, 64)
     panel = AcquisitionPanel(gui_viewer)
-    storage_ids = [value for _, value in panel.storage.choices] if isinstance(panel.storage.choices[0], tuple) \
+    storage_ids = (
+        [value for _, value in panel.storage.choices]
+        if isinstance(panel.storage.choices[0], tuple)
         else list(panel.storage.choices)
-    assert {"napari-exengine.storage.omezarr", "exengine-npy-storage.npy_folder"} <= set(storage_ids)
+    )
+    assert {"napari-exengine.storage.omezarr", "exengine-npy-storage.npy_folder"} <= set(
+        storage_ids
+    )
     assert "exengine-denoise.gaussian" in panel.processors
     form = panel.add_processor("exengine-denoise.gaussian")
     form.sigma.value = 1.5
@@ -561,7 +625,9 @@ def test_panel_offers_contributions_and_runs_through_plugin_processor_and_storag
     assert len(list((tmp_path / "plugged").glob("*.npy"))) == 3
 
 
-def test_layers_are_named_after_the_dataset_folder_without_its_format_suffix(gui_viewer, scope, qtbot, tmp_path):
+def test_layers_are_named_after_the_dataset_folder_without_its_format_suffix(
+    gui_viewer, scope, qtbot, tmp_path
+):
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
@@ -574,7 +640,9 @@ def test_layers_are_named_after_the_dataset_folder_without_its_format_suffix(gui
 
 
 @pytest.mark.parametrize("backend", ["micromanager", "microscope"])
-def test_devices_panel_loads_backends_and_acquisition_panel_uses_them(gui_viewer, scope, qtbot, backend):
+def test_devices_panel_loads_backends_and_acquisition_panel_uses_them(
+    gui_viewer, scope, qtbot, backend
+):
     from napari_exengine.widgets import AcquisitionPanel, DevicesPanel
 
     devices_panel = DevicesPanel(gui_viewer)
@@ -586,20 +654,24 @@ def test_devices_panel_loads_backends_and_acquisition_panel_uses_them(gui_viewer
     camera_name = f"{prefix}Camera"
     assert any(name == camera_name for name, _ in devices_panel.controls)
     acquisition_panel.camera_choice.value = ExecutionEngine.get_device(camera_name)
-    channel_device = ExecutionEngine.get_device(f"{prefix}Channel" if backend == "micromanager"
-                                                else f"{prefix}FilterWheel")
+    channel_device = ExecutionEngine.get_device(
+        f"{prefix}Channel" if backend == "micromanager" else f"{prefix}FilterWheel"
+    )
     acquisition_panel.channel_choice.value = channel_device
     assert "FITC" in acquisition_panel.channels.choices
     acquisition_panel.channels.value = ["DAPI", "FITC"]
     acquisition_panel.z_choice.value = ExecutionEngine.get_device(
-        f"{prefix}Focus" if backend == "micromanager" else f"{prefix}StageZ")
+        f"{prefix}Focus" if backend == "micromanager" else f"{prefix}StageZ"
+    )
     acquisition_panel.use_z.value = True
     acquisition_panel.z_start.value, acquisition_panel.z_stop.value = 0.0, 2.0
     acquisition_panel.storage.value = "napari-exengine.storage.ndram"
     acquisition_panel.time_points.value = 2
     ExecutionEngine.get_device(camera_name).exposure = 1.0
     run_panel(acquisition_panel, qtbot)
-    assert acquisition_panel.status.value.startswith("done: 8 frames"), acquisition_panel.status.value
+    assert acquisition_panel.status.value.startswith("done: 8 frames"), (
+        acquisition_panel.status.value
+    )
     assert {"channel": "FITC", "time": 1, "z": 1} in acquisition_panel.storage_object
 
 
@@ -620,18 +692,29 @@ def test_devices_panel_follows_changes_made_elsewhere(gui_viewer, scope, qtbot):
     panel = DevicesPanel(gui_viewer)
     scope["Light"].power = 0.7
     scope["Channel"].channel = "TRITC"
-    qtbot.waitUntil(lambda: panel.controls[("Light", "power")].value == pytest.approx(0.7), timeout=5000)
+    qtbot.waitUntil(
+        lambda: panel.controls[("Light", "power")].value == pytest.approx(0.7), timeout=5000
+    )
     qtbot.waitUntil(lambda: panel.controls[("Channel", "channel")].value == "TRITC", timeout=5000)
     assert scope["Light"].power == pytest.approx(0.7), "showing the value did not write it back"
 
 
-def test_panel_lists_broken_contributions_as_unavailable(gui_viewer, scope, monkeypatch, manager_with_broken_plugin):
+def test_panel_lists_broken_contributions_as_unavailable(
+    gui_viewer, scope, monkeypatch, manager_with_broken_plugin
+):
     import napari_exengine.acquisition_panel as widgets
     from napari_exengine.contributions import list_contributions
 
-    monkeypatch.setattr(widgets, "list_contributions", lambda: list_contributions(manager=manager_with_broken_plugin))
+    monkeypatch.setattr(
+        widgets,
+        "list_contributions",
+        lambda: list_contributions(manager=manager_with_broken_plugin),
+    )
     panel = widgets.AcquisitionPanel(gui_viewer)
     assert "broken-contributions.missing" not in panel.processors
-    assert not panel.unavailable.native.isHidden() and "no_such_module_anywhere" in panel.unavailable.value
+    assert (
+        not panel.unavailable.native.isHidden()
+        and "no_such_module_anywhere" in panel.unavailable.value
+    )
     assert "napari-exengine.processor.max_intensity_projection" in panel.processors
     assert panel.run_button.enabled

@@ -1,5 +1,6 @@
-"""The Acquisition panel in a real viewer: open-ended runs, pause/resume, inline validation, contributed
-plans (built-in and from an installed example plugin), useq sequences, and processors on a Dask cluster."""
+"""The Acquisition panel in a real viewer: open-ended runs, pause/resume, inline validation,
+contributed plans (built-in and from an installed example plugin), useq sequences, and processors on
+a Dask cluster."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def finish(panel, qtbot, timeout=30000):
     qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=timeout)
 
 
-def test_until_stopped_grows_the_time_slider_and_stores_everything(gui_viewer, scope, qtbot, tmp_path):
+def test_until_stopped_grows_the_time_slider_and_stores_everything(
+    gui_viewer, scope, qtbot, tmp_path
+):
     panel = panel_for(gui_viewer)
     panel.until_stopped.value = True
     assert not panel.time_points.enabled and panel.estimate.value == "until stopped"
@@ -31,10 +34,14 @@ def test_until_stopped_grows_the_time_slider_and_stores_everything(gui_viewer, s
     acquisition = panel.run()
     assert acquisition.is_open_ended and panel.progress.max == 0
     qtbot.waitUntil(lambda: acquisition.frames_done >= 30, timeout=20000)
-    qtbot.waitUntil(lambda: "elapsed" in panel.status.value and "frames/s" in panel.status.value, timeout=5000)
+    qtbot.waitUntil(
+        lambda: "elapsed" in panel.status.value and "frames/s" in panel.status.value, timeout=5000
+    )
     assert "left" not in panel.status.value
     layer = gui_viewer.layers[-1]
-    qtbot.waitUntil(lambda: layer.data.shape[0] >= 10, timeout=5000)  # the time axis grows with no plan
+    qtbot.waitUntil(
+        lambda: layer.data.shape[0] >= 10, timeout=5000
+    )  # the time axis grows with no plan
     panel.stop()
     finish(panel, qtbot)
     reader = NDTiffReader(panel.storage_object.path)
@@ -44,9 +51,9 @@ def test_until_stopped_grows_the_time_slider_and_stores_everything(gui_viewer, s
 
 @pytest.mark.slow
 def test_a_long_open_ended_run_keeps_memory_flat(gui_viewer, scope, qtbot, tmp_path):
-    """10 s with the camera at full speed (3,000 small frames a second, which the storage keeps up with, so
-    that the run measures the display and not a backlog): the process's memory does not grow with the
-    frames, the sink's time axis is held as a range, and every frame is in storage."""
+    """10 s with the camera at full speed (3,000 small frames a second, which the storage keeps up
+    with, so that the run measures the display and not a backlog): the process's memory does not
+    grow with the frames, the sink's time axis is held as a range, and every frame is in storage."""
     import psutil
 
     scope["Camera"].roi = (0, 0, 64, 64)
@@ -81,14 +88,18 @@ def test_pause_and_resume_in_the_panel(gui_viewer, scope, qtbot, engine):
     qtbot.waitUntil(lambda: acquisition.frames_done >= 3, timeout=10000)
     panel.pause_button.clicked.emit()
     assert acquisition.is_paused and panel.pause_button.text == "Resume"
-    qtbot.waitUntil(lambda: any(isinstance(n, AcquisitionPausedNotification) for n in notes), timeout=5000)
+    qtbot.waitUntil(
+        lambda: any(isinstance(n, AcquisitionPausedNotification) for n in notes), timeout=5000
+    )
     held = acquisition.frames_acquired
     qtbot.wait(500)
     assert acquisition.frames_acquired == held
     qtbot.waitUntil(lambda: panel.status.value.startswith("paused"), timeout=2000)
     panel.pause_button.clicked.emit()
     assert not acquisition.is_paused and panel.pause_button.text == "Pause"
-    qtbot.waitUntil(lambda: any(isinstance(n, AcquisitionResumedNotification) for n in notes), timeout=5000)
+    qtbot.waitUntil(
+        lambda: any(isinstance(n, AcquisitionResumedNotification) for n in notes), timeout=5000
+    )
     qtbot.waitUntil(lambda: acquisition.frames_acquired > held, timeout=5000)
     panel.pause_button.clicked.emit()  # stop while paused
     panel.stop()
@@ -102,7 +113,9 @@ def test_invalid_settings_are_shown_inline_and_disable_run(gui_viewer, scope):
     panel.channels.value = ["DAPI"]
     panel.per_channel_exposure.value = True
     panel._exposure_boxes["DAPI"].value = 20000.0
-    assert panel.estimate.value.startswith("invalid: Camera.exposure = 20000 is outside its limits [0, 10000]")
+    assert panel.estimate.value.startswith(
+        "invalid: Camera.exposure = 20000 is outside its limits [0, 10000]"
+    )
     assert not panel.run_button.enabled
     assert panel.run() is None and panel.acquisition is None
     panel._exposure_boxes["DAPI"].value = 5.0
@@ -115,7 +128,10 @@ def test_a_contributed_plan_runs_from_the_panel(gui_viewer, scope, qtbot, tmp_pa
     assert panel.multi_d_form.native.isHidden() and not panel.plan_form.native.isHidden()
     assert [w.name for w in panel.plan_form] == ["rows", "columns", "overlap"]
     panel.plan_form.rows.value = 0
-    assert panel.estimate.value.startswith("invalid: rows must be an int >= 1") and not panel.run_button.enabled
+    assert (
+        panel.estimate.value.startswith("invalid: rows must be an int >= 1")
+        and not panel.run_button.enabled
+    )
     panel.plan_form.rows.value = 2
     panel.plan_form.columns.value = 2
     assert panel.estimate.value.startswith("4 frames")
@@ -158,9 +174,23 @@ def test_sequences_save_and_load_through_useq(gui_viewer, scope, tmp_path):
     other = panel_for(gui_viewer)
     other.load_sequence(str(path))
     wanted, got = panel.event_arguments(), other.event_arguments()
-    for key in ("num_time_points", "time_interval_s", "z_start", "z_end", "z_step", "channels",
-                "channel_exposures_ms", "xy_positions", "position_labels", "order"):
-        assert got[key] == pytest.approx(wanted[key]) if isinstance(wanted[key], float) else got[key] == wanted[key]
+    for key in (
+        "num_time_points",
+        "time_interval_s",
+        "z_start",
+        "z_end",
+        "z_step",
+        "channels",
+        "channel_exposures_ms",
+        "xy_positions",
+        "position_labels",
+        "order",
+    ):
+        assert (
+            got[key] == pytest.approx(wanted[key])
+            if isinstance(wanted[key], float)
+            else got[key] == wanted[key]
+        )
     grid = tmp_path / "grid.json"
     grid.write_text('{"grid_plan": {"rows": 2, "columns": 2}}')
     with pytest.raises(ValueError, match="grid_plan"):

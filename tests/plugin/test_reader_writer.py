@@ -1,4 +1,5 @@
-"""Reader, writer and sample data: real datasets from other software, ndstorage-written ones, round trips."""
+"""Reader, writer and sample data: real datasets from other software, ndstorage-written ones, round
+trips."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def ndstorage_open(path):
 
 
 def by_channel(layers):
-    return {kwargs["metadata"]["fixed_coordinates"].get("channel"): (data, kwargs) for data, kwargs, _ in layers}
+    return {
+        kwargs["metadata"]["fixed_coordinates"].get("channel"): (data, kwargs)
+        for data, kwargs, _ in layers
+    }
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
@@ -96,10 +100,18 @@ def write_with_ndstorage(root, frames, summary=None):
 
 
 def test_ndstorage_written_custom_axes_string_channels_and_missing_frames(tmp_path):
-    frames = [({"time": t, "channel": c, "z": z, "angle": a}, np.full((8, 8), 100 * t + 10 * z + a, np.uint16),
-               {"PixelSizeUm": 0.5})
-              for t in range(2) for c in ("GFP", "mCherry") for z in range(3) for a in range(2)
-              if not (t == 1 and z == 2)]
+    frames = [
+        (
+            {"time": t, "channel": c, "z": z, "angle": a},
+            np.full((8, 8), 100 * t + 10 * z + a, np.uint16),
+            {"PixelSizeUm": 0.5},
+        )
+        for t in range(2)
+        for c in ("GFP", "mCherry")
+        for z in range(3)
+        for a in range(2)
+        if not (t == 1 and z == 2)
+    ]
     path = write_with_ndstorage(tmp_path, frames, {"z-step_um": 2.0})
     layers = by_channel(read_ndtiff(path))
     assert set(layers) == {"GFP", "mCherry"}
@@ -112,7 +124,9 @@ def test_ndstorage_written_custom_axes_string_channels_and_missing_frames(tmp_pa
 
 
 def test_uint8_and_positions(tmp_path):
-    frames = [({"position": p}, np.full((4, 4), i, np.uint8), {}) for i, p in enumerate(("A1", "B7"))]
+    frames = [
+        ({"position": p}, np.full((4, 4), i, np.uint8), {}) for i, p in enumerate(("A1", "B7"))
+    ]
     data, _, _ = read_ndtiff(write_with_ndstorage(tmp_path, frames))[0]
     assert data.dtype == np.uint8 and np.asarray(data[1])[0, 0] == 1
 
@@ -165,7 +179,9 @@ def test_dataset_being_written_is_refreshed(tmp_path):
 
 
 def test_truncated_index_opens_the_readable_part(tmp_path):
-    path = write_with_ndstorage(tmp_path, [({"time": t}, np.full((4, 4), t, np.uint16), {}) for t in range(4)])
+    path = write_with_ndstorage(
+        tmp_path, [({"time": t}, np.full((4, 4), t, np.uint16), {}) for t in range(4)]
+    )
     index = f"{path}/NDTiff.index"
     with open(index, "rb") as f:
         raw = f.read()
@@ -179,7 +195,11 @@ def test_writer_round_trip_and_independent_tiff_reader(tmp_path):
     rng = np.random.default_rng(1)
     data = rng.integers(0, 4096, (3, 4, 16, 16), dtype=np.uint16)
     target = tmp_path / "saved.ndtiff"
-    attributes = {"axis_labels": ["time", "z", "y", "x"], "scale": [1.0, 2.5, 0.3, 0.3], "name": "cells"}
+    attributes = {
+        "axis_labels": ["time", "z", "y", "x"],
+        "scale": [1.0, 2.5, 0.3, 0.3],
+        "name": "cells",
+    }
     assert write_ndtiff(str(target), data, attributes) == [str(target)]
     back, kwargs, _ = read_ndtiff(str(target))[0]
     assert kwargs["axis_labels"] == ["time", "z", "y", "x"]
@@ -195,23 +215,35 @@ def test_writer_round_trip_and_independent_tiff_reader(tmp_path):
 
 def test_writer_axis_order_is_kept(tmp_path):
     data = np.arange(2 * 3 * 4 * 4, dtype=np.uint16).reshape(2, 3, 4, 4)
-    write_ndtiff(str(tmp_path / "zt"), data, {"axis_labels": ["z", "time", "y", "x"], "scale": [1, 1, 1, 1]})
+    write_ndtiff(
+        str(tmp_path / "zt"), data, {"axis_labels": ["z", "time", "y", "x"], "scale": [1, 1, 1, 1]}
+    )
     back, kwargs, _ = read_ndtiff(str(tmp_path / "zt"))[0]
     assert kwargs["axis_labels"] == ["z", "time", "y", "x"]
     np.testing.assert_array_equal(np.asarray(back), data)
 
 
-@pytest.mark.parametrize("data, expected", [
-    (np.array([[1, 2]], np.int32), np.uint16), (np.array([[True]]), np.uint8), (np.array([[3.0]]), np.uint16),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (np.array([[1, 2]], np.int32), np.uint16),
+        (np.array([[True]]), np.uint8),
+        (np.array([[3.0]]), np.uint16),
+    ],
+)
 def test_lossless_conversions(data, expected):
     assert lossless_frames(data).dtype == expected
 
 
-@pytest.mark.parametrize("data, message", [
-    (np.array([[0.5]]), "fractional"), (np.array([[-1]], np.int16), "0..65535"),
-    (np.array([[70000]], np.int64), "0..65535"), (np.array([["a"]]), "cannot be converted"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (np.array([[0.5]]), "fractional"),
+        (np.array([[-1]], np.int16), "0..65535"),
+        (np.array([[70000]], np.int64), "0..65535"),
+        (np.array([["a"]]), "cannot be converted"),
+    ],
+)
 def test_lossy_conversions_are_refused(data, message):
     with pytest.raises((TypeError, ValueError), match=message):
         lossless_frames(data)
@@ -231,7 +263,10 @@ def test_sample_data_runs_the_engine():
 @pytest.mark.gui
 def test_viewer_opens_dataset_and_sample(gui_viewer, testdata, tmp_path):
     layers = gui_viewer.open(str(testdata / "v3/ndtiff3.2_multichannel"), plugin="napari-exengine")
-    assert [layer.name for layer in layers] == ["ndtiff3.2_multichannel DAPI", "ndtiff3.2_multichannel FITC"]
+    assert [layer.name for layer in layers] == [
+        "ndtiff3.2_multichannel DAPI",
+        "ndtiff3.2_multichannel FITC",
+    ]
     assert tuple(layers[0].axis_labels) == ("time", "z", "y", "x")
     gui_viewer.open_sample("napari-exengine", "simulated_acquisition")
     assert "simulated DAPI" in gui_viewer.layers
@@ -247,7 +282,8 @@ ALL_DATASETS = [*DATASETS, "v3/ndtiffv3.0_stitched_test", "v3/ndtiff3.2_magellan
 @pytest.mark.gui
 @pytest.mark.parametrize("name", ALL_DATASETS)
 def test_every_dataset_opens_as_layers_in_a_viewer(gui_viewer, testdata, name):
-    """napari checks layer data against its own protocols (shape, dtype, size, ...) only in a viewer."""
+    """napari checks layer data against its own protocols (shape, dtype, size, ...) only in a
+    viewer."""
     expected = read_ndtiff(str(testdata / name))
     layers = gui_viewer.open(str(testdata / name), plugin="napari-exengine")
     assert len(layers) == len(expected)

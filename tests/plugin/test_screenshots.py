@@ -1,7 +1,8 @@
-"""Screenshots of the real plugin for the README and the docs, made under Xvfb with a real napari viewer.
+"""Screenshots of the real plugin for the README and the docs, made under Xvfb with a real napari
+viewer.
 
-``pytest -m screenshots`` regenerates ``docs/_static/*.png`` (not part of the default run); the default run
-only checks that the committed pictures exist and are shown in the README and the docs.
+``pytest -m screenshots`` regenerates ``docs/_static/*.png`` (not part of the default run); the
+default run only checks that the committed pictures exist and are shown in the README and the docs.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ PICTURES = ("panels.png", "acquisition.png", "reopened_dataset.png")
 MAX_BYTES = 300_000
 WINDOW = (1280, 800)
 
-show = pytest.mark.parametrize("gui_viewer", [True], indirect=True)  # a shown window, so docks are laid out
+show = pytest.mark.parametrize(
+    "gui_viewer", [True], indirect=True
+)  # a shown window, so docks are laid out
 
 
 def save_screenshot(viewer, qtbot, name: str) -> np.ndarray:
-    """Check the window and its canvas show image content, then save the window as ``docs/_static/<name>``
-    (downscaled until it is under ``MAX_BYTES``); returns the window's pixels."""
+    """Check the window and its canvas show image content, then save the window as
+    ``docs/_static/<name>`` (downscaled until it is under ``MAX_BYTES``); returns the window's
+    pixels."""
     from PIL import Image
 
     viewer.reset_view()
@@ -47,7 +51,9 @@ def save_screenshot(viewer, qtbot, name: str) -> np.ndarray:
         image.save(buffer, format="PNG", optimize=True)
         if buffer.tell() <= MAX_BYTES:
             break
-        image = image.resize((int(image.width * 0.85), int(image.height * 0.85)), Image.Resampling.LANCZOS)
+        image = image.resize(
+            (int(image.width * 0.85), int(image.height * 0.85)), Image.Resampling.LANCZOS
+        )
     STATIC.mkdir(parents=True, exist_ok=True)
     (STATIC / name).write_bytes(buffer.getvalue())
     return window
@@ -73,16 +79,23 @@ def show_step(viewer, **steps: int) -> None:
 def test_screenshot_docked_panels_before_a_run(gui_viewer, scope, qtbot, monkeypatch):
     from qtpy.QtWidgets import QPushButton
 
-    monkeypatch.setenv("EXENGINE_DATA_DIR", "~/exengine-data")  # shown as a user sees it (nothing is saved)
+    monkeypatch.setenv(
+        "EXENGINE_DATA_DIR", "~/exengine-data"
+    )  # shown as a user sees it (nothing is saved)
     viewer = gui_viewer
     viewer.window.resize(*WINDOW)
     scope["Camera"].exposure = 20.0
     devices, _ = dock_panels(viewer)
-    (snap,) = [b for b in getattr(devices, "native", devices).findChildren(QPushButton) if b.text() == "Snap"]
+    (snap,) = [
+        b
+        for b in getattr(devices, "native", devices).findChildren(QPushButton)
+        if b.text() == "Snap"
+    ]
     snap.click()
     qtbot.waitUntil(lambda: len(viewer.layers) == 1 and viewer.layers[0].data.any(), timeout=20000)
     save_screenshot(viewer, qtbot, "panels.png")
-    # The Devices panel re-reads its properties every second and does not stop when the viewer closes: a read
+    # The Devices panel re-reads its properties every second and does not stop when the viewer
+    # closes: a read
     # in flight at teardown would update deleted controls. Stop it and let the last read land first.
     timer = getattr(devices, "_refresh_timer", None)
     if timer is not None:
@@ -102,8 +115,17 @@ def test_screenshot_finished_time_z_two_channel_acquisition(gui_viewer, scope, q
     handler = DataHandler(NDTiffStorage(str(tmp_path), name="time-lapse"))
     sink = attach_layer_sink(viewer, handler, name="time-lapse")
     events = multi_d_acquisition_events(
-        num_time_points=3, z_start=-8, z_end=8, z_step=4, channel_group=scope["Channel"], channels=["DAPI", "FITC"],
-        camera=scope["Camera"], z_device=scope["Z"], xy_device=scope["XY"], data_handler=handler)
+        num_time_points=3,
+        z_start=-8,
+        z_end=8,
+        z_step=4,
+        channel_group=scope["Channel"],
+        channels=["DAPI", "FITC"],
+        camera=scope["Camera"],
+        z_device=scope["Z"],
+        xy_device=scope["XY"],
+        data_handler=handler,
+    )
     futures = ExecutionEngine.get_instance().submit(events)
     qtbot.waitUntil(futures[-1].is_execution_complete, timeout=60000)
     handler.await_completion(timeout=60)
@@ -141,12 +163,27 @@ def test_screenshots_are_committed_and_shown_in_readme_and_docs():
 
 @pytest.mark.slow
 def test_docs_html_shows_the_screenshots_and_the_api_pages(tmp_path):
-    command = [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(ROOT / "docs"), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-W",
+        "-q",
+        "-b",
+        "html",
+        str(ROOT / "docs"),
+        str(tmp_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    shown = set(re.findall(r'<img [^>]*src="_images/([^"]+)"', (tmp_path / "screenshots.html").read_text()))
+    shown = set(
+        re.findall(r'<img [^>]*src="_images/([^"]+)"', (tmp_path / "screenshots.html").read_text())
+    )
     assert shown == set(PICTURES)
     assert all((tmp_path / "_images" / name).stat().st_size > 10_000 for name in PICTURES)
     api = (tmp_path / "api.html").read_text()
     assert 'id="exengine.kernel.executor.ExecutionEngine"' in api
-    assert 'id="napari_exengine.useq_sequences.load_sequence"' in (tmp_path / "coming_from.html").read_text()
+    assert (
+        'id="napari_exengine.useq_sequences.load_sequence"'
+        in (tmp_path / "coming_from.html").read_text()
+    )

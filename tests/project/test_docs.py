@@ -15,15 +15,23 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_sphinx_build_without_warnings(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(DOCS), str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(DOCS), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def code_blocks():
     for page in sorted(DOCS.glob("*.rst")):
-        for i, block in enumerate(re.findall(r".. code-block:: python\n\n((?:    .*\n|\n)+)", page.read_text())):
-            yield pytest.param(page.name, "\n".join(line[4:] for line in block.splitlines()), id=f"{page.stem}-{i}")
+        for i, block in enumerate(
+            re.findall(r".. code-block:: python\n\n((?:    .*\n|\n)+)", page.read_text())
+        ):
+            yield pytest.param(
+                page.name, "\n".join(line[4:] for line in block.splitlines()), id=f"{page.stem}-{i}"
+            )
 
 
 @pytest.mark.parametrize("page, code", list(code_blocks()))

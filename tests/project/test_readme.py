@@ -12,8 +12,11 @@ CI_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "run"
 def test_readme_commands_and_python_example(capsys):
     text = README.read_text()
     assert 'pip install -e ".[all]" && napari-exengine' in text
-    command = ('pip install -e ".[all,test]" -e examples/exengine-denoise -e examples/exengine-npy-storage '
-               '-e examples/exengine-spiral-plan && pytest')
+    command = (
+        'pip install -e ".[all,test]" -e examples/exengine-denoise -e '
+        "examples/exengine-npy-storage "
+        "-e examples/exengine-spiral-plan && pytest"
+    )
     assert command in text
     assert CI_SCRIPT.read_text().count(command) == 1
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)

@@ -1,4 +1,5 @@
-"""``exengine info`` summarises NDTiff and OME-Zarr datasets and reports the space they really occupy."""
+"""``exengine info`` summarises NDTiff and OME-Zarr datasets and reports the space they really
+occupy."""
 
 from __future__ import annotations
 
@@ -23,15 +24,38 @@ def size_mb(text: str) -> float:
 
 
 def test_info_summarises_the_ome_zarr_datasets_acquire_writes(tmp_path):
-    status = main(["acquire", "--time", "3", "--channels", "DAPI,FITC", "--z", "0:2:2", "--storage",
-                   "napari-exengine.storage.omezarr", "--out", str(tmp_path), "--name", "zarr"], stream=io.StringIO())
+    status = main(
+        [
+            "acquire",
+            "--time",
+            "3",
+            "--channels",
+            "DAPI,FITC",
+            "--z",
+            "0:2:2",
+            "--storage",
+            "napari-exengine.storage.omezarr",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "zarr",
+        ],
+        stream=io.StringIO(),
+    )
     assert status == 0
     path = tmp_path / "zarr_1.ome.zarr"
     status, text = info(path)
     assert status == 0, text
-    assert f"Dataset: {path}\nFormat: OME-Zarr 0.5 (zarr v3)\nFrames: 12\nFrame: 512 x 512 uint16\n" in text
+    assert (
+        f"Dataset: {path}\nFormat: OME-Zarr 0.5 (zarr v3)\nFrames: 12\nFrame: 512 x 512 uint16\n"
+        in text
+    )
     assert "Pixel size: 1 µm; z step: 2 µm" in text
-    assert "  time: 3 (0, 1, 2)\n" in text and "  channel: 2 (DAPI, FITC)\n" in text and "  z: 2 (0, 1)\n" in text
+    assert (
+        "  time: 3 (0, 1, 2)\n" in text
+        and "  channel: 2 (DAPI, FITC)\n" in text
+        and "  z: 2 (0, 1)\n" in text
+    )
     assert re.search(r"First/last timestamps: \S+ / \S+", text) and "Not finished" not in text
     assert size_mb(text) == round(allocated_bytes(str(path)) / 1024**2, 1) >= 12 * 0.5
     assert info(path / "zarr.json")[1] == text  # the folder's zarr.json names the dataset too
@@ -70,7 +94,9 @@ def test_info_reports_the_real_size_of_a_sigkilled_ndtiff_dataset(tmp_path, sigk
     assert "Format: NDTiff v3\n" in text and int(re.search(r"Frames: (\d+)", text).group(1)) >= 40
     real = size_mb(text)
     assert real == round(allocated_bytes(str(dataset)) / 1024**2, 1)
-    assert 40 * 0.5 <= real < 1000 < apparent / 1024**2  # frames written (512 KB each), not the files' length
+    assert (
+        40 * 0.5 <= real < 1000 < apparent / 1024**2
+    )  # frames written (512 KB each), not the files' length
 
 
 def test_info_refuses_what_is_not_a_dataset(tmp_path, capsys):

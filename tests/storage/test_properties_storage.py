@@ -1,6 +1,6 @@
-"""Property-based tests (Hypothesis, issue 17) of NDTiff, NDRAM and OME-Zarr storage: any valid frame,
-coordinates and JSON metadata come back identical (also after reopening from disk), and any invalid one
-is refused before anything is written."""
+"""Property-based tests (Hypothesis, issue 17) of NDTiff, NDRAM and OME-Zarr storage: any valid
+frame, coordinates and JSON metadata come back identical (also after reopening from disk), and any
+invalid one is refused before anything is written."""
 
 from __future__ import annotations
 
@@ -35,10 +35,14 @@ from strategies import (
 
 
 def _ndtiff_on_disk(path: str) -> dict[frozenset, tuple[np.ndarray, Any]]:
-    """Every frame of a finished NDTiff dataset, by ndstorage and by our reader (which must agree)."""
+    """Every frame of a finished NDTiff dataset, by ndstorage and by our reader (which must
+    agree)."""
     reader = NDTiffReader(path)
     try:
-        ours = {frozenset(c.items()): (reader.read_frame(c), reader.read_metadata(c)) for c in reader.coordinates()}
+        ours = {
+            frozenset(c.items()): (reader.read_frame(c), reader.read_metadata(c))
+            for c in reader.coordinates()
+        }
     finally:
         reader.close()
     with contextlib.redirect_stdout(io.StringIO()):  # ndstorage prints its progress
@@ -90,7 +94,8 @@ def test_ndram_round_trip(frames):
     assert [dict(c) for c in storage.get_coordinates_list()] == [c for c, _, _ in frames]
 
 
-# OME-Zarr maps each axis to an array dimension: int values are indices (non-negative; channel excepted)
+# OME-Zarr maps each axis to an array dimension: int values are indices (non-negative; channel
+# excepted)
 # and str values are labels.
 omezarr_datasets = datasets(kinds=st.sampled_from([st.integers(0, 6), texts]), max_frames=3)
 
@@ -105,12 +110,15 @@ def test_omezarr_round_trip(frames):
         _assert_same(frames, lambda c: (storage.get_data(c), storage.get_metadata(c)))
         storage.close()
         dataset = OMEZarrDataset(storage.path)
-        assert sorted(map(repr, dataset.coordinates())) == sorted(repr(DataCoordinates(c)) for c, _, _ in frames)
+        assert sorted(map(repr, dataset.coordinates())) == sorted(
+            repr(DataCoordinates(c)) for c, _, _ in frames
+        )
         _assert_same(frames, lambda c: (dataset.read_frame(c), dataset.read_metadata(c)))
 
 
 def test_omezarr_refuses_ints_and_labels_on_one_axis(tmp_path):
-    # found by the round trip above: time=0 and time='a' both took index 0, the second frame overwriting the first
+    # found by the round trip above: time=0 and time='a' both took index 0, the second frame
+    # overwriting the first
     storage = OMEZarrStorage(tmp_path, name="mixed")
     first = np.full((4, 4), 1, np.uint16)
     storage.put({"time": 0}, first, {})
@@ -119,25 +127,36 @@ def test_omezarr_refuses_ints_and_labels_on_one_axis(tmp_path):
     storage.close()
     dataset = OMEZarrDataset(storage.path)
     assert dataset.coordinates() == [{"time": 0}]
-    _assert_same([({"time": 0}, first, {})], lambda c: (dataset.read_frame(c), dataset.read_metadata(c)))
+    _assert_same(
+        [({"time": 0}, first, {})], lambda c: (dataset.read_frame(c), dataset.read_metadata(c))
+    )
 
 
-# ---------------------------------------------------------------------------- invalid frames refused
+# ---------------------------------------------------------------------------- invalid frames
+# refused
 class _Opaque:
     """Not JSON."""
 
 
 #: per backend: frames of the dtypes and shapes it refuses (each also refuses non-arrays)
-REFUSED_DTYPES = {"ndtiff": [np.int8, np.int16, np.float32, np.complex64, np.bool_],
-                  "ndram": [np.complex64, np.str_], "omezarr": [np.complex64, np.bool_]}
-REFUSED_SHAPES = {"ndtiff": [(0, 4), (4, 0), (0, 0), (5,), (), (2, 3, 4)], "ndram": [(0, 4), (4, 0), (5,), ()],
-                  "omezarr": [(0, 4), (4, 0), (5,), (), (2, 3, 4)]}
+REFUSED_DTYPES = {
+    "ndtiff": [np.int8, np.int16, np.float32, np.complex64, np.bool_],
+    "ndram": [np.complex64, np.str_],
+    "omezarr": [np.complex64, np.bool_],
+}
+REFUSED_SHAPES = {
+    "ndtiff": [(0, 4), (4, 0), (0, 0), (5,), (), (2, 3, 4)],
+    "ndram": [(0, 4), (4, 0), (5,), ()],
+    "omezarr": [(0, 4), (4, 0), (5,), (), (2, 3, 4)],
+}
 
 
 def invalid_frames(backend: str) -> Any:
-    return st.one_of(hnp.arrays(st.sampled_from(REFUSED_DTYPES[backend]), small_shapes),
-                     hnp.arrays(ndtiff_dtypes, st.sampled_from(REFUSED_SHAPES[backend])),
-                     st.sampled_from([[[1, 2], [3, 4]], "pixels", None]))
+    return st.one_of(
+        hnp.arrays(st.sampled_from(REFUSED_DTYPES[backend]), small_shapes),
+        hnp.arrays(ndtiff_dtypes, st.sampled_from(REFUSED_SHAPES[backend])),
+        st.sampled_from([[[1, 2], [3, 4]], "pixels", None]),
+    )
 
 
 NOT_JSON = [_Opaque(), b"raw", {1, 2}, 1j]
@@ -145,25 +164,32 @@ NOT_JSON = [_Opaque(), b"raw", {1, 2}, 1j]
 
 def invalid_metadata(backend: str) -> Any:
     """Metadata that is not a JSON object: not a dict, or holding values JSON cannot represent."""
-    values = NOT_JSON + ([np.datetime64("2024")] if backend == "ndtiff" else [])  # see test_numpy_dates_...
-    return st.dictionaries(st.text(max_size=4), st.sampled_from(values), min_size=1, max_size=2) | \
-        st.sampled_from([[1, 2], "text", 3])
+    values = NOT_JSON + (
+        [np.datetime64("2024")] if backend == "ndtiff" else []
+    )  # see test_numpy_dates_...
+    return st.dictionaries(
+        st.text(max_size=4), st.sampled_from(values), min_size=1, max_size=2
+    ) | st.sampled_from([[1, 2], "text", 3])
 
 
 def _files(path: str) -> dict[str, bytes]:
-    """Every file under ``path`` with its bytes (sparse NDTiff image files by their allocated size only)."""
+    """Every file under ``path`` with its bytes (sparse NDTiff image files by their allocated size
+    only)."""
     out = {}
     for folder, _dirs, names in os.walk(path):
         for name in names:
             file = Path(folder, name)
-            out[str(file.relative_to(path))] = (b"blocks %d" % file.stat().st_blocks if name.endswith(".tif")
-                                                else file.read_bytes())
+            out[str(file.relative_to(path))] = (
+                b"blocks %d" % file.stat().st_blocks if name.endswith(".tif") else file.read_bytes()
+            )
     return out
 
 
-def _refusals(storage: Any, valid: list, invalid: tuple[dict[str, Any], Any, Any], path: str | None) -> None:
-    """Put ``valid`` frames, check the ``invalid`` one is refused with nothing written, then that the
-    storage still takes a frame."""
+def _refusals(
+    storage: Any, valid: list, invalid: tuple[dict[str, Any], Any, Any], path: str | None
+) -> None:
+    """Put ``valid`` frames, check the ``invalid`` one is refused with nothing written, then that
+    the storage still takes a frame."""
     for coords, data, metadata in valid:
         storage.put(coords, data, metadata)
     before = _files(path) if path else None
@@ -186,7 +212,9 @@ def test_invalid_frames_and_metadata_are_refused_before_anything_is_written(fram
     if what == "kind of value":  # an axis given an int where it holds strs, or the other way round
         assume(valid)
         axis = data.draw(st.sampled_from(sorted(coords)))
-        assume(not (backend == "omezarr" and axis == "channel"))  # OME-Zarr channels: ints and strs are labels
+        assume(
+            not (backend == "omezarr" and axis == "channel")
+        )  # OME-Zarr channels: ints and strs are labels
         other = "label" if isinstance(coords[axis], int) else data.draw(st.integers(0, 6))
         invalid = ({**coords, axis: other}, frame, metadata)
     elif what == "frame":
@@ -200,8 +228,11 @@ def test_invalid_frames_and_metadata_are_refused_before_anything_is_written(fram
         valid = [(c, f, m) for c, f, m in valid if _omezarr_fits(c)]
         assume(_omezarr_fits(coords))
     with tempfile.TemporaryDirectory() as directory:
-        storage = {"ndtiff": lambda: NDTiffStorage(directory, name="bad"), "ndram": NDRAMStorage,
-                   "omezarr": lambda: OMEZarrStorage(directory, name="bad")}[backend]()
+        storage = {
+            "ndtiff": lambda: NDTiffStorage(directory, name="bad"),
+            "ndram": NDRAMStorage,
+            "omezarr": lambda: OMEZarrStorage(directory, name="bad"),
+        }[backend]()
         try:
             if what == "coordinates":
                 with pytest.raises(pydantic.ValidationError):
@@ -209,25 +240,34 @@ def test_invalid_frames_and_metadata_are_refused_before_anything_is_written(fram
             else:
                 _refusals(storage, valid, invalid, getattr(storage, "path", None))
             storage.put(coords, frame, metadata)  # the same coordinates, valid now: taken
-            _assert_same([*valid, (coords, frame, metadata)], lambda c: (storage.get_data(c), storage.get_metadata(c)))
+            _assert_same(
+                [*valid, (coords, frame, metadata)],
+                lambda c: (storage.get_data(c), storage.get_metadata(c)),
+            )
         finally:
             storage.close()
 
 
-@pytest.mark.parametrize("backend", [
-    "ndram",
-    "omezarr",
-    "ndtiff",
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "ndram",
+        "omezarr",
+        "ndtiff",
+    ],
+)
 def test_numpy_dates_in_metadata_are_refused_before_anything_is_written(backend, tmp_path):
-    storage = {"ndtiff": lambda: NDTiffStorage(tmp_path, name="dates"), "ndram": NDRAMStorage,
-               "omezarr": lambda: OMEZarrStorage(tmp_path, name="dates")}[backend]()
+    storage = {
+        "ndtiff": lambda: NDTiffStorage(tmp_path, name="dates"),
+        "ndram": NDRAMStorage,
+        "omezarr": lambda: OMEZarrStorage(tmp_path, name="dates"),
+    }[backend]()
     invalid = ({"time": 0}, np.zeros((2, 2), np.uint16), {"when": np.datetime64("2024-05-01")})
     _refusals(storage, [], invalid, getattr(storage, "path", None))
     storage.close()
 
 
 def _omezarr_fits(coords: dict[str, Any]) -> bool:
-    """Coordinates OME-Zarr takes: labels, or small non-negative indices (an array dimension each)."""
+    """Coordinates OME-Zarr takes: labels, or small non-negative indices (an array dimension
+    each)."""
     return all(isinstance(v, str) or 0 <= v < 64 for v in coords.values())
-

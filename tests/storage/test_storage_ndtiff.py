@@ -30,9 +30,15 @@ def test_reexport_and_context_manager(tmp_path):
     assert dataset.read_image(time=0, channel="DAPI").shape == (4, 5)
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros((4, 4), np.float32), np.zeros((4, 4), np.int16), np.zeros((4, 4, 3), np.uint8), np.zeros(4, np.uint16),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((4, 4), np.float32),
+        np.zeros((4, 4), np.int16),
+        np.zeros((4, 4, 3), np.uint8),
+        np.zeros(4, np.uint16),
+    ],
+)
 def test_unsupported_frames_are_refused_before_writing(tmp_path, bad):
     storage = NDTiffStorage(tmp_path)
     with pytest.raises((TypeError, ValueError), match="'time': 0"):
@@ -57,9 +63,22 @@ def test_non_contiguous_frames_are_stored_losslessly(tmp_path):
 
 def test_numpy_metadata_serializes(tmp_path):
     storage = NDTiffStorage(tmp_path)
-    storage.put({"time": 0}, np.zeros((2, 2), np.uint8),
-                {"exposure": np.float32(1.5), "count": np.int64(3), "roi": np.array([1, 2]), "pair": (1, 2)})
-    assert storage.get_metadata({"time": 0}) == {"exposure": 1.5, "count": 3, "roi": [1, 2], "pair": [1, 2]}
+    storage.put(
+        {"time": 0},
+        np.zeros((2, 2), np.uint8),
+        {
+            "exposure": np.float32(1.5),
+            "count": np.int64(3),
+            "roi": np.array([1, 2]),
+            "pair": (1, 2),
+        },
+    )
+    assert storage.get_metadata({"time": 0}) == {
+        "exposure": 1.5,
+        "count": 3,
+        "roi": [1, 2],
+        "pair": [1, 2],
+    }
     with pytest.raises(TypeError, match="cannot be saved as JSON"):
         storage.put({"time": 1}, np.zeros((2, 2), np.uint8), {"bad": object()})
     assert {"time": 1} not in storage
@@ -121,7 +140,9 @@ def _mount_type(path) -> str:
             _device, mount_point, fs_type = line.split()[:3]
             mount_point = mount_point.replace("\\040", " ")
             inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
-            if inside and len(mount_point) >= len(best):  # the last, topmost mount of the longest point
+            if inside and len(mount_point) >= len(
+                best
+            ):  # the last, topmost mount of the longest point
                 best, kind = mount_point, fs_type
     return kind
 
@@ -144,7 +165,9 @@ def test_space_is_reserved_only_where_it_pays(tmp_path):
 def test_space_reserved_ahead_of_the_writer_is_trimmed_at_finish(tmp_path, monkeypatch):
     from exengine.storage import _preallocate
 
-    monkeypatch.setattr(_preallocate, "file_system_reserves", lambda fd: True)  # whatever tmp_path is on
+    monkeypatch.setattr(
+        _preallocate, "file_system_reserves", lambda fd: True
+    )  # whatever tmp_path is on
     storage = NDTiffStorage(tmp_path, "reserve")
     frames = [np.full((256, 256), t, np.uint16) for t in range(4)]
     for t, frame in enumerate(frames):
@@ -172,14 +195,15 @@ def test_ndram_storage():
         storage.put({"time": 1}, np.array([["a"]]), {})
 
 
-
 @pytest.mark.parametrize("shape", [(0, 512), (512, 0), (0, 0)])
 def test_frames_without_pixels_are_refused_before_writing(tmp_path, shape):
     storage = NDTiffStorage(tmp_path, name="empty")
     with pytest.raises(ValueError, match=r"without pixels.*" + re.escape(str(shape))):
         storage.put({"time": 0}, np.zeros(shape, np.uint16), {})
     assert len(storage) == 0 and not storage.dataset.has_image(time=0)
-    storage.put({"time": 1}, np.full((4, 6), 7, np.uint16), {"ok": True})  # the dataset still takes frames
+    storage.put(
+        {"time": 1}, np.full((4, 6), 7, np.uint16), {"ok": True}
+    )  # the dataset still takes frames
     storage.close()
     reopened = ndstorage.Dataset(storage.path)
     assert [dict(axes) for axes in reopened.get_image_coordinates_list()] == [{"time": 1}]
@@ -199,7 +223,9 @@ def test_ndram_refuses_frames_of_fewer_than_two_dimensions(bad):
     assert len(ram) == 0 and not ram.dataset.images
 
 
-@pytest.mark.parametrize("make", [NDTiffStorage, lambda _directory: NDRAMStorage()], ids=["ndtiff", "ndram"])
+@pytest.mark.parametrize(
+    "make", [NDTiffStorage, lambda _directory: NDRAMStorage()], ids=["ndtiff", "ndram"]
+)
 def test_coordinates_ndstorage_cannot_keep_are_refused_naming_the_axis(tmp_path, make):
     storage = make(tmp_path)
     storage.put({"time": 0, "channel": "DAPI"}, np.ones((2, 2), np.uint16), {})
@@ -210,9 +236,12 @@ def test_coordinates_ndstorage_cannot_keep_are_refused_naming_the_axis(tmp_path,
     with pytest.raises(ValueError, match="axis named 'self'"):
         storage.put({"time": 1, "channel": "DAPI", "self": 1}, np.ones((2, 2), np.uint16), {})
     assert len(storage) == 1
-    storage.put({"time": 1, "channel": "FITC"}, np.ones((2, 2), np.uint16), {})  # still takes frames
+    storage.put(
+        {"time": 1, "channel": "FITC"}, np.ones((2, 2), np.uint16), {}
+    )  # still takes frames
     assert len(storage) == 2
     storage.close()
+
 
 CRASH_SCRIPT = textwrap.dedent("""
     import sys, numpy as np
@@ -229,14 +258,16 @@ CRASH_SCRIPT = textwrap.dedent("""
     handler = DataHandler(storage)
     t = 0
     while True:
-        handler.put({"time": t, "channel": "DAPI"}, np.full((64, 64), t % 65535, np.uint16), {"t": t})
+        frame = np.full((64, 64), t % 65535, np.uint16)
+        handler.put({"time": t, "channel": "DAPI"}, frame, {"t": t})
         t += 1
 """)
 
 
 def test_frames_reported_stored_survive_sigkill(tmp_path):
-    process = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", CRASH_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     stored, path = [], None
     deadline = time.monotonic() + 60
     try:
@@ -249,9 +280,13 @@ def test_frames_reported_stored_survive_sigkill(tmp_path):
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-    assert path and len(stored) >= 150, "the acquisition did not report enough stored frames in time"
+    assert path and len(stored) >= 150, (
+        "the acquisition did not report enough stored frames in time"
+    )
     dataset = ndstorage.Dataset(path)
     for t in stored:
-        assert dataset.has_image(time=t, channel="DAPI"), f"frame {t} was reported stored but is lost"
+        assert dataset.has_image(time=t, channel="DAPI"), (
+            f"frame {t} was reported stored but is lost"
+        )
         assert dataset.read_image(time=t, channel="DAPI")[0, 0] == t
         assert dataset.read_metadata(time=t, channel="DAPI") == {"t": t}

@@ -1,5 +1,5 @@
-"""OME-Zarr storage in a local folder: chunks complete or absent after disk full, datasets never reused,
-crash-consistent reopening; and reading datasets back (``OMEZarrDataset``)."""
+"""OME-Zarr storage in a local folder: chunks complete or absent after disk full, datasets never
+reused, crash-consistent reopening; and reading datasets back (``OMEZarrDataset``)."""
 
 from __future__ import annotations
 
@@ -31,23 +31,31 @@ def chunk_path(storage: OMEZarrStorage, t: int) -> str:
     return os.path.join(storage.path, "0", "c", str(t), "0", "0")
 
 
-def assert_readable(path: str, stored: list[dict], values: dict[int, int], whole_chunks: bool = True) -> None:
-    """The whole array reads, every frame in ``stored`` holds its pixels (``values[t]``), no temporary
-    file is left and (``whole_chunks``, uncompressed) every chunk file is a whole frame."""
+def assert_readable(
+    path: str, stored: list[dict], values: dict[int, int], whole_chunks: bool = True
+) -> None:
+    """The whole array reads, every frame in ``stored`` holds its pixels (``values[t]``), no
+    temporary file is left and (``whole_chunks``, uncompressed) every chunk file is a whole
+    frame."""
     whole = zarr.open_group(path, mode="r")["0"][...]
     dataset = OMEZarrDataset(path)
-    assert sorted(dict(c)["time"] for c in dataset.coordinates()) == sorted(c["time"] for c in stored)
+    assert sorted(dict(c)["time"] for c in dataset.coordinates()) == sorted(
+        c["time"] for c in stored
+    )
     for coords in stored:
         assert whole[coords["time"]][0, 0] == values[coords["time"]]
         np.testing.assert_array_equal(dataset.read_frame(coords), whole[coords["time"]])
     for folder, _, files in os.walk(path):
         assert not [f for f in files if f.endswith(".partial")], folder
         if whole_chunks and os.path.basename(os.path.dirname(os.path.dirname(folder))) == "c":
-            assert all(os.path.getsize(os.path.join(folder, f)) == np.prod(SHAPE) * 2 for f in files)
+            assert all(
+                os.path.getsize(os.path.join(folder, f)) == np.prod(SHAPE) * 2 for f in files
+            )
 
 
 def test_enospc_from_the_write_leaves_no_chunk_and_keeps_every_stored_frame(tmp_path):
-    """The kernel's own ENOSPC (a write to /dev/full, where the chunk's temporary file is about to go)."""
+    """The kernel's own ENOSPC (a write to /dev/full, where the chunk's temporary file is about to
+    go)."""
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full (Linux) for a real ENOSPC")
     storage = OMEZarrStorage(tmp_path, "full")
@@ -55,16 +63,29 @@ def test_enospc_from_the_write_leaves_no_chunk_and_keeps_every_stored_frame(tmp_
         storage.put({"time": t}, frame(t), {"t": t})
     os.makedirs(os.path.dirname(chunk_path(storage, 3)))
     os.symlink("/dev/full", chunk_path(storage, 3) + ".partial")
-    with pytest.raises(OSError, match=r"Cannot store the frame at \{'time': 3\}.*No space left") as failure:
+    with pytest.raises(
+        OSError, match=r"Cannot store the frame at \{'time': 3\}.*No space left"
+    ) as failure:
         storage.put({"time": 3}, frame(3), {"t": 3})
     assert failure.value.errno == errno.ENOSPC
     assert {"time": 3} not in storage and len(storage) == 3
-    assert not os.path.lexists(chunk_path(storage, 3)) and not os.path.lexists(chunk_path(storage, 3) + ".partial")
-    storage.put({"time": 4}, frame(4), {"t": 4})  # the disk has room again: the next frame is stored
+    assert not os.path.lexists(chunk_path(storage, 3)) and not os.path.lexists(
+        chunk_path(storage, 3) + ".partial"
+    )
+    storage.put(
+        {"time": 4}, frame(4), {"t": 4}
+    )  # the disk has room again: the next frame is stored
     storage.finish()
-    assert zarr.open_group(storage.path, mode="r")["0"].shape == (5, *SHAPE)  # trimmed to the frames stored
-    assert_readable(storage.path, [{"time": t} for t in (0, 1, 2, 4)], {t: 1 + 10 * t for t in range(5)})
-    assert OMEZarrDataset(storage.path).read_frame({"time": 3}).max() == 0  # the failed frame: absent
+    assert zarr.open_group(storage.path, mode="r")["0"].shape == (
+        5,
+        *SHAPE,
+    )  # trimmed to the frames stored
+    assert_readable(
+        storage.path, [{"time": t} for t in (0, 1, 2, 4)], {t: 1 + 10 * t for t in range(5)}
+    )
+    assert (
+        OMEZarrDataset(storage.path).read_frame({"time": 3}).max() == 0
+    )  # the failed frame: absent
 
 
 @pytest.fixture
@@ -73,10 +94,17 @@ def small_tmpfs(tmp_path):
     where = tmp_path / "tmpfs"
     where.mkdir()
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], check=True,
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError) as e:
-        pytest.skip(f"cannot mount a tmpfs here ({getattr(e, 'stderr', b'') or e!r}); the /dev/full test covers ENOSPC")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({getattr(e, 'stderr', b'') or e!r}); the /dev/full test "
+            "covers ENOSPC"
+        )
     yield where
     subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True, timeout=30)
 
@@ -85,7 +113,8 @@ def small_tmpfs(tmp_path):
 def test_disk_full_on_a_real_tmpfs_loses_no_stored_frame(small_tmpfs, compress):
     stored: list[dict] = []
     ExecutionEngine.get_instance().subscribe_to_notifications(
-        lambda n: stored.append(dict(n.payload)), DataStoredNotification)
+        lambda n: stored.append(dict(n.payload)), DataStoredNotification
+    )
     storage = OMEZarrStorage(small_tmpfs, "full", compress=compress)
     handler = DataHandler(storage)
     rng = np.random.default_rng(0)
@@ -129,12 +158,15 @@ storage = OMEZarrStorage(sys.argv[1], "crash")
 print(storage.path, flush=True)
 for t in range(100000):
     for c, channel in enumerate(("DAPI", "GFP")):
-        storage.put({"time": t, "channel": channel}, np.full((64, 64), 1 + 10 * t + c, np.uint16), {"t": t})
+        frame = np.full((64, 64), 1 + 10 * t + c, np.uint16)
+        storage.put({"time": t, "channel": channel}, frame, {"t": t})
         print(t, channel, flush=True)
 """
 
 
-def test_sigkill_mid_run_leaves_a_dataset_that_opens_with_every_stored_frame(tmp_path, sigkill_after_lines):
+def test_sigkill_mid_run_leaves_a_dataset_that_opens_with_every_stored_frame(
+    tmp_path, sigkill_after_lines
+):
     lines = sigkill_after_lines(CRASH_WRITER, str(tmp_path), lines=40)
     path, stored = lines[0], [line.split() for line in lines[1:]]
     dataset = OMEZarrDataset(path)
@@ -144,18 +176,39 @@ def test_sigkill_mid_run_leaves_a_dataset_that_opens_with_every_stored_frame(tmp
         coords = {"time": int(t), "channel": channel}
         assert dataset.read_frame(coords)[0, 0] == 1 + 10 * int(t) + channels.index(channel)
         assert dataset.read_metadata(coords) == {"t": int(t)}
-    assert zarr.open_group(path, mode="r")["0"][...].shape[1:] == (2, 64, 64)  # the whole array reads
+    assert zarr.open_group(path, mode="r")["0"][...].shape[1:] == (
+        2,
+        64,
+        64,
+    )  # the whole array reads
 
 
 def test_dataset_reader_opens_other_ome_zarr_images(tmp_path):
-    """An NGFF image written by zarr alone (no exengine records): indexed axes, omero channel labels."""
+    """An NGFF image written by zarr alone (no exengine records): indexed axes, omero channel
+    labels."""
     group = zarr.open_group(tmp_path / "other.zarr", mode="w", zarr_format=3)
     array = group.create_array("s0", shape=(2, 3, 8, 8), chunks=(1, 1, 8, 8), dtype="uint8")
     array[...] = np.arange(6, dtype=np.uint8).reshape(2, 3, 1, 1)
-    group.attrs["ome"] = {"version": "0.5", "omero": {"channels": [{"label": "a"}, {"label": "b"}]}, "multiscales": [{
-        "axes": [{"name": "c", "type": "channel"}, {"name": "z", "type": "space"},
-                 {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-        "datasets": [{"path": "s0", "coordinateTransformations": [{"type": "scale", "scale": [1, 2, 0.5, 0.5]}]}]}]}
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "omero": {"channels": [{"label": "a"}, {"label": "b"}]},
+        "multiscales": [
+            {
+                "axes": [
+                    {"name": "c", "type": "channel"},
+                    {"name": "z", "type": "space"},
+                    {"name": "y", "type": "space"},
+                    {"name": "x", "type": "space"},
+                ],
+                "datasets": [
+                    {
+                        "path": "s0",
+                        "coordinateTransformations": [{"type": "scale", "scale": [1, 2, 0.5, 0.5]}],
+                    }
+                ],
+            }
+        ],
+    }
     dataset = OMEZarrDataset(tmp_path / "other.zarr")
     assert dataset.finished is None and dataset.channel_axis == "c"
     assert dataset.axes == {"c": ["a", "b"], "z": [0, 1, 2]} and len(dataset.coordinates()) == 6
@@ -175,18 +228,24 @@ def test_local_folder_refuses_store_settings_and_bad_names(tmp_path):
         OMEZarrStorage(tmp_path, "a/b")
     with pytest.raises(ValueError, match="non-negative"):
         OMEZarrStorage(tmp_path, str(uuid.uuid4())).put({"time": -1}, frame(0), {})
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in tmp_path.iterdir()
-                                                                if p.name.endswith(".ome.zarr"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in tmp_path.iterdir() if p.name.endswith(".ome.zarr")
+    )
 
 
 def test_one_axis_holds_either_indices_or_labels(tmp_path):
-    """time=0 and time='a' would both be index 0 of the time axis: the second is refused, nothing lost."""
+    """time=0 and time='a' would both be index 0 of the time axis: the second is refused, nothing
+    lost."""
     storage = OMEZarrStorage(tmp_path, "mixed")
     storage.put({"time": 0, "channel": 5}, frame(0), {})
-    with pytest.raises(ValueError, match=r"Axis 'time' of this OME-Zarr array holds indices \(ints\); 'a'"):
+    with pytest.raises(
+        ValueError, match=r"Axis 'time' of this OME-Zarr array holds indices \(ints\); 'a'"
+    ):
         storage.put({"time": "a", "channel": 5}, frame(1), {})
     storage.put({"time": 1, "channel": "GFP"}, frame(1), {})  # channel values are always labels
     storage.finish()
     dataset = OMEZarrDataset(storage.path)
     assert dataset.axes == {"time": [0, 1], "channel": [5, "GFP"]}
-    assert dataset.read_frame({"time": 0, "channel": 5})[0, 0] == 1 and len(dataset.coordinates()) == 2
+    assert (
+        dataset.read_frame({"time": 0, "channel": 5})[0, 0] == 1 and len(dataset.coordinates()) == 2
+    )

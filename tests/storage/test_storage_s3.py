@@ -1,6 +1,7 @@
-"""OME-Zarr storage in an S3 object store: moto's S3 server on 127.0.0.1, started here, reached through
-zarr's ObjectStore (obstore) and FsspecStore (s3fs) — no mocks of zarr, fsspec or obstore. Faults are
-real too: a TCP relay in front of the server stalls or refuses, and a writer process is SIGKILLed."""
+"""OME-Zarr storage in an S3 object store: moto's S3 server on 127.0.0.1, started here, reached
+through zarr's ObjectStore (obstore) and FsspecStore (s3fs) — no mocks of zarr, fsspec or obstore.
+Faults are real too: a TCP relay in front of the server stalls or refuses, and a writer process is
+SIGKILLed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import time
 import urllib.request
 import uuid
 from types import SimpleNamespace
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -28,7 +28,9 @@ from exengine.kernel.data_handler import DataHandlerError
 from exengine.notifications import DataStoredNotification
 
 pytest.importorskip("moto.server", reason="needs moto[server] (extra 'test')")
-s3fs = pytest.importorskip("s3fs", reason="needs s3fs (the 'fsspec' extra, or pymmcore-plus which brings it)")
+s3fs = pytest.importorskip(
+    "s3fs", reason="needs s3fs (the 'fsspec' extra, or pymmcore-plus which brings it)"
+)
 pytest.importorskip("obstore", reason="needs the 's3' extra")
 
 from moto.server import ThreadedMotoServer  # noqa: E402
@@ -49,7 +51,8 @@ def frame(t: int, channel: str) -> np.ndarray:
 def s3_server():
     """moto's S3 HTTP server on 127.0.0.1 (a free port) for this module's tests."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    # aiobotocore formats one of its debug messages wrongly; when another test has turned debug logging
+    # aiobotocore formats one of its debug messages wrongly; when another test has turned
+    # debug logging
     # on, pytest's log capture raises that formatting error inside the store's write
     logging.getLogger("aiobotocore").setLevel(logging.INFO)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -61,13 +64,16 @@ def s3_server():
 
 def make_bucket(endpoint: str) -> str:
     bucket = f"test-{uuid.uuid4().hex[:12]}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10).close()
+    urllib.request.urlopen(
+        urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10
+    ).close()
     return bucket
 
 
 @pytest.fixture
 def s3(s3_server, monkeypatch, tmp_path):
-    """A fresh bucket; the AWS settings of the environment point at the server (and nowhere else)."""
+    """A fresh bucket; the AWS settings of the environment point at the server (and nowhere
+    else)."""
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
@@ -78,7 +84,9 @@ def s3(s3_server, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     s3fs.S3FileSystem.clear_instance_cache()  # each test resolves its settings afresh
     bucket = make_bucket(s3_server.endpoint)
-    return SimpleNamespace(endpoint=s3_server.endpoint, port=s3_server.port, bucket=bucket, url=f"s3://{bucket}/runs")
+    return SimpleNamespace(
+        endpoint=s3_server.endpoint, port=s3_server.port, bucket=bucket, url=f"s3://{bucket}/runs"
+    )
 
 
 def keys(s3, prefix: str = "") -> list[str]:
@@ -87,15 +95,19 @@ def keys(s3, prefix: str = "") -> list[str]:
     from obstore.store import S3Store
 
     store = S3Store(s3.bucket, endpoint=s3.endpoint, client_options={"allow_http": True})
-    return sorted(meta["path"] for batch in obstore.list(store, prefix=prefix or None) for meta in batch)
+    return sorted(
+        meta["path"] for batch in obstore.list(store, prefix=prefix or None) for meta in batch
+    )
 
 
 class Relay:
     """A TCP relay on 127.0.0.1 in front of the S3 server that can stall (hold every byte, as a
     congested or cut network does) or deny (answer every request ``403 AccessDenied``)."""
 
-    DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-              b"<Message>Access Denied</Message></Error>")
+    DENIED = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+        b"<Message>Access Denied</Message></Error>"
+    )
 
     def __init__(self, target_port: int) -> None:
         self._target = target_port
@@ -109,15 +121,16 @@ class Relay:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
-        self._hold: Optional[tuple[bytes, float, threading.Event]] = None
+        self._hold: tuple[bytes, float, threading.Event] | None = None
         threading.Thread(target=self._accept, daemon=True).start()
 
     def stall(self) -> None:
         self._flowing.clear()
 
     def hold_next(self, pattern: bytes, seconds: float) -> threading.Event:
-        """Hold the next request containing ``pattern`` for ``seconds``, then pass it on (a packet delayed on
-        the network, delivered after the client gave up on it); the event is set once it is passed on."""
+        """Hold the next request containing ``pattern`` for ``seconds``, then pass it on (a packet
+        delayed on the network, delivered after the client gave up on it); the event is set once it
+        is passed on."""
         passed = threading.Event()
         self._hold = (pattern, seconds, passed)
         return passed
@@ -166,7 +179,9 @@ class Relay:
     def _pump(self, source: socket.socket, target: socket.socket, to_server: bool = False) -> None:
         try:
             while data := source.recv(65536):
-                while not self._flowing.wait(0.1):  # stalled: stop reading, so TCP pushes back on the sender
+                while not self._flowing.wait(
+                    0.1
+                ):  # stalled: stop reading, so TCP pushes back on the sender
                     if self._closed.is_set():
                         return
                 hold = self._hold
@@ -185,7 +200,8 @@ class Relay:
                     s.shutdown(socket.SHUT_RDWR)
 
     def _deny(self, client: socket.socket) -> None:
-        """Answer the request ``403 AccessDenied`` (before its body when the client waits for ``100 Continue``)."""
+        """Answer the request ``403 AccessDenied`` (before its body when the client waits for ``100
+        Continue``)."""
         buffer = b""
         with client:
             try:
@@ -200,8 +216,11 @@ class Relay:
                         if not (chunk := client.recv(65536)):
                             return
                         buffer += chunk
-                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-                               b"Content-Length: %d\r\n\r\n" % len(self.DENIED) + self.DENIED)
+                client.sendall(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: "
+                    b"close\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(self.DENIED) + self.DENIED
+                )
             except OSError:
                 return
 
@@ -214,28 +233,43 @@ def relay(s3):
 
 
 def through(relay: Relay, store: str) -> dict:
-    """Storage settings that reach the server through ``relay``, in the option names of ``store``."""
+    """Storage settings that reach the server through ``relay``, in the option names of
+    ``store``."""
     return {"endpoint_url": relay.endpoint} if store == "fsspec" else {"endpoint": relay.endpoint}
 
 
-# ---------------------------------------------------------------------------------------------- writing
-@pytest.mark.parametrize("store, compress", [("obstore", False), ("fsspec", False), ("obstore", True)])
+# ----------------------------------------------------------------------------------------------
+# writing
+@pytest.mark.parametrize(
+    "store, compress", [("obstore", False), ("fsspec", False), ("obstore", True)]
+)
 def test_frames_round_trip_through_the_store(s3, store, compress):
     stored = []
-    ExecutionEngine.get_instance().subscribe_to_notifications(lambda n: stored.append(n.payload),
-                                                              DataStoredNotification)
-    storage = OMEZarrStorage(s3.url + "/", "run", summary_metadata={"z-step_um": 2.5}, pixel_size_um=0.5,
-                             compress=compress, store=store)
+    ExecutionEngine.get_instance().subscribe_to_notifications(
+        lambda n: stored.append(n.payload), DataStoredNotification
+    )
+    storage = OMEZarrStorage(
+        s3.url + "/",
+        "run",
+        summary_metadata={"z-step_um": 2.5},
+        pixel_size_um=0.5,
+        compress=compress,
+        store=store,
+    )
     assert storage.path == f"{s3.url}/run_1.ome.zarr"
     handler = DataHandler(storage)
     for t in range(4):
         for z in range(2):
             for channel in CHANNELS:
-                handler.put({"time": t, "channel": channel, "z": z}, frame(t, channel) + z, {"t": t, "z": z})
+                handler.put(
+                    {"time": t, "channel": channel, "z": z}, frame(t, channel) + z, {"t": t, "z": z}
+                )
     handler.await_completion(60)
     ExecutionEngine.get_instance().shutdown()
     assert len(stored) == len(storage) == 16
-    np.testing.assert_array_equal(storage.get_data({"time": 3, "channel": "GFP", "z": 1}), frame(3, "GFP") + 1)
+    np.testing.assert_array_equal(
+        storage.get_data({"time": 3, "channel": "GFP", "z": 1}), frame(3, "GFP") + 1
+    )
 
     # read back by zarr alone, through the other store, as any OME-Zarr tool would
     other = "fsspec" if store == "obstore" else "obstore"
@@ -245,7 +279,13 @@ def test_frames_round_trip_through_the_store(s3, store, compress):
     assert array[3, 1, 1, 0, 0] == frame(3, "GFP")[0, 0] + 1
     multiscale = group.attrs["ome"]["multiscales"][0]
     assert [a["name"] for a in multiscale["axes"]] == ["time", "channel", "z", "y", "x"]
-    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 1.0, 2.5, 0.5, 0.5]
+    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [
+        1.0,
+        1.0,
+        2.5,
+        0.5,
+        0.5,
+    ]
     assert [c["label"] for c in group.attrs["ome"]["omero"]["channels"]] == list(CHANNELS)
 
     dataset = OMEZarrDataset(storage.path, store=other)
@@ -275,34 +315,58 @@ def test_existing_datasets_are_never_overwritten(s3):
     for thread in threads:
         thread.join(60)
     assert sorted(p.rsplit("/", 1)[1] for p in made) == [f"run_{n}.ome.zarr" for n in (3, 4, 5, 6)]
-    assert bytes(obstore.get(raw, "runs/run_1.ome.zarr/zarr.json").bytes()) == b'{"someone": "else"}'
+    assert (
+        bytes(obstore.get(raw, "runs/run_1.ome.zarr/zarr.json").bytes()) == b'{"someone": "else"}'
+    )
     assert keys(s3, "runs/run_2.ome.zarr/") == ["runs/run_2.ome.zarr/notes.txt"]
 
 
 @pytest.mark.parametrize("store", STORES)
 def test_endpoint_and_credentials_from_the_aws_config_files(s3, store, monkeypatch, tmp_path):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+    ):
         monkeypatch.delenv(name)
-    (tmp_path / "config").write_text(f"[default]\nregion = eu-west-1\nendpoint_url = {s3.endpoint}\n")
-    (tmp_path / "credentials").write_text("[default]\naws_access_key_id = fromfile\naws_secret_access_key = s\n")
+    (tmp_path / "config").write_text(
+        f"[default]\nregion = eu-west-1\nendpoint_url = {s3.endpoint}\n"
+    )
+    (tmp_path / "credentials").write_text(
+        "[default]\naws_access_key_id = fromfile\naws_secret_access_key = s\n"
+    )
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
     storage = OMEZarrStorage(s3.url, "cfg", store=store)
     storage.put({"time": 0, "channel": "DAPI"}, frame(0, "DAPI"), {})
     storage.finish()
-    assert OMEZarrDataset(storage.path, store=store).read_frame({"time": 0, "channel": "DAPI"})[0, 0] == 1
+    assert (
+        OMEZarrDataset(storage.path, store=store).read_frame({"time": 0, "channel": "DAPI"})[0, 0]
+        == 1
+    )
 
 
 @pytest.mark.parametrize("store", STORES)
 def test_explicit_storage_options(s3, store, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL")
-    options = ({"endpoint_url": s3.endpoint, "key": "k", "secret": "s"} if store == "fsspec"
-               else {"endpoint_url": s3.endpoint, "key": "k", "secret": "s", "client_options": {"timeout": "20s"}})
+    options = (
+        {"endpoint_url": s3.endpoint, "key": "k", "secret": "s"}
+        if store == "fsspec"
+        else {
+            "endpoint_url": s3.endpoint,
+            "key": "k",
+            "secret": "s",
+            "client_options": {"timeout": "20s"},
+        }
+    )
     storage = OMEZarrStorage(s3.url, "opts", storage_options=options, store=store)
     storage.put({"time": 0, "channel": "GFP"}, frame(0, "GFP"), {})
     assert storage.get_data({"time": 0, "channel": "GFP"})[0, 0] == 2
     as_json = json.dumps({"endpoint_url": s3.endpoint})  # as the panel's text field passes it
-    assert OMEZarrStorage(s3.url, "opts", storage_options=as_json, store=store).path.endswith("opts_2.ome.zarr")
+    assert OMEZarrStorage(s3.url, "opts", storage_options=as_json, store=store).path.endswith(
+        "opts_2.ome.zarr"
+    )
 
 
 def test_bad_settings_are_refused_clearly(s3):
@@ -310,10 +374,14 @@ def test_bad_settings_are_refused_clearly(s3):
         OMEZarrStorage(s3.url, "x", store="boto")
     with pytest.raises(ValueError, match="storage_options must be a mapping or a JSON object"):
         OMEZarrStorage(s3.url, "x", storage_options="endpoint=here")
-    with pytest.raises(ValueError, match=r"Cannot open 's3://b-x/p' with store='obstore'.*no_such_setting"):
+    with pytest.raises(
+        ValueError, match=r"Cannot open 's3://b-x/p' with store='obstore'.*no_such_setting"
+    ):
         OMEZarrStorage("s3://b-x/p", "x", storage_options={"no_such_setting": 1})
     for store in STORES:
-        with pytest.raises(OSError, match=r"Cannot create a dataset in 's3://no-such-bucket-here/runs'"):
+        with pytest.raises(
+            OSError, match=r"Cannot create a dataset in 's3://no-such-bucket-here/runs'"
+        ):
             OMEZarrStorage("s3://no-such-bucket-here/runs", "x", store=store)
 
 
@@ -334,7 +402,9 @@ def test_a_handler_keeps_several_frames_going_and_their_records_share_objects(s3
     assert len(dataset.coordinates()) == 80
     for t in (0, 17, 39):
         for channel in CHANNELS:
-            np.testing.assert_array_equal(dataset.read_frame({"time": t, "channel": channel}), frame(t, channel))
+            np.testing.assert_array_equal(
+                dataset.read_frame({"time": t, "channel": channel}), frame(t, channel)
+            )
             assert dataset.read_metadata({"time": t, "channel": channel}) == {"t": t}
     with pytest.raises(ValueError, match="writes_in_flight must be a whole number >= 1, got 0"):
         OMEZarrStorage(s3.url, "bad", store=store, writes_in_flight=0)
@@ -346,42 +416,62 @@ def test_a_frame_put_again_while_its_first_write_completes_is_refused_and_the_fi
     class CheckingSlowly(OMEZarrStorage):
         slow = False
 
-        def _check_frame(self, coords, data):  # the second put's checks last until the first write is done
+        def _check_frame(
+            self, coords, data
+        ):  # the second put's checks last until the first write is done
             if self.slow:
                 assert first_stored.wait(30)
             return super()._check_frame(coords, data)
 
     storage = CheckingSlowly(s3.url, "twice")
     outcomes = []
-    storage.start_put({"time": 0}, np.full(SHAPE, 1, np.uint16), {"n": 1},
-                      lambda error: (outcomes.append(error), first_stored.set()))
+    storage.start_put(
+        {"time": 0},
+        np.full(SHAPE, 1, np.uint16),
+        {"n": 1},
+        lambda error: (outcomes.append(error), first_stored.set()),
+    )
     storage.slow = True
-    with pytest.raises(ValueError, match=r"Data at \{'time': 0\} .*already stored.*the first frame is kept"):
+    with pytest.raises(
+        ValueError, match=r"Data at \{'time': 0\} .*already stored.*the first frame is kept"
+    ):
         storage.start_put({"time": 0}, np.full(SHAPE, 2, np.uint16), {"n": 2}, outcomes.append)
     assert outcomes == [None]
     assert storage.get_coordinates_list() == [{"time": 0}]
-    assert storage.get_data({"time": 0})[0, 0] == 1 and storage.get_metadata({"time": 0}) == {"n": 1}
+    assert storage.get_data({"time": 0})[0, 0] == 1 and storage.get_metadata({"time": 0}) == {
+        "n": 1
+    }
     storage.finish()
 
 
-# ---------------------------------------------------------------------------------------------- faults
+# ----------------------------------------------------------------------------------------------
+# faults
 @pytest.mark.parametrize("store", STORES)
 def test_a_failing_write_is_a_clear_error_and_no_frame_is_reported_stored(s3, relay, store):
-    storage = OMEZarrStorage(s3.url, "deny", storage_options=through(relay, store), store=store, timeout_s=30)
+    storage = OMEZarrStorage(
+        s3.url, "deny", storage_options=through(relay, store), store=store, timeout_s=30
+    )
     for t in range(2):
         storage.put({"time": t, "channel": "DAPI"}, frame(t, "DAPI"), {})
     relay.deny()
-    with pytest.raises(OSError, match=r"Cannot store the frame at \{'time': 2, 'channel': 'DAPI'\} in "
-                                      rf"{re.escape(storage.path)}: .*(Access ?Denied|Forbidden|403|ermission)"):
+    with pytest.raises(
+        OSError,
+        match=r"Cannot store the frame at \{'time': 2, 'channel': 'DAPI'\} in "
+        rf"{re.escape(storage.path)}: .*(Access ?Denied|Forbidden|403|ermission)",
+    ):
         storage.put({"time": 2, "channel": "DAPI"}, frame(2, "DAPI"), {})
     assert {"time": 2, "channel": "DAPI"} not in storage and len(storage) == 2
 
-    # through a DataHandler: the failure is raised, and exactly the frames in the store were reported
+    # through a DataHandler: the failure is raised, and exactly the frames in the store were
+    # reported
     stored = []
-    ExecutionEngine.get_instance().subscribe_to_notifications(lambda n: stored.append(n.payload),
-                                                              DataStoredNotification)
+    ExecutionEngine.get_instance().subscribe_to_notifications(
+        lambda n: stored.append(n.payload), DataStoredNotification
+    )
     relay.resume()
-    storage = OMEZarrStorage(s3.url, "deny", storage_options=through(relay, store), store=store, timeout_s=30)
+    storage = OMEZarrStorage(
+        s3.url, "deny", storage_options=through(relay, store), store=store, timeout_s=30
+    )
     handler = DataHandler(storage)
     with pytest.raises(DataHandlerError, match=r"Access ?Denied|Forbidden|403|ermission"):
         for t in range(3):
@@ -396,22 +486,32 @@ def test_a_failing_write_is_a_clear_error_and_no_frame_is_reported_stored(s3, re
     ExecutionEngine.get_instance().shutdown()
     relay.resume()
     in_store = OMEZarrDataset(storage.path)
-    assert sorted(dict(c)["time"] for c in in_store.coordinates()) == sorted(c["time"] for c in stored) == [0, 1, 2]
+    assert (
+        sorted(dict(c)["time"] for c in in_store.coordinates())
+        == sorted(c["time"] for c in stored)
+        == [0, 1, 2]
+    )
 
 
 @pytest.mark.parametrize("store", STORES)
 def test_a_record_that_times_out_and_lands_late_names_only_chunks_that_are_there(s3, relay, store):
-    storage = OMEZarrStorage(s3.url, "late", storage_options=through(relay, store), store=store, timeout_s=1)
+    storage = OMEZarrStorage(
+        s3.url, "late", storage_options=through(relay, store), store=store, timeout_s=1
+    )
     storage.put({"time": 0, "channel": "DAPI"}, frame(0, "DAPI"), {"t": 0})
     passed_on = relay.hold_next(b"frame_metadata/", 3.0)
-    with pytest.raises(OSError, match=r"Cannot store the frame at \{'time': 1, 'channel': 'DAPI'\}"):
+    with pytest.raises(
+        OSError, match=r"Cannot store the frame at \{'time': 1, 'channel': 'DAPI'\}"
+    ):
         storage.put({"time": 1, "channel": "DAPI"}, frame(1, "DAPI"), {"t": 1})
     assert {"time": 1, "channel": "DAPI"} not in storage
     assert passed_on.wait(20)
     time.sleep(1.0)  # the late record lands
     dataset = OMEZarrDataset(storage.path, store=store)  # as a crash would leave it: not finished
     for coords in dataset.coordinates():  # whatever a record names reads back as it was acquired
-        np.testing.assert_array_equal(dataset.read_frame(coords), frame(coords["time"], coords["channel"]))
+        np.testing.assert_array_equal(
+            dataset.read_frame(coords), frame(coords["time"], coords["channel"])
+        )
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -453,7 +553,9 @@ def test_a_stall_longer_than_the_timeout_fails_the_frame_clearly(s3, relay):
     storage.put({"time": 0, "channel": "DAPI"}, frame(0, "DAPI"), {})
     relay.stall()
     start = time.monotonic()
-    with pytest.raises(OSError, match=r"Cannot store the frame at \{'time': 1, 'channel': 'DAPI'\}.*within 1 s"):
+    with pytest.raises(
+        OSError, match=r"Cannot store the frame at \{'time': 1, 'channel': 'DAPI'\}.*within 1 s"
+    ):
         storage.put({"time": 1, "channel": "DAPI"}, frame(1, "DAPI"), {})
     assert time.monotonic() - start < 10 and len(storage) == 1
 
@@ -466,7 +568,8 @@ storage = OMEZarrStorage(sys.argv[1], "crash", store=sys.argv[2])
 print(storage.path, flush=True)
 for t in range(100000):
     for c, channel in enumerate(("DAPI", "GFP")):
-        storage.put({"time": t, "channel": channel}, np.full((32, 32), 1 + 10 * t + c, np.uint16), {"t": t})
+        frame = np.full((32, 32), 1 + 10 * t + c, np.uint16)
+        storage.put({"time": t, "channel": channel}, frame, {"t": t})
         print(t, channel, flush=True)  # only once put has returned: the frame is stored
 """
 
@@ -483,17 +586,21 @@ def stored(stage, coords):
     if stage == "stored":
         print(coords["time"], coords["channel"], flush=True)
 
-handler = DataHandler(storage, memory_budget_bytes=64 * 32 * 32 * 2)  # 64 frames: put waits for the store
+# 64 frames: put waits for the store
+handler = DataHandler(storage, memory_budget_bytes=64 * 32 * 32 * 2)
 handler.add_listener(stored)
 for t in range(100000):
     for c, channel in enumerate(("DAPI", "GFP")):
-        handler.put({"time": t, "channel": channel}, np.full((32, 32), 1 + 10 * t + c, np.uint16), {"t": t})
+        frame = np.full((32, 32), 1 + 10 * t + c, np.uint16)
+        handler.put({"time": t, "channel": channel}, frame, {"t": t})
 """
 
 
 @pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("writer", [CRASH_WRITER, HANDLER_CRASH_WRITER], ids=["put", "handler"])
-def test_after_sigkill_the_store_opens_with_every_frame_reported_stored(s3, store, writer, sigkill_after_lines):
+def test_after_sigkill_the_store_opens_with_every_frame_reported_stored(
+    s3, store, writer, sigkill_after_lines
+):
     lines = sigkill_after_lines(writer, s3.url, store, lines=30)
     path, reported = lines[0], [line.split() for line in lines[1:]]
     dataset = OMEZarrDataset(path, store=store)
@@ -508,19 +615,25 @@ def test_after_sigkill_the_store_opens_with_every_frame_reported_stored(s3, stor
     assert whole.shape[1:] == (2, *SHAPE)
 
 
-# ---------------------------------------------------------------------------------------------- reading
+# ----------------------------------------------------------------------------------------------
+# reading
 def test_info_summarises_a_dataset_in_the_store(s3):
     from napari_exengine.cli import main
 
     storage = OMEZarrStorage(s3.url, "info", summary_metadata={"z-step_um": 2})
     for t in range(3):
         for channel in CHANNELS:
-            storage.put({"time": t, "channel": channel}, frame(t, channel), {"ElapsedTime-ms": 100 * t})
+            storage.put(
+                {"time": t, "channel": channel}, frame(t, channel), {"ElapsedTime-ms": 100 * t}
+            )
     storage.finish()
     out = io.StringIO()
     assert main(["info", storage.path], stream=out) == 0
     text = out.getvalue()
-    assert f"Dataset: {storage.path}\nFormat: OME-Zarr 0.5 (zarr v3)\nFrames: 6\nFrame: 32 x 32 uint16\n" in text
+    assert (
+        f"Dataset: {storage.path}\nFormat: OME-Zarr 0.5 (zarr v3)\nFrames: 6\nFrame: 32 x 32 "
+        "uint16\n" in text
+    )
     assert "  channel: 2 (DAPI, GFP)" in text and "First/last timestamps: 0 ms / 200 ms" in text
     size = float(re.search(r"Size in the store: ([\d.]+) MB", text).group(1))
     assert size == pytest.approx(6 * 2048 / 1024**2 + 0.0, abs=0.05)
@@ -542,7 +655,10 @@ def test_a_dataset_in_the_store_opens_in_napari_with_labelled_axes(s3, gui_viewe
     assert tuple(gui_viewer.dims.axis_labels) == ("time", "z", "y", "x")
     gui_viewer.dims.current_step = (2, 1, 0, 0)
     np.testing.assert_array_equal(np.asarray(gfp.data[2, 1]), frame(2, "GFP") + 1)
-    assert gfp.metadata["path"] == storage.path and gfp.metadata["axis_values"] == {"time": [0, 1, 2], "z": [0, 1]}
+    assert gfp.metadata["path"] == storage.path and gfp.metadata["axis_values"] == {
+        "time": [0, 1, 2],
+        "z": [0, 1],
+    }
 
 
 def test_the_command_line_writes_to_a_store_url(s3, scope):
@@ -552,8 +668,24 @@ def test_the_command_line_writes_to_a_store_url(s3, scope):
     from napari_exengine.cli import main
 
     out = io.StringIO()
-    status = main(["acquire", "--time", "3", "--channels", "DAPI,FITC", "--exposure", "0", "--storage",
-                   "napari-exengine.storage.omezarr", "--out", s3.url, "--name", "cli"], stream=out)
+    status = main(
+        [
+            "acquire",
+            "--time",
+            "3",
+            "--channels",
+            "DAPI,FITC",
+            "--exposure",
+            "0",
+            "--storage",
+            "napari-exengine.storage.omezarr",
+            "--out",
+            s3.url,
+            "--name",
+            "cli",
+        ],
+        stream=out,
+    )
     assert status == 0, out.getvalue()
     assert f"Done: 6 frames stored in {s3.url}/cli_1.ome.zarr" in out.getvalue()
     assert len(OMEZarrDataset(f"{s3.url}/cli_1.ome.zarr").coordinates()) == 6

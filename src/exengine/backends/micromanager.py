@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -61,13 +61,19 @@ def _convert(core: CMMCorePlus, label: str, prop: str, value: Any) -> Any:
 class MicroManagerDevice(Device):
     """Any Micro-Manager device; its properties are attributes of this object."""
 
-    def __init__(self, label: str, core: Optional[CMMCorePlus] = None, name: Optional[str] = None) -> None:
+    def __init__(
+        self, label: str, core: CMMCorePlus | None = None, name: str | None = None
+    ) -> None:
         super().__init__(name or label)
         self._core = core or CMMCorePlus.instance()
         if label not in self._core.getLoadedDevices():
-            raise ValueError(f"No Micro-Manager device {label!r}; loaded: {list(self._core.getLoadedDevices())}")
+            raise ValueError(
+                f"No Micro-Manager device {label!r}; loaded: {list(self._core.getLoadedDevices())}"
+            )
         self._label = label
-        self._mm_properties = frozenset(str(getattr(p, "value", p)) for p in self._core.getDevicePropertyNames(label))
+        self._mm_properties = frozenset(
+            str(getattr(p, "value", p)) for p in self._core.getDevicePropertyNames(label)
+        )
 
     @property
     def label(self) -> str:
@@ -81,7 +87,9 @@ class MicroManagerDevice(Device):
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in self._mm_properties:
-            raise AttributeError(f"{type(self).__name__} {self._label!r} has no attribute or property {name!r}")
+            raise AttributeError(
+                f"{type(self).__name__} {self._label!r} has no attribute or property {name!r}"
+            )
         return self.get_property(name)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -96,7 +104,8 @@ class MicroManagerDevice(Device):
         return _convert(self._core, self._label, name, self._core.getProperty(self._label, name))
 
     def set_property(self, name: str, value: Any) -> None:
-        """Set Micro-Manager property ``name``; invalid values raise ``ValueError`` naming the valid ones."""
+        """Set Micro-Manager property ``name``; invalid values raise ``ValueError`` naming the valid
+        ones."""
         self._check_property(name)
         if self._core.isPropertyReadOnly(self._label, name):
             raise ValueError(f"{self._label}.{name} is read-only")
@@ -114,34 +123,48 @@ class MicroManagerDevice(Device):
 
     def _check_property(self, name: str) -> None:
         if name not in self._mm_properties:
-            raise AttributeError(f"{self._label} has no property {name!r}; properties: {sorted(self._mm_properties)}")
+            raise AttributeError(
+                f"{self._label} has no property {name!r}; properties: {sorted(self._mm_properties)}"
+            )
 
     def get_property_names(self) -> list[str]:
         return sorted(self._mm_properties)
 
-    def get_allowed_property_values(self, property_name: str) -> Optional[list[Any]]:
+    def get_allowed_property_values(self, property_name: str) -> list[Any] | None:
         if property_name not in self._mm_properties:
             return None
         values = self._core.getAllowedPropertyValues(self._label, property_name)
         return [_convert(self._core, self._label, property_name, v) for v in values] or None
 
     def is_property_read_only(self, property_name: str) -> bool:
-        return property_name in self._mm_properties and self._core.isPropertyReadOnly(self._label, property_name)
+        return property_name in self._mm_properties and self._core.isPropertyReadOnly(
+            self._label, property_name
+        )
 
-    def get_property_limits(self, property_name: str) -> tuple[Optional[float], Optional[float]]:
-        if property_name in self._mm_properties and self._core.hasPropertyLimits(self._label, property_name):
-            return (self._core.getPropertyLowerLimit(self._label, property_name),
-                    self._core.getPropertyUpperLimit(self._label, property_name))
+    def get_property_limits(self, property_name: str) -> tuple[float | None, float | None]:
+        if property_name in self._mm_properties and self._core.hasPropertyLimits(
+            self._label, property_name
+        ):
+            return (
+                self._core.getPropertyLowerLimit(self._label, property_name),
+                self._core.getPropertyUpperLimit(self._label, property_name),
+            )
         return (None, None)
 
     def is_property_hardware_triggerable(self, property_name: str) -> bool:
-        return property_name in self._mm_properties and self._core.isPropertySequenceable(self._label, property_name)
+        return property_name in self._mm_properties and self._core.isPropertySequenceable(
+            self._label, property_name
+        )
 
     def get_triggerable_sequence_max_length(self, property_name: str) -> int:
         return self._core.getPropertySequenceMaxLength(self._label, property_name)
 
-    def load_triggerable_sequence(self, property_name: str, event_sequence: Iterable[Union[str, float, int]]) -> None:
-        self._core.loadPropertySequence(self._label, property_name, [str(v) for v in event_sequence])
+    def load_triggerable_sequence(
+        self, property_name: str, event_sequence: Iterable[str | float | int]
+    ) -> None:
+        self._core.loadPropertySequence(
+            self._label, property_name, [str(v) for v in event_sequence]
+        )
 
     def start_triggerable_sequence(self, property_name: str) -> None:
         self._core.startPropertySequence(self._label, property_name)
@@ -151,17 +174,18 @@ class MicroManagerDevice(Device):
 
 
 class MicroManagerCamera(MicroManagerDevice, Detector):
-    """A Micro-Manager camera: single frames are snapped; several (or continuous) frames use sequence
-    acquisition into the core's circular buffer."""
+    """A Micro-Manager camera: single frames are snapped; several (or continuous) frames use
+    sequence acquisition into the core's circular buffer."""
 
-    def __init__(self, label: Optional[str] = None, core: Optional[CMMCorePlus] = None,
-                 name: Optional[str] = None) -> None:
+    def __init__(
+        self, label: str | None = None, core: CMMCorePlus | None = None, name: str | None = None
+    ) -> None:
         core = core or CMMCorePlus.instance()
         super().__init__(label or core.getCameraDevice(), core, name)
-        self._frame_count: Optional[int] = None
+        self._frame_count: int | None = None
         self._popped = 0
         self._started = False
-        self._snapped: Optional[tuple[np.ndarray, dict[str, Any]]] = None
+        self._snapped: tuple[np.ndarray, dict[str, Any]] | None = None
 
     @property
     def exposure(self) -> float:
@@ -172,7 +196,7 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
     def exposure(self, value: float) -> None:
         self._core.setExposure(self._label, float(value))
 
-    def arm(self, frame_count: Optional[int] = None) -> None:
+    def arm(self, frame_count: int | None = None) -> None:
         if frame_count is not None and frame_count < 0:
             raise ValueError(f"{self._label}: frame_count must be >= 0 or None, got {frame_count}")
         if self._core.isSequenceRunning(self._label):
@@ -184,8 +208,15 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         if self._frame_count == 1:
             self._core.snapImage()
             image = self._core.getImage()
-            self._snapped = (image, {"Camera": self._label, "Exposure-ms": self._core.getExposure(self._label),
-                                     "ElapsedTime-ms": 0.0, "ImageNumber": 0})
+            self._snapped = (
+                image,
+                {
+                    "Camera": self._label,
+                    "Exposure-ms": self._core.getExposure(self._label),
+                    "ElapsedTime-ms": 0.0,
+                    "ImageNumber": 0,
+                },
+            )
             return
         self._started = True
         self._core.clearCircularBuffer()
@@ -200,10 +231,15 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
             self._core.stopSequenceAcquisition(self._label)
 
     def is_stopped(self) -> bool:
-        return (self._snapped is None and not self._core.isSequenceRunning(self._label)
-                and self._core.getRemainingImageCount() == 0)
+        return (
+            self._snapped is None
+            and not self._core.isSequenceRunning(self._label)
+            and self._core.getRemainingImageCount() == 0
+        )
 
-    def pop_data(self, timeout: Optional[float] = None) -> tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
+    def pop_data(
+        self, timeout: float | None = None
+    ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
         if self._snapped is not None:
             frame, self._snapped = self._snapped, None
             self._popped += 1
@@ -211,14 +247,21 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._core.getRemainingImageCount() == 0:
             if self._core.isBufferOverflowed():
-                raise RuntimeError(f"{self._label}: the circular buffer overflowed; frames were lost by the camera")
+                raise RuntimeError(
+                    f"{self._label}: the circular buffer overflowed; frames were lost by the camera"
+                )
             owed = self._frame_count is None or self._popped < self._frame_count
-            if self._started and owed and not self._core.isSequenceRunning(self._label) \
-                    and self._core.getRemainingImageCount() == 0:
+            if (
+                self._started
+                and owed
+                and not self._core.isSequenceRunning(self._label)
+                and self._core.getRemainingImageCount() == 0
+            ):
                 self._started = False
                 raise RuntimeError(
                     f"{self._label} stopped delivering frames after {self._popped}"
-                    + ("" if self._frame_count is None else f" of {self._frame_count}"))
+                    + ("" if self._frame_count is None else f" of {self._frame_count}")
+                )
             if deadline is not None and time.monotonic() >= deadline:
                 return None, None
             time.sleep(0.0005)
@@ -228,10 +271,12 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
 
 
 class MicroManagerSingleAxisStage(MicroManagerDevice, TriggerableSingleAxisPositioner):
-    """A Micro-Manager focus drive / single-axis stage (µm); sequences when the hardware supports them."""
+    """A Micro-Manager focus drive / single-axis stage (µm); sequences when the hardware supports
+    them."""
 
-    def __init__(self, label: Optional[str] = None, core: Optional[CMMCorePlus] = None,
-                 name: Optional[str] = None) -> None:
+    def __init__(
+        self, label: str | None = None, core: CMMCorePlus | None = None, name: str | None = None
+    ) -> None:
         core = core or CMMCorePlus.instance()
         super().__init__(label or core.getFocusDevice(), core, name)
 
@@ -261,8 +306,9 @@ class MicroManagerSingleAxisStage(MicroManagerDevice, TriggerableSingleAxisPosit
 class MicroManagerXYStage(MicroManagerDevice, TriggerableDoubleAxisPositioner):
     """A Micro-Manager XY stage (µm)."""
 
-    def __init__(self, label: Optional[str] = None, core: Optional[CMMCorePlus] = None,
-                 name: Optional[str] = None) -> None:
+    def __init__(
+        self, label: str | None = None, core: CMMCorePlus | None = None, name: str | None = None
+    ) -> None:
         core = core or CMMCorePlus.instance()
         super().__init__(label or core.getXYStageDevice(), core, name)
 
@@ -292,13 +338,19 @@ class MicroManagerXYStage(MicroManagerDevice, TriggerableDoubleAxisPositioner):
 
 
 class MicroManagerConfigGroup(Device):
-    """A Micro-Manager configuration group (e.g. "Channel"); ``config`` selects one of its presets."""
+    """A Micro-Manager configuration group (e.g. "Channel"); ``config`` selects one of its
+    presets."""
 
-    def __init__(self, group: str, core: Optional[CMMCorePlus] = None, name: Optional[str] = None) -> None:
+    def __init__(
+        self, group: str, core: CMMCorePlus | None = None, name: str | None = None
+    ) -> None:
         super().__init__(name or group)
         self._core = core or CMMCorePlus.instance()
         if not self._core.isGroupDefined(group):
-            raise ValueError(f"No configuration group {group!r}; groups: {list(self._core.getAvailableConfigGroups())}")
+            raise ValueError(
+                f"No configuration group {group!r}; groups: "
+                f"{list(self._core.getAvailableConfigGroups())}"
+            )
         self._group = group
 
     @property
@@ -314,8 +366,10 @@ class MicroManagerConfigGroup(Device):
         self._core.setConfig(self._group, value)
         self._core.waitForConfig(self._group, value)
 
-    def get_allowed_property_values(self, property_name: str) -> Optional[list[Any]]:
-        return list(self._core.getAvailableConfigs(self._group)) if property_name == "config" else None
+    def get_allowed_property_values(self, property_name: str) -> list[Any] | None:
+        return (
+            list(self._core.getAvailableConfigs(self._group)) if property_name == "config" else None
+        )
 
 
 _WRAPPERS = {
@@ -325,20 +379,24 @@ _WRAPPERS = {
 }
 
 
-def load_micromanager(config_file: Optional[str] = None, core: Optional[CMMCorePlus] = None,
-                      prefix: str = "") -> dict[str, Device]:
-    """Wrap (after loading ``config_file``, if given) every device and configuration group of ``core``.
+def load_micromanager(
+    config_file: str | None = None, core: CMMCorePlus | None = None, prefix: str = ""
+) -> dict[str, Device]:
+    """Wrap (after loading ``config_file``, if given) every device and configuration group of
+    ``core``.
 
-    Devices are registered with the engine under ``prefix`` + their Micro-Manager label. To use a real
-    installation, point pymmcore-plus at it (``mmcore install`` or ``CMMCorePlus(mm_path=...)``) and
-    pass your ``.cfg`` file.
+    Devices are registered with the engine under ``prefix`` + their Micro-Manager label. To use a
+    real installation, point pymmcore-plus at it (``mmcore install`` or
+    ``CMMCorePlus(mm_path=...)``) and pass your ``.cfg`` file.
     """
     core = core or CMMCorePlus.instance()
     if config_file is not None:
         try:
             core.loadSystemConfiguration(config_file)
         except (OSError, RuntimeError) as e:
-            raise RuntimeError(f"Cannot load Micro-Manager configuration {config_file!r}: {e}") from e
+            raise RuntimeError(
+                f"Cannot load Micro-Manager configuration {config_file!r}: {e}"
+            ) from e
     devices: dict[str, Device] = {}
     for label in core.getLoadedDevices():
         if label == "Core":

@@ -1,15 +1,16 @@
 """Pure-Python Micro-Manager devices for pymmcore-plus's ``UniMMCore`` (no C++ adapters needed).
 
 :func:`create_demo_core` returns a ``UniMMCore`` with a camera, a sequenceable focus drive, an XY
-stage and a filter wheel, and a "Channel" configuration group. The real MMCore and pymmcore-plus code
-paths run; only the devices are Python. Frames depend on focus and filter so tests can see them work.
+stage and a filter wheel, and a "Channel" configuration group. The real MMCore and pymmcore-plus
+code paths run; only the devices are Python. Frames depend on focus and filter so tests can see them
+work.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,9 @@ try:
             pymm_property,
         )
 except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError("The Micro-Manager demo needs pymmcore-plus: pip install 'napari-exengine[micromanager]'") \
-        from error
+    raise ImportError(
+        "The Micro-Manager demo needs pymmcore-plus: pip install 'napari-exengine[micromanager]'"
+    ) from error
 
 __all__ = ["DemoCamera", "DemoFilterWheel", "DemoFocus", "DemoXYStage", "create_demo_core"]
 
@@ -51,14 +53,17 @@ SHARED_SCENE = _Scene()
 
 
 class DemoCamera(SimpleCameraDevice):
-    """A camera whose frame value encodes focus, filter and frame number; exposure honoured if > 0."""
+    """A camera whose frame value encodes focus, filter and frame number; exposure honoured if >
+    0."""
 
-    def __init__(self, scene: Optional[_Scene] = None, shape: tuple[int, int] = (512, 512)) -> None:
+    def __init__(self, scene: _Scene | None = None, shape: tuple[int, int] = (512, 512)) -> None:
         super().__init__()
         self._scene = scene or SHARED_SCENE
         self._shape = shape
         self._exposure = 0.0
-        self._base = (np.arange(shape[0] * shape[1], dtype=np.uint32) % 97).astype(np.uint16).reshape(shape)
+        self._base = (
+            (np.arange(shape[0] * shape[1], dtype=np.uint32) % 97).astype(np.uint16).reshape(shape)
+        )
         self._failing = False
 
     def get_exposure(self) -> float:
@@ -101,7 +106,7 @@ class DemoCamera(SimpleCameraDevice):
 class DemoFocus(StageDevice):
     """A focus drive (µm) that accepts hardware-triggered sequences of up to 1,000 positions."""
 
-    def __init__(self, scene: Optional[_Scene] = None) -> None:
+    def __init__(self, scene: _Scene | None = None) -> None:
         super().__init__()
         self._scene = scene or SHARED_SCENE
 
@@ -137,7 +142,7 @@ class DemoFocus(StageDevice):
 class DemoXYStage(XYStageDevice):
     """An XY stage (µm)."""
 
-    def __init__(self, scene: Optional[_Scene] = None) -> None:
+    def __init__(self, scene: _Scene | None = None) -> None:
         super().__init__()
         self._scene = scene or SHARED_SCENE
 
@@ -163,7 +168,7 @@ class DemoXYStage(XYStageDevice):
 class DemoFilterWheel(StateDevice):
     """A filter wheel with DAPI, FITC and TRITC positions."""
 
-    def __init__(self, scene: Optional[_Scene] = None) -> None:
+    def __init__(self, scene: _Scene | None = None) -> None:
         super().__init__(dict(enumerate(FILTERS)))
         self._scene = scene or SHARED_SCENE
 
@@ -176,7 +181,9 @@ class DemoFilterWheel(StateDevice):
 
 def create_demo_core(shape: tuple[int, int] = (512, 512)) -> UniMMCore:
     """A ``UniMMCore`` with the demo devices loaded and a "Channel" group (DAPI, FITC, TRITC)."""
-    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)  # no C++ adapters installed: expected
+    logging.getLogger("pymmcore-plus").setLevel(
+        logging.CRITICAL
+    )  # no C++ adapters installed: expected
     core = UniMMCore()
     scene = _Scene()
     core.loadPyDevice("Camera", DemoCamera(scene, shape))

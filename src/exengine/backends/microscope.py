@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +29,9 @@ try:
     import microscope
     import microscope.abc
 except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError("The python-microscope backend needs it: pip install 'napari-exengine[microscope]'") from error
+    raise ImportError(
+        "The python-microscope backend needs it: pip install 'napari-exengine[microscope]'"
+    ) from error
 
 __all__ = [
     "MicroscopeCamera",
@@ -58,7 +60,9 @@ class _SettingsMixin:
             raise ValueError(f"{self.name}: setting {name!r} is read-only")
         allowed = self.get_allowed_property_values(name)
         if allowed is not None and value not in allowed:
-            raise ValueError(f"{self.name}: setting {name!r} must be one of {allowed}, got {value!r}")
+            raise ValueError(
+                f"{self.name}: setting {name!r} must be one of {allowed}, got {value!r}"
+            )
         self._device.set_setting(name, value)
 
     def _settings(self) -> dict[str, dict[str, Any]]:
@@ -67,14 +71,16 @@ class _SettingsMixin:
     def _check_setting(self, name: str) -> dict[str, Any]:
         settings = self._settings()
         if name not in settings:
-            raise AttributeError(f"{self.name} has no setting {name!r}; settings: {sorted(settings)}")
+            raise AttributeError(
+                f"{self.name} has no setting {name!r}; settings: {sorted(settings)}"
+            )
         return settings[name]
 
     def get_setting_names(self) -> list[str]:
         """Names of the device's python-microscope settings."""
         return sorted(self._settings())
 
-    def get_allowed_property_values(self, property_name: str) -> Optional[list[Any]]:
+    def get_allowed_property_values(self, property_name: str) -> list[Any] | None:
         info = self._settings().get(property_name)
         if info and info.get("type") == "enum":
             return [value for value, _ in info["values"]]
@@ -82,9 +88,13 @@ class _SettingsMixin:
             return [False, True]
         return None
 
-    def get_property_limits(self, property_name: str) -> tuple[Optional[float], Optional[float]]:
+    def get_property_limits(self, property_name: str) -> tuple[float | None, float | None]:
         info = self._settings().get(property_name)
-        if info and info.get("type") in ("int", "float") and isinstance(info.get("values"), (tuple, list)):
+        if (
+            info
+            and info.get("type") in ("int", "float")
+            and isinstance(info.get("values"), (tuple, list))
+        ):
             low, high = info["values"]
             return float(low), float(high)
         return (None, None)
@@ -102,25 +112,34 @@ def _enable(device: Any) -> None:
 class MicroscopeCamera(_SettingsMixin, Detector):
     """A python-microscope camera as a ``Detector``."""
 
-    def __init__(self, camera: Any, name: str = "Camera", trigger: str = "software",
-                 trigger_type: Optional[microscope.TriggerType] = None,
-                 trigger_mode: Optional[microscope.TriggerMode] = None) -> None:
+    def __init__(
+        self,
+        camera: Any,
+        name: str = "Camera",
+        trigger: str = "software",
+        trigger_type: microscope.TriggerType | None = None,
+        trigger_mode: microscope.TriggerMode | None = None,
+    ) -> None:
         super().__init__(name)
         if trigger not in ("software", "external"):
             raise ValueError(f"trigger must be 'software' or 'external', got {trigger!r}")
         self._device = camera
         self._trigger = trigger
         self._frames: queue.SimpleQueue[tuple[np.ndarray, float]] = queue.SimpleQueue()
-        self._count: Optional[int] = None
+        self._count: int | None = None
         self._requested = 0
         self._received = 0
         self._running = False
         if trigger_type is not None or trigger_mode is not None:
             try:
-                camera.set_trigger(trigger_type or camera.trigger_type, trigger_mode or camera.trigger_mode)
+                camera.set_trigger(
+                    trigger_type or camera.trigger_type, trigger_mode or camera.trigger_mode
+                )
             except Exception as e:
-                raise ValueError(f"{name}: the camera does not support trigger {trigger_type}/{trigger_mode}: {e}") \
-                    from e
+                raise ValueError(
+                    f"{name}: the camera does not support trigger {trigger_type}/{trigger_mode}: "
+                    f"{e}"
+                ) from e
         camera.set_client(self._frames)
         _enable(camera)
 
@@ -133,7 +152,7 @@ class MicroscopeCamera(_SettingsMixin, Detector):
     def exposure(self, value: float) -> None:
         self._device.set_exposure_time(max(float(value), 0.0) / 1000.0)
 
-    def arm(self, frame_count: Optional[int] = None) -> None:
+    def arm(self, frame_count: int | None = None) -> None:
         if frame_count is not None and frame_count < 0:
             raise ValueError(f"{self.name}: frame_count must be >= 0 or None, got {frame_count}")
         _enable(self._device)
@@ -150,9 +169,16 @@ class MicroscopeCamera(_SettingsMixin, Detector):
         done = self._count is not None and self._received >= self._count
         return (not self._running or done) and self._frames.empty()
 
-    def pop_data(self, timeout: Optional[float] = None) -> tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
+    def pop_data(
+        self, timeout: float | None = None
+    ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
         owed = self._count is None or self._requested < self._count
-        if self._trigger == "software" and self._running and owed and self._requested == self._received:
+        if (
+            self._trigger == "software"
+            and self._running
+            and owed
+            and self._requested == self._received
+        ):
             self._device.trigger()
             self._requested += 1
         try:
@@ -160,21 +186,32 @@ class MicroscopeCamera(_SettingsMixin, Detector):
         except queue.Empty:
             return None, None
         self._received += 1
-        return np.asarray(data), {"Camera": self.name, "Timestamp": timestamp,
-                                  "Exposure-ms": self.exposure, "FrameIndex": self._received - 1}
+        return np.asarray(data), {
+            "Camera": self.name,
+            "Timestamp": timestamp,
+            "Exposure-ms": self.exposure,
+            "FrameIndex": self._received - 1,
+        }
 
-    def _next(self, timeout: Optional[float]) -> tuple[Any, float]:
-        item = self._frames.get(timeout=timeout) if timeout is None or timeout > 0 else self._frames.get_nowait()
+    def _next(self, timeout: float | None) -> tuple[Any, float]:
+        item = (
+            self._frames.get(timeout=timeout)
+            if timeout is None or timeout > 0
+            else self._frames.get_nowait()
+        )
         if isinstance(item, tuple):
             return item
         return item, time.time()
 
 
 def _check_within_limits(stage: Any, axis: str, value: float, device_name: str) -> None:
-    """``ValueError`` naming the range when ``value`` is outside the limits of the stage's ``axis``."""
+    """``ValueError`` naming the range when ``value`` is outside the limits of the stage's
+    ``axis``."""
     limits = stage.axes[axis].limits
     if not limits.lower <= float(value) <= limits.upper:
-        raise ValueError(f"{device_name}: {axis}={value} is outside [{limits.lower}, {limits.upper}]")
+        raise ValueError(
+            f"{device_name}: {axis}={value} is outside [{limits.lower}, {limits.upper}]"
+        )
 
 
 class MicroscopeStageAxis(SingleAxisPositioner):
@@ -188,7 +225,7 @@ class MicroscopeStageAxis(SingleAxisPositioner):
         self._axis = axis
         _enable(stage)
 
-    def get_property_limits(self, property_name: str) -> tuple[Optional[float], Optional[float]]:
+    def get_property_limits(self, property_name: str) -> tuple[float | None, float | None]:
         if property_name == "position":
             limits = self._stage.axes[self._axis].limits
             return float(limits.lower), float(limits.upper)
@@ -225,9 +262,12 @@ class MicroscopeXYStage(DoubleAxisPositioner):
 
 
 class MicroscopeFilterWheel(_SettingsMixin, Device):
-    """A python-microscope filter wheel; ``channel`` selects a position by name when ``names`` are given."""
+    """A python-microscope filter wheel; ``channel`` selects a position by name when ``names`` are
+    given."""
 
-    def __init__(self, wheel: Any, name: str = "FilterWheel", names: Optional[Sequence[str]] = None) -> None:
+    def __init__(
+        self, wheel: Any, name: str = "FilterWheel", names: Sequence[str] | None = None
+    ) -> None:
         super().__init__(name)
         self._device = wheel
         _enable(wheel)
@@ -244,7 +284,9 @@ class MicroscopeFilterWheel(_SettingsMixin, Device):
     @position.setter
     def position(self, value: int) -> None:
         if not 0 <= int(value) < len(self._names):
-            raise ValueError(f"{self.name}.position must be within 0..{len(self._names) - 1}, got {value}")
+            raise ValueError(
+                f"{self.name}.position must be within 0..{len(self._names) - 1}, got {value}"
+            )
         self._device.position = int(value)
 
     @property
@@ -258,7 +300,7 @@ class MicroscopeFilterWheel(_SettingsMixin, Device):
             raise ValueError(f"{self.name}.channel must be one of {self._names}, got {value!r}")
         self.position = self._names.index(value)
 
-    def get_allowed_property_values(self, property_name: str) -> Optional[list[Any]]:
+    def get_allowed_property_values(self, property_name: str) -> list[Any] | None:
         if property_name == "channel":
             return list(self._names)
         if property_name == "position":
@@ -296,14 +338,17 @@ class MicroscopeLightSource(_SettingsMixin, Device):
         else:
             self._device.disable()
 
-    def get_property_limits(self, property_name: str) -> tuple[Optional[float], Optional[float]]:
-        return (0.0, 1.0) if property_name == "power" else super().get_property_limits(property_name)
+    def get_property_limits(self, property_name: str) -> tuple[float | None, float | None]:
+        return (
+            (0.0, 1.0) if property_name == "power" else super().get_property_limits(property_name)
+        )
 
 
-def wrap_microscope_devices(devices: dict[str, Any], prefix: str = "",
-                            filter_names: Optional[Sequence[str]] = None) -> dict[str, Device]:
-    """Wrap python-microscope devices by kind: cameras, stages (an xy pair and a ``z`` axis when present),
-    filter wheels and light sources; returns the ExEngine devices by name."""
+def wrap_microscope_devices(
+    devices: dict[str, Any], prefix: str = "", filter_names: Sequence[str] | None = None
+) -> dict[str, Device]:
+    """Wrap python-microscope devices by kind: cameras, stages (an xy pair and a ``z`` axis when
+    present), filter wheels and light sources; returns the ExEngine devices by name."""
     wrapped: dict[str, Device] = {}
     for label, device in devices.items():
         name = prefix + label
@@ -320,5 +365,7 @@ def wrap_microscope_devices(devices: dict[str, Any], prefix: str = "",
         elif isinstance(device, microscope.abc.LightSource):
             wrapped[name] = MicroscopeLightSource(device, name)
         else:
-            raise TypeError(f"{label!r} is a {type(device).__name__}, which has no ExEngine adapter yet")
+            raise TypeError(
+                f"{label!r} is a {type(device).__name__}, which has no ExEngine adapter yet"
+            )
     return wrapped

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,7 +28,8 @@ _CACHE_PIXELS = 160 * 512 * 512  # clean images kept: 160 at 512 x 512, fewer fo
 _SHORTEST_SLEEP_S = 2e-4
 _LAYER_DEPTHS_UM = (-12.0, -4.0, 4.0, 12.0)
 _BLUR_SIGMAS = (1.0, 4.0, 10.0)
-#: Centre (x, y, µm) and radius of the specimen's one brightly stained region, 3x brighter at its centre.
+#: Centre (x, y, µm) and radius of the specimen's one brightly stained region, 3x brighter at its
+#: centre.
 BRIGHT_REGION_UM = (1000.0, -700.0)
 BRIGHT_REGION_RADIUS_UM = 500.0
 
@@ -43,25 +44,28 @@ class SimulatedMicroscope:
         self.channel = CHANNELS[0]
         self.light_on = True
         self.light_power = 1.0
-        self.z_sequence: Optional[np.ndarray] = None
-        self.channel_sequence: Optional[list[str]] = None
+        self.z_sequence: np.ndarray | None = None
+        self.channel_sequence: list[str] | None = None
         self.bleaching_per_s = 0.0
         self.fluorescence = 1.0  # the fraction of the dyes not bleached yet
 
     @staticmethod
     def staining(x_um: float, y_um: float) -> float:
-        """How brightly the specimen is stained around stage position (x, y): 1 everywhere but in one
-        region (:data:`BRIGHT_REGION_UM`), up to 3 at its centre."""
+        """How brightly the specimen is stained around stage position (x, y): 1 everywhere but in
+        one region (:data:`BRIGHT_REGION_UM`), up to 3 at its centre."""
         distance = math.hypot(x_um - BRIGHT_REGION_UM[0], y_um - BRIGHT_REGION_UM[1])
         return 1.0 + 2.0 * max(0.0, 1.0 - distance / BRIGHT_REGION_RADIUS_UM) ** 2
 
     def illuminate(self, exposure_ms: float) -> None:
         """Bleach the dyes by one exposure of the light (when ``bleaching_per_s`` is set)."""
         if self.bleaching_per_s and self.light_on:
-            self.fluorescence *= math.exp(-(self.bleaching_per_s * self.light_power * exposure_ms / 1000.0))
+            self.fluorescence *= math.exp(
+                -(self.bleaching_per_s * self.light_power * exposure_ms / 1000.0)
+            )
 
     def state_for_frame(self, frame_index: int) -> tuple[float, float, float, str]:
-        """Stage and channel for the ``frame_index``-th frame of a capture (sequences advance per frame)."""
+        """Stage and channel for the ``frame_index``-th frame of a capture (sequences advance per
+        frame)."""
         z = self.z_um
         if self.z_sequence is not None and len(self.z_sequence):
             z = float(self.z_sequence[frame_index % len(self.z_sequence)])
@@ -78,20 +82,22 @@ def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _periodic_crop(texture: np.ndarray, y: int, x: int, height: int, width: int) -> np.ndarray:
-    """The ``height`` x ``width`` window at ``(y, x)`` of a ``_TEXTURE``-periodic image padded to ``2 * _TEXTURE``.
+    """The ``height`` x ``width`` window at ``(y, x)`` of a ``_TEXTURE``-periodic image padded to
+    ``2 * _TEXTURE``.
 
     A view when the window fits the padding (any window up to ``_TEXTURE`` wide); else a copy that
     tiles the period, so any sensor size sees a seamless specimen.
     """
     if y + height <= texture.shape[0] and x + width <= texture.shape[1]:
-        return texture[y:y + height, x:x + width]
+        return texture[y : y + height, x : x + width]
     repeats = (-(-(y + height) // _TEXTURE), -(-(x + width) // _TEXTURE))
-    return np.tile(texture[:_TEXTURE, :_TEXTURE], repeats)[y:y + height, x:x + width]
+    return np.tile(texture[:_TEXTURE, :_TEXTURE], repeats)[y : y + height, x : x + width]
 
 
 @functools.cache
 def _specimen(channel: str) -> np.ndarray:
-    """Per channel: an array (layers, blur levels, 2T, 2T) of periodic blob images, padded for wrap-free crops."""
+    """Per channel: an array (layers, blur levels, 2T, 2T) of periodic blob images, padded for
+    wrap-free crops."""
     seed = sum(channel.encode())
     rng = np.random.default_rng(seed)
     density = {"DAPI": 60, "FITC": 140, "TRITC": 90, "Cy5": 40}.get(channel, 80)
@@ -117,14 +123,22 @@ class SimulatedCamera(Detector):
     sCMOS cameras).
     """
 
-    def __init__(self, name: str = "Camera", microscope: Optional[SimulatedMicroscope] = None,
-                 width: int = 512, height: int = 512) -> None:
+    def __init__(
+        self,
+        name: str = "Camera",
+        microscope: SimulatedMicroscope | None = None,
+        width: int = 512,
+        height: int = 512,
+    ) -> None:
         for side, value in (("width", width), ("height", height)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or not 1 <= value <= _MAX_SENSOR_SIDE:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or not 1 <= value <= _MAX_SENSOR_SIDE
+            ):
                 raise ValueError(
-                    f"SimulatedCamera {side} must be a whole number of pixels from 1 to {_MAX_SENSOR_SIDE}, "
-                    f"got {value!r}"
+                    f"SimulatedCamera {side} must be a whole number of pixels from 1 to "
+                    f"{_MAX_SENSOR_SIDE}, got {value!r}"
                 )
         width, height = int(width), int(height)
         super().__init__(name)
@@ -137,35 +151,51 @@ class SimulatedCamera(Detector):
         self.pixel_size_um = 0.65
         self.roi = (0, 0, width, height)
         self._lock = threading.Lock()
-        self._armed_count: Optional[int] = 0
+        self._armed_count: int | None = 0
         self._capturing = False
         self._start_time = 0.0
         self._delivered = 0
-        self._cache: OrderedDict[tuple, tuple[np.ndarray, Optional[np.ndarray], np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray | None, np.ndarray]] = (
+            OrderedDict()
+        )
         self._cache_size = max(8, _CACHE_PIXELS // (width * height))
-        noise = np.clip(np.rint(np.random.default_rng(0).normal(0, 12, (4, height * width))), -_NOISE_MAX, _NOISE_MAX)
+        noise = np.clip(
+            np.rint(np.random.default_rng(0).normal(0, 12, (4, height * width))),
+            -_NOISE_MAX,
+            _NOISE_MAX,
+        )
         self._noise = noise.astype(np.int32)
-        # The same noise wrapped into the frame dtypes: unsigned addition modulo 2**bits is exact away from the limits
-        self._wrapped_noise = {np.uint16: noise.astype(np.int16).view(np.uint16),
-                               np.uint8: noise.astype(np.int8).view(np.uint8)}
+        # The same noise wrapped into the frame dtypes: unsigned addition modulo 2**bits
+        # is exact away from the limits
+        self._wrapped_noise = {
+            np.uint16: noise.astype(np.int16).view(np.uint16),
+            np.uint8: noise.astype(np.int8).view(np.uint8),
+        }
 
-    def get_allowed_property_values(self, property_name: str) -> Optional[list[Any]]:
+    def get_allowed_property_values(self, property_name: str) -> list[Any] | None:
         return {"binning": [1, 2, 4], "bit_depth": [8, 12, 16]}.get(property_name)
 
-    def get_property_limits(self, property_name: str) -> tuple[Optional[float], Optional[float]]:
-        return {"exposure": (0.0, 10000.0), "frame_rate_limit": (1.0, 100000.0)}.get(property_name, (None, None))
+    def get_property_limits(self, property_name: str) -> tuple[float | None, float | None]:
+        return {"exposure": (0.0, 10000.0), "frame_rate_limit": (1.0, 100000.0)}.get(
+            property_name, (None, None)
+        )
 
     def is_property_read_only(self, property_name: str) -> bool:
         return property_name == "pixel_size_um"
 
-    def arm(self, frame_count: Optional[int] = None) -> None:
+    def arm(self, frame_count: int | None = None) -> None:
         if frame_count is not None and (not isinstance(frame_count, int) or frame_count < 0):
-            raise ValueError(f"{self.name}: frame_count must be a non-negative int or None, got {frame_count!r}")
+            raise ValueError(
+                f"{self.name}: frame_count must be a non-negative int or None, got {frame_count!r}"
+            )
         _check_choice(self, "binning", self.binning)
         _check_choice(self, "bit_depth", self.bit_depth)
         x, y, w, h = self.roi
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > self._sensor[1] or y + h > self._sensor[0]:
-            raise ValueError(f"{self.name}: roi {self.roi} does not fit the {self._sensor[1]}x{self._sensor[0]} sensor")
+            raise ValueError(
+                f"{self.name}: roi {self.roi} does not fit the {self._sensor[1]}x{self._sensor[0]} "
+                "sensor"
+            )
         if w < self.binning or h < self.binning:
             raise ValueError(
                 f"{self.name}: binning {self.binning} leaves no pixels of the {w}x{h} roi; "
@@ -187,13 +217,17 @@ class SimulatedCamera(Detector):
 
     def is_stopped(self) -> bool:
         with self._lock:
-            return not self._capturing or (self._armed_count is not None and self._delivered >= self._armed_count)
+            return not self._capturing or (
+                self._armed_count is not None and self._delivered >= self._armed_count
+            )
 
     def frame_interval_s(self) -> float:
         """Seconds between frames: the exposure, or the frame-rate limit if slower."""
         return max(float(self.exposure) / 1000.0, 1.0 / float(self.frame_rate_limit))
 
-    def pop_data(self, timeout: Optional[float] = None) -> tuple[Optional[np.ndarray], Optional[dict[str, Any]]]:
+    def pop_data(
+        self, timeout: float | None = None
+    ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -214,36 +248,61 @@ class SimulatedCamera(Detector):
                 wait = min(wait, deadline - now)
             if wait > _SHORTEST_SLEEP_S:
                 time.sleep(wait)
-            else:  # any sleep lasts at least the OS timer slack (~50 µs): wait for a frame this close by spinning
+            # any sleep lasts at least the OS timer slack (~50 µs): wait for a frame
+            # this close by spinning
+            else:
                 until = now + max(wait, 0.0)
                 while time.monotonic() < until:
                     pass
         with self._lock:
             self._delivered += 1
-        settings = _Settings(float(self.exposure), int(self.binning), int(self.bit_depth), tuple(self.roi),
-                             float(self.pixel_size_um))
+        settings = _Settings(
+            float(self.exposure),
+            int(self.binning),
+            int(self.bit_depth),
+            tuple(self.roi),
+            float(self.pixel_size_um),
+        )
         x, y, z, channel = self._scope.state_for_frame(index)
         image = self._render(x, y, z, channel, index, settings)
         self._scope.illuminate(settings.exposure)
         metadata = {
-            "Camera": self.name, "Exposure-ms": settings.exposure, "Binning": settings.binning,
-            "BitDepth": settings.bit_depth, "PixelSizeUm": settings.pixel_size_um * settings.binning,
-            "StageX-um": x, "StageY-um": y, "StageZ-um": z, "Channel": channel,
-            "ElapsedTime-ms": (time.monotonic() - self._start_time) * 1000.0, "FrameIndex": index,
+            "Camera": self.name,
+            "Exposure-ms": settings.exposure,
+            "Binning": settings.binning,
+            "BitDepth": settings.bit_depth,
+            "PixelSizeUm": settings.pixel_size_um * settings.binning,
+            "StageX-um": x,
+            "StageY-um": y,
+            "StageZ-um": z,
+            "Channel": channel,
+            "ElapsedTime-ms": (time.monotonic() - self._start_time) * 1000.0,
+            "FrameIndex": index,
             "ReceivedTime": datetime.now().isoformat(timespec="milliseconds"),
         }
         return image, metadata
 
-    def _render(self, x: float, y: float, z: float, channel: str, index: int, settings: _Settings) -> np.ndarray:
+    def _render(
+        self, x: float, y: float, z: float, channel: str, index: int, settings: _Settings
+    ) -> np.ndarray:
         binning, bit_depth = settings.binning, settings.bit_depth
         _rx, _ry, rw, rh = settings.roi
         h, w = rh // binning, rw // binning
         dtype = np.uint8 if bit_depth == 8 else np.uint16
         maximum = (1 << bit_depth) - 1
         scope = self._scope
-        key = (round(x / settings.pixel_size_um), round(y / settings.pixel_size_um), round(z, 2), channel,
-               settings.exposure, binning, settings.roi, bit_depth, scope.light_on,
-               scope.light_power * round(scope.staining(x, y) * scope.fluorescence, 3))
+        key = (
+            round(x / settings.pixel_size_um),
+            round(y / settings.pixel_size_um),
+            round(z, 2),
+            channel,
+            settings.exposure,
+            binning,
+            settings.roi,
+            bit_depth,
+            scope.light_on,
+            scope.light_power * round(scope.staining(x, y) * scope.fluorescence, 3),
+        )
         cached = self._cache.get(key)
         if cached is None:
             cached = self._cache[key] = _prepare(self._render_clean(key), dtype, maximum)
@@ -255,7 +314,9 @@ class SimulatedCamera(Detector):
             frame = base + self._noise[pattern, : h * w].reshape(h, w)
             np.clip(frame, 0, maximum, out=frame)
             return frame.astype(dtype)
-        frame = np.add(inner, self._wrapped_noise[dtype][pattern, : h * w].reshape(h, w), dtype=dtype)
+        frame = np.add(
+            inner, self._wrapped_noise[dtype][pattern, : h * w].reshape(h, w), dtype=dtype
+        )
         if edges.size:  # pixels within the noise's reach of 0 or the maximum: clipped exactly
             frame.flat[edges] = np.clip(base.flat[edges] + self._noise[pattern, edges], 0, maximum)
         return frame
@@ -274,9 +335,13 @@ class SimulatedCamera(Detector):
                 continue
             level = 0 if defocus < 3 else 1 if defocus < 9 else 2
             image += weight * _periodic_crop(specimen[layer, level], oy, ox, rh, rw)
-        if binning > 1:  # pixels left over when the roi is not a multiple of the binning are dropped
+        if (
+            binning > 1
+        ):  # pixels left over when the roi is not a multiple of the binning are dropped
             h, w = rh // binning, rw // binning
-            image = image[: h * binning, : w * binning].reshape(h, binning, w, binning).sum(axis=(1, 3))
+            image = (
+                image[: h * binning, : w * binning].reshape(h, binning, w, binning).sum(axis=(1, 3))
+            )
         maximum = (1 << int(bit_depth)) - 1
         signal = 0.6 * maximum * min(max(exposure, 0.5) / 50.0, 1.0) * (power if light_on else 0.0)
         return np.rint(100.0 * maximum / 65535 + signal * image).astype(np.int32)
@@ -292,10 +357,12 @@ class _Settings(NamedTuple):
     pixel_size_um: float
 
 
-def _prepare(base: np.ndarray, dtype: Any, maximum: int) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+def _prepare(
+    base: np.ndarray, dtype: Any, maximum: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """A clean image ready for fast noisy frames: itself, a copy in the frame dtype kept out of the
-    noise's reach of 0 and ``maximum`` (``None`` when most pixels are that near), and the flat indices
-    of the pixels that near (their noisy values are clipped one by one)."""
+    noise's reach of 0 and ``maximum`` (``None`` when most pixels are that near), and the flat
+    indices of the pixels that near (their noisy values are clipped one by one)."""
     edges = np.flatnonzero((base < _NOISE_MAX) | (base > maximum - _NOISE_MAX))
     if edges.size > base.size // 8:
         return base, None, edges
@@ -311,11 +378,11 @@ def _check_choice(device: Device, prop: str, value: Any) -> None:
 class SimulatedZStage(TriggerableSingleAxisPositioner):
     """A focus drive (µm) that also steps through hardware-triggered position sequences."""
 
-    def __init__(self, name: str = "Z", microscope: Optional[SimulatedMicroscope] = None) -> None:
+    def __init__(self, name: str = "Z", microscope: SimulatedMicroscope | None = None) -> None:
         super().__init__(name)
         self._scope = microscope or SimulatedMicroscope()
 
-    def get_property_limits(self, property_name: str) -> tuple[Optional[float], Optional[float]]:
+    def get_property_limits(self, property_name: str) -> tuple[float | None, float | None]:
         return (-5000.0, 5000.0) if property_name == "position" else (None, None)
 
     @property
@@ -350,7 +417,7 @@ class SimulatedZStage(TriggerableSingleAxisPositioner):
 class SimulatedXYStage(DoubleAxisPositioner):
     """An XY stage (µm)."""
 
-    def __init__(self, name: str = "XY", microscope: Optional[SimulatedMicroscope] = None) -> None:
+    def __init__(self, name: str = "XY", microscope: SimulatedMicroscope | None = None) -> None:
         super().__init__(name)
         self._scope = microscope or SimulatedMicroscope()
 
@@ -362,10 +429,15 @@ class SimulatedXYStage(DoubleAxisPositioner):
 
 
 class SimulatedChannelSelector(Device):
-    """A filter/channel selector with named positions; triggerable sequences for fast channel switching."""
+    """A filter/channel selector with named positions; triggerable sequences for fast channel
+    switching."""
 
-    def __init__(self, name: str = "Channel", microscope: Optional[SimulatedMicroscope] = None,
-                 channels: tuple[str, ...] = CHANNELS) -> None:
+    def __init__(
+        self,
+        name: str = "Channel",
+        microscope: SimulatedMicroscope | None = None,
+        channels: tuple[str, ...] = CHANNELS,
+    ) -> None:
         super().__init__(name)
         self._scope = microscope or SimulatedMicroscope()
         self._channels = tuple(channels)
@@ -379,10 +451,12 @@ class SimulatedChannelSelector(Device):
     @channel.setter
     def channel(self, value: str) -> None:
         if value not in self._channels:
-            raise ValueError(f"{self.name}.channel must be one of {list(self._channels)}, got {value!r}")
+            raise ValueError(
+                f"{self.name}.channel must be one of {list(self._channels)}, got {value!r}"
+            )
         self._scope.channel = value
 
-    def get_allowed_property_values(self, property_name: str) -> Optional[list[Any]]:
+    def get_allowed_property_values(self, property_name: str) -> list[Any] | None:
         return list(self._channels) if property_name == "channel" else None
 
     def is_property_hardware_triggerable(self, property_name: str) -> bool:
@@ -408,7 +482,7 @@ class SimulatedChannelSelector(Device):
 class SimulatedLightSource(Device):
     """A light source with an on/off switch and relative power (0-1)."""
 
-    def __init__(self, name: str = "Light", microscope: Optional[SimulatedMicroscope] = None) -> None:
+    def __init__(self, name: str = "Light", microscope: SimulatedMicroscope | None = None) -> None:
         super().__init__(name)
         self._scope = microscope or SimulatedMicroscope()
 
@@ -443,16 +517,19 @@ class SimulatedLightSource(Device):
     def bleaching(self, value: float) -> None:
         value = float(value)
         if not 0.0 <= value <= 100.0:
-            raise ValueError(f"{self.name}.bleaching must be within [0, 100] per second, got {value}")
+            raise ValueError(
+                f"{self.name}.bleaching must be within [0, 100] per second, got {value}"
+            )
         self._scope.bleaching_per_s = value
         self._scope.fluorescence = 1.0
 
-    def get_property_limits(self, property_name: str) -> tuple[Optional[float], Optional[float]]:
+    def get_property_limits(self, property_name: str) -> tuple[float | None, float | None]:
         return {"power": (0.0, 1.0), "bleaching": (0.0, 100.0)}.get(property_name, (None, None))
 
 
 def create_simulated_devices(prefix: str = "") -> dict[str, Device]:
-    """Create and register one simulated microscope: camera, z stage, xy stage, channel selector, light."""
+    """Create and register one simulated microscope: camera, z stage, xy stage, channel selector,
+    light."""
     scope = SimulatedMicroscope()
     devices: list[Device] = [
         SimulatedCamera(f"{prefix}Camera", scope),

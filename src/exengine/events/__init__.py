@@ -9,7 +9,12 @@ from .detector_events import (
     StopCapture,
 )
 from .misc_events import AcquisitionClock, SetTimeEvent, Sleep
-from .multi_d_events import UNTIL_STOPPED, MultiDPlan, multi_d_acquisition_events, multi_d_acquisition_plan
+from .multi_d_events import (
+    UNTIL_STOPPED,
+    MultiDPlan,
+    multi_d_acquisition_events,
+    multi_d_acquisition_plan,
+)
 from .positioner_events import (
     SetPosition1DEvent,
     SetPosition2DEvent,

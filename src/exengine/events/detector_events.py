@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 from ..device_types import Detector
 from ..kernel.data_coords import DataCoordinates
@@ -15,7 +15,7 @@ from ..kernel.ex_event_capabilities import Abortable, DataProducing, Stoppable
 from ..kernel.notification_base import Notification, NotificationCategory
 from ._devices import resolve_device
 
-DetectorLike = Union[Detector, str, None]
+DetectorLike = Detector | str | None
 
 
 @dataclass(eq=False)
@@ -26,9 +26,11 @@ class DataAcquiredNotification(Notification[DataCoordinates]):
     description = "Data has been acquired by a detector and handed to the data handler"
 
 
-def _count(num_blocks: Optional[int], num_images: Optional[int]) -> Optional[int]:
+def _count(num_blocks: int | None, num_images: int | None) -> int | None:
     if num_blocks is not None and num_images is not None and num_blocks != num_images:
-        raise ValueError(f"num_blocks={num_blocks} and num_images={num_images} disagree; pass one of them")
+        raise ValueError(
+            f"num_blocks={num_blocks} and num_images={num_images} disagree; pass one of them"
+        )
     count = num_blocks if num_blocks is not None else num_images
     if count is not None and (not isinstance(count, int) or count < 0):
         raise ValueError(f"The number of images must be a non-negative int or None, got {count!r}")
@@ -39,8 +41,8 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
     """Read frames from a detector and hand them, with their coordinates, to a data handler.
 
     Reads ``num_images`` (alias ``num_blocks``) frames, or until the coordinate iterator ends, or
-    until stopped. ``detector`` is a ``Detector``, its registered name, or ``None`` for the only one.
-    ``stop_on_empty`` ends the readout when the detector has stopped and its buffer is empty.
+    until stopped. ``detector`` is a ``Detector``, its registered name, or ``None`` for the only
+    one. ``stop_on_empty`` ends the readout when the detector has stopped and its buffer is empty.
     ``frame_timeout_s`` (default 30 s; None waits forever) raises ``TimeoutError`` when the detector
     delivers no frame for that long.
     """
@@ -51,12 +53,12 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         self,
         data_coordinates_iterator: Any = None,
         detector: DetectorLike = None,
-        data_handler: Optional[DataHandler] = None,
-        num_blocks: Optional[int] = None,
+        data_handler: DataHandler | None = None,
+        num_blocks: int | None = None,
         stop_on_empty: bool = False,
-        num_images: Optional[int] = None,
+        num_images: int | None = None,
         data_coordinate_iterator: Any = None,
-        frame_timeout_s: Optional[float] = 30.0,
+        frame_timeout_s: float | None = 30.0,
     ) -> None:
         super().__init__(
             data_coordinates_iterator=data_coordinates_iterator,
@@ -69,7 +71,7 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         self.frame_timeout_s = frame_timeout_s
 
     @property
-    def num_images(self) -> Optional[int]:
+    def num_images(self) -> int | None:
         """Alias of ``num_blocks``."""
         return self.num_blocks
 
@@ -77,10 +79,14 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         """Read the frames; returns how many were read."""
         detector = resolve_device(self.detector, Detector, "detector")
         handler = self.data_handler
-        if handler is not None and handler.error is not None:  # nowhere to put frames: stop the camera
+        if (
+            handler is not None and handler.error is not None
+        ):  # nowhere to put frames: stop the camera
             detector.stop()
-            raise DataHandlerError(f"Not reading {detector.name}: the data handler has failed, no more frames "
-                                   f"can be stored ({handler.error!r})") from handler.error
+            raise DataHandlerError(
+                f"Not reading {detector.name}: the data handler has failed, no more frames "
+                f"can be stored ({handler.error!r})"
+            ) from handler.error
         counter = itertools.count() if self.num_blocks is None else range(self.num_blocks)
         read = 0
         for _, coords in zip(counter, self.data_coordinate_iterator, strict=False):
@@ -93,10 +99,14 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
                     break
                 if self.stop_on_empty and detector.is_stopped():
                     return read
-                if self.frame_timeout_s is not None and time.monotonic() - waiting_since > self.frame_timeout_s:
+                if (
+                    self.frame_timeout_s is not None
+                    and time.monotonic() - waiting_since > self.frame_timeout_s
+                ):
                     raise TimeoutError(
-                        f"{detector.name} delivered no frame for {dict(coords)} within {self.frame_timeout_s} s "
-                        f"({read} frames read)")
+                        f"{detector.name} delivered no frame for {dict(coords)} within "
+                        f"{self.frame_timeout_s} s ({read} frames read)"
+                    )
             self.put_data(coords, image, metadata)
             read += 1
             self.publish_notification(DataAcquiredNotification(coords))
@@ -106,19 +116,25 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
 class StartCapture(ExecutorEvent):
     """Arm a detector for ``num_images`` (alias ``num_blocks``) frames and start it."""
 
-    def __init__(self, num_blocks: Optional[int] = None, detector: DetectorLike = None,
-                 num_images: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        num_blocks: int | None = None,
+        detector: DetectorLike = None,
+        num_images: int | None = None,
+    ) -> None:
         super().__init__()
         self.num_blocks = _count(num_blocks, num_images)
         if self.num_blocks is None:
-            raise ValueError("StartCapture needs num_images; use StartContinuousCapture to capture until stopped")
+            raise ValueError(
+                "StartCapture needs num_images; use StartContinuousCapture to capture until stopped"
+            )
         self.detector = detector
 
     def execute(self) -> None:
         _arm_and_start(resolve_device(self.detector, Detector, "detector"), self.num_blocks)
 
 
-def _arm_and_start(detector: Detector, frame_count: Optional[int]) -> None:
+def _arm_and_start(detector: Detector, frame_count: int | None) -> None:
     """Arm and start ``detector``; stop it again if either fails."""
     try:
         detector.arm(frame_count)

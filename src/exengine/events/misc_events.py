@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 from ..kernel.ex_event_base import ExecutorEvent
 from ..kernel.ex_event_capabilities import Abortable, Stoppable
@@ -15,7 +14,7 @@ class AcquisitionClock:
     """The shared start time of one acquisition; it starts the first time it is read."""
 
     def __init__(self) -> None:
-        self._start: Optional[float] = None
+        self._start: float | None = None
         self._lock = threading.Lock()
 
     def start_time(self) -> float:
@@ -69,7 +68,8 @@ class Sleep(Stoppable, Abortable, ExecutorEvent):
 
 @dataclass(eq=False)
 class SetTimeEvent(Stoppable, Abortable, ExecutorEvent):
-    """Mark time point ``time_index``; waits until ``min_start_time`` s after the acquisition started.
+    """Mark time point ``time_index``; waits until ``min_start_time`` s after the acquisition
+    started.
 
     The acquisition's start is its ``clock`` (shared by the events of one acquisition); without one,
     a process-wide clock that restarts at ``time_index == 0``. Returns the time the point started,
@@ -77,8 +77,8 @@ class SetTimeEvent(Stoppable, Abortable, ExecutorEvent):
     """
 
     time_index: int
-    min_start_time: Optional[float] = None
-    clock: Optional[AcquisitionClock] = field(default=None, repr=False)
+    min_start_time: float | None = None
+    clock: AcquisitionClock | None = field(default=None, repr=False)
 
     def execute(self) -> float:
         clock = self.clock

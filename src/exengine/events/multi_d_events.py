@@ -7,7 +7,7 @@ import gc
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Optional, ParamSpec, TypeVar, Union
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -39,8 +39,8 @@ _R = TypeVar("_R")
 
 
 def _cyclic_gc_paused(function: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``function`` with the cyclic garbage collector paused: while a long time-lapse's hundreds of
-    thousands of events are built, its collections over all of them took half of the time."""
+    """Run ``function`` with the cyclic garbage collector paused: while a long time-lapse's hundreds
+    of thousands of events are built, its collections over all of them took half of the time."""
 
     @functools.wraps(function)
     def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -61,23 +61,33 @@ UNTIL_STOPPED = math.inf
 
 class MultiDPlan:
     """The events of a multi-dimensional acquisition, made lazily: each event is created just before
-    it is taken, so a plan of any length (also an open-ended time-lapse, ``num_time_points=math.inf``)
-    costs the same memory. Iterating again makes fresh events. Built by
+    it is taken, so a plan of any length (also an open-ended time-lapse,
+    ``num_time_points=math.inf``) costs the same memory. Iterating again makes fresh events. Built
+    by
     :func:`multi_d_acquisition_plan`, which checks its arguments at once.
     """
 
-    def __init__(self, num_time_points: Union[int, float, None] = None,
-                 time_interval_s: Union[float, Sequence[float]] = 0, z_start: Optional[float] = None,
-                 z_end: Optional[float] = None, z_step: Optional[float] = None,
-                 channel_group: Union[Device, str, None] = None, channels: Optional[Sequence[str]] = None,
-                 channel_exposures_ms: Optional[Sequence[float]] = None,
-                 xy_positions: Optional[Sequence[Sequence[float]]] = None,
-                 xyz_positions: Optional[Sequence[Sequence[float]]] = None,
-                 position_labels: Optional[Sequence[Union[str, int]]] = None, order: str = "tpcz",
-                 sequence: Optional[str] = None, camera: Union[Detector, str, None] = None,
-                 xy_device: Union[DoubleAxisPositioner, str, None] = None,
-                 z_device: Union[SingleAxisPositioner, str, None] = None,
-                 data_handler: Optional[DataHandler] = None, channel_property: str = "channel") -> None:
+    def __init__(
+        self,
+        num_time_points: int | float | None = None,
+        time_interval_s: float | Sequence[float] = 0,
+        z_start: float | None = None,
+        z_end: float | None = None,
+        z_step: float | None = None,
+        channel_group: Device | str | None = None,
+        channels: Sequence[str] | None = None,
+        channel_exposures_ms: Sequence[float] | None = None,
+        xy_positions: Sequence[Sequence[float]] | None = None,
+        xyz_positions: Sequence[Sequence[float]] | None = None,
+        position_labels: Sequence[str | int] | None = None,
+        order: str = "tpcz",
+        sequence: str | None = None,
+        camera: Detector | str | None = None,
+        xy_device: DoubleAxisPositioner | str | None = None,
+        z_device: SingleAxisPositioner | str | None = None,
+        data_handler: DataHandler | None = None,
+        channel_property: str = "channel",
+    ) -> None:
         values: dict[str, Any] = {}
         times = _time_points(num_time_points, time_interval_s)
         if times is not None:
@@ -93,22 +103,29 @@ class MultiDPlan:
             values["z"] = z_offsets
         self.axes = _active_order(order, values)
         if "t" in values and values["t"].size is None and self.axes[0] != "t":
-            raise ValueError(f"An open-ended time-lapse needs time as the outermost axis; order is {order!r}")
+            raise ValueError(
+                f"An open-ended time-lapse needs time as the outermost axis; order is {order!r}"
+            )
         self.sequenced = _sequence_axes(sequence, self.axes, time_interval_s, channel_list)
         if "t" in self.sequenced and values["t"].size is None:
-            raise ValueError("An open-ended time-lapse cannot run as one hardware sequence ('t' in sequence)")
+            raise ValueError(
+                "An open-ended time-lapse cannot run as one hardware sequence ('t' in sequence)"
+            )
         self.values = values
         self.camera, self.xy_device, self.z_device = camera, xy_device, z_device
         self.channel_group, self.channel_property = channel_group, channel_property
         self.data_handler = data_handler
 
     @property
-    def axis_sizes(self) -> dict[str, Optional[int]]:
+    def axis_sizes(self) -> dict[str, int | None]:
         """Size of each axis by coordinate name, outermost first (``None``: open-ended)."""
-        return {AXIS_NAMES[a]: (self.values[a].size if a == "t" else len(self.values[a])) for a in self.axes}
+        return {
+            AXIS_NAMES[a]: (self.values[a].size if a == "t" else len(self.values[a]))
+            for a in self.axes
+        }
 
     @property
-    def total_frames(self) -> Optional[int]:
+    def total_frames(self) -> int | None:
         """Frames the plan acquires, or ``None`` for an open-ended time-lapse."""
         sizes = self.axis_sizes.values()
         return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]
@@ -120,7 +137,8 @@ class MultiDPlan:
 
     def validate(self) -> None:
         """Check the events of the first time point, with only the two ends of the z range (every
-        position, channel and the extremes of z), against the devices; the rest repeats those settings."""
+        position, channel and the extremes of z), against the devices; the rest repeats those
+        settings."""
         from ..acquisition import check_event
 
         values = self._first_time_point_values()
@@ -151,7 +169,7 @@ class MultiDPlan:
         position_of = _position_lookup(values)
         last: dict[str, Any] = {}
 
-        def z_target(indices: dict[str, int]) -> Optional[float]:
+        def z_target(indices: dict[str, int]) -> float | None:
             if "z" not in values:
                 return None
             base = position_of(indices)[2]
@@ -176,8 +194,9 @@ class MultiDPlan:
                 elif axis == "c":
                     channel = values["c"][indices["c"]]
                     if last.get("c") != channel:
-                        yield SetPropertiesEvent(_channel_settings(channel_group, self.channel_property, camera,
-                                                                   channel))
+                        yield SetPropertiesEvent(
+                            _channel_settings(channel_group, self.channel_property, camera, channel)
+                        )
                         last["c"] = channel
                 elif axis == "z":
                     z = z_target(indices)
@@ -196,17 +215,23 @@ class MultiDPlan:
                     coords[AXIS_NAMES[axis]] = indices[axis]
             return coords
 
-        sizes: list[Optional[int]] = [values[a].size if a == "t" else len(values[a]) for a in outer]
+        sizes: list[int | None] = [values[a].size if a == "t" else len(values[a]) for a in outer]
         for outer_indices in _product(sizes):
             indices = dict(zip(outer, outer_indices, strict=False))
             yield from changes(indices)
             if not seq_axes:
                 yield StartCapture(num_images=1, detector=camera)
-                yield ReadoutData([coords_of(indices)], detector=camera, data_handler=self.data_handler,
-                                  num_images=1)
+                yield ReadoutData(
+                    [coords_of(indices)],
+                    detector=camera,
+                    data_handler=self.data_handler,
+                    num_images=1,
+                )
                 continue
-            inner = [dict(indices, **dict(zip(seq_axes, combo, strict=False)))
-                     for combo in itertools.product(*(range(len(values[a])) for a in seq_axes))]
+            inner = [
+                dict(indices, **dict(zip(seq_axes, combo, strict=False)))
+                for combo in itertools.product(*(range(len(values[a])) for a in seq_axes))
+            ]
             stops: list[ExecutorEvent] = []
             if "z" in seq_axes:
                 yield SetTriggerable1DPositionsEvent(z_device, [z_target(i) for i in inner])
@@ -217,16 +242,24 @@ class MultiDPlan:
                 exposure = values["c"][0][1]
                 if exposure is not None:
                     yield SetPropertiesEvent([(camera, "exposure", exposure)])
-                yield SetTriggerablePropertySequencesEvent([(channel_group, self.channel_property, names)])
-                stops.append(StopTriggerablePropertySequencesEvent([(channel_group, self.channel_property)]))
+                yield SetTriggerablePropertySequencesEvent(
+                    [(channel_group, self.channel_property, names)]
+                )
+                stops.append(
+                    StopTriggerablePropertySequencesEvent([(channel_group, self.channel_property)])
+                )
                 last.pop("c", None)
             yield StartCapture(num_images=len(inner), detector=camera)
-            yield ReadoutData([coords_of(i) for i in inner], detector=camera, data_handler=self.data_handler,
-                              num_images=len(inner))
+            yield ReadoutData(
+                [coords_of(i) for i in inner],
+                detector=camera,
+                data_handler=self.data_handler,
+                num_images=len(inner),
+            )
             yield from stops
 
 
-def _product(sizes: list[Optional[int]]) -> Iterator[tuple[int, ...]]:
+def _product(sizes: list[int | None]) -> Iterator[tuple[int, ...]]:
     """Every index combination of axes of ``sizes``, last axis fastest, made one at a time (unlike
     ``itertools.product``, which holds its ranges); the first size may be ``None`` (for ever)."""
     if any(size == 0 for size in sizes):
@@ -247,55 +280,80 @@ def _product(sizes: list[Optional[int]]) -> Iterator[tuple[int, ...]]:
             return
 
 
-def multi_d_acquisition_plan(num_time_points: Union[int, float, None] = None, **kwargs: Any) -> MultiDPlan:
-    """The lazy counterpart of :func:`multi_d_acquisition_events`: the same events in the same order,
-    created as they are taken. ``num_time_points=math.inf`` (:data:`UNTIL_STOPPED`) makes an
-    open-ended time-lapse that runs until the acquisition is stopped. Arguments are checked at once."""
+def multi_d_acquisition_plan(
+    num_time_points: int | float | None = None, **kwargs: Any
+) -> MultiDPlan:
+    """The lazy counterpart of :func:`multi_d_acquisition_events`: the same events in the same
+    order, created as they are taken. ``num_time_points=math.inf`` (:data:`UNTIL_STOPPED`) makes an
+    open-ended time-lapse that runs until the acquisition is stopped. Arguments are checked at
+    once."""
     return MultiDPlan(num_time_points, **kwargs)
 
 
 @_cyclic_gc_paused
 def multi_d_acquisition_events(
-    num_time_points: Optional[int] = None,
-    time_interval_s: Union[float, Sequence[float]] = 0,
-    z_start: Optional[float] = None,
-    z_end: Optional[float] = None,
-    z_step: Optional[float] = None,
-    channel_group: Union[Device, str, None] = None,
-    channels: Optional[Sequence[str]] = None,
-    channel_exposures_ms: Optional[Sequence[float]] = None,
-    xy_positions: Optional[Sequence[Sequence[float]]] = None,
-    xyz_positions: Optional[Sequence[Sequence[float]]] = None,
-    position_labels: Optional[Sequence[Union[str, int]]] = None,
+    num_time_points: int | None = None,
+    time_interval_s: float | Sequence[float] = 0,
+    z_start: float | None = None,
+    z_end: float | None = None,
+    z_step: float | None = None,
+    channel_group: Device | str | None = None,
+    channels: Sequence[str] | None = None,
+    channel_exposures_ms: Sequence[float] | None = None,
+    xy_positions: Sequence[Sequence[float]] | None = None,
+    xyz_positions: Sequence[Sequence[float]] | None = None,
+    position_labels: Sequence[str | int] | None = None,
     order: str = "tpcz",
-    sequence: Optional[str] = None,
-    camera: Union[Detector, str, None] = None,
-    xy_device: Union[DoubleAxisPositioner, str, None] = None,
-    z_device: Union[SingleAxisPositioner, str, None] = None,
-    data_handler: Optional[DataHandler] = None,
+    sequence: str | None = None,
+    camera: Detector | str | None = None,
+    xy_device: DoubleAxisPositioner | str | None = None,
+    z_device: SingleAxisPositioner | str | None = None,
+    data_handler: DataHandler | None = None,
     channel_property: str = "channel",
 ) -> list[ExecutorEvent]:
     """Return the events of a multi-dimensional acquisition, one frame per coordinate.
 
     Axes (coordinate names): ``t`` time (``num_time_points``, ``time_interval_s`` a number or one
     interval per time point), ``p`` position (``xy_positions`` or ``xyz_positions``, optional
-    ``position_labels``), ``c`` channel (``channels`` set as ``channel_group.channel_property``, with
-    optional ``channel_exposures_ms`` set as the camera's ``exposure``), ``z`` (``z_start`` to
+    ``position_labels``), ``c`` channel (``channels`` set as ``channel_group.channel_property``,
+    with optional ``channel_exposures_ms`` set as the camera's ``exposure``), ``z`` (``z_start`` to
     ``z_end`` inclusive by ``z_step``, relative to the z of ``xyz_positions`` when given). ``order``
     lists the axes outermost first; ``sequence`` names inner axes run as one hardware-triggered
     sequence. Devices are objects, registered names, or None for the only one of their kind. Frames
     go to ``data_handler``. :func:`multi_d_acquisition_plan` makes the same events lazily.
     """
     if num_time_points == math.inf:
-        raise ValueError("A time-lapse until stopped has no list of events: use "
-                         "multi_d_acquisition_plan(num_time_points=math.inf)")
-    return list(MultiDPlan(
-        num_time_points, time_interval_s, z_start, z_end, z_step, channel_group, channels, channel_exposures_ms,
-        xy_positions, xyz_positions, position_labels, order, sequence, camera, xy_device, z_device, data_handler,
-        channel_property))
+        raise ValueError(
+            "A time-lapse until stopped has no list of events: use "
+            "multi_d_acquisition_plan(num_time_points=math.inf)"
+        )
+    return list(
+        MultiDPlan(
+            num_time_points,
+            time_interval_s,
+            z_start,
+            z_end,
+            z_step,
+            channel_group,
+            channels,
+            channel_exposures_ms,
+            xy_positions,
+            xyz_positions,
+            position_labels,
+            order,
+            sequence,
+            camera,
+            xy_device,
+            z_device,
+            data_handler,
+            channel_property,
+        )
+    )
 
 
-def _channel_settings(group: Any, prop: str, camera: Any, channel: tuple[str, Optional[float]]) -> list[tuple]:
+def _channel_settings(
+    group: Any, prop: str, camera: Any, channel: tuple[str, float | None]
+) -> list[tuple]:
     name, exposure = channel
     settings: list[tuple] = [(group, prop, name)]
     if exposure is not None:
@@ -313,7 +371,9 @@ class _TimeAxis:
     """Start times (s after the acquisition's start, ``None``: as soon as possible) of ``size`` time
     points (``None``: open-ended), from one interval or one interval per point."""
 
-    def __init__(self, size: Optional[int], interval: float, starts: Optional[list[float]] = None) -> None:
+    def __init__(
+        self, size: int | None, interval: float, starts: list[float] | None = None
+    ) -> None:
         self.size, self._interval, self._starts = size, interval, starts
 
     def __len__(self) -> int:
@@ -321,7 +381,7 @@ class _TimeAxis:
             raise TypeError("An open-ended time axis has no length")
         return self.size
 
-    def __getitem__(self, index: int) -> Optional[float]:
+    def __getitem__(self, index: int) -> float | None:
         if self._starts is not None:
             return self._starts[index]
         return index * self._interval if self._interval else None
@@ -332,8 +392,8 @@ def _is_count(value: Any) -> bool:
 
 
 def finite_number(value: Any, name: str, low: float = -math.inf, high: float = math.inf) -> float:
-    """``value`` as a float, or a ``ValueError`` naming ``name`` when it is not a finite number within
-    [``low``, ``high``] (a setting of a plan)."""
+    """``value`` as a float, or a ``ValueError`` naming ``name`` when it is not a finite number
+    within [``low``, ``high``] (a setting of a plan)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -345,7 +405,7 @@ def finite_number(value: Any, name: str, low: float = -math.inf, high: float = m
     return number
 
 
-def _time_points(num: Union[int, float, None], interval: Union[float, Sequence[float]]) -> Optional[_TimeAxis]:
+def _time_points(num: int | float | None, interval: float | Sequence[float]) -> _TimeAxis | None:
     if num is None:
         if not isinstance(interval, (int, float)) or interval:
             raise ValueError("time_interval_s needs num_time_points")
@@ -355,7 +415,9 @@ def _time_points(num: Union[int, float, None], interval: Union[float, Sequence[f
     elif _is_count(num):
         size = int(num)
     else:
-        raise ValueError(f"num_time_points must be a positive int (or math.inf: until stopped), got {num!r}")
+        raise ValueError(
+            f"num_time_points must be a positive int (or math.inf: until stopped), got {num!r}"
+        )
     if isinstance(interval, (int, float, np.number)) and not isinstance(interval, bool):
         step = finite_number(interval, "time_interval_s")
         if step < 0:
@@ -365,14 +427,18 @@ def _time_points(num: Union[int, float, None], interval: Union[float, Sequence[f
         raise ValueError("An open-ended time-lapse takes one time_interval_s, not a list")
     intervals = [finite_number(v, "time_interval_s") for v in interval]
     if len(intervals) != size:
-        raise ValueError(f"time_interval_s has {len(intervals)} intervals; num_time_points is {size}")
+        raise ValueError(
+            f"time_interval_s has {len(intervals)} intervals; num_time_points is {size}"
+        )
     if any(v < 0 for v in intervals):
         raise ValueError(f"time_interval_s must be >= 0, got {intervals}")
     starts = np.concatenate([[0.0], np.cumsum(intervals[:-1])]) if intervals else []
     return _TimeAxis(size, 0.0, [float(s) for s in starts])
 
 
-def _positions(xy: Any, xyz: Any, labels: Any) -> list[tuple[Union[str, int], tuple[float, float], Optional[float]]]:
+def _positions(
+    xy: Any, xyz: Any, labels: Any
+) -> list[tuple[str | int, tuple[float, float], float | None]]:
     if xy is not None and xyz is not None:
         raise ValueError("Pass xy_positions or xyz_positions, not both")
     source = xy if xy is not None else xyz
@@ -385,9 +451,13 @@ def _positions(xy: Any, xyz: Any, labels: Any) -> list[tuple[Union[str, int], tu
     try:
         array = np.asarray(source, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a list of {width}-element positions of numbers, got {source!r}") from None
+        raise ValueError(
+            f"{name} must be a list of {width}-element positions of numbers, got {source!r}"
+        ) from None
     if array.ndim != 2 or array.shape[1] != width or len(array) == 0:
-        raise ValueError(f"{name} must be a non-empty list of {width}-element positions, got shape {array.shape}")
+        raise ValueError(
+            f"{name} must be a non-empty list of {width}-element positions, got shape {array.shape}"
+        )
     if not np.isfinite(array).all():
         raise ValueError(f"{name} must be finite numbers, got {source!r}")
     if labels is None:
@@ -397,11 +467,13 @@ def _positions(xy: Any, xyz: Any, labels: Any) -> list[tuple[Union[str, int], tu
         raise ValueError(f"position_labels has {len(labels)} labels for {len(array)} positions")
     if len(set(labels)) != len(labels):
         raise ValueError(f"position_labels must be unique, got {labels}")
-    return [(label, (float(row[0]), float(row[1])), float(row[2]) if width == 3 else None)
-            for label, row in zip(labels, array, strict=False)]
+    return [
+        (label, (float(row[0]), float(row[1])), float(row[2]) if width == 3 else None)
+        for label, row in zip(labels, array, strict=False)
+    ]
 
 
-def _channels(group: Any, channels: Any, exposures: Any) -> list[tuple[str, Optional[float]]]:
+def _channels(group: Any, channels: Any, exposures: Any) -> list[tuple[str, float | None]]:
     if channels is None:
         if exposures is not None:
             raise ValueError("channel_exposures_ms needs channels")
@@ -412,19 +484,24 @@ def _channels(group: Any, channels: Any, exposures: Any) -> list[tuple[str, Opti
     if len(set(channels)) != len(channels):
         raise ValueError(f"channels must be unique, got {channels}")
     if group is None:
-        raise ValueError("channels need channel_group: the device (or its name) that selects the channel")
+        raise ValueError(
+            "channels need channel_group: the device (or its name) that selects the channel"
+        )
     if exposures is None:
         return [(c, None) for c in channels]
     exposures = [finite_number(e, "channel_exposures_ms") for e in exposures]
     if len(exposures) != len(channels):
-        raise ValueError(f"channel_exposures_ms has {len(exposures)} values for {len(channels)} channels")
+        raise ValueError(
+            f"channel_exposures_ms has {len(exposures)} values for {len(channels)} channels"
+        )
     if any(e < 0 for e in exposures):
         raise ValueError(f"channel_exposures_ms must be >= 0, got {exposures}")
     return list(zip(channels, exposures, strict=False))
 
 
 class _ZAxis:
-    """``count`` z offsets from ``start`` by ``step``, computed when asked (a huge range costs nothing)."""
+    """``count`` z offsets from ``start`` by ``step``, computed when asked (a huge range costs
+    nothing)."""
 
     def __init__(self, start: float, step: float, count: int) -> None:
         self.start, self.step, self.count = start, step, count
@@ -438,7 +515,7 @@ class _ZAxis:
         return float(self.start + index * self.step)
 
 
-def _z_offsets(start: Optional[float], end: Optional[float], step: Optional[float]) -> Optional[_ZAxis]:
+def _z_offsets(start: float | None, end: float | None, step: float | None) -> _ZAxis | None:
     given = {"z_start": start, "z_end": end, "z_step": step}
     if all(v is None for v in given.values()):
         return None
@@ -450,8 +527,10 @@ def _z_offsets(start: Optional[float], end: Optional[float], step: Optional[floa
         raise ValueError(f"z_step={step} does not lead from z_start={start} to z_end={end}")
     count = int(np.floor((end - start) / step + 1e-9)) + 1
     if count > _MAX_Z_PLANES:
-        raise ValueError(f"z_start={start:g} to z_end={end:g} by z_step={step:g} makes {count:.3g} z planes; "
-                         f"at most {_MAX_Z_PLANES:,} (a larger z_step)")
+        raise ValueError(
+            f"z_start={start:g} to z_end={end:g} by z_step={step:g} makes {count:.3g} z planes; "
+            f"at most {_MAX_Z_PLANES:,} (a larger z_step)"
+        )
     return _ZAxis(start, step, count)
 
 
@@ -467,21 +546,28 @@ def _active_order(order: str, values: dict[str, list[Any]]) -> list[str]:
     return [a for a in order if a in values]
 
 
-def _sequence_axes(sequence: Optional[str], axes: list[str], interval: Any,
-                   channels: list[tuple[str, Optional[float]]]) -> list[str]:
+def _sequence_axes(
+    sequence: str | None, axes: list[str], interval: Any, channels: list[tuple[str, float | None]]
+) -> list[str]:
     if not sequence:
         return []
     seq = list(sequence.lower())
     if set(seq) - set(axes) or len(set(seq)) != len(seq):
         raise ValueError(f"sequence {sequence!r} must name axes in use {axes}, each once")
-    if axes[len(axes) - len(seq):] != seq:
-        raise ValueError(f"sequence {sequence!r} must be the innermost axes of the order {''.join(axes)!r}")
+    if axes[len(axes) - len(seq) :] != seq:
+        raise ValueError(
+            f"sequence {sequence!r} must be the innermost axes of the order {''.join(axes)!r}"
+        )
     if "p" in seq:
-        raise ValueError("sequence cannot include positions ('p'); XY moves are not hardware-triggered here")
+        raise ValueError(
+            "sequence cannot include positions ('p'); XY moves are not hardware-triggered here"
+        )
     if "t" in seq and (not isinstance(interval, (int, float)) or interval):
         raise ValueError("sequence over 't' needs time_interval_s=0 (frames run back to back)")
     if "c" in seq and len({e for _, e in channels}) > 1:
-        raise ValueError("sequence over 'c' needs one exposure for all channels (channel_exposures_ms)")
+        raise ValueError(
+            "sequence over 'c' needs one exposure for all channels (channel_exposures_ms)"
+        )
     return seq
 
 

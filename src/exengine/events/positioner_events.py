@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import SupportsFloat, Union
+from typing import SupportsFloat
 
 import numpy as np
 
@@ -18,9 +18,12 @@ from ._devices import resolve_device
 
 
 class SetPosition2DEvent(ExecutorEvent):
-    """Move a two-axis positioner (object, registered name, or None for the only one) to ``position``."""
+    """Move a two-axis positioner (object, registered name, or None for the only one) to
+    ``position``."""
 
-    def __init__(self, device: Union[DoubleAxisPositioner, str, None], position: Sequence[SupportsFloat]) -> None:
+    def __init__(
+        self, device: DoubleAxisPositioner | str | None, position: Sequence[SupportsFloat]
+    ) -> None:
         super().__init__()
         if len(position) != 2:
             raise ValueError(f"SetPosition2DEvent takes an (x, y) position, got {position!r}")
@@ -28,13 +31,16 @@ class SetPosition2DEvent(ExecutorEvent):
         self.position = (float(position[0]), float(position[1]))
 
     def execute(self) -> None:
-        resolve_device(self.device, DoubleAxisPositioner, "xy positioner").set_position(*self.position)
+        resolve_device(self.device, DoubleAxisPositioner, "xy positioner").set_position(
+            *self.position
+        )
 
 
 class SetPosition1DEvent(ExecutorEvent):
-    """Move a single-axis positioner (object, registered name, or None for the only one) to ``position``."""
+    """Move a single-axis positioner (object, registered name, or None for the only one) to
+    ``position``."""
 
-    def __init__(self, device: Union[SingleAxisPositioner, str, None], position: SupportsFloat) -> None:
+    def __init__(self, device: SingleAxisPositioner | str | None, position: SupportsFloat) -> None:
         super().__init__()
         self.device = device
         self.position = float(position)
@@ -46,41 +52,59 @@ class SetPosition1DEvent(ExecutorEvent):
 class SetTriggerable1DPositionsEvent(ExecutorEvent):
     """Load a sequence of positions that a single-axis positioner steps through on triggers."""
 
-    def __init__(self, device: Union[TriggerableSingleAxisPositioner, str, None],
-                 positions: Union[Sequence[float], np.ndarray]) -> None:
+    def __init__(
+        self,
+        device: TriggerableSingleAxisPositioner | str | None,
+        positions: Sequence[float] | np.ndarray,
+    ) -> None:
         super().__init__()
         self.device = device
         self.positions = np.asarray(positions, dtype=float)
 
     def execute(self) -> None:
-        device = resolve_device(self.device, TriggerableSingleAxisPositioner, "triggerable positioner")
+        device = resolve_device(
+            self.device, TriggerableSingleAxisPositioner, "triggerable positioner"
+        )
         limit = device.get_triggerable_position_sequence_max_length()
         if len(self.positions) > limit:
-            raise ValueError(f"{device.name} takes sequences of at most {limit} positions, got {len(self.positions)}")
+            raise ValueError(
+                f"{device.name} takes sequences of at most {limit} positions, got "
+                f"{len(self.positions)}"
+            )
         device.set_position_sequence(self.positions)
 
 
 class SetTriggerable2DPositionsEvent(ExecutorEvent):
     """Load a sequence of (x, y) positions that a two-axis positioner steps through on triggers."""
 
-    def __init__(self, device: Union[TriggerableDoubleAxisPositioner, str, None],
-                 positions: Union[Sequence[tuple[float, float]], np.ndarray]) -> None:
+    def __init__(
+        self,
+        device: TriggerableDoubleAxisPositioner | str | None,
+        positions: Sequence[tuple[float, float]] | np.ndarray,
+    ) -> None:
         super().__init__()
         self.device = device
         self.positions = np.asarray(positions, dtype=float).reshape(-1, 2)
 
     def execute(self) -> None:
-        device = resolve_device(self.device, TriggerableDoubleAxisPositioner, "triggerable xy positioner")
+        device = resolve_device(
+            self.device, TriggerableDoubleAxisPositioner, "triggerable xy positioner"
+        )
         limit = device.get_triggerable_position_sequence_max_length()
         if len(self.positions) > limit:
-            raise ValueError(f"{device.name} takes sequences of at most {limit} positions, got {len(self.positions)}")
+            raise ValueError(
+                f"{device.name} takes sequences of at most {limit} positions, got "
+                f"{len(self.positions)}"
+            )
         device.set_position_sequence(self.positions)
 
 
 class StopTriggerablePositionSequenceEvent(ExecutorEvent):
     """Stop the running position sequence of a triggerable positioner."""
 
-    def __init__(self, device: Union[TriggerableSingleAxisPositioner, TriggerableDoubleAxisPositioner, str]) -> None:
+    def __init__(
+        self, device: TriggerableSingleAxisPositioner | TriggerableDoubleAxisPositioner | str
+    ) -> None:
         super().__init__()
         self.device = device
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Union
+from typing import Any
 
 from ..kernel.device import Device
 from ..kernel.ex_event_base import ExecutorEvent
 from ._devices import resolve_device
 
-DeviceLike = Union[Device, str]
+DeviceLike = Device | str
 
 
 class SetPropertiesEvent(ExecutorEvent):
@@ -20,7 +20,9 @@ class SetPropertiesEvent(ExecutorEvent):
         self.devices_prop_names_values = [tuple(item) for item in devices_prop_names_values]
         for item in self.devices_prop_names_values:
             if len(item) != 3:
-                raise ValueError(f"SetPropertiesEvent takes (device, property, value) triples, got {item!r}")
+                raise ValueError(
+                    f"SetPropertiesEvent takes (device, property, value) triples, got {item!r}"
+                )
 
     def execute(self) -> None:
         for device, prop_name, value in self.devices_prop_names_values:
@@ -28,21 +30,27 @@ class SetPropertiesEvent(ExecutorEvent):
 
 
 class SetTriggerablePropertySequencesEvent(ExecutorEvent):
-    """Load and start hardware-triggered value sequences: ``[(device or name, property, values), ...]``."""
+    """Load and start hardware-triggered value sequences: ``[(device or name, property, values),
+    ...]``."""
 
     def __init__(self, property_sequences: Iterable[tuple[DeviceLike, str, Iterable[Any]]]) -> None:
         super().__init__()
-        self.property_sequences = [(device, prop, list(values)) for device, prop, values in property_sequences]
+        self.property_sequences = [
+            (device, prop, list(values)) for device, prop, values in property_sequences
+        ]
 
     def execute(self) -> None:
-        resolved = [(resolve_device(d, Device, "device"), p, v) for d, p, v in self.property_sequences]
+        resolved = [
+            (resolve_device(d, Device, "device"), p, v) for d, p, v in self.property_sequences
+        ]
         for device, prop_name, values in resolved:
             if not device.is_property_hardware_triggerable(prop_name):
                 raise ValueError(f"{device.name}.{prop_name} is not hardware triggerable")
             limit = device.get_triggerable_sequence_max_length(prop_name)
             if len(values) > limit:
                 raise ValueError(
-                    f"{device.name}.{prop_name} takes sequences of at most {limit} values, got {len(values)}"
+                    f"{device.name}.{prop_name} takes sequences of at most {limit} values, got "
+                    f"{len(values)}"
                 )
             device.load_triggerable_sequence(prop_name, values)
         for device, prop_name, _ in resolved:

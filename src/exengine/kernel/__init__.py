@@ -1,1 +1,2 @@
-"""The engine's kernel: executor, futures, events, notifications, devices and the data pipeline core."""
+"""The engine's kernel: executor, futures, events, notifications, devices and the data pipeline
+core."""

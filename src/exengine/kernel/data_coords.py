@@ -1,14 +1,15 @@
-"""``DataCoordinates`` (where a piece of data sits in an experiment) and ``DataCoordinatesIterator``."""
+"""``DataCoordinates`` (where a piece of data sits in an experiment) and
+``DataCoordinatesIterator``."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
-CoordinateValue = Union[int, str]
+CoordinateValue = int | str
 CoordinatesLike = Union["DataCoordinates", Mapping[str, CoordinateValue]]
 
 _FAST_TYPES = frozenset((int, str))
@@ -45,17 +46,24 @@ def _coordinate_error(axis: Any, value: Any, message: str) -> ValueError:
     """
     from pydantic_core import PydanticCustomError, ValidationError
 
-    detail = {"type": PydanticCustomError("coordinate_value", "{message}", {"message": message}),
-              "loc": (str(axis),), "input": value}
+    detail = {
+        "type": PydanticCustomError("coordinate_value", "{message}", {"message": message}),
+        "loc": (str(axis),),
+        "input": value,
+    }
     return ValidationError.from_exception_data("DataCoordinates", [detail])  # type: ignore[list-item]
 
 
 def _bad_value(axis: str, value: Any, got: str) -> ValueError:
-    return _coordinate_error(axis, value, f"Axis {axis!r}: coordinate values are ints or strs, got {got}")
+    return _coordinate_error(
+        axis, value, f"Axis {axis!r}: coordinate values are ints or strs, got {got}"
+    )
 
 
 def _invalid_axis_name(axis: Any) -> ValueError:
-    return _coordinate_error(axis, axis, f"Axis names must be Python identifiers (e.g. 'time', 'z'), got {axis!r}")
+    return _coordinate_error(
+        axis, axis, f"Axis names must be Python identifiers (e.g. 'time', 'z'), got {axis!r}"
+    )
 
 
 class DataCoordinates(dict):
@@ -68,16 +76,17 @@ class DataCoordinates(dict):
 
     __slots__ = ()
 
-    def __init__(self, coordinate_dict: Optional[CoordinatesLike] = None, **kwargs: Any) -> None:
+    def __init__(self, coordinate_dict: CoordinatesLike | None = None, **kwargs: Any) -> None:
         if coordinate_dict is not None:
             if type(coordinate_dict) is not dict and not isinstance(coordinate_dict, Mapping):
                 raise TypeError(
-                    f"DataCoordinates takes a mapping of axis name to int/str, got {coordinate_dict!r}"
+                    "DataCoordinates takes a mapping of axis name to int/str, got "
+                    f"{coordinate_dict!r}"
                 )
             if kwargs:
                 raise ValueError(
-                    f"Give the axes either as coordinate_dict or as keywords, not both: got coordinate_dict="
-                    f"{dict(coordinate_dict)!r} and {kwargs!r}"
+                    "Give the axes either as coordinate_dict or as keywords, not both: got "
+                    f"coordinate_dict={dict(coordinate_dict)!r} and {kwargs!r}"
                 )
             kwargs = coordinate_dict  # type: ignore[assignment]
         for axis, value in kwargs.items():
@@ -102,7 +111,9 @@ class DataCoordinates(dict):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(f"DataCoordinates has no axis {name!r}; axes: {list(self)}") from None
+            raise AttributeError(
+                f"DataCoordinates has no axis {name!r}; axes: {list(self)}"
+            ) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "coordinate_dict":
@@ -173,12 +184,13 @@ def as_coordinates(value: Any) -> DataCoordinates:
 class DataCoordinatesIterator:
     """A lazy, possibly infinite, sequence of ``DataCoordinates``.
 
-    Build one with :meth:`create`. Finite sources (lists, tuples, single coordinates) can be iterated
-    again and answer :meth:`might_produce_coordinates` exactly; generators and iterators are consumed
-    lazily, once, and answer ``None`` (unknown) for coordinates they have not produced yet.
+    Build one with :meth:`create`. Finite sources (lists, tuples, single coordinates) can be
+    iterated again and answer :meth:`might_produce_coordinates` exactly; generators and iterators
+    are consumed lazily, once, and answer ``None`` (unknown) for coordinates they have not produced
+    yet.
     """
 
-    def __init__(self, source: Union[list[DataCoordinates], Iterator[Any]], finite: bool) -> None:
+    def __init__(self, source: list[DataCoordinates] | Iterator[Any], finite: bool) -> None:
         self._finite = finite
         self._source = source
         self._produced: list[DataCoordinates] = []
@@ -186,23 +198,28 @@ class DataCoordinatesIterator:
     @classmethod
     def create(
         cls,
-        image_coordinate_iterable: Union[
-            DataCoordinatesIterator, CoordinatesLike, Iterable[CoordinatesLike], None
-        ],
+        image_coordinate_iterable: DataCoordinatesIterator
+        | CoordinatesLike
+        | Iterable[CoordinatesLike]
+        | None,
     ) -> DataCoordinatesIterator:
-        """Build an iterator from coordinates, a dict, a list/tuple/generator/iterator of them, or an iterator."""
+        """Build an iterator from coordinates, a dict, a list/tuple/generator/iterator of them, or
+        an iterator."""
         source = image_coordinate_iterable
         if isinstance(source, DataCoordinatesIterator):
             return source
         if source is None:
-            raise TypeError("DataCoordinatesIterator.create needs coordinates, a list of them or a generator")
+            raise TypeError(
+                "DataCoordinatesIterator.create needs coordinates, a list of them or a generator"
+            )
         if isinstance(source, Mapping):
             return cls([as_coordinates(source)], finite=True)
         if isinstance(source, (list, tuple)):
             return cls([as_coordinates(item) for item in source], finite=True)
         if isinstance(source, (str, bytes)) or not isinstance(source, Iterable):
             raise TypeError(
-                f"DataCoordinatesIterator.create takes coordinates, a dict, or a list/tuple/generator of them; "
+                "DataCoordinatesIterator.create takes coordinates, a dict, or a "
+                "list/tuple/generator of them; "
                 f"got {type(source).__name__}"
             )
         return cls(iter(source), finite=False)
@@ -220,10 +237,11 @@ class DataCoordinatesIterator:
             yield coords
 
     def is_finite(self) -> bool:
-        """True when the sequence is known to end (built from a list, tuple or single coordinates)."""
+        """True when the sequence is known to end (built from a list, tuple or single
+        coordinates)."""
         return self._finite
 
-    def might_produce_coordinates(self, coordinates: CoordinatesLike) -> Optional[bool]:
+    def might_produce_coordinates(self, coordinates: CoordinatesLike) -> bool | None:
         """True if some produced coordinates match ``coordinates`` (sub-coordinates allowed).
 
         False when a finite sequence cannot produce them; None when that is not known yet.

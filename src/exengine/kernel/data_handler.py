@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,12 +40,13 @@ _FINISH = object()
 
 
 class DataProcessor:
-    """Wraps a processing function ``fn(coords, data, metadata)`` run on the handler's processing thread.
+    """Wraps a processing function ``fn(coords, data, metadata)`` run on the handler's processing
+    thread.
 
-    ``fn`` returns one ``(coords, data, metadata)`` tuple, a list of them, or None to discard the frame
-    (or to accumulate it for a later call). When outputs of one call share coordinates, a later output
-    whose metadata names another channel than the earlier one (``metadata["Channel"]``, as Micro-Manager
-    does) is stored at that ``channel`` coordinate: returning a derived image with
+    ``fn`` returns one ``(coords, data, metadata)`` tuple, a list of them, or None to discard the
+    frame (or to accumulate it for a later call). When outputs of one call share coordinates, a
+    later output whose metadata names another channel than the earlier one (``metadata["Channel"]``,
+    as Micro-Manager does) is stored at that ``channel`` coordinate: returning a derived image with
     ``metadata2["Channel"] = "Ratio"`` adds a "Ratio" channel. Outputs that still collide are a
     duplicate-coordinates error (the first is kept).
 
@@ -59,24 +60,28 @@ class DataProcessor:
     a processor is treated as stateful, the safe choice; ``stateful_declared`` tells the two apart.
     """
 
-    #: False for processors that compute on the handler's thread. True for ones that hand frames to other
-    #: workers (see ``DaskProcessor``): they have ``max_in_flight`` (frames handed over at once) and
-    #: ``max_batch`` (frames per hand-over), ``submit_batch(frames)`` returning a handle whose ``result()``
-    #: gives, for each frame, its outputs or the exception it raised, and ``submit_flush()`` returning a
-    #: handle whose ``result()`` gives the flushed outputs.
+    #: False for processors that compute on the handler's thread. True for ones that hand frames to
+    #: other workers (see ``DaskProcessor``): they have ``max_in_flight`` (frames handed over at
+    #: once) and ``max_batch`` (frames per hand-over), ``submit_batch(frames)`` returning a handle
+    #: whose ``result()`` gives, for each frame, its outputs or the exception it raised, and
+    #: ``submit_flush()`` returning a handle whose ``result()`` gives the flushed outputs.
     pipelined: bool = False
 
     def __init__(
         self,
         process_function: ProcessFunction,
-        flush: Optional[Callable[[], Any]] = None,
+        flush: Callable[[], Any] | None = None,
         *,
-        stateful: Optional[bool] = None,
+        stateful: bool | None = None,
     ) -> None:
         if not callable(process_function):
-            raise TypeError(f"DataProcessor needs a callable (coords, data, metadata), got {process_function!r}")
+            raise TypeError(
+                f"DataProcessor needs a callable (coords, data, metadata), got {process_function!r}"
+            )
         if flush is not None and not callable(flush):
-            raise TypeError(f"DataProcessor flush must be a callable taking no arguments, got {flush!r}")
+            raise TypeError(
+                f"DataProcessor flush must be a callable taking no arguments, got {flush!r}"
+            )
         if stateful is not None and not isinstance(stateful, bool):
             raise TypeError(f"DataProcessor stateful must be True, False or None, got {stateful!r}")
         self.process_function = process_function
@@ -89,24 +94,28 @@ class DataProcessor:
         return self._outputs(self.process_function(coords, data, metadata))
 
     def flush(self) -> list[Frame]:
-        """Return (and forget) what the processor still holds; called once when the handler finishes."""
+        """Return (and forget) what the processor still holds; called once when the handler
+        finishes."""
         if self.flush_function is None:
             return []
         return self._outputs(self.flush_function())
 
     def close(self) -> None:
-        """Release what the processor holds beyond frames (a cluster connection); called after ``flush``."""
+        """Release what the processor holds beyond frames (a cluster connection); called after
+        ``flush``."""
 
-    def check_plan(self, axes_sizes: Mapping[str, Optional[int]],
-                   frame_shape: Optional[tuple[int, ...]] = None) -> list[str]:
-        """Raise ``ValueError`` (one line) when a setting cannot fit a plan of ``axes_sizes`` (axis -> number
-        of values, ``None`` when unknown); return notes on what will happen, e.g. a partial last average."""
+    def check_plan(
+        self, axes_sizes: Mapping[str, int | None], frame_shape: tuple[int, ...] | None = None
+    ) -> list[str]:
+        """Raise ``ValueError`` (one line) when a setting cannot fit a plan of ``axes_sizes`` (axis
+        -> number of values, ``None`` when unknown); return notes on what will happen, e.g. a
+        partial last average."""
         return []
 
-    def derive_from_plan(self, axes_sizes: Mapping[str, Optional[int]]) -> None:
+    def derive_from_plan(self, axes_sizes: Mapping[str, int | None]) -> None:
         """Fill settings left to ``None`` ("from the plan") from ``axes_sizes``."""
 
-    def output_axes(self, axes_sizes: Mapping[str, Optional[int]]) -> dict[str, Optional[int]]:
+    def output_axes(self, axes_sizes: Mapping[str, int | None]) -> dict[str, int | None]:
         """The axes (and sizes) of the frames this processor emits for a plan of ``axes_sizes``."""
         return dict(axes_sizes)
 
@@ -118,8 +127,8 @@ class DataProcessor:
         if isinstance(result, list):
             return _separate_channels([_as_frame(item, self.process_function) for item in result])
         raise TypeError(
-            f"Processor {_name(self.process_function)} returned {type(result).__name__}; expected a "
-            f"(coords, data, metadata) tuple, a list of them, or None"
+            f"Processor {_name(self.process_function)} returned {type(result).__name__}; expected "
+            "a (coords, data, metadata) tuple, a list of them, or None"
         )
 
     def __repr__(self) -> str:
@@ -132,10 +141,15 @@ def _name(fn: Any) -> str:
 
 def _as_frame(item: Any, fn: Any) -> Frame:
     if not (isinstance(item, tuple) and len(item) == 3):
-        raise TypeError(f"Processor {_name(fn)} returned {item!r}; each output must be (coords, data, metadata)")
+        raise TypeError(
+            f"Processor {_name(fn)} returned {item!r}; each output must be (coords, data, metadata)"
+        )
     coords, data, metadata = item
     if not isinstance(data, np.ndarray):
-        raise TypeError(f"Processor {_name(fn)} returned data of type {type(data).__name__}; expected a numpy array")
+        raise TypeError(
+            f"Processor {_name(fn)} returned data of type {type(data).__name__}; expected a numpy "
+            "array"
+        )
     return as_coordinates(coords), data, metadata
 
 
@@ -164,41 +178,46 @@ _POLL_S = 0.5
 class DataHandler:
     """Moves frames from producers through an optional processor into a ``DataStorage``.
 
-    ``put`` never drops a frame: when ``memory_budget_bytes`` of frames are in flight it blocks until
-    the storage catches up. Frames in flight are the accepted frames not yet processed (also while a
-    cluster processes them) plus the processor's outputs not yet stored; when the outputs fill the
-    budget the processor waits for the storage too, so in flight never exceeds the budget plus one
-    frame's outputs (a single frame larger than the budget still passes; with a pipelined processor
-    such as ``DaskProcessor``, one batch's outputs, a batch being at most 1/16 of the budget or one
-    frame). Processing and storage run
-    on their own threads. When the handler finishes, the processor's ``flush`` emits what it still
-    holds. A failure in either stage, any ``BaseException`` (``SystemExit`` and ``KeyboardInterrupt``
-    raised by a processor included), is recorded, published as ``DataHandlerErrorNotification``,
-    fails the producing event's future and is raised by the next ``put``, ``finish`` and
-    ``await_completion``; accepted frames stay readable. Exceptions that are not ``Exception``
-    subclasses are recorded wrapped in a ``DataHandlerError``, so they never stop the caller's program.
+    ``put`` never drops a frame: when ``memory_budget_bytes`` of frames are in flight it blocks
+    until the storage catches up. Frames in flight are the accepted frames not yet processed (also
+    while a cluster processes them) plus the processor's outputs not yet stored; when the outputs
+    fill the budget the processor waits for the storage too, so in flight never exceeds the budget
+    plus one frame's outputs (a single frame larger than the budget still passes; with a pipelined
+    processor such as ``DaskProcessor``, one batch's outputs, a batch being at most 1/16 of the
+    budget or one frame). Processing and storage run on their own threads. When the handler
+    finishes, the processor's ``flush`` emits what it still holds. A failure in either stage, any
+    ``BaseException`` (``SystemExit`` and ``KeyboardInterrupt`` raised by a processor included), is
+    recorded, published as ``DataHandlerErrorNotification``, fails the producing event's future and
+    is raised by the next ``put``, ``finish`` and ``await_completion``; accepted frames stay
+    readable. Exceptions that are not ``Exception`` subclasses are recorded wrapped in a
+    ``DataHandlerError``, so they never stop the caller's program.
     """
 
     def __init__(
         self,
         storage: DataStorage,
-        process_fn: Union[DataProcessor, ProcessFunction, None] = None,
+        process_fn: DataProcessor | ProcessFunction | None = None,
         *,
-        process_function: Union[DataProcessor, ProcessFunction, None] = None,
+        process_function: DataProcessor | ProcessFunction | None = None,
         memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
         name: str = "DataHandler",
     ) -> None:
         if not isinstance(storage, DataStorage):
-            raise TypeError(f"DataHandler needs a DataStorage (e.g. NDTiffStorage), got {type(storage).__name__}")
+            raise TypeError(
+                "DataHandler needs a DataStorage (e.g. NDTiffStorage), got "
+                f"{type(storage).__name__}"
+            )
         if process_fn is not None and process_function is not None:
             raise TypeError("Pass the processor once: either process_fn or process_function")
         processor = process_fn if process_fn is not None else process_function
         if processor is not None and not isinstance(processor, DataProcessor):
             processor = DataProcessor(processor)
         if not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0:
-            raise ValueError(f"memory_budget_bytes must be a positive int, got {memory_budget_bytes!r}")
+            raise ValueError(
+                f"memory_budget_bytes must be a positive int, got {memory_budget_bytes!r}"
+            )
         self._storage = storage
-        self._processor: Optional[DataProcessor] = processor
+        self._processor: DataProcessor | None = processor
         self._budget = memory_budget_bytes
         self._cond = threading.Condition(threading.Lock())
         self._raw: dict[DataCoordinates, tuple[np.ndarray, Any]] = {}
@@ -206,13 +225,14 @@ class DataHandler:
         self._bytes_in_flight = 0
         self._output_bytes = 0  # processor outputs waiting for the storage
         self._peak_bytes = 0
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._finish_requested = False
         self._finished = threading.Event()
         self._listeners: tuple[Listener, ...] = ()
         self._storage_lock = threading.Lock()
         # Readers (the display) go before the pipeline threads' next frame: those threads take their
-        # locks back before a waiting reader wakes up, which kept it waiting for whole bursts of frames.
+        # locks back before a waiting reader wakes up, which kept it waiting for whole
+        # bursts of frames.
         self._readers_lock = threading.Lock()
         self._readers_waiting = 0
         self._no_readers = threading.Event()
@@ -220,7 +240,9 @@ class DataHandler:
         self._accepted = 0
         self._stored = 0
         self._storage_queue: SimpleQueue[Any] = SimpleQueue()
-        self._process_queue: Optional[SimpleQueue[Any]] = SimpleQueue() if processor is not None else None
+        self._process_queue: SimpleQueue[Any] | None = (
+            SimpleQueue() if processor is not None else None
+        )
         self._threads = [_start_thread(self._run_storage, f"{name}-storage")]
         if processor is not None and processor.pipelined:
             max_in_flight = int(getattr(processor, "max_in_flight", 1))
@@ -238,7 +260,7 @@ class DataHandler:
         return self._storage
 
     @property
-    def processor(self) -> Optional[DataProcessor]:
+    def processor(self) -> DataProcessor | None:
         """The attached processor, if any."""
         return self._processor
 
@@ -248,7 +270,7 @@ class DataHandler:
         return self._processor is not None
 
     @property
-    def error(self) -> Optional[BaseException]:
+    def error(self) -> BaseException | None:
         """The first processing or storage failure, if any."""
         return self._error
 
@@ -278,28 +300,34 @@ class DataHandler:
         return self._stored
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(stage, coords)`` as frames move: stage is 'acquired', 'processed', 'stored',
-        'failed' or 'finished' (coords ``None``). Called on pipeline threads: keep it quick."""
+        """Call ``listener(stage, coords)`` as frames move: stage is 'acquired', 'processed',
+        'stored', 'failed' or 'finished' (coords ``None``). Called on pipeline threads: keep it
+        quick."""
         with self._cond:
             self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener``."""
         with self._cond:
-            self._listeners = tuple(existing for existing in self._listeners if existing != listener)
+            self._listeners = tuple(
+                existing for existing in self._listeners if existing != listener
+            )
 
     def put(
         self,
         coords: CoordinatesLike,
         data: np.ndarray,
         metadata: Any,
-        execution_future: Optional[ExecutionFuture] = None,
-        timeout: Optional[float] = None,
+        execution_future: ExecutionFuture | None = None,
+        timeout: float | None = None,
     ) -> None:
-        """Accept one frame; blocks while the memory budget is full (``TimeoutError`` after ``timeout``)."""
+        """Accept one frame; blocks while the memory budget is full (``TimeoutError`` after
+        ``timeout``)."""
         coords = as_coordinates(coords)
         if not isinstance(data, np.ndarray):
-            raise TypeError(f"Data at {dict(coords)} must be a numpy array, got {type(data).__name__}")
+            raise TypeError(
+                f"Data at {dict(coords)} must be a numpy array, got {type(data).__name__}"
+            )
         nbytes = data.nbytes
         with self._cond:
             self._raise_if_unusable()
@@ -329,9 +357,10 @@ class DataHandler:
         coords: CoordinatesLike,
         return_data: bool = True,
         return_metadata: bool = True,
-        processed: Optional[bool] = None,
-    ) -> Optional[Any]:
-        """Return ``(data, metadata)`` (or the one asked for) from memory while in flight, else from storage.
+        processed: bool | None = None,
+    ) -> Any | None:
+        """Return ``(data, metadata)`` (or the one asked for) from memory while in flight, else from
+        storage.
 
         ``processed=False`` prefers the raw frame, ``True`` the processed one, ``None`` either. With
         ``processed=True``, a frame still waiting for the processor gives ``None`` (as in ExEngine).
@@ -362,12 +391,14 @@ class DataHandler:
         self._request_finish()
         self._raise_if_failed()
 
-    def await_completion(self, timeout: Optional[float] = None) -> None:
-        """Finish (if not yet), then block until every accepted frame is stored and the storage finished."""
+    def await_completion(self, timeout: float | None = None) -> None:
+        """Finish (if not yet), then block until every accepted frame is stored and the storage
+        finished."""
         self._request_finish()
         if not self._finished.wait(timeout):
             raise TimeoutError(
-                f"Storage did not finish within {timeout} s ({self._stored} of {self._accepted} frames stored)"
+                f"Storage did not finish within {timeout} s ({self._stored} of {self._accepted} "
+                "frames stored)"
             )
         self._raise_if_failed()
 
@@ -403,7 +434,9 @@ class DataHandler:
     def _read_from_storage(self, coords: DataCoordinates) -> tuple[np.ndarray, Any]:
         with self._storage_lock:
             if coords not in self._storage:
-                raise KeyError(f"No data at {dict(coords)} in memory or in {type(self._storage).__name__}")
+                raise KeyError(
+                    f"No data at {dict(coords)} in memory or in {type(self._storage).__name__}"
+                )
             return self._storage.get_data(coords), self._storage.get_metadata(coords)
 
     @contextlib.contextmanager
@@ -420,7 +453,7 @@ class DataHandler:
                 if not self._readers_waiting:
                     self._no_readers.set()
 
-    def _notify_listeners(self, stage: str, coords: Optional[DataCoordinates]) -> None:
+    def _notify_listeners(self, stage: str, coords: DataCoordinates | None) -> None:
         for listener in self._listeners:
             try:
                 listener(stage, coords)  # type: ignore[arg-type]
@@ -428,12 +461,19 @@ class DataHandler:
                 logger.exception("DataHandler listener %r raised", listener)
 
     def _record_failure(
-        self, error: BaseException, future: Optional[ExecutionFuture], coords: Optional[DataCoordinates],
+        self,
+        error: BaseException,
+        future: ExecutionFuture | None,
+        coords: DataCoordinates | None,
         stage: str = "processing",
     ) -> None:
         where = f"at {dict(coords)}" if coords is not None else "when finishing"
-        if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, ...: never re-raised as such
-            wrapped = DataHandlerError(f"The {stage} {where} raised {type(error).__name__}: {error!r}")
+        if not isinstance(
+            error, Exception
+        ):  # SystemExit, KeyboardInterrupt, ...: never re-raised as such
+            wrapped = DataHandlerError(
+                f"The {stage} {where} raised {type(error).__name__}: {error!r}"
+            )
             wrapped.__cause__ = error
             error = wrapped
         logger.error("DataHandler %s failed %s: %r", stage, where, error)
@@ -448,17 +488,26 @@ class DataHandler:
             self._notify_listeners("failed", coords)
 
     def _wait_for_output_room(self) -> None:
-        """Backpressure on the processor: while the frames in flight exceed the budget and some of them
-        are outputs the storage will drain, wait (never on raw frames only, which only we can drain)."""
+        """Backpressure on the processor: while the frames in flight exceed the budget and some of
+        them are outputs the storage will drain, wait (never on raw frames only, which only we can
+        drain)."""
         with self._cond:
-            while self._bytes_in_flight > self._budget and self._output_bytes > 0 and self._error is None:
+            while (
+                self._bytes_in_flight > self._budget
+                and self._output_bytes > 0
+                and self._error is None
+            ):
                 self._cond.wait(_POLL_S)
 
     def _accept_outputs(
-        self, coords: Optional[DataCoordinates], data: Optional[np.ndarray], outputs: list[Frame],
-        future: Optional[ExecutionFuture],
+        self,
+        coords: DataCoordinates | None,
+        data: np.ndarray | None,
+        outputs: list[Frame],
+        future: ExecutionFuture | None,
     ) -> None:
-        """Swap an input frame (None for flushed outputs) for the processor's outputs and queue them."""
+        """Swap an input frame (None for flushed outputs) for the processor's outputs and queue
+        them."""
         with self._cond:
             if coords is not None and data is not None:
                 self._raw.pop(coords, None)
@@ -514,9 +563,10 @@ class DataHandler:
             self._accept_outputs(coords, data, outputs, future)
 
     def _run_submitter(self) -> None:
-        """Pipelined processors: hand frames over in order, at most ``max_in_flight`` at once. Frames
-        already waiting go together, up to ``max_batch`` frames and 1/16 of the memory budget, so that a
-        fast producer pays one hop per batch and a batch's outputs stay a small part of the budget."""
+        """Pipelined processors: hand frames over in order, at most ``max_in_flight`` at once.
+        Frames already waiting go together, up to ``max_batch`` frames and 1/16 of the memory
+        budget, so that a fast producer pays one hop per batch and a batch's outputs stay a small
+        part of the budget."""
         assert self._process_queue is not None and self._processor is not None
         queue = self._process_queue
         processor: Any = self._processor
@@ -532,8 +582,11 @@ class DataHandler:
             batch, nbytes = [item], item[1].nbytes
             while len(batch) < max_batch and not queue.empty():
                 item = queue.get()
-                if item is _FINISH or nbytes + item[1].nbytes > max_batch_bytes \
-                        or not self._slots.acquire(blocking=False):
+                if (
+                    item is _FINISH
+                    or nbytes + item[1].nbytes > max_batch_bytes
+                    or not self._slots.acquire(blocking=False)
+                ):
                     carry = item
                     break
                 batch.append(item)
@@ -542,13 +595,17 @@ class DataHandler:
                 for coords, *_ in batch:
                     self._notify_listeners("acquired", coords)
             try:
-                handle = processor.submit_batch([(coords, data, metadata) for coords, data, metadata, _ in batch])
+                handle = processor.submit_batch(
+                    [(coords, data, metadata) for coords, data, metadata, _ in batch]
+                )
             except BaseException as e:  # recorded, published and raised to the producers
                 for coords, _, _, future in batch:
                     self._slots.release()
                     self._record_failure(e, future, coords)
                 continue
-            self._pending.put(([(coords, data, future) for coords, data, _, future in batch], handle))
+            self._pending.put(
+                ([(coords, data, future) for coords, data, _, future in batch], handle)
+            )
         try:
             flush_handle = processor.submit_flush()
         except BaseException as e:
@@ -570,7 +627,9 @@ class DataHandler:
                 self._wait_for_output_room()
                 results = handle.result()
                 if len(results) != len(frames):
-                    raise RuntimeError(f"{self._processor!r} gave {len(results)} results for {len(frames)} frames")
+                    raise RuntimeError(
+                        f"{self._processor!r} gave {len(results)} results for {len(frames)} frames"
+                    )
             except BaseException as e:  # the whole batch failed (e.g. the cluster went away)
                 results = [e] * len(frames)
             for (coords, data, future), result in zip(frames, results, strict=True):
@@ -607,9 +666,9 @@ class DataHandler:
             self._stored_one(coords, data, metadata, future)
 
     def _run_concurrent_storage(self, width: int) -> None:
-        """Storages that write several frames at once (``max_writes_in_flight``): keep up to ``width``
-        ``start_put`` writes going; their completions come back through the same queue, and each frame
-        is reported stored when its own write is done."""
+        """Storages that write several frames at once (``max_writes_in_flight``): keep up to
+        ``width`` ``start_put`` writes going; their completions come back through the same queue,
+        and each frame is reported stored when its own write is done."""
         get = self._storage_queue.get
         storage = self._storage
         processing = self._processor is not None
@@ -646,8 +705,13 @@ class DataHandler:
                 self._finish_storage()
                 return
 
-    def _storage_failed(self, error: BaseException, coords: DataCoordinates, data: np.ndarray,
-                        future: Optional[ExecutionFuture]) -> None:
+    def _storage_failed(
+        self,
+        error: BaseException,
+        coords: DataCoordinates,
+        data: np.ndarray,
+        future: ExecutionFuture | None,
+    ) -> None:
         """Record a frame the storage could not take; it stays readable in memory."""
         if self._processor is not None:
             with self._cond:  # no longer waiting for the storage
@@ -655,9 +719,15 @@ class DataHandler:
                 self._cond.notify_all()
         self._record_failure(error, future, coords, "storage")
 
-    def _stored_one(self, coords: DataCoordinates, data: np.ndarray, metadata: Any,
-                    future: Optional[ExecutionFuture]) -> None:
-        """A frame is stored: release it from memory and the budget, and tell its future and listeners."""
+    def _stored_one(
+        self,
+        coords: DataCoordinates,
+        data: np.ndarray,
+        metadata: Any,
+        future: ExecutionFuture | None,
+    ) -> None:
+        """A frame is stored: release it from memory and the budget, and tell its future and
+        listeners."""
         processing = self._processor is not None
         with self._cond:
             (self._processed if processing else self._raw).pop(coords, None)
@@ -681,7 +751,9 @@ class DataHandler:
         except BaseException as e:  # recorded and raised by await_completion
             logger.error("Finishing %s failed: %r", type(self._storage).__name__, e)
             if not isinstance(e, Exception):
-                wrapped = DataHandlerError(f"Finishing the storage raised {type(e).__name__}: {e!r}")
+                wrapped = DataHandlerError(
+                    f"Finishing the storage raised {type(e).__name__}: {e!r}"
+                )
                 wrapped.__cause__ = e
                 e = wrapped
             with self._cond:
@@ -694,17 +766,29 @@ class DataHandler:
 
 
 class _Written:
-    """A ``start_put`` completion: called with the write's outcome (on the storage's thread), it queues
-    itself for the storage thread, which reports the frame."""
+    """A ``start_put`` completion: called with the write's outcome (on the storage's thread), it
+    queues itself for the storage thread, which reports the frame."""
 
     __slots__ = ("coords", "data", "error", "future", "metadata", "queue")
 
-    def __init__(self, queue: SimpleQueue[Any], coords: DataCoordinates, data: np.ndarray, metadata: Any,
-                 future: Optional[ExecutionFuture]) -> None:
-        self.queue, self.coords, self.data, self.metadata, self.future = queue, coords, data, metadata, future
-        self.error: Optional[BaseException] = None
+    def __init__(
+        self,
+        queue: SimpleQueue[Any],
+        coords: DataCoordinates,
+        data: np.ndarray,
+        metadata: Any,
+        future: ExecutionFuture | None,
+    ) -> None:
+        self.queue, self.coords, self.data, self.metadata, self.future = (
+            queue,
+            coords,
+            data,
+            metadata,
+            future,
+        )
+        self.error: BaseException | None = None
 
-    def __call__(self, error: Optional[BaseException]) -> None:
+    def __call__(self, error: BaseException | None) -> None:
         self.error = error
         self.queue.put(self)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -44,8 +44,13 @@ class DataStorage(ABC):
     #: keeps that many writes going and reports each frame stored when its own write completes.
     max_writes_in_flight: int = 1
 
-    def start_put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any,
-                  on_done: Callable[[Optional[BaseException]], None]) -> None:
+    def start_put(
+        self,
+        data_coordinates: CoordinatesLike,
+        data: np.ndarray,
+        metadata: Any,
+        on_done: Callable[[BaseException | None], None],
+    ) -> None:
         """Start storing a frame, and call ``on_done(None)`` once it is stored and readable, or
         ``on_done(error)`` if it could not be (then the frame is not stored). A frame refused before
         anything is written raises here instead. ``on_done`` may be called from another thread.
@@ -62,12 +67,12 @@ class DataStorage(ABC):
         list or count its frames, and ``len()`` raises a ``TypeError`` that says so.
         """
         raise TypeError(
-            f"{type(self).__name__} does not list its frames: define get_coordinates_list() to use len() or "
-            f"to list the stored coordinates"
+            f"{type(self).__name__} does not list its frames: define get_coordinates_list() to use "
+            "len() or to list the stored coordinates"
         )
 
     @property
-    def summary_metadata(self) -> Optional[dict[str, Any]]:
+    def summary_metadata(self) -> dict[str, Any] | None:
         """Metadata describing the whole dataset, if any."""
         return None
 

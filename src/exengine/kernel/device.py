@@ -13,7 +13,7 @@ import itertools
 import threading
 from abc import ABCMeta
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 from .ex_event_base import ExecutorEvent
 from .executor import EXECUTOR_THREADS, MAIN_THREAD_NAME, ExecutionEngine
@@ -31,7 +31,8 @@ _name_counter = itertools.count(1)
 
 # ----------------------------------------------------------------- thread origin tracking
 def _install_thread_origin_hook() -> None:
-    """Mark threads started from executor threads (or their descendants) so they are never rerouted."""
+    """Mark threads started from executor threads (or their descendants) so they are never
+    rerouted."""
     if getattr(threading.Thread, "_exengine_origin_hook", False):
         return
     original_start = threading.Thread.start
@@ -39,7 +40,9 @@ def _install_thread_origin_hook() -> None:
     @functools.wraps(original_start)
     def start(self: threading.Thread) -> None:
         if not hasattr(self, _SPAWNED):
-            spawned = _get_ident() in EXECUTOR_THREADS or getattr(threading.current_thread(), _SPAWNED, False)
+            spawned = _get_ident() in EXECUTOR_THREADS or getattr(
+                threading.current_thread(), _SPAWNED, False
+            )
             setattr(self, _SPAWNED, spawned)
         original_start(self)
 
@@ -61,7 +64,9 @@ class _DeviceCallEvent(ExecutorEvent):
 
     __slots__ = ("args", "func", "instance", "kwargs")
 
-    def __init__(self, func: Callable[..., Any], instance: Device, args: tuple, kwargs: dict) -> None:
+    def __init__(
+        self, func: Callable[..., Any], instance: Device, args: tuple, kwargs: dict
+    ) -> None:
         self.func = func
         self.instance = instance
         self.args = args
@@ -71,20 +76,27 @@ class _DeviceCallEvent(ExecutorEvent):
         return self.func(self.instance, *self.args, **self.kwargs)
 
     def __repr__(self) -> str:
-        return f"<device call {getattr(self.func, '__name__', self.func)} on {self.instance._name!r}>"
+        return (
+            f"<device call {getattr(self.func, '__name__', self.func)} on {self.instance._name!r}>"
+        )
 
 
-def _runs_here(thread_name: Optional[str]) -> bool:
-    """True when a call pinned to ``thread_name`` (any executor thread when None) may run on this thread."""
+def _runs_here(thread_name: str | None) -> bool:
+    """True when a call pinned to ``thread_name`` (any executor thread when None) may run on this
+    thread."""
     current = _executor_thread_of(_get_ident())
     if current is not None:
         return thread_name is None or current == thread_name
     return getattr(threading.current_thread(), _SPAWNED, False)
 
 
-def _reroute(device: Device, thread_name: Optional[str], func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+def _reroute(
+    device: Device, thread_name: str | None, func: Callable[..., Any], args: tuple, kwargs: dict
+) -> Any:
     engine = ExecutionEngine._instance or ExecutionEngine()
-    future = engine.submit(_DeviceCallEvent(func, device, args, kwargs), thread_name=thread_name or MAIN_THREAD_NAME)
+    future = engine.submit(
+        _DeviceCallEvent(func, device, args, kwargs), thread_name=thread_name or MAIN_THREAD_NAME
+    )
     return future.await_execution()  # type: ignore[union-attr]
 
 
@@ -122,9 +134,12 @@ def _wrap_member(name: str, value: Any) -> Any:
 
 
 class DeviceMetaclass(ABCMeta):
-    """Wraps public methods and properties of device classes for rerouting, and registers instances."""
+    """Wraps public methods and properties of device classes for rerouting, and registers
+    instances."""
 
-    def __new__(mcs, name: str, bases: tuple, namespace: dict[str, Any], **kwargs: Any) -> DeviceMetaclass:
+    def __new__(
+        mcs, name: str, bases: tuple, namespace: dict[str, Any], **kwargs: Any
+    ) -> DeviceMetaclass:
         for attr, value in list(namespace.items()):
             if not attr.startswith("_"):
                 namespace[attr] = _wrap_member(attr, value)
@@ -136,8 +151,10 @@ class DeviceMetaclass(ABCMeta):
                 if klass in (object,) or isinstance(klass, DeviceMetaclass):
                     continue
                 for attr, value in vars(klass).items():
-                    if not attr.startswith("_") and attr not in namespace and (
-                        isinstance(value, property) or callable(value)
+                    if (
+                        not attr.startswith("_")
+                        and attr not in namespace
+                        and (isinstance(value, property) or callable(value))
                     ):
                         namespace[attr] = _wrap_member(attr, value)
         cls = super().__new__(mcs, name, bases, namespace, **kwargs)
@@ -145,7 +162,9 @@ class DeviceMetaclass(ABCMeta):
         return cls
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        instance = cls.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls, *args, **kwargs)
+        instance = (
+            cls.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls, *args, **kwargs)
+        )
         _osa(instance, "_exengine_bypass", True)  # construction runs on the calling thread
         instance.__init__(*args, **kwargs)
         instance_dict = _oga(instance, "__dict__")
@@ -167,13 +186,17 @@ class Device(metaclass=DeviceMetaclass):
     (allowed values, limits, read-only, hardware-triggerable sequences).
     """
 
-    _thread_name: Optional[str] = None
+    _thread_name: str | None = None
     _exengine_bypass = True
     _no_executor = False
     _no_executor_attrs: frozenset[str] = frozenset()
 
-    def __init__(self, name: Optional[str] = None, no_executor: bool = False,
-                 no_executor_attrs: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        no_executor: bool = False,
+        no_executor_attrs: Sequence[str] = (),
+    ) -> None:
         if name is None:
             name = f"{type(self).__name__}{next(_name_counter)}"
         if not isinstance(name, str) or not name:
@@ -186,7 +209,11 @@ class Device(metaclass=DeviceMetaclass):
         if name[0] == "_" or _oga(self, "_exengine_bypass"):
             return _oga(self, name)
         cls = type(self)
-        if _member_kind(cls, name) or _runs_here(cls._thread_name) or name in _oga(self, "_no_executor_attrs"):
+        if (
+            _member_kind(cls, name)
+            or _runs_here(cls._thread_name)
+            or name in _oga(self, "_no_executor_attrs")
+        ):
             return _oga(self, name)
         return _reroute(self, cls._thread_name, _oga, (name,), {})
 
@@ -194,7 +221,11 @@ class Device(metaclass=DeviceMetaclass):
         if name[0] == "_" or _oga(self, "_exengine_bypass"):
             return _osa(self, name, value)
         cls = type(self)
-        if _member_kind(cls, name) or _runs_here(cls._thread_name) or name in _oga(self, "_no_executor_attrs"):
+        if (
+            _member_kind(cls, name)
+            or _runs_here(cls._thread_name)
+            or name in _oga(self, "_no_executor_attrs")
+        ):
             return _osa(self, name, value)
         _reroute(self, cls._thread_name, _osa, (name, value), {})
 
@@ -210,11 +241,16 @@ class Device(metaclass=DeviceMetaclass):
         names = [n for n in _oga(self, "__dict__") if not n.startswith("_")]
         for klass in type(self).__mro__:
             for attr, value in vars(klass).items():
-                if isinstance(value, property) and not attr.startswith("_") and attr != "name" and attr not in names:
+                if (
+                    isinstance(value, property)
+                    and not attr.startswith("_")
+                    and attr != "name"
+                    and attr not in names
+                ):
                     names.append(attr)
         return names
 
-    def get_allowed_property_values(self, property_name: str) -> Optional[list[Any]]:
+    def get_allowed_property_values(self, property_name: str) -> list[Any] | None:
         """The finite set of values ``property_name`` accepts, or None when any value is allowed."""
         return None
 
@@ -223,7 +259,7 @@ class Device(metaclass=DeviceMetaclass):
         prop = getattr(type(self), property_name, None)
         return isinstance(prop, property) and prop.fset is None
 
-    def get_property_limits(self, property_name: str) -> tuple[Optional[float], Optional[float]]:
+    def get_property_limits(self, property_name: str) -> tuple[float | None, float | None]:
         """``(low, high)`` bounds of a numeric property; ``None`` for an open side."""
         return (None, None)
 
@@ -233,19 +269,29 @@ class Device(metaclass=DeviceMetaclass):
 
     def get_triggerable_sequence_max_length(self, property_name: str) -> int:
         """The longest sequence ``property_name`` accepts."""
-        raise NotImplementedError(f"{self._name}: {property_name!r} has no hardware-triggerable sequences")
+        raise NotImplementedError(
+            f"{self._name}: {property_name!r} has no hardware-triggerable sequences"
+        )
 
-    def load_triggerable_sequence(self, property_name: str, event_sequence: Iterable[Union[str, float, int]]) -> None:
+    def load_triggerable_sequence(
+        self, property_name: str, event_sequence: Iterable[str | float | int]
+    ) -> None:
         """Load a sequence of values for ``property_name`` to step through on triggers."""
-        raise NotImplementedError(f"{self._name}: {property_name!r} has no hardware-triggerable sequences")
+        raise NotImplementedError(
+            f"{self._name}: {property_name!r} has no hardware-triggerable sequences"
+        )
 
     def start_triggerable_sequence(self, property_name: str) -> None:
         """Start stepping ``property_name`` through its loaded sequence."""
-        raise NotImplementedError(f"{self._name}: {property_name!r} has no hardware-triggerable sequences")
+        raise NotImplementedError(
+            f"{self._name}: {property_name!r} has no hardware-triggerable sequences"
+        )
 
     def stop_triggerable_sequence(self, property_name: str) -> None:
         """Stop the running sequence of ``property_name``."""
-        raise NotImplementedError(f"{self._name}: {property_name!r} has no hardware-triggerable sequences")
+        raise NotImplementedError(
+            f"{self._name}: {property_name!r} has no hardware-triggerable sequences"
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {_oga(self, '_name')!r}>"
@@ -257,5 +303,7 @@ def _member_kind(cls: type, name: str) -> bool:
     kind = kinds.get(name)
     if kind is None:
         member = getattr(cls, name, None)
-        kind = kinds[name] = isinstance(member, property) or (callable(member) and not isinstance(member, type))
+        kind = kinds[name] = isinstance(member, property) or (
+            callable(member) and not isinstance(member, type)
+        )
     return kind

@@ -17,7 +17,8 @@ _UNDECLARED_WARNED: set[tuple[type, type]] = set()
 
 
 class ExecutorEvent(ABC):
-    """Base class of events. Subclasses implement :meth:`execute` and may list ``notification_types``.
+    """Base class of events. Subclasses implement :meth:`execute` and may list
+    ``notification_types``.
 
     Subclasses may be ``@dataclass`` classes and may mix in the capabilities ``DataProducing``,
     ``Stoppable`` and ``Abortable`` before or after ``ExecutorEvent`` in their bases. The event's
@@ -46,7 +47,8 @@ class ExecutorEvent(ABC):
         """Do the event's work; the return value becomes the future's result."""
 
     def publish_notification(self, notification: Notification) -> None:
-        """Publish ``notification`` to the engine's subscribers and record it on this event's future.
+        """Publish ``notification`` to the engine's subscribers and record it on this event's
+        future.
 
         Warns (``UserWarning``, once per event class and notification type) when the notification's
         type is not among the event's ``notification_types``; it is published all the same.
@@ -73,9 +75,9 @@ class ExecutorEvent(ABC):
             return
         _UNDECLARED_WARNED.add(key)
         warnings.warn(
-            f"{type(self).__name__} published a {kind.__name__}, which is not in its notification_types "
-            f"{[t.__name__ for t in self.notification_types]}; add it there so that futures and subscribers "
-            f"can expect it",
+            f"{type(self).__name__} published a {kind.__name__}, which is not in its "
+            f"notification_types {[t.__name__ for t in self.notification_types]}; add it there so "
+            "that futures and subscribers can expect it",
             UserWarning,
             stacklevel=3,
         )

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
-from .data_coords import CoordinatesLike, DataCoordinatesIterator, as_coordinates, counting_coordinates
+from .data_coords import (
+    CoordinatesLike,
+    DataCoordinatesIterator,
+    as_coordinates,
+    counting_coordinates,
+)
 
 if TYPE_CHECKING:
     from .data_handler import DataHandler
@@ -15,22 +20,27 @@ class DataProducing:
     """Capability of events that produce data, identified by a ``DataCoordinatesIterator``.
 
     Frames go to ``data_handler`` through :meth:`put_data`. Without an iterator, frames are numbered
-    along the axis ``image``; without a handler, they reach only the event's future (``await_data``).
+    along the axis ``image``; without a handler, they reach only the event's future
+    (``await_data``).
     """
 
     data_coordinate_iterator: DataCoordinatesIterator
-    data_handler: Optional[DataHandler] = None
+    data_handler: DataHandler | None = None
 
     def __init__(
         self,
         data_coordinates_iterator: Any = None,
-        data_handler: Optional[DataHandler] = None,
+        data_handler: DataHandler | None = None,
         *args: Any,
         data_coordinate_iterator: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        source = data_coordinates_iterator if data_coordinates_iterator is not None else data_coordinate_iterator
+        source = (
+            data_coordinates_iterator
+            if data_coordinates_iterator is not None
+            else data_coordinate_iterator
+        )
         self.data_coordinate_iterator = (
             counting_coordinates() if source is None else DataCoordinatesIterator.create(source)
         )
@@ -57,7 +67,7 @@ def _set_flag(event: object, name: str) -> None:
 class Stoppable:
     """Capability of events that can be asked to stop gracefully (finishing what is in hand)."""
 
-    _stop_event: Optional[threading.Event] = None
+    _stop_event: threading.Event | None = None
 
     def _request_stop(self) -> None:
         _set_flag(self, "_stop_event")
@@ -71,7 +81,7 @@ class Stoppable:
 class Abortable:
     """Capability of events that can be aborted immediately, dropping work not yet done."""
 
-    _abort_event: Optional[threading.Event] = None
+    _abort_event: threading.Event | None = None
 
     def _request_abort(self) -> None:
         _set_flag(self, "_abort_event")

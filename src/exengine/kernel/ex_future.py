@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from .data_coords import CoordinatesLike, DataCoordinates, as_coordinates
 from .ex_event_capabilities import Abortable, DataProducing, Stoppable
@@ -46,7 +46,7 @@ class ExecutionFuture:
         "event",
     )
 
-    def __init__(self, event: ExecutorEvent, engine: Optional[ExecutionEngine] = None) -> None:
+    def __init__(self, event: ExecutorEvent, engine: ExecutionEngine | None = None) -> None:
         if engine is None:
             from .executor import ExecutionEngine
 
@@ -56,13 +56,13 @@ class ExecutionFuture:
         self._cond = threading.Condition(threading.Lock())
         self._done = False
         self._result: Any = None
-        self._exception: Optional[BaseException] = None
-        self._pending_failure: Optional[BaseException] = None
+        self._exception: BaseException | None = None
+        self._pending_failure: BaseException | None = None
         self._notifications: list[Notification] = []
-        self._stages: Optional[tuple[_StageState, _StageState, _StageState]] = None
+        self._stages: tuple[_StageState, _StageState, _StageState] | None = None
 
     # ---------------------------------------------------------------- completion
-    def await_execution(self, timeout: Optional[float] = None) -> Any:
+    def await_execution(self, timeout: float | None = None) -> Any:
         """Block until the event has run; return its result or re-raise its exception.
 
         Raises ``TimeoutError`` when ``timeout`` seconds pass first.
@@ -79,7 +79,7 @@ class ExecutionFuture:
         """True once the event has finished (successfully or not)."""
         return self._done
 
-    def _notify_execution_complete(self, result: Any, exception: Optional[BaseException]) -> None:
+    def _notify_execution_complete(self, result: Any, exception: BaseException | None) -> None:
         with self._cond:
             if exception is None:
                 exception = self._pending_failure
@@ -105,27 +105,33 @@ class ExecutionFuture:
             self._cond.notify_all()
 
     def await_notification(
-        self, notification: Union[Notification, type[Notification]], timeout: Optional[float] = None
+        self, notification: Notification | type[Notification], timeout: float | None = None
     ) -> Notification:
-        """Block until the event publishes ``notification`` (a class, or a specific instance); return it.
+        """Block until the event publishes ``notification`` (a class, or a specific instance);
+        return it.
 
         Returns at once when it was already published; raises ``TimeoutError`` after ``timeout`` s.
         """
         if isinstance(notification, type):
             if not issubclass(notification, Notification):
-                raise TypeError(f"await_notification takes a Notification class or instance, got {notification!r}")
+                raise TypeError(
+                    "await_notification takes a Notification class or instance, got "
+                    f"{notification!r}"
+                )
 
-            def find() -> Optional[Notification]:
+            def find() -> Notification | None:
                 for received in self._notifications:
                     if isinstance(received, notification):
                         return received
                 return None
         elif isinstance(notification, Notification):
 
-            def find() -> Optional[Notification]:
+            def find() -> Notification | None:
                 return notification if any(n is notification for n in self._notifications) else None
         else:
-            raise TypeError(f"await_notification takes a Notification class or instance, got {notification!r}")
+            raise TypeError(
+                f"await_notification takes a Notification class or instance, got {notification!r}"
+            )
 
         found: list[Notification] = []
 
@@ -146,7 +152,9 @@ class ExecutionFuture:
     def stop(self, await_completion: bool = False) -> None:
         """Ask a ``Stoppable`` event to stop; optionally wait until it has."""
         if not isinstance(self.event, Stoppable):
-            raise TypeError(f"{type(self.event).__name__} is not Stoppable, so it cannot be stopped")
+            raise TypeError(
+                f"{type(self.event).__name__} is not Stoppable, so it cannot be stopped"
+            )
         self.event._request_stop()
         if await_completion:
             self._await_end()
@@ -154,7 +162,9 @@ class ExecutionFuture:
     def abort(self, await_completion: bool = False) -> None:
         """Abort an ``Abortable`` event at once; optionally wait until it has ended."""
         if not isinstance(self.event, Abortable):
-            raise TypeError(f"{type(self.event).__name__} is not Abortable, so it cannot be aborted")
+            raise TypeError(
+                f"{type(self.event).__name__} is not Abortable, so it cannot be aborted"
+            )
         self.event._request_abort()
         if await_completion:
             self._await_end()
@@ -171,7 +181,12 @@ class ExecutionFuture:
         return stages
 
     def _notify_data(
-        self, coords: DataCoordinates, data: Any, metadata: Any, processed: bool = False, stored: bool = False
+        self,
+        coords: DataCoordinates,
+        data: Any,
+        metadata: Any,
+        processed: bool = False,
+        stored: bool = False,
     ) -> None:
         """Called by the data pipeline when a frame reaches a stage."""
         stage = STORED if stored else PROCESSED if processed else ACQUIRED
@@ -188,19 +203,20 @@ class ExecutionFuture:
 
     def await_data(
         self,
-        coordinates: Union[CoordinatesLike, list[CoordinatesLike], tuple, None] = None,
+        coordinates: CoordinatesLike | list[CoordinatesLike] | tuple | None = None,
         return_data: bool = True,
         return_metadata: bool = False,
         processed: bool = False,
         stored: bool = False,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
     ) -> Any:
-        """Block until the frame(s) at ``coordinates`` reach a stage; optionally return data/metadata.
+        """Block until the frame(s) at ``coordinates`` reach a stage; optionally return
+        data/metadata.
 
         ``coordinates`` is one ``DataCoordinates``/dict, a list of them, or ``None`` for the next
         frame. The stage is acquisition, or processing with ``processed=True``, or storage with
-        ``stored=True``. Returns ``(data, metadata)`` when both are asked for, else the one asked for
-        (lists of them for a list of coordinates).
+        ``stored=True``. Returns ``(data, metadata)`` when both are asked for, else the one asked
+        for (lists of them for a list of coordinates).
         """
         if not isinstance(self.event, DataProducing):
             raise TypeError(f"{type(self.event).__name__} does not produce data")
@@ -214,12 +230,16 @@ class ExecutionFuture:
             return _package(frames, return_data, return_metadata, single=True)
 
         single = isinstance(coordinates, Mapping)
-        wanted = [as_coordinates(coordinates)] if single else [as_coordinates(c) for c in coordinates]  # type: ignore[union-attr]
+        wanted = (
+            [as_coordinates(coordinates)] if single else [as_coordinates(c) for c in coordinates]
+        )  # type: ignore[union-attr]
         if stage == ACQUIRED:
             iterator = getattr(self.event, "data_coordinate_iterator", None)
             for coords in wanted:
                 if iterator is not None and iterator.might_produce_coordinates(coords) is False:
-                    raise ValueError(f"{self._describe()} will never produce data at {dict(coords)}")
+                    raise ValueError(
+                        f"{self._describe()} will never produce data at {dict(coords)}"
+                    )
         results: dict[int, tuple[DataCoordinates, Any, Any]] = {}
         to_read: list[tuple[int, DataCoordinates]] = []
         registered: list[DataCoordinates] = []
@@ -236,8 +256,13 @@ class ExecutionFuture:
         try:
             for i, coords in to_read:
                 if handler is None:
-                    raise KeyError(f"Data at {dict(coords)} is no longer held in memory and there is no data handler")
-                data, metadata = handler.get(coords, True, True, processed=None if stage == ACQUIRED else True)
+                    raise KeyError(
+                        f"Data at {dict(coords)} is no longer held in memory and there is no data "
+                        "handler"
+                    )
+                data, metadata = handler.get(
+                    coords, True, True, processed=None if stage == ACQUIRED else True
+                )
                 results[i] = (coords, data, metadata)
             with self._cond:
                 for i, coords in enumerate(wanted):
@@ -262,19 +287,22 @@ class ExecutionFuture:
         state: _StageState,
         coords: DataCoordinates,
         stage: int,
-        deadline: Optional[float],
-        timeout: Optional[float],
+        deadline: float | None,
+        timeout: float | None,
     ) -> None:
         while coords not in state.held:
             self._raise_if_cannot_arrive(coords, stage, state)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(
-                    f"Data at {dict(coords)} was not {_STAGE_NAMES[stage]} within {timeout} s ({self._describe()})"
+                    f"Data at {dict(coords)} was not {_STAGE_NAMES[stage]} within {timeout} s "
+                    f"({self._describe()})"
                 )
             self._cond.wait(remaining)
 
-    def _raise_if_cannot_arrive(self, coords: DataCoordinates, stage: int, state: _StageState) -> None:
+    def _raise_if_cannot_arrive(
+        self, coords: DataCoordinates, stage: int, state: _StageState
+    ) -> None:
         if self._pending_failure is not None:
             raise self._pending_failure
         if self._done and self._exception is not None:
@@ -282,7 +310,7 @@ class ExecutionFuture:
         if self._done and stage == ACQUIRED and coords not in state.seen:
             raise KeyError(f"{self._describe()} finished without producing data at {dict(coords)}")
 
-    def _await_next(self, stage: int, deadline: Optional[float], timeout: Optional[float]) -> tuple:
+    def _await_next(self, stage: int, deadline: float | None, timeout: float | None) -> tuple:
         catcher: list[tuple[DataCoordinates, Any, Any]] = []
         with self._cond:
             state = self._stage_states()[stage]
@@ -312,7 +340,9 @@ class ExecutionFuture:
         return f"<ExecutionFuture {type(self.event).__name__} {state}>"
 
 
-def _package(frames: list[tuple[Any, Any, Any]], return_data: bool, return_metadata: bool, single: bool) -> Any:
+def _package(
+    frames: list[tuple[Any, Any, Any]], return_data: bool, return_metadata: bool, single: bool
+) -> Any:
     if single:
         _, data, metadata = frames[0]
         if return_data and return_metadata:

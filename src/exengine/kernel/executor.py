@@ -9,7 +9,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from .ex_event_base import AnonymousCallableEvent, ExecutorEvent
 from .ex_future import ExecutionFuture
@@ -38,8 +38,8 @@ EXECUTOR_THREADS: dict[int, str] = {}
 _WAKE = object()
 _STOP = object()
 
-NotificationFilter = Union[NotificationCategory, type[Notification], None]
-Submittable = Union[ExecutorEvent, Callable[[], Any]]
+NotificationFilter = NotificationCategory | type[Notification] | None
+Submittable = ExecutorEvent | Callable[[], Any]
 
 
 class _ExecutorThread:
@@ -96,12 +96,14 @@ class _ExecutorThread:
         for event in leftovers:
             if isinstance(event, ExecutorEvent) and event._future is not None:
                 error = RuntimeError(
-                    f"{type(event).__name__} was not run: thread {self.name!r} stopped when the engine shut down"
+                    f"{type(event).__name__} was not run: thread {self.name!r} stopped when the "
+                    "engine shut down"
                 )
                 event._future._notify_execution_complete(None, error)
 
     def run_prioritized(self) -> None:
-        """Run the events waiting in the priority lane now (called by long events between their steps)."""
+        """Run the events waiting in the priority lane now (called by long events between their
+        steps)."""
         priority = self._priority
         while priority:
             self._execute(priority.popleft())
@@ -174,7 +176,7 @@ class ExecutionEngine:
     ``ExecutionEngine()`` starts a fresh engine.
     """
 
-    _instance: Optional[ExecutionEngine] = None
+    _instance: ExecutionEngine | None = None
     _instance_lock = threading.RLock()
 
     def __new__(cls) -> ExecutionEngine:
@@ -192,7 +194,7 @@ class ExecutionEngine:
         self._devices: dict[str, Device] = {}
         self._subscribers: tuple[tuple[Callable[[Notification], Any], NotificationFilter], ...] = ()
         self._subscriber_errors: list[BaseException] = []
-        self._dispatcher: Optional[_NotificationDispatcher] = None
+        self._dispatcher: _NotificationDispatcher | None = None
         self._shut_down = False
         self._threads[MAIN_THREAD_NAME] = _ExecutorThread(MAIN_THREAD_NAME, self)
 
@@ -221,7 +223,9 @@ class ExecutionEngine:
         engine = cls.get_instance()
         with engine._lock:
             if name not in engine._devices:
-                raise ValueError(f"No device named {name!r}; registered devices: {sorted(engine._devices)}")
+                raise ValueError(
+                    f"No device named {name!r}; registered devices: {sorted(engine._devices)}"
+                )
             del engine._devices[name]
 
     @classmethod
@@ -279,7 +283,9 @@ class ExecutionEngine:
             main = self._threads[MAIN_THREAD_NAME]
             if main.is_free():
                 return main
-            anonymous = [t for n, t in self._threads.items() if n.startswith(ANONYMOUS_THREAD_PREFIX)]
+            anonymous = [
+                t for n, t in self._threads.items() if n.startswith(ANONYMOUS_THREAD_PREFIX)
+            ]
             for thread in anonymous:
                 if thread.is_free():
                     return thread
@@ -288,11 +294,11 @@ class ExecutionEngine:
     # ---------------------------------------------------------------- submit
     def submit(
         self,
-        event_or_events: Union[Submittable, Iterable[Submittable]],
-        thread_name: Optional[str] = None,
+        event_or_events: Submittable | Iterable[Submittable],
+        thread_name: str | None = None,
         prioritize: bool = False,
         use_free_thread: bool = False,
-    ) -> Union[ExecutionFuture, tuple[ExecutionFuture, ...]]:
+    ) -> ExecutionFuture | tuple[ExecutionFuture, ...]:
         """Queue events (or zero-argument callables) for execution.
 
         Returns one future for one event, a tuple of futures for a list. ``thread_name`` picks the
@@ -307,22 +313,27 @@ class ExecutionEngine:
         elif callable(event_or_events) and not isinstance(event_or_events, type):
             events = [_as_event(event_or_events, None)]
             single = True
-        elif isinstance(event_or_events, Iterable) and not isinstance(event_or_events, (str, bytes, dict)):
+        elif isinstance(event_or_events, Iterable) and not isinstance(
+            event_or_events, (str, bytes, dict)
+        ):
             events = [_as_event(item, i) for i, item in enumerate(event_or_events)]
             single = False
         else:
             raise TypeError(
-                f"submit takes an ExecutorEvent, a zero-argument callable or a list of them, got {event_or_events!r}"
+                "submit takes an ExecutorEvent, a zero-argument callable or a list of them, got "
+                f"{event_or_events!r}"
             )
         seen: set[int] = set()
         for event in events:
             if event._future is not None or id(event) in seen:
                 raise RuntimeError(
-                    f"{type(event).__name__} {event!r} was already submitted; create a new event to run it again"
+                    f"{type(event).__name__} {event!r} was already submitted; create a new event "
+                    "to run it again"
                 )
             seen.add(id(event))
         futures = []
-        # Checking for shutdown and queueing happen under the lock ``shutdown()`` takes to set its flag,
+        # Checking for shutdown and queueing happen under the lock ``shutdown()`` takes to
+        # set its flag,
         # so every event is queued before the threads' stop marker or refused: none is left unrun.
         with self._lock:
             self._check_running()
@@ -341,15 +352,16 @@ class ExecutionEngine:
     def _check_running(self) -> None:
         if self._shut_down:
             raise RuntimeError(
-                "This ExecutionEngine has been shut down (or is shutting down) and accepts no more events; "
-                "submit to a new engine from ExecutionEngine()"
+                "This ExecutionEngine has been shut down (or is shutting down) and accepts no "
+                "more events; submit to a new engine from ExecutionEngine()"
             )
 
     # ---------------------------------------------------------- notifications
     def subscribe_to_notifications(
         self, subscriber: Callable[[Notification], Any], type_or_category: NotificationFilter = None
     ) -> None:
-        """Call ``subscriber(notification)`` for every notification, or those of a class or category."""
+        """Call ``subscriber(notification)`` for every notification, or those of a class or
+        category."""
         if not callable(subscriber):
             raise TypeError(f"A subscriber must be callable, got {subscriber!r}")
         if not (
@@ -358,7 +370,8 @@ class ExecutionEngine:
             or (isinstance(type_or_category, type) and issubclass(type_or_category, Notification))
         ):
             raise TypeError(
-                f"Filter by a Notification subclass or a NotificationCategory, got {type_or_category!r}"
+                "Filter by a Notification subclass or a NotificationCategory, got "
+                f"{type_or_category!r}"
             )
         with self._lock:
             if self._dispatcher is None:
@@ -375,7 +388,8 @@ class ExecutionEngine:
 
     @property
     def has_subscribers(self) -> bool:
-        """True when anyone subscribed to notifications (publishers may skip building them otherwise)."""
+        """True when anyone subscribed to notifications (publishers may skip building them
+        otherwise)."""
         return bool(self._subscribers)
 
     def publish_notification(self, notification: Notification) -> None:
@@ -415,7 +429,7 @@ class ExecutionEngine:
         return f"<ExecutionEngine threads={list(self._threads)} devices={list(self._devices)}>"
 
 
-def _as_event(item: Any, index: Optional[int]) -> ExecutorEvent:
+def _as_event(item: Any, index: int | None) -> ExecutorEvent:
     where = "" if index is None else f" (item {index})"
     if isinstance(item, ExecutorEvent):
         return item
@@ -425,7 +439,8 @@ def _as_event(item: Any, index: Optional[int]) -> ExecutorEvent:
         except (TypeError, ValueError):
             return AnonymousCallableEvent(item)
         required = [
-            p for p in signature.parameters.values()
+            p
+            for p in signature.parameters.values()
             if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         ]
         if required:
@@ -435,7 +450,8 @@ def _as_event(item: Any, index: Optional[int]) -> ExecutorEvent:
             )
         return AnonymousCallableEvent(item)
     raise TypeError(
-        f"submit takes ExecutorEvents or zero-argument callables; got {type(item).__name__} {item!r}{where}"
+        f"submit takes ExecutorEvents or zero-argument callables; got {type(item).__name__} "
+        f"{item!r}{where}"
     )
 
 

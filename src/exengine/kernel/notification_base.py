@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, ClassVar, Generic, Optional, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 TNotificationPayload = TypeVar("TNotificationPayload")
 
@@ -32,13 +32,13 @@ class Notification(Generic[TNotificationPayload]):
     """Base class of every notification.
 
     Subclasses set the class variables ``category`` and ``description`` and may be plain classes or
-    ``@dataclass`` classes. Each instance is a distinct message: equality and hashing are by identity,
-    also for ``@dataclass`` subclasses (which would otherwise become unhashable).
+    ``@dataclass`` classes. Each instance is a distinct message: equality and hashing are by
+    identity, also for ``@dataclass`` subclasses (which would otherwise become unhashable).
     """
 
     category: ClassVar[NotificationCategory] = NotificationCategory.Event
     description: ClassVar[str] = ""
-    payload: Optional[TNotificationPayload] = None
+    payload: TNotificationPayload | None = None
     timestamp: datetime = field(default_factory=datetime.now, init=False, compare=False)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -52,7 +52,7 @@ class Notification(Generic[TNotificationPayload]):
 
 
 @dataclass(eq=False)
-class EventExecutedNotification(Notification[Optional[BaseException]]):
+class EventExecutedNotification(Notification[BaseException | None]):
     """Published when an event finishes; the payload is ``None`` or the exception it raised."""
 
     category = NotificationCategory.Event
@@ -69,7 +69,8 @@ class DataStoredNotification(Notification[Any]):
 
 @dataclass(eq=False)
 class DataHandlerErrorNotification(Notification[BaseException]):
-    """Published when a processor or the storage of a ``DataHandler`` raises; the payload is the error."""
+    """Published when a processor or the storage of a ``DataHandler`` raises; the payload is the
+    error."""
 
     category = NotificationCategory.Storage
     description = "Processing or storing data failed (payload: the exception)"
@@ -85,7 +86,8 @@ class NotificationSubscriberErrorNotification(Notification[BaseException]):
 
 @dataclass(eq=False)
 class AcquisitionPausedNotification(Notification[int]):
-    """Published when a paused acquisition stops between events; the payload is the frames acquired so far."""
+    """Published when a paused acquisition stops between events; the payload is the frames acquired
+    so far."""
 
     category = NotificationCategory.Event
     description = "The acquisition is paused between events (payload: frames acquired so far)"
@@ -93,7 +95,8 @@ class AcquisitionPausedNotification(Notification[int]):
 
 @dataclass(eq=False)
 class AcquisitionResumedNotification(Notification[float]):
-    """Published when a paused acquisition goes on; the payload is how long it was paused, in seconds."""
+    """Published when a paused acquisition goes on; the payload is how long it was paused, in
+    seconds."""
 
     category = NotificationCategory.Event
     description = "The acquisition goes on after a pause (payload: seconds paused)"

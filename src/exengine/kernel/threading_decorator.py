@@ -1,4 +1,5 @@
-"""``on_thread``: pin an event class, a device class or a device method to a named executor thread."""
+"""``on_thread``: pin an event class, a device class or a device method to a named executor
+thread."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ THREAD_NAME_ATTR = "_thread_name"
 
 
 def on_thread(thread_name: str) -> Callable[[T], T]:
-    """Run the decorated event class, device class or device method on the executor thread ``thread_name``.
+    """Run the decorated event class, device class or device method on the executor thread
+    ``thread_name``.
 
     A method-level choice beats a class-level one. The thread is created on demand.
     """

@@ -1,11 +1,12 @@
-"""What the bundled storage backends share: summary metadata, coordinate bookkeeping and put checks."""
+"""What the bundled storage backends share: summary metadata, coordinate bookkeeping and put
+checks."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -20,23 +21,27 @@ def json_safe(value: Any, where: str = "metadata") -> Any:
     if isinstance(value, (np.generic, np.ndarray)):
         native = value.item() if isinstance(value, np.generic) else value.tolist()
         if isinstance(native, np.generic):  # no Python equivalent (e.g. a long double)
-            raise TypeError(f"{where} holds {type(value).__name__} {value!r}, which cannot be saved as JSON")
+            raise TypeError(
+                f"{where} holds {type(value).__name__} {value!r}, which cannot be saved as JSON"
+            )
         return json_safe(native, where)  # e.g. a numpy date becomes a datetime.date: refused here
     if isinstance(value, Mapping):
         return {str(k): json_safe(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(f"{where} holds {type(value).__name__} {value!r}, which cannot be saved as JSON")
+    raise TypeError(
+        f"{where} holds {type(value).__name__} {value!r}, which cannot be saved as JSON"
+    )
 
 
 class FrameStorage(DataStorage):
     """A storage that refuses duplicates and puts after ``finish``, and keeps JSON-safe metadata.
 
-    Subclasses check frames (``_check_frame``), write them (``_write``), finish (``_finish``) and read
-    them back (``get_data``/``get_metadata``, after ``_known``).
+    Subclasses check frames (``_check_frame``), write them (``_write``), finish (``_finish``) and
+    read them back (``get_data``/``get_metadata``, after ``_known``).
     """
 
-    def __init__(self, summary_metadata: Optional[Mapping[str, Any]]) -> None:
+    def __init__(self, summary_metadata: Mapping[str, Any] | None) -> None:
         self._summary = json_safe(dict(summary_metadata or {}), "summary_metadata")
         self._coordinates: list[DataCoordinates] = []
         self._index: set[DataCoordinates] = set()
@@ -64,8 +69,9 @@ class FrameStorage(DataStorage):
         self._index.add(coords)
         self._coordinates.append(coords)
 
-    def _accept(self, data_coordinates: CoordinatesLike, data: np.ndarray,
-                metadata: Any) -> tuple[DataCoordinates, np.ndarray, dict[str, Any]]:
+    def _accept(
+        self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any
+    ) -> tuple[DataCoordinates, np.ndarray, dict[str, Any]]:
         """The frame checked and ready to write, or raise naming its coordinates."""
         coords = as_coordinates(data_coordinates)
         if self._finished:
@@ -73,15 +79,22 @@ class FrameStorage(DataStorage):
         if coords in self._index:
             raise ValueError(f"Data at {dict(coords)} is already stored; the first frame is kept")
         if not isinstance(data, np.ndarray):
-            raise TypeError(f"Data at {dict(coords)} must be a numpy array, got {type(data).__name__}")
+            raise TypeError(
+                f"Data at {dict(coords)} must be a numpy array, got {type(data).__name__}"
+            )
         data = self._check_frame(coords, data)
-        metadata = json_safe(metadata if metadata is not None else {}, f"metadata at {dict(coords)}")
+        metadata = json_safe(
+            metadata if metadata is not None else {}, f"metadata at {dict(coords)}"
+        )
         if not isinstance(metadata, dict):
-            raise TypeError(f"metadata at {dict(coords)} must be a dict, got {type(metadata).__name__}")
+            raise TypeError(
+                f"metadata at {dict(coords)} must be a dict, got {type(metadata).__name__}"
+            )
         return coords, data, metadata
 
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
-        """Return ``data`` ready to write, or raise naming ``coords`` (before anything is written)."""
+        """Return ``data`` ready to write, or raise naming ``coords`` (before anything is
+        written)."""
         return data
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
@@ -97,10 +110,13 @@ class FrameStorage(DataStorage):
 
 
 def check_writable(directory: str) -> None:
-    """Create ``directory`` if needed; ``PermissionError`` naming it when files cannot be written there."""
+    """Create ``directory`` if needed; ``PermissionError`` naming it when files cannot be written
+    there."""
     try:
         os.makedirs(directory, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as error:
-        raise PermissionError(f"Cannot write datasets to {directory!r}: {error.strerror or error}") from error
+        raise PermissionError(
+            f"Cannot write datasets to {directory!r}: {error.strerror or error}"
+        ) from error

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from typing import IO, Any, Optional
+from typing import IO, Any
 
 #: File systems where reserving pays: ext4 (also ext2/3) and XFS, by their ``statfs`` magic numbers.
 _RESERVING_FILE_SYSTEMS = frozenset({0xEF53, 0x58465342})
@@ -17,7 +17,7 @@ _FALLOC_FL_KEEP_SIZE = 1
 _STEP_BYTES = 64 * 1024**2
 
 
-def _load_libc() -> Optional[Any]:
+def _load_libc() -> Any | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -52,7 +52,7 @@ class SpaceReserver:
 
     def __init__(self, step_bytes: int = _STEP_BYTES) -> None:
         self._step = step_bytes
-        self._file: Optional[IO[bytes]] = None
+        self._file: IO[bytes] | None = None
         self._reserved_to = 0
         self._enabled = False
 

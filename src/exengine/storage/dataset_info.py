@@ -1,10 +1,11 @@
-"""Summaries of saved datasets, NDTiff or OME-Zarr (in a folder or a store), for ``exengine info``."""
+"""Summaries of saved datasets, NDTiff or OME-Zarr (in a folder or a store), for ``exengine
+info``."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["DatasetSummary", "allocated_bytes", "summarise_dataset"]
 
@@ -20,11 +21,11 @@ class DatasetSummary:
     frames: int
     frame: str = ""  #: frame shape and dtype, e.g. ``512 x 512 uint16``
     axes: dict[str, list[Any]] = field(default_factory=dict)
-    pixel_size_um: Optional[float] = None
-    z_step_um: Optional[float] = None
+    pixel_size_um: float | None = None
+    z_step_um: float | None = None
     size_bytes: int = 0
     size_where: str = "on disk"  #: "on disk" (allocated blocks) or "in the store" (object sizes)
-    timestamps: Optional[tuple[str, str]] = None  #: first and last
+    timestamps: tuple[str, str] | None = None  #: first and last
     notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
@@ -65,7 +66,7 @@ def allocated_bytes(path: str) -> int:
     return total
 
 
-def _timestamp(metadata: Any) -> Optional[str]:
+def _timestamp(metadata: Any) -> str | None:
     if not isinstance(metadata, dict):
         return None
     for key in _TIMESTAMP_KEYS:
@@ -75,7 +76,7 @@ def _timestamp(metadata: Any) -> Optional[str]:
     return None
 
 
-def _timestamps(first: Any, last: Any) -> Optional[tuple[str, str]]:
+def _timestamps(first: Any, last: Any) -> tuple[str, str] | None:
     stamps = (_timestamp(first), _timestamp(last))
     return (stamps[0], stamps[1]) if stamps[0] is not None and stamps[1] is not None else None
 
@@ -86,10 +87,14 @@ def _is_omezarr(location: str) -> bool:
     if is_store_url(location):
         return True
     folder = os.path.dirname(location) if os.path.basename(location) == "zarr.json" else location
-    return os.path.isfile(os.path.join(folder, "zarr.json")) or os.path.isfile(os.path.join(folder, ".zattrs"))
+    return os.path.isfile(os.path.join(folder, "zarr.json")) or os.path.isfile(
+        os.path.join(folder, ".zattrs")
+    )
 
 
-def summarise_dataset(location: str | os.PathLike[str], storage_options: Any = None) -> DatasetSummary:
+def summarise_dataset(
+    location: str | os.PathLike[str], storage_options: Any = None
+) -> DatasetSummary:
     """Summarise the NDTiff or OME-Zarr dataset at ``location`` (a folder, an ``NDTiff.index`` or a
     store URL); ``ValueError`` naming it when it is neither."""
     location = os.fspath(location)
@@ -98,20 +103,30 @@ def summarise_dataset(location: str | os.PathLike[str], storage_options: Any = N
     from .ndtiff_reader import NDTiffReader, find_dataset_root
 
     if find_dataset_root(location) is None:
-        raise ValueError(f"{location!r} is not a dataset: expected an NDTiff dataset folder (or its NDTiff.index) "
-                         f"or an OME-Zarr folder or store URL (e.g. s3://bucket/run_1.ome.zarr)")
+        raise ValueError(
+            f"{location!r} is not a dataset: expected an NDTiff dataset folder (or its "
+            "NDTiff.index) or an OME-Zarr folder or store URL (e.g. s3://bucket/run_1.ome.zarr)"
+        )
     reader = NDTiffReader(location)
     try:
         levels = " (multi-resolution)" if reader.multiresolution else ""
-        summary = DatasetSummary(path=reader.path, format=f"NDTiff v{reader.version}{levels}",
-                                 frames=len(reader.entries), size_bytes=allocated_bytes(reader.path))
+        summary = DatasetSummary(
+            path=reader.path,
+            format=f"NDTiff v{reader.version}{levels}",
+            frames=len(reader.entries),
+            size_bytes=allocated_bytes(reader.path),
+        )
         if reader.entries:
             first = reader.first_entry()
-            summary.frame = f"{' x '.join(map(str, first.shape))} {first.dtype}{' RGB' if first.rgb else ''}"
+            summary.frame = (
+                f"{' x '.join(map(str, first.shape))} {first.dtype}{' RGB' if first.rgb else ''}"
+            )
             summary.pixel_size_um, summary.z_step_um = reader.pixel_size_um(), reader.z_step_um()
             summary.axes = reader.axes
             first_coords, *_, last_coords = reader.coordinates() * 2
-            summary.timestamps = _timestamps(reader.read_metadata(first_coords), reader.read_metadata(last_coords))
+            summary.timestamps = _timestamps(
+                reader.read_metadata(first_coords), reader.read_metadata(last_coords)
+            )
         return summary
     finally:
         reader.close()
@@ -123,12 +138,18 @@ def _summarise_omezarr(location: str, storage_options: Any) -> DatasetSummary:
     except ImportError as error:
         raise ValueError(f"{location!r} is an OME-Zarr dataset; reading it needs {error}") from None
     dataset = OMEZarrDataset(location, storage_options=storage_options)
-    summary = DatasetSummary(path=dataset.path, format="OME-Zarr", frames=0,
-                             size_where="on disk" if dataset.local else "in the store")
+    summary = DatasetSummary(
+        path=dataset.path,
+        format="OME-Zarr",
+        frames=0,
+        size_where="on disk" if dataset.local else "in the store",
+    )
     summary.size_bytes = allocated_bytes(dataset.path) if dataset.local else dataset.stored_bytes()
     if dataset.finished is False:
-        summary.notes.append("Not finished: still being written, or its writer stopped (a crash?); every recorded "
-                             "frame is readable and the array may extend past them with empty frames")
+        summary.notes.append(
+            "Not finished: still being written, or its writer stopped (a crash?); every recorded "
+            "frame is readable and the array may extend past them with empty frames"
+        )
     if not dataset.levels:
         return summary
     array = dataset.array
@@ -141,5 +162,7 @@ def _summarise_omezarr(location: str, storage_options: Any) -> DatasetSummary:
     summary.pixel_size_um = dataset.scale.get(dataset.axes_names[-1])
     summary.z_step_um = dataset.scale.get("z")
     if dataset.records and coordinates:
-        summary.timestamps = _timestamps(dataset.read_metadata(coordinates[0]), dataset.read_metadata(coordinates[-1]))
+        summary.timestamps = _timestamps(
+            dataset.read_metadata(coordinates[0]), dataset.read_metadata(coordinates[-1])
+        )
     return summary

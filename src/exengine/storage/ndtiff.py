@@ -1,20 +1,22 @@
-"""NDTiff (on disk) and NDRAM (in memory) storage on the ``ndstorage`` package (extra ``ndstorage``).
+"""NDTiff (on disk) and NDRAM (in memory) storage on the ``ndstorage`` package (extra
+``ndstorage``).
 
 Guards the adapter adds around ``ndstorage`` 0.1.18:
 
 - NDTiff frames must be 2-D uint8 or uint16, all of one shape, with at least one pixel; NDRAM frames
-  numeric, at least 2-D and not empty. Anything else is refused with a clear error before anything is
-  written. Non-contiguous arrays are copied to C order (lossless).
-- Each axis takes ints or strs, not both (ndstorage's rule), and no axis is named ``self`` (ndstorage
-  could not read it back): refused, naming the axis, before anything is written.
+  numeric, at least 2-D and not empty. Anything else is refused with a clear error before anything
+  is written. Non-contiguous arrays are copied to C order (lossless).
+- Each axis takes ints or strs, not both (ndstorage's rule), and no axis is named ``self``
+  (ndstorage could not read it back): refused, naming the axis, before anything is written.
 - Metadata may hold numpy scalars and arrays; they are converted to JSON numbers and lists.
 - A failed write leaves no phantom frame behind; writing the same coordinates twice is an error
   that keeps the first frame.
 - A dataset is never overwritten: each one gets a new numbered folder ``<name>_<n>``.
 - Reads right after writes see the new bytes (ndstorage's buffered readers are refreshed).
-- Image files and the index are written straight to the OS, so every frame reported stored survives a
-  crash of the process. A write that fails (a full disk) is cut off and the writer rolled back: the
-  files hold whole frames and whole index entries only, and the dataset still opens and finishes.
+- Image files and the index are written straight to the OS, so every frame reported stored survives
+  a crash of the process. A write that fails (a full disk) is cut off and the writer rolled back:
+  the files hold whole frames and whole index entries only, and the dataset still opens and
+  finishes.
 - On ext4 and XFS, disk space is reserved 64 MB at a time ahead of the writer, which makes each
   frame's write much cheaper; finishing the dataset trims the file to its data.
 """
@@ -26,7 +28,7 @@ import io
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,7 +40,8 @@ try:
     import ndstorage
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "NDTiff/NDRAM storage needs the 'ndstorage' package: pip install 'napari-exengine[ndstorage]'"
+        "NDTiff/NDRAM storage needs the 'ndstorage' package: pip install "
+        "'napari-exengine[ndstorage]'"
     ) from error
 
 __all__ = ["NDRAMStorage", "NDTiffStorage", "json_safe"]
@@ -47,35 +50,43 @@ NDTIFF_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 
 def _refuse_empty(backend: str, coords: DataCoordinates, data: np.ndarray) -> None:
-    """Raise ``ValueError`` for a frame without pixels (a 0 x 512 frame makes the NDTiff index unreadable)."""
+    """Raise ``ValueError`` for a frame without pixels (a 0 x 512 frame makes the NDTiff index
+    unreadable)."""
     if data.size == 0:
         raise ValueError(
-            f"{backend} cannot store a frame without pixels; data at {dict(coords)} has shape {data.shape} "
-            f"(every dimension must be at least 1)"
+            f"{backend} cannot store a frame without pixels; data at {dict(coords)} has shape "
+            f"{data.shape} (every dimension must be at least 1)"
         )
 
 
 class _NDStorage(FrameStorage):
     """What NDTiff and NDRAM storage share: an ``ndstorage`` dataset underneath."""
 
-    def __init__(self, dataset: Any, summary_metadata: Optional[Mapping[str, Any]]) -> None:
+    def __init__(self, dataset: Any, summary_metadata: Mapping[str, Any] | None) -> None:
         super().__init__(summary_metadata)
         self._dataset = dataset
         dataset.initialize(self._summary)
-        self._axis_kinds: dict[str, type] = {}  # int or str: ndstorage keeps one kind of value per axis
+        self._axis_kinds: dict[
+            str, type
+        ] = {}  # int or str: ndstorage keeps one kind of value per axis
 
     def _check_axes(self, coords: DataCoordinates) -> None:
-        """Refuse, naming the axis, coordinates ndstorage would refuse (with a bare RuntimeError) or not read back."""
+        """Refuse, naming the axis, coordinates ndstorage would refuse (with a bare RuntimeError) or
+        not read back."""
         kinds = self._axis_kinds
         for axis, value in coords.items():
             kind = kinds.get(axis)
             if kind is not None and type(value) is not kind:
                 raise ValueError(
-                    f"Axis {axis!r} holds {kind.__name__} values in this dataset; data at {dict(coords)} has the "
-                    f"{type(value).__name__} {value!r}. Each axis takes ints or strs, not both"
+                    f"Axis {axis!r} holds {kind.__name__} values in this dataset; data at "
+                    f"{dict(coords)} has the {type(value).__name__} {value!r}. Each axis takes "
+                    "ints or strs, not both"
                 )
         if "self" in coords:
-            raise ValueError(f"Data at {dict(coords)}: ndstorage cannot read back an axis named 'self'; rename it")
+            raise ValueError(
+                f"Data at {dict(coords)}: ndstorage cannot read back an axis named 'self'; rename "
+                "it"
+            )
 
     @property
     def dataset(self) -> Any:
@@ -104,14 +115,17 @@ class _NDStorage(FrameStorage):
 class _DirectFile:
     """A file ndstorage writes through, written straight to the OS: each write completes or raises.
 
-    ndstorage writes through buffered files and ignores short writes. Here a write that fails part-way
-    (a full disk) is cut back off the file before the error is raised, so neither the image file nor
-    the index ever holds part of a write: ndstorage refuses to open an index that ends in part of an
-    entry. Nothing waits in a buffer, so every entry written survives a crash of the process.
+    ndstorage writes through buffered files and ignores short writes. Here a write that fails
+    part-way (a full disk) is cut back off the file before the error is raised, so neither the image
+    file nor the index ever holds part of a write: ndstorage refuses to open an index that ends in
+    part of an entry. Nothing waits in a buffer, so every entry written survives a crash of the
+    process.
     """
 
     def __init__(self, opened: io.BufferedIOBase) -> None:
-        self._raw = opened.detach()  # writes what ndstorage buffered so far (the image file's header)
+        self._raw = (
+            opened.detach()
+        )  # writes what ndstorage buffered so far (the image file's header)
         self.name = self._raw.name
 
     def write(self, data: bytes) -> int:
@@ -139,7 +153,7 @@ class _DirectFile:
     def tell(self) -> int:
         return self._raw.tell()
 
-    def truncate(self, size: Optional[int] = None) -> int:
+    def truncate(self, size: int | None = None) -> int:
         return self._raw.truncate(size)
 
     def flush(self) -> None:
@@ -165,10 +179,11 @@ def _image_file_state(writer: Any) -> _ImageFileState:
 
 
 class _NDTiffDataset(ndstorage.NDTiffDataset):
-    """ndstorage's writable NDTiff dataset, writing its image files and index through :class:`_DirectFile`."""
+    """ndstorage's writable NDTiff dataset, writing its image files and index through
+    :class:`_DirectFile`."""
 
     @property
-    def _index_file(self) -> Optional[_DirectFile]:
+    def _index_file(self) -> _DirectFile | None:
         return self.__dict__.get("_direct_index_file")
 
     @_index_file.setter
@@ -187,7 +202,8 @@ class _NDTiffDataset(ndstorage.NDTiffDataset):
         self.__dict__["_direct_current_writer"] = writer
 
     def roll_back(self, writer: Any, state: _ImageFileState) -> None:
-        """Undo a failed image write: the next image goes where it would have gone, with nothing pending."""
+        """Undo a failed image write: the next image goes where it would have gone, with nothing
+        pending."""
         writer.buffers.clear()
         writer.file.seek(state.position)
         writer.next_ifd_offset_location = state.next_ifd_offset_location
@@ -201,8 +217,14 @@ class NDTiffStorage(_NDStorage):
     Frames must be 2-D uint8 or uint16. The folder is in :attr:`path`.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], name: Optional[str] = None,
-                 summary_metadata: Optional[Mapping[str, Any]] = None, *, _exact: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        name: str | None = None,
+        summary_metadata: Mapping[str, Any] | None = None,
+        *,
+        _exact: bool = False,
+    ) -> None:
         directory = os.fspath(directory)
         name = "exengine" if name is None else name
         if not isinstance(name, str) or not name or os.sep in name or name in (".", ".."):
@@ -211,20 +233,23 @@ class NDTiffStorage(_NDStorage):
         if _exact:
             target = os.path.join(directory, name)
             if os.path.exists(target):
-                raise FileExistsError(f"{target!r} already exists; NDTiff datasets are never overwritten")
+                raise FileExistsError(
+                    f"{target!r} already exists; NDTiff datasets are never overwritten"
+                )
             os.makedirs(target)
             dataset = _NDTiffDataset(target, writable=True)
         else:
             dataset = _NDTiffDataset(directory, name=name, writable=True)
         super().__init__(dataset, summary_metadata)
-        self._frame_kind: Optional[tuple[tuple[int, ...], np.dtype]] = None
+        self._frame_kind: tuple[tuple[int, ...], np.dtype] | None = None
         self._stale_readers = False
         self._reserver = SpaceReserver()
         self.path = os.path.normpath(dataset.path)
 
     @classmethod
-    def at_path(cls, path: str | os.PathLike[str],
-                summary_metadata: Optional[Mapping[str, Any]] = None) -> NDTiffStorage:
+    def at_path(
+        cls, path: str | os.PathLike[str], summary_metadata: Mapping[str, Any] | None = None
+    ) -> NDTiffStorage:
         """A dataset in exactly the folder ``path``, which must not exist yet."""
         path = os.path.abspath(os.fspath(path))
         return cls(os.path.dirname(path), os.path.basename(path), summary_metadata, _exact=True)
@@ -236,7 +261,9 @@ class NDTiffStorage(_NDStorage):
                 f"Convert it first (e.g. data.astype(np.uint16)) or use NDRAMStorage"
             )
         if data.ndim != 2:
-            raise ValueError(f"NDTiff stores 2-D frames; data at {dict(coords)} has shape {data.shape}")
+            raise ValueError(
+                f"NDTiff stores 2-D frames; data at {dict(coords)} has shape {data.shape}"
+            )
         _refuse_empty("NDTiff", coords, data)
         self._check_axes(coords)
         if self._frame_kind is None:
@@ -250,17 +277,23 @@ class NDTiffStorage(_NDStorage):
         return np.ascontiguousarray(data)
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
-        try:  # serialized here (ndstorage takes the bytes as they are): refused before any file is made
+        # serialized here (ndstorage takes the bytes as they are): refused before any file
+        # is made
+        try:
             encoded = json.dumps(metadata).encode("utf-8")
         except (TypeError, ValueError) as error:
-            raise TypeError(f"metadata at {dict(coords)} cannot be saved as JSON: {error}") from None
+            raise TypeError(
+                f"metadata at {dict(coords)} cannot be saved as JSON: {error}"
+            ) from None
         key = frozenset(coords.items())
         dataset = self._dataset
         writer = dataset.current_writer
         before = None if writer is None else _image_file_state(writer)
         try:
             super()._write(coords, data, encoded)
-        except BaseException:  # no phantom: ndstorage lists the frame before its index entry is written
+        except (
+            BaseException
+        ):  # no phantom: ndstorage lists the frame before its index entry is written
             dataset._write_pending_images.pop(key, None)
             dataset.index.pop(key, None)
             failed_writer = dataset.current_writer
@@ -280,7 +313,8 @@ class NDTiffStorage(_NDStorage):
         return super().get_metadata(data_coordinates)
 
     def _refresh_readers(self) -> None:
-        # ndstorage reads through buffered files; a buffer filled before later writes would return stale bytes.
+        # ndstorage reads through buffered files; a buffer filled before later writes
+        # would return stale bytes.
         if self._stale_readers:
             self._stale_readers = False
             for reader in self._dataset._readers_by_filename.values():
@@ -297,7 +331,7 @@ class NDTiffStorage(_NDStorage):
 class NDRAMStorage(_NDStorage):
     """Frames kept in memory (any numeric dtype), readable at once; nothing is written to disk."""
 
-    def __init__(self, summary_metadata: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, summary_metadata: Mapping[str, Any] | None = None) -> None:
         super().__init__(ndstorage.NDRAMDataset(), summary_metadata)
 
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
@@ -305,7 +339,8 @@ class NDRAMStorage(_NDStorage):
             raise TypeError(f"NDRAM stores numeric frames; data at {dict(coords)} is {data.dtype}")
         if data.ndim < 2:
             raise ValueError(
-                f"NDRAM stores frames of 2 or more dimensions; data at {dict(coords)} has shape {data.shape}"
+                f"NDRAM stores frames of 2 or more dimensions; data at {dict(coords)} has shape "
+                f"{data.shape}"
             )
         _refuse_empty("NDRAM", coords, data)
         self._check_axes(coords)

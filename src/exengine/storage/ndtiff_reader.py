@@ -16,7 +16,7 @@ import struct
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +53,9 @@ class FrameEntry:
         return (self.height, self.width, 3) if self.rgb else (self.height, self.width)
 
 
-def find_dataset_root(path: str | os.PathLike[str]) -> Optional[str]:
-    """The dataset folder for ``path`` (a dataset folder or the ``NDTiff.index`` inside it), else None."""
+def find_dataset_root(path: str | os.PathLike[str]) -> str | None:
+    """The dataset folder for ``path`` (a dataset folder or the ``NDTiff.index`` inside it), else
+    None."""
     path = os.fspath(path)
     if os.path.basename(path) == INDEX_NAME and os.path.isfile(path):
         folder = os.path.dirname(os.path.abspath(path))
@@ -69,8 +70,9 @@ def find_dataset_root(path: str | os.PathLike[str]) -> Optional[str]:
     return None
 
 
-def positive_number(mapping: Any, keys: tuple[str, ...]) -> Optional[float]:
-    """The first positive number ``mapping`` holds under one of ``keys`` (e.g. a pixel size), else None."""
+def positive_number(mapping: Any, keys: tuple[str, ...]) -> float | None:
+    """The first positive number ``mapping`` holds under one of ``keys`` (e.g. a pixel size), else
+    None."""
     if isinstance(mapping, dict):
         for key in keys:
             value = mapping.get(key)
@@ -126,7 +128,9 @@ class _Level:
             self.entries[frozenset(axes.items())] = entry
             added += 1
         rest = data[position:]
-        self.incomplete_tail = bool(rest) and rest[:4] != b"\0\0\0\0"  # a zero length ends the index
+        self.incomplete_tail = (
+            bool(rest) and rest[:4] != b"\0\0\0\0"
+        )  # a zero length ends the index
         self._position += position
         return added
 
@@ -141,11 +145,21 @@ class _Level:
         names = list(dataset.get_channel_names())
         for key, raw in level.index.items():
             axes = dict(key)
-            if "channel" in axes and isinstance(axes["channel"], int) and axes["channel"] < len(names):
+            if (
+                "channel" in axes
+                and isinstance(axes["channel"], int)
+                and axes["channel"] < len(names)
+            ):
                 axes["channel"] = names[axes["channel"]]
             self.entries[frozenset(axes.items())] = FrameEntry(
-                raw["filename"], raw["pixel_offset"], raw["image_width"], raw["image_height"], raw["pixel_type"],
-                raw["metadata_offset"], raw["metadata_length"])
+                raw["filename"],
+                raw["pixel_offset"],
+                raw["image_width"],
+                raw["image_height"],
+                raw["pixel_type"],
+                raw["metadata_offset"],
+                raw["metadata_length"],
+            )
         self.summary_metadata = dict(dataset.summary_metadata)
         dataset.close()
         return len(self.entries)
@@ -165,8 +179,15 @@ class _Level:
         count = int(np.prod(entry.shape))
         raw = self._read(entry.filename, entry.pixel_offset, count * entry.dtype.itemsize)
         if len(raw) < count * entry.dtype.itemsize:
-            raise OSError(f"{entry.filename} is truncated: the frame at offset {entry.pixel_offset} is incomplete")
-        return np.frombuffer(raw, dtype=entry.dtype.newbyteorder("<")).reshape(entry.shape).astype(entry.dtype)
+            raise OSError(
+                f"{entry.filename} is truncated: the frame at offset {entry.pixel_offset} is "
+                "incomplete"
+            )
+        return (
+            np.frombuffer(raw, dtype=entry.dtype.newbyteorder("<"))
+            .reshape(entry.shape)
+            .astype(entry.dtype)
+        )
 
     def read_metadata(self, entry: FrameEntry) -> dict[str, Any]:
         return json.loads(self._read(entry.filename, entry.metadata_offset, entry.metadata_length))
@@ -178,7 +199,9 @@ class _Level:
             self._files.clear()
 
 
-def _parse_entry(data: bytes, position: int, path: str, base: int) -> Optional[tuple[int, dict, FrameEntry]]:
+def _parse_entry(
+    data: bytes, position: int, path: str, base: int
+) -> tuple[int, dict, FrameEntry] | None:
     try:
         (axes_length,) = struct.unpack_from("<I", data, position)
         if axes_length == 0:
@@ -186,21 +209,26 @@ def _parse_entry(data: bytes, position: int, path: str, base: int) -> Optional[t
         start = position + 4
         if start + axes_length + 4 > len(data):
             return None
-        axes = json.loads(data[start:start + axes_length].decode("utf-8"))
+        axes = json.loads(data[start : start + axes_length].decode("utf-8"))
         start += axes_length
         (name_length,) = struct.unpack_from("<I", data, start)
         start += 4
         if start + name_length + _ENTRY_TAIL.size > len(data):
             return None
-        filename = data[start:start + name_length].decode("utf-8")
+        filename = data[start : start + name_length].decode("utf-8")
         start += name_length
-        offset, width, height, pixel_type, _, md_offset, md_length, _ = _ENTRY_TAIL.unpack_from(data, start)
+        offset, width, height, pixel_type, _, md_offset, md_length, _ = _ENTRY_TAIL.unpack_from(
+            data, start
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, struct.error) as error:
         raise ValueError(f"{path} is corrupt at byte {base + position}: {error}") from error
     if not isinstance(axes, dict) or pixel_type > 6 or width == 0 or height == 0:
         raise ValueError(f"{path} is corrupt at byte {base + position}: implausible entry {axes!r}")
-    return start + _ENTRY_TAIL.size, axes, FrameEntry(filename, offset, width, height, pixel_type, md_offset,
-                                                       md_length)
+    return (
+        start + _ENTRY_TAIL.size,
+        axes,
+        FrameEntry(filename, offset, width, height, pixel_type, md_offset, md_length),
+    )
 
 
 class NDTiffReader:
@@ -213,7 +241,9 @@ class NDTiffReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         root = find_dataset_root(path)
         if root is None:
-            raise ValueError(f"{os.fspath(path)!r} is not an NDTiff dataset (no {INDEX_NAME} found)")
+            raise ValueError(
+                f"{os.fspath(path)!r} is not an NDTiff dataset (no {INDEX_NAME} found)"
+            )
         self.path = root
         full = os.path.join(root, FULL_RESOLUTION)
         self.multiresolution = os.path.isdir(full)
@@ -221,16 +251,26 @@ class NDTiffReader:
         version = _major_version(folder)
         self.levels = [_Level(folder, 1, version)]
         if self.multiresolution and version >= 3:
-            factors = sorted(int(d.split("_x")[1]) for d in os.listdir(root)
-                             if d.startswith("Downsampled_x") and d.split("_x")[1].isdigit())
-            self.levels += [_Level(os.path.join(root, f"Downsampled_x{f}"), f, version) for f in factors]
+            factors = sorted(
+                int(d.split("_x")[1])
+                for d in os.listdir(root)
+                if d.startswith("Downsampled_x") and d.split("_x")[1].isdigit()
+            )
+            self.levels += [
+                _Level(os.path.join(root, f"Downsampled_x{f}"), f, version) for f in factors
+            ]
         self.version = version
         for level in self.levels:
             level.read_index()
         if self.levels[0].incomplete_tail:
-            warnings.warn(f"{os.path.join(folder, INDEX_NAME)} ends in an incomplete entry (still being written, "
-                          f"or truncated); opened the {len(self.levels[0].entries)} complete frames", stacklevel=2)
-        self.summary_metadata = self.levels[0].summary_metadata if version < 3 else self._read_summary(folder)
+            warnings.warn(
+                f"{os.path.join(folder, INDEX_NAME)} ends in an incomplete entry (still being "
+                f"written, or truncated); opened the {len(self.levels[0].entries)} complete frames",
+                stacklevel=2,
+            )
+        self.summary_metadata = (
+            self.levels[0].summary_metadata if version < 3 else self._read_summary(folder)
+        )
 
     def refresh(self) -> int:
         """Pick up frames written since opening (or the last refresh); returns how many are new."""
@@ -270,7 +310,9 @@ class NDTiffReader:
         for key in self.entries:
             for axis, value in key:
                 values.setdefault(axis, set()).add(value)
-        return {axis: sorted(v, key=lambda x: (isinstance(x, str), x)) for axis, v in values.items()}
+        return {
+            axis: sorted(v, key=lambda x: (isinstance(x, str), x)) for axis, v in values.items()
+        }
 
     def read_frame(self, coords: dict[str, Any], level: int = 0) -> np.ndarray:
         """The frame at ``coords``; ``KeyError`` when there is none."""
@@ -295,7 +337,7 @@ class NDTiffReader:
             raise ValueError(f"{self.path} holds no frames yet")
         return next(iter(self.entries.values()))
 
-    def pixel_size_um(self) -> Optional[float]:
+    def pixel_size_um(self) -> float | None:
         """Pixel size from the summary or the first frame's metadata, when recorded."""
         pixel = positive_number(self.summary_metadata, ("PixelSize_um", "PixelSizeUm"))
         if pixel is None and self.entries:
@@ -303,7 +345,7 @@ class NDTiffReader:
             pixel = positive_number(metadata, ("PixelSizeUm", "PixelSize_um"))
         return pixel
 
-    def z_step_um(self) -> Optional[float]:
+    def z_step_um(self) -> float | None:
         """The z step from the summary metadata, when recorded."""
         return positive_number(self.summary_metadata, ("z-step_um", "z_step_um", "ZStepUm"))
 

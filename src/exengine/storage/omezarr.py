@@ -1,31 +1,31 @@
-"""OME-Zarr storage (zarr v3 format, OME-NGFF 0.5 ``multiscales`` metadata) on ``zarr`` (extra ``zarr``),
-in a local folder or in an object store (``s3://bucket/prefix``; extra ``s3``).
+"""OME-Zarr storage (zarr v3 format, OME-NGFF 0.5 ``multiscales`` metadata) on ``zarr`` (extra
+``zarr``), in a local folder or in an object store (``s3://bucket/prefix``; extra ``s3``).
 
 Frames stream into one growing array ``0`` of shape (axes..., y, x), one chunk per frame; while
-acquiring, the array grows in doubling steps (unwritten frames read as zeros) and ``finish`` trims it
-to the acquired extent. Axes are ``time``, ``channel`` and ``z`` when present (in the NGFF order t, c,
-z) preceded by any other axes (e.g. ``position``, typed ``custom``). String coordinate values map to
-indices kept in the group attributes (``exengine.axis_values``); channel names are also written as
-``omero`` channel labels. Each frame's coordinates and metadata are a JSON record.
+acquiring, the array grows in doubling steps (unwritten frames read as zeros) and ``finish`` trims
+it to the acquired extent. Axes are ``time``, ``channel`` and ``z`` when present (in the NGFF order
+t, c, z) preceded by any other axes (e.g. ``position``, typed ``custom``). String coordinate values
+map to indices kept in the group attributes (``exengine.axis_values``); channel names are also
+written as ``omero`` channel labels. Each frame's coordinates and metadata are a JSON record.
 
 Where the bytes go:
 
 - **A local folder.** Uncompressed chunks are the frame's little-endian bytes (zarr v3 ``bytes``
-  codec), written straight to the file at zarr's own chunk key, through a temporary file renamed into
-  place: a chunk is complete or absent, also when the disk fills up. Records are appended to
+  codec), written straight to the file at zarr's own chunk key, through a temporary file renamed
+  into place: a chunk is complete or absent, also when the disk fills up. Records are appended to
   ``frame_metadata.jsonl``; a record that cannot be written whole is cut off again, with its chunk.
 - **A store URL.** Through zarr's own stores: ``zarr.storage.ObjectStore`` on obstore (the default,
-  the faster here) or ``zarr.storage.FsspecStore`` on fsspec/s3fs (``store="fsspec"``). A frame's chunk
-  is written, then its record (in ``frame_metadata/<n>.json``, with the records of other frames whose
-  chunks arrived meanwhile), and ``put`` returns once both are in the store, so a frame is reported
-  stored only when it is, and no record claims a chunk that is not there. A ``DataHandler`` keeps
-  ``writes_in_flight`` frames going at once (``start_put``; a store serves many requests at once, each
-  after a network round trip) and reports each frame stored when both of its writes are done. A
-  stalled network holds those writes; the handler's memory budget then blocks the producer
-  (backpressure) instead of queueing frames. ``finish`` adds every record as
-  ``frame_metadata.jsonl``. Endpoint, region and credentials come from ``storage_options`` or, as for
-  the AWS tools, from ``AWS_*`` environment variables (``AWS_ENDPOINT_URL`` too) and the AWS config
-  and credentials files.
+  the faster here) or ``zarr.storage.FsspecStore`` on fsspec/s3fs (``store="fsspec"``). A frame's
+  chunk is written, then its record (in ``frame_metadata/<n>.json``, with the records of other
+  frames whose chunks arrived meanwhile), and ``put`` returns once both are in the store, so a frame
+  is reported stored only when it is, and no record claims a chunk that is not there. A
+  ``DataHandler`` keeps ``writes_in_flight`` frames going at once (``start_put``; a store serves
+  many requests at once, each after a network round trip) and reports each frame stored when both of
+  its writes are done. A stalled network holds those writes; the handler's memory budget then blocks
+  the producer (backpressure) instead of queueing frames. ``finish`` adds every record as
+  ``frame_metadata.jsonl``. Endpoint, region and credentials come from ``storage_options`` or, as
+  for the AWS tools, from ``AWS_*`` environment variables (``AWS_ENDPOINT_URL`` too) and the AWS
+  config and credentials files.
 
 A new dataset never replaces one: it gets the first free ``<name>_<n>.ome.zarr``, claimed atomically
 (``mkdir`` locally; a create-only write of its ``zarr.json`` in a store).
@@ -44,7 +44,7 @@ import threading
 import warnings
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -56,13 +56,23 @@ try:
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import _get_loop, sync
 except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError("OME-Zarr storage needs the 'zarr' package: pip install 'napari-exengine[zarr]'") from error
+    raise ImportError(
+        "OME-Zarr storage needs the 'zarr' package: pip install 'napari-exengine[zarr]'"
+    ) from error
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_STORE", "STORES", "OMEZarrDataset", "OMEZarrStorage", "is_store_url", "open_store"]
+__all__ = [
+    "DEFAULT_STORE",
+    "STORES",
+    "OMEZarrDataset",
+    "OMEZarrStorage",
+    "is_store_url",
+    "open_store",
+]
 
-#: The zarr stores that reach object stores; the default is the faster one by ``benchmarks/bench_s3.py``.
+#: The zarr stores that reach object stores; the default is the faster one by
+#: ``benchmarks/bench_s3.py``.
 STORES = ("obstore", "fsspec")
 DEFAULT_STORE = "obstore"
 #: Longest a frame's write to a store may take (network stalls included) before ``put`` fails.
@@ -80,8 +90,14 @@ _RECORDS = "frame_metadata.jsonl"
 _RECORD_PREFIX = "frame_metadata/"
 _GROUP_DOCUMENT = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
 # storage_options as s3fs names them (zarr's convention) -> obstore's S3Store names
-_OBSTORE_NAMES = {"endpoint_url": "endpoint", "key": "access_key_id", "secret": "secret_access_key",
-                  "token": "session_token", "anon": "skip_signature", "region_name": "region"}
+_OBSTORE_NAMES = {
+    "endpoint_url": "endpoint",
+    "key": "access_key_id",
+    "secret": "secret_access_key",
+    "token": "session_token",
+    "anon": "skip_signature",
+    "region_name": "region",
+}
 
 
 def is_store_url(location: Any) -> bool:
@@ -92,7 +108,7 @@ def is_store_url(location: Any) -> bool:
 
 def _local_path(location: str | os.PathLike[str]) -> str:
     location = os.fspath(location)
-    return location[len("file://"):] if location.lower().startswith("file://") else location
+    return location[len("file://") :] if location.lower().startswith("file://") else location
 
 
 def _reason(error: BaseException) -> str:
@@ -108,26 +124,36 @@ def _storage_options(storage_options: Any) -> dict[str, Any]:
         try:
             storage_options = json.loads(storage_options)
         except json.JSONDecodeError:
-            raise ValueError(f"storage_options must be a mapping or a JSON object, got {storage_options!r}") from None
+            raise ValueError(
+                f"storage_options must be a mapping or a JSON object, got {storage_options!r}"
+            ) from None
     if not isinstance(storage_options, Mapping):
-        raise ValueError(f"storage_options must be a mapping or a JSON object, got {storage_options!r}")
+        raise ValueError(
+            f"storage_options must be a mapping or a JSON object, got {storage_options!r}"
+        )
     return dict(storage_options)
 
 
 class _BotocoreCredentials:
-    """An obstore credential provider over botocore's chain (environment, config files, SSO, instance roles)."""
+    """An obstore credential provider over botocore's chain (environment, config files, SSO,
+    instance roles)."""
 
     def __init__(self, credentials: Any) -> None:
         self._credentials = credentials
 
     def __call__(self) -> dict[str, Any]:
         frozen = self._credentials.get_frozen_credentials()
-        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "token": frozen.token,
-                "expires_at": datetime.now(UTC) + timedelta(minutes=5)}
+        return {
+            "access_key_id": frozen.access_key,
+            "secret_access_key": frozen.secret_key,
+            "token": frozen.token,
+            "expires_at": datetime.now(UTC) + timedelta(minutes=5),
+        }
 
 
 def _obstore_s3_config(options: dict[str, Any]) -> dict[str, Any]:
-    """``S3Store`` settings: ``options`` (s3fs or obstore names) completed as the AWS tools would."""
+    """``S3Store`` settings: ``options`` (s3fs or obstore names) completed as the AWS tools
+    would."""
     config: dict[str, Any] = {}
     for key, value in {**dict(options.pop("client_kwargs", None) or {}), **options}.items():
         config[_OBSTORE_NAMES.get(key, key)] = value
@@ -143,8 +169,11 @@ def _obstore_s3_config(options: dict[str, Any]) -> dict[str, Any]:
         session = botocore.session.Session(profile=profile)
     if session is not None:
         if "endpoint" not in config:
-            endpoint = ConfiguredEndpointProvider(full_config=session.full_config,
-                                                  scoped_config=session.get_scoped_config(), client_name="s3").provide()
+            endpoint = ConfiguredEndpointProvider(
+                full_config=session.full_config,
+                scoped_config=session.get_scoped_config(),
+                client_name="s3",
+            ).provide()
             if endpoint:
                 config["endpoint"] = endpoint
         if "region" not in config and session.get_config_variable("region"):
@@ -154,19 +183,28 @@ def _obstore_s3_config(options: dict[str, Any]) -> dict[str, Any]:
             credentials = session.get_credentials()
             if credentials is not None:
                 config["credential_provider"] = _BotocoreCredentials(credentials)
-    endpoint = str(config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL_S3")
-                   or os.environ.get("AWS_ENDPOINT_URL") or "")
-    if endpoint.lower().startswith("http://"):  # a local MinIO or test server: plain HTTP as s3fs allows
+    endpoint = str(
+        config.get("endpoint")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or ""
+    )
+    if endpoint.lower().startswith(
+        "http://"
+    ):  # a local MinIO or test server: plain HTTP as s3fs allows
         config["client_options"] = {"allow_http": True, **dict(config.get("client_options") or {})}
     return config
 
 
-def open_store(url: str, store: Optional[str] = None, storage_options: Any = None, read_only: bool = False) -> Any:
-    """A zarr store rooted at ``url``: ``ObjectStore`` (``store="obstore"``, default) or ``FsspecStore``.
+def open_store(
+    url: str, store: str | None = None, storage_options: Any = None, read_only: bool = False
+) -> Any:
+    """A zarr store rooted at ``url``: ``ObjectStore`` (``store="obstore"``, default) or
+    ``FsspecStore``.
 
     ``storage_options`` are s3fs's keyword arguments (``endpoint_url``, ``key``, ``secret``,
-    ``client_kwargs``, ...); for obstore the common ones are translated and ``S3Store``'s own settings
-    (``endpoint``, ``region``, ``client_options``, ``retry_config``, ...) are accepted too.
+    ``client_kwargs``, ...); for obstore the common ones are translated and ``S3Store``'s own
+    settings (``endpoint``, ``region``, ``client_options``, ``retry_config``, ...) are accepted too.
     """
     kind = DEFAULT_STORE if store is None or store == "" else store
     if kind not in STORES:
@@ -183,21 +221,27 @@ def open_store(url: str, store: Optional[str] = None, storage_options: Any = Non
 
         if scheme.lower() in ("s3", "s3a"):
             bucket, _, prefix = rest.partition("/")
-            upstream = obstore.store.S3Store(bucket, prefix=prefix.strip("/") or None, **_obstore_s3_config(options))
+            upstream = obstore.store.S3Store(
+                bucket, prefix=prefix.strip("/") or None, **_obstore_s3_config(options)
+            )
         else:
             upstream = obstore.store.from_url(url, **options)
         return ObjectStore(upstream, read_only=read_only)
     except ImportError as error:
-        raise ImportError(f"OME-Zarr in {url!r} with store={kind!r} needs {error.name or error}: "
-                          f"pip install 'napari-exengine[s3]'") from error
+        raise ImportError(
+            f"OME-Zarr in {url!r} with store={kind!r} needs {error.name or error}: "
+            f"pip install 'napari-exengine[s3]'"
+        ) from error
     except Exception as error:
-        raise ValueError(f"Cannot open {url!r} with store={kind!r} and storage_options {sorted(options)}: "
-                         f"{_reason(error)}") from error
+        raise ValueError(
+            f"Cannot open {url!r} with store={kind!r} and storage_options {sorted(options)}: "
+            f"{_reason(error)}"
+        ) from error
 
 
 async def _claim(zarr_store: Any, dataset: str, document: bytes) -> bool:
-    """Write ``document`` as the ``zarr.json`` of ``dataset`` only if there is none; False when there is
-    (atomic on S3: a create-only write)."""
+    """Write ``document`` as the ``zarr.json`` of ``dataset`` only if there is none; False when
+    there is (atomic on S3: a create-only write)."""
     key = f"{dataset}/zarr.json"
     upstream = getattr(zarr_store, "store", None)
     if type(upstream).__module__.startswith("obstore"):  # zarr.storage.ObjectStore
@@ -235,23 +279,34 @@ async def _bounded(awaitable: Any, timeout: float) -> Any:
     try:
         return await asyncio.wait_for(awaitable, timeout)
     except TimeoutError:
-        raise TimeoutError(errno.ETIMEDOUT, f"the store did not answer within {timeout:g} s") from None
+        raise TimeoutError(
+            errno.ETIMEDOUT, f"the store did not answer within {timeout:g} s"
+        ) from None
 
 
 class OMEZarrStorage(FrameStorage):
     """Frames written to ``<directory>/<name>_<n>.ome.zarr``; readable by any OME-Zarr tool.
 
-    ``directory`` is a folder or a store URL (``s3://bucket/prefix``). Chunks are uncompressed unless
-    ``compress`` (zarr's default codec, zstd), which saves space at about half the write speed.
-    ``storage_options`` (a mapping or a JSON object) and ``store`` (``"obstore"`` or ``"fsspec"``)
-    apply to store URLs; ``timeout_s`` bounds each frame's write to a store, and ``writes_in_flight`` is
-    how many frames a ``DataHandler`` writes to a store at once (``start_put``).
+    ``directory`` is a folder or a store URL (``s3://bucket/prefix``). Chunks are uncompressed
+    unless ``compress`` (zarr's default codec, zstd), which saves space at about half the write
+    speed. ``storage_options`` (a mapping or a JSON object) and ``store`` (``"obstore"`` or
+    ``"fsspec"``) apply to store URLs; ``timeout_s`` bounds each frame's write to a store, and
+    ``writes_in_flight`` is how many frames a ``DataHandler`` writes to a store at once
+    (``start_put``).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], name: Optional[str] = None,
-                 summary_metadata: Optional[Mapping[str, Any]] = None, pixel_size_um: float = 1.0,
-                 compress: bool = False, storage_options: Any = None, store: Optional[str] = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, writes_in_flight: int = DEFAULT_WRITES_IN_FLIGHT) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        name: str | None = None,
+        summary_metadata: Mapping[str, Any] | None = None,
+        pixel_size_um: float = 1.0,
+        compress: bool = False,
+        storage_options: Any = None,
+        store: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        writes_in_flight: int = DEFAULT_WRITES_IN_FLIGHT,
+    ) -> None:
         super().__init__(summary_metadata)
         location = os.fspath(directory)
         name = "exengine" if name is None else name
@@ -259,8 +314,14 @@ class OMEZarrStorage(FrameStorage):
             raise ValueError(f"name must be a plain folder name, got {name!r}")
         if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        if isinstance(writes_in_flight, bool) or not isinstance(writes_in_flight, int) or writes_in_flight < 1:
-            raise ValueError(f"writes_in_flight must be a whole number >= 1, got {writes_in_flight!r}")
+        if (
+            isinstance(writes_in_flight, bool)
+            or not isinstance(writes_in_flight, int)
+            or writes_in_flight < 1
+        ):
+            raise ValueError(
+                f"writes_in_flight must be a whole number >= 1, got {writes_in_flight!r}"
+            )
         self._pixel = float(pixel_size_um)
         self._compressors: Any = "auto" if compress else None
         self._timeout = float(timeout_s)
@@ -270,32 +331,50 @@ class OMEZarrStorage(FrameStorage):
         self._values: dict[str, list[Any]] = {}
         self._positions: dict[DataCoordinates, tuple[int, ...]] = {}
         self._metadata: dict[DataCoordinates, Any] = {}
-        self._labelled: dict[str, bool] = {}  # per axis: string labels (True) or int indices (False)
-        self._records_fd: Optional[int] = None
+        self._labelled: dict[
+            str, bool
+        ] = {}  # per axis: string labels (True) or int indices (False)
+        self._records_fd: int | None = None
         self._records_size = 0
         self._records_started = 0  # record objects in a store (the loop's own)
-        self._records_waiting: list[tuple[bytes, Any]] = []  # (a record, its asyncio future) for the next one
+        self._records_waiting: list[
+            tuple[bytes, Any]
+        ] = []  # (a record, its asyncio future) for the next one
         self._records_writer: Any = None  # the task writing record objects
         self._chunks_writing = 0  # chunks being written to the store (the loop's own)
-        self._chunk_slots: Optional[asyncio.Semaphore] = None
-        self._writing: set[DataCoordinates] = set()  # frames whose writes to the store are under way
+        self._chunk_slots: asyncio.Semaphore | None = None
+        self._writing: set[DataCoordinates] = (
+            set()
+        )  # frames whose writes to the store are under way
         self._idle = threading.Condition()
         if is_store_url(location):
             url = location.rstrip("/")
             dataset = self._claim_in_store(open_store(url, store, storage_options), url, name)
             self.path = f"{url}/{dataset}"
-            self._store: Any = open_store(self.path, store, storage_options)  # rooted at the dataset
-            self._group = self._run(zarr.api.asynchronous.open_group(store=self._store, mode="r+", zarr_format=3))
+            self._store: Any = open_store(
+                self.path, store, storage_options
+            )  # rooted at the dataset
+            self._group = self._run(
+                zarr.api.asynchronous.open_group(store=self._store, mode="r+", zarr_format=3)
+            )
             self.max_writes_in_flight = writes_in_flight
-            self._records_due = max(1, writes_in_flight - CHUNKS_AT_ONCE)  # records per object, when busy
+            self._records_due = max(
+                1, writes_in_flight - CHUNKS_AT_ONCE
+            )  # records per object, when busy
         else:
             if store not in (None, "") or _storage_options(storage_options):
-                raise ValueError(f"store and storage_options apply to store URLs such as 's3://bucket/prefix'; "
-                                 f"{location!r} is a local folder")
+                raise ValueError(
+                    f"store and storage_options apply to store URLs such as 's3://bucket/prefix'; "
+                    f"{location!r} is a local folder"
+                )
             self._store = None
             self.path = self._claim_folder(_local_path(location), name)
-            self._group = self._run(zarr.api.asynchronous.open_group(store=self.path, mode="w-", zarr_format=3))
-            self._records_fd = os.open(os.path.join(self.path, _RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            self._group = self._run(
+                zarr.api.asynchronous.open_group(store=self.path, mode="w-", zarr_format=3)
+            )
+            self._records_fd = os.open(
+                os.path.join(self.path, _RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666
+            )
 
     @staticmethod
     def _claim_folder(directory: str, name: str) -> str:
@@ -332,21 +411,33 @@ class OMEZarrStorage(FrameStorage):
     # ------------------------------------------------------------------ writing
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
         if data.ndim != 2 or data.dtype.kind not in "uif" or 0 in data.shape:
-            raise TypeError(f"OME-Zarr stores non-empty 2-D numeric frames; data at {dict(coords)} is "
-                            f"{data.shape} {data.dtype}")
-        kinds = {axis: axis == "channel" or not isinstance(value, int) for axis, value in coords.items()}
+            raise TypeError(
+                f"OME-Zarr stores non-empty 2-D numeric frames; data at {dict(coords)} is "
+                f"{data.shape} {data.dtype}"
+            )
+        kinds = {
+            axis: axis == "channel" or not isinstance(value, int) for axis, value in coords.items()
+        }
         for axis, value in coords.items():
             if not kinds[axis] and value < 0:
                 raise ValueError(f"OME-Zarr needs non-negative indices; axis {axis!r} got {value}")
             if self._labelled.get(axis, kinds[axis]) != kinds[axis]:
                 held = "labels (strings)" if self._labelled[axis] else "indices (ints)"
-                raise ValueError(f"Axis {axis!r} of this OME-Zarr array holds {held}; {value!r} at {dict(coords)} "
-                                 f"would share an index with one of them: use one kind of value per axis")
-        if self._array is not None and (set(coords) != set(self._axes) or data.shape != self._array.shape[-2:]
-                                        or data.dtype != self._array.dtype):
+                raise ValueError(
+                    f"Axis {axis!r} of this OME-Zarr array holds {held}; {value!r} at "
+                    f"{dict(coords)} would share an index with one of them: use one kind of value "
+                    "per axis"
+                )
+        if self._array is not None and (
+            set(coords) != set(self._axes)
+            or data.shape != self._array.shape[-2:]
+            or data.dtype != self._array.dtype
+        ):
             raise ValueError(
-                f"Frames of one OME-Zarr array share axes {self._axes}, shape {self._array.shape[-2:]} and dtype "
-                f"{self._array.dtype}; data at {dict(coords)} is {data.shape} {data.dtype}")
+                f"Frames of one OME-Zarr array share axes {self._axes}, shape "
+                f"{self._array.shape[-2:]} and dtype "
+                f"{self._array.dtype}; data at {dict(coords)} is {data.shape} {data.dtype}"
+            )
         self._labelled.update(kinds)
         return data
 
@@ -361,20 +452,30 @@ class OMEZarrStorage(FrameStorage):
             raise self._failure(coords, error) from error
         self._commit(coords, position, metadata)
 
-    def start_put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any,
-                  on_done: Callable[[Optional[BaseException]], None]) -> None:
-        """In a store: start the frame's writes on zarr's I/O loop and return; ``on_done`` is called from
-        that loop once its chunk and its record are in the store, or with the error (the frame is then
-        not stored, though its chunk may stay in the store). Locally, as ``put``."""
+    def start_put(
+        self,
+        data_coordinates: CoordinatesLike,
+        data: np.ndarray,
+        metadata: Any,
+        on_done: Callable[[BaseException | None], None],
+    ) -> None:
+        """In a store: start the frame's writes on zarr's I/O loop and return; ``on_done`` is called
+        from that loop once its chunk and its record are in the store, or with the error (the frame
+        is then not stored, though its chunk may stay in the store). Locally, as ``put``."""
         if self._store is None:
             super().start_put(data_coordinates, data, metadata, on_done)
             return
         coords, data, metadata = self._accept(data_coordinates, data, metadata)
-        with self._idle:  # checked again with the writes' completions held off: one write per frame, ever
+        with (
+            self._idle
+        ):  # checked again with the writes' completions held off: one write per frame, ever
             if self._finished:
                 raise RuntimeError(f"{self!r} is finished; no more data can be added")
             if coords in self._index or coords in self._writing:
-                raise ValueError(f"Data at {dict(coords)} is already stored or being stored; the first frame is kept")
+                raise ValueError(
+                    f"Data at {dict(coords)} is already stored or being stored; the first frame is "
+                    "kept"
+                )
             self._writing.add(coords)
         try:
             position, record = self._prepare(coords, data, metadata)
@@ -384,7 +485,11 @@ class OMEZarrStorage(FrameStorage):
 
         def done(finished: Any) -> None:
             cancelled = finished.cancelled()
-            error = OSError(errno.ECANCELED, "the write was cancelled") if cancelled else finished.exception()
+            error = (
+                OSError(errno.ECANCELED, "the write was cancelled")
+                if cancelled
+                else finished.exception()
+            )
             try:
                 if error is None:
                     self._commit(coords, position, metadata)
@@ -397,10 +502,13 @@ class OMEZarrStorage(FrameStorage):
                     failure.__cause__ = error
                     on_done(failure)
 
-        asyncio.run_coroutine_threadsafe(self._store_frame(position, data, record), _get_loop()).add_done_callback(done)
+        asyncio.run_coroutine_threadsafe(
+            self._store_frame(position, data, record), _get_loop()
+        ).add_done_callback(done)
 
     def _written(self, coords: DataCoordinates, stored: bool) -> None:
-        """A write started by ``start_put`` ended: the frame is listed if ``stored``, and no longer writing."""
+        """A write started by ``start_put`` ended: the frame is listed if ``stored``, and no longer
+        writing."""
         with self._idle:
             if stored:
                 self._index.add(coords)
@@ -408,24 +516,35 @@ class OMEZarrStorage(FrameStorage):
             self._writing.discard(coords)
             self._idle.notify_all()
 
-    def _prepare(self, coords: DataCoordinates, data: np.ndarray,
-                 metadata: dict[str, Any]) -> tuple[tuple[int, ...], bytes]:
-        """The frame's array position (creating or growing the array, adding labels) and its record."""
+    def _prepare(
+        self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]
+    ) -> tuple[tuple[int, ...], bytes]:
+        """The frame's array position (creating or growing the array, adding labels) and its
+        record."""
         if self._array is None:
             self._create(coords, data)
         position = tuple(self._position(axis, coords[axis]) for axis in self._axes)
         capacity = self._array.shape[:-2]
         if any(i >= size for i, size in zip(position, capacity, strict=True)):
-            # grow geometrically (few metadata rewrites: a request each in a store): index axes 4x, labelled
+            # grow geometrically (few metadata rewrites: a request each in a store):
+            # index axes 4x, labelled
             # ones (channels: a few values) 2x; finish() trims to the acquired extent
-            grown = tuple(size if i < size else max((2 if self._labelled[axis] else 4) * size, i + 1)
-                          for axis, size, i in zip(self._axes, capacity, position, strict=True))
+            grown = tuple(
+                size if i < size else max((2 if self._labelled[axis] else 4) * size, i + 1)
+                for axis, size, i in zip(self._axes, capacity, position, strict=True)
+            )
             self._run(self._array.resize(grown + self._array.shape[-2:]))
-        return position, (json.dumps({"coords": dict(coords), "metadata": metadata}) + "\n").encode()
+        return position, (
+            json.dumps({"coords": dict(coords), "metadata": metadata}) + "\n"
+        ).encode()
 
-    def _commit(self, coords: DataCoordinates, position: tuple[int, ...], metadata: dict[str, Any]) -> None:
+    def _commit(
+        self, coords: DataCoordinates, position: tuple[int, ...], metadata: dict[str, Any]
+    ) -> None:
         """A frame is stored: make it readable."""
-        self._extent = tuple(max(size, i + 1) for size, i in zip(self._extent, position, strict=True))
+        self._extent = tuple(
+            max(size, i + 1) for size, i in zip(self._extent, position, strict=True)
+        )
         self._positions[coords] = position
         self._metadata[coords] = metadata
 
@@ -441,7 +560,9 @@ class OMEZarrStorage(FrameStorage):
         assert self._records_fd is not None
         target = os.path.join(self.path, *self._chunk_key(position).split("/"))
         if self._compressors is not None:
-            self._run(self._array.setitem(position, data))  # zarr's LocalStore: a temporary file, renamed
+            self._run(
+                self._array.setitem(position, data)
+            )  # zarr's LocalStore: a temporary file, renamed
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             partial = target + ".partial"
@@ -458,7 +579,8 @@ class OMEZarrStorage(FrameStorage):
             while written < len(record):
                 written += os.write(self._records_fd, record[written:])
         except BaseException:
-            # cut a partial record off again and take the chunk back: the frame is absent, not half there
+            # cut a partial record off again and take the chunk back: the frame is
+            # absent, not half there
             with contextlib.suppress(OSError):
                 os.ftruncate(self._records_fd, self._records_size)
             with contextlib.suppress(OSError):
@@ -466,8 +588,11 @@ class OMEZarrStorage(FrameStorage):
             raise
         self._records_size += len(record)
 
-    async def _store_frame(self, position: tuple[int, ...], data: np.ndarray, record: bytes) -> None:
-        """Write a frame's chunk, then its record (``_add_record``); if the chunk fails, take it back."""
+    async def _store_frame(
+        self, position: tuple[int, ...], data: np.ndarray, record: bytes
+    ) -> None:
+        """Write a frame's chunk, then its record (``_add_record``); if the chunk fails, take it
+        back."""
         chunk_key = self._chunk_key(position)
         self._chunks_writing += 1
         try:
@@ -477,26 +602,39 @@ class OMEZarrStorage(FrameStorage):
                 if self._compressors is not None:
                     await _bounded(self._array.setitem(position, data), self._timeout)
                 else:
-                    chunk = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
-                    await _bounded(self._store.set(chunk_key, default_buffer_prototype().buffer.from_array_like(chunk)),
-                                   self._timeout)
+                    chunk = (
+                        np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<"))
+                        .reshape(-1)
+                        .view(np.uint8)
+                    )
+                    await _bounded(
+                        self._store.set(
+                            chunk_key, default_buffer_prototype().buffer.from_array_like(chunk)
+                        ),
+                        self._timeout,
+                    )
         except BaseException:
             self._chunks_writing -= 1
             self._write_records_when_due()
             try:  # best effort: a chunk no record names is never read, but costs space
                 await asyncio.wait_for(self._store.delete(chunk_key), min(self._timeout, 5.0))
             except Exception as error:
-                logger.warning("Could not take back the partial chunk %s of %s: %s", chunk_key, self.path,
-                               _reason(error))
+                logger.warning(
+                    "Could not take back the partial chunk %s of %s: %s",
+                    chunk_key,
+                    self.path,
+                    _reason(error),
+                )
             raise
-        # Once the chunk is there it stays, even if its record fails: a record whose write timed out may
+        # Once the chunk is there it stays, even if its record fails: a record whose write
+        # timed out may
         # still land, and must not name a chunk that was taken back.
         await self._add_record(record)
 
     async def _add_record(self, record: bytes) -> None:
-        """Return once ``record`` is in the store. Records of frames whose chunks arrive while one record
-        object is being written go together in the next (``frame_metadata/<n>.json``, a line each): a
-        request per frame, not two, when many frames are in flight."""
+        """Return once ``record`` is in the store. Records of frames whose chunks arrive while one
+        record object is being written go together in the next (``frame_metadata/<n>.json``, a line
+        each): a request per frame, not two, when many frames are in flight."""
         waiter = asyncio.get_running_loop().create_future()
         self._records_waiting.append((record, waiter))
         self._chunks_writing -= 1
@@ -504,15 +642,18 @@ class OMEZarrStorage(FrameStorage):
         await waiter
 
     def _write_records_when_due(self) -> None:
-        """Start writing the waiting records when all the frames in flight but ``CHUNKS_AT_ONCE`` wait for
-        theirs, or no chunk is being written: a request costs a store about as much for a record as for a
-        frame's chunk, so few record objects leave it the most for the chunks."""
-        if self._records_are_due() and (self._records_writer is None or self._records_writer.done()):
+        """Start writing the waiting records when all the frames in flight but ``CHUNKS_AT_ONCE``
+        wait for theirs, or no chunk is being written: a request costs a store about as much for a
+        record as for a frame's chunk, so few record objects leave it the most for the chunks."""
+        if self._records_are_due() and (
+            self._records_writer is None or self._records_writer.done()
+        ):
             self._records_writer = asyncio.ensure_future(self._write_records())
 
     def _records_are_due(self) -> bool:
         return bool(self._records_waiting) and (
-            not self._chunks_writing or len(self._records_waiting) >= self._records_due)
+            not self._chunks_writing or len(self._records_waiting) >= self._records_due
+        )
 
     async def _write_records(self) -> None:
         prototype = default_buffer_prototype()
@@ -521,8 +662,12 @@ class OMEZarrStorage(FrameStorage):
             key = f"{_RECORD_PREFIX}{self._records_started:09d}.json"
             self._records_started += 1
             try:
-                await _bounded(self._store.set(key, prototype.buffer.from_bytes(b"".join(r for r, _ in batch))),
-                               self._timeout)
+                await _bounded(
+                    self._store.set(
+                        key, prototype.buffer.from_bytes(b"".join(r for r, _ in batch))
+                    ),
+                    self._timeout,
+                )
             except BaseException as error:
                 # a record that failed names chunks that are there: it may stay if deleting it fails
                 with contextlib.suppress(Exception):
@@ -536,17 +681,25 @@ class OMEZarrStorage(FrameStorage):
                         waiter.set_result(None)
         # records not yet due: the next chunk to arrive (or fail) starts the next record object
 
-    def _run(self, awaitable: Any, timeout: Optional[float] = None) -> Any:
-        """Run a zarr or store coroutine on zarr's I/O loop; ``TimeoutError`` after ``timeout_s``."""
+    def _run(self, awaitable: Any, timeout: float | None = None) -> Any:
+        """Run a zarr or store coroutine on zarr's I/O loop; ``TimeoutError`` after
+        ``timeout_s``."""
         return sync(_bounded(awaitable, self._timeout if timeout is None else timeout))
 
     def _create(self, coords: DataCoordinates, data: np.ndarray) -> None:
         others = [a for a in coords if a not in _NGFF_ORDER]
         axes = others + [a for a in _NGFF_ORDER if a in coords]
         leading = (1,) * len(axes)
-        self._array = self._run(self._group.create_array(
-            "0", shape=leading + data.shape, chunks=leading + data.shape, dtype=data.dtype, fill_value=0,
-            compressors=self._compressors))
+        self._array = self._run(
+            self._group.create_array(
+                "0",
+                shape=leading + data.shape,
+                chunks=leading + data.shape,
+                dtype=data.dtype,
+                fill_value=0,
+                compressors=self._compressors,
+            )
+        )
         self._axes = axes
         self._values = {a: [] for a in axes}
         self._extent = (0,) * len(axes)
@@ -567,41 +720,71 @@ class OMEZarrStorage(FrameStorage):
 
     def _write_attributes(self, finished: bool = False) -> None:
         axes = [{"name": a, "type": _AXIS_TYPES.get(a, "custom")} for a in self._axes]
-        axes += [{"name": "y", "type": "space", "unit": "micrometer"},
-                 {"name": "x", "type": "space", "unit": "micrometer"}]
+        axes += [
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"},
+        ]
         z_step = self._summary.get("z-step_um")
         z_step = float(z_step) if isinstance(z_step, (int, float)) and z_step > 0 else 1.0
         scale = [z_step if a == "z" else 1.0 for a in self._axes] + [self._pixel, self._pixel]
         attributes: dict[str, Any] = {
-            "ome": {"version": "0.5", "multiscales": [{
-                "name": self.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1], "axes": axes,
-                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-            }]},
-            "exengine": {"axis_values": {a: v for a, v in self._values.items() if v},
-                         "summary_metadata": self._summary, "finished": finished},
+            "ome": {
+                "version": "0.5",
+                "multiscales": [
+                    {
+                        "name": self.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1],
+                        "axes": axes,
+                        "datasets": [
+                            {
+                                "path": "0",
+                                "coordinateTransformations": [{"type": "scale", "scale": scale}],
+                            }
+                        ],
+                    }
+                ],
+            },
+            "exengine": {
+                "axis_values": {a: v for a, v in self._values.items() if v},
+                "summary_metadata": self._summary,
+                "finished": finished,
+            },
         }
         if self._values.get("channel"):
-            attributes["ome"]["omero"] = {"channels": [{"label": str(c), "active": True}
-                                                       for c in self._values["channel"]]}
+            attributes["ome"]["omero"] = {
+                "channels": [{"label": str(c), "active": True} for c in self._values["channel"]]
+            }
         self._run(self._group.update_attributes(attributes))
 
     def _finish(self) -> None:
-        # writes started with start_put complete first (a DataHandler waits for them anyway): a chunk, its
+        # writes started with start_put complete first (a DataHandler waits for them
+        # anyway): a chunk, its
         # turn for a record object and the record, each within timeout_s
         with self._idle:
             if not self._idle.wait_for(lambda: not self._writing, 3 * self._timeout):
-                raise OSError(errno.ETIMEDOUT, f"Cannot finish {self.path}: {len(self._writing)} frames were still "
-                                               f"being written after {3 * self._timeout:g} s")
+                raise OSError(
+                    errno.ETIMEDOUT,
+                    f"Cannot finish {self.path}: {len(self._writing)} frames were still "
+                    f"being written after {3 * self._timeout:g} s",
+                )
         try:
             if self._array is not None:
                 if self._array.shape[:-2] != self._extent:
-                    # every chunk is inside the extent: skip zarr's deletes of the (absent) ones outside
-                    self._run(self._array.resize(self._extent + self._array.shape[-2:], delete_outside_chunks=False))
+                    # every chunk is inside the extent: skip zarr's deletes of
+                    # the (absent) ones outside
+                    self._run(
+                        self._array.resize(
+                            self._extent + self._array.shape[-2:], delete_outside_chunks=False
+                        )
+                    )
                 self._write_attributes(finished=True)
             if self._store is not None:
-                records = "".join(json.dumps({"coords": dict(c), "metadata": self._metadata[c]}) + "\n"
-                                  for c in self._coordinates).encode()
-                self._run(self._store.set(_RECORDS, default_buffer_prototype().buffer.from_bytes(records)))
+                records = "".join(
+                    json.dumps({"coords": dict(c), "metadata": self._metadata[c]}) + "\n"
+                    for c in self._coordinates
+                ).encode()
+                self._run(
+                    self._store.set(_RECORDS, default_buffer_prototype().buffer.from_bytes(records))
+                )
         except Exception as error:
             raise OSError(f"Cannot finish {self.path}: {_reason(error)}") from error
         finally:
@@ -623,8 +806,13 @@ class OMEZarrDataset:
     records written so far); any other NGFF 0.4/0.5 image opens with index-valued axes.
     """
 
-    def __init__(self, location: str | os.PathLike[str], storage_options: Any = None,
-                 store: Optional[str] = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        storage_options: Any = None,
+        store: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
         location = os.fspath(location)
         self._timeout = timeout_s
         if is_store_url(location):
@@ -634,7 +822,9 @@ class OMEZarrDataset:
         else:
             path = os.path.normpath(_local_path(location))
             path = os.path.dirname(path) if os.path.basename(path) == "zarr.json" else path
-            if not any(os.path.isfile(os.path.join(path, name)) for name in ("zarr.json", ".zattrs")):
+            if not any(
+                os.path.isfile(os.path.join(path, name)) for name in ("zarr.json", ".zattrs")
+            ):
                 raise ValueError(f"{location!r} is not an OME-Zarr dataset (no zarr.json in it)")
             self.path = path
             self._store = zarr.storage.LocalStore(path, read_only=True)
@@ -643,30 +833,39 @@ class OMEZarrDataset:
             group = self._sync(zarr.api.asynchronous.open_group(store=self._store, mode="r"))
             attributes = dict(group.attrs)
         except Exception as error:
-            raise ValueError(f"{location!r} is not an OME-Zarr dataset: {_reason(error)}") from error
+            raise ValueError(
+                f"{location!r} is not an OME-Zarr dataset: {_reason(error)}"
+            ) from error
         ome = attributes.get("ome", attributes)
         multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
         exengine = attributes.get("exengine") or {}
         self.summary_metadata: dict[str, Any] = exengine.get("summary_metadata") or {}
-        #: True/False for ours (False: the writer stopped before ``finish``), None for other datasets
-        self.finished: Optional[bool] = exengine.get("finished")
+        #: True/False for ours (False: the writer stopped before ``finish``), None for other
+        #: datasets
+        self.finished: bool | None = exengine.get("finished")
         self.levels: list[Any] = []
         self.axes_names: list[str] = []  # every array axis, y and x included
-        self.channel_axis: Optional[str] = None
+        self.channel_axis: str | None = None
         self.scale: dict[str, float] = {}
         self._labels: dict[str, list[Any]] = {}
         self.records: dict[DataCoordinates, Any] = {}
         if not multiscales:
             if self._sync(_members(group)):
-                raise ValueError(f"{location!r} is a zarr group without OME-Zarr 'multiscales' metadata")
+                raise ValueError(
+                    f"{location!r} is a zarr group without OME-Zarr 'multiscales' metadata"
+                )
             return  # one of ours before its first frame
         multiscale = multiscales[0]
         self.version = str(ome.get("version") or multiscale.get("version") or "")
-        self.levels = [self._sync(group.getitem(d["path"])) for d in multiscale["datasets"]]  # AsyncArrays
+        self.levels = [
+            self._sync(group.getitem(d["path"])) for d in multiscale["datasets"]
+        ]  # AsyncArrays
         ndim = self.levels[0].ndim
         axes = multiscale.get("axes") or ["t", "c", "z", "y", "x"][-ndim:]
         self.axes_names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
-        channel_axes = [a["name"] for a in axes if isinstance(a, dict) and a.get("type") == "channel"]
+        channel_axes = [
+            a["name"] for a in axes if isinstance(a, dict) and a.get("type") == "channel"
+        ]
         self.channel_axis = channel_axes[0] if channel_axes else None
         transforms = multiscale["datasets"][0].get("coordinateTransformations") or []
         scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), [1.0] * ndim)
@@ -690,7 +889,9 @@ class OMEZarrDataset:
             whole = await self._store.get(_RECORDS, prototype)
             if whole is not None:
                 return [whole.to_bytes()]
-            keys = sorted([k async for k in self._store.list_prefix(_RECORD_PREFIX)])  # a run that did not finish
+            keys = sorted(
+                [k async for k in self._store.list_prefix(_RECORD_PREFIX)]
+            )  # a run that did not finish
             limit = asyncio.Semaphore(32)
 
             async def one(key: str) -> bytes:
@@ -715,7 +916,8 @@ class OMEZarrDataset:
         return zarr.Array(self.levels[0])
 
     def position(self, coords: Mapping[str, Any]) -> tuple[int, ...]:
-        """The array index of the frame at ``coords``; ``KeyError`` for a value the dataset does not have."""
+        """The array index of the frame at ``coords``; ``KeyError`` for a value the dataset does not
+        have."""
         index = []
         for axis in self.axes_names[:-2]:
             value, labels = coords[axis], self._labels.get(axis)
@@ -724,12 +926,15 @@ class OMEZarrDataset:
             elif labels is None and isinstance(value, (int, np.integer)) and value >= 0:
                 index.append(int(value))
             else:
-                raise KeyError(f"No {axis} {value!r} in {self.path}" + (f"; it has {labels}" if labels else ""))
+                raise KeyError(
+                    f"No {axis} {value!r} in {self.path}" + (f"; it has {labels}" if labels else "")
+                )
         return tuple(index)
 
     @property
     def extent(self) -> tuple[int, ...]:
-        """The acquired extent along each leading axis (from the records, else the array's shape)."""
+        """The acquired extent along each leading axis (from the records, else the array's
+        shape)."""
         if not self.levels:
             return ()
         if not self.records:
@@ -758,18 +963,23 @@ class OMEZarrDataset:
         import itertools
 
         axes = self.axes
-        return [DataCoordinates(dict(zip(axes, combo, strict=True))) for combo in itertools.product(*axes.values())]
+        return [
+            DataCoordinates(dict(zip(axes, combo, strict=True)))
+            for combo in itertools.product(*axes.values())
+        ]
 
     def read_frame(self, coords: Mapping[str, Any], level: int = 0) -> np.ndarray:
         """The frame at ``coords``."""
         return np.asarray(self._sync(self.levels[level].getitem(self.position(coords))))
 
     def read_metadata(self, coords: Mapping[str, Any]) -> Any:
-        """The metadata recorded with the frame at ``coords`` (``{}`` for datasets without records)."""
+        """The metadata recorded with the frame at ``coords`` (``{}`` for datasets without
+        records)."""
         return self.records.get(DataCoordinates(dict(coords)), {})
 
     def stored_bytes(self) -> int:
-        """Bytes of every object under the dataset in its store (for folders, see ``allocated_bytes``)."""
+        """Bytes of every object under the dataset in its store (for folders, see
+        ``allocated_bytes``)."""
         fs = getattr(self._store, "fs", None)
         if fs is not None and hasattr(fs, "_du"):
             return int(self._sync(fs._du(self._store.path, total=True)))

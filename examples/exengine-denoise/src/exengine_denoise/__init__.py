@@ -15,7 +15,8 @@ def _kernel(sigma: float) -> np.ndarray:
 
 
 def gaussian_denoise(sigma: float = 1.0):
-    """A process function blurring each frame with a Gaussian of ``sigma`` pixels (same dtype out)."""
+    """A process function blurring each frame with a Gaussian of ``sigma`` pixels (same dtype
+    out)."""
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     kernel = _kernel(sigma)
@@ -27,6 +28,10 @@ def gaussian_denoise(sigma: float = 1.0):
         info = np.iinfo(data.dtype) if np.issubdtype(data.dtype, np.integer) else None
         if info is not None:
             smooth = np.clip(np.rint(smooth), info.min, info.max)
-        return coords, smooth.astype(data.dtype), dict(metadata or {}, Denoise=f"gaussian sigma={sigma}")
+        return (
+            coords,
+            smooth.astype(data.dtype),
+            dict(metadata or {}, Denoise=f"gaussian sigma={sigma}"),
+        )
 
     return denoise

@@ -1,10 +1,11 @@
-"""An example storage plugin for napari-exengine: each frame a .npy file, metadata in index.jsonl."""
+"""An example storage plugin for napari-exengine: each frame a .npy file, metadata in
+index.jsonl."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,13 @@ from exengine.data import DataCoordinates
 class NpyFolderStorage(DataStorage):
     """Frames saved as ``<directory>/<name>/<axis>-<value>_....npy`` with an ``index.jsonl``."""
 
-    def __init__(self, directory: str, name: Optional[str] = None, summary_metadata: Optional[dict] = None,
-                 compress: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str,
+        name: str | None = None,
+        summary_metadata: dict | None = None,
+        compress: bool = False,
+    ) -> None:
         self.path = os.path.join(directory, name or "npy-dataset")
         os.makedirs(self.path, exist_ok=False)
         self.compress = compress
@@ -36,14 +42,18 @@ class NpyFolderStorage(DataStorage):
         coords = DataCoordinates(coords)
         if coords in self._frames:
             raise ValueError(f"Data at {dict(coords)} is already stored")
-        filename = "_".join(f"{k}-{v}" for k, v in coords.items()) + (".npz" if self.compress else ".npy")
+        filename = "_".join(f"{k}-{v}" for k, v in coords.items()) + (
+            ".npz" if self.compress else ".npy"
+        )
         target = os.path.join(self.path, filename)
         if self.compress:
             np.savez_compressed(target, data=data)
         else:
             np.save(target, data)
         with open(os.path.join(self.path, "index.jsonl"), "a") as f:
-            f.write(json.dumps({"coords": dict(coords), "file": filename, "metadata": metadata}) + "\n")
+            f.write(
+                json.dumps({"coords": dict(coords), "file": filename, "metadata": metadata}) + "\n"
+            )
         self._frames[coords] = (target, metadata)
 
     def get_data(self, coords: Any) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""An example plan plugin for napari-exengine: a square spiral tile scan around the current stage position.
+"""An example plan plugin for napari-exengine: a square spiral tile scan around the current stage
+position.
 
 Written only against exengine's public API. The npe2 command ``exengine-spiral-plan.spiral`` (menu
 ``napari-exengine/plans``) returns :func:`spiral_scan`, whose keyword settings ``turns`` and
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from numbers import Integral, Real
-from typing import Any, Optional
+from typing import Any
 
 from exengine import ExecutionEngine
 from exengine.base_classes import ExecutorEvent
@@ -22,8 +23,9 @@ __all__ = ["spiral_offsets", "spiral_scan", "spiral_scan_plan"]
 
 
 def spiral_offsets(turns: int) -> Iterator[tuple[int, int]]:
-    """Tile offsets (columns, rows) of a square spiral: the centre, then counter-clockwise ring after
-    ring, each tile beside the previous one, until every tile within ``turns`` of the centre is visited."""
+    """Tile offsets (columns, rows) of a square spiral: the centre, then counter-clockwise ring
+    after ring, each tile beside the previous one, until every tile within ``turns`` of the centre
+    is visited."""
     total = (2 * turns + 1) ** 2
     x = y = 0
     yield x, y
@@ -42,7 +44,8 @@ def spiral_offsets(turns: int) -> Iterator[tuple[int, int]]:
 
 
 def _device(device: Any, kind: type, role: str) -> Any:
-    """``device`` as a ``kind``: the object, its registered name, or (``None``) the only one registered."""
+    """``device`` as a ``kind``: the object, its registered name, or (``None``) the only one
+    registered."""
     if device is None:
         found = [d for d in ExecutionEngine.get_devices().values() if isinstance(d, kind)]
         if len(found) != 1:
@@ -55,8 +58,14 @@ def _device(device: Any, kind: type, role: str) -> Any:
     return device
 
 
-def spiral_scan(turns: int = 2, overlap: float = 0.1, *, data_handler: Optional[DataHandler] = None,
-                camera: Any = None, xy_device: Any = None) -> LazyPlan:
+def spiral_scan(
+    turns: int = 2,
+    overlap: float = 0.1,
+    *,
+    data_handler: DataHandler | None = None,
+    camera: Any = None,
+    xy_device: Any = None,
+) -> LazyPlan:
     """A square spiral of tiles around the current stage position, ``turns`` rings out
     ((2 turns + 1)² tiles), neighbours overlapping by ``overlap`` (a fraction of the field of view);
     frames at the axis ``tile`` (0 is the centre)."""
@@ -75,11 +84,19 @@ def spiral_scan(turns: int = 2, overlap: float = 0.1, *, data_handler: Optional[
         for tile, (i, j) in enumerate(spiral_offsets(turns)):
             yield SetPosition2DEvent(stage, (x0 + i * step_x, y0 + j * step_y))
             yield StartCapture(num_images=1, detector=camera)
-            yield ReadoutData([DataCoordinates(tile=tile)], detector=camera, data_handler=data_handler,
-                              num_images=1)
+            yield ReadoutData(
+                [DataCoordinates(tile=tile)],
+                detector=camera,
+                data_handler=data_handler,
+                num_images=1,
+            )
 
-    # The stage's limits are per axis: the two opposite corners of the square are the extremes to check.
-    corners = [SetPosition2DEvent(stage, (x0 + k * turns * step_x, y0 + k * turns * step_y)) for k in (-1, 1)]
+    # The stage's limits are per axis: the two opposite corners of the square are the extremes
+    # to check.
+    corners = [
+        SetPosition2DEvent(stage, (x0 + k * turns * step_x, y0 + k * turns * step_y))
+        for k in (-1, 1)
+    ]
     return LazyPlan(events, (2 * turns + 1) ** 2, corners)
 
 
