@@ -155,9 +155,8 @@ def main() -> None:
     import distributed
 
     cluster = start_local_cluster(2)
-    client = distributed.Client(
-        cluster, set_as_default=False, direct_to_workers=True
-    )  # as cluster:2 does
+    # as cluster:2 does
+    client = distributed.Client(cluster, set_as_default=False, direct_to_workers=True)
     try:
         client.wait_for_workers(2, timeout=120)
         heavy = band_pass(rounds)
@@ -168,9 +167,8 @@ def main() -> None:
         cpu: dict[str, dict[str, list[float]]] = {
             name: {"here": [], "workers": []} for name in names
         }
-        frames_per_s(
-            DaskProcessor(heavy, client), pool, 20
-        )  # warm up the workers (imports, first tasks)
+        # warm up the workers (imports, first tasks)
+        frames_per_s(DaskProcessor(heavy, client), pool, 20)
         frames_per_s(DaskProcessor(trivial, client), pool, 50)
         load = []
         for _ in range(RUNS):  # interleaved, so that the shared machine's load affects both alike

@@ -153,9 +153,8 @@ def main() -> None:
         )
     }
     try:
-        for _ in range(
-            RUNS
-        ):  # interleaved, so drift of the shared machine affects every figure alike
+        # interleaved, so drift of the shared machine affects every figure alike
+        for _ in range(RUNS):
             runs["tiff_direct"].append(
                 direct_loop(
                     coords, pool, ndstorage.NDTiffDataset(root, name="direct", writable=True)

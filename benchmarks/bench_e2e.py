@@ -91,9 +91,8 @@ def exengine_ms(
 
 def storage_only_ms(root: str) -> float:
     base = np.random.default_rng(0).integers(0, 4000, (512, 512), dtype=np.uint16)
-    frames = iter(
-        [base + i for i in range(FRAMES)]
-    )  # distinct frames, all made before the clock starts
+    # distinct frames, all made before the clock starts
+    frames = iter([base + i for i in range(FRAMES)])
     storage = NDTiffStorage(root, "floor")
     handler = DataHandler(storage)
     start = time.perf_counter()
@@ -163,9 +162,8 @@ def main() -> None:
     for key, label in PATHS:
         cells = []
         for med in results.values():
-            reference = min(
-                med["mda_zarr"], med["mda_tiff"]
-            )  # the faster of pymmcore-plus's writers
+            # the faster of pymmcore-plus's writers
+            reference = min(med["mda_zarr"], med["mda_tiff"])
             cells.append(f"{med[key]:8.3f} {med[key] / reference:6.2f}")
         print(f"{label:58} " + " ".join(cells))
     print(

@@ -63,9 +63,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from _common import scratch_dir
+
+if TYPE_CHECKING:
+    from exengine.data import PlannedData
 
 CHANNELS, Z = ("DAPI", "FITC"), 10
 #: Part 1's lengths (time points) and runs of each: 1,000 frames, and 5,000 (a second of our
@@ -102,6 +105,25 @@ def _delete_later_now(app: Any) -> None:
     from qtpy.QtCore import QEvent
 
     app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+def _planned_data(events: list[Any], pixel_size: float) -> PlannedData:
+    """What a list of events will store, as the acquisition panel tells its sink."""
+    from exengine.data import PlannedData
+    from exengine.events.detector_events import ReadoutData
+
+    values: dict[str, dict[Any, None]] = {}
+    for event in events:
+        if isinstance(event, ReadoutData):
+            for coords in event.data_coordinate_iterator:
+                for axis, value in coords.items():
+                    values.setdefault(axis, {})[value] = None
+    return PlannedData(
+        axis_sizes={axis: len(found) for axis, found in values.items()},
+        axis_values={a: tuple(v) for a, v in values.items() if any(isinstance(x, str) for x in v)},
+        frame_shape=SHAPE,
+        pixel_size_um=pixel_size,
+    )
 
 
 def _timed_sink_class(redraw: bool = True) -> type:
@@ -167,7 +189,6 @@ def run_ours(
 
     from exengine.acquisition import Acquisition
     from exengine.data import DataHandler
-    from exengine.events.detector_events import ReadoutData
     from exengine.storage import NDTiffStorage
     from napari_exengine.layer_sink import defer_layers_for
 
@@ -185,27 +206,18 @@ def run_ours(
 
     handler.add_listener(listen)
     app = QApplication.instance()
-    if (
-        viewer is None
-    ):  # as a script with no napari would: no full collections of napari's objects (module doc)
+    # as a script with no napari would: no full collections of napari's objects (module doc)
+    if viewer is None:
         gc.freeze()
     rss_start = peak = _rss_mb()
     run_at = time.monotonic()  # "Run": the sink and its layers are made within the measured time
     sink = None
     if viewer is not None:
         kwargs: dict[str, Any] = {}
-        if (
-            planned
-        ):  # as the acquisition panel's Run (short plans: the layers first, then the acquisition)
+        # as the acquisition panel's Run (short plans: the layers first, then the acquisition)
+        if planned:
             kwargs = {
-                "expected": [
-                    c
-                    for e in events
-                    if isinstance(e, ReadoutData)
-                    for c in e.data_coordinate_iterator
-                ],
-                "frame_shape": SHAPE,
-                "pixel_size": pixel_size,
+                "planned": _planned_data(events, pixel_size),
                 "defer_layers": defer_layers_for(frames),
             }
         sink = _timed_sink_class(redraw)(
@@ -244,9 +256,8 @@ def run_ours(
         "in_flight_peak": handler.peak_bytes_in_flight / 1e6,
     }
     result["rss_peak"] = max(peak, result["rss_end"])
-    if (
-        rate
-    ):  # how far storage fell behind the camera's clock (taken from the earliest-stored frame)
+    # how far storage fell behind the camera's clock (taken from the earliest-stored frame)
+    if rate:
         lags = [t - i / rate for i, t in enumerate(stored)]
         result["lag_max_ms"] = (max(lags) - min(lags)) * 1000
     if sink is not None:

@@ -68,8 +68,8 @@ def panel_start_to_first_frame(time_points: int) -> float:
     folder = scratch_dir()
     try:
         panel = AcquisitionPanel(viewer)
-        panel.directory.value = folder
-        panel.time_points.value = time_points
+        panel.storage.directory.value = folder
+        panel.multi_d.time_points.value = time_points
         QApplication.processEvents()
         started = time.perf_counter()
         acquisition = panel.run()
@@ -77,7 +77,7 @@ def panel_start_to_first_frame(time_points: int) -> float:
         elapsed = time.perf_counter() - started
         panel.abort()
         deadline = time.monotonic() + 30
-        while not panel.run_button.enabled and time.monotonic() < deadline:
+        while not panel.run_control.run_button.enabled and time.monotonic() < deadline:
             QApplication.processEvents()
             time.sleep(0.01)
         return elapsed

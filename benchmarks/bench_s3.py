@@ -91,10 +91,11 @@ class PeakRSS:
 def frames(n: int):
     pool = [np.random.default_rng(i).integers(0, 4000, SHAPE, dtype=np.uint16) for i in range(8)]
     for i in range(n):
+        # a fresh frame
         yield (
             {"time": i // 2, "channel": ("DAPI", "GFP")[i % 2]},
             pool[i % 8].copy(),
-        )  # a fresh frame
+        )
 
 
 def through_handler(storage: OMEZarrStorage, n: int = FRAMES) -> float:

@@ -79,6 +79,29 @@ def sigkill_after_lines():
     return run
 
 
+MICROMANAGER_CONFIG = """\
+Device,Camera,exengine.backends.micromanager_demo,DemoCamera
+Device,Focus,exengine.backends.micromanager_demo,DemoFocus
+Device,XY,exengine.backends.micromanager_demo,DemoXYStage
+Device,Filter,exengine.backends.micromanager_demo,DemoFilterWheel
+Property,Core,Initialize,1
+Property,Core,Camera,Camera
+Property,Core,Focus,Focus
+Property,Core,XYStage,XY
+ConfigGroup,Channel,DAPI,Filter,Label,DAPI
+ConfigGroup,Channel,FITC,Filter,Label,FITC
+"""
+
+
+@pytest.fixture
+def micromanager_config(tmp_path) -> Path:
+    """A Micro-Manager configuration file of pure-Python demo devices (camera, focus, XY stage, a
+    filter wheel behind the config group ``Channel``)."""
+    path = tmp_path / "demo.cfg"
+    path.write_text(MICROMANAGER_CONFIG)
+    return path
+
+
 @pytest.fixture
 def testdata() -> Path:
     """The folder of real NDTiff datasets (``../shared/testdata/ndtiff``)."""

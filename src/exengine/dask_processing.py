@@ -267,9 +267,8 @@ def _run_ordered(previous: bytes | _Step, inputs: list[Frame] | list[_Outcome]) 
     )
     outcomes = []
     for item in inputs:
-        if isinstance(
-            item, _Outcome
-        ):  # the parallel stage before: its error passes, its outputs go on
+        # the parallel stage before: its error passes, its outputs go on
+        if isinstance(item, _Outcome):
             outcomes.append(item if item.error is not None else _apply(processor, item.frames))
         else:
             outcomes.append(_apply(processor, [item]))
@@ -307,10 +306,11 @@ class _Pending:
         self._future = future
 
     def result(self) -> list[list[Frame] | BaseException]:
+        # let Dask forget the task once we have its result
         future, self._future = (
             self._future,
             None,
-        )  # let Dask forget the task once we have its result
+        )
         outcomes: list[_Outcome] = future.result()
         return [outcome.frames if outcome.error is None else outcome.error for outcome in outcomes]
 
@@ -465,9 +465,8 @@ class DaskProcessor(DataProcessor):
                 )
                 if self._ordered is None:
                     return _Pending(stage)
-            if (
-                self._since_anchor >= self.checkpoint_every
-            ):  # restart the chain from its state, fetched
+            # restart the chain from its state, fetched
+            if self._since_anchor >= self.checkpoint_every:
                 self._previous = client.submit(
                     _state_of, self._previous, key=f"{key}-state", pure=False
                 ).result()

@@ -2,7 +2,8 @@
 
 from .kernel.data_coords import DataCoordinates, DataCoordinatesIterator
 from .kernel.data_handler import DataHandler, DataHandlerError, DataProcessor
-from .kernel.data_storage_base import DataStorage
+from .kernel.data_storage_base import DataStorage, PlannedData
+from .kernel.frame_stage import FrameStage
 
 __all__ = [
     "DataCoordinates",
@@ -11,4 +12,6 @@ __all__ = [
     "DataHandlerError",
     "DataProcessor",
     "DataStorage",
+    "FrameStage",
+    "PlannedData",
 ]

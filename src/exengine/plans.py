@@ -1,10 +1,10 @@
-"""Acquisition plans: lazy streams of events, the built-ins and how to write your own.
+"""The built-in acquisition plans: multi-D, a grid scan, and two adaptive plans.
 
 A plan is a callable that takes keyword settings (typed, with defaults) and returns an iterable of
-events for a ``DataHandler``; :class:`~exengine.acquisition.Acquisition` runs it. It may also take
-any of :data:`PLAN_ARGUMENTS` (the data handler and the devices in their roles), which the panel and
-the command line fill in. A generator plan is adaptive for free: it runs between events, so it can
-read the frames already acquired (``data_handler.get``) and decide what to yield next.
+events; :class:`~exengine.acquisition.Acquisition` runs it. What plans are made of (``LazyPlan``,
+``snap``, the validators, :data:`~exengine.plan_helpers.PLAN_ARGUMENTS`) is in
+:mod:`exengine.plan_helpers`. A generator plan is adaptive for free: it runs between events, so it
+can read the frames already acquired (``data_handler.get``) and decide what to yield next.
 
 Plugins contribute plans as npe2 commands listed in the menu ``napari-exengine/plans``; the
 command returns the plan callable (see the ``*_plan`` factories below, which register the
@@ -14,107 +14,38 @@ built-ins).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .acquisition import PlanError, check_event
-from .device_types import Detector, DoubleAxisPositioner, SingleAxisPositioner
-from .events._devices import resolve_device
-from .events.detector_events import ReadoutData, StartCapture
+from .device_types import DoubleAxisPositioner, SingleAxisPositioner
 from .events.misc_events import AcquisitionClock, SetTimeEvent
-from .events.multi_d_events import MultiDPlan, finite_number, multi_d_acquisition_plan
+from .events.multi_d_events import MultiDPlan, multi_d_acquisition_plan
 from .events.positioner_events import SetPosition1DEvent, SetPosition2DEvent
-from .kernel.data_coords import DataCoordinates
 from .kernel.data_handler import DataHandler
 from .kernel.ex_event_base import ExecutorEvent
+from .plan_helpers import (
+    LazyPlan,
+    PlanFunction,
+    field_of_view_um,
+    finite_number,
+    resolve_device,
+    snap,
+    whole_number,
+)
 
 __all__ = [
-    "PLAN_ARGUMENTS",
-    "LazyPlan",
     "acquire_until",
-    "field_of_view_um",
-    "frame_shape",
     "grid_scan",
     "multi_d",
     "overview_then_zoom",
 ]
 
-#: Arguments a plan may take that are not settings: filled in from the acquisition's devices and
-#: handler.
-PLAN_ARGUMENTS = (
-    "data_handler",
-    "camera",
-    "z_device",
-    "xy_device",
-    "channel_group",
-    "channel_property",
-)
-
-Plan = Callable[..., Iterable[ExecutorEvent]]
-
-
-class LazyPlan:
-    """Events made by ``make()`` each time it is iterated, with what is known up front: the frame
-    count (``None``: not known), the events to check before anything moves (``checked``), and the
-    size of each axis (``axis_sizes``, for fitting processors to the plan; ``None`` where not
-    known)."""
-
-    def __init__(
-        self,
-        make: Callable[[], Iterator[ExecutorEvent]],
-        total_frames: int | None,
-        checked: Iterable[ExecutorEvent] = (),
-        axis_sizes: dict[str, int | None] | None = None,
-    ) -> None:
-        self._make = make
-        self.total_frames = total_frames
-        self._checked = list(checked)
-        self.axis_sizes = dict(axis_sizes or {})
-
-    def validate(self) -> None:
-        """Check the plan's settings that are known before it runs."""
-        for event in self._checked:
-            check_event(event)
-
-    def __iter__(self) -> Iterator[ExecutorEvent]:
-        return self._make()
-
-
-def frame_shape(camera: Any) -> tuple[int, int] | None:
-    """The (height, width) of a camera's frames from its ``roi`` and ``binning``; ``None`` when it
-    has no roi."""
-    roi = getattr(camera, "roi", None)
-    if not (isinstance(roi, (tuple, list)) and len(roi) == 4):
-        return None
-    binning = int(getattr(camera, "binning", 1) or 1)
-    return int(roi[3]) // binning, int(roi[2]) // binning
-
-
-def field_of_view_um(camera: Any = None) -> tuple[float, float]:
-    """The width and height (µm) a camera frame covers: its roi (or 512 px) times its pixel size.
-    ``camera`` is a detector, its registered name, or ``None`` for the only one."""
-    camera = resolve_device(camera, Detector, "camera")
-    roi = getattr(camera, "roi", None)
-    width, height = (roi[2], roi[3]) if roi is not None else (512, 512)
-    pixel = float(getattr(camera, "pixel_size_um", 1.0) or 1.0)
-    return width * pixel, height * pixel
-
-
-def _count(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _snap(
-    camera: Any, coords: dict[str, Any], data_handler: DataHandler | None
-) -> Iterator[ExecutorEvent]:
-    yield StartCapture(num_images=1, detector=camera)
-    yield ReadoutData(
-        [DataCoordinates(coords)], detector=camera, data_handler=data_handler, num_images=1
-    )
+#: The most tiles a grid of a built-in plan may have (a 1,000 x 1,000 slide scan).
+MAX_TILES = 1_000_000
+#: The most z planes of ``overview_then_zoom``'s zoom stack.
+MAX_ZOOM_PLANES = 100_000
 
 
 def multi_d(
@@ -164,7 +95,12 @@ def _grid(
 ) -> list[tuple[int, int, float, float]]:
     """(row, column, x, y) of every tile of a grid centred on the stage's current position, row by
     row."""
-    rows, columns = _count(rows, "rows"), _count(columns, "columns")
+    rows, columns = whole_number(rows, "rows"), whole_number(columns, "columns")
+    if rows * columns > MAX_TILES:
+        raise ValueError(
+            f"rows={rows:,} x columns={columns:,} makes {rows * columns:,} tiles; at most "
+            f"{MAX_TILES:,}"
+        )
     overlap = finite_number(overlap, "overlap", 0.0, 0.9)
     stage = resolve_device(xy_device, DoubleAxisPositioner, "xy stage")
     width, height = field_of_view_um(camera)
@@ -193,7 +129,7 @@ def grid_scan(
     def events() -> Iterator[ExecutorEvent]:
         for row, column, x, y in tiles:
             yield SetPosition2DEvent(xy_device, (x, y))
-            yield from _snap(camera, {"row": row, "column": column}, data_handler)
+            yield from snap(camera, {"row": row, "column": column}, data_handler)
 
     return LazyPlan(
         events,
@@ -219,20 +155,25 @@ def overview_then_zoom(
     ``z_range_um`` around the current z at the brightest tile (``scan='zoom'``). The tiles are read
     back from the data handler as soon as the overview is acquired; the chosen tile's ``row`` and
     ``column`` are the zoom frames' coordinates."""
-    if data_handler is None:
-        raise ValueError("overview_then_zoom reads the overview back: it needs a data_handler")
     tiles = _grid(rows, columns, overlap, camera, xy_device)
     z_range = finite_number(z_range_um, "z_range_um", 0.0)
     z_step = finite_number(z_step_um, "z_step_um", 1e-6)
     planes = math.floor(z_range / z_step + 1e-9) + 1
+    if planes > MAX_ZOOM_PLANES:
+        raise ValueError(
+            f"z_range_um={z_range:g} by z_step_um={z_step:g} makes {planes:,} z planes; at most "
+            f"{MAX_ZOOM_PLANES:,} (a larger z_step_um)"
+        )
     stage = resolve_device(z_device, SingleAxisPositioner, "z stage")
     z0 = stage.get_position()
     z_positions = [z0 - z_range / 2 + k * z_step for k in range(planes)]
 
     def events() -> Iterator[ExecutorEvent]:
+        if data_handler is None:
+            raise ValueError("overview_then_zoom reads the overview back: it needs a data_handler")
         for row, column, x, y in tiles:
             yield SetPosition2DEvent(xy_device, (x, y))
-            yield from _snap(
+            yield from snap(
                 camera, {"scan": "overview", "row": row, "column": column, "z": 0}, data_handler
             )
         brightness = {
@@ -251,7 +192,7 @@ def overview_then_zoom(
         yield SetPosition2DEvent(xy_device, (x, y))
         for k, z in enumerate(z_positions):
             yield SetPosition1DEvent(z_device, z)
-            yield from _snap(
+            yield from snap(
                 camera,
                 {"scan": "zoom", "row": best_row, "column": best_column, "z": k},
                 data_handler,
@@ -278,18 +219,18 @@ def acquire_until(
     """An adaptive time-lapse that stops itself when the mean intensity of the latest frame crosses
     ``threshold``: falls below it (``below``) or rises above it; ``relative``: as a fraction of the
     first frame's mean. Ends after ``max_time_points`` at the latest."""
-    if data_handler is None:
-        raise ValueError("acquire_until measures the frames: it needs a data_handler")
     threshold = finite_number(threshold, "threshold", 0.0)
-    limit = _count(max_time_points, "max_time_points")
+    limit = whole_number(max_time_points, "max_time_points")
     interval = finite_number(time_interval_s, "time_interval_s", 0.0)
 
     def events() -> Iterator[ExecutorEvent]:
+        if data_handler is None:
+            raise ValueError("acquire_until measures the frames: it needs a data_handler")
         clock = AcquisitionClock()
         first: float | None = None
         for t in range(limit):
             yield SetTimeEvent(t, t * interval if interval else None, clock)
-            yield from _snap(camera, {"time": t}, data_handler)
+            yield from snap(camera, {"time": t}, data_handler)
             value = float(np.mean(data_handler.get({"time": t}, return_metadata=False)))
             first = value if first is None else first
             level = value / first if relative and first else value
@@ -299,8 +240,8 @@ def acquire_until(
     return LazyPlan(events, None, axis_sizes={"time": None})
 
 
-def _contributed(plan: Plan) -> Callable[[], Plan]:
-    def factory() -> Plan:
+def _contributed(plan: PlanFunction) -> Callable[[], PlanFunction]:
+    def factory() -> PlanFunction:
         return plan
 
     factory.__doc__ = f"The plan {plan.__name__} (an npe2 command returns the plan callable)."
@@ -311,18 +252,3 @@ multi_d_plan = _contributed(multi_d)
 grid_scan_plan = _contributed(grid_scan)
 overview_then_zoom_plan = _contributed(overview_then_zoom)
 acquire_until_plan = _contributed(acquire_until)
-
-
-def check_plan_settings(plan: Plan, settings: dict[str, Any]) -> None:
-    """Raise :class:`~exengine.acquisition.PlanError` when ``settings`` name no setting of
-    ``plan``."""
-    import inspect
-
-    accepted = inspect.signature(plan).parameters
-    unknown = [name for name in settings if name not in accepted or name in PLAN_ARGUMENTS]
-    if unknown:
-        valid = [name for name in accepted if name not in PLAN_ARGUMENTS]
-        raise PlanError(
-            f"{getattr(plan, '__name__', plan)} has no setting {', '.join(map(repr, unknown))}; "
-            f"its settings: {', '.join(valid)}"
-        )

@@ -97,7 +97,7 @@ class Contribution:
     def parameters(self) -> list[inspect.Parameter]:
         """The settings (for storage, without directory/name/summary_metadata; for plans, without
         the data handler and devices)."""
-        from exengine.plans import PLAN_ARGUMENTS
+        from exengine.plan_helpers import PLAN_ARGUMENTS
 
         hidden = {"storage": STORAGE_ARGUMENTS, "plan": PLAN_ARGUMENTS}.get(self.kind, ())
         signature = inspect.signature(self.settings_callable())
@@ -146,7 +146,7 @@ class Contribution:
         return result
 
     def _build_plan(self, kwargs: dict[str, Any]) -> Iterable[Any]:
-        from exengine.plans import PLAN_ARGUMENTS, check_plan_settings
+        from exengine.plan_helpers import PLAN_ARGUMENTS, check_plan_settings
 
         plan = self.settings_callable()
         accepted = inspect.signature(plan).parameters

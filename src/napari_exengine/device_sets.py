@@ -25,6 +25,16 @@ class DeviceSet:
     channel: Any
     channel_property: str
 
+    def plan_arguments(self) -> dict[str, Any]:
+        """The devices as a plan takes them (``exengine.plan_helpers.PLAN_ARGUMENTS``)."""
+        return {
+            "camera": self.camera,
+            "z_device": self.z,
+            "xy_device": self.xy,
+            "channel_group": self.channel,
+            "channel_property": self.channel_property,
+        }
+
 
 def load_device_set(
     backend: str = "simulated", mm_config: str | None = None, prefix: str = ""

@@ -96,9 +96,8 @@ class DevicesPanel(QWidget):
         layout.addWidget(loader.native)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setMinimumHeight(
-            260
-        )  # room for a few devices even when docked above the acquisition panel
+        # room for a few devices even when docked above the acquisition panel
+        scroll.setMinimumHeight(260)
         self._device_area = QWidget()
         self._device_layout = QVBoxLayout(self._device_area)
         scroll.setWidget(self._device_area)
@@ -223,9 +222,8 @@ class DevicesPanel(QWidget):
         def read_all() -> dict[tuple[str, str], Any]:
             values = {}
             for name, prop in keys:
-                with contextlib.suppress(
-                    Exception
-                ):  # a device that cannot answer keeps its last value
+                # a device that cannot answer keeps its last value
+                with contextlib.suppress(Exception):
                     values[(name, prop)] = getattr(self.devices[name], prop)
             return values
 

@@ -20,13 +20,14 @@ import gc
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from exengine.data import DataCoordinates, DataHandler
+from exengine.data import DataCoordinates, DataHandler, FrameStage, PlannedData
 from exengine.storage.ndtiff_reader import positive_number
 
 from .lazy_array import LazyFrames
@@ -128,6 +129,34 @@ class _AxisIndex:
         return self._size if self._values is None else len(self._values)
 
 
+@dataclass
+class _LayerState:
+    """What the sink knows of one layer: its slider axes (display order) and the channel it is
+    fixed to, each axis's values by slider index, the frames' shape and dtype, the contrast and the
+    pixel size (µm); ``provisional`` until the first frame of a layer made in advance arrives."""
+
+    axes: list[str]
+    fixed: dict[str, Any]
+    indices: dict[str, _AxisIndex]
+    frame_shape: tuple[int, ...]
+    dtype: Any
+    contrast: tuple[float, float]
+    pixel: float
+    provisional: bool = False
+
+    def position(self, coords: Mapping[str, Any]) -> tuple[int, ...]:
+        """The slider indices of ``coords`` along the axes (new values get the next index)."""
+        indices = self.indices
+        return tuple(indices[a].add(coords[a]) if a in coords else 0 for a in self.axes)
+
+    def sizes(self) -> list[int]:
+        return [len(self.indices[a]) for a in self.axes]
+
+
+#: Per layer planned in advance: its first coordinates, and the planned values of each axis.
+_Plan = dict[Any, tuple[DataCoordinates, dict[str, tuple[Any, ...]]]]
+
+
 class LayerSink:
     """Feeds frames of ``data_handler`` into layers of ``viewer``.
 
@@ -135,14 +164,13 @@ class LayerSink:
     channel axis. Other axes become labelled sliders that grow as new indices arrive; sliders follow
     the newest frame unless the user moves them. ``scale`` maps axis names (and ``y``/``x``) to
     physical step sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when
-    present. ``expected`` (the coordinates the acquisition will produce, when known; for a long plan
-    those of its first time point, with ``axis_sizes`` giving the number of values of int axes such
-    as ``time``) sizes the sliders up front, so layers are not rebuilt as axes grow; with
-    ``frame_shape`` (and ``dtype``, ``pixel_size`` in µm) too, the layers are created at once
-    (``defer_layers``: on the GUI loop's next turn, so that an acquisition started right after is
-    not held up by napari making layers), before any frame, and fill in as frames arrive (a first
-    frame of another shape or dtype rebuilds its layer; other pixel size metadata rescales it).
-    Create it on the GUI thread.
+    present. ``planned`` (what the acquisition will store, by default what its data handler was
+    told: the axes and their sizes and values, the frame shape, dtype and pixel size, the z step of
+    the summary metadata) sizes the sliders up front, so layers are not rebuilt as axes grow; with a
+    frame shape, the layers are created at once (``defer_layers``: on the GUI loop's next turn, so
+    that an acquisition started right after is not held up by napari making layers), before any
+    frame, and fill in as frames arrive (a first frame of another shape or dtype rebuilds its layer;
+    other pixel size metadata rescales it). Create it on the GUI thread.
     """
 
     def __init__(
@@ -152,32 +180,28 @@ class LayerSink:
         name: str = "Acquisition",
         split_channels: bool = True,
         scale: dict[str, float] | None = None,
-        stage: str = "stored",
-        expected: Iterable[Mapping[str, Any]] | None = None,
-        frame_shape: Sequence[int] | None = None,
-        dtype: Any = np.uint16,
-        pixel_size: float = 1.0,
-        axis_sizes: Mapping[str, int] | None = None,
+        stage: FrameStage = FrameStage.STORED,
+        planned: PlannedData | None = None,
         defer_layers: bool = False,
     ) -> None:
         self.viewer = viewer
         self.handler = data_handler
         self.name = name
         self.split_channels = split_channels
-        self._scale = dict(scale or {})
+        planned = planned if planned is not None else data_handler.planned
+        self._scale = _planned_scale(planned) | dict(scale or {})
         self._stage = stage
         self._pending: list[DataCoordinates] = []
         self._pending_lock = threading.Lock()
         self._layers: dict[Any, Any] = {}
-        self._state: dict[Any, dict[str, Any]] = {}
+        self._state: dict[Any, _LayerState] = {}
         self._last_step: tuple[int, ...] | None = None
         self._busy = False  # the storage was behind at the last refresh
         self._quiet_until = 0.0  # while busy: no redraw before this (time.monotonic())
-        self._duplicate_slice = _duplicate_slicer(
-            viewer
-        )  # the viewer's listener that slices twice per step
-        self._planned = self._plan_by_layer(expected or ())
-        self._axis_sizes = dict(axis_sizes or {})
+        # the viewer's listener that slices twice per step
+        self._duplicate_slice = _duplicate_slicer(viewer)
+        self._planned = self._plan_layers(planned)
+        self._axis_sizes = {a: s for a, s in (planned.axis_sizes if planned else {}).items() if s}
         self.frames_shown = 0
         #: The refresh interval in use: ``REFRESH_INTERVAL_MS``, ``FAST_REFRESH_INTERVAL_MS`` or
         #: ``BUSY_REFRESH_INTERVAL_MS``.
@@ -189,17 +213,15 @@ class LayerSink:
         self._timer.setInterval(REFRESH_INTERVAL_MS)
         self._timer.timeout.connect(self._tick)
         self._closed = False
-        self._frozen = (
-            True  # holds the collector off (until the handler finishes or the sink closes)
-        )
+        # holds the collector off (until the handler finishes or the sink closes)
+        self._frozen = True
         _freeze_collector()
         data_handler.add_listener(self._on_frame)
         self._unprepared: tuple[tuple[int, ...], np.dtype, float] | None = None
-        if frame_shape is not None and self._planned:
-            self._unprepared = (tuple(frame_shape), np.dtype(dtype), float(pixel_size))
-            if (
-                defer_layers
-            ):  # the acquisition starts first; layers appear on the GUI loop's next turn
+        if planned is not None and planned.frame_shape is not None and self._planned:
+            dtype = np.dtype(planned.dtype or np.uint16)
+            self._unprepared = (tuple(planned.frame_shape), dtype, planned.pixel_size_um or 1.0)
+            if defer_layers:  # the acquisition starts first; layers appear on the next turn
                 QTimer.singleShot(0, self._prepare_layers)
             else:
                 self._prepare_layers()
@@ -210,7 +232,7 @@ class LayerSink:
         """Layers by channel name (``None`` for data without a channel, or when not split)."""
         return dict(self._layers)
 
-    def _on_frame(self, stage: str, coords: DataCoordinates | None) -> None:
+    def _on_frame(self, stage: FrameStage, coords: DataCoordinates | None) -> None:
         if stage == self._stage and coords is not None:
             with self._pending_lock:
                 self._pending.append(coords)
@@ -236,9 +258,8 @@ class LayerSink:
         started = time.monotonic()
         try:
             self.refresh()
-            if (
-                self.handler.is_finished()
-            ):  # following on for a script's sink: collect as usual again
+            # following on for a script's sink: collect as usual again
+            if self.handler.is_finished():
                 self._thaw()
         finally:
             if not self._closed:
@@ -280,47 +301,44 @@ class LayerSink:
             state = self._state.get(key)
             if state is None:
                 state = self._new_state(key, coords)
-            elif state["provisional"] and self._settle(key, state, coords):
+            elif state.provisional and self._settle(key, state, coords):
                 grown.add(key)
-            axes = state["axes"]
+            axes = state.axes
             for axis in coords:
-                if axis not in axes and axis not in state["fixed"]:
+                if axis not in axes and axis not in state.fixed:
                     axes.append(axis)
-                    state["indices"][axis] = _AxisIndex()
-                    state["axes"] = sort_axes(axes)
-                    axes = state["axes"]
-            sizes = [len(state["indices"][a]) for a in axes]
-            position = _position(state, coords)
+                    state.indices[axis] = _AxisIndex()
+                    state.axes = sort_axes(axes)
+                    axes = state.axes
+            sizes = [len(state.indices[a]) for a in axes]
+            position = state.position(coords)
             if (
                 key not in self._layers
-                or [len(state["indices"][a]) for a in axes] != sizes
-                or len(axes) != self._layers[key].data.ndim - len(state["frame_shape"])
+                or [len(state.indices[a]) for a in axes] != sizes
+                or len(axes) != self._layers[key].data.ndim - len(state.frame_shape)
             ):
                 grown.add(key)
             touched[key] = position
         for key in grown:
             self._update_layer(key)
         last = next(reversed(touched))
-        self._follow(self._state[last]["axes"], touched[last], redraw=set(touched) - grown)
+        self._follow(self._state[last].axes, touched[last], redraw=set(touched) - grown)
         self.frames_shown += len(pending)
 
-    def _plan_by_layer(
-        self, expected: Iterable[Mapping[str, Any]]
-    ) -> dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]]:
-        """In one pass over the planned coordinates: each layer's first coordinates and the values
-        of each of its axes, in order (the first layer's are the first planned)."""
-        planned: dict[Any, tuple[DataCoordinates, dict[str, dict[Any, None]]]] = {}
-        for coords in expected:
-            if type(coords) is not DataCoordinates:
-                coords = DataCoordinates(coords)
-            key = coords.get("channel") if self.split_channels else None
-            entry = planned.get(key)
-            if entry is None:
-                entry = planned[key] = (coords, {})
-            values = entry[1]
-            for axis, value in coords.items():
-                values.setdefault(axis, {})[value] = None
-        return planned
+    def _plan_layers(self, planned: PlannedData | None) -> _Plan:
+        """Each planned layer's first coordinates and the planned values of its axes that are not
+        ``0, 1, ...`` (those of the others come from their sizes)."""
+        if planned is None or not planned.axis_sizes:
+            return {}
+        values = {axis: tuple(planned.axis_values.get(axis, ())) for axis in planned.axis_sizes}
+        first = {axis: found[0] if found else 0 for axis, found in values.items()}
+        channels = values.get("channel") if self.split_channels else None
+        if not channels:
+            return {None: (DataCoordinates(first), values)}
+        return {
+            channel: (DataCoordinates({**first, "channel": channel}), values)
+            for channel in channels
+        }
 
     def _prepare_layers(self) -> None:
         """Create the planned layers before the first frame, with the dtype's full range as
@@ -335,30 +353,26 @@ class LayerSink:
             self._update_layer(key)
         key, (first, _) = next(iter(self._planned.items()))
         state = self._state[key]
-        self._follow(
-            state["axes"], _position(state, first), redraw=set()
-        )  # napari starts mid-range
+        self._follow(state.axes, state.position(first), redraw=set())  # napari starts mid-range
 
-    def _settle(self, key: Any, state: dict[str, Any], coords: DataCoordinates) -> bool:
+    def _settle(self, key: Any, state: _LayerState, coords: DataCoordinates) -> bool:
         """Take contrast and pixel size from the first frame of a layer made in advance; True when
         the frame's shape or dtype differs from the plan, so the layer must be rebuilt."""
         data, metadata = self.handler.get(coords)
-        state["provisional"] = False
-        state["contrast"] = contrast_limits(data)
+        state.provisional = False
+        state.contrast = contrast_limits(data)
         layer = self._layers[key]
-        layer.contrast_limits = state["contrast"]
-        pixel = pixel_size_um(metadata, state["pixel"])
-        if not math.isclose(
-            pixel, state["pixel"]
-        ):  # rescaling re-slices every layer: only if the plan was wrong
-            state["pixel"] = pixel
-            layer.scale = self._layer_scale(state, state["axes"])
-        if data.shape == state["frame_shape"] and data.dtype == state["dtype"]:
+        layer.contrast_limits = state.contrast
+        pixel = pixel_size_um(metadata, state.pixel)
+        if not math.isclose(pixel, state.pixel):  # rescaling re-slices every layer: only if wrong
+            state.pixel = pixel
+            layer.scale = self._layer_scale(state, state.axes)
+        if data.shape == state.frame_shape and data.dtype == state.dtype:
             return False
-        state["frame_shape"], state["dtype"] = data.shape, data.dtype
+        state.frame_shape, state.dtype = data.shape, data.dtype
         return True
 
-    def _new_state(self, key: Any, coords: DataCoordinates) -> dict[str, Any]:
+    def _new_state(self, key: Any, coords: DataCoordinates) -> _LayerState:
         data, metadata = self.handler.get(coords)
         return self._make_state(
             key, coords, data.shape, data.dtype, contrast_limits(data), pixel_size_um(metadata)
@@ -373,7 +387,7 @@ class LayerSink:
         contrast: tuple[float, float],
         pixel: float,
         provisional: bool = False,
-    ) -> dict[str, Any]:
+    ) -> _LayerState:
         fixed = {"channel": key} if self.split_channels and key is not None else {}
         axes = sort_axes([a for a in coords if a not in fixed])
         indices = {a: _AxisIndex() for a in axes}
@@ -384,23 +398,14 @@ class LayerSink:
             size = self._axis_sizes.get(axis)
             if size:
                 indices[axis].add(size - 1)  # int axes are their own indices: sized at once
-        state = {
-            "axes": axes,
-            "fixed": fixed,
-            "indices": indices,
-            "frame_shape": frame_shape,
-            "dtype": dtype,
-            "contrast": contrast,
-            "pixel": pixel,
-            "provisional": provisional,
-        }
+        state = _LayerState(axes, fixed, indices, frame_shape, dtype, contrast, pixel, provisional)
         self._state[key] = state
         return state
 
-    def _layer_scale(self, state: dict[str, Any], axes: Sequence[str]) -> list[float]:
+    def _layer_scale(self, state: _LayerState, axes: Sequence[str]) -> list[float]:
         return [self._scale.get(a, 1.0) for a in axes] + [
-            self._scale.get("y", state["pixel"]),
-            self._scale.get("x", state["pixel"]),
+            self._scale.get("y", state.pixel),
+            self._scale.get("x", state.pixel),
         ]
 
     def _update_layer(self, key: Any) -> None:
@@ -408,16 +413,16 @@ class LayerSink:
         state = self._state[key]
         frames = LazyFrames(
             self._reader(state),
-            state["axes"],
-            {a: state["indices"][a].values for a in state["axes"]},
-            state["frame_shape"],
-            state["dtype"],
-            fixed=state["fixed"],
+            state.axes,
+            {a: state.indices[a].values for a in state.axes},
+            state.frame_shape,
+            state.dtype,
+            fixed=state.fixed,
         )
         labels = [*frames.axes, "y", "x"]
         scale = self._layer_scale(state, frames.axes)
         layer = self._layers.get(key)
-        metadata = {"axis_values": {a: state["indices"][a].values for a in frames.axes}}
+        metadata = {"axis_values": {a: state.indices[a].values for a in frames.axes}}
         if layer is None or layer.data.ndim != frames.ndim:
             if layer is not None:
                 self.viewer.layers.remove(layer)
@@ -426,7 +431,7 @@ class LayerSink:
             layer = self.viewer.add_image(
                 frames,
                 name=name,
-                contrast_limits=state["contrast"],
+                contrast_limits=state.contrast,
                 colormap=colormap,
                 blending="additive",
                 scale=scale,
@@ -439,7 +444,7 @@ class LayerSink:
             layer.data = frames
             layer.metadata.update(metadata)
 
-    def _reader(self, state: dict[str, Any]) -> Any:
+    def _reader(self, state: _LayerState) -> Any:
         def read(coords: dict[str, Any]) -> np.ndarray | None:
             try:
                 return self.handler.get(coords, return_data=True, return_metadata=False)
@@ -494,11 +499,11 @@ def _duplicate_slicer(viewer: Any) -> Any:
     return update if listens else None
 
 
-def _position(state: Mapping[str, Any], coords: Mapping[str, Any]) -> tuple[int, ...]:
-    """The slider indices of ``coords`` along the layer's axes (new axis values get the next
-    index)."""
-    indices = state["indices"]
-    return tuple(indices[a].add(coords[a]) if a in coords else 0 for a in state["axes"])
+def _planned_scale(planned: PlannedData | None) -> dict[str, float]:
+    """The z step the summary metadata records (Micro-Manager's ``z-step_um``), as a scale."""
+    summary = planned.summary_metadata if planned is not None else {}
+    step = positive_number(summary, ("z-step_um",))
+    return {} if step is None else {"z": step}
 
 
 def contrast_limits(frame: np.ndarray) -> tuple[float, float]:

@@ -118,9 +118,8 @@ def argument_lists(draw: Any, files: dict[str, str]) -> list[str]:
     )
     argv = [command] if command else []
     for _ in range(draw(st.integers(0, 6))):
-        kind = draw(
-            st.integers(0, 19)
-        )  # mostly an option with a realistic value; at times a flag, a file, junk
+        # mostly an option with a realistic value; at times a flag, a file, junk
+        kind = draw(st.integers(0, 19))
         if kind == 0:
             argv.append(draw(st.sampled_from(FLAGS)))
         elif kind == 1:

@@ -101,7 +101,7 @@ def test_open_ended_time_lapse_until_stopped(scope, tmp_path):
     acquisition = Acquisition(plan, handler)
     acquisition.start()
     deadline = time.monotonic() + 20
-    while acquisition.frames_done < 200 and time.monotonic() < deadline:
+    while acquisition.frames_stored < 200 and time.monotonic() < deadline:
         time.sleep(0.01)
     acquisition.stop()
     acquisition.await_completion(timeout=30)
@@ -242,9 +242,8 @@ def test_intervals_count_from_the_resume(scope):
     while acquisition.frames_acquired < 2 and time.monotonic() < deadline:
         time.sleep(0.005)
     acquisition.pause()
-    time.sleep(
-        1.5
-    )  # longer than the two intervals left: no burst of catch-up frames after the resume
+    # longer than the two intervals left: no burst of catch-up frames after the resume
+    time.sleep(1.5)
     acquisition.resume()
     acquisition.await_completion(timeout=30)
     received = [handler.get({"time": t}, return_data=False)["ReceivedTime"] for t in range(4)]
@@ -263,7 +262,7 @@ def test_stop_and_abort_end_a_long_interval_promptly(scope, action):
     )
     acquisition.start()
     deadline = time.monotonic() + 10
-    while acquisition.frames_done < 1 and time.monotonic() < deadline:
+    while acquisition.frames_stored < 1 and time.monotonic() < deadline:
         time.sleep(0.005)
     time.sleep(0.1)  # now waiting for the second time point, 20 s away
     started = time.monotonic()
@@ -281,7 +280,7 @@ def test_stop_and_abort_work_while_paused(scope, action):
     )
     acquisition.start()
     deadline = time.monotonic() + 10
-    while acquisition.frames_done < 3 and time.monotonic() < deadline:
+    while acquisition.frames_stored < 3 and time.monotonic() < deadline:
         time.sleep(0.005)
     acquisition.pause()
     time.sleep(0.1)
@@ -316,7 +315,7 @@ def test_prioritized_property_changes_interleave(scope, engine):
     engine.submit(SetPropertiesEvent([("Light", "power", 0.5)]), prioritize=True)
     engine.submit(lambda: done.set(), prioritize=True)
     assert done.wait(10)
-    assert acquisition.is_running() or acquisition.frames_done == 200
+    assert acquisition.is_running() or acquisition.frames_stored == 200
     acquisition.await_completion(timeout=30)
     assert scope["Light"].power == 0.5
 
@@ -329,16 +328,15 @@ def test_a_pause_during_an_interval_takes_effect_at_once_and_the_wait_counts_fro
     )
     future = acquisition.start()
     deadline = time.monotonic() + 10
-    while acquisition.frames_done < 1 and time.monotonic() < deadline:
+    while acquisition.frames_stored < 1 and time.monotonic() < deadline:
         time.sleep(0.005)
     time.sleep(0.5)  # half-way through the interval
     acquisition.pause()
     paused_at = time.monotonic()
     future.await_notification(AcquisitionPausedNotification, timeout=5)
     assert time.monotonic() - paused_at < 0.3, "the pause waited for the interval to end"
-    time.sleep(
-        1.0
-    )  # longer than the interval: the second time point must not come right after the resume
+    # longer than the interval: the second time point must not come right after the resume
+    time.sleep(1.0)
     assert acquisition.frames_acquired == 1
     resumed_at = time.monotonic()
     acquisition.resume()

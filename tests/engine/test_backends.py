@@ -245,25 +245,10 @@ def test_microscope_multi_d_to_ndtiff(scope_devices, tmp_path):
     assert frame.shape == (48, 64) and frame.dtype in (np.uint8, np.uint16)
 
 
-DEMO_CONFIG = """\
-Device,Camera,exengine.backends.micromanager_demo,DemoCamera
-Device,Focus,exengine.backends.micromanager_demo,DemoFocus
-Device,XY,exengine.backends.micromanager_demo,DemoXYStage
-Device,Filter,exengine.backends.micromanager_demo,DemoFilterWheel
-Property,Core,Initialize,1
-Property,Core,Camera,Camera
-Property,Core,Focus,Focus
-Property,Core,XYStage,XY
-ConfigGroup,Channel,DAPI,Filter,Label,DAPI
-ConfigGroup,Channel,FITC,Filter,Label,FITC
-"""
-
-
-def test_micromanager_configuration_file_is_loaded(tmp_path):
+def test_micromanager_configuration_file_is_loaded(tmp_path, micromanager_config):
     from pymmcore_plus.experimental.unicore import UniMMCore
 
-    config = tmp_path / "demo.cfg"
-    config.write_text(DEMO_CONFIG)
+    config = micromanager_config
     core = UniMMCore()
     devices = load_micromanager(str(config), core=core, prefix="cfg_")
     assert {"cfg_Camera", "cfg_Focus", "cfg_XY", "cfg_Filter", "cfg_Channel"} <= set(devices)

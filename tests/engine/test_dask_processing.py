@@ -86,9 +86,8 @@ def run(processor, inputs, storage=None, budget=None):
 def assert_same_dataset(local, remote):
     coordinates = local.get_coordinates_list()
     assert coordinates, "the local run stored nothing to compare"
-    assert (
-        remote.get_coordinates_list() == coordinates
-    )  # same frames, in the same (acquisition) order
+    # same frames, in the same (acquisition) order
+    assert remote.get_coordinates_list() == coordinates
     for coords in coordinates:
         np.testing.assert_array_equal(remote.get_data(coords), local.get_data(coords))
         assert remote.get_data(coords).dtype == local.get_data(coords).dtype
@@ -212,9 +211,8 @@ def test_frames_on_the_cluster_count_in_the_budget_and_a_slow_cluster_slows_the_
         assert handler.bytes_in_flight <= budget + 4 * frame_bytes
     put_time = time.monotonic() - start
     handler.await_completion(120)
-    assert (
-        handler.peak_bytes_in_flight <= budget + 4 * frame_bytes
-    )  # the budget plus one frame's outputs
+    # the budget plus one frame's outputs
+    assert handler.peak_bytes_in_flight <= budget + 4 * frame_bytes
     assert handler.frames_stored == 20
     # 20 frames of 50 ms on two workers, at most ~4 on the cluster at once: puts waited for
     # the cluster
@@ -247,9 +245,8 @@ def test_a_processor_raising_on_a_worker_fails_like_locally(client, engine, stat
         NDRAMStorage(), DaskProcessor(DataProcessor(raises_at_time_2, stateful=stateful), client)
     )
     future = engine.submit(Producer(inputs, handler))
-    with contextlib.suppress(
-        ValueError, DataHandlerError
-    ):  # raises here, or once the failure comes back
+    # raises here, or once the failure comes back
+    with contextlib.suppress(ValueError, DataHandlerError):
         future.await_execution(60)
     with pytest.raises(DataHandlerError, match="bad pixel map"):
         handler.await_completion(60)
@@ -296,9 +293,8 @@ def test_a_worker_killed_mid_run_loses_no_frame(client, make):
 
     def kill_a_busy_worker():
         previous, holders = processor._previous, ()
-        if previous is not None and not isinstance(
-            previous, bytes
-        ):  # the worker holding the chain's state
+        # the worker holding the chain's state
+        if previous is not None and not isinstance(previous, bytes):
             holders = client.who_has([previous]).get(previous.key) or ()
         if not holders:
             holders = [worker for worker, keys in client.processing().items() if keys]
@@ -316,10 +312,11 @@ def test_a_worker_killed_mid_run_loses_no_frame(client, make):
     assert killed.is_set()
     assert_same_dataset(expected, handler.storage)
     deadline = time.monotonic() + 120
+    # the nanny restarts the killed worker
     while (
         set(worker_pids(client).values()) & set(pids.values()) == set(pids.values())
         or len(client.nthreads()) < 2
-    ):  # the nanny restarts the killed worker
+    ):
         assert time.monotonic() < deadline, "the killed worker did not come back"
         time.sleep(0.2)
 

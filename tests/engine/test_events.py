@@ -107,7 +107,7 @@ def test_multi_d_tczp_with_channels_and_positions(engine, scope):
         z_step=2,
         channel_group="Channel",
         channels=["DAPI", "FITC"],
-        channel_exposures_ms=[0.0, 1.0],
+        channel_exposures_ms=[0.5, 1.0],
         xy_positions=[(0, 0), (100, 50)],
         position_labels=["A1", "B2"],
         data_handler=handler,
@@ -189,6 +189,10 @@ def test_hardware_sequence_over_z(engine, scope):
             {"channel_group": "Channel", "channels": ["DAPI"], "channel_exposures_ms": [1, 2]},
             "channel_exposures_ms",
         ),
+        (
+            {"channel_group": "Channel", "channels": ["DAPI"], "channel_exposures_ms": [0]},
+            "channel_exposures_ms must be above 0 ms, got 0 for 'DAPI'",
+        ),
     ],
 )
 def test_multi_d_invalid_arguments_name_the_argument(kwargs, argument):
@@ -225,7 +229,7 @@ def start_time_lapse(
     )
     acquisition.start()
     deadline = time.monotonic() + 10
-    while acquisition.frames_done < wait_for_frames and time.monotonic() < deadline:
+    while acquisition.frames_stored < wait_for_frames and time.monotonic() < deadline:
         time.sleep(0.01)
     return acquisition, handler
 

@@ -213,13 +213,12 @@ def test_disk_full_on_a_real_file_system_stops_the_cli_clearly_and_keeps_every_f
             process.communicate(timeout=10)
     assert process.returncode == 1, stderr
     assert_one_line_error(stderr, "No space left on device")
-    acquired = int(re.findall(r"(\d+)/6 frames", stdout)[-1])
+    acquired = int(re.findall(r"running: (\d+) of 6 frames", stdout)[-1])
     ((reported, path),) = re.findall(r"\((\d+) frames stored in (.+)\)", stderr)
     frames = read_every_frame(path)
     assert 1 <= int(reported) == len(frames) <= acquired
-    assert sorted(dict(key)["time"] for key in frames) == list(
-        range(len(frames))
-    )  # every frame before the fault
+    # every frame before the fault
+    assert sorted(dict(key)["time"] for key in frames) == list(range(len(frames)))
     assert all(frame.shape == (512, 512) for frame, _metadata in frames.values())
     assert tiff_pages(dataset_in(tiny_disk)) == len(frames)  # finished cleanly on the full disk
 
@@ -338,9 +337,8 @@ def test_disk_full_in_the_write_path_fails_the_pipeline_clearly_and_keeps_every_
     for key, (frame, metadata) in frames.items():
         np.testing.assert_array_equal(frame, _frame(dict(key)["time"]))
         assert metadata == {"t": dict(key)["time"]}
-    assert (
-        tiff_pages(storage.path) == 3
-    )  # the dataset finished cleanly: no part of the failed frame
+    # the dataset finished cleanly: no part of the failed frame
+    assert tiff_pages(storage.path) == 3
 
 
 @pytest.mark.parametrize("where", FILL_POINTS)
@@ -405,14 +403,13 @@ def test_a_single_sigint_stops_with_exit_130_and_a_finished_dataset(tmp_path):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "Stopping after the frame in hand" in stdout
-    ((reported, path),) = re.findall(r"Interrupted: (\d+) frames stored in (.+)", stdout)
+    ((reported, path),) = re.findall(r"Stopped: (\d+) of 5,000 frames stored in (.+)", stdout)
     frames = read_every_frame(path)
     assert int(reported) == len(frames) >= 20
     assert tiff_pages(path) == len(frames)  # finished: the TIFF's chain of images is closed
     (tif,) = Path(path).glob("*.tif")
-    assert tif.stat().st_size < 2 * 512 * 512 * (
-        len(frames) + 1
-    )  # and trimmed to its data (not 4 GB)
+    # and trimmed to its data (not 4 GB)
+    assert tif.stat().st_size < 2 * 512 * 512 * (len(frames) + 1)
 
 
 # --------------------------------------------------------------------------------------- devices
@@ -454,7 +451,7 @@ def test_a_device_raising_mid_run_fails_the_acquisition_clearly_and_keeps_the_fr
     with pytest.raises(RuntimeError, match=r"StallZ: motor stalled moving to z=2\.0 µm"):
         acquisition.await_completion(30)
     assert not acquisition.is_running()
-    assert acquisition.frames_done == 2
+    assert acquisition.frames_stored == 2
     assert log.settled(2) == [{"time": 0, "z": 0}, {"time": 0, "z": 1}]
     frames = read_every_frame(storage.path)
     assert sorted((dict(k)["time"], dict(k)["z"]) for k in frames) == [(0, 0), (0, 1)]
@@ -524,9 +521,8 @@ def test_a_bad_frame_fails_the_pipeline_clearly_and_nothing_of_it_is_written(
 def test_eight_concurrent_producers_into_one_handler_lose_nothing(engine, tmp_path):
     frame_bytes = 64 * 64 * 2
     storage = NDTiffStorage(tmp_path, name="producers")
-    handler = DataHandler(
-        storage, memory_budget_bytes=16 * frame_bytes
-    )  # small: producers wait for room
+    # small: producers wait for room
+    handler = DataHandler(storage, memory_budget_bytes=16 * frame_bytes)
     log = StoredLog(engine)
     errors: list[BaseException] = []
     start = threading.Barrier(8, timeout=10)

@@ -8,7 +8,8 @@ from npe2 import PluginManager, PluginManifest
 from exengine.acquisition import Acquisition, PlanError
 from exengine.data import DataHandler
 from exengine.devices.simulated import BRIGHT_REGION_UM, SimulatedMicroscope
-from exengine.plans import acquire_until, field_of_view_um, grid_scan, overview_then_zoom
+from exengine.plan_helpers import field_of_view_um
+from exengine.plans import acquire_until, grid_scan, overview_then_zoom
 from exengine.storage import NDRAMStorage
 from napari_exengine.contributions import (
     DEFAULT_PLAN,

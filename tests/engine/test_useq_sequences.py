@@ -1,10 +1,12 @@
-"""useq-schema ``MDASequence`` round trips: every kind of field maps to
-``multi_d_acquisition_events`` arguments whose events visit what useq-schema's own iteration visits,
-saved files load back to the same events, and what cannot be represented is refused by name."""
+"""The one settings model (``MultiDSettings``, a useq-schema ``MDASequence``): the multi-D plan made
+from it visits what useq-schema's own iteration visits, for every kind of field; ExEngine's
+``multi_d_acquisition_events`` arguments map onto it exactly; saved files load back to the same
+settings; and what the plan cannot run yet is refused by name."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -12,17 +14,11 @@ import pytest
 import useq
 import yaml
 
-from exengine.events import multi_d_acquisition_events
+from exengine.events import MultiDPlan, MultiDSettings, multi_d_acquisition_events
 from exengine.events.detector_events import ReadoutData
 from exengine.events.misc_events import SetTimeEvent
 from exengine.events.positioner_events import SetPosition1DEvent, SetPosition2DEvent
 from exengine.events.property_events import SetPropertiesEvent
-from napari_exengine.useq_sequences import (
-    event_arguments_to_sequence,
-    load_sequence,
-    save_sequence,
-    sequence_to_event_arguments,
-)
 
 AXIS_NAMES = {"t": "time", "p": "position", "c": "channel", "z": "z"}
 
@@ -39,11 +35,16 @@ SEQUENCES = {
     "z-above-below": {"z_plan": {"above": 3, "below": 1, "step": 1}},
     "z-relative-positions": {"z_plan": {"relative": [-0.6, -0.3, 0.0, 0.3]}},
     "z-absolute-positions": {"z_plan": {"absolute": [10, 12, 14]}},
+    "z-relative-uneven": {"z_plan": {"relative": [0, 1, 3]}},
+    "z-absolute-repeated": {"z_plan": {"absolute": [2, 2]}},
     "z-single-plane": {"z_plan": {"range": 0, "step": 1}},
     "channels": {"channels": ["DAPI", "FITC", "TRITC"]},
     "channels-exposures": {
         "channels": [{"config": "DAPI", "exposure": 5}, {"config": "FITC", "exposure": 20}]
     },
+    "channels-some-exposures": {"channels": [{"config": "DAPI", "exposure": 5}, "FITC"]},
+    "positions-some-z": {"stage_positions": [(0, 0, 1), (1, 1)]},
+    "positions-some-names": {"stage_positions": [{"x": 0, "y": 0, "name": "A"}, (1, 1)]},
     "channels-group": {
         "channels": [{"config": "DAPI", "group": "Filters"}, {"config": "Cy5", "group": "Filters"}]
     },
@@ -90,40 +91,60 @@ SEQUENCES = {
 
 def useq_frames(sequence: useq.MDASequence) -> list[tuple]:
     """What useq-schema's own iteration acquires: coordinates, stage x/y/z, channel, exposure, start
-    time."""
+    time. What an event leaves unset (``None``) stays as the event before set it, as on a real
+    stage and camera; unnamed positions among named ones are ``Pos<index>``."""
     frames = []
+    last = {"x": None, "y": None, "z": None, "exposure": None}
+    named = any(p.name is not None for p in sequence.stage_positions)
     for event in sequence.iter_events():
+        for key, value in zip(
+            last, (event.x_pos, event.y_pos, event.z_pos, event.exposure), strict=True
+        ):
+            if value is not None:
+                last[key] = value
         coords = {}
         for axis, index in event.index.items():
             value = index
-            if axis == "p" and event.pos_name is not None:
-                value = event.pos_name
+            if axis == "p" and (event.pos_name is not None or named):
+                value = event.pos_name or f"Pos{index}"
             elif axis == "c":
                 value = event.channel.config
             coords[AXIS_NAMES[axis]] = value
         frames.append(
             (
                 coords,
-                event.x_pos,
-                event.y_pos,
-                _round(event.z_pos),
+                last["x"],
+                last["y"],
+                _round(last["z"]),
                 event.channel.config if event.channel else None,
-                event.exposure,
+                last["exposure"],
                 event.min_start_time or 0.0,
             )
         )
     return frames
 
 
-def exengine_frames(kwargs: dict, scope) -> list[tuple]:
-    """What ``multi_d_acquisition_events(**kwargs)`` acquires, walking its events as the engine runs
-    them."""
-    devices = {"camera": scope["Camera"], "z_device": scope["Z"], "xy_device": scope["XY"]}
-    if kwargs.get("channels"):
-        devices["channel_group"] = scope["Channel"]
+def roles(scope) -> dict:
+    """The simulated microscope's devices in their roles."""
+    return {
+        "camera": scope["Camera"],
+        "z_device": scope["Z"],
+        "xy_device": scope["XY"],
+        "channel_group": scope["Channel"],
+    }
+
+
+def plan_frames(settings: MultiDSettings, scope) -> list[tuple]:
+    """What the multi-D plan of ``settings`` acquires."""
+    return exengine_frames(MultiDPlan(settings, **roles(scope)))
+
+
+def exengine_frames(events) -> list[tuple]:
+    """What ``events`` acquire, walking them as the engine runs them: coordinates, stage x/y/z,
+    channel, exposure, start time."""
     state = {"x": None, "y": None, "z": None, "channel": None, "exposure": None, "time": 0.0}
     frames = []
-    for event in multi_d_acquisition_events(**kwargs, **devices):
+    for event in events:
         if isinstance(event, SetTimeEvent):
             state["time"] = event.min_start_time or 0.0
         elif isinstance(event, SetPosition2DEvent):
@@ -154,39 +175,22 @@ def _round(z):
 
 
 @pytest.mark.parametrize("fields", list(SEQUENCES.values()), ids=list(SEQUENCES))
-def test_sequence_gives_the_events_useq_iterates(fields, scope):
+def test_the_plan_visits_what_useq_iterates(fields, scope):
     sequence = useq.MDASequence(**fields)
-    kwargs = sequence_to_event_arguments(sequence)
-    assert set(kwargs) <= {
-        "num_time_points",
-        "time_interval_s",
-        "z_start",
-        "z_end",
-        "z_step",
-        "channels",
-        "channel_exposures_ms",
-        "xy_positions",
-        "xyz_positions",
-        "position_labels",
-        "order",
-    }
-    assert exengine_frames(kwargs, scope) == useq_frames(sequence)
+    assert plan_frames(MultiDSettings.from_sequence(sequence), scope) == useq_frames(sequence)
+    assert plan_frames(MultiDSettings.from_sequence(fields), scope) == useq_frames(sequence)
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 @pytest.mark.parametrize("fields", list(SEQUENCES.values()), ids=list(SEQUENCES))
-def test_saved_sequence_loads_back_to_the_same_events(fields, suffix, scope, tmp_path):
-    kwargs = sequence_to_event_arguments(useq.MDASequence(**fields))
-    path = save_sequence(kwargs, tmp_path / f"mda{suffix}")
+def test_saved_settings_load_back_the_same(fields, suffix, scope, tmp_path):
+    settings = MultiDSettings.from_sequence(fields)
+    path = settings.save(tmp_path / f"mda{suffix}")
     text = path.read_text()
     assert isinstance(json.loads(text) if suffix == ".json" else yaml.safe_load(text), dict)
-    reopened = useq.MDASequence.from_file(
-        path
-    )  # how pymmcore-widgets opens it: useq-schema validates it
-    assert reopened == event_arguments_to_sequence(kwargs)
-    loaded = load_sequence(path)
-    assert loaded == kwargs
-    assert exengine_frames(loaded, scope) == exengine_frames(kwargs, scope) == useq_frames(reopened)
+    # how pymmcore-widgets opens it: useq-schema validates it
+    assert useq.MDASequence.from_file(path) == settings.sequence
+    assert MultiDSettings.load(path) == settings
 
 
 def test_files_as_pymmcore_widgets_writes_them_load(tmp_path, scope):
@@ -199,17 +203,10 @@ def test_files_as_pymmcore_widgets_writes_them_load(tmp_path, scope):
     )
     expected = useq_frames(sequence)
     for name in ("a.yaml", "a.json"):
-        assert exengine_frames(load_sequence(tmp_path / name), scope) == expected
-        assert exengine_frames(sequence_to_event_arguments(str(tmp_path / name)), scope) == expected
-    assert (
-        exengine_frames(
-            sequence_to_event_arguments(json.loads((tmp_path / "a.json").read_text())), scope
-        )
-        == expected
-    )
+        assert plan_frames(MultiDSettings.load(tmp_path / name), scope) == expected
 
 
-PANEL_ARGUMENTS = {
+EVENT_ARGUMENTS = {
     "absolute-z-xy-labels": {
         "num_time_points": 3,
         "time_interval_s": 1.5,
@@ -242,71 +239,50 @@ PANEL_ARGUMENTS = {
         "time_interval_s": [1.0, 1.0, 3.0, 3.0],
         "order": "t",
     },
+    "default-labels": {"xy_positions": [[0, 0], [5, 5]], "position_labels": [0, 1]},
 }
 
 
-@pytest.mark.parametrize("kwargs", list(PANEL_ARGUMENTS.values()), ids=list(PANEL_ARGUMENTS))
-def test_event_arguments_round_trip_through_useq(kwargs, scope, tmp_path):
-    sequence = event_arguments_to_sequence(kwargs)
-    assert useq_frames(sequence) == exengine_frames(kwargs, scope)
-    loaded = load_sequence(save_sequence(kwargs, tmp_path / "settings"))  # no suffix: YAML
+@pytest.mark.parametrize("kwargs", list(EVENT_ARGUMENTS.values()), ids=list(EVENT_ARGUMENTS))
+def test_exengine_arguments_map_exactly_onto_the_model(kwargs, scope, tmp_path):
+    group = {"channel_group": "Channel"} if kwargs.get("channels") else {}
+    settings = MultiDSettings.from_event_arguments(**kwargs, **group)
+    events = multi_d_acquisition_events(**kwargs, **{**roles(scope), **group})
+    assert exengine_frames(events) == plan_frames(settings, scope) == useq_frames(settings.sequence)
+    loaded = MultiDSettings.load(settings.save(tmp_path / "settings"))  # no suffix: YAML
     assert (tmp_path / "settings.yaml").is_file()
-    assert exengine_frames(loaded, scope) == exengine_frames(kwargs, scope)
+    assert loaded == settings
 
 
-def test_plans_pymmcore_widgets_knows_are_preferred():
-    assert isinstance(
-        event_arguments_to_sequence({"z_start": 0, "z_end": 4, "z_step": 1}).z_plan, useq.ZTopBottom
-    )
+def test_z_ranges_become_the_plans_pymmcore_widgets_knows():
+    def z_plan(**kwargs):
+        return MultiDSettings.from_event_arguments(**kwargs).sequence.z_plan
+
+    assert isinstance(z_plan(z_start=0, z_end=4, z_step=1), useq.ZTopBottom)
     relative = {"xyz_positions": [[0, 0, 0]], "z_step": 1}
-    assert isinstance(
-        event_arguments_to_sequence({**relative, "z_start": -2, "z_end": 2}).z_plan,
-        useq.ZRangeAround,
-    )
-    assert isinstance(
-        event_arguments_to_sequence({**relative, "z_start": -1, "z_end": 3}).z_plan,
-        useq.ZAboveBelow,
-    )
-    assert isinstance(
-        event_arguments_to_sequence({**relative, "z_start": 1, "z_end": 3}).z_plan,
-        useq.ZRelativePositions,
-    )
-    channels = event_arguments_to_sequence(
-        {"channels": ["DAPI"], "channel_group": "Filters"}
-    ).channels
-    assert channels[0].group == "Filters"
+    assert isinstance(z_plan(**relative, z_start=-2, z_end=2), useq.ZRangeAround)
+    assert isinstance(z_plan(**relative, z_start=-1, z_end=3), useq.ZAboveBelow)
+    assert isinstance(z_plan(**relative, z_start=1, z_end=3), useq.ZRelativePositions)
+    settings = MultiDSettings.from_event_arguments(channels=["DAPI"], channel_group="Filters")
+    assert settings.sequence.channels[0].group == "Filters"
 
 
-def test_relative_z_without_a_position_z_refers_to_current_z():
-    fields = {"z_plan": {"range": 2, "step": 1}}
-    assert (
-        sequence_to_event_arguments(fields)["z_start"] == -1.0
-    )  # as useq-schema's iteration: around 0
-    assert sequence_to_event_arguments(fields, current_z=10)[("z_start")] == 9.0
-    mixed = sequence_to_event_arguments(
-        {**fields, "stage_positions": [(0, 0, 5), (1, 1)]}, current_z=10
+def test_relative_z_without_a_position_z_refers_to_the_z_stage(scope):
+    scope["Z"].position = 10.0
+    settings = MultiDSettings.from_sequence(
+        {"z_plan": {"range": 2, "step": 1}, "stage_positions": [(0, 0, 5), (1, 1)]}
     )
-    assert (
-        mixed["xyz_positions"] == [[0.0, 0.0, 5.0], [1.0, 1.0, 10.0]] and mixed["z_start"] == -1.0
-    )
-    absolute = sequence_to_event_arguments(
-        {"z_plan": {"top": 2, "bottom": 0, "step": 1}}, current_z=10
-    )
-    assert (absolute["z_start"], absolute["z_end"]) == (0.0, 2.0)
-
-
-def test_positions_with_z_and_no_z_plan_move_z(scope):
-    sequence = useq.MDASequence(stage_positions=[(0, 0, 10), (5, 5, 20)])
-    kwargs = sequence_to_event_arguments(sequence)
-    assert kwargs["xyz_positions"] == [[0.0, 0.0, 10.0], [5.0, 5.0, 20.0]]
-    assert exengine_frames(kwargs, scope) == useq_frames(sequence)
+    z = [frame[3] for frame in plan_frames(settings, scope)]
+    assert z == [4.0, 5.0, 6.0, 9.0, 10.0, 11.0]
+    absolute = MultiDSettings.from_sequence({"z_plan": {"top": 2, "bottom": 0, "step": 1}})
+    assert [frame[3] for frame in plan_frames(absolute, scope)] == [0.0, 1.0, 2.0]
 
 
 def test_unnamed_positions_among_named_ones_get_labels():
-    kwargs = sequence_to_event_arguments(
+    settings = MultiDSettings.from_sequence(
         {"stage_positions": [{"x": 0, "y": 0, "name": "A"}, (1, 1)]}
     )
-    assert kwargs["position_labels"] == ["A", "Pos1"]
+    assert settings.position_labels == ["A", "Pos1"]
 
 
 @pytest.mark.parametrize(
@@ -343,7 +319,6 @@ def test_unnamed_positions_among_named_ones_get_labels():
             "channels[0].z_offset=1.5",
         ),
         ({"channels": [{"config": "DAPI", "camera": "Camera2"}]}, "channels[0].camera='Camera2'"),
-        ({"channels": [{"config": "DAPI", "exposure": 5}, "FITC"]}, "channels[1].exposure is None"),
         (
             {"channels": [{"config": "DAPI", "group": "A"}, {"config": "FITC", "group": "B"}]},
             "config groups ['A', 'B']",
@@ -361,23 +336,17 @@ def test_unnamed_positions_among_named_ones_get_labels():
             "stage_positions[1].properties=",
         ),
         ({"stage_positions": [{"y": 1}]}, "stage_positions[0].x is None"),
-        ({"stage_positions": [(0, 0, 1), (1, 1)]}, "stage_positions[1].z is None"),
         (
             {"stage_positions": [{"x": 0, "y": 0, "name": "A"}, {"x": 1, "y": 1, "name": "A"}]},
             "stage_positions names must be unique",
         ),
-        ({"z_plan": {"relative": [0, 1, 3]}}, "z_plan=ZRelativePositions"),
-        ({"z_plan": {"absolute": [2, 2]}}, "z_plan=ZAbsolutePositions"),
-        (
-            {"axis_order": "tpc", "z_plan": {"range": 2, "step": 1}},
-            "axis_order 'tpc' lacks 'z' although z_plan is set",
-        ),
+        ({"axis_order": "tpc", "z_plan": {"range": 2, "step": 1}}, "axis_order 'tpc' lacks 'z'"),
         ({"time_plan": {"interval": 1, "loops": "many"}}, "Invalid MDASequence: time_plan"),
     ],
 )
-def test_unrepresentable_fields_are_refused_by_name(fields, named):
+def test_what_the_plan_cannot_run_is_refused_by_name(fields, named):
     with pytest.raises(ValueError) as info:
-        sequence_to_event_arguments(fields)
+        MultiDPlan(MultiDSettings.from_sequence(fields))
     assert named in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -386,22 +355,34 @@ def test_unrepresentable_fields_are_refused_by_name(fields, named):
     "kwargs, named",
     [
         ({"z_start": 0, "z_end": 4, "z_step": 1, "sequence": "z"}, "sequence='z'"),
-        ({"channels": ["DAPI"], "channel_exposures_ms": [0.0]}, "channel_exposures_ms"),
-        ({"z_start": 0, "z_end": 4}, "z_start, z_end and z_step"),
-        ({"num_time_point": 3}, "num_time_point"),
+        ({"num_time_points": math.inf}, "until stopped has no MDASequence"),
     ],
 )
-def test_arguments_useq_cannot_express_are_refused(kwargs, named, tmp_path):
+def test_settings_useq_cannot_express_are_not_saved(kwargs, named, tmp_path):
+    settings = MultiDSettings.from_event_arguments(**kwargs)
     with pytest.raises(ValueError, match=named):
-        event_arguments_to_sequence(kwargs)
-    with pytest.raises(ValueError, match=named):
-        save_sequence(kwargs, tmp_path / "x.json")
+        settings.save(tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        (
+            {"channels": ["DAPI"], "channel_group": "Channel", "channel_exposures_ms": [0.0]},
+            "channel_exposures_ms must be above 0 ms",
+        ),
+        ({"z_start": 0, "z_end": 4}, "z_start, z_end and z_step"),
+    ],
+)
+def test_arguments_useq_cannot_express_are_refused(kwargs, named):
+    with pytest.raises(ValueError, match=named):
+        MultiDSettings.from_event_arguments(**kwargs)
 
 
 def test_save_refuses_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"\.yaml, \.yml or \.json"):
-        save_sequence({"num_time_points": 2}, tmp_path / "x.txt")
+        MultiDSettings.from_event_arguments(num_time_points=2).save(tmp_path / "x.txt")
 
 
 def run_cli(*args):
@@ -421,20 +402,18 @@ def test_cli_refuses_a_grid_plan_by_name(tmp_path):
 
 
 def test_cli_runs_a_saved_sequence(tmp_path):
-    path = save_sequence(
-        {
-            "num_time_points": 2,
-            "z_start": 0,
-            "z_end": 2,
-            "z_step": 1,
-            "channels": ["DAPI", "FITC"],
-            "channel_exposures_ms": [1.0, 2.0],
-            "xy_positions": [[0, 0], [10, 10]],
-            "position_labels": ["A", "B"],
-            "order": "tpcz",
-        },
-        tmp_path / "mda.json",
+    settings = MultiDSettings.from_event_arguments(
+        num_time_points=2,
+        z_start=0,
+        z_end=2,
+        z_step=1,
+        channels=["DAPI", "FITC"],
+        channel_group="Channel",
+        channel_exposures_ms=[1.0, 2.0],
+        xy_positions=[[0, 0], [10, 10]],
+        position_labels=["A", "B"],
     )
+    path = settings.save(tmp_path / "mda.json")
     result = run_cli("acquire", "--file", str(path), "--out", str(tmp_path), "--name", "saved")
     assert result.returncode == 0, result.stderr
-    assert "Done: 24 frames" in result.stdout
+    assert "Done: 24 of 24 frames stored" in result.stdout

@@ -235,9 +235,8 @@ def test_simulated_camera_renders_scmos_sensor_sizes_with_the_same_specimen_tile
     small = SimulatedCamera("Small", scope, width=512, height=512)
     image, reference = _clean_image(big), _clean_image(small)
     assert image.shape == (side, side)
-    np.testing.assert_array_equal(
-        image[:512, :512], reference
-    )  # the specimen a 512 x 512 sensor sees
+    # the specimen a 512 x 512 sensor sees
+    np.testing.assert_array_equal(image[:512, :512], reference)
     np.testing.assert_array_equal(image[512:1024, 1024:1536], reference)  # ... repeated seamlessly
     np.testing.assert_array_equal(image[:, 512:], image[:, :-512])
     big.binning = 4

@@ -14,7 +14,7 @@ import pytest
 from exengine.acquisition import Acquisition, PlanError
 from exengine.data import DataHandler
 from exengine.devices.simulated import SimulatedXYStage
-from exengine.plans import field_of_view_um
+from exengine.plan_helpers import field_of_view_um
 from exengine.storage import NDRAMStorage
 from exengine.storage.ndtiff_reader import NDTiffReader
 from napari_exengine.cli import main
@@ -79,7 +79,7 @@ def test_build_plan_and_acquisition_store_a_spiral(scope):
     assert acquisition.total_frames == 25 and not acquisition.is_open_ended
     acquisition.start()
     acquisition.await_completion(timeout=60)
-    assert acquisition.frames_done == 25
+    assert acquisition.frames_stored == 25
     assert sorted(c["tile"] for c in handler.storage.get_coordinates_list()) == list(range(25))
     metadata = [handler.get({"tile": t}, return_data=False) for t in range(25)]
     positions = [(m["StageX-um"], m["StageY-um"]) for m in metadata]
@@ -94,7 +94,7 @@ def test_exengine_acquire_plan_stores_a_spiral(scope, tmp_path, capsys):
         stream=out,
     )
     assert status == 0, capsys.readouterr().err
-    assert "Done: 9 frames stored" in out.getvalue()
+    assert "Done: 9 of 9 frames stored" in out.getvalue()
     reader = NDTiffReader(tmp_path / "spiral_1")
     try:
         assert reader.axes == {"tile": list(range(9))}
@@ -110,7 +110,7 @@ def test_exengine_acquire_plan_stores_a_spiral(scope, tmp_path, capsys):
     [
         ("turns=-1", "turns must be an int >= 0, got -1"),
         ("turns=1.5", "turns must be an int >= 0, got 1.5"),
-        ("overlap=0.95", "overlap must be a number from 0 to 0.9, got 0.95"),
+        ("overlap=0.95", "overlap must be within [0, 0.9], got 0.95"),
         ("turnz=1", "has no setting 'turnz'; its settings: turns, overlap"),
     ],
 )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from exengine import ExecutionEngine
-from exengine.data import DataHandler
+from exengine.data import DataHandler, PlannedData
 from exengine.storage import NDRAMStorage, NDTiffStorage
 
 pytestmark = pytest.mark.gui
@@ -68,9 +68,8 @@ def test_snap_and_live(gui_viewer, scope, qtbot):
     panel.snap()
     qtbot.waitUntil(lambda: "Snap" in gui_viewer.layers, timeout=10000)
     snap = gui_viewer.layers["Snap"]
-    assert snap.data.shape == (512, 512) and tuple(snap.scale) == pytest.approx(
-        (0.65, 0.65)
-    )  # as acquisitions
+    # as acquisitions
+    assert snap.data.shape == (512, 512) and tuple(snap.scale) == pytest.approx((0.65, 0.65))
     panel.toggle_live()
     qtbot.waitUntil(lambda: "Live" in gui_viewer.layers, timeout=10000)
     assert tuple(gui_viewer.layers["Live"].scale) == pytest.approx((0.65, 0.65))
@@ -86,14 +85,9 @@ def test_snap_and_live(gui_viewer, scope, qtbot):
 
 def run_panel(panel, qtbot, timeout=30000):
     acquisition = panel.run()
-    assert acquisition is not None, panel.status.value
+    assert acquisition is not None, panel.run_control.status.value
     qtbot.waitUntil(
-        lambda: (
-            panel.run_button.enabled
-            and not acquisition.is_running()
-            and "running" not in panel.status.value
-            and panel.status.value != ""
-        ),
+        lambda: panel.run_control.run_button.enabled and acquisition.status().is_finished,
         timeout=timeout,
     )
     return acquisition
@@ -103,16 +97,22 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
-    panel.time_points.value = 2
-    panel.use_z.value = True
-    panel.z_start.value, panel.z_stop.value, panel.z_step.value = -2.0, 2.0, 2.0
-    panel.channels.value = ["DAPI", "FITC"]
-    panel.directory.value = tmp_path
-    panel.dataset_name.value = "tcz v2.5"
-    assert panel.estimate.value.startswith("12 frames")
+    panel.multi_d.time_points.value = 2
+    panel.multi_d.use_z.value = True
+    panel.multi_d.z_start.value, panel.multi_d.z_stop.value, panel.multi_d.z_step.value = (
+        -2.0,
+        2.0,
+        2.0,
+    )
+    panel.multi_d.channels.value = ["DAPI", "FITC"]
+    panel.storage.directory.value = tmp_path
+    panel.storage.dataset_name.value = "tcz v2.5"
+    assert panel.run_control.estimate.value.startswith("12 frames")
     run_panel(panel, qtbot)
-    assert panel.status.value.startswith("done: 12 frames"), panel.status.value
-    storage = panel.storage_object
+    assert panel.run_control.status.value.startswith("done: 12 of 12 frames stored in "), (
+        panel.run_control.status.value
+    )
+    storage = panel.acquisition.data_handler.storage
     assert isinstance(storage, NDTiffStorage) and len(storage) == 12
     # named after the dataset's folder, as the reader names the layers when it is reopened
     assert {layer.name for layer in gui_viewer.layers} == {"tcz v2.5_1 DAPI", "tcz v2.5_1 FITC"}
@@ -123,14 +123,12 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
     np.testing.assert_array_equal(
         np.asarray(layer.data[1, 2]), storage.get_data({"time": 1, "channel": "FITC", "z": 2})
     )
-    assert panel.progress.value == 12
+    assert panel.run_control.progress.value == 12
     reopened = gui_viewer.open(storage.path, plugin="napari-exengine")[0]
-    assert (
-        reopened.name == "tcz v2.5_1 DAPI [1]"
-    )  # napari tells the second layer of that name apart
-    assert tuple(reopened.scale) == pytest.approx(
-        (1.0, 2.0, 0.65, 0.65)
-    )  # z step and pixel size kept
+    # napari tells the second layer of that name apart
+    assert reopened.name == "tcz v2.5_1 DAPI [1]"
+    # z step and pixel size kept
+    assert tuple(reopened.scale) == pytest.approx((1.0, 2.0, 0.65, 0.65))
 
 
 def test_panel_saves_outside_the_temporary_folder_by_default(
@@ -141,58 +139,68 @@ def test_panel_saves_outside_the_temporary_folder_by_default(
     monkeypatch.delenv("EXENGINE_DATA_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     panel = AcquisitionPanel(gui_viewer)
-    assert str(panel.directory.value) == str(tmp_path / "home" / "exengine-data")
-    assert panel.estimate.value.startswith("1 frame,")
+    assert str(panel.storage.directory.value) == str(tmp_path / "home" / "exengine-data")
+    assert panel.run_control.estimate.value.startswith("1 frame,")
     monkeypatch.setenv("EXENGINE_DATA_DIR", str(tmp_path / "lab data"))
-    assert str(AcquisitionPanel(gui_viewer).directory.value) == str(tmp_path / "lab data")
+    assert str(AcquisitionPanel(gui_viewer).storage.directory.value) == str(tmp_path / "lab data")
 
 
 def test_positions_are_added_from_the_stage_edited_and_removed_one_by_one(gui_viewer, scope, qtbot):
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
-    panel.storage.value = "napari-exengine.storage.ndram"
-    panel.time_points.value = 2
+    panel.storage.backend.value = "napari-exengine.storage.ndram"
+    panel.multi_d.time_points.value = 2
     scope["XY"].set_position(120.0, -40.0)
-    panel.add_position.clicked.emit()
-    qtbot.waitUntil(lambda: len(panel.position_rows) == 1, timeout=5000)
-    panel.add_position_at(0.0, 0.0)
-    panel.add_position_at(500.0, 500.0, label="well C")
-    assert panel.xy_positions == [(120.0, -40.0), (0.0, 0.0), (500.0, 500.0)]
-    assert panel.positions_label.value == "3 positions" and panel.estimate.value.startswith(
-        "6 frames"
+    panel.multi_d.add_position.clicked.emit()
+    qtbot.waitUntil(lambda: len(panel.multi_d.position_rows) == 1, timeout=5000)
+    panel.multi_d.add_position_at(0.0, 0.0)
+    panel.multi_d.add_position_at(500.0, 500.0, label="well C")
+    assert panel.multi_d.xy_positions == [(120.0, -40.0), (0.0, 0.0), (500.0, 500.0)]
+    assert (
+        panel.multi_d.positions_label.value == "3 positions"
+        and panel.run_control.estimate.value.startswith("6 frames")
     )
-    second = panel.position_rows[1]
+    second = panel.multi_d.position_rows[1]
     second[0].value, second[1].value = "well B", 300.0  # edit a label and an x
-    panel.position_rows[0][3].clicked.emit()  # remove the first
-    assert panel.xy_positions == [(300.0, 0.0), (500.0, 500.0)]
-    assert panel.estimate.value.startswith("4 frames")
-    panel.position_rows[0][0].value = "well C"
-    assert "labels must be unique" in panel.estimate.value and not panel.run_button.enabled
-    panel.position_rows[0][0].value = "well B"
+    panel.multi_d.position_rows[0][3].clicked.emit()  # remove the first
+    assert panel.multi_d.xy_positions == [(300.0, 0.0), (500.0, 500.0)]
+    assert panel.run_control.estimate.value.startswith("4 frames")
+    panel.multi_d.position_rows[0][0].value = "well C"
+    assert (
+        "labels must be unique" in panel.run_control.estimate.value
+        and not panel.run_control.run_button.enabled
+    )
+    panel.multi_d.position_rows[0][0].value = "well B"
     run_panel(panel, qtbot)
-    storage = panel.storage_object
+    storage = panel.acquisition.data_handler.storage
     assert {c["position"] for c in storage.get_coordinates_list()} == {"well B", "well C"}
     metadata = storage.get_metadata({"time": 1, "position": "well C", "channel": "DAPI"})
     assert (metadata["StageX-um"], metadata["StageY-um"]) == (500.0, 500.0)
-    panel.clear_positions.clicked.emit()
-    assert panel.xy_positions == [] and panel.positions_label.value == "current position only"
+    panel.multi_d.clear_positions.clicked.emit()
+    assert (
+        panel.multi_d.xy_positions == []
+        and panel.multi_d.positions_label.value == "current position only"
+    )
 
 
 def test_invalid_settings_are_rejected_inline(gui_viewer, scope):
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
-    assert not panel.z_start.enabled  # editable once "z stack" is on
-    panel.use_z.value = True
-    assert panel.z_start.enabled
-    panel.z_start.value, panel.z_stop.value = 4.0, -4.0
-    assert panel.estimate.value.startswith("invalid") and "z_step" in panel.estimate.value
-    assert not panel.run_button.enabled
-    panel.z_stop.value = 8.0
-    assert panel.run_button.enabled
-    panel.order.value = "tq"
-    assert "order" in panel.estimate.value and not panel.run_button.enabled
+    assert not panel.multi_d.z_start.enabled  # editable once "z stack" is on
+    panel.multi_d.use_z.value = True
+    assert panel.multi_d.z_start.enabled
+    panel.multi_d.z_start.value, panel.multi_d.z_stop.value = 4.0, -4.0
+    assert (
+        panel.run_control.estimate.value.startswith("invalid")
+        and "z_step" in panel.run_control.estimate.value
+    )
+    assert not panel.run_control.run_button.enabled
+    panel.multi_d.z_stop.value = 8.0
+    assert panel.run_control.run_button.enabled
+    panel.multi_d.order.value = "tq"
+    assert "order" in panel.run_control.estimate.value and not panel.run_control.run_button.enabled
 
 
 def test_exposure_per_channel(gui_viewer, scope, qtbot):
@@ -200,22 +208,27 @@ def test_exposure_per_channel(gui_viewer, scope, qtbot):
 
     scope["Camera"].exposure = 2.0
     panel = AcquisitionPanel(gui_viewer)
-    panel.storage.value = "napari-exengine.storage.ndram"
-    panel.channels.value = ["DAPI", "FITC"]
-    assert panel.exposures() is None and len(panel.exposure_rows) == 0  # the camera's exposure
-    panel.per_channel_exposure.value = True
-    assert [box.label for box in panel.exposure_rows] == [
+    panel.storage.backend.value = "napari-exengine.storage.ndram"
+    panel.multi_d.channels.value = ["DAPI", "FITC"]
+    assert (
+        panel.multi_d.exposures() is None and len(panel.multi_d.exposure_rows) == 0
+    )  # the camera's exposure
+    panel.multi_d.per_channel_exposure.value = True
+    assert [box.label for box in panel.multi_d.exposure_rows] == [
         "DAPI exposure (ms)",
         "FITC exposure (ms)",
     ]
-    assert panel.exposures() == [2.0, 2.0]
-    panel.exposure_rows[1].value = 5.0
-    panel.channels.value = ["FITC", "TRITC"]  # FITC keeps its value, TRITC starts at the camera's
-    assert panel.exposures() == [5.0, 2.0]
-    panel.channels.value = ["DAPI", "FITC"]
-    panel.exposure_rows[0].value = 1.0
+    assert panel.multi_d.exposures() == [2.0, 2.0]
+    panel.multi_d.exposure_rows[1].value = 5.0
+    panel.multi_d.channels.value = [
+        "FITC",
+        "TRITC",
+    ]  # FITC keeps its value, TRITC starts at the camera's
+    assert panel.multi_d.exposures() == [5.0, 2.0]
+    panel.multi_d.channels.value = ["DAPI", "FITC"]
+    panel.multi_d.exposure_rows[0].value = 1.0
     run_panel(panel, qtbot)
-    storage = panel.storage_object
+    storage = panel.acquisition.data_handler.storage
     assert storage.get_metadata({"time": 0, "channel": "DAPI"})["Exposure-ms"] == 1.0
     assert storage.get_metadata({"time": 0, "channel": "FITC"})["Exposure-ms"] == 5.0
 
@@ -226,29 +239,34 @@ def test_stop_and_abort_keep_stored_frames(gui_viewer, scope, qtbot, action):
 
     scope["Camera"].exposure = 20.0
     panel = AcquisitionPanel(gui_viewer)
-    panel.time_points.value = 500
-    panel.storage.value = "napari-exengine.storage.ndram"
+    panel.multi_d.time_points.value = 500
+    panel.storage.backend.value = "napari-exengine.storage.ndram"
     acquisition = panel.run()
-    qtbot.waitUntil(lambda: acquisition.frames_done >= 3, timeout=10000)
-    assert not panel.time_points.enabled
+    qtbot.waitUntil(lambda: acquisition.frames_stored >= 3, timeout=10000)
+    assert not panel.multi_d.time_points.enabled
     getattr(panel, action)()
-    qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=10000)
-    stored = len(panel.storage_object)
-    assert 3 <= stored < 500 and panel.status.value.startswith(f"done: {stored} frames")
-    assert panel.time_points.enabled and not panel.z_start.enabled  # "z stack" is off
+    qtbot.waitUntil(lambda: panel.run_control.run_button.enabled, timeout=10000)
+    stored = len(panel.acquisition.data_handler.storage)
+    reason = "stopped" if action == "stop" else "aborted"
+    status = panel.run_control.status.value
+    assert 3 <= stored < 500 and status.startswith(f"{reason}: {stored} of 500 frames stored")
+    assert (
+        panel.multi_d.time_points.enabled and not panel.multi_d.z_start.enabled
+    )  # "z stack" is off
 
 
 def test_the_estimate_of_a_long_time_lapse_counts_every_frame(gui_viewer, scope):
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
-    panel.channels.value = ["DAPI", "FITC"]
-    panel.use_z.value = True
-    panel.add_position_at(0.0, 0.0)
-    panel.add_position_at(10.0, 0.0)
-    panel.interval_s.value = 60.0
-    panel.time_points.value = 30_000  # planned one time point at a time, counted for all of them
-    assert panel.estimate.value == "600000 frames, 293.0 GB, ~20d19h"
+    panel.multi_d.channels.value = ["DAPI", "FITC"]
+    panel.multi_d.use_z.value = True
+    panel.multi_d.add_position_at(0.0, 0.0)
+    panel.multi_d.add_position_at(10.0, 0.0)
+    panel.multi_d.interval_s.value = 60.0
+    # planned one time point at a time, counted for all of them
+    panel.multi_d.time_points.value = 30_000
+    assert panel.run_control.estimate.value.startswith("600,000 frames, 293.0 GB, ~20d19h")
 
 
 class FailingStorage(NDRAMStorage):
@@ -268,12 +286,16 @@ def test_storage_failure_mid_run_is_shown_and_keeps_earlier_frames(
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
-    panel.time_points.value = 30
-    monkeypatch.setattr(panel, "_make_storage", lambda: FailingStorage(fail_at=5))
+    panel.multi_d.time_points.value = 30
+    import napari_exengine.acquisition_setup as setup
+
+    monkeypatch.setattr(setup, "_storage", lambda request, summary: FailingStorage(fail_at=5))
     panel.run()
-    qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=20000)
-    assert "simulated disk failure" in panel.status.value
-    assert [c["time"] for c in panel.storage_object.get_coordinates_list()][:5] == [0, 1, 2, 3, 4]
+    qtbot.waitUntil(lambda: panel.run_control.run_button.enabled, timeout=20000)
+    assert "simulated disk failure" in panel.run_control.status.value
+    assert [c["time"] for c in panel.acquisition.data_handler.storage.get_coordinates_list()][
+        :5
+    ] == [0, 1, 2, 3, 4]
     started = time.monotonic()
     qtbot.wait(50)
     assert time.monotonic() - started < 1
@@ -305,25 +327,26 @@ def test_planned_layers_exist_before_the_first_frame_and_settle_on_it(gui_viewer
     from napari_exengine.layer_sink import LayerSink
 
     handler = DataHandler(NDRAMStorage())
-    planned = [{"time": t, "channel": c} for t in range(3) for c in ("DAPI", "FITC")]
-    sink = LayerSink(
-        gui_viewer, handler, name="plan", expected=planned, frame_shape=(16, 16), dtype=np.uint16
+    planned = PlannedData(
+        axis_sizes={"time": 3, "channel": 2},
+        axis_values={"channel": ("DAPI", "FITC")},
+        frame_shape=(16, 16),
+        dtype="uint16",
     )
+    sink = LayerSink(gui_viewer, handler, name="plan", planned=planned)
     dapi, fitc = gui_viewer.layers["plan DAPI"], gui_viewer.layers["plan FITC"]
     assert dapi.data.shape == fitc.data.shape == (3, 16, 16)
     assert tuple(dapi.contrast_limits) == (0, 65535) and np.asarray(dapi.data[2]).max() == 0
-    assert (
-        gui_viewer.dims.current_step[0] == 0
-    )  # at the first planned frame, not napari's mid-range
+    # at the first planned frame, not napari's mid-range
+    assert gui_viewer.dims.current_step[0] == 0
     handler.put(
         {"time": 0, "channel": "DAPI"}, np.full((16, 16), 7, np.uint16), {"PixelSizeUm": 0.5}
     )
     qtbot.waitUntil(lambda: sink.frames_shown == 1, timeout=5000)
     assert tuple(dapi.contrast_limits) == (7, 8) and dapi.scale[-1] == pytest.approx(0.5)
     assert np.asarray(dapi.data[0])[0, 0] == 7
-    handler.put(
-        {"time": 0, "channel": "FITC"}, np.full((8, 32), 3, np.uint8), {}
-    )  # not the planned frame
+    # not the planned frame
+    handler.put({"time": 0, "channel": "FITC"}, np.full((8, 32), 3, np.uint8), {})
     qtbot.waitUntil(lambda: sink.frames_shown == 2, timeout=5000)
     fitc = gui_viewer.layers["plan FITC"]
     assert fitc.data.shape == (3, 8, 32) and fitc.data.dtype == np.uint8
@@ -342,9 +365,7 @@ def test_planned_layers_take_the_planned_pixel_size_and_keep_it_when_frames_agre
         gui_viewer,
         handler,
         name="px",
-        expected=[{"time": t} for t in range(2)],
-        frame_shape=(16, 16),
-        pixel_size=0.65,
+        planned=PlannedData(axis_sizes={"time": 2}, frame_shape=(16, 16), pixel_size_um=0.65),
     )
     layer = gui_viewer.layers["px"]
     assert tuple(layer.scale) == pytest.approx((1.0, 0.65, 0.65))
@@ -366,12 +387,11 @@ def test_panel_plans_layers_at_the_cameras_binned_pixel_size(gui_viewer, scope, 
     scope["Camera"].binning = 2
     scope["Camera"].exposure = 50.0
     panel = AcquisitionPanel(gui_viewer)
-    panel.time_points.value = 3
-    panel.storage.value = "napari-exengine.storage.ndram"
+    panel.multi_d.time_points.value = 3
+    panel.storage.backend.value = "napari-exengine.storage.ndram"
     acquisition = panel.run()
-    qtbot.waitUntil(
-        lambda: len(gui_viewer.layers) == 1, timeout=5000
-    )  # made on the GUI loop's next turn
+    # made on the GUI loop's next turn
+    qtbot.waitUntil(lambda: len(gui_viewer.layers) == 1, timeout=5000)
     (layer,) = gui_viewer.layers
     assert layer.data.shape[-2:] == (256, 256)
     assert layer.scale[-1] == pytest.approx(1.3)  # planned at the binned pixel size
@@ -437,9 +457,8 @@ def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_vi
         assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
         assert sink._timer.interval() == layer_sink.BUSY_SAMPLE_MS  # samples the backlog meanwhile
         assert sink._quiet_until > time.monotonic()
-        sink._quiet_until = (
-            time.monotonic() + 60
-        )  # however slow this machine is, still within the pause
+        # however slow this machine is, still within the pause
+        sink._quiet_until = time.monotonic() + 60
         shown = sink.frames_shown
         more()
         sink._tick()  # a sample during the pause, still behind: no redraw
@@ -490,9 +509,8 @@ def test_a_storage_stall_at_a_cameras_pace_delays_redraws_by_one_sample(gui_view
         more()
         sink._tick()
         assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
-        sink._quiet_until = (
-            time.monotonic() + 60
-        )  # however slow this machine is, still within the pause
+        # however slow this machine is, still within the pause
+        sink._quiet_until = time.monotonic() + 60
         more()
         sink._tick()
         assert sink.frames_shown == put - layer_sink.BUSY_FRAMES - 1  # paused
@@ -512,9 +530,8 @@ def test_sinks_following_acquisitions_keep_the_collector_off_older_objects(gui_v
 
     assert gc.get_freeze_count() == 0
     first = LayerSink(gui_viewer, DataHandler(NDRAMStorage()), name="one")
-    assert (
-        gc.get_freeze_count() > 0
-    )  # a full collection walks napari's objects: ~130 ms holding the GIL
+    # a full collection walks napari's objects: ~130 ms holding the GIL
+    assert gc.get_freeze_count() > 0
     second = LayerSink(gui_viewer, DataHandler(NDRAMStorage()), name="two")
     first.close()
     first.close()  # idempotent
@@ -539,8 +556,7 @@ def test_moving_the_sliders_slices_each_layer_once(gui_viewer, qtbot):
         gui_viewer,
         handler,
         name="once",
-        expected=[{"time": t} for t in range(4)],
-        frame_shape=(16, 16),
+        planned=PlannedData(axis_sizes={"time": 4}, frame_shape=(16, 16)),
     )
     layer = gui_viewer.layers["once"]
     slices = []
@@ -567,17 +583,17 @@ def test_screenshot_of_running_acquisition_is_not_blank(gui_viewer, scope, qtbot
 
     scope["Camera"].exposure = 30.0
     panel = AcquisitionPanel(gui_viewer)
-    panel.time_points.value = 100
-    panel.storage.value = "napari-exengine.storage.ndram"
+    panel.multi_d.time_points.value = 100
+    panel.storage.backend.value = "napari-exengine.storage.ndram"
     acquisition = panel.run()
     qtbot.waitUntil(
-        lambda: len(gui_viewer.layers) > 0 and acquisition.frames_done > 2, timeout=10000
+        lambda: len(gui_viewer.layers) > 0 and acquisition.frames_stored > 2, timeout=10000
     )
     qtbot.wait(100)
     shot = gui_viewer.screenshot(canvas_only=True)
     assert shot.std() > 1.0
     panel.abort()
-    qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=10000)
+    qtbot.waitUntil(lambda: panel.run_control.run_button.enabled, timeout=10000)
 
 
 def test_launcher_opens_viewer_with_docked_panels():
@@ -602,25 +618,27 @@ def test_panel_offers_contributions_and_runs_through_plugin_processor_and_storag
     scope["Camera"].roi = (0, 0, 64, 64)
     panel = AcquisitionPanel(gui_viewer)
     storage_ids = (
-        [value for _, value in panel.storage.choices]
-        if isinstance(panel.storage.choices[0], tuple)
-        else list(panel.storage.choices)
+        [value for _, value in panel.storage.backend.choices]
+        if isinstance(panel.storage.backend.choices[0], tuple)
+        else list(panel.storage.backend.choices)
     )
     assert {"napari-exengine.storage.omezarr", "exengine-npy-storage.npy_folder"} <= set(
         storage_ids
     )
-    assert "exengine-denoise.gaussian" in panel.processors
-    form = panel.add_processor("exengine-denoise.gaussian")
+    assert "exengine-denoise.gaussian" in panel.processors.processors
+    form = panel.processors.add("exengine-denoise.gaussian")
     form.sigma.value = 1.5
-    panel.add_processor("napari-exengine.processor.background_subtraction").level.value = 50.0
-    panel.storage.value = "exengine-npy-storage.npy_folder"
-    assert [w.name for w in panel.storage_form] == ["compress"]
-    panel.directory.value = tmp_path
-    panel.dataset_name.value = "plugged"
-    panel.time_points.value = 3
+    panel.processors.add("napari-exengine.processor.background_subtraction").level.value = 50.0
+    panel.storage.backend.value = "exengine-npy-storage.npy_folder"
+    assert [w.name for w in panel.storage.backend_settings] == ["compress"]
+    panel.storage.directory.value = tmp_path
+    panel.storage.dataset_name.value = "plugged"
+    panel.multi_d.time_points.value = 3
     run_panel(panel, qtbot)
-    assert panel.status.value.startswith("done: 3 frames"), panel.status.value
-    metadata = panel.storage_object.get_metadata({"time": 1, "channel": "DAPI"})
+    assert panel.run_control.status.value.startswith("done: 3 of 3 frames stored"), (
+        panel.run_control.status.value
+    )
+    metadata = panel.acquisition.data_handler.storage.get_metadata({"time": 1, "channel": "DAPI"})
     assert metadata["Denoise"] == "gaussian sigma=1.5" and metadata["Background"] == 50.0
     assert len(list((tmp_path / "plugged").glob("*.npy"))) == 3
 
@@ -631,11 +649,11 @@ def test_layers_are_named_after_the_dataset_folder_without_its_format_suffix(
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
-    panel.storage.value = "napari-exengine.storage.omezarr"
-    panel.directory.value = tmp_path
-    panel.dataset_name.value = "zarr run"
+    panel.storage.backend.value = "napari-exengine.storage.omezarr"
+    panel.storage.directory.value = tmp_path
+    panel.storage.dataset_name.value = "zarr run"
     run_panel(panel, qtbot)
-    assert panel.storage_object.path.endswith("zarr run_1.ome.zarr")
+    assert panel.acquisition.data_handler.storage.path.endswith("zarr run_1.ome.zarr")
     assert [layer.name for layer in gui_viewer.layers] == ["zarr run_1 DAPI"]
 
 
@@ -658,21 +676,25 @@ def test_devices_panel_loads_backends_and_acquisition_panel_uses_them(
         f"{prefix}Channel" if backend == "micromanager" else f"{prefix}FilterWheel"
     )
     acquisition_panel.channel_choice.value = channel_device
-    assert "FITC" in acquisition_panel.channels.choices
-    acquisition_panel.channels.value = ["DAPI", "FITC"]
+    assert "FITC" in acquisition_panel.multi_d.channels.choices
+    acquisition_panel.multi_d.channels.value = ["DAPI", "FITC"]
     acquisition_panel.z_choice.value = ExecutionEngine.get_device(
         f"{prefix}Focus" if backend == "micromanager" else f"{prefix}StageZ"
     )
-    acquisition_panel.use_z.value = True
-    acquisition_panel.z_start.value, acquisition_panel.z_stop.value = 0.0, 2.0
-    acquisition_panel.storage.value = "napari-exengine.storage.ndram"
-    acquisition_panel.time_points.value = 2
+    acquisition_panel.multi_d.use_z.value = True
+    acquisition_panel.multi_d.z_start.value, acquisition_panel.multi_d.z_stop.value = 0.0, 2.0
+    acquisition_panel.storage.backend.value = "napari-exengine.storage.ndram"
+    acquisition_panel.multi_d.time_points.value = 2
     ExecutionEngine.get_device(camera_name).exposure = 1.0
     run_panel(acquisition_panel, qtbot)
-    assert acquisition_panel.status.value.startswith("done: 8 frames"), (
-        acquisition_panel.status.value
+    assert acquisition_panel.run_control.status.value.startswith("done: 8 of 8 frames stored"), (
+        acquisition_panel.run_control.status.value
     )
-    assert {"channel": "FITC", "time": 1, "z": 1} in acquisition_panel.storage_object
+    assert {
+        "channel": "FITC",
+        "time": 1,
+        "z": 1,
+    } in acquisition_panel.acquisition.data_handler.storage
 
 
 def test_loading_a_missing_mm_config_is_reported(gui_viewer, scope, qtbot):
@@ -711,10 +733,10 @@ def test_panel_lists_broken_contributions_as_unavailable(
         lambda: list_contributions(manager=manager_with_broken_plugin),
     )
     panel = widgets.AcquisitionPanel(gui_viewer)
-    assert "broken-contributions.missing" not in panel.processors
+    assert "broken-contributions.missing" not in panel.processors.processors
     assert (
         not panel.unavailable.native.isHidden()
         and "no_such_module_anywhere" in panel.unavailable.value
     )
-    assert "napari-exengine.processor.max_intensity_projection" in panel.processors
-    assert panel.run_button.enabled
+    assert "napari-exengine.processor.max_intensity_projection" in panel.processors.processors
+    assert panel.run_control.run_button.enabled

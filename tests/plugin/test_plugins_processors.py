@@ -140,12 +140,10 @@ def test_max_intensity_projection_from_the_plan_or_at_finish():
         for t in range(3)
         for z in range(4)
     ]
-    unset = (
-        max_intensity_projection()
-    )  # no plan given: every stack is projected when the handler finishes
-    assert (
-        unset.z_planes is None and max_intensity_projection(z_planes=0).z_planes is None
-    )  # 0: a spin box's unset
+    # no plan given: every stack is projected when the handler finishes
+    unset = max_intensity_projection()
+    # 0: a spin box's unset
+    assert unset.z_planes is None and max_intensity_projection(z_planes=0).z_planes is None
     storage = run(unset, frames)
     assert len(storage) == 3 and storage.get_data({"time": 2, "projection": "max"})[0, 0] == 23
     assert "Partial" not in storage.get_metadata({"time": 2, "projection": "max"})
@@ -210,9 +208,8 @@ def test_check_fits_plan_refuses_what_cannot_fit_and_tells_what_will_be_partial(
     ]
     with pytest.raises(ValueError, match="frames=8 but the plan has 5 time points"):
         check_fits_plan(frame_averaging(frames=8), {"time": 5})
-    assert (
-        check_fits_plan(frame_averaging(frames=8), {"time": None}) == []
-    )  # open-ended: nothing to check
+    # open-ended: nothing to check
+    assert check_fits_plan(frame_averaging(frames=8), {"time": None}) == []
     assert (
         check_fits_plan(lambda c, d, m: (c, d, m), {"time": 5}) == []
         and check_fits_plan(None, {}) == []
@@ -247,9 +244,8 @@ def test_chain_flush_feeds_what_one_held_into_the_next():
         {"time": 0, "projection": "max"},
         {"time": 1, "projection": "max"},
     ]
-    assert (
-        storage.get_data({"time": 0, "projection": "max"})[0, 0] == 6
-    )  # mean of the t0 and t1 maxima 1, 11
+    # mean of the t0 and t1 maxima 1, 11
+    assert storage.get_data({"time": 0, "projection": "max"})[0, 0] == 6
     assert storage.get_data({"time": 1, "projection": "max"})[0, 0] == 21
     assert storage.get_metadata({"time": 1, "projection": "max"})["Partial"] is True
     assert chain.stateful and not ProcessorChain([background_subtraction()]).stateful
@@ -257,9 +253,8 @@ def test_chain_flush_feeds_what_one_held_into_the_next():
 
 def test_builtin_processors_declare_whether_they_keep_state():
     assert not background_subtraction().stateful and frame_averaging().stateful
-    assert (
-        max_intensity_projection().stateful and DataProcessor(lambda c, d, m: None).stateful
-    )  # safe default
+    # safe default
+    assert max_intensity_projection().stateful and DataProcessor(lambda c, d, m: None).stateful
     contributions = {c.id: c for c in list_contributions("processor")}
     assert contributions["napari-exengine.processor.background_subtraction"].stateful is False
     assert contributions["napari-exengine.processor.frame_averaging"].stateful is True

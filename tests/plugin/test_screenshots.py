@@ -27,9 +27,8 @@ PICTURES = ("panels.png", "acquisition.png", "reopened_dataset.png")
 MAX_BYTES = 300_000
 WINDOW = (1280, 800)
 
-show = pytest.mark.parametrize(
-    "gui_viewer", [True], indirect=True
-)  # a shown window, so docks are laid out
+# a shown window, so docks are laid out
+show = pytest.mark.parametrize("gui_viewer", [True], indirect=True)
 
 
 def save_screenshot(viewer, qtbot, name: str) -> np.ndarray:
@@ -79,9 +78,8 @@ def show_step(viewer, **steps: int) -> None:
 def test_screenshot_docked_panels_before_a_run(gui_viewer, scope, qtbot, monkeypatch):
     from qtpy.QtWidgets import QPushButton
 
-    monkeypatch.setenv(
-        "EXENGINE_DATA_DIR", "~/exengine-data"
-    )  # shown as a user sees it (nothing is saved)
+    # shown as a user sees it (nothing is saved)
+    monkeypatch.setenv("EXENGINE_DATA_DIR", "~/exengine-data")
     viewer = gui_viewer
     viewer.window.resize(*WINDOW)
     scope["Camera"].exposure = 20.0
@@ -183,7 +181,4 @@ def test_docs_html_shows_the_screenshots_and_the_api_pages(tmp_path):
     assert all((tmp_path / "_images" / name).stat().st_size > 10_000 for name in PICTURES)
     api = (tmp_path / "api.html").read_text()
     assert 'id="exengine.kernel.executor.ExecutionEngine"' in api
-    assert (
-        'id="napari_exengine.useq_sequences.load_sequence"'
-        in (tmp_path / "coming_from.html").read_text()
-    )
+    assert 'id="exengine.events.multi_d_settings.MultiDSettings.load"' in api

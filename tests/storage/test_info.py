@@ -94,9 +94,8 @@ def test_info_reports_the_real_size_of_a_sigkilled_ndtiff_dataset(tmp_path, sigk
     assert "Format: NDTiff v3\n" in text and int(re.search(r"Frames: (\d+)", text).group(1)) >= 40
     real = size_mb(text)
     assert real == round(allocated_bytes(str(dataset)) / 1024**2, 1)
-    assert (
-        40 * 0.5 <= real < 1000 < apparent / 1024**2
-    )  # frames written (512 KB each), not the files' length
+    # frames written (512 KB each), not the files' length
+    assert 40 * 0.5 <= real < 1000 < apparent / 1024**2
 
 
 def test_info_refuses_what_is_not_a_dataset(tmp_path, capsys):

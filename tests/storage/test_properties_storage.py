@@ -164,9 +164,8 @@ NOT_JSON = [_Opaque(), b"raw", {1, 2}, 1j]
 
 def invalid_metadata(backend: str) -> Any:
     """Metadata that is not a JSON object: not a dict, or holding values JSON cannot represent."""
-    values = NOT_JSON + (
-        [np.datetime64("2024")] if backend == "ndtiff" else []
-    )  # see test_numpy_dates_...
+    # see test_numpy_dates_...
+    values = NOT_JSON + ([np.datetime64("2024")] if backend == "ndtiff" else [])
     return st.dictionaries(
         st.text(max_size=4), st.sampled_from(values), min_size=1, max_size=2
     ) | st.sampled_from([[1, 2], "text", 3])
@@ -212,9 +211,8 @@ def test_invalid_frames_and_metadata_are_refused_before_anything_is_written(fram
     if what == "kind of value":  # an axis given an int where it holds strs, or the other way round
         assume(valid)
         axis = data.draw(st.sampled_from(sorted(coords)))
-        assume(
-            not (backend == "omezarr" and axis == "channel")
-        )  # OME-Zarr channels: ints and strs are labels
+        # OME-Zarr channels: ints and strs are labels
+        assume(not (backend == "omezarr" and axis == "channel"))
         other = "label" if isinstance(coords[axis], int) else data.draw(st.integers(0, 6))
         invalid = ({**coords, axis: other}, frame, metadata)
     elif what == "frame":

@@ -140,9 +140,8 @@ def _mount_type(path) -> str:
             _device, mount_point, fs_type = line.split()[:3]
             mount_point = mount_point.replace("\\040", " ")
             inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
-            if inside and len(mount_point) >= len(
-                best
-            ):  # the last, topmost mount of the longest point
+            # the last, topmost mount of the longest point
+            if inside and len(mount_point) >= len(best):
                 best, kind = mount_point, fs_type
     return kind
 
@@ -165,9 +164,8 @@ def test_space_is_reserved_only_where_it_pays(tmp_path):
 def test_space_reserved_ahead_of_the_writer_is_trimmed_at_finish(tmp_path, monkeypatch):
     from exengine.storage import _preallocate
 
-    monkeypatch.setattr(
-        _preallocate, "file_system_reserves", lambda fd: True
-    )  # whatever tmp_path is on
+    # whatever tmp_path is on
+    monkeypatch.setattr(_preallocate, "file_system_reserves", lambda fd: True)
     storage = NDTiffStorage(tmp_path, "reserve")
     frames = [np.full((256, 256), t, np.uint16) for t in range(4)]
     for t, frame in enumerate(frames):
@@ -201,9 +199,8 @@ def test_frames_without_pixels_are_refused_before_writing(tmp_path, shape):
     with pytest.raises(ValueError, match=r"without pixels.*" + re.escape(str(shape))):
         storage.put({"time": 0}, np.zeros(shape, np.uint16), {})
     assert len(storage) == 0 and not storage.dataset.has_image(time=0)
-    storage.put(
-        {"time": 1}, np.full((4, 6), 7, np.uint16), {"ok": True}
-    )  # the dataset still takes frames
+    # the dataset still takes frames
+    storage.put({"time": 1}, np.full((4, 6), 7, np.uint16), {"ok": True})
     storage.close()
     reopened = ndstorage.Dataset(storage.path)
     assert [dict(axes) for axes in reopened.get_image_coordinates_list()] == [{"time": 1}]
@@ -236,9 +233,8 @@ def test_coordinates_ndstorage_cannot_keep_are_refused_naming_the_axis(tmp_path,
     with pytest.raises(ValueError, match="axis named 'self'"):
         storage.put({"time": 1, "channel": "DAPI", "self": 1}, np.ones((2, 2), np.uint16), {})
     assert len(storage) == 1
-    storage.put(
-        {"time": 1, "channel": "FITC"}, np.ones((2, 2), np.uint16), {}
-    )  # still takes frames
+    # still takes frames
+    storage.put({"time": 1, "channel": "FITC"}, np.ones((2, 2), np.uint16), {})
     assert len(storage) == 2
     storage.close()
 

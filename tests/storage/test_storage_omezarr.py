@@ -72,20 +72,19 @@ def test_enospc_from_the_write_leaves_no_chunk_and_keeps_every_stored_frame(tmp_
     assert not os.path.lexists(chunk_path(storage, 3)) and not os.path.lexists(
         chunk_path(storage, 3) + ".partial"
     )
-    storage.put(
-        {"time": 4}, frame(4), {"t": 4}
-    )  # the disk has room again: the next frame is stored
+    # the disk has room again: the next frame is stored
+    storage.put({"time": 4}, frame(4), {"t": 4})
     storage.finish()
+    # trimmed to the frames stored
     assert zarr.open_group(storage.path, mode="r")["0"].shape == (
         5,
         *SHAPE,
-    )  # trimmed to the frames stored
+    )
     assert_readable(
         storage.path, [{"time": t} for t in (0, 1, 2, 4)], {t: 1 + 10 * t for t in range(5)}
     )
-    assert (
-        OMEZarrDataset(storage.path).read_frame({"time": 3}).max() == 0
-    )  # the failed frame: absent
+    # the failed frame: absent
+    assert OMEZarrDataset(storage.path).read_frame({"time": 3}).max() == 0
 
 
 @pytest.fixture
@@ -176,11 +175,12 @@ def test_sigkill_mid_run_leaves_a_dataset_that_opens_with_every_stored_frame(
         coords = {"time": int(t), "channel": channel}
         assert dataset.read_frame(coords)[0, 0] == 1 + 10 * int(t) + channels.index(channel)
         assert dataset.read_metadata(coords) == {"t": int(t)}
+    # the whole array reads
     assert zarr.open_group(path, mode="r")["0"][...].shape[1:] == (
         2,
         64,
         64,
-    )  # the whole array reads
+    )
 
 
 def test_dataset_reader_opens_other_ome_zarr_images(tmp_path):

@@ -179,9 +179,8 @@ class Relay:
     def _pump(self, source: socket.socket, target: socket.socket, to_server: bool = False) -> None:
         try:
             while data := source.recv(65536):
-                while not self._flowing.wait(
-                    0.1
-                ):  # stalled: stop reading, so TCP pushes back on the sender
+                # stalled: stop reading, so TCP pushes back on the sender
+                while not self._flowing.wait(0.1):
                     if self._closed.is_set():
                         return
                 hold = self._hold
@@ -416,9 +415,8 @@ def test_a_frame_put_again_while_its_first_write_completes_is_refused_and_the_fi
     class CheckingSlowly(OMEZarrStorage):
         slow = False
 
-        def _check_frame(
-            self, coords, data
-        ):  # the second put's checks last until the first write is done
+        # the second put's checks last until the first write is done
+        def _check_frame(self, coords, data):
             if self.slow:
                 assert first_stored.wait(30)
             return super()._check_frame(coords, data)
@@ -687,7 +685,7 @@ def test_the_command_line_writes_to_a_store_url(s3, scope):
         stream=out,
     )
     assert status == 0, out.getvalue()
-    assert f"Done: 6 frames stored in {s3.url}/cli_1.ome.zarr" in out.getvalue()
+    assert f"Done: 6 of 6 frames stored in {s3.url}/cli_1.ome.zarr" in out.getvalue()
     assert len(OMEZarrDataset(f"{s3.url}/cli_1.ome.zarr").coordinates()) == 6
 
 
@@ -696,11 +694,14 @@ def test_the_panel_writes_to_a_store_url(s3, scope, gui_viewer, qtbot):
     from napari_exengine.acquisition_panel import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
-    panel.time_points.value = 3
-    panel.storage.value = "napari-exengine.storage.omezarr"
-    panel.directory.line_edit.value = s3.url
-    assert panel.destination() == s3.url
+    panel.multi_d.time_points.value = 3
+    panel.storage.backend.value = "napari-exengine.storage.omezarr"
+    panel.storage.directory.line_edit.value = s3.url
+    assert panel.storage.destination() == s3.url
     panel.run()
-    qtbot.waitUntil(lambda: panel.run_button.enabled, timeout=30000)
-    assert panel.storage_object.path.startswith(s3.url) and len(panel.storage_object) == 3
-    assert panel.status.value.startswith("done: 3 frames stored in s3://")
+    qtbot.waitUntil(lambda: panel.run_control.run_button.enabled, timeout=30000)
+    assert (
+        panel.acquisition.data_handler.storage.path.startswith(s3.url)
+        and len(panel.acquisition.data_handler.storage) == 3
+    )
+    assert panel.run_control.status.value.startswith("done: 3 of 3 frames stored in s3://")

@@ -181,9 +181,8 @@ class DemoFilterWheel(StateDevice):
 
 def create_demo_core(shape: tuple[int, int] = (512, 512)) -> UniMMCore:
     """A ``UniMMCore`` with the demo devices loaded and a "Channel" group (DAPI, FITC, TRITC)."""
-    logging.getLogger("pymmcore-plus").setLevel(
-        logging.CRITICAL
-    )  # no C++ adapters installed: expected
+    # no C++ adapters installed: expected
+    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
     core = UniMMCore()
     scene = _Scene()
     core.loadPyDevice("Camera", DemoCamera(scene, shape))

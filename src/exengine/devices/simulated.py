@@ -335,9 +335,8 @@ class SimulatedCamera(Detector):
                 continue
             level = 0 if defocus < 3 else 1 if defocus < 9 else 2
             image += weight * _periodic_crop(specimen[layer, level], oy, ox, rh, rw)
-        if (
-            binning > 1
-        ):  # pixels left over when the roi is not a multiple of the binning are dropped
+        # pixels left over when the roi is not a multiple of the binning are dropped
+        if binning > 1:
             h, w = rh // binning, rw // binning
             image = (
                 image[: h * binning, : w * binning].reshape(h, binning, w, binning).sum(axis=(1, 3))

@@ -15,6 +15,7 @@ from .multi_d_events import (
     multi_d_acquisition_events,
     multi_d_acquisition_plan,
 )
+from .multi_d_settings import MultiDSettings
 from .positioner_events import (
     SetPosition1DEvent,
     SetPosition2DEvent,
@@ -33,6 +34,7 @@ __all__ = [
     "AcquisitionClock",
     "DataAcquiredNotification",
     "MultiDPlan",
+    "MultiDSettings",
     "ReadoutData",
     "SetPosition1DEvent",
     "SetPosition2DEvent",

@@ -10,7 +10,7 @@ from typing import Any
 from ..device_types import Detector
 from ..kernel.data_coords import DataCoordinates
 from ..kernel.data_handler import DataHandler, DataHandlerError
-from ..kernel.ex_event_base import ExecutorEvent
+from ..kernel.ex_event_base import EventChecks, ExecutorEvent
 from ..kernel.ex_event_capabilities import Abortable, DataProducing, Stoppable
 from ..kernel.notification_base import Notification, NotificationCategory
 from ._devices import resolve_device
@@ -79,9 +79,8 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         """Read the frames; returns how many were read."""
         detector = resolve_device(self.detector, Detector, "detector")
         handler = self.data_handler
-        if (
-            handler is not None and handler.error is not None
-        ):  # nowhere to put frames: stop the camera
+        # nowhere to put frames: stop the camera
+        if handler is not None and handler.error is not None:
             detector.stop()
             raise DataHandlerError(
                 f"Not reading {detector.name}: the data handler has failed, no more frames "
@@ -112,6 +111,10 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
             self.publish_notification(DataAcquiredNotification(coords))
         return read
 
+    def check(self, checks: EventChecks) -> None:
+        checks.detector(self.detector)
+        checks.data_handler(self.data_handler)
+
 
 class StartCapture(ExecutorEvent):
     """Arm a detector for ``num_images`` (alias ``num_blocks``) frames and start it."""
@@ -133,6 +136,9 @@ class StartCapture(ExecutorEvent):
     def execute(self) -> None:
         _arm_and_start(resolve_device(self.detector, Detector, "detector"), self.num_blocks)
 
+    def check(self, checks: EventChecks) -> None:
+        checks.detector(self.detector)
+
 
 def _arm_and_start(detector: Detector, frame_count: int | None) -> None:
     """Arm and start ``detector``; stop it again if either fails."""
@@ -153,6 +159,9 @@ class StartContinuousCapture(ExecutorEvent):
 
     def execute(self) -> None:
         _arm_and_start(resolve_device(self.detector, Detector, "detector"), None)
+
+    def check(self, checks: EventChecks) -> None:
+        checks.detector(self.detector)
 
 
 class StopCapture(ExecutorEvent):

@@ -13,7 +13,7 @@ from ..device_types import (
     TriggerableDoubleAxisPositioner,
     TriggerableSingleAxisPositioner,
 )
-from ..kernel.ex_event_base import ExecutorEvent
+from ..kernel.ex_event_base import EventChecks, ExecutorEvent
 from ._devices import resolve_device
 
 
@@ -35,6 +35,11 @@ class SetPosition2DEvent(ExecutorEvent):
             *self.position
         )
 
+    def check(self, checks: EventChecks) -> None:
+        stage = checks.device(self.device, DoubleAxisPositioner, "xy positioner")
+        for axis, value in zip("xy", self.position, strict=True):
+            checks.position(stage, axis, value, axis)
+
 
 class SetPosition1DEvent(ExecutorEvent):
     """Move a single-axis positioner (object, registered name, or None for the only one) to
@@ -47,6 +52,10 @@ class SetPosition1DEvent(ExecutorEvent):
 
     def execute(self) -> None:
         resolve_device(self.device, SingleAxisPositioner, "positioner").set_position(self.position)
+
+    def check(self, checks: EventChecks) -> None:
+        stage = checks.device(self.device, SingleAxisPositioner, "positioner")
+        checks.position(stage, "position", self.position, "position")
 
 
 class SetTriggerable1DPositionsEvent(ExecutorEvent):
@@ -73,6 +82,11 @@ class SetTriggerable1DPositionsEvent(ExecutorEvent):
             )
         device.set_position_sequence(self.positions)
 
+    def check(self, checks: EventChecks) -> None:
+        stage = checks.device(self.device, SingleAxisPositioner, "positioner")
+        for position in self.positions:
+            checks.position(stage, "position", float(position), "position")
+
 
 class SetTriggerable2DPositionsEvent(ExecutorEvent):
     """Load a sequence of (x, y) positions that a two-axis positioner steps through on triggers."""
@@ -97,6 +111,12 @@ class SetTriggerable2DPositionsEvent(ExecutorEvent):
                 f"{len(self.positions)}"
             )
         device.set_position_sequence(self.positions)
+
+    def check(self, checks: EventChecks) -> None:
+        stage = checks.device(self.device, DoubleAxisPositioner, "xy positioner")
+        for x, y in self.positions:
+            checks.position(stage, "x", float(x), "x")
+            checks.position(stage, "y", float(y), "y")
 
 
 class StopTriggerablePositionSequenceEvent(ExecutorEvent):

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..kernel.device import Device
-from ..kernel.ex_event_base import ExecutorEvent
+from ..kernel.ex_event_base import EventChecks, ExecutorEvent
 from ._devices import resolve_device
 
 DeviceLike = Device | str
@@ -27,6 +27,10 @@ class SetPropertiesEvent(ExecutorEvent):
     def execute(self) -> None:
         for device, prop_name, value in self.devices_prop_names_values:
             setattr(resolve_device(device, Device, "device"), prop_name, value)
+
+    def check(self, checks: EventChecks) -> None:
+        for device, prop, value in self.devices_prop_names_values:
+            checks.setting(checks.device(device, Device, "device"), prop, value)
 
 
 class SetTriggerablePropertySequencesEvent(ExecutorEvent):
@@ -55,6 +59,12 @@ class SetTriggerablePropertySequencesEvent(ExecutorEvent):
             device.load_triggerable_sequence(prop_name, values)
         for device, prop_name, _ in resolved:
             device.start_triggerable_sequence(prop_name)
+
+    def check(self, checks: EventChecks) -> None:
+        for device, prop, values in self.property_sequences:
+            resolved = checks.device(device, Device, "device")
+            for value in values:
+                checks.setting(resolved, prop, value)
 
 
 class StopTriggerablePropertySequencesEvent(ExecutorEvent):

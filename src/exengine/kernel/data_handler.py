@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .data_coords import CoordinatesLike, DataCoordinates, as_coordinates
-from .data_storage_base import DataStorage
+from .data_storage_base import DataStorage, PlannedData
 from .executor import ExecutionEngine
+from .frame_stage import FrameStage
 from .notification_base import DataHandlerErrorNotification, DataStoredNotification, Notification
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ READER_PRIORITY_S = 0.05
 
 Frame = tuple[DataCoordinates, np.ndarray, Any]
 ProcessFunction = Callable[[DataCoordinates, np.ndarray, Any], Any]
-Listener = Callable[[str, DataCoordinates], Any]
+Listener = Callable[[FrameStage, DataCoordinates | None], Any]
 
 _FINISH = object()
 
@@ -228,6 +229,7 @@ class DataHandler:
         self._error: BaseException | None = None
         self._finish_requested = False
         self._finished = threading.Event()
+        self._planned: PlannedData | None = None
         self._listeners: tuple[Listener, ...] = ()
         self._storage_lock = threading.Lock()
         # Readers (the display) go before the pipeline threads' next frame: those threads take their
@@ -299,10 +301,24 @@ class DataHandler:
         """Number of frames the storage has accepted."""
         return self._stored
 
+    @property
+    def planned(self) -> PlannedData | None:
+        """What the acquisition told the handler it will store (see :meth:`prepare`)."""
+        return self._planned
+
+    def prepare(self, planned: PlannedData) -> None:
+        """Before the first frame: tell the storage what will come (``DataStorage.prepare``) and
+        keep it for sinks (:attr:`planned`)."""
+        with self._cond:
+            if self._accepted:
+                raise RuntimeError("prepare() comes before the first frame")
+            self._planned = planned
+        with self._storage_lock:
+            self._storage.prepare(planned)
+
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(stage, coords)`` as frames move: stage is 'acquired', 'processed',
-        'stored', 'failed' or 'finished' (coords ``None``). Called on pipeline threads: keep it
-        quick."""
+        """Call ``listener(stage, coords)`` as frames move: ``stage`` is a :class:`FrameStage`
+        (``FINISHED`` with coords ``None``). Called on pipeline threads: keep it quick."""
         with self._cond:
             self._listeners = (*self._listeners, listener)
 
@@ -453,10 +469,10 @@ class DataHandler:
                 if not self._readers_waiting:
                     self._no_readers.set()
 
-    def _notify_listeners(self, stage: str, coords: DataCoordinates | None) -> None:
+    def _notify_listeners(self, stage: FrameStage, coords: DataCoordinates | None) -> None:
         for listener in self._listeners:
             try:
-                listener(stage, coords)  # type: ignore[arg-type]
+                listener(stage, coords)
             except Exception:  # a listener never breaks the pipeline
                 logger.exception("DataHandler listener %r raised", listener)
 
@@ -468,9 +484,8 @@ class DataHandler:
         stage: str = "processing",
     ) -> None:
         where = f"at {dict(coords)}" if coords is not None else "when finishing"
-        if not isinstance(
-            error, Exception
-        ):  # SystemExit, KeyboardInterrupt, ...: never re-raised as such
+        # SystemExit, KeyboardInterrupt, ...: never re-raised as such
+        if not isinstance(error, Exception):
             wrapped = DataHandlerError(
                 f"The {stage} {where} raised {type(error).__name__}: {error!r}"
             )
@@ -485,7 +500,7 @@ class DataHandler:
             future._fail(error)
         _publish(DataHandlerErrorNotification(error))
         if coords is not None:
-            self._notify_listeners("failed", coords)
+            self._notify_listeners(FrameStage.FAILED, coords)
 
     def _wait_for_output_room(self) -> None:
         """Backpressure on the processor: while the frames in flight exceed the budget and some of
@@ -522,7 +537,7 @@ class DataHandler:
             if future is not None:
                 future._notify_data(out_coords, out_data, out_metadata, processed=True)
             if self._listeners:
-                self._notify_listeners("processed", out_coords)
+                self._notify_listeners(FrameStage.PROCESSED, out_coords)
 
     def _finish_processor(self, flushed: Callable[[], list[Frame]]) -> None:
         """Store what the processor still holds, release it, then let the storage finish."""
@@ -550,7 +565,7 @@ class DataHandler:
                 return
             coords, data, metadata, future = item
             if self._listeners:
-                self._notify_listeners("acquired", coords)
+                self._notify_listeners(FrameStage.ACQUIRED, coords)
             if self._readers_waiting:
                 self._no_readers.wait(READER_PRIORITY_S)
             if self._bytes_in_flight > self._budget:
@@ -593,7 +608,7 @@ class DataHandler:
                 nbytes += item[1].nbytes
             if self._listeners:
                 for coords, *_ in batch:
-                    self._notify_listeners("acquired", coords)
+                    self._notify_listeners(FrameStage.ACQUIRED, coords)
             try:
                 handle = processor.submit_batch(
                     [(coords, data, metadata) for coords, data, metadata, _ in batch]
@@ -654,7 +669,7 @@ class DataHandler:
                 return
             coords, data, metadata, future = item
             if not processing and self._listeners:
-                self._notify_listeners("acquired", coords)
+                self._notify_listeners(FrameStage.ACQUIRED, coords)
             if self._readers_waiting:
                 self._no_readers.wait(READER_PRIORITY_S)
             try:
@@ -690,7 +705,7 @@ class DataHandler:
             while waiting and writing < width:
                 coords, data, metadata, future = waiting.popleft()
                 if not processing and self._listeners:
-                    self._notify_listeners("acquired", coords)
+                    self._notify_listeners(FrameStage.ACQUIRED, coords)
                 if self._readers_waiting:
                     self._no_readers.wait(READER_PRIORITY_S)
                 done = _Written(self._storage_queue, coords, data, metadata, future)
@@ -742,7 +757,7 @@ class DataHandler:
         if engine is not None and engine.has_subscribers:
             engine.publish_notification(DataStoredNotification(coords))
         if self._listeners:
-            self._notify_listeners("stored", coords)
+            self._notify_listeners(FrameStage.STORED, coords)
 
     def _finish_storage(self) -> None:
         try:
@@ -762,7 +777,7 @@ class DataHandler:
             _publish(DataHandlerErrorNotification(e))
         finally:
             self._finished.set()
-            self._notify_listeners("finished", None)
+            self._notify_listeners(FrameStage.FINISHED, None)
 
 
 class _Written:

@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .data_coords import CoordinatesLike, DataCoordinates
+
+
+@dataclass(frozen=True)
+class PlannedData:
+    """What an acquisition will store, told to its storage (:meth:`DataStorage.prepare`) and its
+    sinks before the first frame.
+
+    ``axis_sizes`` gives each coordinate axis, outermost first, with its number of values (``None``:
+    open-ended or not known in advance). ``axis_values`` lists the values of the axes whose values
+    are not ``0, 1, ...`` (channel names, position labels). The frame's shape, dtype and pixel size
+    (µm) and the dataset's summary metadata are given when known.
+    """
+
+    axis_sizes: Mapping[str, int | None]
+    axis_values: Mapping[str, tuple[int | str, ...]] = field(default_factory=dict)
+    frame_shape: tuple[int, int] | None = None
+    dtype: str | None = None
+    pixel_size_um: float | None = None
+    summary_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def open_ended_axes(self) -> list[str]:
+        """The axes whose number of values is not known in advance."""
+        return [axis for axis, size in self.axis_sizes.items() if size is None]
 
 
 class DataStorage(ABC):
@@ -70,6 +95,10 @@ class DataStorage(ABC):
             f"{type(self).__name__} does not list its frames: define get_coordinates_list() to use "
             "len() or to list the stored coordinates"
         )
+
+    def prepare(self, planned: PlannedData) -> None:
+        """Told, before the first frame, what the acquisition will store. Optional: a storage may
+        lay its dataset out in advance (an array of the planned size, channel names)."""
 
     @property
     def summary_metadata(self) -> dict[str, Any] | None:

@@ -5,12 +5,47 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from .notification_base import EventExecutedNotification, Notification
 
 if TYPE_CHECKING:
+    from .device import Device
     from .ex_future import ExecutionFuture
+
+_D = TypeVar("_D", bound="Device")
+
+
+class EventChecks(Protocol):
+    """What an event may ask to be checked before anything moves (see ``ExecutorEvent.check``);
+    ``exengine.events.plan_checks.PlanChecks`` implements it. Each method raises ``PlanError``
+    naming the value and what would be valid."""
+
+    def device(self, device: Any, kind: type[_D], role: str) -> _D:
+        """``device`` (an object, its registered name, or ``None`` for the only one) as a
+        ``kind``."""
+        ...
+
+    def setting(self, device: Device, prop: str, value: Any) -> None:
+        """``device.prop = value`` is allowed by what the device declares."""
+        ...
+
+    def position(self, stage: Device, what: str, value: float, axis: str) -> None:
+        """``value`` is a finite number within the limits ``stage`` declares for ``axis``."""
+        ...
+
+    def number(self, where: str, value: float, low: float | None = None) -> None:
+        """``value`` is a finite number, at least ``low``."""
+        ...
+
+    def detector(self, detector: Any) -> None:
+        """The detector exists and its current exposure is allowed."""
+        ...
+
+    def data_handler(self, data_handler: Any) -> None:
+        """The data handler (when there is one) can still take frames."""
+        ...
+
 
 #: (event class, notification class) pairs already warned about as undeclared.
 _UNDECLARED_WARNED: set[tuple[type, type]] = set()
@@ -45,6 +80,10 @@ class ExecutorEvent(ABC):
     @abstractmethod
     def execute(self) -> Any:
         """Do the event's work; the return value becomes the future's result."""
+
+    def check(self, checks: EventChecks) -> None:
+        """Declare what to check before anything moves: ask ``checks`` about each device setting
+        this event will make. Events that declare nothing are checked by running them."""
 
     def publish_notification(self, notification: Notification) -> None:
         """Publish ``notification`` to the engine's subscribers and record it on this event's

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from .data_coords import CoordinatesLike, DataCoordinates, as_coordinates
 from .ex_event_capabilities import Abortable, DataProducing, Stoppable
+from .frame_stage import FrameStage
 from .notification_base import Notification
 
 if TYPE_CHECKING:
     from .ex_event_base import ExecutorEvent
     from .executor import ExecutionEngine
 
-ACQUIRED, PROCESSED, STORED = 0, 1, 2
-_STAGE_NAMES = ("acquired", "processed", "stored")
+ACQUIRED, PROCESSED, STORED = FrameStage.ACQUIRED, FrameStage.PROCESSED, FrameStage.STORED
 
 
 class _StageState:
@@ -59,7 +59,7 @@ class ExecutionFuture:
         self._exception: BaseException | None = None
         self._pending_failure: BaseException | None = None
         self._notifications: list[Notification] = []
-        self._stages: tuple[_StageState, _StageState, _StageState] | None = None
+        self._stages: dict[FrameStage, _StageState] | None = None
 
     # ---------------------------------------------------------------- completion
     def await_execution(self, timeout: float | None = None) -> Any:
@@ -174,10 +174,12 @@ class ExecutionFuture:
             self._cond.wait_for(lambda: self._done)
 
     # ---------------------------------------------------------------------- data
-    def _stage_states(self) -> tuple[_StageState, _StageState, _StageState]:
+    def _stage_states(self) -> dict[FrameStage, _StageState]:
         stages = self._stages
         if stages is None:
-            stages = self._stages = (_StageState(), _StageState(), _StageState())
+            stages = self._stages = {
+                stage: _StageState() for stage in (ACQUIRED, PROCESSED, STORED)
+            }
         return stages
 
     def _notify_data(
@@ -286,7 +288,7 @@ class ExecutionFuture:
         self,
         state: _StageState,
         coords: DataCoordinates,
-        stage: int,
+        stage: FrameStage,
         deadline: float | None,
         timeout: float | None,
     ) -> None:
@@ -295,13 +297,13 @@ class ExecutionFuture:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(
-                    f"Data at {dict(coords)} was not {_STAGE_NAMES[stage]} within {timeout} s "
+                    f"Data at {dict(coords)} was not {stage} within {timeout} s "
                     f"({self._describe()})"
                 )
             self._cond.wait(remaining)
 
     def _raise_if_cannot_arrive(
-        self, coords: DataCoordinates, stage: int, state: _StageState
+        self, coords: DataCoordinates, stage: FrameStage, state: _StageState
     ) -> None:
         if self._pending_failure is not None:
             raise self._pending_failure
@@ -310,7 +312,9 @@ class ExecutionFuture:
         if self._done and stage == ACQUIRED and coords not in state.seen:
             raise KeyError(f"{self._describe()} finished without producing data at {dict(coords)}")
 
-    def _await_next(self, stage: int, deadline: float | None, timeout: float | None) -> tuple:
+    def _await_next(
+        self, stage: FrameStage, deadline: float | None, timeout: float | None
+    ) -> tuple:
         catcher: list[tuple[DataCoordinates, Any, Any]] = []
         with self._cond:
             state = self._stage_states()[stage]
@@ -325,7 +329,7 @@ class ExecutionFuture:
                         raise KeyError(f"{self._describe()} finished without producing more data")
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        raise TimeoutError(f"No data was {_STAGE_NAMES[stage]} within {timeout} s")
+                        raise TimeoutError(f"No data was {stage} within {timeout} s")
                     self._cond.wait(remaining)
             finally:
                 if catcher in state.catchers:

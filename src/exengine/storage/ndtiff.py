@@ -123,9 +123,8 @@ class _DirectFile:
     """
 
     def __init__(self, opened: io.BufferedIOBase) -> None:
-        self._raw = (
-            opened.detach()
-        )  # writes what ndstorage buffered so far (the image file's header)
+        # writes what ndstorage buffered so far (the image file's header)
+        self._raw = opened.detach()
         self.name = self._raw.name
 
     def write(self, data: bytes) -> int:

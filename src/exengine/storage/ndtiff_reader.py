@@ -128,9 +128,8 @@ class _Level:
             self.entries[frozenset(axes.items())] = entry
             added += 1
         rest = data[position:]
-        self.incomplete_tail = (
-            bool(rest) and rest[:4] != b"\0\0\0\0"
-        )  # a zero length ends the index
+        # a zero length ends the index
+        self.incomplete_tail = bool(rest) and rest[:4] != b"\0\0\0\0"
         self._position += position
         return added
 

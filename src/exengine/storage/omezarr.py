@@ -189,9 +189,8 @@ def _obstore_s3_config(options: dict[str, Any]) -> dict[str, Any]:
         or os.environ.get("AWS_ENDPOINT_URL")
         or ""
     )
-    if endpoint.lower().startswith(
-        "http://"
-    ):  # a local MinIO or test server: plain HTTP as s3fs allows
+    # a local MinIO or test server: plain HTTP as s3fs allows
+    if endpoint.lower().startswith("http://"):
         config["client_options"] = {"allow_http": True, **dict(config.get("client_options") or {})}
     return config
 
@@ -343,24 +342,21 @@ class OMEZarrStorage(FrameStorage):
         self._records_writer: Any = None  # the task writing record objects
         self._chunks_writing = 0  # chunks being written to the store (the loop's own)
         self._chunk_slots: asyncio.Semaphore | None = None
-        self._writing: set[DataCoordinates] = (
-            set()
-        )  # frames whose writes to the store are under way
+        # frames whose writes to the store are under way
+        self._writing: set[DataCoordinates] = set()
         self._idle = threading.Condition()
         if is_store_url(location):
             url = location.rstrip("/")
             dataset = self._claim_in_store(open_store(url, store, storage_options), url, name)
             self.path = f"{url}/{dataset}"
-            self._store: Any = open_store(
-                self.path, store, storage_options
-            )  # rooted at the dataset
+            # rooted at the dataset
+            self._store: Any = open_store(self.path, store, storage_options)
             self._group = self._run(
                 zarr.api.asynchronous.open_group(store=self._store, mode="r+", zarr_format=3)
             )
             self.max_writes_in_flight = writes_in_flight
-            self._records_due = max(
-                1, writes_in_flight - CHUNKS_AT_ONCE
-            )  # records per object, when busy
+            # records per object, when busy
+            self._records_due = max(1, writes_in_flight - CHUNKS_AT_ONCE)
         else:
             if store not in (None, "") or _storage_options(storage_options):
                 raise ValueError(
@@ -466,9 +462,8 @@ class OMEZarrStorage(FrameStorage):
             super().start_put(data_coordinates, data, metadata, on_done)
             return
         coords, data, metadata = self._accept(data_coordinates, data, metadata)
-        with (
-            self._idle
-        ):  # checked again with the writes' completions held off: one write per frame, ever
+        # checked again with the writes' completions held off: one write per frame, ever
+        with self._idle:
             if self._finished:
                 raise RuntimeError(f"{self!r} is finished; no more data can be added")
             if coords in self._index or coords in self._writing:
@@ -560,9 +555,8 @@ class OMEZarrStorage(FrameStorage):
         assert self._records_fd is not None
         target = os.path.join(self.path, *self._chunk_key(position).split("/"))
         if self._compressors is not None:
-            self._run(
-                self._array.setitem(position, data)
-            )  # zarr's LocalStore: a temporary file, renamed
+            # zarr's LocalStore: a temporary file, renamed
+            self._run(self._array.setitem(position, data))
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             partial = target + ".partial"
@@ -889,9 +883,8 @@ class OMEZarrDataset:
             whole = await self._store.get(_RECORDS, prototype)
             if whole is not None:
                 return [whole.to_bytes()]
-            keys = sorted(
-                [k async for k in self._store.list_prefix(_RECORD_PREFIX)]
-            )  # a run that did not finish
+            # a run that did not finish
+            keys = sorted([k async for k in self._store.list_prefix(_RECORD_PREFIX)])
             limit = asyncio.Semaphore(32)
 
             async def one(key: str) -> bytes:

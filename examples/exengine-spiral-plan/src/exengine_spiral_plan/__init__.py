@@ -9,15 +9,20 @@ Written only against exengine's public API. The npe2 command ``exengine-spiral-p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from numbers import Integral, Real
 from typing import Any
 
-from exengine import ExecutionEngine
 from exengine.base_classes import ExecutorEvent
-from exengine.data import DataCoordinates, DataHandler
+from exengine.data import DataHandler
 from exengine.device_types import Detector, DoubleAxisPositioner
-from exengine.events import ReadoutData, SetPosition2DEvent, StartCapture
-from exengine.plans import LazyPlan, field_of_view_um
+from exengine.events import SetPosition2DEvent
+from exengine.plan_helpers import (
+    LazyPlan,
+    field_of_view_um,
+    finite_number,
+    resolve_device,
+    snap,
+    whole_number,
+)
 
 __all__ = ["spiral_offsets", "spiral_scan", "spiral_scan_plan"]
 
@@ -43,21 +48,6 @@ def spiral_offsets(turns: int) -> Iterator[tuple[int, int]]:
         length += 1
 
 
-def _device(device: Any, kind: type, role: str) -> Any:
-    """``device`` as a ``kind``: the object, its registered name, or (``None``) the only one
-    registered."""
-    if device is None:
-        found = [d for d in ExecutionEngine.get_devices().values() if isinstance(d, kind)]
-        if len(found) != 1:
-            raise ValueError(f"No {role} given and {len(found)} are registered; pass one")
-        return found[0]
-    if isinstance(device, str):
-        device = ExecutionEngine.get_device(device)
-    if not isinstance(device, kind):
-        raise TypeError(f"The {role} must be a {kind.__name__}, got {device!r}")
-    return device
-
-
 def spiral_scan(
     turns: int = 2,
     overlap: float = 0.1,
@@ -69,13 +59,10 @@ def spiral_scan(
     """A square spiral of tiles around the current stage position, ``turns`` rings out
     ((2 turns + 1)² tiles), neighbours overlapping by ``overlap`` (a fraction of the field of view);
     frames at the axis ``tile`` (0 is the centre)."""
-    if isinstance(turns, bool) or not isinstance(turns, Integral) or turns < 0:
-        raise ValueError(f"turns must be an int >= 0, got {turns!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, Real) or not 0 <= overlap <= 0.9:
-        raise ValueError(f"overlap must be a number from 0 to 0.9, got {overlap!r}")
-    turns, overlap = int(turns), float(overlap)
-    camera = _device(camera, Detector, "camera")
-    stage = _device(xy_device, DoubleAxisPositioner, "xy stage")
+    turns = whole_number(turns, "turns", minimum=0)
+    overlap = finite_number(overlap, "overlap", 0.0, 0.9)
+    camera = resolve_device(camera, Detector, "camera")
+    stage = resolve_device(xy_device, DoubleAxisPositioner, "xy stage")
     width, height = field_of_view_um(camera)
     step_x, step_y = width * (1 - overlap), height * (1 - overlap)
     x0, y0 = stage.get_position()
@@ -83,13 +70,7 @@ def spiral_scan(
     def events() -> Iterator[ExecutorEvent]:
         for tile, (i, j) in enumerate(spiral_offsets(turns)):
             yield SetPosition2DEvent(stage, (x0 + i * step_x, y0 + j * step_y))
-            yield StartCapture(num_images=1, detector=camera)
-            yield ReadoutData(
-                [DataCoordinates(tile=tile)],
-                detector=camera,
-                data_handler=data_handler,
-                num_images=1,
-            )
+            yield from snap(camera, {"tile": tile}, data_handler)
 
     # The stage's limits are per axis: the two opposite corners of the square are the extremes
     # to check.

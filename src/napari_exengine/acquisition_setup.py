@@ -1,0 +1,286 @@
+"""One acquisition setup for the Acquisition panel and ``exengine acquire``.
+
+A front end fills an :class:`AcquisitionRequest` (the plan: the multi-D settings or a contributed
+plan with its settings; the devices in their roles; processors and where they run; the storage and
+where it writes). :func:`check_acquisition` checks all of it before anything moves or is created
+and returns a :class:`CheckedAcquisition`: what will happen (frames, bytes, duration, the
+processors' notes), which the panel shows as its estimate. Its :meth:`~CheckedAcquisition.create`
+then makes the storage, the data handler and the :class:`~exengine.acquisition.Acquisition`, with
+the summary metadata and the plan's shape told to the storage before the first frame. The front
+ends only render ``Acquisition.status()``.
+
+No Qt here: the command line uses it too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from exengine.acquisition import Acquisition, check_setting
+from exengine.acquisition_status import format_bytes
+from exengine.data import DataHandler, DataProcessor, DataStorage, PlannedData
+from exengine.events import MultiDPlan, MultiDSettings
+from exengine.plan_helpers import frame_shape
+from exengine.processors import ProcessorChain, fit_to_plan
+
+from .contributions import (
+    DEFAULT_STORAGE,
+    ContributionError,
+    build_plan,
+    build_processor,
+    build_storage,
+)
+from .device_sets import DeviceSet
+
+__all__ = [
+    "AcquisitionRequest",
+    "CheckedAcquisition",
+    "ContributedPlan",
+    "ProcessorChoice",
+    "SetupError",
+    "check_acquisition",
+]
+
+
+class SetupError(ValueError):
+    """A setting of the request that cannot work: one line naming the value and what is valid."""
+
+
+@dataclass(frozen=True)
+class ContributedPlan:
+    """A plan contributed through npe2 (``exengine list``), by id, with its settings."""
+
+    id: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcessorChoice:
+    """A contributed processor, by id, with its settings."""
+
+    id: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AcquisitionRequest:
+    """Everything an acquisition needs, as a front end gives it.
+
+    ``plan`` is the multi-D settings or a contributed plan; ``devices`` the devices in their
+    roles; ``processors`` run in order, where ``processing`` says (``"local"``, ``"cluster:N"`` or
+    a Dask scheduler address); the storage ``storage`` (an npe2 id, with ``storage_settings``)
+    writes ``name`` into ``destination`` (a folder or a store URL). ``exposure_ms`` sets the
+    camera's exposure first; ``software`` names the front end in the summary metadata.
+    """
+
+    plan: MultiDSettings | ContributedPlan
+    devices: DeviceSet
+    destination: str = "."
+    name: str = "acquisition"
+    storage: str = DEFAULT_STORAGE
+    storage_settings: Mapping[str, Any] = field(default_factory=dict)
+    processors: tuple[ProcessorChoice, ...] = ()
+    processing: str = "local"
+    exposure_ms: float | None = None
+    software: str = "napari-exengine"
+
+
+@dataclass(frozen=True)
+class CheckedAcquisition:
+    """A request whose every setting was checked, and what it will do."""
+
+    request: AcquisitionRequest
+    #: The plan, checked against the devices (made without a data handler).
+    plan: Any
+    #: Notes on what the processors will do for this plan (a partial average, ...).
+    notes: tuple[str, ...]
+    #: What the storage and the sinks are told before the first frame.
+    planned: PlannedData
+    #: Frames planned (``None``: not known in advance).
+    total_frames: int | None
+    #: Bytes of one frame.
+    frame_bytes: int
+    #: Seconds the acquisition should take, from the devices' timings (``None``: not known).
+    duration_s: float | None
+    #: Why the destination may not hold the dataset (``None``: it will, or it cannot be told).
+    space_warning: str | None
+
+    @property
+    def total_bytes(self) -> int | None:
+        """Bytes of all planned frames (``None``: not known in advance)."""
+        return None if self.total_frames is None else self.total_frames * self.frame_bytes
+
+    def create(self) -> Acquisition:
+        """Make the storage, the processors, the data handler and the acquisition (not started):
+        the devices' settings are applied, the dataset exists once this returns."""
+        from exengine.dask_processing import run_processor_on
+
+        request = self.request
+        if request.exposure_ms is not None:
+            request.devices.camera.exposure = request.exposure_ms
+        processors = _processors(request)
+        storage = _storage(request, self.planned.summary_metadata)
+        try:
+            chain = ProcessorChain(processors) if processors else None
+            for processor in processors:
+                fit_to_plan(processor, self.planned.axis_sizes, self.planned.frame_shape)
+            handler = DataHandler(storage, run_processor_on(chain, request.processing))
+        except BaseException:
+            storage.finish()
+            raise
+        plan = _make_plan(request, handler)
+        return Acquisition(plan, handler, total_frames=self.total_frames, planned=self.planned)
+
+
+def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
+    """Check every setting of ``request`` against the devices and the contributions, before
+    anything moves or is created; raise :class:`SetupError` naming the first bad value."""
+    from exengine.dask_processing import parse_location
+
+    camera = request.devices.camera
+    if request.exposure_ms is not None:
+        check_setting(camera, "exposure", request.exposure_ms)
+    if not isinstance(request.name, str) or not request.name.strip():
+        raise SetupError(f"The dataset needs a name, got {request.name!r}")
+    try:
+        parse_location(request.processing)
+        if request.processing not in ("local", "", None) and not request.processors:
+            raise SetupError("Where processors run is set, but there is no processor: add one")
+        processors = _processors(request)
+        plan = _make_plan(request, None)
+        if hasattr(plan, "validate"):
+            plan.validate()
+        shape = frame_shape(camera)
+        axis_sizes = dict(getattr(plan, "axis_sizes", {}) or {})
+        notes = tuple(n for p in processors for n in fit_to_plan(p, axis_sizes, shape))
+    except (ContributionError, KeyError) as e:
+        raise SetupError(str(e.__cause__ or e).strip("'\"")) from None
+    except (ValueError, TypeError) as e:
+        if isinstance(e, SetupError):
+            raise
+        raise SetupError(str(e)) from None
+    total = getattr(plan, "total_frames", None)
+    dtype = np.dtype(np.uint8 if getattr(camera, "bit_depth", 16) == 8 else np.uint16)
+    height, width = shape or (512, 512)
+    frame_bytes = height * width * dtype.itemsize
+    planned = PlannedData(
+        axis_sizes=axis_sizes,
+        axis_values=dict(getattr(plan, "axis_values", {}) or {}),
+        frame_shape=shape,
+        dtype=dtype.name,
+        pixel_size_um=_pixel_size_um(camera),
+        summary_metadata=_summary(request, plan),
+    )
+    return CheckedAcquisition(
+        request=request,
+        plan=plan,
+        notes=notes,
+        planned=planned,
+        total_frames=total,
+        frame_bytes=frame_bytes,
+        duration_s=_duration_s(request, plan, total),
+        space_warning=_space_warning(request.destination, total, frame_bytes),
+    )
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _make_plan(request: AcquisitionRequest, handler: DataHandler | None) -> Any:
+    roles = request.devices.plan_arguments()
+    if isinstance(request.plan, MultiDSettings):
+        return MultiDPlan(request.plan, **roles, data_handler=handler)
+    return build_plan(request.plan.id, **request.plan.settings, **roles, data_handler=handler)
+
+
+def _processors(request: AcquisitionRequest) -> list[DataProcessor]:
+    return [build_processor(choice.id, **choice.settings) for choice in request.processors]
+
+
+def _storage(request: AcquisitionRequest, summary: Mapping[str, Any]) -> DataStorage:
+    return build_storage(
+        request.storage,
+        request.destination,
+        request.name,
+        dict(summary),
+        **request.storage_settings,
+    )
+
+
+def _summary(request: AcquisitionRequest, plan: Any) -> dict[str, Any]:
+    """The dataset's summary metadata: the front end, the plan's settings, the devices' roles,
+    and the z step under Micro-Manager's key (readers, ours too, scale z by it)."""
+    summary: dict[str, Any] = {"Software": request.software}
+    if isinstance(request.plan, MultiDSettings):
+        summary["Plan"] = {"id": "multi_d", "settings": request.plan.as_json()}
+        z_range = request.plan.z_range()
+        if z_range is not None and z_range[2]:
+            summary["z-step_um"] = abs(z_range[2])
+    else:
+        settings = {k: v for k, v in request.plan.settings.items() if _is_json(v)}
+        summary["Plan"] = {"id": request.plan.id, "settings": settings}
+    summary["Devices"] = {
+        role: getattr(device, "name", device)
+        for role, device in request.devices.plan_arguments().items()
+        if device is not None
+    }
+    if request.processors:
+        summary["Processors"] = [
+            {"id": p.id, "settings": {k: v for k, v in p.settings.items() if _is_json(v)}}
+            for p in request.processors
+        ]
+    return summary
+
+
+def _is_json(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, list, type(None)))
+
+
+def _pixel_size_um(camera: Any) -> float | None:
+    pixel = getattr(camera, "pixel_size_um", None)
+    if not isinstance(pixel, (int, float)) or pixel <= 0:
+        return None
+    return float(pixel) * (getattr(camera, "binning", 1) or 1)
+
+
+def _duration_s(request: AcquisitionRequest, plan: Any, total: int | None) -> float | None:
+    """Seconds the plan should take: each frame the camera's frame interval (or the channel's
+    longer exposure), and no less than the time-lapse's span."""
+    if total is None:
+        return None
+    interval = getattr(request.devices.camera, "frame_interval_s", None)
+    per_frame = float(interval()) if callable(interval) else 0.01
+    settings = request.plan
+    if isinstance(settings, MultiDSettings):
+        exposures = settings.channel_exposures_ms
+        if exposures:
+            per_frame = max(per_frame, sum(exposures) / len(exposures) / 1000.0)
+        duration = total * per_frame
+        gaps = settings.time_interval_s
+        span = (
+            sum(gaps[:-1]) if isinstance(gaps, list) else gaps * ((settings.time_points or 1) - 1)
+        )
+        return max(duration, span + per_frame)
+    return total * per_frame
+
+
+def _space_warning(destination: str, total: int | None, frame_bytes: int) -> str | None:
+    """A reason the folder at ``destination`` will not hold ``total`` frames (``None`` when it
+    will, when the count is not known, or for a store URL)."""
+    if total is None or "://" in destination:
+        return None
+    needed = total * frame_bytes
+    existing = os.path.abspath(destination)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if needed <= free:
+        return None
+    return (
+        f"The plan's {total:,} frames need about {format_bytes(needed)}; {existing} has "
+        f"{format_bytes(free)} free"
+    )

@@ -1,0 +1,260 @@
+"""The multi-D form of the Acquisition panel: time points, z range, channels (with exposures),
+positions and the axis order, read as and filled from the one settings model
+(:class:`~exengine.events.MultiDSettings`); useq-schema files load into it and save from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from magicgui import widgets as mw
+
+from exengine.events import MultiDSettings
+from exengine.events.multi_d_events import check_runnable
+
+__all__ = ["MultiDForm"]
+
+
+class MultiDForm(mw.Container):
+    """Time points (or until stopped) and interval, an optional z range, channels of the channel
+    device with optional exposures, xy positions and the axis order.
+
+    ``camera_exposure()`` gives the exposure new per-channel boxes start at; ``changed_settings``
+    is called whenever a setting changes (the panel's estimate follows).
+    """
+
+    def __init__(
+        self,
+        channel_names: list[str],
+        camera_exposure: Callable[[], float | None],
+        changed_settings: Callable[..., Any],
+    ) -> None:
+        self._camera_exposure = camera_exposure
+        self._changed = changed_settings
+        self.time_points = mw.SpinBox(value=1, min=1, max=1_000_000_000, label="time points")
+        self.until_stopped = mw.CheckBox(value=False, text="until stopped")
+        self.interval_s = mw.FloatSpinBox(value=0.0, min=0.0, max=86400.0, label="interval (s)")
+        self.use_z = mw.CheckBox(value=False, text="z stack")
+        self.z_start = mw.FloatSpinBox(value=-4.0, min=-5000, max=5000, label="z start (µm)")
+        self.z_stop = mw.FloatSpinBox(value=4.0, min=-5000, max=5000, label="z stop (µm)")
+        self.z_step = mw.FloatSpinBox(value=2.0, min=0.01, max=1000, label="z step (µm)")
+        self.channels = mw.Select(choices=channel_names, value=channel_names[:1], label="channels")
+        self.per_channel_exposure = mw.CheckBox(value=False, text="exposure per channel")
+        self.exposure_rows = mw.Container(labels=True, visible=False)
+        self.exposure_rows.margins = (0, 0, 0, 0)
+        self._exposure_boxes: dict[str, mw.FloatSpinBox] = {}
+        self.positions_label = mw.Label(value="current position only", label="xy positions")
+        self.position_rows = mw.Container(labels=False, visible=False)
+        self.position_rows.margins = (0, 0, 0, 0)
+        self.add_position = mw.PushButton(text="Add current position")
+        self.clear_positions = mw.PushButton(text="Clear positions")
+        self.order = mw.LineEdit(value="tpcz", label="axis order")
+        self.load_sequence_button = mw.PushButton(text="Load sequence…")
+        self.save_sequence_button = mw.PushButton(text="Save sequence…")
+        files = mw.Container(
+            widgets=[self.load_sequence_button, self.save_sequence_button],
+            layout="horizontal",
+            labels=False,
+        )
+        super().__init__(widgets=[*self.settings_widgets, files])
+        self.margins = (0, 0, 0, 0)
+        self.use_z.changed.connect(self.show_z_range)
+        self.until_stopped.changed.connect(self.show_time_points)
+        self.channels.changed.connect(self._show_exposures)
+        self.per_channel_exposure.changed.connect(self._show_exposures)
+        for widget in self.settings_widgets:
+            if hasattr(widget, "changed") and not isinstance(widget, mw.PushButton):
+                widget.changed.connect(self._changed)
+        self.clear_positions.clicked.connect(self._clear_positions)
+        self.show_z_range()
+
+    @property
+    def settings_widgets(self) -> list[mw.Widget]:
+        """The widgets that hold the settings (disabled while an acquisition runs)."""
+        return [
+            self.time_points,
+            self.until_stopped,
+            self.interval_s,
+            self.use_z,
+            self.z_start,
+            self.z_stop,
+            self.z_step,
+            self.channels,
+            self.per_channel_exposure,
+            self.exposure_rows,
+            self.positions_label,
+            self.position_rows,
+            self.add_position,
+            self.clear_positions,
+            self.order,
+        ]
+
+    # ------------------------------------------------------------------------------ settings
+    def settings(self, channel_device: Any) -> MultiDSettings:
+        """The settings the form describes (``channel_device`` selects the channels). Raises
+        ``ValueError`` naming a setting that cannot work."""
+        order = self.order.value.strip().lower()
+        for axis in "tpcz":  # axes without values may be left out of the form's order
+            if axis not in order:
+                order += axis
+        channels = list(self.channels.value)
+        entries = self._position_entries()
+        labels = [label for label, _ in entries]
+        if "" in labels or len(set(labels)) < len(labels):
+            raise ValueError(f"position labels must be unique and not empty, got {labels}")
+        return MultiDSettings.from_event_arguments(
+            math.inf if self.until_stopped.value else self.time_points.value,
+            self.interval_s.value,
+            *(self.z_start.value, self.z_stop.value, self.z_step.value)
+            if self.use_z.value
+            else (None, None, None),
+            channel_group=channel_device if channels else None,
+            channels=channels or None,
+            channel_exposures_ms=self.exposures() if channels else None,
+            xy_positions=[xy for _, xy in entries] or None,
+            position_labels=labels or None,
+            order=order,
+        )
+
+    def show_settings(self, settings: MultiDSettings) -> None:
+        """Fill the form from ``settings``; what the form cannot hold is refused by name
+        (``ValueError``) and nothing is changed then."""
+        check_runnable(settings.sequence)
+        interval = settings.time_interval_s
+        if isinstance(interval, list):
+            raise ValueError("the time plan has unequal intervals; the panel has one interval")
+        positions = settings.sequence.stage_positions
+        if any(p.z is not None for p in positions):
+            raise ValueError("the positions have a z each; the panel's positions are x, y only")
+        unknown = [c for c in settings.channel_names if c not in self.channels.choices]
+        if unknown:
+            raise ValueError(f"channels {unknown} are not among {list(self.channels.choices)}")
+        self.until_stopped.value = settings.until_stopped
+        self.time_points.value = settings.time_points or 1
+        self.interval_s.value = interval
+        z_range = settings.z_range()
+        self.use_z.value = z_range is not None
+        if z_range is not None:
+            self.z_start.value, self.z_stop.value = z_range[0], z_range[1]
+            self.z_step.value = abs(z_range[2])
+        self.channels.value = settings.channel_names
+        exposures = settings.channel_exposures_ms
+        self.per_channel_exposure.value = bool(exposures)
+        for channel, exposure in zip(settings.channel_names, exposures or [], strict=False):
+            self._exposure_boxes[channel].value = exposure
+        self._clear_positions()
+        for label, position in zip(settings.position_labels, positions, strict=True):
+            self.add_position_at(position.x, position.y, str(label))
+        self.order.value = "".join(settings.axis_order) or "tpcz"
+
+    def load(self, path: str | Path) -> None:
+        """Fill the form from a useq-schema ``MDASequence`` file (YAML or JSON)."""
+        self.show_settings(MultiDSettings.load(path))
+
+    def save(self, path: str | Path, channel_device: Any) -> Path:
+        """Save the form's settings as a useq-schema ``MDASequence`` file."""
+        return self.settings(channel_device).save(path)
+
+    def set_channel_names(self, names: list[str]) -> None:
+        """Offer the channels of another channel device (the first one selected)."""
+        self.channels.choices = names
+        self.channels.value = names[:1]
+
+    # ------------------------------------------------------------------------------- time, z
+    def show_time_points(self, *_: Any) -> None:
+        """The number of time points can be edited unless "until stopped" is on."""
+        self.time_points.enabled = not self.until_stopped.value and self.until_stopped.enabled
+
+    def show_z_range(self, *_: Any) -> None:
+        """The z range can be edited while "z stack" is on (and nothing runs)."""
+        editable = self.use_z.value and self.use_z.enabled
+        for widget in (self.z_start, self.z_stop, self.z_step):
+            widget.enabled = editable
+
+    # ---------------------------------------------------------------------------- exposures
+    def _show_exposures(self, *_: Any) -> None:
+        """One exposure box per selected channel while "exposure per channel" is on (a channel
+        keeps its value while it stays selected; new ones start at the camera's exposure)."""
+        kept = {channel: box.value for channel, box in self._exposure_boxes.items()}
+        self.exposure_rows.clear()
+        self._exposure_boxes = {}
+        if self.per_channel_exposure.value:
+            current = self._camera_exposure()
+            default = float(current) if isinstance(current, (int, float)) and current else 10.0
+            for channel in self.channels.value:
+                box = mw.FloatSpinBox(
+                    value=kept.get(channel, default),
+                    min=0.001,
+                    max=3_600_000.0,
+                    step=1.0,
+                    label=f"{channel} exposure (ms)",
+                )
+                box.changed.connect(self._changed)
+                self.exposure_rows.append(box)
+                self._exposure_boxes[channel] = box
+        self.exposure_rows.visible = bool(self._exposure_boxes)
+        self._changed()
+
+    def exposures(self) -> list[float] | None:
+        """The exposure (ms) of each selected channel, or None to keep the camera's exposure."""
+        if not self.per_channel_exposure.value:
+            return None
+        return [self._exposure_boxes[channel].value for channel in self.channels.value]
+
+    # ---------------------------------------------------------------------------- positions
+    def add_position_at(self, x: float, y: float, label: str | None = None) -> mw.Container:
+        """Append an xy position (µm) with its label (``Pos<n>`` by default); each row is
+        editable and has its own Remove button."""
+        row = mw.Container(
+            layout="horizontal",
+            labels=False,
+            widgets=[
+                mw.LineEdit(value=label or self._free_label(), tooltip="label (the position axis)"),
+                mw.FloatSpinBox(value=float(x), min=-1e6, max=1e6, step=1.0, tooltip="x (µm)"),
+                mw.FloatSpinBox(value=float(y), min=-1e6, max=1e6, step=1.0, tooltip="y (µm)"),
+                mw.PushButton(text="Remove"),
+            ],
+        )
+        row.margins = (0, 0, 0, 0)
+        for widget in list(row)[:3]:
+            widget.changed.connect(self._changed)
+        list(row)[3].clicked.connect(lambda: self._remove_position(row))
+        self.position_rows.append(row)
+        self._show_positions()
+        return row
+
+    @property
+    def xy_positions(self) -> list[tuple[float, float]]:
+        """The xy positions (µm) the acquisition visits, in order; empty for the current
+        position only."""
+        return [xy for _, xy in self._position_entries()]
+
+    def _free_label(self) -> str:
+        used = {label for label, _ in self._position_entries()}
+        return next(f"Pos{n}" for n in range(len(used) + 1) if f"Pos{n}" not in used)
+
+    def _position_entries(self) -> list[tuple[str, tuple[float, float]]]:
+        entries = []
+        for row in self.position_rows:
+            label, x, y, _ = list(row)  # type: ignore[call-overload]
+            entries.append((label.value.strip(), (float(x.value), float(y.value))))
+        return entries
+
+    def _remove_position(self, row: mw.Container) -> None:
+        self.position_rows.remove(row)
+        self._show_positions()
+
+    def _clear_positions(self, *_: Any) -> None:
+        self.position_rows.clear()
+        self._show_positions()
+
+    def _show_positions(self) -> None:
+        count = len(self.position_rows)
+        self.position_rows.visible = bool(count)
+        self.positions_label.value = (
+            f"{count} position{'' if count == 1 else 's'}" if count else "current position only"
+        )
+        self._changed()
