@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .kernel.data_coords import DataCoordinates
-from .kernel.data_handler import DataProcessor, Frame
+from .kernel.data_processor import DataProcessor, Frame
 from .processors import ProcessorChain
 
 __all__ = [
@@ -516,18 +516,18 @@ class DaskProcessor(DataProcessor):
                 self._cluster = None
 
     def check_plan(
-        self, axes_sizes: Mapping[str, int | None], frame_shape: tuple[int, ...] | None = None
+        self, axis_sizes: Mapping[str, int | None], frame_shape: tuple[int, ...] | None = None
     ) -> list[str]:
-        return self.processor.check_plan(axes_sizes, frame_shape)
+        return self.processor.check_plan(axis_sizes, frame_shape)
 
-    def derive_from_plan(self, axes_sizes: Mapping[str, int | None]) -> None:
+    def derive_from_plan(self, axis_sizes: Mapping[str, int | None]) -> None:
         if self._started:
             raise RuntimeError("Derive settings from the plan before the first frame is processed")
-        self.processor.derive_from_plan(axes_sizes)
+        self.processor.derive_from_plan(axis_sizes)
         self._parallel, self._ordered = _split(self.processor)
 
-    def output_axes(self, axes_sizes: Mapping[str, int | None]) -> dict[str, int | None]:
-        return self.processor.output_axes(axes_sizes)
+    def output_axes(self, axis_sizes: Mapping[str, int | None]) -> dict[str, int | None]:
+        return self.processor.output_axes(axis_sizes)
 
     # --------------------------------------------------------------------------------- internals
     def _start(self) -> None:

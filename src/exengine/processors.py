@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .kernel.data_coords import DataCoordinates
-from .kernel.data_handler import DataProcessor, Frame
+from .kernel.data_processor import DataProcessor, Frame
 
 __all__ = [
     "BackgroundSubtraction",
@@ -37,7 +37,7 @@ __all__ = [
     "max_intensity_projection",
 ]
 
-AxesSizes = Mapping[str, int | None]
+AxisSizes = Mapping[str, int | None]
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -87,10 +87,10 @@ def _boolean(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def _axes_text(axes_sizes: AxesSizes) -> str:
+def _axes_text(axis_sizes: AxisSizes) -> str:
     return (
         ", ".join(
-            f"{axis}={size if size is not None else '?'}" for axis, size in axes_sizes.items()
+            f"{axis}={size if size is not None else '?'}" for axis, size in axis_sizes.items()
         )
         or "none"
     )
@@ -140,23 +140,23 @@ class ProcessorChain(DataProcessor):
             processor.close()
 
     def check_plan(
-        self, axes_sizes: AxesSizes, frame_shape: tuple[int, ...] | None = None
+        self, axis_sizes: AxisSizes, frame_shape: tuple[int, ...] | None = None
     ) -> list[str]:
         notes: list[str] = []
-        axes = dict(axes_sizes)
+        axes = dict(axis_sizes)
         for processor in self.processors:
             notes += processor.check_plan(axes, frame_shape)
             axes = processor.output_axes(axes)
         return notes
 
-    def derive_from_plan(self, axes_sizes: AxesSizes) -> None:
-        axes = dict(axes_sizes)
+    def derive_from_plan(self, axis_sizes: AxisSizes) -> None:
+        axes = dict(axis_sizes)
         for processor in self.processors:
             processor.derive_from_plan(axes)
             axes = processor.output_axes(axes)
 
-    def output_axes(self, axes_sizes: AxesSizes) -> dict[str, int | None]:
-        axes = dict(axes_sizes)
+    def output_axes(self, axis_sizes: AxisSizes) -> dict[str, int | None]:
+        axes = dict(axis_sizes)
         for processor in self.processors:
             axes = processor.output_axes(axes)
         return axes
@@ -188,7 +188,7 @@ class BackgroundSubtraction(DataProcessor):
         )
 
     def check_plan(
-        self, axes_sizes: AxesSizes, frame_shape: tuple[int, ...] | None = None
+        self, axis_sizes: AxisSizes, frame_shape: tuple[int, ...] | None = None
     ) -> list[str]:
         _check_shape("background_subtraction", "dark image", self.dark, frame_shape)
         return []
@@ -230,7 +230,7 @@ class FlatFieldCorrection(DataProcessor):
         )
 
     def check_plan(
-        self, axes_sizes: AxesSizes, frame_shape: tuple[int, ...] | None = None
+        self, axis_sizes: AxisSizes, frame_shape: tuple[int, ...] | None = None
     ) -> list[str]:
         _check_shape("flat_field_correction", "flat-field image", self.gain, frame_shape)
         return []
@@ -289,14 +289,14 @@ class FrameAveraging(DataProcessor):
         ]
 
     def check_plan(
-        self, axes_sizes: AxesSizes, frame_shape: tuple[int, ...] | None = None
+        self, axis_sizes: AxisSizes, frame_shape: tuple[int, ...] | None = None
     ) -> list[str]:
-        if self.axis not in axes_sizes:
+        if self.axis not in axis_sizes:
             raise ValueError(
                 f"frame_averaging averages along {self.axis!r}, but the plan has no {self.axis!r} "
-                f"axis (its axes: {_axes_text(axes_sizes)}); set axis to one of them"
+                f"axis (its axes: {_axes_text(axis_sizes)}); set axis to one of them"
             )
-        size = axes_sizes[self.axis]
+        size = axis_sizes[self.axis]
         if size is None:
             return []
         if size < self.frames:
@@ -311,8 +311,8 @@ class FrameAveraging(DataProcessor):
             ]
         return []
 
-    def output_axes(self, axes_sizes: AxesSizes) -> dict[str, int | None]:
-        axes = dict(axes_sizes)
+    def output_axes(self, axis_sizes: AxisSizes) -> dict[str, int | None]:
+        axes = dict(axis_sizes)
         size = axes.get(self.axis)
         if size is not None:
             axes[self.axis] = -(-size // self.frames)
@@ -394,14 +394,14 @@ class MaxIntensityProjection(DataProcessor):
         ]
 
     def check_plan(
-        self, axes_sizes: AxesSizes, frame_shape: tuple[int, ...] | None = None
+        self, axis_sizes: AxisSizes, frame_shape: tuple[int, ...] | None = None
     ) -> list[str]:
-        if self.axis not in axes_sizes:
+        if self.axis not in axis_sizes:
             raise ValueError(
                 f"max_intensity_projection projects along {self.axis!r}, but the plan has no "
-                f"{self.axis!r} axis (its axes: {_axes_text(axes_sizes)})"
+                f"{self.axis!r} axis (its axes: {_axes_text(axis_sizes)})"
             )
-        size = axes_sizes[self.axis]
+        size = axis_sizes[self.axis]
         if self.z_planes is None:
             return (
                 []
@@ -419,12 +419,12 @@ class MaxIntensityProjection(DataProcessor):
             )
         return []
 
-    def derive_from_plan(self, axes_sizes: AxesSizes) -> None:
-        if self.z_planes is None and axes_sizes.get(self.axis) is not None:
-            self.z_planes = _positive_int("z_planes", axes_sizes[self.axis])
+    def derive_from_plan(self, axis_sizes: AxisSizes) -> None:
+        if self.z_planes is None and axis_sizes.get(self.axis) is not None:
+            self.z_planes = _positive_int("z_planes", axis_sizes[self.axis])
 
-    def output_axes(self, axes_sizes: AxesSizes) -> dict[str, int | None]:
-        axes = dict(axes_sizes)
+    def output_axes(self, axis_sizes: AxisSizes) -> dict[str, int | None]:
+        axes = dict(axis_sizes)
         if not self.keep_planes:
             axes.pop(self.axis, None)
         axes["projection"] = 1
@@ -471,12 +471,12 @@ def _as_processor(processor: DataProcessor | Callable[..., Any] | None) -> DataP
 
 def check_fits_plan(
     processor: DataProcessor | Callable[..., Any] | None,
-    axes_sizes: AxesSizes,
+    axis_sizes: AxisSizes,
     frame_shape: tuple[int, ...] | None = None,
 ) -> list[str]:
     """Check a processor's settings against a plan, before anything runs.
 
-    ``axes_sizes`` maps each axis of the plan to its number of values (``None`` when unknown, e.g.
+    ``axis_sizes`` maps each axis of the plan to its number of values (``None`` when unknown, e.g.
     an open-ended time-lapse); ``frame_shape`` is the camera's frame shape, when known. Raises
     ``ValueError`` with a one-line reason naming the setting, its value and what would fit; returns
     one-line notes on what will happen but is allowed (e.g. a partial last average).
@@ -484,13 +484,13 @@ def check_fits_plan(
     checked = _as_processor(processor)
     if checked is None:
         return []
-    sizes = {str(axis): (None if size is None else int(size)) for axis, size in axes_sizes.items()}
+    sizes = {str(axis): (None if size is None else int(size)) for axis, size in axis_sizes.items()}
     return checked.check_plan(sizes, None if frame_shape is None else tuple(frame_shape))
 
 
 def fit_to_plan(
     processor: DataProcessor | Callable[..., Any] | None,
-    axes_sizes: AxesSizes,
+    axis_sizes: AxisSizes,
     frame_shape: tuple[int, ...] | None = None,
 ) -> list[str]:
     """Fill the settings left to ``None`` from the plan (e.g. ``z_planes``), then
@@ -498,5 +498,5 @@ def fit_to_plan(
     checked = _as_processor(processor)
     if checked is None:
         return []
-    checked.derive_from_plan({str(axis): size for axis, size in axes_sizes.items()})
-    return check_fits_plan(checked, axes_sizes, frame_shape)
+    checked.derive_from_plan({str(axis): size for axis, size in axis_sizes.items()})
+    return check_fits_plan(checked, axis_sizes, frame_shape)

@@ -67,7 +67,7 @@ def is_omezarr(path: str | os.PathLike[str]) -> bool:
 
 def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
     """Open the OME-Zarr image at ``path`` (a folder or a store URL) as napari layer data (lazy)."""
-    from exengine.storage.omezarr import OMEZarrDataset
+    from exengine.storage.omezarr_reader import OMEZarrDataset
 
     if isinstance(path, list):
         path = path[0]
@@ -79,7 +79,7 @@ def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
     channels = values[channel_axis] if split_channels and channel_axis else [None]
     slider_axes = [a for a in values if a != channel_axis or not split_channels]
     array = dataset.array
-    y, x = dataset.axes_names[-2:]
+    y, x = dataset.axis_names[-2:]
     scale = [dataset.scale.get(a, 1.0) for a in slider_axes] + [
         dataset.scale.get(y, 1.0),
         dataset.scale.get(x, 1.0),

@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 from exengine.data import DataCoordinates
 from exengine.storage import NDRAMStorage, NDTiffStorage, OMEZarrStorage
 from exengine.storage.ndtiff_reader import NDTiffReader
-from exengine.storage.omezarr import OMEZarrDataset
+from exengine.storage.omezarr_reader import OMEZarrDataset
 from strategies import (
     SETTINGS,
     datasets,

@@ -18,7 +18,7 @@ from exengine.data import DataHandler
 from exengine.kernel.data_handler import DataHandlerError
 from exengine.notifications import DataStoredNotification
 from exengine.storage import OMEZarrStorage
-from exengine.storage.omezarr import OMEZarrDataset
+from exengine.storage.omezarr_reader import OMEZarrDataset
 
 SHAPE = (64, 64)
 

@@ -36,7 +36,8 @@ pytest.importorskip("obstore", reason="needs the 's3' extra")
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from exengine.storage import OMEZarrStorage  # noqa: E402
-from exengine.storage.omezarr import OMEZarrDataset, open_store  # noqa: E402
+from exengine.storage.omezarr_reader import OMEZarrDataset  # noqa: E402
+from exengine.storage.omezarr_store import open_store  # noqa: E402
 
 STORES = ["obstore", "fsspec"]
 SHAPE = (32, 32)
@@ -662,7 +663,7 @@ def test_a_dataset_in_the_store_opens_in_napari_with_labelled_axes(s3, gui_viewe
 def test_the_command_line_writes_to_a_store_url(s3, scope):
     import io
 
-    from exengine.storage.omezarr import OMEZarrDataset
+    from exengine.storage.omezarr_reader import OMEZarrDataset
     from napari_exengine.cli import main
 
     out = io.StringIO()

@@ -82,7 +82,7 @@ def _timestamps(first: Any, last: Any) -> tuple[str, str] | None:
 
 
 def _is_omezarr(location: str) -> bool:
-    from .omezarr import is_store_url
+    from .omezarr_store import is_store_url
 
     if is_store_url(location):
         return True
@@ -134,7 +134,7 @@ def summarise_dataset(
 
 def _summarise_omezarr(location: str, storage_options: Any) -> DatasetSummary:
     try:
-        from .omezarr import OMEZarrDataset
+        from .omezarr_reader import OMEZarrDataset
     except ImportError as error:
         raise ValueError(f"{location!r} is an OME-Zarr dataset; reading it needs {error}") from None
     dataset = OMEZarrDataset(location, storage_options=storage_options)
@@ -159,7 +159,7 @@ def _summarise_omezarr(location: str, storage_options: Any) -> DatasetSummary:
     summary.frames = len(coordinates)
     summary.frame = f"{' x '.join(map(str, array.shape[-2:]))} {array.dtype}"
     summary.axes = dataset.axes
-    summary.pixel_size_um = dataset.scale.get(dataset.axes_names[-1])
+    summary.pixel_size_um = dataset.scale.get(dataset.axis_names[-1])
     summary.z_step_um = dataset.scale.get("z")
     if dataset.records and coordinates:
         summary.timestamps = _timestamps(

@@ -39,17 +39,26 @@ import errno
 import json
 import logging
 import os
-import re
 import threading
-import warnings
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ._frames import FrameStorage, check_writable
+from .omezarr_reader import RECORD_PREFIX, RECORDS
+from .omezarr_store import (
+    DEFAULT_TIMEOUT_S,
+    bounded,
+    children,
+    claim,
+    first_line,
+    is_store_url,
+    local_path,
+    open_store,
+    options_dict,
+)
 
 try:
     import zarr
@@ -62,21 +71,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_STORE",
-    "STORES",
-    "OMEZarrDataset",
-    "OMEZarrStorage",
-    "is_store_url",
-    "open_store",
-]
+__all__ = ["CHUNKS_AT_ONCE", "DEFAULT_WRITES_IN_FLIGHT", "OMEZarrStorage"]
 
-#: The zarr stores that reach object stores; the default is the faster one by
-#: ``benchmarks/bench_s3.py``.
-STORES = ("obstore", "fsspec")
-DEFAULT_STORE = "obstore"
-#: Longest a frame's write to a store may take (network stalls included) before ``put`` fails.
-DEFAULT_TIMEOUT_S = 300.0
 #: Frames in flight to a store at once: a store answers each request after a network round trip, and
 #: serves many at once. Of those, at most ``CHUNKS_AT_ONCE`` send their chunk at a time; the others
 #: wait for it, or for their record (``benchmarks/bench_s3.py``).
@@ -85,202 +81,7 @@ CHUNKS_AT_ONCE = 8
 
 _NGFF_ORDER = ("time", "channel", "z")
 _AXIS_TYPES = {"time": "time", "channel": "channel", "z": "space"}
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_RECORDS = "frame_metadata.jsonl"
-_RECORD_PREFIX = "frame_metadata/"
 _GROUP_DOCUMENT = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
-# storage_options as s3fs names them (zarr's convention) -> obstore's S3Store names
-_OBSTORE_NAMES = {
-    "endpoint_url": "endpoint",
-    "key": "access_key_id",
-    "secret": "secret_access_key",
-    "token": "session_token",
-    "anon": "skip_signature",
-    "region_name": "region",
-}
-
-
-def is_store_url(location: Any) -> bool:
-    """True for a store URL such as ``s3://bucket/prefix`` (``file://`` URLs are local folders)."""
-    match = _URL.match(location) if isinstance(location, str) else None
-    return match is not None and match.group(1).lower() != "file"
-
-
-def _local_path(location: str | os.PathLike[str]) -> str:
-    location = os.fspath(location)
-    return location[len("file://") :] if location.lower().startswith("file://") else location
-
-
-def _reason(error: BaseException) -> str:
-    """The first line of an error's message (obstore's run to dozens of lines)."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-def _storage_options(storage_options: Any) -> dict[str, Any]:
-    if storage_options is None or storage_options == "":
-        return {}
-    if isinstance(storage_options, str):  # from a text field (the panel) or a settings file
-        try:
-            storage_options = json.loads(storage_options)
-        except json.JSONDecodeError:
-            raise ValueError(
-                f"storage_options must be a mapping or a JSON object, got {storage_options!r}"
-            ) from None
-    if not isinstance(storage_options, Mapping):
-        raise ValueError(
-            f"storage_options must be a mapping or a JSON object, got {storage_options!r}"
-        )
-    return dict(storage_options)
-
-
-class _BotocoreCredentials:
-    """An obstore credential provider over botocore's chain (environment, config files, SSO,
-    instance roles)."""
-
-    def __init__(self, credentials: Any) -> None:
-        self._credentials = credentials
-
-    def __call__(self) -> dict[str, Any]:
-        frozen = self._credentials.get_frozen_credentials()
-        return {
-            "access_key_id": frozen.access_key,
-            "secret_access_key": frozen.secret_key,
-            "token": frozen.token,
-            "expires_at": datetime.now(UTC) + timedelta(minutes=5),
-        }
-
-
-def _obstore_s3_config(options: dict[str, Any]) -> dict[str, Any]:
-    """``S3Store`` settings: ``options`` (s3fs or obstore names) completed as the AWS tools
-    would."""
-    config: dict[str, Any] = {}
-    for key, value in {**dict(options.pop("client_kwargs", None) or {}), **options}.items():
-        config[_OBSTORE_NAMES.get(key, key)] = value
-    if not config.get("skip_signature"):
-        config.pop("skip_signature", None)
-    profile = config.pop("profile", None)
-    try:
-        import botocore.session
-        from botocore.configprovider import ConfiguredEndpointProvider
-    except ImportError:  # obstore alone reads the AWS_* environment variables
-        session = None
-    else:
-        session = botocore.session.Session(profile=profile)
-    if session is not None:
-        if "endpoint" not in config:
-            endpoint = ConfiguredEndpointProvider(
-                full_config=session.full_config,
-                scoped_config=session.get_scoped_config(),
-                client_name="s3",
-            ).provide()
-            if endpoint:
-                config["endpoint"] = endpoint
-        if "region" not in config and session.get_config_variable("region"):
-            config["region"] = session.get_config_variable("region")
-        given = {"access_key_id", "credential_provider", "skip_signature"} & config.keys()
-        if not given and not os.environ.get("AWS_ACCESS_KEY_ID"):
-            credentials = session.get_credentials()
-            if credentials is not None:
-                config["credential_provider"] = _BotocoreCredentials(credentials)
-    endpoint = str(
-        config.get("endpoint")
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or ""
-    )
-    # a local MinIO or test server: plain HTTP as s3fs allows
-    if endpoint.lower().startswith("http://"):
-        config["client_options"] = {"allow_http": True, **dict(config.get("client_options") or {})}
-    return config
-
-
-def open_store(
-    url: str, store: str | None = None, storage_options: Any = None, read_only: bool = False
-) -> Any:
-    """A zarr store rooted at ``url``: ``ObjectStore`` (``store="obstore"``, default) or
-    ``FsspecStore``.
-
-    ``storage_options`` are s3fs's keyword arguments (``endpoint_url``, ``key``, ``secret``,
-    ``client_kwargs``, ...); for obstore the common ones are translated and ``S3Store``'s own
-    settings (``endpoint``, ``region``, ``client_options``, ``retry_config``, ...) are accepted too.
-    """
-    kind = DEFAULT_STORE if store is None or store == "" else store
-    if kind not in STORES:
-        raise ValueError(f"store must be one of {', '.join(map(repr, STORES))}, got {store!r}")
-    options = _storage_options(storage_options)
-    scheme, _, rest = url.partition("://")
-    try:
-        if kind == "fsspec":
-            from zarr.storage import FsspecStore
-
-            return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
-        import obstore.store
-        from zarr.storage import ObjectStore
-
-        if scheme.lower() in ("s3", "s3a"):
-            bucket, _, prefix = rest.partition("/")
-            upstream = obstore.store.S3Store(
-                bucket, prefix=prefix.strip("/") or None, **_obstore_s3_config(options)
-            )
-        else:
-            upstream = obstore.store.from_url(url, **options)
-        return ObjectStore(upstream, read_only=read_only)
-    except ImportError as error:
-        raise ImportError(
-            f"OME-Zarr in {url!r} with store={kind!r} needs {error.name or error}: "
-            f"pip install 'napari-exengine[s3]'"
-        ) from error
-    except Exception as error:
-        raise ValueError(
-            f"Cannot open {url!r} with store={kind!r} and storage_options {sorted(options)}: "
-            f"{_reason(error)}"
-        ) from error
-
-
-async def _claim(zarr_store: Any, dataset: str, document: bytes) -> bool:
-    """Write ``document`` as the ``zarr.json`` of ``dataset`` only if there is none; False when
-    there is (atomic on S3: a create-only write)."""
-    key = f"{dataset}/zarr.json"
-    upstream = getattr(zarr_store, "store", None)
-    if type(upstream).__module__.startswith("obstore"):  # zarr.storage.ObjectStore
-        import obstore
-
-        try:
-            await obstore.put_async(upstream, key, document, mode="create")
-        except obstore.exceptions.AlreadyExistsError:
-            return False
-        return True
-    fs = getattr(zarr_store, "fs", None)  # zarr.storage.FsspecStore
-    if fs is not None and "s3" in np.atleast_1d(fs.protocol):
-        try:
-            await fs._pipe_file(f"{zarr_store.path}/{key}", document, mode="create")
-        except FileExistsError:
-            return False
-        return True
-    if await zarr_store.exists(key):  # other stores: not atomic against a concurrent writer
-        return False
-    await zarr_store.set(key, default_buffer_prototype().buffer.from_bytes(document))
-    return True
-
-
-async def _children(zarr_store: Any) -> set[str]:
-    return {name.rstrip("/") async for name in zarr_store.list_dir("")}
-
-
-async def _members(group: Any) -> list[str]:
-    with warnings.catch_warnings():  # our frame_metadata files are no zarr nodes, and zarr says so
-        warnings.simplefilter("ignore")
-        return [name async for name in group.keys()]  # noqa: SIM118 - an AsyncGroup, not a dict
-
-
-async def _bounded(awaitable: Any, timeout: float) -> Any:
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except TimeoutError:
-        raise TimeoutError(
-            errno.ETIMEDOUT, f"the store did not answer within {timeout:g} s"
-        ) from None
 
 
 class OMEZarrStorage(FrameStorage):
@@ -358,18 +159,18 @@ class OMEZarrStorage(FrameStorage):
             # records per object, when busy
             self._records_due = max(1, writes_in_flight - CHUNKS_AT_ONCE)
         else:
-            if store not in (None, "") or _storage_options(storage_options):
+            if store not in (None, "") or options_dict(storage_options):
                 raise ValueError(
                     f"store and storage_options apply to store URLs such as 's3://bucket/prefix'; "
                     f"{location!r} is a local folder"
                 )
             self._store = None
-            self.path = self._claim_folder(_local_path(location), name)
+            self.path = self._claim_folder(local_path(location), name)
             self._group = self._run(
                 zarr.api.asynchronous.open_group(store=self.path, mode="w-", zarr_format=3)
             )
             self._records_fd = os.open(
-                os.path.join(self.path, _RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666
+                os.path.join(self.path, RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666
             )
 
     @staticmethod
@@ -387,15 +188,15 @@ class OMEZarrStorage(FrameStorage):
 
     def _claim_in_store(self, parent: Any, url: str, name: str) -> str:
         try:
-            taken = self._run(_children(parent))
+            taken = self._run(children(parent))
             n = 1
             while True:
                 dataset = f"{name}_{n}.ome.zarr"
-                if dataset not in taken and self._run(_claim(parent, dataset, _GROUP_DOCUMENT)):
+                if dataset not in taken and self._run(claim(parent, dataset, _GROUP_DOCUMENT)):
                     return dataset
                 n += 1
         except Exception as error:
-            raise OSError(f"Cannot create a dataset in {url!r}: {_reason(error)}") from error
+            raise OSError(f"Cannot create a dataset in {url!r}: {first_line(error)}") from error
 
     # ------------------------------------------------------------------ reading
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
@@ -544,7 +345,7 @@ class OMEZarrStorage(FrameStorage):
         self._metadata[coords] = metadata
 
     def _failure(self, coords: DataCoordinates, error: BaseException) -> OSError:
-        message = f"Cannot store the frame at {dict(coords)} in {self.path}: {_reason(error)}"
+        message = f"Cannot store the frame at {dict(coords)} in {self.path}: {first_line(error)}"
         code = error.errno if isinstance(error, OSError) else None
         return OSError(message) if code is None else OSError(code, message)
 
@@ -594,14 +395,14 @@ class OMEZarrStorage(FrameStorage):
                 self._chunk_slots = asyncio.Semaphore(CHUNKS_AT_ONCE)
             async with self._chunk_slots:
                 if self._compressors is not None:
-                    await _bounded(self._array.setitem(position, data), self._timeout)
+                    await bounded(self._array.setitem(position, data), self._timeout)
                 else:
                     chunk = (
                         np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<"))
                         .reshape(-1)
                         .view(np.uint8)
                     )
-                    await _bounded(
+                    await bounded(
                         self._store.set(
                             chunk_key, default_buffer_prototype().buffer.from_array_like(chunk)
                         ),
@@ -617,7 +418,7 @@ class OMEZarrStorage(FrameStorage):
                     "Could not take back the partial chunk %s of %s: %s",
                     chunk_key,
                     self.path,
-                    _reason(error),
+                    first_line(error),
                 )
             raise
         # Once the chunk is there it stays, even if its record fails: a record whose write
@@ -653,10 +454,10 @@ class OMEZarrStorage(FrameStorage):
         prototype = default_buffer_prototype()
         while self._records_are_due():
             batch, self._records_waiting = self._records_waiting, []
-            key = f"{_RECORD_PREFIX}{self._records_started:09d}.json"
+            key = f"{RECORD_PREFIX}{self._records_started:09d}.json"
             self._records_started += 1
             try:
-                await _bounded(
+                await bounded(
                     self._store.set(
                         key, prototype.buffer.from_bytes(b"".join(r for r, _ in batch))
                     ),
@@ -678,7 +479,7 @@ class OMEZarrStorage(FrameStorage):
     def _run(self, awaitable: Any, timeout: float | None = None) -> Any:
         """Run a zarr or store coroutine on zarr's I/O loop; ``TimeoutError`` after
         ``timeout_s``."""
-        return sync(_bounded(awaitable, self._timeout if timeout is None else timeout))
+        return sync(bounded(awaitable, self._timeout if timeout is None else timeout))
 
     def _create(self, coords: DataCoordinates, data: np.ndarray) -> None:
         others = [a for a in coords if a not in _NGFF_ORDER]
@@ -777,10 +578,10 @@ class OMEZarrStorage(FrameStorage):
                     for c in self._coordinates
                 ).encode()
                 self._run(
-                    self._store.set(_RECORDS, default_buffer_prototype().buffer.from_bytes(records))
+                    self._store.set(RECORDS, default_buffer_prototype().buffer.from_bytes(records))
                 )
         except Exception as error:
-            raise OSError(f"Cannot finish {self.path}: {_reason(error)}") from error
+            raise OSError(f"Cannot finish {self.path}: {first_line(error)}") from error
         finally:
             if self._records_fd is not None:
                 os.close(self._records_fd)
@@ -791,192 +592,3 @@ class OMEZarrStorage(FrameStorage):
 
     def __repr__(self) -> str:
         return f"OMEZarrStorage({self.path!r})"
-
-
-class OMEZarrDataset:
-    """An OME-Zarr image opened for reading, from a folder or a store URL.
-
-    Ours come with their coordinates, axis values and per-frame metadata (also after a crash: the
-    records written so far); any other NGFF 0.4/0.5 image opens with index-valued axes.
-    """
-
-    def __init__(
-        self,
-        location: str | os.PathLike[str],
-        storage_options: Any = None,
-        store: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
-        location = os.fspath(location)
-        self._timeout = timeout_s
-        if is_store_url(location):
-            self.path = location.rstrip("/")
-            self._store: Any = open_store(self.path, store, storage_options, read_only=True)
-            self.local = False
-        else:
-            path = os.path.normpath(_local_path(location))
-            path = os.path.dirname(path) if os.path.basename(path) == "zarr.json" else path
-            if not any(
-                os.path.isfile(os.path.join(path, name)) for name in ("zarr.json", ".zattrs")
-            ):
-                raise ValueError(f"{location!r} is not an OME-Zarr dataset (no zarr.json in it)")
-            self.path = path
-            self._store = zarr.storage.LocalStore(path, read_only=True)
-            self.local = True
-        try:
-            group = self._sync(zarr.api.asynchronous.open_group(store=self._store, mode="r"))
-            attributes = dict(group.attrs)
-        except Exception as error:
-            raise ValueError(
-                f"{location!r} is not an OME-Zarr dataset: {_reason(error)}"
-            ) from error
-        ome = attributes.get("ome", attributes)
-        multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
-        exengine = attributes.get("exengine") or {}
-        self.summary_metadata: dict[str, Any] = exengine.get("summary_metadata") or {}
-        #: True/False for ours (False: the writer stopped before ``finish``), None for other
-        #: datasets
-        self.finished: bool | None = exengine.get("finished")
-        self.levels: list[Any] = []
-        self.axes_names: list[str] = []  # every array axis, y and x included
-        self.channel_axis: str | None = None
-        self.scale: dict[str, float] = {}
-        self._labels: dict[str, list[Any]] = {}
-        self.records: dict[DataCoordinates, Any] = {}
-        if not multiscales:
-            if self._sync(_members(group)):
-                raise ValueError(
-                    f"{location!r} is a zarr group without OME-Zarr 'multiscales' metadata"
-                )
-            return  # one of ours before its first frame
-        multiscale = multiscales[0]
-        self.version = str(ome.get("version") or multiscale.get("version") or "")
-        self.levels = [
-            self._sync(group.getitem(d["path"])) for d in multiscale["datasets"]
-        ]  # AsyncArrays
-        ndim = self.levels[0].ndim
-        axes = multiscale.get("axes") or ["t", "c", "z", "y", "x"][-ndim:]
-        self.axes_names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
-        channel_axes = [
-            a["name"] for a in axes if isinstance(a, dict) and a.get("type") == "channel"
-        ]
-        self.channel_axis = channel_axes[0] if channel_axes else None
-        transforms = multiscale["datasets"][0].get("coordinateTransformations") or []
-        scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), [1.0] * ndim)
-        self.scale = {a: float(s) for a, s in zip(self.axes_names, scale, strict=False)}
-        labels = exengine.get("axis_values") or {}
-        channels = [c.get("label") for c in (ome.get("omero") or {}).get("channels", [])]
-        for axis in self.axes_names[:-2]:
-            if axis in labels:
-                self._labels[axis] = list(labels[axis])
-            elif axis in channel_axes and channels:
-                self._labels[axis] = channels
-        self.records = self._read_records()
-
-    def _sync(self, coroutine: Any) -> Any:
-        return sync(_bounded(coroutine, self._timeout))
-
-    def _read_records(self) -> dict[DataCoordinates, Any]:
-        prototype = default_buffer_prototype()
-
-        async def fetch() -> list[bytes]:
-            whole = await self._store.get(_RECORDS, prototype)
-            if whole is not None:
-                return [whole.to_bytes()]
-            # a run that did not finish
-            keys = sorted([k async for k in self._store.list_prefix(_RECORD_PREFIX)])
-            limit = asyncio.Semaphore(32)
-
-            async def one(key: str) -> bytes:
-                async with limit:
-                    found = await self._store.get(key, prototype)
-                    return b"" if found is None else found.to_bytes()
-
-            return list(await asyncio.gather(*(one(k) for k in keys)))
-
-        records: dict[DataCoordinates, Any] = {}
-        for line in b"".join(self._sync(fetch())).splitlines():
-            try:
-                record = json.loads(line)
-                records[DataCoordinates(record["coords"])] = record.get("metadata", {})
-            except (ValueError, KeyError, TypeError):
-                continue  # a record cut short by a crash
-        return records
-
-    @property
-    def array(self) -> Any:
-        """The full-resolution ``zarr.Array`` (axes..., y, x)."""
-        return zarr.Array(self.levels[0])
-
-    def position(self, coords: Mapping[str, Any]) -> tuple[int, ...]:
-        """The array index of the frame at ``coords``; ``KeyError`` for a value the dataset does not
-        have."""
-        index = []
-        for axis in self.axes_names[:-2]:
-            value, labels = coords[axis], self._labels.get(axis)
-            if labels is not None and value in labels:
-                index.append(labels.index(value))
-            elif labels is None and isinstance(value, (int, np.integer)) and value >= 0:
-                index.append(int(value))
-            else:
-                raise KeyError(
-                    f"No {axis} {value!r} in {self.path}" + (f"; it has {labels}" if labels else "")
-                )
-        return tuple(index)
-
-    @property
-    def extent(self) -> tuple[int, ...]:
-        """The acquired extent along each leading axis (from the records, else the array's
-        shape)."""
-        if not self.levels:
-            return ()
-        if not self.records:
-            return tuple(self.array.shape[:-2])
-        positions = [self.position(c) for c in self.records]
-        return tuple(max(p[i] for p in positions) + 1 for i in range(len(self.axes_names) - 2))
-
-    @property
-    def axes(self) -> dict[str, list[Any]]:
-        """Each leading axis with its values: labels for labelled axes, else the indices."""
-        values: dict[str, list[Any]] = {}
-        for axis, size in zip(self.axes_names[:-2], self.extent, strict=True):
-            labels = self._labels.get(axis)
-            if labels is not None:
-                values[axis] = labels[:size]
-            elif self.records:
-                values[axis] = sorted({c[axis] for c in self.records})
-            else:
-                values[axis] = list(range(size))
-        return values
-
-    def coordinates(self) -> list[DataCoordinates]:
-        """The coordinates of every frame: those recorded, else every index of the array."""
-        if self.records or not self.levels:
-            return list(self.records)
-        import itertools
-
-        axes = self.axes
-        return [
-            DataCoordinates(dict(zip(axes, combo, strict=True)))
-            for combo in itertools.product(*axes.values())
-        ]
-
-    def read_frame(self, coords: Mapping[str, Any], level: int = 0) -> np.ndarray:
-        """The frame at ``coords``."""
-        return np.asarray(self._sync(self.levels[level].getitem(self.position(coords))))
-
-    def read_metadata(self, coords: Mapping[str, Any]) -> Any:
-        """The metadata recorded with the frame at ``coords`` (``{}`` for datasets without
-        records)."""
-        return self.records.get(DataCoordinates(dict(coords)), {})
-
-    def stored_bytes(self) -> int:
-        """Bytes of every object under the dataset in its store (for folders, see
-        ``allocated_bytes``)."""
-        fs = getattr(self._store, "fs", None)
-        if fs is not None and hasattr(fs, "_du"):
-            return int(self._sync(fs._du(self._store.path, total=True)))
-        return int(self._sync(self._store.getsize_prefix("")))
-
-    def __repr__(self) -> str:
-        return f"OMEZarrDataset({self.path!r})"

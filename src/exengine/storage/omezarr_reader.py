@@ -1,0 +1,236 @@
+"""Reading OME-Zarr images (``OMEZarrDataset``), from a folder or a store URL: ours with their
+coordinates, axis values and per-frame metadata (also after a crash: the records written so far),
+any other NGFF 0.4/0.5 image with index-valued axes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..kernel.data_coords import DataCoordinates
+from .omezarr_store import (
+    DEFAULT_TIMEOUT_S,
+    bounded,
+    first_line,
+    is_store_url,
+    local_path,
+    open_store,
+)
+
+try:
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "OME-Zarr storage needs the 'zarr' package: pip install 'napari-exengine[zarr]'"
+    ) from error
+
+__all__ = ["RECORDS", "RECORD_PREFIX", "OMEZarrDataset"]
+
+#: The frames' records of a finished dataset (one JSON object per line) ...
+RECORDS = "frame_metadata.jsonl"
+#: ... and, in a store, of one still being written (``<n>.json`` objects).
+RECORD_PREFIX = "frame_metadata/"
+
+
+async def members(group: Any) -> list[str]:
+    with warnings.catch_warnings():  # our frame_metadata files are no zarr nodes, and zarr says so
+        warnings.simplefilter("ignore")
+        return [name async for name in group.keys()]  # noqa: SIM118 - an AsyncGroup, not a dict
+
+
+class OMEZarrDataset:
+    """An OME-Zarr image opened for reading, from a folder or a store URL.
+
+    Ours come with their coordinates, axis values and per-frame metadata (also after a crash: the
+    records written so far); any other NGFF 0.4/0.5 image opens with index-valued axes.
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        storage_options: Any = None,
+        store: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        location = os.fspath(location)
+        self._timeout = timeout_s
+        if is_store_url(location):
+            self.path = location.rstrip("/")
+            self._store: Any = open_store(self.path, store, storage_options, read_only=True)
+            self.local = False
+        else:
+            path = os.path.normpath(local_path(location))
+            path = os.path.dirname(path) if os.path.basename(path) == "zarr.json" else path
+            if not any(
+                os.path.isfile(os.path.join(path, name)) for name in ("zarr.json", ".zattrs")
+            ):
+                raise ValueError(f"{location!r} is not an OME-Zarr dataset (no zarr.json in it)")
+            self.path = path
+            self._store = zarr.storage.LocalStore(path, read_only=True)
+            self.local = True
+        try:
+            group = self._sync(zarr.api.asynchronous.open_group(store=self._store, mode="r"))
+            attributes = dict(group.attrs)
+        except Exception as error:
+            raise ValueError(
+                f"{location!r} is not an OME-Zarr dataset: {first_line(error)}"
+            ) from error
+        ome = attributes.get("ome", attributes)
+        multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+        exengine = attributes.get("exengine") or {}
+        self.summary_metadata: dict[str, Any] = exengine.get("summary_metadata") or {}
+        #: True/False for ours (False: the writer stopped before ``finish``), None for other
+        #: datasets
+        self.finished: bool | None = exengine.get("finished")
+        self.levels: list[Any] = []
+        self.axis_names: list[str] = []  # every array axis, y and x included
+        self.channel_axis: str | None = None
+        self.scale: dict[str, float] = {}
+        self._labels: dict[str, list[Any]] = {}
+        self.records: dict[DataCoordinates, Any] = {}
+        if not multiscales:
+            if self._sync(members(group)):
+                raise ValueError(
+                    f"{location!r} is a zarr group without OME-Zarr 'multiscales' metadata"
+                )
+            return  # one of ours before its first frame
+        multiscale = multiscales[0]
+        self.version = str(ome.get("version") or multiscale.get("version") or "")
+        self.levels = [
+            self._sync(group.getitem(d["path"])) for d in multiscale["datasets"]
+        ]  # AsyncArrays
+        ndim = self.levels[0].ndim
+        axes = multiscale.get("axes") or ["t", "c", "z", "y", "x"][-ndim:]
+        self.axis_names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
+        channel_axes = [
+            a["name"] for a in axes if isinstance(a, dict) and a.get("type") == "channel"
+        ]
+        self.channel_axis = channel_axes[0] if channel_axes else None
+        transforms = multiscale["datasets"][0].get("coordinateTransformations") or []
+        scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), [1.0] * ndim)
+        self.scale = {a: float(s) for a, s in zip(self.axis_names, scale, strict=False)}
+        labels = exengine.get("axis_values") or {}
+        channels = [c.get("label") for c in (ome.get("omero") or {}).get("channels", [])]
+        for axis in self.axis_names[:-2]:
+            if axis in labels:
+                self._labels[axis] = list(labels[axis])
+            elif axis in channel_axes and channels:
+                self._labels[axis] = channels
+        self.records = self._read_records()
+
+    def _sync(self, coroutine: Any) -> Any:
+        return sync(bounded(coroutine, self._timeout))
+
+    def _read_records(self) -> dict[DataCoordinates, Any]:
+        prototype = default_buffer_prototype()
+
+        async def fetch() -> list[bytes]:
+            whole = await self._store.get(RECORDS, prototype)
+            if whole is not None:
+                return [whole.to_bytes()]
+            # a run that did not finish
+            keys = sorted([k async for k in self._store.list_prefix(RECORD_PREFIX)])
+            limit = asyncio.Semaphore(32)
+
+            async def one(key: str) -> bytes:
+                async with limit:
+                    found = await self._store.get(key, prototype)
+                    return b"" if found is None else found.to_bytes()
+
+            return list(await asyncio.gather(*(one(k) for k in keys)))
+
+        records: dict[DataCoordinates, Any] = {}
+        for line in b"".join(self._sync(fetch())).splitlines():
+            try:
+                record = json.loads(line)
+                records[DataCoordinates(record["coords"])] = record.get("metadata", {})
+            except (ValueError, KeyError, TypeError):
+                continue  # a record cut short by a crash
+        return records
+
+    @property
+    def array(self) -> Any:
+        """The full-resolution ``zarr.Array`` (axes..., y, x)."""
+        return zarr.Array(self.levels[0])
+
+    def position(self, coords: Mapping[str, Any]) -> tuple[int, ...]:
+        """The array index of the frame at ``coords``; ``KeyError`` for a value the dataset does not
+        have."""
+        index = []
+        for axis in self.axis_names[:-2]:
+            value, labels = coords[axis], self._labels.get(axis)
+            if labels is not None and value in labels:
+                index.append(labels.index(value))
+            elif labels is None and isinstance(value, (int, np.integer)) and value >= 0:
+                index.append(int(value))
+            else:
+                raise KeyError(
+                    f"No {axis} {value!r} in {self.path}" + (f"; it has {labels}" if labels else "")
+                )
+        return tuple(index)
+
+    @property
+    def extent(self) -> tuple[int, ...]:
+        """The acquired extent along each leading axis (from the records, else the array's
+        shape)."""
+        if not self.levels:
+            return ()
+        if not self.records:
+            return tuple(self.array.shape[:-2])
+        positions = [self.position(c) for c in self.records]
+        return tuple(max(p[i] for p in positions) + 1 for i in range(len(self.axis_names) - 2))
+
+    @property
+    def axes(self) -> dict[str, list[Any]]:
+        """Each leading axis with its values: labels for labelled axes, else the indices."""
+        values: dict[str, list[Any]] = {}
+        for axis, size in zip(self.axis_names[:-2], self.extent, strict=True):
+            labels = self._labels.get(axis)
+            if labels is not None:
+                values[axis] = labels[:size]
+            elif self.records:
+                values[axis] = sorted({c[axis] for c in self.records})
+            else:
+                values[axis] = list(range(size))
+        return values
+
+    def coordinates(self) -> list[DataCoordinates]:
+        """The coordinates of every frame: those recorded, else every index of the array."""
+        if self.records or not self.levels:
+            return list(self.records)
+        import itertools
+
+        axes = self.axes
+        return [
+            DataCoordinates(dict(zip(axes, combo, strict=True)))
+            for combo in itertools.product(*axes.values())
+        ]
+
+    def read_frame(self, coords: Mapping[str, Any], level: int = 0) -> np.ndarray:
+        """The frame at ``coords``."""
+        return np.asarray(self._sync(self.levels[level].getitem(self.position(coords))))
+
+    def read_metadata(self, coords: Mapping[str, Any]) -> Any:
+        """The metadata recorded with the frame at ``coords`` (``{}`` for datasets without
+        records)."""
+        return self.records.get(DataCoordinates(dict(coords)), {})
+
+    def stored_bytes(self) -> int:
+        """Bytes of every object under the dataset in its store (for folders, see
+        ``allocated_bytes``)."""
+        fs = getattr(self._store, "fs", None)
+        if fs is not None and hasattr(fs, "_du"):
+            return int(self._sync(fs._du(self._store.path, total=True)))
+        return int(self._sync(self._store.getsize_prefix("")))
+
+    def __repr__(self) -> str:
+        return f"OMEZarrDataset({self.path!r})"

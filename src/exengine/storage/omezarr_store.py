@@ -1,0 +1,234 @@
+"""Object stores for OME-Zarr: store URLs (``s3://bucket/prefix``), the zarr store that reaches
+them (zarr's ``ObjectStore`` on obstore, the default and the faster here, or ``FsspecStore`` on
+s3fs), S3 settings completed as the AWS tools complete them (``AWS_*`` environment variables, the
+AWS config and credentials files), and the create-only write that claims a dataset's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+try:
+    from zarr.core.buffer import default_buffer_prototype
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "OME-Zarr storage needs the 'zarr' package: pip install 'napari-exengine[zarr]'"
+    ) from error
+
+__all__ = [
+    "DEFAULT_STORE",
+    "DEFAULT_TIMEOUT_S",
+    "STORES",
+    "bounded",
+    "children",
+    "claim",
+    "first_line",
+    "is_store_url",
+    "local_path",
+    "open_store",
+    "options_dict",
+]
+
+#: The zarr stores that reach object stores; the default is the faster one by
+#: ``benchmarks/bench_s3.py``.
+STORES = ("obstore", "fsspec")
+DEFAULT_STORE = "obstore"
+#: Longest a request to a store may take (network stalls included) before it fails.
+DEFAULT_TIMEOUT_S = 300.0
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# storage_options as s3fs names them (zarr's convention) -> obstore's S3Store names
+_OBSTORE_NAMES = {
+    "endpoint_url": "endpoint",
+    "key": "access_key_id",
+    "secret": "secret_access_key",
+    "token": "session_token",
+    "anon": "skip_signature",
+    "region_name": "region",
+}
+
+
+def is_store_url(location: Any) -> bool:
+    """True for a store URL such as ``s3://bucket/prefix`` (``file://`` URLs are local folders)."""
+    match = _URL.match(location) if isinstance(location, str) else None
+    return match is not None and match.group(1).lower() != "file"
+
+
+def local_path(location: str | os.PathLike[str]) -> str:
+    location = os.fspath(location)
+    return location[len("file://") :] if location.lower().startswith("file://") else location
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (obstore's run to dozens of lines)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def options_dict(storage_options: Any) -> dict[str, Any]:
+    if storage_options is None or storage_options == "":
+        return {}
+    if isinstance(storage_options, str):  # from a text field (the panel) or a settings file
+        try:
+            storage_options = json.loads(storage_options)
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"storage_options must be a mapping or a JSON object, got {storage_options!r}"
+            ) from None
+    if not isinstance(storage_options, Mapping):
+        raise ValueError(
+            f"storage_options must be a mapping or a JSON object, got {storage_options!r}"
+        )
+    return dict(storage_options)
+
+
+class _BotocoreCredentials:
+    """An obstore credential provider over botocore's chain (environment, config files, SSO,
+    instance roles)."""
+
+    def __init__(self, credentials: Any) -> None:
+        self._credentials = credentials
+
+    def __call__(self) -> dict[str, Any]:
+        frozen = self._credentials.get_frozen_credentials()
+        return {
+            "access_key_id": frozen.access_key,
+            "secret_access_key": frozen.secret_key,
+            "token": frozen.token,
+            "expires_at": datetime.now(UTC) + timedelta(minutes=5),
+        }
+
+
+def _obstore_s3_config(options: dict[str, Any]) -> dict[str, Any]:
+    """``S3Store`` settings: ``options`` (s3fs or obstore names) completed as the AWS tools
+    would."""
+    config: dict[str, Any] = {}
+    for key, value in {**dict(options.pop("client_kwargs", None) or {}), **options}.items():
+        config[_OBSTORE_NAMES.get(key, key)] = value
+    if not config.get("skip_signature"):
+        config.pop("skip_signature", None)
+    profile = config.pop("profile", None)
+    try:
+        import botocore.session
+        from botocore.configprovider import ConfiguredEndpointProvider
+    except ImportError:  # obstore alone reads the AWS_* environment variables
+        session = None
+    else:
+        session = botocore.session.Session(profile=profile)
+    if session is not None:
+        if "endpoint" not in config:
+            endpoint = ConfiguredEndpointProvider(
+                full_config=session.full_config,
+                scoped_config=session.get_scoped_config(),
+                client_name="s3",
+            ).provide()
+            if endpoint:
+                config["endpoint"] = endpoint
+        if "region" not in config and session.get_config_variable("region"):
+            config["region"] = session.get_config_variable("region")
+        given = {"access_key_id", "credential_provider", "skip_signature"} & config.keys()
+        if not given and not os.environ.get("AWS_ACCESS_KEY_ID"):
+            credentials = session.get_credentials()
+            if credentials is not None:
+                config["credential_provider"] = _BotocoreCredentials(credentials)
+    endpoint = str(
+        config.get("endpoint")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or ""
+    )
+    # a local MinIO or test server: plain HTTP as s3fs allows
+    if endpoint.lower().startswith("http://"):
+        config["client_options"] = {"allow_http": True, **dict(config.get("client_options") or {})}
+    return config
+
+
+def open_store(
+    url: str, store: str | None = None, storage_options: Any = None, read_only: bool = False
+) -> Any:
+    """A zarr store rooted at ``url``: ``ObjectStore`` (``store="obstore"``, default) or
+    ``FsspecStore``.
+
+    ``storage_options`` are s3fs's keyword arguments (``endpoint_url``, ``key``, ``secret``,
+    ``client_kwargs``, ...); for obstore the common ones are translated and ``S3Store``'s own
+    settings (``endpoint``, ``region``, ``client_options``, ``retry_config``, ...) are accepted too.
+    """
+    kind = DEFAULT_STORE if store is None or store == "" else store
+    if kind not in STORES:
+        raise ValueError(f"store must be one of {', '.join(map(repr, STORES))}, got {store!r}")
+    options = options_dict(storage_options)
+    scheme, _, rest = url.partition("://")
+    try:
+        if kind == "fsspec":
+            from zarr.storage import FsspecStore
+
+            return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+        import obstore.store
+        from zarr.storage import ObjectStore
+
+        if scheme.lower() in ("s3", "s3a"):
+            bucket, _, prefix = rest.partition("/")
+            upstream = obstore.store.S3Store(
+                bucket, prefix=prefix.strip("/") or None, **_obstore_s3_config(options)
+            )
+        else:
+            upstream = obstore.store.from_url(url, **options)
+        return ObjectStore(upstream, read_only=read_only)
+    except ImportError as error:
+        raise ImportError(
+            f"OME-Zarr in {url!r} with store={kind!r} needs {error.name or error}: "
+            f"pip install 'napari-exengine[s3]'"
+        ) from error
+    except Exception as error:
+        raise ValueError(
+            f"Cannot open {url!r} with store={kind!r} and storage_options {sorted(options)}: "
+            f"{first_line(error)}"
+        ) from error
+
+
+async def claim(zarr_store: Any, dataset: str, document: bytes) -> bool:
+    """Write ``document`` as the ``zarr.json`` of ``dataset`` only if there is none; False when
+    there is (atomic on S3: a create-only write)."""
+    key = f"{dataset}/zarr.json"
+    upstream = getattr(zarr_store, "store", None)
+    if type(upstream).__module__.startswith("obstore"):  # zarr.storage.ObjectStore
+        import obstore
+
+        try:
+            await obstore.put_async(upstream, key, document, mode="create")
+        except obstore.exceptions.AlreadyExistsError:
+            return False
+        return True
+    fs = getattr(zarr_store, "fs", None)  # zarr.storage.FsspecStore
+    if fs is not None and "s3" in np.atleast_1d(fs.protocol):
+        try:
+            await fs._pipe_file(f"{zarr_store.path}/{key}", document, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    if await zarr_store.exists(key):  # other stores: not atomic against a concurrent writer
+        return False
+    await zarr_store.set(key, default_buffer_prototype().buffer.from_bytes(document))
+    return True
+
+
+async def children(zarr_store: Any) -> set[str]:
+    return {name.rstrip("/") async for name in zarr_store.list_dir("")}
+
+
+async def bounded(awaitable: Any, timeout: float) -> Any:
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            errno.ETIMEDOUT, f"the store did not answer within {timeout:g} s"
+        ) from None
