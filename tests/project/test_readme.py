@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -24,3 +25,19 @@ def test_readme_commands_and_python_example(capsys):
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})
     assert "12 frames in" in capsys.readouterr().out
+
+
+def test_ci_installs_with_the_readme_command_alone():
+    commands = [line for line in CI_SCRIPT.read_text().splitlines() if not line.startswith("#")]
+    assert not any("constraint" in line.lower() for line in commands)
+
+
+def test_the_files_the_readme_names_ship_and_run(tmp_path):
+    from napari_exengine.cli import main
+
+    root = README.parent
+    named = re.findall(r"--file (\S+)", README.read_text())
+    assert named and all((root / path).is_file() for path in named), named
+    out = io.StringIO()
+    status = main(["acquire", "--file", str(root / named[0]), "--out", str(tmp_path)], out)
+    assert status == 0 and "Done: 30 of 30 frames stored" in out.getvalue()
