@@ -21,10 +21,16 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from .acquisition_status import AcquisitionStatus, FinishReason, RunState
 from .device_types import Detector
-from .events.detector_events import ReadoutData, StartCapture, StartContinuousCapture
+from .events.detector_events import (
+    MAX_DROPPED_LISTED,
+    ReadoutData,
+    StartCapture,
+    StartContinuousCapture,
+)
 from .events.misc_events import AcquisitionClock, Wait
 from .events.plan_checks import PlanChecks, PlanError, check_event, check_setting
 from .kernel.data_handler import DataHandler, DataHandlerError
@@ -58,6 +64,9 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         self.data_handler = data_handler
         self.events_run = 0
         self.frames_read = 0
+        self.frames_dropped = 0
+        self.dropped_coordinates: list[dict[str, Any]] = []
+        self._in_hand = False  # a capture started and not yet read out
         self.current: ExecutorEvent | None = None
         self.finish_reason: FinishReason | None = None
         self.error: BaseException | None = None
@@ -79,21 +88,17 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
             events = self._events()
             for event in events:
                 self._hold()
-                if self._ended():
+                if self._ended() and not self._reads_frames_in_hand(event):
                     break
                 if not self.checked:
                     self._checks.event(event)
                 engine.run_prioritized_events()  # prioritized submissions (e.g. a GUI) interleave
                 self._prepare(event)
                 self.current = event
-                if self._ended():  # a stop that came before ``current`` was set
+                # a stop that came before ``current`` was set
+                if self._ended() and not self._reads_frames_in_hand(event):
                     break
-                if isinstance(event, Wait):
-                    self._wait(event.deadline(self._clock_start))
-                else:
-                    result = event.execute()
-                    if isinstance(event, ReadoutData):
-                        self.frames_read += result or 0
+                self._run(event)
                 self.current = None
                 self.events_run += 1
             else:
@@ -125,6 +130,28 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
                 )
             yield event
 
+    def _run(self, event: ExecutorEvent) -> None:
+        """Run one event; wait for a ``Wait`` here; count what a readout read and dropped."""
+        if isinstance(event, Wait):
+            self._wait(event.deadline(self._clock_start))
+            return
+        if self.is_stop_requested() and isinstance(event, ReadoutData):
+            event._request_stop()  # the frames in hand only
+        result = event.execute()
+        if isinstance(event, (StartCapture, StartContinuousCapture)):
+            self._in_hand = True
+        elif isinstance(event, ReadoutData):
+            self._in_hand = False
+            self.frames_read += result or 0
+            self.frames_dropped += event.frames_dropped
+            room = MAX_DROPPED_LISTED - len(self.dropped_coordinates)
+            self.dropped_coordinates.extend(event.dropped_coordinates[: max(room, 0)])
+
+    def _reads_frames_in_hand(self, event: ExecutorEvent) -> bool:
+        """Stopped (not aborted) after a capture started: its readout still takes the frames the
+        detector holds or is capturing."""
+        return self._in_hand and isinstance(event, ReadoutData) and not self.is_abort_requested()
+
     def _prepare(self, event: ExecutorEvent) -> None:
         """Give a data-producing event without a handler the acquisition's; remember the detectors
         started (to stop them when the run ends early)."""
@@ -149,6 +176,13 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         with self._gate:
             self.ended_at = time.monotonic()
         if self.data_handler is not None:
+            if self.frames_dropped:
+                self.data_handler.annotate(
+                    {
+                        "FramesDropped": self.frames_dropped,
+                        "DroppedCoordinates": self.dropped_coordinates,
+                    }
+                )
             with contextlib.suppress(DataHandlerError):  # reported by the status and await
                 self.data_handler.finish()
 
@@ -333,8 +367,16 @@ class Acquisition:
 
     @property
     def frames_dropped(self) -> int:
-        """Frames the cameras made but could not hand over (their buffer was full)."""
-        return 0
+        """Frames the cameras captured but could not keep (their buffer was full): frames stored
+        plus frames dropped make the frames planned. Their coordinates are
+        :attr:`dropped_coordinates` (the first 10,000) and are written into the dataset's
+        summary when it is finished."""
+        return self._runner.frames_dropped
+
+    @property
+    def dropped_coordinates(self) -> list[dict[str, Any]]:
+        """The coordinates of the frames dropped (the first 10,000)."""
+        return list(self._runner.dropped_coordinates)
 
     @property
     def finish_reason(self) -> FinishReason | None:

@@ -91,4 +91,11 @@ class Detector(Device):
         self, timeout: float | None = None
     ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
         """The next ``(frame, metadata)``; waits up to ``timeout`` s (None: forever), then ``(None,
-        None)``."""
+        None)``. ``metadata["FrameIndex"]``, when given, is the frame's index in the capture (a gap
+        tells frames dropped)."""
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames captured since the last ``arm`` that the detector could not keep (its buffer was
+        full); 0 for detectors that cannot tell."""
+        return 0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,8 @@ from ..kernel.notification_base import Notification, NotificationCategory
 from ._devices import resolve_device
 
 DetectorLike = Detector | str | None
+#: The most coordinates of dropped frames a readout lists (all are counted).
+MAX_DROPPED_LISTED = 10_000
 
 
 @dataclass(eq=False)
@@ -37,14 +39,21 @@ def _count(num_blocks: int | None, num_images: int | None) -> int | None:
     return count
 
 
+def _has_dropped(detector: Detector) -> bool:
+    return bool(getattr(detector, "frames_dropped", 0))
+
+
 class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
     """Read frames from a detector and hand them, with their coordinates, to a data handler.
 
     Reads ``num_images`` (alias ``num_blocks``) frames, or until the coordinate iterator ends, or
-    until stopped. ``detector`` is a ``Detector``, its registered name, or ``None`` for the only
-    one. ``stop_on_empty`` ends the readout when the detector has stopped and its buffer is empty.
-    ``frame_timeout_s`` (default 30 s; None waits forever) raises ``TimeoutError`` when the detector
-    delivers no frame for that long.
+    until stopped: then it still takes the frames already in the detector's buffer and the one it
+    was capturing (an abort drops them). ``detector`` is a ``Detector``, its registered name, or
+    ``None`` for the only one. ``stop_on_empty`` ends the readout when the detector has stopped and
+    its buffer is empty. ``frame_timeout_s`` (default 30 s; None waits forever) raises
+    ``TimeoutError`` when the detector delivers no frame for that long. Frames the detector dropped
+    (its buffer was full; told by gaps in the frames' ``FrameIndex`` and by its ``frames_dropped``)
+    are skipped with their coordinates and counted in ``frames_dropped``.
     """
 
     notification_types = [DataAcquiredNotification]
@@ -67,6 +76,9 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         )
         self.detector = detector
         self.num_blocks = _count(num_blocks, num_images)
+        self.frames_dropped = 0
+        self.dropped_coordinates: list[dict[str, Any]] = []
+        self._took_frame_in_hand = False
         self.stop_on_empty = stop_on_empty
         self.frame_timeout_s = frame_timeout_s
 
@@ -76,7 +88,9 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         return self.num_blocks
 
     def execute(self) -> int:
-        """Read the frames; returns how many were read."""
+        """Read the frames; returns how many were read. Frames the detector dropped (its buffer was
+        full) are counted in ``frames_dropped``, and their coordinates kept in
+        ``dropped_coordinates`` (the first :data:`MAX_DROPPED_LISTED`)."""
         detector = resolve_device(self.detector, Detector, "detector")
         handler = self.data_handler
         # nowhere to put frames: stop the camera
@@ -86,30 +100,85 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
                 f"Not reading {detector.name}: the data handler has failed, no more frames "
                 f"can be stored ({handler.error!r})"
             ) from handler.error
-        counter = itertools.count() if self.num_blocks is None else range(self.num_blocks)
+        self.frames_dropped = 0
+        self.dropped_coordinates = []
+        self._took_frame_in_hand = False
+        coordinates = iter(self.data_coordinate_iterator)
+        remaining = self.num_blocks
         read = 0
-        for _, coords in zip(counter, self.data_coordinate_iterator, strict=False):
-            waiting_since = time.monotonic()
-            while True:
-                if self.is_abort_requested() or self.is_stop_requested():
-                    return read
-                image, metadata = detector.pop_data(timeout=0.01)
-                if image is not None:
-                    break
-                if self.stop_on_empty and detector.is_stopped():
-                    return read
-                if (
-                    self.frame_timeout_s is not None
-                    and time.monotonic() - waiting_since > self.frame_timeout_s
-                ):
-                    raise TimeoutError(
-                        f"{detector.name} delivered no frame for {dict(coords)} within "
-                        f"{self.frame_timeout_s} s ({read} frames read)"
-                    )
+        expected: int | None = None  # the detector's index of the next frame
+        while remaining is None or remaining > 0:
+            frame = self._next_frame(detector, read)
+            if frame is None:
+                break
+            image, metadata = frame
+            index = metadata.get("FrameIndex") if isinstance(metadata, dict) else None
+            if isinstance(index, int) and expected is not None and index > expected:
+                remaining = self._drop(coordinates, index - expected, remaining)
+            expected = index + 1 if isinstance(index, int) else None
+            coords = next(coordinates, None)
+            if coords is None or remaining == 0:
+                break
             self.put_data(coords, image, metadata)
             read += 1
+            remaining = None if remaining is None else remaining - 1
             self.publish_notification(DataAcquiredNotification(coords))
+        trailing = getattr(detector, "frames_dropped", 0) - self.frames_dropped
+        if trailing > 0 and not self.is_abort_requested():  # dropped after the last frame read
+            self._drop(coordinates, trailing, remaining)
         return read
+
+    def _next_frame(self, detector: Detector, read: int) -> tuple[Any, Any] | None:
+        """The detector's next frame; ``None`` when there is none to wait for: aborted; stopped
+        (after the frames already in the detector's buffer and the one it was capturing); the
+        detector stopped after dropping frames (or, with ``stop_on_empty``, at all)."""
+        waiting_since = time.monotonic()
+        while not self.is_abort_requested():
+            stopping = self.is_stop_requested()
+            image, metadata = detector.pop_data(timeout=0.0 if stopping else 0.01)
+            if image is not None:
+                return image, metadata
+            if stopping:
+                return self._frame_in_hand(detector)
+            if detector.is_stopped() and (self.stop_on_empty or _has_dropped(detector)):
+                return None
+            if (
+                self.frame_timeout_s is not None
+                and time.monotonic() - waiting_since > self.frame_timeout_s
+            ):
+                raise TimeoutError(
+                    f"{detector.name} delivered no frame within {self.frame_timeout_s} s "
+                    f"({read} frames read)"
+                )
+        return None
+
+    def _frame_in_hand(self, detector: Detector) -> tuple[Any, Any] | None:
+        """Stopped: the frame the detector was capturing when the stop came (once), unless it has
+        stopped or an abort comes first."""
+        if self._took_frame_in_hand:
+            return None
+        self._took_frame_in_hand = True
+        waited = 0.0
+        while not self.is_abort_requested() and not detector.is_stopped():
+            image, metadata = detector.pop_data(timeout=0.01)
+            if image is not None:
+                return image, metadata
+            waited += 0.01
+            if self.frame_timeout_s is not None and waited > self.frame_timeout_s:
+                break
+        return None
+
+    def _drop(self, coordinates: Iterator[Any], count: int, remaining: int | None) -> int | None:
+        """Count ``count`` frames the detector dropped, taking their coordinates; returns the
+        frames still to read."""
+        for _ in range(count if remaining is None else min(count, remaining)):
+            coords = next(coordinates, None)
+            if coords is None:
+                break
+            self.frames_dropped += 1
+            if len(self.dropped_coordinates) < MAX_DROPPED_LISTED:
+                self.dropped_coordinates.append(dict(coords))
+        return None if remaining is None else max(remaining - count, 0)
 
     def check(self, checks: EventChecks) -> None:
         checks.detector(self.detector)

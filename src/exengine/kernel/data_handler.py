@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +92,7 @@ class DataHandler(DataPipeline):
         self._finish_requested = False
         self._finished = threading.Event()
         self._planned: PlannedData | None = None
+        self._annotations: dict[str, Any] = {}
         self._listeners: tuple[Listener, ...] = ()
         self._storage_lock = threading.Lock()
         # Readers (the display) go before the pipeline threads' next frame: those threads take their
@@ -177,6 +178,12 @@ class DataHandler(DataPipeline):
             self._planned = planned
         with self._storage_lock:
             self._storage.prepare(planned)
+
+    def annotate(self, metadata: Mapping[str, Any]) -> None:
+        """Add ``metadata`` (what was learned while acquiring) to the dataset's summary when the
+        storage is finished (``DataStorage.annotate``)."""
+        with self._cond:
+            self._annotations.update(metadata)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(stage, coords)`` as frames move: ``stage`` is a :class:`FrameStage`
@@ -367,6 +374,8 @@ class DataHandler(DataPipeline):
     def _finish_storage(self) -> None:
         try:
             with self._storage_lock:
+                if self._annotations:
+                    self._storage.annotate(dict(self._annotations))
                 self._storage.finish()
         except BaseException as e:  # recorded and raised by await_completion
             logger.error("Finishing %s failed: %r", type(self._storage).__name__, e)

@@ -96,6 +96,10 @@ class DataStorage(ABC):
             "len() or to list the stored coordinates"
         )
 
+    def annotate(self, metadata: Mapping[str, Any]) -> None:
+        """Before ``finish``: what was learned while acquiring (frames the cameras dropped and their
+        coordinates), to add to the dataset's summary. Optional."""
+
     def prepare(self, planned: PlannedData) -> None:
         """Told, before the first frame, what the acquisition will store. Optional: a storage may
         lay its dataset out in advance (an array of the planned size, channel names)."""

@@ -46,10 +46,15 @@ class FrameStorage(DataStorage):
         self._coordinates: list[DataCoordinates] = []
         self._index: set[DataCoordinates] = set()
         self._finished = False
+        self._annotated = False  # the summary grew after it was first written
 
     @property
     def summary_metadata(self) -> dict[str, Any]:
         return self._summary
+
+    def annotate(self, metadata: Mapping[str, Any]) -> None:
+        self._summary.update(json_safe(dict(metadata), "annotation"))
+        self._annotated = True
 
     def __contains__(self, data_coordinates: CoordinatesLike) -> bool:
         return as_coordinates(data_coordinates) in self._index
@@ -107,6 +112,15 @@ class FrameStorage(DataStorage):
         if not self._finished:
             self._finished = True
             self._finish()
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place: the file is whole
+    or absent, also after a crash."""
+    folder = os.path.dirname(path) or "."
+    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as file:
+        file.write(text)
+    os.replace(file.name, path)
 
 
 def check_writable(directory: str) -> None:

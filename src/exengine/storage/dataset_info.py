@@ -116,6 +116,7 @@ def summarise_dataset(
             frames=len(reader.entries),
             size_bytes=allocated_bytes(reader.path),
         )
+        summary.notes += _dropped_note(reader.summary_metadata)
         if reader.entries:
             first = reader.first_entry()
             summary.frame = (
@@ -130,6 +131,19 @@ def summarise_dataset(
         return summary
     finally:
         reader.close()
+
+
+def _dropped_note(summary_metadata: Any) -> list[str]:
+    """A note on the frames the cameras dropped, when the dataset records any."""
+    dropped = summary_metadata.get("FramesDropped") if isinstance(summary_metadata, dict) else None
+    if not isinstance(dropped, int) or not dropped:
+        return []
+    listed = summary_metadata.get("DroppedCoordinates") or []
+    example = f"; the first at {listed[0]}" if listed else ""
+    return [
+        f"Dropped by the camera: {dropped} frames (their coordinates are in the summary metadata, "
+        f"'DroppedCoordinates'{example})"
+    ]
 
 
 def _summarise_omezarr(location: str, storage_options: Any) -> DatasetSummary:
@@ -150,6 +164,7 @@ def _summarise_omezarr(location: str, storage_options: Any) -> DatasetSummary:
             "Not finished: still being written, or its writer stopped (a crash?); every recorded "
             "frame is readable and the array may extend past them with empty frames"
         )
+    summary.notes += _dropped_note(dataset.summary_metadata)
     if not dataset.levels:
         return summary
     array = dataset.array

@@ -19,6 +19,9 @@ Guards the adapter adds around ``ndstorage`` 0.1.18:
   finishes.
 - On ext4 and XFS, disk space is reserved 64 MB at a time ahead of the writer, which makes each
   frame's write much cheaper; finishing the dataset trims the file to its data.
+- What was learned while acquiring (``annotate``: frames the cameras dropped and their
+  coordinates) is written beside the TIFFs, whose summary was written at the start, as the summary
+  metadata in :data:`RUN_SUMMARY`.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
-from ._frames import FrameStorage, check_writable, json_safe
+from ._frames import FrameStorage, check_writable, json_safe, write_atomically
 from ._preallocate import SpaceReserver
+from .ndtiff_reader import RUN_SUMMARY
 
 try:
     import ndstorage
@@ -44,7 +48,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "'napari-exengine[ndstorage]'"
     ) from error
 
-__all__ = ["NDRAMStorage", "NDTiffStorage", "json_safe"]
+__all__ = ["RUN_SUMMARY", "NDRAMStorage", "NDTiffStorage", "json_safe"]
 
 NDTIFF_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
@@ -318,6 +322,11 @@ class NDTiffStorage(_NDStorage):
             self._stale_readers = False
             for reader in self._dataset._readers_by_filename.values():
                 reader.file.seek(0, os.SEEK_END)
+
+    def _finish(self) -> None:
+        super()._finish()
+        if self._annotated:  # the TIFF's summary was written at the start: the rest beside it
+            write_atomically(os.path.join(self.path, RUN_SUMMARY), json.dumps(self._summary))
 
     def close(self) -> None:
         self.finish()

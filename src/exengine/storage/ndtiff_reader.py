@@ -24,6 +24,10 @@ __all__ = ["FrameEntry", "NDTiffReader", "find_dataset_root", "is_ndtiff_path", 
 
 INDEX_NAME = "NDTiff.index"
 FULL_RESOLUTION = "Full resolution"
+#: Beside an NDTiff dataset's TIFFs: its summary with what was learned while acquiring (frames the
+#: cameras dropped), written by ``NDTiffStorage`` when it finishes, only when there is something
+#: to add (the TIFF's summary was written at the start).
+RUN_SUMMARY = "exengine_summary.json"
 _EIGHT_BIT, _RGB = 0, 2
 _ENTRY_TAIL = struct.Struct("<IIIIIIII")
 
@@ -280,6 +284,15 @@ class NDTiffReader:
 
     @staticmethod
     def _read_summary(folder: str) -> dict[str, Any]:
+        """The summary metadata: the first TIFF's, or when the writer learned more while acquiring
+        (frames dropped), :data:`RUN_SUMMARY`'s."""
+        run_summary = os.path.join(folder, RUN_SUMMARY)
+        if os.path.isfile(run_summary):
+            with (
+                contextlib.suppress(OSError, json.JSONDecodeError, UnicodeDecodeError),
+                open(run_summary, encoding="utf-8") as f,
+            ):
+                return json.load(f)
         tiffs = sorted(f for f in os.listdir(folder) if f.endswith(".tif"))
         if not tiffs:
             return {}
