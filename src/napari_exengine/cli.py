@@ -26,6 +26,9 @@ from .device_sets import BACKENDS
 
 #: Exit status of an acquisition stopped or aborted with Ctrl-C (everything acquired is stored).
 INTERRUPTED = 130
+#: Exit status of an acquisition that ran to its end but whose cameras dropped frames (their
+#: buffers were full): every frame kept is stored, and the summary says which are missing.
+DROPPED = 3
 
 
 class AcquisitionFailed(RuntimeError):
@@ -93,9 +96,9 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
     status = acquisition.status()
     summary = status.summary()
     stream.write(f"{summary[:1].upper()}{summary[1:]} in {where}\n")
-    if status.finish_reason is FinishReason.DONE:
-        return 0
-    return INTERRUPTED
+    if status.finish_reason is not FinishReason.DONE:
+        return INTERRUPTED
+    return DROPPED if status.frames_dropped else 0
 
 
 def _follow(

@@ -52,6 +52,12 @@ class MultiDForm(mw.Container):
         self.add_position = mw.PushButton(text="Add current position")
         self.clear_positions = mw.PushButton(text="Clear positions")
         self.order = mw.LineEdit(value="tpcz", label="axis order")
+        self.sequenced = mw.LineEdit(
+            value="",
+            label="camera sequence",
+            tooltip="inner axes the camera runs through as one hardware-timed sequence, at its own "
+            "pace (e.g. t: back-to-back time points; z, c: with triggerable devices)",
+        )
         self.load_sequence_button = mw.PushButton(text="Load sequence…")
         self.save_sequence_button = mw.PushButton(text="Save sequence…")
         files = mw.Container(
@@ -90,6 +96,7 @@ class MultiDForm(mw.Container):
             self.add_position,
             self.clear_positions,
             self.order,
+            self.sequenced,
         ]
 
     # ------------------------------------------------------------------------------ settings
@@ -117,6 +124,7 @@ class MultiDForm(mw.Container):
             xy_positions=[xy for _, xy in entries] or None,
             position_labels=labels or None,
             order=order,
+            sequence=self.sequenced.value.strip().lower() or None,
         )
 
     def show_settings(self, settings: MultiDSettings) -> None:
@@ -149,6 +157,7 @@ class MultiDForm(mw.Container):
         for label, position in zip(settings.position_labels, positions, strict=True):
             self.add_position_at(position.x, position.y, str(label))
         self.order.value = "".join(settings.axis_order) or "tpcz"
+        self.sequenced.value = settings.hardware_sequenced
 
     def load(self, path: str | Path) -> None:
         """Fill the form from a useq-schema ``MDASequence`` file (YAML or JSON)."""

@@ -740,3 +740,23 @@ def test_panel_lists_broken_contributions_as_unavailable(
     )
     assert "napari-exengine.processor.max_intensity_projection" in panel.processors.processors
     assert panel.run_control.run_button.enabled
+
+
+def test_the_panel_status_says_how_many_frames_the_camera_dropped(gui_viewer, scope, qtbot):
+    from napari_exengine.widgets import AcquisitionPanel
+
+    camera = scope["Camera"]
+    camera.roi = (0, 0, 64, 64)
+    camera.frame_rate_limit = 100_000.0  # a frame every 10 µs: faster than any readout
+    camera.sequence_buffer_mb = 2 * 64 * 64 * 2 / 1024**2  # two frames
+    panel = AcquisitionPanel(gui_viewer)
+    panel.multi_d.time_points.value = 400
+    panel.multi_d.channels.value = []
+    panel.multi_d.sequenced.value = "t"  # the camera runs free through the time points
+    panel.storage.backend.value = "napari-exengine.storage.ndram"
+    acquisition = run_panel(panel, qtbot)
+    status = panel.run_control.status.value
+    assert acquisition.frames_dropped > 0
+    assert f"{acquisition.frames_dropped:,} dropped by the camera" in status, status
+    assert status.startswith(f"done: {acquisition.frames_stored:,} of 400 frames stored")
+    assert acquisition.frames_stored + acquisition.frames_dropped == 400

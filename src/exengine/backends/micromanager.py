@@ -186,6 +186,13 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         self._popped = 0
         self._started = False
         self._snapped: tuple[np.ndarray, dict[str, Any]] | None = None
+        self._dropped = 0
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames lost since the last ``arm`` because the core's circular buffer overflowed: the
+        frames of the sequence not captured once it did (at least one for a continuous one)."""
+        return self._dropped
 
     @property
     def exposure(self) -> float:
@@ -202,6 +209,7 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         if self._core.isSequenceRunning(self._label):
             self._core.stopSequenceAcquisition(self._label)
         self._frame_count = frame_count
+        self._dropped = 0
 
     def start(self) -> None:
         self._popped = 0
@@ -247,9 +255,8 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._core.getRemainingImageCount() == 0:
             if self._core.isBufferOverflowed():
-                raise RuntimeError(
-                    f"{self._label}: the circular buffer overflowed; frames were lost by the camera"
-                )
+                self._overflowed()
+                return None, None
             owed = self._frame_count is None or self._popped < self._frame_count
             if (
                 self._started
@@ -268,6 +275,19 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         image, metadata = self._core.popNextImageAndMD()
         self._popped += 1
         return image, {str(k): v for k, v in dict(metadata).items()}
+
+    def _overflowed(self) -> None:
+        """The circular buffer overflowed and the core stopped the sequence: what it did not
+        capture is dropped (counted once)."""
+        if not self._started:
+            return
+        self._started = False
+        if self._core.isSequenceRunning(self._label):
+            self._core.stopSequenceAcquisition(self._label)
+        if self._frame_count is None:
+            self._dropped += 1
+        else:
+            self._dropped += max(self._frame_count - self._popped, 1)
 
 
 class MicroManagerSingleAxisStage(MicroManagerDevice, TriggerableSingleAxisPositioner):

@@ -1,0 +1,156 @@
+"""A camera that cannot wait: the simulated camera runs on its own clock into a finite sequence
+buffer; frames that arrive while it is full are dropped and counted, everywhere they are reported
+(the acquisition, its status, the dataset's summary, ``exengine info``, the command line); stop
+keeps the frames in hand and abort drops them."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+
+from exengine.acquisition import Acquisition
+from exengine.acquisition_status import FinishReason
+from exengine.data import DataHandler
+from exengine.devices.simulated import SimulatedCamera
+from exengine.events import multi_d_acquisition_plan
+from exengine.storage import NDTiffStorage
+from exengine.storage.dataset_info import summarise_dataset
+from exengine.storage.ndtiff_reader import RUN_SUMMARY, NDTiffReader
+
+SHAPE = (64, 64)
+FRAME_MB = SHAPE[0] * SHAPE[1] * 2 / 1024**2
+
+
+class SlowNDTiff(NDTiffStorage):
+    """Real NDTiff storage that takes ``delay_s`` longer for each frame: slower than the camera."""
+
+    delay_s = 0.02
+
+    def put(self, data_coordinates, data, metadata):
+        time.sleep(self.delay_s)
+        super().put(data_coordinates, data, metadata)
+
+
+def small_camera(scope, buffer_frames: int) -> SimulatedCamera:
+    camera = scope["Camera"]
+    camera.roi = (0, 0, *SHAPE)
+    camera.exposure = 0.0
+    camera.frame_rate_limit = 500.0  # a frame every 2 ms
+    camera.sequence_buffer_mb = buffer_frames * FRAME_MB
+    return camera
+
+
+def test_frames_that_arrive_while_the_buffer_is_full_are_dropped_and_counted(scope):
+    camera = small_camera(scope, buffer_frames=3)
+    camera.arm(10)
+    camera.start()
+    time.sleep(0.1)  # all 10 have arrived; nobody took any
+    frames = []
+    while (frame := camera.pop_data(timeout=0.05))[0] is not None:
+        frames.append(frame)
+    assert [metadata["FrameIndex"] for _, metadata in frames] == [0, 1, 2]
+    assert camera.frames_dropped == 7 and camera.is_stopped()
+    camera.arm(2)
+    assert camera.frames_dropped == 0, "counted since the last arm"
+
+
+def test_taken_in_time_nothing_is_dropped_and_buffers_are_reused(scope, engine):
+    camera = small_camera(scope, buffer_frames=8)
+
+    def take_all() -> int:  # on the executor thread, as a readout does
+        pooled = 0
+        camera.arm(200)
+        camera.start()
+        for index in range(200):
+            frame, metadata = camera.pop_data(timeout=1)
+            assert metadata["FrameIndex"] == index
+            pooled += any(frame is buffer for buffer in camera._pool._buffers)
+            del frame
+        return pooled
+
+    assert engine.submit(take_all).await_execution(timeout=30) == 200
+    assert camera.frames_dropped == 0
+    assert len(camera._pool._buffers) <= 8, "the camera's ring of buffers, not fresh memory"
+
+
+def test_a_frame_kept_by_its_reader_is_never_overwritten(scope):
+    camera = small_camera(scope, buffer_frames=4)
+    camera.arm(40)
+    camera.start()
+    kept = [camera.pop_data(timeout=1)[0] for _ in range(40)]
+    first = kept[0].copy()
+    assert np.array_equal(kept[0], first) and len({id(f) for f in kept}) == 40
+    kept[1][:8, :8] = 0  # a processor changing a frame in place changes that frame only
+    assert not np.array_equal(kept[1][:8, :8], kept[5][:8, :8])
+
+
+def test_a_storage_slower_than_the_camera_makes_it_drop_frames_counted_exactly(scope, tmp_path):
+    from exengine.events import MultiDPlan, MultiDSettings
+
+    camera = small_camera(scope, buffer_frames=3)
+    storage = SlowNDTiff(tmp_path, name="slow")
+    handler = DataHandler(storage, memory_budget_bytes=int(4 * FRAME_MB * 1024**2))
+    # one hardware-timed sequence of 60 frames: the camera does not wait for the readout
+    settings = MultiDSettings.from_event_arguments(num_time_points=60, sequence="t")
+    acquisition = Acquisition(MultiDPlan(settings, camera=camera), handler)
+    acquisition.start()
+    acquisition.await_completion(timeout=60)
+    status = acquisition.status()
+    stored = {c["time"] for c in storage.get_coordinates_list()}
+    dropped = [c["time"] for c in acquisition.dropped_coordinates]
+    assert status.frames_dropped == len(dropped) > 0
+    assert status.frames_stored + status.frames_dropped == status.frames_planned == 60
+    assert sorted(stored | set(dropped)) == list(range(60)) and not stored & set(dropped)
+    assert status.finish_reason is FinishReason.DONE
+    assert f"{len(dropped)} dropped by the camera" in status.summary()
+    summary = json.loads((tmp_path / "slow_1" / RUN_SUMMARY).read_text())
+    assert summary["FramesDropped"] == len(dropped)
+    assert [c["time"] for c in summary["DroppedCoordinates"]] == dropped
+    assert NDTiffReader(tmp_path / "slow_1").summary_metadata["FramesDropped"] == len(dropped)
+    assert (
+        f"Dropped by the camera: {len(dropped)} frames"
+        in summarise_dataset(str(tmp_path / "slow_1")).text()
+    )
+
+
+def test_the_command_line_reports_drops_with_exit_status_3(scope, tmp_path):
+    from napari_exengine.cli import DROPPED, main
+
+    camera = small_camera(scope, buffer_frames=2)
+    camera.frame_rate_limit = 100_000.0  # a frame every 10 µs: faster than any readout
+    out = io.StringIO()
+    args = ["acquire", "--time", "400", "--sequence", "t", "--out", str(tmp_path), "--name", "cli"]
+    assert main(args, out) == DROPPED
+    last = out.getvalue().strip().splitlines()[-1]
+    assert last.startswith("Done: ") and "dropped by the camera" in last and "of 400 frames" in last
+    stored, dropped = (
+        int(n) for n in re.findall(r"([\d,]+) (?:of 400 frames stored|dropped)", last)
+    )
+    assert stored + dropped == 400
+
+
+@pytest.mark.parametrize("action", ["stop", "abort"])
+def test_stop_keeps_the_frame_being_exposed_and_abort_drops_it(scope, tmp_path, action):
+    camera = scope["Camera"]
+    camera.roi = (0, 0, *SHAPE)
+    camera.exposure = 1500.0
+    handler = DataHandler(NDTiffStorage(tmp_path, name="long"))
+    acquisition = Acquisition(multi_d_acquisition_plan(num_time_points=3), handler)
+    acquisition.start()
+    time.sleep(0.5)  # a third of the first exposure
+    started = time.monotonic()
+    getattr(acquisition, action)()
+    acquisition.await_completion(timeout=10)
+    took = time.monotonic() - started
+    status = acquisition.status()
+    if action == "stop":
+        assert status.frames_stored == 1 and status.finish_reason is FinishReason.STOPPED
+        assert 0.7 < took < 3.0, "it waited for the exposure to end, and no more"
+    else:
+        assert status.frames_stored == 0 and status.finish_reason is FinishReason.ABORTED
+        assert took < 0.5
