@@ -30,6 +30,7 @@ from .events.detector_events import (
     ReadoutData,
     StartCapture,
     StartContinuousCapture,
+    detectors_of,
 )
 from .events.misc_events import AcquisitionClock, Wait
 from .events.plan_checks import PlanChecks, PlanError, check_event, check_setting
@@ -158,7 +159,8 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         if isinstance(event, DataProducing) and event.data_handler is None:
             event.data_handler = self.data_handler
         if isinstance(event, (StartCapture, StartContinuousCapture)):
-            self._detectors.add(self._checks.device(event.detector, Detector, "detector"))
+            for detector in detectors_of(event.detector):
+                self._detectors.add(detector)
 
     def _end(self, exhausted: bool) -> None:
         """The events ended: stop the detectors of an interrupted run, say why it finished, and let

@@ -62,7 +62,13 @@ class AcquisitionPanel(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         ensure_devices()
-        self.camera_choice = mw.ComboBox(label="camera", choices=lambda _: devices_of(Detector))
+        self.camera_choice = mw.Select(
+            label="cameras",
+            choices=lambda _: devices_of(Detector),
+            tooltip="the camera; several capture together (each frame gets a camera coordinate)",
+        )
+        self.camera_choice.native.setMaximumHeight(64)
+        self.camera_choice.value = self.camera_choice.choices[:1]
         self.z_choice = mw.ComboBox(
             label="z device", choices=lambda _: devices_of(SingleAxisPositioner)
         )
@@ -149,8 +155,14 @@ class AcquisitionPanel(QWidget):
     # ------------------------------------------------------------------------------ devices
     @property
     def camera(self) -> Detector | None:
-        """The camera the acquisition uses."""
-        return self.camera_choice.value
+        """The (first) camera the acquisition uses."""
+        cameras = self.cameras
+        return cameras[0] if cameras else None
+
+    @property
+    def cameras(self) -> list[Detector]:
+        """The cameras the acquisition uses; several capture together."""
+        return list(self.camera_choice.value or [])
 
     @property
     def channel_device(self) -> Device | None:
@@ -160,9 +172,10 @@ class AcquisitionPanel(QWidget):
     def devices(self) -> DeviceSet:
         """The devices in their roles, as chosen."""
         channel = self.channel_device
+        cameras = self.cameras
         return DeviceSet(
             devices=ExecutionEngine.get_devices(),
-            camera=self.camera,
+            camera=cameras if len(cameras) > 1 else self.camera,
             z=self.z_choice.value,
             xy=self.xy_choice.value,
             channel=channel,
@@ -186,6 +199,8 @@ class AcquisitionPanel(QWidget):
         """Offer devices registered since the panel opened (keeps the current choices)."""
         for choice in self.device_choices:
             choice.reset_choices()
+        if not self.camera_choice.value and self.camera_choice.choices:
+            self.camera_choice.value = self.camera_choice.choices[:1]
         self.update_estimate()
 
     def _add_current_position(self) -> None:

@@ -123,7 +123,8 @@ class CheckedAcquisition:
 
         request = self.request
         if request.exposure_ms is not None:
-            request.devices.camera.exposure = request.exposure_ms
+            for camera in _cameras(request):
+                camera.exposure = request.exposure_ms
         processors = _processors(request)
         storage = _storage(request, self.planned.summary_metadata)
         try:
@@ -143,9 +144,10 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
     anything moves or is created; raise :class:`SetupError` naming the first bad value."""
     from exengine.dask_processing import parse_location
 
-    camera = request.devices.camera
+    camera = _cameras(request)[0]  # the frames' shape and pixel size: the first camera's
     if request.exposure_ms is not None:
-        check_setting(camera, "exposure", request.exposure_ms)
+        for each in _cameras(request):
+            check_setting(each, "exposure", request.exposure_ms)
     if not isinstance(request.name, str) or not request.name.strip():
         raise SetupError(f"The dataset needs a name, got {request.name!r}")
     try:
@@ -197,6 +199,12 @@ def _make_plan(request: AcquisitionRequest, handler: DataHandler | None) -> Any:
     return build_plan(request.plan.id, **request.plan.settings, **roles, data_handler=handler)
 
 
+def _cameras(request: AcquisitionRequest) -> list[Any]:
+    """The camera, or the cameras that capture together."""
+    camera = request.devices.camera
+    return list(camera) if isinstance(camera, (list, tuple)) else [camera]
+
+
 def _processors(request: AcquisitionRequest) -> list[DataProcessor]:
     return [build_processor(choice.id, **choice.settings) for choice in request.processors]
 
@@ -224,7 +232,9 @@ def _summary(request: AcquisitionRequest, plan: Any) -> dict[str, Any]:
         settings = {k: v for k, v in request.plan.settings.items() if _is_json(v)}
         summary["Plan"] = {"id": request.plan.id, "settings": settings}
     summary["Devices"] = {
-        role: getattr(device, "name", device)
+        role: [getattr(d, "name", d) for d in device]
+        if isinstance(device, list)
+        else getattr(device, "name", device)
         for role, device in request.devices.plan_arguments().items()
         if device is not None
     }
@@ -252,7 +262,7 @@ def _duration_s(request: AcquisitionRequest, plan: Any, total: int | None) -> fl
     longer exposure), and no less than the time-lapse's span."""
     if total is None:
         return None
-    interval = getattr(request.devices.camera, "frame_interval_s", None)
+    interval = getattr(_cameras(request)[0], "frame_interval_s", None)
     per_frame = float(interval()) if callable(interval) else 0.01
     settings = request.plan
     if isinstance(settings, MultiDSettings):

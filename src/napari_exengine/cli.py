@@ -215,6 +215,11 @@ def parser() -> argparse.ArgumentParser:
     acquire.add_argument("--channels", help="comma-separated channel names (e.g. DAPI,FITC)")
     acquire.add_argument("--exposures", help="comma-separated exposure per channel in ms")
     acquire.add_argument("--exposure", type=float, help="camera exposure in ms")
+    acquire.add_argument(
+        "--camera",
+        help="the camera, or comma-separated cameras that capture together (e.g. Camera,Camera2: "
+        "the simulated microscope offers a second camera; each frame gets a camera coordinate)",
+    )
     acquire.add_argument("--positions", help="xy(z) positions 'X,Y;X,Y' or 'X,Y,Z;X,Y,Z' in µm")
     acquire.add_argument("--labels", help="comma-separated position labels")
     acquire.add_argument("--order", help="axis order, outermost first (default tpcz)")

@@ -42,6 +42,7 @@ SETTINGS = (
     "labels",
     "order",
     "sequence",
+    "camera",
     "storage",
     "out",
     "name",
@@ -178,8 +179,10 @@ def _devices(settings: Mapping[str, Any]) -> DeviceSet:
         raise UsageError(
             f"--mm-config needs the path of a Micro-Manager configuration file, got {mm_config!r}"
         )
+    cameras = settings.get("camera")
+    names = None if cameras is None else [str(c) for c in _names(cameras, "camera")]
     try:
-        return load_device_set(backend, mm_config)
+        return load_device_set(backend, mm_config, cameras=names)
     except ValueError as e:
         raise UsageError(str(e)) from None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,24 +39,60 @@ class DeviceSet:
 
 
 def load_device_set(
-    backend: str = "simulated", mm_config: str | None = None, prefix: str = ""
+    backend: str = "simulated",
+    mm_config: str | None = None,
+    prefix: str = "",
+    cameras: Sequence[str] | None = None,
 ) -> DeviceSet:
     """Create and register the devices of ``backend`` (names start with ``prefix``).
 
     ``micromanager`` loads the configuration file ``mm_config`` with pymmcore-plus's ``UniMMCore``
     (C++ adapters need a Micro-Manager installation; Python devices do not), or without one its
     pure-Python demo devices; ``microscope`` creates python-microscope's simulators;
-    ``simulated`` reuses the registered devices or creates the simulated microscope. Raises
-    ``ValueError`` with the reason when the backend cannot be loaded.
+    ``simulated`` reuses the registered devices or creates the simulated microscope. ``cameras``
+    names the cameras to acquire with (several capture together; the simulated microscope makes
+    ``Camera2``, ... when asked for). Raises ``ValueError`` with the reason when the backend
+    cannot be loaded.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if mm_config and backend != "micromanager":
         raise ValueError("a Micro-Manager configuration file needs the micromanager backend")
     if backend == "micromanager":
-        return _micromanager(mm_config, prefix)
-    if backend == "microscope":
-        return _microscope(prefix)
+        device_set = _micromanager(mm_config, prefix)
+    elif backend == "microscope":
+        device_set = _microscope(prefix)
+    else:
+        device_set = _simulated(prefix)
+    if cameras:
+        device_set.camera = _cameras(cameras, device_set, simulated=backend == "simulated")
+    return device_set
+
+
+def _cameras(names: Sequence[str], device_set: DeviceSet, simulated: bool) -> Any:
+    """The cameras named (one, or a list of several), made on the simulated microscope when it
+    offers them (``Camera2``, ...)."""
+    from exengine.device_types import Detector
+    from exengine.devices.simulated import SimulatedCamera, add_simulated_camera
+
+    if len(set(names)) != len(names):
+        raise ValueError(f"cameras must be distinct, got {list(names)}")
+    registered = ExecutionEngine.get_devices()
+    found = []
+    first = device_set.camera
+    for name in names:
+        device = registered.get(name)
+        offered = simulated and isinstance(first, SimulatedCamera)
+        if device is None and offered and re.fullmatch(r".*Camera\d+", name):
+            device = add_simulated_camera(name, beside=first)
+        if not isinstance(device, Detector):
+            known = [n for n, d in registered.items() if isinstance(d, Detector)]
+            raise ValueError(f"No camera named {name!r}; cameras: {', '.join(known)}")
+        found.append(device)
+    return found if len(found) > 1 else found[0]
+
+
+def _simulated(prefix: str) -> DeviceSet:
     from exengine.devices.simulated import create_simulated_devices
 
     if f"{prefix}Camera" not in ExecutionEngine.get_devices():

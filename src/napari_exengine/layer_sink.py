@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import math
 import threading
 import time
@@ -161,16 +162,17 @@ class LayerSink:
     """Feeds frames of ``data_handler`` into layers of ``viewer``.
 
     One layer per channel (``split_channels=True``) named ``<name> <channel>``, or one layer with a
-    channel axis. Other axes become labelled sliders that grow as new indices arrive; sliders follow
-    the newest frame unless the user moves them. ``scale`` maps axis names (and ``y``/``x``) to
-    physical step sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when
-    present. ``planned`` (what the acquisition will store, by default what its data handler was
-    told: the axes and their sizes and values, the frame shape, dtype and pixel size, the z step of
-    the summary metadata) sizes the sliders up front, so layers are not rebuilt as axes grow; with a
-    frame shape, the layers are created at once (``defer_layers``: on the GUI loop's next turn, so
-    that an acquisition started right after is not held up by napari making layers), before any
-    frame, and fill in as frames arrive (a first frame of another shape or dtype rebuilds its layer;
-    other pixel size metadata rescales it). Create it on the GUI thread.
+    channel axis; with several cameras (a ``camera`` axis), one layer per camera (and channel).
+    Other axes become labelled sliders that grow as new indices arrive; sliders follow the newest
+    frame unless the user moves them. ``scale`` maps axis names (and ``y``/``x``) to physical step
+    sizes; the pixel size comes from the frames' ``PixelSizeUm`` metadata when present. ``planned``
+    (what the acquisition will store, by default what its data handler was told: the axes and their
+    sizes and values, the frame shape, dtype and pixel size, the z step of the summary metadata)
+    sizes the sliders up front, so layers are not rebuilt as axes grow; with a frame shape, the
+    layers are created at once (``defer_layers``: on the GUI loop's next turn, so that an
+    acquisition started right after is not held up by napari making layers), before any frame, and
+    fill in as frames arrive (a first frame of another shape or dtype rebuilds its layer; other
+    pixel size metadata rescales it). Create it on the GUI thread.
     """
 
     def __init__(
@@ -188,6 +190,8 @@ class LayerSink:
         self.handler = data_handler
         self.name = name
         self.split_channels = split_channels
+        #: Axes whose values have a layer each: the camera, and the channel when split.
+        self._layer_axes = ("camera", "channel") if split_channels else ("camera",)
         planned = planned if planned is not None else data_handler.planned
         self._scale = _planned_scale(planned) | dict(scale or {})
         self._stage = stage
@@ -297,7 +301,7 @@ class LayerSink:
         touched: dict[Any, tuple[int, ...]] = {}
         grown: set[Any] = set()
         for coords in pending:
-            key = coords.get("channel") if self.split_channels else None
+            key = self._key(coords)
             state = self._state.get(key)
             if state is None:
                 state = self._new_state(key, coords)
@@ -332,13 +336,19 @@ class LayerSink:
             return {}
         values = {axis: tuple(planned.axis_values.get(axis, ())) for axis in planned.axis_sizes}
         first = {axis: found[0] if found else 0 for axis, found in values.items()}
-        channels = values.get("channel") if self.split_channels else None
-        if not channels:
-            return {None: (DataCoordinates(first), values)}
-        return {
-            channel: (DataCoordinates({**first, "channel": channel}), values)
-            for channel in channels
-        }
+        split = [a for a in self._layer_axes if values.get(a)]
+        plan: _Plan = {}
+        for combination in itertools.product(*(values[a] for a in split)):
+            coords = DataCoordinates({**first, **dict(zip(split, combination, strict=True))})
+            plan[self._key(coords)] = (coords, values)
+        return plan
+
+    def _key(self, coords: Mapping[str, Any]) -> Any:
+        """The layer of a frame: its camera and channel (``None``: the one layer)."""
+        values = [coords[a] for a in self._layer_axes if a in coords]
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else " ".join(map(str, values))
 
     def _prepare_layers(self) -> None:
         """Create the planned layers before the first frame, with the dtype's full range as
@@ -388,7 +398,7 @@ class LayerSink:
         pixel: float,
         provisional: bool = False,
     ) -> _LayerState:
-        fixed = {"channel": key} if self.split_channels and key is not None else {}
+        fixed = {a: coords[a] for a in self._layer_axes if a in coords}
         axes = sort_axes([a for a in coords if a not in fixed])
         indices = {a: _AxisIndex() for a in axes}
         planned_values = self._planned[key][1] if key in self._planned else {}

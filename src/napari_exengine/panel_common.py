@@ -31,11 +31,12 @@ class _DeviceEvents:
 DEVICE_EVENTS = _DeviceEvents()
 
 
-def ensure_devices() -> dict[str, Device]:
-    """The registered devices; the simulated microscope when none are registered."""
+def ensure_devices(cameras: int = 1) -> dict[str, Device]:
+    """The registered devices; the simulated microscope (with ``cameras`` cameras) when none are
+    registered."""
     devices = ExecutionEngine.get_devices()
     if not devices:
-        devices = create_simulated_devices()
+        devices = create_simulated_devices(cameras=cameras)
     return devices
 
 

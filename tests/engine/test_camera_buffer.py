@@ -154,3 +154,79 @@ def test_stop_keeps_the_frame_being_exposed_and_abort_drops_it(scope, tmp_path, 
     else:
         assert status.frames_stored == 0 and status.finish_reason is FinishReason.ABORTED
         assert took < 0.5
+
+
+class RecordingCamera(SimulatedCamera):
+    """A simulated camera that notes when it is armed and started."""
+
+    calls: list[str] = []
+
+    def arm(self, frame_count=None):
+        RecordingCamera.calls.append(f"arm {self.name}")
+        super().arm(frame_count)
+
+    def start(self):
+        RecordingCamera.calls.append(f"start {self.name}")
+        super().start()
+
+
+def test_several_cameras_are_armed_before_any_starts_and_each_frame_has_its_camera(scope, tmp_path):
+    from exengine.events import multi_d_acquisition_events
+
+    microscope = scope["Camera"].microscope
+    cameras = [RecordingCamera(name, microscope, width=64, height=64) for name in ("A", "B")]
+    for camera in cameras:
+        camera.exposure, camera.frame_rate_limit = 0.0, 1000.0
+    RecordingCamera.calls = []
+    handler = DataHandler(NDTiffStorage(tmp_path, name="two"))
+    events = multi_d_acquisition_events(
+        num_time_points=2,
+        channel_group="Channel",
+        channels=["DAPI", "FITC"],
+        camera=cameras,
+        data_handler=handler,
+    )
+    acquisition = Acquisition(events, handler)
+    acquisition.start()
+    acquisition.await_completion(timeout=30)
+    assert RecordingCamera.calls[:4] == ["arm A", "arm B", "start A", "start B"]
+    stored = handler.storage
+    assert len(stored) == acquisition.total_frames == 8
+    reader = NDTiffReader(tmp_path / "two_1")
+    assert reader.axes["camera"] == ["A", "B"]
+    for coords in stored.get_coordinates_list():
+        metadata = stored.get_metadata(coords)
+        assert metadata["Camera"] == coords["camera"] and metadata["Channel"] == coords["channel"]
+
+
+def test_two_cameras_running_free_are_read_in_turn_and_drop_nothing(scope, tmp_path):
+    from exengine.events import MultiDPlan, MultiDSettings
+
+    microscope = scope["Camera"].microscope
+    cameras = [SimulatedCamera(name, microscope, width=64, height=64) for name in ("L", "R")]
+    for camera in cameras:
+        camera.exposure, camera.frame_rate_limit = 0.0, 200.0
+        camera.sequence_buffer_mb = 8 * FRAME_MB  # each camera keeps 8 frames: no waiting
+    handler = DataHandler(NDTiffStorage(tmp_path, name="free"))
+    settings = MultiDSettings.from_event_arguments(num_time_points=100, sequence="t")
+    acquisition = Acquisition(MultiDPlan(settings, camera=cameras), handler)
+    acquisition.start()
+    acquisition.await_completion(timeout=30)
+    assert acquisition.frames_dropped == 0 and acquisition.frames_stored == 200
+    for coords in handler.storage.get_coordinates_list():
+        metadata = handler.storage.get_metadata(coords)
+        assert (metadata["Camera"], metadata["FrameIndex"]) == (coords["camera"], coords["time"])
+
+
+def test_the_command_line_acquires_with_two_cameras(scope, tmp_path):
+    from napari_exengine.cli import main
+
+    scope["Camera"].exposure = 0.0
+    out = io.StringIO()
+    args = ["acquire", "--time", "3", "--camera", "Camera,Camera2", "--out", str(tmp_path)]
+    assert main([*args, "--name", "pair"], out) == 0, out.getvalue()
+    assert NDTiffReader(tmp_path / "pair_1").axes == {
+        "time": [0, 1, 2],
+        "camera": ["Camera", "Camera2"],
+    }
+    assert main([*args, "--camera", "Camera,Nope", "--name", "bad"], io.StringIO()) == 2

@@ -671,7 +671,7 @@ def test_devices_panel_loads_backends_and_acquisition_panel_uses_them(
     prefix = "mm1_" if backend == "micromanager" else "pm1_"
     camera_name = f"{prefix}Camera"
     assert any(name == camera_name for name, _ in devices_panel.controls)
-    acquisition_panel.camera_choice.value = ExecutionEngine.get_device(camera_name)
+    acquisition_panel.camera_choice.value = [ExecutionEngine.get_device(camera_name)]
     channel_device = ExecutionEngine.get_device(
         f"{prefix}Channel" if backend == "micromanager" else f"{prefix}FilterWheel"
     )
@@ -760,3 +760,23 @@ def test_the_panel_status_says_how_many_frames_the_camera_dropped(gui_viewer, sc
     assert f"{acquisition.frames_dropped:,} dropped by the camera" in status, status
     assert status.startswith(f"done: {acquisition.frames_stored:,} of 400 frames stored")
     assert acquisition.frames_stored + acquisition.frames_dropped == 400
+
+
+def test_two_cameras_chosen_in_the_panel_each_get_their_layer(gui_viewer, scope, qtbot):
+    from exengine.devices.simulated import add_simulated_camera
+    from napari_exengine.widgets import AcquisitionPanel
+
+    second = add_simulated_camera("Camera2", beside=scope["Camera"])
+    for camera in (scope["Camera"], second):
+        camera.roi = (0, 0, 64, 64)
+    panel = AcquisitionPanel(gui_viewer)
+    panel.camera_choice.value = [scope["Camera"], second]
+    panel.multi_d.time_points.value = 3
+    panel.multi_d.channels.value = ["DAPI", "FITC"]
+    panel.storage.backend.value = "napari-exengine.storage.ndram"
+    assert panel.run_control.estimate.value.startswith("12 frames")
+    run_panel(panel, qtbot)
+    names = {layer.name for layer in gui_viewer.layers}
+    prefix = panel.sink.name
+    assert {f"{prefix} {c} {ch}" for c in ("Camera", "Camera2") for ch in ("DAPI", "FITC")} <= names
+    assert panel.run_control.status.value.startswith("done: 12 of 12 frames stored")

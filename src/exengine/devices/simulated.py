@@ -33,6 +33,7 @@ __all__ = [
     "SimulatedMicroscope",
     "SimulatedXYStage",
     "SimulatedZStage",
+    "add_simulated_camera",
     "create_simulated_devices",
 ]
 
@@ -189,9 +190,12 @@ class SimulatedLightSource(Device):
         return {"power": (0.0, 1.0), "bleaching": (0.0, 100.0)}.get(property_name, (None, None))
 
 
-def create_simulated_devices(prefix: str = "") -> dict[str, Device]:
+def create_simulated_devices(prefix: str = "", cameras: int = 1) -> dict[str, Device]:
     """Create and register one simulated microscope: camera, z stage, xy stage, channel selector,
-    light."""
+    light; with ``cameras`` above 1, more cameras on the same microscope (``Camera2``, ...), as
+    behind an image splitter."""
+    if isinstance(cameras, bool) or not isinstance(cameras, int) or not 1 <= cameras <= 8:
+        raise ValueError(f"cameras must be a whole number from 1 to 8, got {cameras!r}")
     scope = SimulatedMicroscope()
     devices: list[Device] = [
         SimulatedCamera(f"{prefix}Camera", scope),
@@ -200,4 +204,11 @@ def create_simulated_devices(prefix: str = "") -> dict[str, Device]:
         SimulatedChannelSelector(f"{prefix}Channel", scope),
         SimulatedLightSource(f"{prefix}Light", scope),
     ]
+    devices += [SimulatedCamera(f"{prefix}Camera{n}", scope) for n in range(2, cameras + 1)]
     return {device.name: device for device in devices}
+
+
+def add_simulated_camera(name: str, beside: SimulatedCamera) -> SimulatedCamera:
+    """Create and register another camera on the microscope ``beside`` looks at (same sensor)."""
+    height, width = beside.sensor_shape
+    return SimulatedCamera(name, beside.microscope, width=width, height=height)

@@ -191,7 +191,17 @@ class SimulatedCamera(Detector):
         return limits.get(property_name, (None, None))
 
     def is_property_read_only(self, property_name: str) -> bool:
-        return property_name in ("pixel_size_um", "frames_dropped")
+        return property_name in ("pixel_size_um", "frames_dropped", "sensor_shape", "microscope")
+
+    @property
+    def microscope(self) -> SimulatedMicroscope:
+        """The simulated microscope (stage, channel, light) this camera looks at."""
+        return self._scope
+
+    @property
+    def sensor_shape(self) -> tuple[int, int]:
+        """The sensor's height and width in pixels."""
+        return self._sensor
 
     @property
     def frames_dropped(self) -> int:
@@ -234,10 +244,12 @@ class SimulatedCamera(Detector):
             self._clock.capturing = False
 
     def is_stopped(self) -> bool:
+        """True once no more frames will arrive (stopped, or every armed frame has arrived);
+        frames already in the buffer can still be popped."""
         with self._lock:
             clock = self._clock
             clock.settle(time.monotonic())
-            return (not clock.capturing or clock.exhausted()) and not clock.waiting
+            return not clock.capturing or clock.exhausted()
 
     def frame_interval_s(self) -> float:
         """Seconds between frames: the exposure, or the frame-rate limit if slower."""

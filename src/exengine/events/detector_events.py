@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from ..kernel.notification_base import Notification, NotificationCategory
 from ._devices import resolve_device
 
 DetectorLike = Detector | str | None
+#: One detector, or several that capture together (armed, then started, in order).
+Detectors = DetectorLike | Sequence[Detector | str]
 #: The most coordinates of dropped frames a readout lists (all are counted).
 MAX_DROPPED_LISTED = 10_000
 
@@ -91,7 +94,8 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         """Read the frames; returns how many were read. Frames the detector dropped (its buffer was
         full) are counted in ``frames_dropped``, and their coordinates kept in
         ``dropped_coordinates`` (the first :data:`MAX_DROPPED_LISTED`)."""
-        detector = resolve_device(self.detector, Detector, "detector")
+        detectors = detectors_of(self.detector)
+        detector = detectors[0]
         handler = self.data_handler
         # nowhere to put frames: stop the camera
         if handler is not None and handler.error is not None:
@@ -103,6 +107,8 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         self.frames_dropped = 0
         self.dropped_coordinates = []
         self._took_frame_in_hand = False
+        if len(detectors) > 1:
+            return _SeveralDetectors(self, detectors).read()
         coordinates = iter(self.data_coordinate_iterator)
         remaining = self.num_blocks
         read = 0
@@ -159,10 +165,13 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
             return None
         self._took_frame_in_hand = True
         waited = 0.0
-        while not self.is_abort_requested() and not detector.is_stopped():
+        while not self.is_abort_requested():
             image, metadata = detector.pop_data(timeout=0.01)
             if image is not None:
                 return image, metadata
+            if detector.is_stopped():  # no more will come; the last one may just have arrived
+                image, metadata = detector.pop_data(timeout=0.0)
+                return None if image is None else (image, metadata)
             waited += 0.01
             if self.frame_timeout_s is not None and waited > self.frame_timeout_s:
                 break
@@ -175,23 +184,142 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
             coords = next(coordinates, None)
             if coords is None:
                 break
-            self.frames_dropped += 1
-            if len(self.dropped_coordinates) < MAX_DROPPED_LISTED:
-                self.dropped_coordinates.append(dict(coords))
+            self.record_drop(coords)
         return None if remaining is None else max(remaining - count, 0)
 
+    def record_drop(self, coords: Any) -> None:
+        """Count a frame the detector dropped, keeping its coordinates (the first
+        :data:`MAX_DROPPED_LISTED`)."""
+        self.frames_dropped += 1
+        if len(self.dropped_coordinates) < MAX_DROPPED_LISTED:
+            self.dropped_coordinates.append(dict(coords))
+
     def check(self, checks: EventChecks) -> None:
-        checks.detector(self.detector)
+        for detector in _as_list(self.detector):
+            checks.detector(detector)
         checks.data_handler(self.data_handler)
 
 
+class _SeveralDetectors:
+    """A readout of several detectors that capture together (``ReadoutData(detector=[a, b])``):
+    their frames are taken as they come, round robin, so that none waits for another; the k-th
+    coordinate belongs to detector ``k % n`` (frame ``k // n`` of it)."""
+
+    def __init__(self, readout: ReadoutData, detectors: list[Detector]) -> None:
+        count = len(detectors)
+        if readout.num_blocks is not None and readout.num_blocks % count:
+            raise ValueError(
+                f"{readout.num_blocks} frames cannot be shared by {count} detectors; give each "
+                "as many"
+            )
+        self.readout, self.detectors = readout, detectors
+        self.quota = None if readout.num_blocks is None else readout.num_blocks // count
+        self.coordinates = iter(readout.data_coordinate_iterator)
+        self.pending: list[deque[Any]] = [deque() for _ in detectors]
+        self.handed = 0  # coordinates taken from the iterator
+        self.taken = [0] * count  # frames read or dropped, per detector
+        self.expected: list[int | None] = [None] * count
+        self.dropped = [0] * count
+        self.ended = [False] * count  # its coordinates ran out
+
+    def coordinates_of(self, i: int) -> Any:
+        """Detector ``i``'s next coordinates (``None``: the iterator ended)."""
+        while not self.pending[i]:
+            coords = next(self.coordinates, None)
+            if coords is None:
+                return None
+            self.pending[self.handed % len(self.detectors)].append(coords)
+            self.handed += 1
+        return self.pending[i].popleft()
+
+    def done(self, i: int) -> bool:
+        return self.ended[i] or (self.quota is not None and self.taken[i] >= self.quota)
+
+    def drop(self, i: int, count: int) -> None:
+        for _ in range(count):
+            if self.done(i):
+                return
+            coords = self.coordinates_of(i)
+            if coords is None:
+                self.ended[i] = True
+                return
+            self.readout.record_drop(coords)
+            self.taken[i] += 1
+            self.dropped[i] += 1
+
+    def read(self) -> int:
+        readout, read = self.readout, 0
+        active = list(range(len(self.detectors)))
+        last_frame = time.monotonic()
+        while active and not readout.is_abort_requested():
+            stopping = readout.is_stop_requested()
+            got = False
+            for i in list(active):
+                frame = self.take(i, stopping)
+                if frame is None:
+                    if self.finished(i, stopping):
+                        active.remove(i)
+                    continue
+                got = True
+                read += 1
+            if got:
+                last_frame = time.monotonic()
+            elif stopping:
+                break
+            else:
+                self.wait(last_frame, read)
+        if not readout.is_abort_requested():
+            for i, detector in enumerate(self.detectors):  # dropped after the last frame read
+                self.drop(i, getattr(detector, "frames_dropped", 0) - self.dropped[i])
+        return read
+
+    def take(self, i: int, stopping: bool) -> bool | None:
+        """Read detector ``i``'s next frame if it has one; ``None`` when it has none."""
+        if self.done(i):
+            return None
+        image, metadata = self.detectors[i].pop_data(timeout=0.0)
+        if image is None:
+            return None
+        index = metadata.get("FrameIndex") if isinstance(metadata, dict) else None
+        expected = self.expected[i]
+        if isinstance(index, int) and expected is not None and index > expected:
+            self.drop(i, index - expected)
+        self.expected[i] = index + 1 if isinstance(index, int) else None
+        coords = None if self.done(i) else self.coordinates_of(i)
+        if coords is None:  # the coordinates ran out: this detector is done
+            self.ended[i] = True
+            return None
+        self.readout.put_data(coords, image, metadata)
+        self.taken[i] += 1
+        self.readout.publish_notification(DataAcquiredNotification(coords))
+        return True
+
+    def finished(self, i: int, stopping: bool) -> bool:
+        detector = self.detectors[i]
+        if self.done(i):
+            return True
+        return detector.is_stopped() and (
+            stopping or self.readout.stop_on_empty or _has_dropped(detector)
+        )
+
+    def wait(self, last_frame: float, read: int) -> None:
+        timeout = self.readout.frame_timeout_s
+        if timeout is not None and time.monotonic() - last_frame > timeout:
+            names = ", ".join(d.name for d in self.detectors)
+            raise TimeoutError(
+                f"{names} delivered no frame within {timeout} s ({read} frames read)"
+            )
+        time.sleep(0.0005)
+
+
 class StartCapture(ExecutorEvent):
-    """Arm a detector for ``num_images`` (alias ``num_blocks``) frames and start it."""
+    """Arm a detector (or several: all are armed, then all started) for ``num_images`` (alias
+    ``num_blocks``) frames each and start it."""
 
     def __init__(
         self,
         num_blocks: int | None = None,
-        detector: DetectorLike = None,
+        detector: Detectors = None,
         num_images: int | None = None,
     ) -> None:
         super().__init__()
@@ -203,34 +331,50 @@ class StartCapture(ExecutorEvent):
         self.detector = detector
 
     def execute(self) -> None:
-        _arm_and_start(resolve_device(self.detector, Detector, "detector"), self.num_blocks)
+        _arm_and_start(detectors_of(self.detector), self.num_blocks)
 
     def check(self, checks: EventChecks) -> None:
-        checks.detector(self.detector)
+        for detector in _as_list(self.detector):
+            checks.detector(detector)
 
 
-def _arm_and_start(detector: Detector, frame_count: int | None) -> None:
-    """Arm and start ``detector``; stop it again if either fails."""
+def detectors_of(detector: Detectors) -> list[Detector]:
+    """The detectors ``detector`` names: one (an object, its registered name, or ``None`` for the
+    only one) or several."""
+    return [resolve_device(d, Detector, "detector") for d in _as_list(detector)]
+
+
+def _as_list(detector: Detectors) -> list[Detector | str | None]:
+    return list(detector) if isinstance(detector, (list, tuple)) else [detector]
+
+
+def _arm_and_start(detectors: list[Detector], frame_count: int | None) -> None:
+    """Arm every detector, then start them (so that a shared trigger catches them all); stop
+    them again if any fails."""
     try:
-        detector.arm(frame_count)
-        detector.start()
+        for detector in detectors:
+            detector.arm(frame_count)
+        for detector in detectors:
+            detector.start()
     except BaseException:
-        detector.stop()
+        for detector in detectors:
+            detector.stop()
         raise
 
 
 class StartContinuousCapture(ExecutorEvent):
-    """Start a detector capturing until a ``StopCapture``."""
+    """Start a detector (or several) capturing until a ``StopCapture``."""
 
-    def __init__(self, detector: DetectorLike = None) -> None:
+    def __init__(self, detector: Detectors = None) -> None:
         super().__init__()
         self.detector = detector
 
     def execute(self) -> None:
-        _arm_and_start(resolve_device(self.detector, Detector, "detector"), None)
+        _arm_and_start(detectors_of(self.detector), None)
 
     def check(self, checks: EventChecks) -> None:
-        checks.detector(self.detector)
+        for detector in _as_list(self.detector):
+            checks.detector(detector)
 
 
 class StopCapture(ExecutorEvent):

@@ -26,7 +26,7 @@ from ..kernel.data_handler import DataHandler
 from ..kernel.device import Device
 from ..kernel.ex_event_base import ExecutorEvent
 from ._devices import resolve_device
-from .detector_events import ReadoutData, StartCapture
+from .detector_events import Detectors, ReadoutData, StartCapture
 from .misc_events import AcquisitionClock, SetTimeEvent
 from .multi_d_settings import AXIS_NAMES, MultiDSettings, plan_interval_s, time_starts, z_planes
 from .plan_checks import check_event
@@ -130,7 +130,7 @@ class MultiDPlan:
         self,
         settings: MultiDSettings,
         *,
-        camera: Detector | str | None = None,
+        camera: Detectors = None,
         xy_device: DoubleAxisPositioner | str | None = None,
         z_device: SingleAxisPositioner | str | None = None,
         channel_group: Device | str | None = None,
@@ -144,6 +144,7 @@ class MultiDPlan:
         self.axes = settings.axis_order
         self.sequenced = list(settings.hardware_sequenced)
         self.camera, self.xy_device, self.z_device = camera, xy_device, z_device
+        self.cameras = _camera_names(camera)
         self.channel_group = _channel_group(settings, channel_group)
         self.channel_property = channel_property
         self.data_handler = data_handler
@@ -152,11 +153,15 @@ class MultiDPlan:
 
     @property
     def axis_sizes(self) -> dict[str, int | None]:
-        """Size of each axis by coordinate name, outermost first (``None``: open-ended)."""
-        return {
+        """Size of each axis by coordinate name, outermost first (``None``: open-ended); with
+        several cameras, ``camera`` last."""
+        sizes: dict[str, int | None] = {
             AXIS_NAMES[a]: (self.values[a].size if a == "t" else len(self.values[a]))
             for a in self.axes
         }
+        if self.cameras:
+            sizes["camera"] = len(self.cameras)
+        return sizes
 
     @property
     def axis_values(self) -> dict[str, tuple[str | int, ...]]:
@@ -166,6 +171,8 @@ class MultiDPlan:
             values["position"] = tuple(position.label for position in self.values["p"])
         if "c" in self.values:
             values["channel"] = tuple(channel.name for channel in self.values["c"])
+        if self.cameras:
+            values["camera"] = tuple(self.cameras)
         return values
 
     @property
@@ -176,7 +183,7 @@ class MultiDPlan:
 
     @property
     def frames_per_time_point(self) -> int:
-        """Frames of one time point (all of them when there is no time axis)."""
+        """Frames of one time point, of every camera (all of them when there is no time axis)."""
         sizes = [size for axis, size in self.axis_sizes.items() if axis != "time"]
         return math.prod(size or 1 for size in sizes)
 
@@ -234,12 +241,10 @@ class _EventMaker:
             if plan.sequenced:
                 yield from self.sequence(indices)
                 continue
+            frames = self.frame_coords([indices])
             yield StartCapture(num_images=1, detector=plan.camera)
             yield ReadoutData(
-                [self.coords(indices)],
-                detector=plan.camera,
-                data_handler=plan.data_handler,
-                num_images=1,
+                frames, detector=plan.camera, data_handler=plan.data_handler, num_images=len(frames)
             )
 
     def position(self, indices: dict[str, int]) -> _Position | None:
@@ -293,9 +298,20 @@ class _EventMaker:
             (plan.channel_group, plan.channel_property, channel.name)
         ]
         if channel.exposure_ms is not None:
-            camera = plan.camera if plan.camera is not None else _only_detector()
-            settings.append((camera, "exposure", channel.exposure_ms))
+            for camera in _as_cameras(plan.camera):
+                settings.append((camera, "exposure", channel.exposure_ms))
         return settings
+
+    def frame_coords(self, frames: list[dict[str, int]]) -> list[DataCoordinates]:
+        """The coordinates of ``frames`` (axis indices), of each camera in turn when there are
+        several (frame by frame: what a readout of them all takes)."""
+        if not self.plan.cameras:
+            return [self.coords(indices) for indices in frames]
+        return [
+            DataCoordinates({**self.coords(indices), "camera": name})
+            for indices in frames
+            for name in self.plan.cameras
+        ]
 
     def coords(self, indices: dict[str, int]) -> DataCoordinates:
         coords = DataCoordinates()
@@ -325,7 +341,8 @@ class _EventMaker:
             names = [values["c"][i["c"]].name for i in inner]
             exposure = values["c"][0].exposure_ms
             if exposure is not None:
-                yield SetPropertiesEvent([(plan.camera, "exposure", exposure)])
+                cameras = _as_cameras(plan.camera)
+                yield SetPropertiesEvent([(camera, "exposure", exposure) for camera in cameras])
             yield SetTriggerablePropertySequencesEvent(
                 [(plan.channel_group, plan.channel_property, names)]
             )
@@ -333,12 +350,10 @@ class _EventMaker:
                 StopTriggerablePropertySequencesEvent([(plan.channel_group, plan.channel_property)])
             )
             self.last.pop("c", None)
+        frames = self.frame_coords(inner)
         yield StartCapture(num_images=len(inner), detector=plan.camera)
         yield ReadoutData(
-            [self.coords(i) for i in inner],
-            detector=plan.camera,
-            data_handler=plan.data_handler,
-            num_images=len(inner),
+            frames, detector=plan.camera, data_handler=plan.data_handler, num_images=len(frames)
         )
         yield from stops
 
@@ -431,8 +446,21 @@ def check_runnable(seq: useq.MDASequence) -> None:
                 )
 
 
-def _only_detector() -> Detector:
-    return resolve_device(None, Detector, "camera")
+def _as_cameras(camera: Detectors) -> list[Detector | str]:
+    """The cameras a plan takes frames from (``None``: the only one registered)."""
+    if isinstance(camera, (list, tuple)):
+        return list(camera)
+    return [camera if camera is not None else resolve_device(None, Detector, "camera")]
+
+
+def _camera_names(camera: Detectors) -> list[str]:
+    """The ``camera`` axis's values: the cameras' names when there are several, else none."""
+    if not isinstance(camera, (list, tuple)) or len(camera) < 2:
+        return []
+    names = [c if isinstance(c, str) else getattr(c, "name", None) for c in camera]
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"camera must list distinct cameras (or their names), got {camera!r}")
+    return names  # type: ignore[return-value]
 
 
 def _product(sizes: list[int | None]) -> Iterator[tuple[int, ...]]:
@@ -491,7 +519,7 @@ def multi_d_acquisition_events(
     position_labels: Sequence[str | int] | None = None,
     order: str = "tpcz",
     sequence: str | None = None,
-    camera: Detector | str | None = None,
+    camera: Detectors = None,
     xy_device: DoubleAxisPositioner | str | None = None,
     z_device: SingleAxisPositioner | str | None = None,
     data_handler: DataHandler | None = None,
@@ -505,9 +533,11 @@ def multi_d_acquisition_events(
     with optional ``channel_exposures_ms`` set as the camera's ``exposure``), ``z`` (``z_start`` to
     ``z_end`` inclusive by ``z_step``, relative to the z of ``xyz_positions`` when given). ``order``
     lists the axes outermost first; ``sequence`` names inner axes run as one hardware-triggered
-    sequence. Devices are objects, registered names, or None for the only one of their kind. Frames
-    go to ``data_handler``. :func:`multi_d_acquisition_plan` makes the same events lazily; both
-    map the arguments onto :class:`~exengine.events.multi_d_settings.MultiDSettings`.
+    sequence. Devices are objects, registered names, or None for the only one of their kind;
+    ``camera`` may list several cameras, which capture together: each frame then has a ``camera``
+    coordinate (the camera's name). Frames go to ``data_handler``. :func:`multi_d_acquisition_plan`
+    makes the same events lazily; both map the arguments onto
+    :class:`~exengine.events.multi_d_settings.MultiDSettings`.
     """
     if num_time_points == math.inf:
         raise ValueError(
