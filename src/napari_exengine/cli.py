@@ -203,6 +203,21 @@ def parser() -> argparse.ArgumentParser:
         "save every frame. Ctrl-C stops cleanly (frames so far are stored); a second Ctrl-C "
         "aborts.",
     )
+    _acquire_options(acquire)
+    info = commands.add_parser(
+        "info", help="summarise an NDTiff or OME-Zarr dataset (a folder or a store URL)"
+    )
+    info.add_argument(
+        "path", help="dataset folder, its NDTiff.index, or an OME-Zarr store URL (s3://...)"
+    )
+    commands.add_parser(
+        "list", help="list the plans, processors and storage backends of installed plugins"
+    )
+    return main
+
+
+def _acquire_options(acquire: argparse.ArgumentParser) -> None:
+    """The options of ``exengine acquire``."""
     acquire.add_argument("--time", type=int, help="number of time points")
     acquire.add_argument(
         "--until-stopped",
@@ -264,16 +279,6 @@ def parser() -> argparse.ArgumentParser:
         f"with its settings as KEY=VALUE words",
     )
     acquire.add_argument("plan_settings", nargs="*", metavar="KEY=VALUE", help="settings of --plan")
-    info = commands.add_parser(
-        "info", help="summarise an NDTiff or OME-Zarr dataset (a folder or a store URL)"
-    )
-    info.add_argument(
-        "path", help="dataset folder, its NDTiff.index, or an OME-Zarr store URL (s3://...)"
-    )
-    commands.add_parser(
-        "list", help="list the plans, processors and storage backends of installed plugins"
-    )
-    return main
 
 
 def main(
