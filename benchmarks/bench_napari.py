@@ -314,7 +314,7 @@ def peer_child() -> None:
         import zarr
         from napari_micromanager import MainWindow
 
-        from exengine.backends.micromanager_demo import create_demo_core
+        from exengine.backends.micromanager_demo import DemoCamera, create_demo_core
     except ImportError as e:
         _say(
             error=f"napari-micromanager cannot be imported by {sys.executable}: {e!r}. To install "
@@ -367,22 +367,36 @@ def peer_child() -> None:
         },
     )
     try:
-        for line in sys.stdin:  # "<command> <time points>"
-            command, _, argument = line.strip().partition(" ")
+        # "<headless|viewer> <time points>", or "<headless|viewer> <frames> <side> <exposure ms>":
+        # a time-lapse of side x side frames from a camera of that size (bench_scmos.py)
+        for line in sys.stdin:
+            command, *arguments = line.split()
             if command == "quit":
                 break
-            time_points = int(argument)
-            frames = _frames(time_points)
+            if len(arguments) == 1:
+                time_points, frames = int(arguments[0]), _frames(int(arguments[0]))
+                plan, camera, exposure = sequence(time_points), "Camera", 0.0
+            else:
+                frames, side, exposure = int(arguments[0]), int(arguments[1]), float(arguments[2])
+                plan = useq.MDASequence(time_plan={"interval": 0, "loops": frames})
+                camera = f"Camera{side}"
+                for core in (shown_core, headless_core):
+                    if camera not in core.getLoadedDevices():
+                        core.loadPyDevice(camera, DemoCamera(shape=(side, side)))
+                        core.initializeDevice(camera)
+            for core in (shown_core, headless_core):
+                core.setCameraDevice(camera)
+                core.setExposure(exposure)
             if command == "headless":
                 gc.freeze()  # as ours: no full collections of napari's objects in the reference
                 start = time.monotonic()
-                headless_core.run_mda(sequence(time_points)).join()
+                headless_core.run_mda(plan).join()
                 gc.unfreeze()
                 _say(fps=frames / (time.monotonic() - start))
             elif command == "viewer":
                 layers_made.clear()
                 start = time.monotonic()
-                thread = shown_core.run_mda(sequence(time_points))
+                thread = shown_core.run_mda(plan)
                 runner_end = None
                 while thread.is_alive() or handler._mda_running or handler._deck:
                     app.processEvents()

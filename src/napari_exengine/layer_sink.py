@@ -6,12 +6,15 @@ thread turns them into layer updates every 33 ms (counted from the start of one 
 every 66 ms while frames arrive faster than the display shows them but the storage keeps up (a
 camera's pace: each frame is shown within ~100 ms); and at most every 500 ms while the storage is
 behind (full speed), so that redrawing leaves the CPU to the acquisition: the backlog is sampled
-every 33 ms meanwhile, and redraws resume as soon as it drains. Moving the sliders slices each layer
-once (napari would slice it twice). Layers read frames lazily through ``DataHandler.get`` (memory
-while in flight, else storage), so layer memory stays bounded. While a sink follows an acquisition,
+every 33 ms meanwhile, and redraws resume as soon as it drains. Whatever the pace, the sink measures
+what a refresh costs the GUI thread (painting included) and spaces refreshes so that the GUI takes
+at most half a core (``MAX_GUI_SHARE``): a slow machine or a large screen shows fewer frames, never
+slows the camera. Frames are shown at full resolution (at 2048x2048 a refresh costs napari about
+what it does at 512x512 here). Moving the sliders slices each layer once (napari would slice it
+twice). Layers read frames lazily through ``DataHandler.get`` (memory while in flight or among the
+newest stored, else storage), so layer memory stays bounded. While a sink follows an acquisition,
 the objects that existed before are kept out of the garbage collector's full collections, which in a
-napari session hold the GIL for ~130 ms.
-"""
+napari session hold the GIL for ~130 ms."""
 
 from __future__ import annotations
 
@@ -39,24 +42,32 @@ REFRESH_INTERVAL_MS = 33
 #: refresh) while the storage keeps up, as at a camera's pace: each frame is still shown within ~100
 #: ms.
 FAST_REFRESH_INTERVAL_MS = 66
-#: The same when the storage also falls behind (more than ``BUSY_BACKLOG_BYTES`` in flight), as at
+#: The same when the storage also falls behind (more than ``BUSY_BACKLOG_FRAMES`` in flight), as at
 #: full speed: a pause after each redraw, which yields the CPU to the acquisition (two redraws a
 #: second). The backlog is sampled every ``BUSY_SAMPLE_MS`` meanwhile; once it drains, redraws
 #: resume at once.
 BUSY_REFRESH_INTERVAL_MS = 500
 BUSY_SAMPLE_MS = 33
+#: The most of one core the display takes while frames arrive: the sink measures what each refresh
+#: costs the GUI thread (its CPU time from one refresh to the next: the sink's refresh, napari's
+#: slicing and painting, other events) and spaces refreshes so that this cost over the interval
+#: stays below this share, whatever the machine, screen and frame size.
+MAX_GUI_SHARE = 0.5
 #: Intervals (but the busy one) count from the start of a refresh; the next one waits at least this
 #: long after its end, so that napari paints in between.
 MIN_GAP_MS = 15
 BUSY_FRAMES = 8
 #: About 130 ms of frames at a camera's 500 frames/s of 512x512 (a stall of the storage that long),
-#: and what full speed leaves in flight 33 ms after the start.
-BUSY_BACKLOG_BYTES = 32 * 1024**2
+#: and what full speed leaves in flight 33 ms after the start. Counted in frames, not bytes: an
+#: sCMOS camera's 100 frames/s of 2048x2048 keep a few frames (tens of MB) in flight while the
+#: storage keeps up.
+BUSY_BACKLOG_FRAMES = 64
 #: Plans longer than this (and open-ended ones) start acquiring before their layers are made: making
 #: napari layers takes 0.1-0.15 s of the GUI thread (one or two layers), and for a short plan it is
 #: cheaper done first (made alongside the acquisition's threads it took 2.5x as long, and slowed
 #: them).
 DEFER_LAYERS_ABOVE_FRAMES = 10_000
+_DEFAULT_FRAME_BYTES = 512 * 512 * 2  # until the first layer is made
 _AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
 _COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "gray")
 
@@ -202,14 +213,19 @@ class LayerSink:
         self._last_step: tuple[int, ...] | None = None
         self._busy = False  # the storage was behind at the last refresh
         self._quiet_until = 0.0  # while busy: no redraw before this (time.monotonic())
+        self._frame_bytes = _DEFAULT_FRAME_BYTES  # the newest layer's frame size
         # the viewer's listener that slices twice per step
         self._duplicate_slice = _duplicate_slicer(viewer)
         self._planned = self._plan_layers(planned)
         self._axis_sizes = {a: s for a, s in (planned.axis_sizes if planned else {}).items() if s}
         self.frames_shown = 0
         #: The refresh interval in use: ``REFRESH_INTERVAL_MS``, ``FAST_REFRESH_INTERVAL_MS`` or
-        #: ``BUSY_REFRESH_INTERVAL_MS``.
+        #: ``BUSY_REFRESH_INTERVAL_MS``, or longer when refreshes cost more (``MAX_GUI_SHARE``).
         self.interval_ms = REFRESH_INTERVAL_MS
+        #: The GUI thread's CPU time per refresh (ms, smoothed): from one refresh to the next.
+        self.refresh_cost_ms = 0.0
+        self._refresh_cpu: float | None = None  # the GUI thread's CPU time at the last refresh
+        self._layers_made = False  # since then: not a refresh's usual cost
         # Single-shot, restarted when a refresh ends (``MIN_GAP_MS`` at least): redraws
         # never queue up.
         self._timer = QTimer()
@@ -260,6 +276,7 @@ class LayerSink:
             return
         shown = self.frames_shown
         started = time.monotonic()
+        self._measure_cost()
         try:
             self.refresh()
             # following on for a script's sink: collect as usual again
@@ -270,13 +287,28 @@ class LayerSink:
                 self._busy = self._storage_behind()
                 self._schedule(self.frames_shown - shown, started)
 
+    def _measure_cost(self) -> None:
+        """Note the GUI thread's CPU time since the last refresh began (what that refresh cost,
+        painting included) in ``refresh_cost_ms``, unless layers were made or given new data
+        meanwhile (once per acquisition, or as axes grow)."""
+        cpu = time.thread_time()
+        if self._refresh_cpu is not None and not self._layers_made:
+            cost = (cpu - self._refresh_cpu) * 1000
+            smoothed = self.refresh_cost_ms
+            self.refresh_cost_ms = cost if not smoothed else 0.7 * smoothed + 0.3 * cost
+        self._refresh_cpu = cpu
+        self._layers_made = False
+
     def _schedule(self, arrived: int, started: float) -> None:
         """Start the timer for the next refresh, after one that began at ``started`` and showed
-        ``arrived`` new frames: at a camera's pace refreshes start every interval; when busy, the
-        interval is a pause during which the backlog is sampled."""
+        ``arrived`` new frames: at a camera's pace refreshes start every interval, no more often
+        than ``MAX_GUI_SHARE`` allows; when busy, the interval is a pause during which the backlog
+        is sampled."""
         interval = REFRESH_INTERVAL_MS
         if arrived > BUSY_FRAMES:
             interval = BUSY_REFRESH_INTERVAL_MS if self._busy else FAST_REFRESH_INTERVAL_MS
+        if interval != BUSY_REFRESH_INTERVAL_MS:
+            interval = max(interval, round(self.refresh_cost_ms / MAX_GUI_SHARE))
         self.interval_ms = interval
         now = time.monotonic()
         if interval == BUSY_REFRESH_INTERVAL_MS:
@@ -286,10 +318,10 @@ class LayerSink:
             self._timer.start(max(MIN_GAP_MS, round(interval - (now - started) * 1000)))
 
     def _storage_behind(self) -> bool:
-        """More than ``BUSY_BACKLOG_BYTES`` in flight: at full speed the backlog lasts (busy until
-        it drains); at a camera's pace a stall of the storage drains at once, and redraws resume at
-        the next sample."""
-        return self.handler.bytes_in_flight > BUSY_BACKLOG_BYTES
+        """More than ``BUSY_BACKLOG_FRAMES`` (of the newest layer's frame size) in flight: at full
+        speed the backlog lasts (busy until it drains); at a camera's pace a stall of the storage
+        drains at once, and redraws resume at the next sample."""
+        return self.handler.bytes_in_flight > BUSY_BACKLOG_FRAMES * self._frame_bytes
 
     def refresh(self) -> None:
         """Apply the frames that arrived since the last refresh (GUI thread)."""
@@ -380,6 +412,7 @@ class LayerSink:
         if data.shape == state.frame_shape and data.dtype == state.dtype:
             return False
         state.frame_shape, state.dtype = data.shape, data.dtype
+        self._frame_bytes = data.nbytes
         return True
 
     def _new_state(self, key: Any, coords: DataCoordinates) -> _LayerState:
@@ -410,6 +443,7 @@ class LayerSink:
                 indices[axis].add(size - 1)  # int axes are their own indices: sized at once
         state = _LayerState(axes, fixed, indices, frame_shape, dtype, contrast, pixel, provisional)
         self._state[key] = state
+        self._frame_bytes = math.prod(frame_shape) * np.dtype(dtype).itemsize
         return state
 
     def _layer_scale(self, state: _LayerState, axes: Sequence[str]) -> list[float]:
@@ -432,6 +466,7 @@ class LayerSink:
         labels = [*frames.axes, "y", "x"]
         scale = self._layer_scale(state, frames.axes)
         layer = self._layers.get(key)
+        self._layers_made = True
         metadata = {"axis_values": {a: state.indices[a].values for a in frames.axes}}
         if layer is None or layer.data.ndim != frames.ndim:
             if layer is not None:

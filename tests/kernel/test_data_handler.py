@@ -10,6 +10,7 @@ import pytest
 
 from exengine.base_classes import DataProducing, DataStorage, ExecutorEvent
 from exengine.data import DataCoordinates, DataHandler, DataHandlerError, DataProcessor
+from exengine.kernel.data_pipeline import RECENT_BYTES, RECENT_FRAMES
 from exengine.notifications import DataHandlerErrorNotification, DataStoredNotification
 from exengine.storage import NDRAMStorage
 
@@ -133,14 +134,15 @@ def test_accumulating_processor_emits_projection():
 
 
 class GatedStorage(NDRAMStorage):
-    """Logs the order of its writes and reads; the write of frame 1 waits for ``gate``."""
+    """Logs the order of its writes and reads; the write of frame ``gated`` waits for ``gate``."""
 
-    def __init__(self):
+    def __init__(self, gated=1):
         super().__init__()
+        self.gated = gated
         self.gate, self.log = threading.Event(), []
 
     def _write(self, coords, data, metadata):
-        if coords["time"] == 1:
+        if coords["time"] == self.gated:
             assert self.gate.wait(10)
         self.log.append(f"write {coords['time']}")
         super()._write(coords, data, metadata)
@@ -155,20 +157,53 @@ class GatedStorage(NDRAMStorage):
 def test_a_reader_of_stored_frames_goes_before_the_storage_threads_next_frame():
     """A busy storage thread takes its lock back before a waiting reader wakes up, which kept the
     display waiting for whole bursts of frames: a waiting reader now goes first."""
-    storage = GatedStorage()
+    gated = RECENT_FRAMES + 1  # frame 0 is no longer among the newest stored frames kept in memory
+    storage = GatedStorage(gated)
     handler = DataHandler(storage)
-    for t in range(4):
+    for t in range(gated + 3):
         handler.put({"time": t}, frame(t), {})
+    written = [f"write {t}" for t in range(gated)]
     deadline = time.monotonic() + 10
-    while storage.log != ["write 0"] and time.monotonic() < deadline:
-        time.sleep(0.001)  # frame 0 stored; frame 1 held at the gate with the storage lock
+    while storage.log != written and time.monotonic() < deadline:
+        time.sleep(0.001)  # frames stored up to the gate, where the next one holds the storage lock
     reader = threading.Thread(target=lambda: handler.get({"time": 0}))
     reader.start()
     time.sleep(0.2)  # the reader now waits for the storage lock
     storage.gate.set()
     reader.join(10)
     handler.await_completion(10)
-    assert storage.log == ["write 0", "write 1", "read starts", "read ends", "write 2", "write 3"]
+    assert storage.log == [
+        *written,
+        f"write {gated}",
+        "read starts",
+        "read ends",
+        f"write {gated + 1}",
+        f"write {gated + 2}",
+    ]
+
+
+def test_the_newest_stored_frames_are_read_from_memory():
+    """A display reads each layer's newest frame just after it is stored: the newest
+    ``RECENT_FRAMES`` stored frames (at most ``RECENT_BYTES``) are read from memory; older ones from
+    storage."""
+    storage = GatedStorage(gated=-1)
+    handler = DataHandler(storage)
+    count = RECENT_FRAMES + 3
+    for t in range(count):
+        handler.put({"time": t}, frame(t), {})
+    handler.await_completion(10)
+    for t in range(count - RECENT_FRAMES, count):
+        assert handler.get({"time": t}, return_metadata=False)[0, 0] == t
+    assert "read starts" not in storage.log
+    assert handler.get({"time": 0}, return_metadata=False)[0, 0] == 0
+    assert storage.log.count("read starts") == 1
+    big = np.zeros((RECENT_BYTES // 2 // 2 // 1024 + 1, 1024), np.uint16)  # over RECENT_BYTES / 2
+    large = DataHandler(GatedStorage(gated=-1))
+    for t in range(3):
+        large.put({"time": t}, big, {})
+    large.await_completion(10)
+    assert list(large._recent) == [{"time": 2}]  # two would pass RECENT_BYTES
+    assert large._recent_bytes == big.nbytes
 
 
 def test_backpressure_bounds_memory_and_drops_nothing():

@@ -421,6 +421,45 @@ def test_display_refreshes_less_often_while_frames_outpace_it(gui_viewer):
     assert not sink._timer.isActive()
 
 
+def test_display_spaces_refreshes_by_what_they_cost_the_gui_thread(gui_viewer):
+    """Refreshes that cost the GUI thread more (a slow machine, a large screen) come less often:
+    the GUI's share of a core stays within MAX_GUI_SHARE; cheap ones bring the pace back."""
+    from napari_exengine import layer_sink
+
+    handler = DataHandler(NDRAMStorage())
+    planned = PlannedData(axis_sizes={"time": 100}, frame_shape=(8, 8), dtype="uint16")
+    sink = layer_sink.LayerSink(gui_viewer, handler, name="cost", planned=planned)  # sized at once
+    stored = threading.Semaphore(0)
+    handler.add_listener(lambda stage, coords: stored.release() if stage == "stored" else None)
+    put = 0
+
+    def tick(burn_s=0.0):
+        nonlocal put
+        handler.put({"time": put}, np.full((8, 8), put, np.uint16), {})
+        put += 1
+        assert stored.acquire(timeout=10)
+        end = time.thread_time() + burn_s
+        while time.thread_time() < end:  # what a slow paint costs the GUI thread (stand-in)
+            pass
+        sink._tick()
+
+    try:
+        tick()  # makes the layer: not a refresh's usual cost
+        tick()
+        assert sink.interval_ms == layer_sink.REFRESH_INTERVAL_MS
+        for _ in range(6):  # refreshes that cost 100 ms each (smoothed: one alone weighs less)
+            tick(burn_s=0.1)
+        assert sink.refresh_cost_ms >= 80
+        assert sink.interval_ms >= 80 / layer_sink.MAX_GUI_SHARE
+        assert sink._timer.interval() >= 80 / layer_sink.MAX_GUI_SHARE - 100
+        for _ in range(20):
+            tick()
+        assert sink.interval_ms == layer_sink.REFRESH_INTERVAL_MS
+    finally:
+        sink.close()
+        handler.finish()
+
+
 def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_viewer):
     from napari_exengine import layer_sink
 
@@ -438,7 +477,7 @@ def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_vi
     )
     # frames shown once processed: none can be stored while the storage is held
     sink = layer_sink.LayerSink(gui_viewer, handler, name="lagging", stage="processed")
-    frame = np.zeros((1024, 1024), np.uint16)  # 2 MB: the backlog passes BUSY_BACKLOG_BYTES
+    frame = np.zeros((256, 256), np.uint16)
     put = 0
 
     def more(n=layer_sink.BUSY_FRAMES + 1):
@@ -450,9 +489,9 @@ def test_display_yields_to_the_acquisition_while_the_storage_falls_behind(gui_vi
         put += n
 
     try:
-        more(layer_sink.BUSY_BACKLOG_BYTES // frame.nbytes + layer_sink.BUSY_FRAMES)
+        more(layer_sink.BUSY_BACKLOG_FRAMES + layer_sink.BUSY_FRAMES)
         sink._tick()  # shows them, then pauses: the storage is behind
-        assert handler.bytes_in_flight > layer_sink.BUSY_BACKLOG_BYTES
+        assert handler.bytes_in_flight > layer_sink.BUSY_BACKLOG_FRAMES * frame.nbytes
         assert sink.frames_shown == put
         assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
         assert sink._timer.interval() == layer_sink.BUSY_SAMPLE_MS  # samples the backlog meanwhile
@@ -505,7 +544,7 @@ def test_a_storage_stall_at_a_cameras_pace_delays_redraws_by_one_sample(gui_view
         more()
         sink._tick()
         assert sink.interval_ms == layer_sink.FAST_REFRESH_INTERVAL_MS  # a camera's pace
-        handler.backlog = 2 * layer_sink.BUSY_BACKLOG_BYTES  # the storage stalls
+        handler.backlog = 2 * layer_sink.BUSY_BACKLOG_FRAMES * frame.nbytes  # the storage stalls
         more()
         sink._tick()
         assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
@@ -514,7 +553,7 @@ def test_a_storage_stall_at_a_cameras_pace_delays_redraws_by_one_sample(gui_view
         more()
         sink._tick()
         assert sink.frames_shown == put - layer_sink.BUSY_FRAMES - 1  # paused
-        handler.backlog = layer_sink.BUSY_BACKLOG_BYTES // 4  # caught up
+        handler.backlog = layer_sink.BUSY_BACKLOG_FRAMES * frame.nbytes // 4  # caught up
         sink._tick()
         assert sink.frames_shown == put
         assert sink.interval_ms == layer_sink.FAST_REFRESH_INTERVAL_MS

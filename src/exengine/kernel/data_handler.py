@@ -1,7 +1,8 @@
 """``DataHandler``: the thread-safe, memory-bounded bridge from data-producing events to storage.
 
 A frame travels: producer ``put`` -> (processor thread ->) storage thread -> ``DataStorage.put`` ->
-``DataStoredNotification``. Frames stay readable from memory until the storage holds them.
+``DataStoredNotification``. Frames stay readable from memory until the storage holds them, and the
+newest few stored frames a while longer (what a display reads next).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
@@ -85,6 +87,8 @@ class DataHandler(DataPipeline):
         self._cond = threading.Condition(threading.Lock())
         self._raw: dict[DataCoordinates, tuple[np.ndarray, Any]] = {}
         self._processed: dict[DataCoordinates, tuple[np.ndarray, Any]] = {}
+        self._recent: OrderedDict[DataCoordinates, tuple[np.ndarray, Any]] = OrderedDict()
+        self._recent_bytes = 0
         self._bytes_in_flight = 0
         self._output_bytes = 0  # processor outputs waiting for the storage
         self._peak_bytes = 0
@@ -262,6 +266,8 @@ class DataHandler(DataPipeline):
                         if processed:
                             return None
                         frame = self._raw[coords]
+                if frame is None:
+                    frame = self._recent.get(coords)
             if frame is None:
                 frame = self._read_from_storage(coords)
         data, metadata = frame

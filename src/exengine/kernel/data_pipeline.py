@@ -7,7 +7,7 @@ budget and the bookkeeping; this is how frames move.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
@@ -24,12 +24,25 @@ from .notification_base import DataStoredNotification
 if TYPE_CHECKING:
     from .ex_future import ExecutionFuture
 
-__all__ = ["FINISH", "READER_PRIORITY_S", "DataPipeline", "start_thread"]
+__all__ = [
+    "FINISH",
+    "READER_PRIORITY_S",
+    "RECENT_BYTES",
+    "RECENT_FRAMES",
+    "DataPipeline",
+    "start_thread",
+]
 
 #: Longest the pipeline threads let a reader (``get``) go first before their next frame.
 READER_PRIORITY_S = 0.05
 #: How long pipeline threads wait on a condition before they look again (no wait is unbounded).
 POLL_S = 0.5
+#: The newest stored frames kept readable from memory (at most ``RECENT_FRAMES``, and no more than
+#: ``RECENT_BYTES`` unless one frame is larger): a display shows the newest frame of each layer just
+#: after it is stored, and reading it back from storage cost it ~6 ms a 2048x2048 frame (fresh
+#: memory) on the GUI thread.
+RECENT_FRAMES = 8
+RECENT_BYTES = 128 * 1024**2
 #: Queued after the last frame: the stage finishes.
 FINISH = object()
 
@@ -44,6 +57,8 @@ class DataPipeline:
     _cond: threading.Condition
     _raw: dict[DataCoordinates, tuple[np.ndarray, Any]]
     _processed: dict[DataCoordinates, tuple[np.ndarray, Any]]
+    _recent: OrderedDict[DataCoordinates, tuple[np.ndarray, Any]]
+    _recent_bytes: int
     _bytes_in_flight: int
     _output_bytes: int
     _error: BaseException | None
@@ -301,6 +316,7 @@ class DataPipeline:
         processing = self._processor is not None
         with self._cond:
             (self._processed if processing else self._raw).pop(coords, None)
+            self._keep_recent(coords, data, metadata)
             self._bytes_in_flight -= data.nbytes
             if processing:
                 self._output_bytes -= data.nbytes
@@ -313,6 +329,21 @@ class DataPipeline:
             engine.publish_notification(DataStoredNotification(coords))
         if self._listeners:
             self._notify_listeners(FrameStage.STORED, coords)
+
+    def _keep_recent(self, coords: DataCoordinates, data: np.ndarray, metadata: Any) -> None:
+        """Keep a stored frame readable from memory among the newest few (``RECENT_FRAMES``, at
+        most ``RECENT_BYTES``); call with ``self._cond`` held."""
+        recent = self._recent
+        old = recent.pop(coords, None)
+        if old is not None:
+            self._recent_bytes -= old[0].nbytes
+        recent[coords] = (data, metadata)
+        self._recent_bytes += data.nbytes
+        while len(recent) > 1 and (
+            len(recent) > RECENT_FRAMES or self._recent_bytes > RECENT_BYTES
+        ):
+            _, (dropped, _) = recent.popitem(last=False)
+            self._recent_bytes -= dropped.nbytes
 
 
 class _Written:

@@ -1,0 +1,415 @@
+"""sCMOS frames at a camera's pace: the camera's rate kept, frames lost, the newest frame's delay
+on screen, memory, and the storage path against a raw sequential write.
+
+Three parts, each interleaving its configurations run by run (medians):
+
+1. **Camera-paced.** Our simulated camera (which drops frames, and counts them, when its 1 GB
+   sequence buffer is full) runs one hardware-timed time-lapse on its own clock; frames go through
+   a ``DataHandler`` into NDTiff in RAM (``/dev/shm``). Headless, and shown in a napari viewer on a
+   1280x720 screen by the layer sink, made as the acquisition panel makes it. Per configuration:
+   the achieved / requested rate (the camera's N frames' time over the time from the start until
+   every frame is stored; targets below), frames dropped (must be 0), the delay from the frame's
+   arrival in the handler to the first repaint of the canvas after the refresh that showed it, for
+   the newest frame of each refresh (median, p95 <= 150 ms), the GUI thread's CPU share, and the
+   process's memory (RSS at start, peak, end).
+2. **Storage path vs a raw sequential write.** 2048x2048 uint16 frames written as fast as they can
+   be: ``DataHandler`` into NDTiff, and into OME-Zarr, against a loop of ``os.write`` of the same
+   bytes into one file; each ends with ``fsync`` of every file written, and is timed to then. In RAM
+   (tmpfs) and on the disk (where the page cache and the device decide). Target >= 0.9x.
+3. **The peer.** napari-micromanager's MDA (pymmcore-plus's runner, ``UniMMCore`` with a pure-Python
+   2048x2048 camera whose snap sleeps the exposure) shown live in napari through its main window vs
+   the same MDA with no viewer, at the same sizes and exposures as part 1; each side's
+   shown / headless frames/s. Needs napari-micromanager in its own environment (see
+   ``bench_napari.py``; ``NMM_PYTHON``), else skipped with the reason printed.
+
+Run: ``xvfb-run -a -s "-screen 0 1280x720x24" python bench_scmos.py`` (``--runs N``, ``--quick``
+for fewer frames, ``--skip-peer``). Part 1 needs about 9 GB of free RAM in ``/dev/shm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from _common import scratch_dir
+from bench_napari import Peer, _percentile, _rss_mb, _timed_sink_class
+
+MB = 1024**2
+
+
+@dataclass(frozen=True)
+class Paced:
+    """One camera-paced configuration: ``cameras`` cameras of ``side`` x ``side`` at ``rate``
+    frames/s each, ``frames`` frames from each, shown or not, and the rate ratio it must reach."""
+
+    side: int
+    rate: float
+    frames: int
+    shown: bool
+    target: float
+    cameras: int = 1
+
+    @property
+    def label(self) -> str:
+        cameras = f"{self.cameras} cameras of " if self.cameras > 1 else ""
+        where = "shown" if self.shown else "headless"
+        return f"{cameras}{self.side}x{self.side} at {self.rate:.0f} f/s, {where}"
+
+
+PACED = (
+    Paced(2048, 100, 1000, False, 0.99),
+    Paced(2048, 50, 500, True, 0.98),
+    Paced(2048, 100, 1000, True, 0.95),
+    Paced(3200, 30, 300, True, 0.98),
+    Paced(2048, 50, 500, False, 0.98, cameras=2),
+)
+STORAGE_FRAMES = 200  # 1.7 GB of 2048x2048 uint16 a run
+PEER = ((2048, 50, 500), (2048, 100, 1000))  # side, frames/s, frames
+
+
+# ------------------------------------------------------------------------------------------ part 1
+class _Repaints(list):
+    """Times of the canvas's repaints (vispy's draw event), appended while connected."""
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__()
+        self._draw = viewer.window._qt_viewer.canvas._scene_canvas.events.draw
+        self._draw.connect(self._note)
+
+    def _note(self, _event: Any) -> None:
+        self.append(time.monotonic())
+
+    def disconnect(self) -> None:
+        self._draw.disconnect(self._note)
+
+
+def _newest_sink_class() -> type:
+    """The benchmarks' timed sink, also noting the newest frame of each refresh and when it was
+    put into the handler."""
+    timed = _timed_sink_class()
+
+    class NewestSink(timed):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.arrived_at: dict = {}
+            self.newest: list[tuple[float, float]] = []  # (arrival, end of the refresh)
+            super().__init__(*args, **kwargs)
+            self.handler.add_listener(self._arrived)
+
+        def _arrived(self, stage: str, coords: Any) -> None:
+            if stage == "acquired":
+                self.arrived_at[frozenset(coords.items())] = time.monotonic()
+
+        def refresh(self) -> None:
+            with self._pending_lock:
+                newest = self._pending[-1] if self._pending else None
+            super().refresh()
+            arrived = None if newest is None else self.arrived_at.get(frozenset(newest.items()))
+            if arrived is not None:
+                self.newest.append((arrived, time.monotonic()))
+
+    return NewestSink
+
+
+_CAMERAS: dict[str, Any] = {}  # by name: devices are registered once
+
+
+def run_paced(config: Paced, root: str, viewer: Any, microscope: Any) -> dict[str, Any]:
+    """One camera-paced acquisition of ``config``."""
+    from qtpy.QtWidgets import QApplication
+
+    from exengine.acquisition import Acquisition
+    from exengine.data import DataHandler, PlannedData
+    from exengine.devices.simulated_camera import SimulatedCamera
+    from exengine.events.multi_d_events import multi_d_acquisition_plan
+    from exengine.storage import NDTiffStorage
+    from napari_exengine.layer_sink import defer_layers_for
+
+    cameras = []
+    for i in range(config.cameras):
+        name = f"sCMOS {config.side} {i}"
+        if name not in _CAMERAS:
+            _CAMERAS[name] = SimulatedCamera(name, microscope, config.side, config.side)
+        cameras.append(_CAMERAS[name])
+    for camera in cameras:
+        camera.exposure = 1000.0 / config.rate
+    storage = NDTiffStorage(root, "scmos")
+    handler = DataHandler(storage)
+    plan = multi_d_acquisition_plan(
+        num_time_points=config.frames,
+        sequence="t",
+        camera=cameras if config.cameras > 1 else cameras[0],
+        data_handler=handler,
+    )
+    app = QApplication.instance()
+    repaints = _Repaints(viewer) if config.shown else None
+    rss_start = peak = _rss_mb()
+    planned = PlannedData(  # as the acquisition panel tells its sink and the storage
+        axis_sizes=dict(plan.axis_sizes),
+        axis_values=dict(plan.axis_values),
+        frame_shape=(config.side, config.side),
+        dtype="uint16",
+        pixel_size_um=cameras[0].pixel_size_um,
+    )
+    sink = None
+    if config.shown:
+        sink = _newest_sink_class()(
+            viewer,
+            handler,
+            name="sCMOS",
+            planned=planned,
+            defer_layers=defer_layers_for(plan.total_frames),
+        )
+    acquisition = Acquisition(plan, handler, total_frames=plan.total_frames, planned=planned)
+    gui_cpu = time.thread_time()
+    start = time.monotonic()
+    acquisition.start()
+    finisher = threading.Thread(target=acquisition.await_completion, args=(600,))
+    finisher.start()
+    next_sample = 0.0
+    while not handler.is_finished():
+        if sink is not None:
+            app.processEvents()
+            time.sleep(0.002)
+        else:
+            time.sleep(0.005)
+        now = time.monotonic()
+        if now >= next_sample:
+            peak, next_sample = max(peak, _rss_mb()), now + 0.05
+    end = time.monotonic()
+    finisher.join()
+    gui_cpu = time.thread_time() - gui_cpu
+    frames = config.frames * config.cameras
+    result: dict[str, Any] = {
+        "ratio": (config.frames / config.rate) / (end - start),
+        "stored": len(storage.get_coordinates_list()),
+        "planned": frames,
+        "dropped": sum(camera.frames_dropped for camera in cameras),
+        "rss_start": rss_start,
+        "rss_peak": max(peak, _rss_mb()),
+        "rss_end": _rss_mb(),
+    }
+    if sink is not None and repaints is not None:
+        sink.close()
+        app.processEvents()
+        repaints.disconnect()
+        delays = []
+        for arrived, refreshed in sink.newest:
+            painted = next((t for t in repaints if t >= refreshed), None)
+            if painted is not None:
+                delays.append((painted - arrived) * 1000)
+        result.update(
+            delay_med=statistics.median(delays) if delays else float("nan"),
+            delay_p95=_percentile(delays, 0.95) if delays else float("nan"),
+            refreshes=len(sink.newest) / (end - start),
+            gui_share=gui_cpu / (end - start),
+        )
+        viewer.layers.clear()
+    storage.close()
+    shutil.rmtree(storage.path, ignore_errors=True)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ part 2
+def _fsync_tree(path: str) -> None:
+    for folder, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _frames_2048() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 4000, (2048, 2048), dtype=np.uint16) for _ in range(4)]
+
+
+def write_raw(root: str, frames: list[np.ndarray]) -> float:
+    """MB/s of ``os.write`` of ``STORAGE_FRAMES`` frames into one file, then ``fsync``."""
+    path = os.path.join(root, "raw.bin")
+    start = time.monotonic()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for i in range(STORAGE_FRAMES):
+            os.write(fd, memoryview(frames[i % len(frames)]).cast("B"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    seconds = time.monotonic() - start
+    os.remove(path)
+    return STORAGE_FRAMES * frames[0].nbytes / MB / seconds
+
+
+def write_handler(root: str, frames: list[np.ndarray], backend: str) -> float:
+    """MB/s of ``STORAGE_FRAMES`` frames put into a ``DataHandler`` storing them with
+    ``backend``, then ``fsync`` of every file it wrote."""
+    from exengine.data import DataHandler
+    from exengine.storage import NDTiffStorage, OMEZarrStorage
+
+    folder = tempfile.mkdtemp(dir=root)
+    start = time.monotonic()
+    storage = (
+        NDTiffStorage(folder, "path")
+        if backend == "NDTiff"
+        else OMEZarrStorage(folder, "path", pixel_size_um=0.65)
+    )
+    handler = DataHandler(storage)
+    for i in range(STORAGE_FRAMES):
+        handler.put({"time": i}, frames[i % len(frames)], {})
+    handler.finish()
+    handler.await_completion(600)
+    storage.close()
+    _fsync_tree(folder)
+    seconds = time.monotonic() - start
+    shutil.rmtree(folder, ignore_errors=True)
+    return STORAGE_FRAMES * frames[0].nbytes / MB / seconds
+
+
+# ------------------------------------------------------------------------------------------ report
+def _med(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def report_paced(results: dict[Paced, list[dict[str, Any]]]) -> None:
+    print("\n1. Camera-paced, NDTiff in RAM; medians of interleaved runs")
+    print(
+        f"{'configuration':38} {'rate':>6} {'target':>7} {'dropped':>8} {'stored':>12} "
+        f"{'newest ms':>14} {'GUI':>5} {'RSS MB start/peak/end':>22}"
+    )
+    for config, rows in results.items():
+        stored = f"{min(r['stored'] for r in rows)}/{rows[0]['planned']}"
+        delay = (
+            f"{_med(rows, 'delay_med'):.0f} p95 {_med(rows, 'delay_p95'):.0f}"
+            if config.shown
+            else "-"
+        )
+        gui = f"{_med(rows, 'gui_share'):.0%}" if config.shown else "-"
+        rss = "/".join(f"{_med(rows, k):.0f}" for k in ("rss_start", "rss_peak", "rss_end"))
+        print(
+            f"{config.label:38} {_med(rows, 'ratio'):6.3f} {config.target:7.2f} "
+            f"{max(r['dropped'] for r in rows):8d} {stored:>12} {delay:>14} {gui:>5} {rss:>22}"
+        )
+    print(
+        "rate: the camera's N frames' time / the time to every frame stored (1.0: the camera's "
+        "pace); dropped: the most over the runs; stored: the fewest; newest: arrival of each "
+        "refresh's newest frame to the repaint that shows it"
+    )
+
+
+def report_storage(results: dict[tuple[str, str], list[float]]) -> None:
+    print(
+        f"\n2. Storage path vs a raw sequential write, {STORAGE_FRAMES} frames of 2048x2048 uint16 "
+        "(fsync included); medians"
+    )
+    print(f"{'where':6} {'path':10} {'MB/s':>8} {'raw MB/s':>9} {'ratio':>6}")
+    for (where, backend), rows in results.items():
+        if backend == "raw":
+            continue
+        raw = statistics.median(results[(where, "raw")])
+        ours = statistics.median(rows)
+        print(f"{where:6} {backend:10} {ours:8.0f} {raw:9.0f} {ours / raw:6.2f}")
+
+
+def report_peer(results: dict[tuple[int, float, int], dict[str, list[dict[str, Any]]]]) -> None:
+    print("\n3. napari-micromanager at the same sizes and rates (shown / headless frames/s)")
+    for (side, rate, frames), rows in results.items():
+        shown, headless = _med(rows["shown"], "fps"), _med(rows["headless"], "fps")
+        written = min(r["written"] for r in rows["shown"])
+        print(
+            f"{side}x{side} at {rate:.0f} f/s requested, {frames} frames: shown {shown:.1f} f/s, "
+            f"headless {headless:.1f} f/s, ratio {shown / headless:.2f}; frames in its layer "
+            f"{written}/{frames}"
+        )
+
+
+# -------------------------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="interleaved runs (default 3)")
+    parser.add_argument("--quick", action="store_true", help="a fifth of the frames")
+    parser.add_argument(
+        "--peer-python",
+        default=os.environ.get("NMM_PYTHON", sys.executable),
+        help="Python with napari-micromanager installed (default: $NMM_PYTHON, else this one)",
+    )
+    parser.add_argument("--skip-peer", action="store_true")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error(f"--runs must be 1 or more, not {args.runs}")
+    scale = 5 if args.quick else 1
+
+    import napari
+
+    from exengine import ExecutionEngine
+    from exengine.devices.simulated_specimen import SimulatedMicroscope
+
+    configs = [
+        Paced(c.side, c.rate, c.frames // scale, c.shown, c.target, c.cameras) for c in PACED
+    ]
+    viewer = napari.Viewer(show=True)
+    microscope = SimulatedMicroscope()
+    ram, disk = scratch_dir(), scratch_dir(ram=False)
+    paced: dict[Paced, list[dict[str, Any]]] = {c: [] for c in configs}
+    storage: dict[tuple[str, str], list[float]] = {
+        (where, path): [] for where in ("RAM", "disk") for path in ("raw", "NDTiff", "OME-Zarr")
+    }
+    peer_runs = [(side, rate, frames // scale) for side, rate, frames in PEER]
+    peer_results = {key: {"shown": [], "headless": []} for key in peer_runs}
+    load_start = os.getloadavg()
+    try:
+        run_paced(Paced(512, 100, 100, True, 0), ram, viewer, microscope)  # warm-up, unmeasured
+        for _ in range(args.runs):
+            for config in configs:
+                paced[config].append(run_paced(config, ram, viewer, microscope))
+        frames = _frames_2048()
+        for _ in range(args.runs):
+            for where, root in (("RAM", ram), ("disk", disk)):
+                storage[(where, "raw")].append(write_raw(root, frames))
+                storage[(where, "NDTiff")].append(write_handler(root, frames, "NDTiff"))
+                storage[(where, "OME-Zarr")].append(write_handler(root, frames, "OME-Zarr"))
+        del frames
+        peer = None if args.skip_peer else Peer(args.peer_python)
+        if peer is not None and peer.error is None:
+            try:
+                for _ in range(args.runs):
+                    for side, rate, count in peer_runs:
+                        command = f"{count} {side} {1000.0 / rate}"
+                        rows = peer_results[(side, rate, count)]
+                        rows["headless"].append(peer.run(f"headless {command}"))
+                        rows["shown"].append(peer.run(f"viewer {command}"))
+            finally:
+                peer.close()
+    finally:
+        shutil.rmtree(ram, ignore_errors=True)
+        shutil.rmtree(disk, ignore_errors=True)
+        viewer.close()
+        ExecutionEngine.get_instance().shutdown()
+    report_paced(paced)
+    report_storage(storage)
+    if peer is None:
+        print("\n3. The peer: skipped (--skip-peer)")
+    elif peer.error is not None:
+        print(f"\n3. The peer: skipped: {peer.error}")
+    else:
+        report_peer(peer_results)
+        print(f"   versions: {peer.versions}")
+    end = " ".join(f"{load:.2f}" for load in os.getloadavg())
+    print(
+        f"\nLoad average at the start {' '.join(f'{x:.2f}' for x in load_start)}, at the end {end} "
+        "(2 cores; other work on the machine lowers every figure)."
+    )
+
+
+if __name__ == "__main__":
+    main()
