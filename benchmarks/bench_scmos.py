@@ -238,6 +238,7 @@ def _frames_2048() -> list[np.ndarray]:
 def write_raw(root: str, frames: list[np.ndarray]) -> float:
     """MB/s of ``os.write`` of ``STORAGE_FRAMES`` frames into one file, then ``fsync``."""
     path = os.path.join(root, "raw.bin")
+    os.sync()  # each run starts with nothing of the others' left to write back
     start = time.monotonic()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
@@ -258,6 +259,7 @@ def write_handler(root: str, frames: list[np.ndarray], backend: str) -> float:
     from exengine.storage import NDTiffStorage, OMEZarrStorage
 
     folder = tempfile.mkdtemp(dir=root)
+    os.sync()  # each run starts with nothing of the others' left to write back
     start = time.monotonic()
     storage = (
         NDTiffStorage(folder, "path")
