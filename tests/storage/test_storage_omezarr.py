@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import zarr
 
 from exengine import ExecutionEngine
-from exengine.data import DataHandler
+from exengine.data import DataHandler, PlannedData
 from exengine.kernel.data_handler import DataHandlerError
 from exengine.notifications import DataStoredNotification
 from exengine.storage import OMEZarrStorage
@@ -249,3 +250,43 @@ def test_one_axis_holds_either_indices_or_labels(tmp_path):
     assert (
         dataset.read_frame({"time": 0, "channel": 5})[0, 0] == 1 and len(dataset.coordinates()) == 2
     )
+
+
+def test_told_the_plan_the_array_is_made_at_its_size_with_channels_in_planned_order(tmp_path):
+    """No growing and trimming when the plan is known: the array has its final shape from the first
+    frame, channel indices follow the plan (not the order frames arrive in), and an open-ended axis
+    still grows; a run stopped early is trimmed to what it stored."""
+    planned = PlannedData(
+        axis_sizes={"time": None, "channel": 2, "z": 3},
+        axis_values={"channel": ("DAPI", "FITC")},
+        frame_shape=SHAPE,
+    )
+    storage = OMEZarrStorage(tmp_path, "planned")
+    handler = DataHandler(storage)
+    handler.prepare(planned)
+    handler.put({"time": 0, "channel": "FITC", "z": 0}, np.full(SHAPE, 7, np.uint16), {})
+    deadline = time.monotonic() + 10
+    while handler.frames_stored < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    array = zarr.open_group(storage.path, mode="r")["0"]
+    assert array.shape == (1, 2, 3, *SHAPE)  # time is open-ended: it grows
+    assert array[0, 1, 0, 0, 0] == 7  # FITC is the plan's second channel
+    for t in range(3):
+        handler.put({"time": t, "channel": "DAPI", "z": 1}, np.full(SHAPE, t, np.uint16), {})
+    handler.await_completion(30)
+    array = zarr.open_group(storage.path, mode="r")["0"]
+    assert array.shape == (3, 2, 2, *SHAPE)  # trimmed: no frame at z 2
+    channels = zarr.open_group(storage.path, mode="r").attrs["ome"]["omero"]["channels"]
+    assert [c["label"] for c in channels] == ["DAPI", "FITC"]
+
+
+def test_a_first_frame_unlike_the_plan_is_stored_as_it_comes(tmp_path):
+    planned = PlannedData(axis_sizes={"time": 5}, frame_shape=(4, 4))
+    storage = OMEZarrStorage(tmp_path, "unlike")
+    handler = DataHandler(storage)
+    handler.prepare(planned)
+    for t in range(2):
+        handler.put({"time": t}, np.full(SHAPE, t + 1, np.uint16), {})
+    handler.await_completion(30)
+    assert zarr.open_group(storage.path, mode="r")["0"].shape == (2, *SHAPE)
+    assert OMEZarrDataset(storage.path).read_frame({"time": 1}).max() == 2

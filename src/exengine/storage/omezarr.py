@@ -1,12 +1,14 @@
 """OME-Zarr storage (zarr v3 format, OME-NGFF 0.5 ``multiscales`` metadata) on ``zarr`` (extra
 ``zarr``), in a local folder or in an object store (``s3://bucket/prefix``; extra ``s3``).
 
-Frames stream into one growing array ``0`` of shape (axes..., y, x), one chunk per frame; while
-acquiring, the array grows in doubling steps (unwritten frames read as zeros) and ``finish`` trims
-it to the acquired extent. Axes are ``time``, ``channel`` and ``z`` when present (in the NGFF order
-t, c, z) preceded by any other axes (e.g. ``position``, typed ``custom``). String coordinate values
-map to indices kept in the group attributes (``exengine.axis_values``); channel names are also
-written as ``omero`` channel labels. Each frame's coordinates and metadata are a JSON record.
+Frames stream into one array ``0`` of shape (axes..., y, x), one chunk per frame. Told the plan
+(``prepare``), the array is made at its planned size, with channel names and other labels in the
+planned order; otherwise, and along open-ended axes, it grows in doubling steps while acquiring
+(unwritten frames read as zeros). ``finish`` trims it to the acquired extent (a run stopped early).
+Axes are ``time``, ``channel`` and ``z`` when present (in the NGFF order t, c, z) preceded by any
+other axes (e.g. ``position``, typed ``custom``). String coordinate values map to indices kept in
+the group attributes (``exengine.axis_values``); channel names are also written as ``omero`` channel
+labels. Each frame's coordinates and metadata are a JSON record.
 
 Where the bytes go:
 
@@ -46,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
+from ..kernel.data_storage_base import PlannedData
 from ._frames import FrameStorage, check_writable
 from .omezarr_reader import RECORD_PREFIX, RECORDS
 from .omezarr_store import (
@@ -82,6 +85,12 @@ CHUNKS_AT_ONCE = 8
 _NGFF_ORDER = ("time", "channel", "z")
 _AXIS_TYPES = {"time": "time", "channel": "channel", "z": "space"}
 _GROUP_DOCUMENT = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+
+
+def _fits(planned: PlannedData, axes: list[str], frame_shape: tuple[int, ...]) -> bool:
+    """Whether a first frame with ``axes`` and ``frame_shape`` is as ``planned``."""
+    shape = planned.frame_shape
+    return set(planned.axis_sizes) == set(axes) and (shape is None or tuple(shape) == frame_shape)
 
 
 class OMEZarrStorage(FrameStorage):
@@ -126,6 +135,7 @@ class OMEZarrStorage(FrameStorage):
         self._compressors: Any = "auto" if compress else None
         self._timeout = float(timeout_s)
         self._array: Any = None
+        self._planned: PlannedData | None = None
         self._extent: tuple[int, ...] = ()  # the acquired extent along each axis
         self._axes: list[str] = []
         self._values: dict[str, list[Any]] = {}
@@ -240,7 +250,7 @@ class OMEZarrStorage(FrameStorage):
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
         try:
-            position, record = self._prepare(coords, data, metadata)
+            position, record = self._locate(coords, data, metadata)
             if self._store is None:
                 self._write_local(position, data, record)
             else:
@@ -274,7 +284,7 @@ class OMEZarrStorage(FrameStorage):
                 )
             self._writing.add(coords)
         try:
-            position, record = self._prepare(coords, data, metadata)
+            position, record = self._locate(coords, data, metadata)
         except Exception as error:
             self._written(coords, stored=False)
             raise self._failure(coords, error) from error
@@ -312,7 +322,13 @@ class OMEZarrStorage(FrameStorage):
             self._writing.discard(coords)
             self._idle.notify_all()
 
-    def _prepare(
+    def prepare(self, planned: PlannedData) -> None:
+        """Before the first frame: the array will be made at the planned size (open-ended axes
+        start at one and grow), with labelled axes' values in the planned order, if the first frame
+        has the planned axes and shape."""
+        self._planned = planned
+
+    def _locate(
         self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]
     ) -> tuple[tuple[int, ...], bytes]:
         """The frame's array position (creating or growing the array, adding labels) and its
@@ -484,19 +500,27 @@ class OMEZarrStorage(FrameStorage):
     def _create(self, coords: DataCoordinates, data: np.ndarray) -> None:
         others = [a for a in coords if a not in _NGFF_ORDER]
         axes = others + [a for a in _NGFF_ORDER if a in coords]
-        leading = (1,) * len(axes)
+        planned = self._planned
+        if planned is not None and not _fits(planned, axes, data.shape):
+            planned = None
+        sizes = planned.axis_sizes if planned is not None else {}
+        values = planned.axis_values if planned is not None else {}
         self._array = self._run(
             self._group.create_array(
                 "0",
-                shape=leading + data.shape,
-                chunks=leading + data.shape,
+                shape=tuple(sizes.get(a) or 1 for a in axes) + data.shape,
+                chunks=(1,) * len(axes) + data.shape,
                 dtype=data.dtype,
                 fill_value=0,
                 compressors=self._compressors,
             )
         )
         self._axes = axes
-        self._values = {a: [] for a in axes}
+        # labels in the planned order (ints of other axes are their own positions)
+        self._values = {
+            a: [v for v in values.get(a, ()) if a == "channel" or not isinstance(v, int)]
+            for a in axes
+        }
         self._extent = (0,) * len(axes)
         self._write_attributes()
 
