@@ -143,6 +143,7 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
             self._in_hand = True
         elif isinstance(event, ReadoutData):
             self._in_hand = False
+            self.current = None  # its drops now count here (Acquisition.frames_dropped)
             self.frames_read += result or 0
             self.frames_dropped += event.frames_dropped
             room = MAX_DROPPED_LISTED - len(self.dropped_coordinates)
@@ -163,14 +164,15 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
                 self._detectors.add(detector)
 
     def _end(self, exhausted: bool) -> None:
-        """The events ended: stop the detectors of an interrupted run, say why it finished, and let
-        the data handler finish storing."""
+        """The events ended: stop the detectors the run started (whether it was interrupted,
+        failed or done: none is left capturing), say why it finished, and let the data handler
+        finish storing."""
         self.current = None
-        if self._ended():
-            for detector in self._detectors:
+        for detector in self._detectors:
+            with contextlib.suppress(Exception):  # the run's own outcome is what is reported
                 detector.stop()
         if self.finish_reason is None:
-            if exhausted:
+            if exhausted and not self._ended():  # a stop during the last readout: stopped
                 self.finish_reason = FinishReason.DONE
             else:
                 aborted = self.is_abort_requested()
@@ -369,11 +371,15 @@ class Acquisition:
 
     @property
     def frames_dropped(self) -> int:
-        """Frames the cameras captured but could not keep (their buffer was full): frames stored
-        plus frames dropped make the frames planned. Their coordinates are
+        """Frames the cameras captured but could not keep (their buffer was full), counted as the
+        readouts find them: when a run completes, frames stored plus frames dropped make the frames
+        planned (a stopped run also misses the frames it never captured). Their coordinates are
         :attr:`dropped_coordinates` (the first 10,000) and are written into the dataset's
         summary when it is finished."""
-        return self._runner.frames_dropped
+        runner = self._runner
+        current = runner.current
+        reading = current.frames_dropped if isinstance(current, ReadoutData) else 0
+        return runner.frames_dropped + reading
 
     @property
     def dropped_coordinates(self) -> list[dict[str, Any]]:

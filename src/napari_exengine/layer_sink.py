@@ -51,7 +51,8 @@ BUSY_SAMPLE_MS = 33
 #: The most of one core the display takes while frames arrive: the sink measures what each refresh
 #: costs the GUI thread (its CPU time from one refresh to the next: the sink's refresh, napari's
 #: slicing and painting, other events) and spaces refreshes so that this cost over the interval
-#: stays below this share, whatever the machine, screen and frame size.
+#: stays below this share, whatever the machine, screen and frame size (but at least two refreshes a
+#: second).
 MAX_GUI_SHARE = 0.5
 #: Intervals (but the busy one) count from the start of a refresh; the next one waits at least this
 #: long after its end, so that napari paints in between.
@@ -289,8 +290,8 @@ class LayerSink:
 
     def _measure_cost(self) -> None:
         """Note the GUI thread's CPU time since the last refresh began (what that refresh cost,
-        painting included) in ``refresh_cost_ms``, unless layers were made or given new data
-        meanwhile (once per acquisition, or as axes grow)."""
+        painting included) in ``refresh_cost_ms``, unless layers were made meanwhile (once per
+        acquisition, and when a frame's shape or a layer's axes change)."""
         cpu = time.thread_time()
         if self._refresh_cpu is not None and not self._layers_made:
             cost = (cpu - self._refresh_cpu) * 1000
@@ -307,8 +308,9 @@ class LayerSink:
         interval = REFRESH_INTERVAL_MS
         if arrived > BUSY_FRAMES:
             interval = BUSY_REFRESH_INTERVAL_MS if self._busy else FAST_REFRESH_INTERVAL_MS
-        if interval != BUSY_REFRESH_INTERVAL_MS:
-            interval = max(interval, round(self.refresh_cost_ms / MAX_GUI_SHARE))
+        if interval != BUSY_REFRESH_INTERVAL_MS:  # at least two refreshes a second
+            cost_bound = round(self.refresh_cost_ms / MAX_GUI_SHARE)
+            interval = max(interval, min(cost_bound, BUSY_REFRESH_INTERVAL_MS))
         self.interval_ms = interval
         now = time.monotonic()
         if interval == BUSY_REFRESH_INTERVAL_MS:
@@ -466,9 +468,9 @@ class LayerSink:
         labels = [*frames.axes, "y", "x"]
         scale = self._layer_scale(state, frames.axes)
         layer = self._layers.get(key)
-        self._layers_made = True
         metadata = {"axis_values": {a: state.indices[a].values for a in frames.axes}}
         if layer is None or layer.data.ndim != frames.ndim:
+            self._layers_made = True
             if layer is not None:
                 self.viewer.layers.remove(layer)
             name = self.name if key is None else f"{self.name} {key}"

@@ -82,8 +82,9 @@ def test_a_frame_kept_by_its_reader_is_never_overwritten(scope):
     camera = small_camera(scope, buffer_frames=4)
     camera.arm(40)
     camera.start()
-    kept = [camera.pop_data(timeout=1)[0] for _ in range(40)]
-    first = kept[0].copy()
+    kept = [camera.pop_data(timeout=1)[0]]
+    first = kept[0].copy()  # as it was when popped
+    kept += [camera.pop_data(timeout=1)[0] for _ in range(39)]
     assert np.array_equal(kept[0], first) and len({id(f) for f in kept}) == 40
     kept[1][:8, :8] = 0  # a processor changing a frame in place changes that frame only
     assert not np.array_equal(kept[1][:8, :8], kept[5][:8, :8])
@@ -230,3 +231,79 @@ def test_the_command_line_acquires_with_two_cameras(scope, tmp_path):
         "camera": ["Camera", "Camera2"],
     }
     assert main([*args, "--camera", "Camera,Nope", "--name", "bad"], io.StringIO()) == 2
+
+
+def test_a_stop_while_the_camera_outruns_the_storage_ends_within_its_buffer(scope, tmp_path):
+    """A free-running camera faster than the storage keeps refilling its buffer: a stop stops the
+    camera, and the readout ends once it has read what the buffer held."""
+    from exengine.events import MultiDPlan, MultiDSettings
+
+    camera = small_camera(scope, buffer_frames=6)
+    storage = SlowNDTiff(tmp_path, name="outrun")
+    handler = DataHandler(storage, memory_budget_bytes=int(4 * FRAME_MB * 1024**2))
+    settings = MultiDSettings.from_event_arguments(num_time_points=100_000, sequence="t")
+    acquisition = Acquisition(MultiDPlan(settings, camera=camera), handler)  # 200 s of frames
+    acquisition.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    acquisition.stop()
+    acquisition.await_completion(timeout=20)  # raises if the readout went on with the camera
+    took = time.monotonic() - started
+    status = acquisition.status()
+    assert status.finish_reason is FinishReason.STOPPED and camera.is_stopped()
+    assert took < 5, f"the stop took {took:.1f} s"
+    assert status.frames_dropped > 0 and 0 < status.frames_stored < 1000
+    stored = {c["time"] for c in storage.get_coordinates_list()}
+    dropped = {c["time"] for c in acquisition.dropped_coordinates}
+    assert not stored & dropped
+    assert max(stored | dropped) + 1 == len(stored | dropped)  # no gap: all accounted for
+
+
+def test_readouts_of_one_capture_count_each_drop_once(scope, tmp_path):
+    """A continuous capture read by several readouts: a gap between two of them is found by the
+    next one's FrameIndex, and no drop is counted twice."""
+    from exengine.events.detector_events import ReadoutData, StartContinuousCapture, StopCapture
+
+    camera = small_camera(scope, buffer_frames=2)
+    storage = SlowNDTiff(tmp_path, name="parts")
+    handler = DataHandler(storage, memory_budget_bytes=int(2 * FRAME_MB * 1024**2))
+    events = [StartContinuousCapture(camera)]
+    for part in range(3):
+        coords = [{"time": t} for t in range(20 * part, 20 * part + 20)]
+        events.append(ReadoutData(coords, detector=camera, num_images=20))
+    events.append(StopCapture(camera))
+    acquisition = Acquisition(events, handler)
+    acquisition.start()
+    acquisition.await_completion(timeout=60)
+    stored = {c["time"] for c in storage.get_coordinates_list()}
+    dropped = [c["time"] for c in acquisition.dropped_coordinates]
+    assert acquisition.frames_dropped == len(dropped) == len(set(dropped)) > 0
+    assert sorted(stored | set(dropped)) == list(range(60)) and not stored & set(dropped)
+    for coords in storage.get_coordinates_list():  # each frame at its own coordinates
+        assert storage.get_metadata(coords)["FrameIndex"] >= coords["time"]
+
+
+def test_two_cameras_where_only_the_fast_one_drops_count_each_cameras_frames(scope, tmp_path):
+    from exengine.events import MultiDPlan, MultiDSettings
+
+    microscope = scope["Camera"].microscope
+    fast, slow = (SimulatedCamera(name, microscope, width=64, height=64) for name in "FS")
+    fast.exposure, fast.frame_rate_limit = 0.0, 2000.0
+    slow.exposure, slow.frame_rate_limit = 0.0, 40.0
+    for camera in (fast, slow):
+        camera.sequence_buffer_mb = 2 * FRAME_MB
+    storage = SlowNDTiff(tmp_path, name="mixed")
+    storage.delay_s = 0.005
+    handler = DataHandler(storage, memory_budget_bytes=int(2 * FRAME_MB * 1024**2))
+    settings = MultiDSettings.from_event_arguments(num_time_points=40, sequence="t")
+    acquisition = Acquisition(MultiDPlan(settings, camera=[fast, slow]), handler)
+    acquisition.start()
+    acquisition.await_completion(timeout=60)
+    status = acquisition.status()
+    assert status.finish_reason is FinishReason.DONE
+    for name, camera in (("F", fast), ("S", slow)):
+        stored = {c["time"] for c in storage.get_coordinates_list() if c["camera"] == name}
+        dropped = {c["time"] for c in acquisition.dropped_coordinates if c["camera"] == name}
+        assert len(dropped) == camera.frames_dropped
+        assert sorted(stored | dropped) == list(range(40)) and not stored & dropped
+    assert fast.frames_dropped > 0 and slow.frames_dropped == 0

@@ -184,26 +184,38 @@ def test_a_reader_of_stored_frames_goes_before_the_storage_threads_next_frame():
 
 def test_the_newest_stored_frames_are_read_from_memory():
     """A display reads each layer's newest frame just after it is stored: the newest
-    ``RECENT_FRAMES`` stored frames (at most ``RECENT_BYTES``) are read from memory; older ones from
-    storage."""
+    ``RECENT_FRAMES`` stored frames (at most ``RECENT_BYTES``) are read from memory, older ones from
+    storage; once the handler finishes, all from storage (no memory held after the run)."""
     storage = GatedStorage(gated=-1)
     handler = DataHandler(storage)
     count = RECENT_FRAMES + 3
     for t in range(count):
         handler.put({"time": t}, frame(t), {})
-    handler.await_completion(10)
+    _wait_until(lambda: handler.frames_stored == count)
     for t in range(count - RECENT_FRAMES, count):
         assert handler.get({"time": t}, return_metadata=False)[0, 0] == t
     assert "read starts" not in storage.log
     assert handler.get({"time": 0}, return_metadata=False)[0, 0] == 0
     assert storage.log.count("read starts") == 1
+    handler.await_completion(10)
+    assert handler.get({"time": count - 1}, return_metadata=False)[0, 0] == count - 1
+    assert storage.log.count("read starts") == 2
+    assert handler._recent_bytes == 0
     big = np.zeros((RECENT_BYTES // 2 // 2 // 1024 + 1, 1024), np.uint16)  # over RECENT_BYTES / 2
     large = DataHandler(GatedStorage(gated=-1))
     for t in range(3):
         large.put({"time": t}, big, {})
-    large.await_completion(10)
+    _wait_until(lambda: large.frames_stored == 3)
     assert list(large._recent) == [{"time": 2}]  # two would pass RECENT_BYTES
     assert large._recent_bytes == big.nbytes
+    large.await_completion(10)
+
+
+def _wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
 
 
 def test_backpressure_bounds_memory_and_drops_nothing():

@@ -452,6 +452,10 @@ def test_display_spaces_refreshes_by_what_they_cost_the_gui_thread(gui_viewer):
         assert sink.refresh_cost_ms >= 80
         assert sink.interval_ms >= 80 / layer_sink.MAX_GUI_SHARE
         assert sink._timer.interval() >= 80 / layer_sink.MAX_GUI_SHARE - 100
+        for _ in range(4):  # however costly, at least two refreshes a second
+            tick(burn_s=0.4)
+        assert sink.refresh_cost_ms / layer_sink.MAX_GUI_SHARE > layer_sink.BUSY_REFRESH_INTERVAL_MS
+        assert sink.interval_ms == layer_sink.BUSY_REFRESH_INTERVAL_MS
         for _ in range(20):
             tick()
         assert sink.interval_ms == layer_sink.REFRESH_INTERVAL_MS

@@ -280,6 +280,24 @@ def test_told_the_plan_the_array_is_made_at_its_size_with_channels_in_planned_or
     assert [c["label"] for c in channels] == ["DAPI", "FITC"]
 
 
+def test_a_run_stopped_before_a_planned_channel_lists_only_the_channels_it_stored(tmp_path):
+    planned = PlannedData(
+        axis_sizes={"time": 4, "channel": 2},
+        axis_values={"channel": ("DAPI", "FITC")},
+        frame_shape=SHAPE,
+    )
+    storage = OMEZarrStorage(tmp_path, "stopped")
+    handler = DataHandler(storage)
+    handler.prepare(planned)
+    handler.put({"time": 0, "channel": "DAPI"}, np.full(SHAPE, 1, np.uint16), {})
+    handler.await_completion(30)
+    group = zarr.open_group(storage.path, mode="r")
+    assert group["0"].shape == (1, 1, *SHAPE)
+    assert [c["label"] for c in group.attrs["ome"]["omero"]["channels"]] == ["DAPI"]
+    assert group.attrs["exengine"]["axis_values"] == {"channel": ["DAPI"]}
+    assert OMEZarrDataset(storage.path).read_frame({"time": 0, "channel": "DAPI"}).max() == 1
+
+
 def test_a_first_frame_unlike_the_plan_is_stored_as_it_comes(tmp_path):
     planned = PlannedData(axis_sizes={"time": 5}, frame_shape=(4, 4))
     storage = OMEZarrStorage(tmp_path, "unlike")

@@ -65,6 +65,7 @@ class _FrameClock:
 
     def arm(self, count: int | None) -> None:
         self.count, self.arrived, self.dropped = count, 0, 0
+        self.capturing = False  # until started
         self.waiting.clear()
 
     def begin(self, interval: float, capacity: int) -> None:

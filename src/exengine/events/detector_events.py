@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from ..device_types import Detector
 from ..kernel.data_coords import DataCoordinates
@@ -46,6 +47,27 @@ def _has_dropped(detector: Detector) -> bool:
     return bool(getattr(detector, "frames_dropped", 0))
 
 
+@dataclass
+class _Capture:
+    """What the readouts of one capture share: the ``FrameIndex`` the detector's next frame should
+    have (``None``: not known), and the drops they have counted."""
+
+    next_index: int | None = None
+    dropped: int = 0
+
+
+#: Per detector, its current capture (reset when a capture event arms it).
+_CAPTURES: WeakKeyDictionary[Detector, _Capture] = WeakKeyDictionary()
+
+
+def _capture_of(detector: Detector) -> _Capture:
+    """The detector's current capture; one started elsewhere counts drops from now on."""
+    capture = _CAPTURES.get(detector)
+    if capture is None:
+        capture = _CAPTURES[detector] = _Capture(dropped=getattr(detector, "frames_dropped", 0))
+    return capture
+
+
 class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
     """Read frames from a detector and hand them, with their coordinates, to a data handler.
 
@@ -79,9 +101,15 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         )
         self.detector = detector
         self.num_blocks = _count(num_blocks, num_images)
+        count = len(detector) if isinstance(detector, (list, tuple)) else 1
+        if self.num_blocks is not None and self.num_blocks % count:
+            raise ValueError(
+                f"{self.num_blocks} frames cannot be shared by {count} detectors; give each as "
+                "many (num_images counts the frames of all of them)"
+            )
         self.frames_dropped = 0
         self.dropped_coordinates: list[dict[str, Any]] = []
-        self._took_frame_in_hand = False
+        self._stopped_detectors = False
         self.stop_on_empty = stop_on_empty
         self.frame_timeout_s = frame_timeout_s
 
@@ -95,33 +123,37 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         full) are counted in ``frames_dropped``, and their coordinates kept in
         ``dropped_coordinates`` (the first :data:`MAX_DROPPED_LISTED`)."""
         detectors = detectors_of(self.detector)
-        detector = detectors[0]
         handler = self.data_handler
-        # nowhere to put frames: stop the camera
+        # nowhere to put frames: stop the cameras
         if handler is not None and handler.error is not None:
-            detector.stop()
+            for detector in detectors:
+                detector.stop()
+            names = ", ".join(d.name for d in detectors)
             raise DataHandlerError(
-                f"Not reading {detector.name}: the data handler has failed, no more frames "
-                f"can be stored ({handler.error!r})"
+                f"Not reading {names}: the data handler has failed, no more frames can be stored "
+                f"({handler.error!r})"
             ) from handler.error
         self.frames_dropped = 0
         self.dropped_coordinates = []
-        self._took_frame_in_hand = False
+        self._stopped_detectors = False
         if len(detectors) > 1:
             return _SeveralDetectors(self, detectors).read()
+        detector = detectors[0]
+        capture = _capture_of(detector)
         coordinates = iter(self.data_coordinate_iterator)
         remaining = self.num_blocks
         read = 0
-        expected: int | None = None  # the detector's index of the next frame
         while remaining is None or remaining > 0:
             frame = self._next_frame(detector, read)
             if frame is None:
                 break
             image, metadata = frame
             index = metadata.get("FrameIndex") if isinstance(metadata, dict) else None
+            expected = capture.next_index
             if isinstance(index, int) and expected is not None and index > expected:
+                capture.dropped += index - expected
                 remaining = self._drop(coordinates, index - expected, remaining)
-            expected = index + 1 if isinstance(index, int) else None
+            capture.next_index = index + 1 if isinstance(index, int) else None
             coords = next(coordinates, None)
             if coords is None or remaining == 0:
                 break
@@ -129,8 +161,11 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
             read += 1
             remaining = None if remaining is None else remaining - 1
             self.publish_notification(DataAcquiredNotification(coords))
-        trailing = getattr(detector, "frames_dropped", 0) - self.frames_dropped
-        if trailing > 0 and not self.is_abort_requested():  # dropped after the last frame read
+        # dropped after the last frame read, while this readout still had frames to read (else
+        # the next readout of the capture finds them by their FrameIndex)
+        trailing = getattr(detector, "frames_dropped", 0) - capture.dropped
+        if trailing > 0 and remaining != 0 and not self.is_abort_requested():
+            capture.dropped += trailing
             self._drop(coordinates, trailing, remaining)
         return read
 
@@ -140,14 +175,15 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         detector stopped after dropping frames (or, with ``stop_on_empty``, at all)."""
         waiting_since = time.monotonic()
         while not self.is_abort_requested():
-            stopping = self.is_stop_requested()
-            image, metadata = detector.pop_data(timeout=0.0 if stopping else 0.01)
+            if self.is_stop_requested():
+                return self._frame_when_stopped(detector)
+            image, metadata = detector.pop_data(timeout=0.01)
             if image is not None:
                 return image, metadata
-            if stopping:
-                return self._frame_in_hand(detector)
             if detector.is_stopped() and (self.stop_on_empty or _has_dropped(detector)):
-                return None
+                # no more will come; the last one may have arrived since the pop
+                image, metadata = detector.pop_data(timeout=0.0)
+                return None if image is None else (image, metadata)
             if (
                 self.frame_timeout_s is not None
                 and time.monotonic() - waiting_since > self.frame_timeout_s
@@ -158,12 +194,22 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
                 )
         return None
 
+    def _frame_when_stopped(self, detector: Detector) -> tuple[Any, Any] | None:
+        """Stopped: the frames in the detector's buffer, and the one it was capturing when the stop
+        came if its buffer was empty then. The detector is stopped at once when frames are waiting
+        (the readout is behind), else once that frame is in hand: a stop ends within a frame plus
+        what the buffer holds, however fast the camera runs."""
+        image, metadata = detector.pop_data(timeout=0.0)
+        if self._stopped_detectors:
+            return None if image is None else (image, metadata)
+        self._stopped_detectors = True
+        frame = self._frame_in_hand(detector) if image is None else (image, metadata)
+        detector.stop()
+        return frame
+
     def _frame_in_hand(self, detector: Detector) -> tuple[Any, Any] | None:
-        """Stopped: the frame the detector was capturing when the stop came (once), unless it has
-        stopped or an abort comes first."""
-        if self._took_frame_in_hand:
-            return None
-        self._took_frame_in_hand = True
+        """The frame the detector is capturing, unless it has stopped, an abort comes first or it
+        takes longer than ``frame_timeout_s``."""
         waited = 0.0
         while not self.is_abort_requested():
             image, metadata = detector.pop_data(timeout=0.01)
@@ -184,10 +230,10 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
             coords = next(coordinates, None)
             if coords is None:
                 break
-            self.record_drop(coords)
+            self._record_drop(coords)
         return None if remaining is None else max(remaining - count, 0)
 
-    def record_drop(self, coords: Any) -> None:
+    def _record_drop(self, coords: Any) -> None:
         """Count a frame the detector dropped, keeping its coordinates (the first
         :data:`MAX_DROPPED_LISTED`)."""
         self.frames_dropped += 1
@@ -207,20 +253,15 @@ class _SeveralDetectors:
 
     def __init__(self, readout: ReadoutData, detectors: list[Detector]) -> None:
         count = len(detectors)
-        if readout.num_blocks is not None and readout.num_blocks % count:
-            raise ValueError(
-                f"{readout.num_blocks} frames cannot be shared by {count} detectors; give each "
-                "as many"
-            )
         self.readout, self.detectors = readout, detectors
+        self.captures = [_capture_of(detector) for detector in detectors]
         self.quota = None if readout.num_blocks is None else readout.num_blocks // count
         self.coordinates = iter(readout.data_coordinate_iterator)
         self.pending: list[deque[Any]] = [deque() for _ in detectors]
         self.handed = 0  # coordinates taken from the iterator
         self.taken = [0] * count  # frames read or dropped, per detector
-        self.expected: list[int | None] = [None] * count
-        self.dropped = [0] * count
         self.ended = [False] * count  # its coordinates ran out
+        self.stopped = False  # stopped: the detectors were told to stop
 
     def coordinates_of(self, i: int) -> Any:
         """Detector ``i``'s next coordinates (``None``: the iterator ended)."""
@@ -236,6 +277,7 @@ class _SeveralDetectors:
         return self.ended[i] or (self.quota is not None and self.taken[i] >= self.quota)
 
     def drop(self, i: int, count: int) -> None:
+        self.captures[i].dropped += count
         for _ in range(count):
             if self.done(i):
                 return
@@ -243,63 +285,84 @@ class _SeveralDetectors:
             if coords is None:
                 self.ended[i] = True
                 return
-            self.readout.record_drop(coords)
+            self.readout._record_drop(coords)
             self.taken[i] += 1
-            self.dropped[i] += 1
 
     def read(self) -> int:
         readout, read = self.readout, 0
         active = list(range(len(self.detectors)))
         last_frame = time.monotonic()
         while active and not readout.is_abort_requested():
-            stopping = readout.is_stop_requested()
+            if readout.is_stop_requested() and not self.stopped:
+                read += self.stop(active)
             got = False
             for i in list(active):
-                frame = self.take(i, stopping)
-                if frame is None:
-                    if self.finished(i, stopping):
+                if self.take(i):
+                    got, read = True, read + 1
+                elif self.finished(i):
+                    if self.take(i):  # the last frame may have arrived since
+                        got, read = True, read + 1
+                    else:
                         active.remove(i)
-                    continue
-                got = True
-                read += 1
             if got:
                 last_frame = time.monotonic()
-            elif stopping:
+            elif self.stopped:
                 break
             else:
                 self.wait(last_frame, read)
         if not readout.is_abort_requested():
-            for i, detector in enumerate(self.detectors):  # dropped after the last frame read
-                self.drop(i, getattr(detector, "frames_dropped", 0) - self.dropped[i])
+            for i, detector in enumerate(self.detectors):
+                # dropped after its last frame read, while it still had frames to read
+                trailing = getattr(detector, "frames_dropped", 0) - self.captures[i].dropped
+                if trailing > 0 and not self.done(i):
+                    self.drop(i, trailing)
         return read
 
-    def take(self, i: int, stopping: bool) -> bool | None:
-        """Read detector ``i``'s next frame if it has one; ``None`` when it has none."""
+    def stop(self, active: list[int]) -> int:
+        """Stopped: take each detector's frame in hand (the one it was capturing, if nothing
+        waits in its buffer), then stop them all; the frames in their buffers are read after."""
+        self.stopped, read = True, 0
+        for i in active:
+            detector = self.detectors[i]
+            image, metadata = detector.pop_data(timeout=0.0)
+            frame = self.readout._frame_in_hand(detector) if image is None else (image, metadata)
+            detector.stop()
+            if frame is not None and not self.done(i) and self.accept(i, *frame):
+                read += 1
+        return read
+
+    def take(self, i: int) -> bool:
+        """Read detector ``i``'s next frame if it has one; whether it did."""
         if self.done(i):
-            return None
+            return False
         image, metadata = self.detectors[i].pop_data(timeout=0.0)
-        if image is None:
-            return None
+        return image is not None and self.accept(i, image, metadata)
+
+    def accept(self, i: int, image: Any, metadata: Any) -> bool:
+        """Hand detector ``i``'s frame over (after counting the frames missing before it); False
+        when its coordinates ran out."""
+        capture = self.captures[i]
         index = metadata.get("FrameIndex") if isinstance(metadata, dict) else None
-        expected = self.expected[i]
+        expected = capture.next_index
         if isinstance(index, int) and expected is not None and index > expected:
             self.drop(i, index - expected)
-        self.expected[i] = index + 1 if isinstance(index, int) else None
+        capture.next_index = index + 1 if isinstance(index, int) else None
         coords = None if self.done(i) else self.coordinates_of(i)
         if coords is None:  # the coordinates ran out: this detector is done
             self.ended[i] = True
-            return None
+            return False
         self.readout.put_data(coords, image, metadata)
         self.taken[i] += 1
         self.readout.publish_notification(DataAcquiredNotification(coords))
         return True
 
-    def finished(self, i: int, stopping: bool) -> bool:
+    def finished(self, i: int) -> bool:
+        """Detector ``i`` has nothing more to give this readout."""
         detector = self.detectors[i]
         if self.done(i):
             return True
         return detector.is_stopped() and (
-            stopping or self.readout.stop_on_empty or _has_dropped(detector)
+            self.stopped or self.readout.stop_on_empty or _has_dropped(detector)
         )
 
     def wait(self, last_frame: float, read: int) -> None:
@@ -350,10 +413,11 @@ def _as_list(detector: Detectors) -> list[Detector | str | None]:
 
 def _arm_and_start(detectors: list[Detector], frame_count: int | None) -> None:
     """Arm every detector, then start them (so that a shared trigger catches them all); stop
-    them again if any fails."""
+    them again if any fails. Each starts a new capture for the readouts' drop counting."""
     try:
         for detector in detectors:
             detector.arm(frame_count)
+            _CAPTURES[detector] = _Capture()
         for detector in detectors:
             detector.start()
     except BaseException:
@@ -378,11 +442,16 @@ class StartContinuousCapture(ExecutorEvent):
 
 
 class StopCapture(ExecutorEvent):
-    """Stop a detector."""
+    """Stop a detector (or several)."""
 
-    def __init__(self, detector: DetectorLike = None) -> None:
+    def __init__(self, detector: Detectors = None) -> None:
         super().__init__()
         self.detector = detector
 
     def execute(self) -> None:
-        resolve_device(self.detector, Detector, "detector").stop()
+        for detector in detectors_of(self.detector):
+            detector.stop()
+
+    def check(self, checks: EventChecks) -> None:
+        for detector in _as_list(self.detector):
+            checks.detector(detector)

@@ -396,6 +396,9 @@ class DataHandler(DataPipeline):
                     self._error = e
             _publish(DataHandlerErrorNotification(e))
         finally:
+            with self._cond:  # the storage holds every frame: reads go there from now on
+                self._recent.clear()
+                self._recent_bytes = 0
             self._finished.set()
             self._notify_listeners(FrameStage.FINISHED, None)
 

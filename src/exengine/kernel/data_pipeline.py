@@ -37,10 +37,10 @@ __all__ = [
 READER_PRIORITY_S = 0.05
 #: How long pipeline threads wait on a condition before they look again (no wait is unbounded).
 POLL_S = 0.5
-#: The newest stored frames kept readable from memory (at most ``RECENT_FRAMES``, and no more than
-#: ``RECENT_BYTES`` unless one frame is larger): a display shows the newest frame of each layer just
-#: after it is stored, and reading it back from storage cost it ~6 ms a 2048x2048 frame (fresh
-#: memory) on the GUI thread.
+#: The newest stored frames kept readable from memory until the handler finishes (at most
+#: ``RECENT_FRAMES``, and no more than ``RECENT_BYTES`` unless one frame is larger): a display shows
+#: the newest frame of each layer just after it is stored, and reading it back from storage cost it
+#: ~6 ms a 2048x2048 frame (fresh memory) on the GUI thread.
 RECENT_FRAMES = 8
 RECENT_BYTES = 128 * 1024**2
 #: Queued after the last frame: the stage finishes.

@@ -595,6 +595,9 @@ class OMEZarrStorage(FrameStorage):
                             self._extent + self._array.shape[-2:], delete_outside_chunks=False
                         )
                     )
+                # planned labels beyond the extent (channels a stopped run never reached)
+                for axis, size in zip(self._axes, self._extent, strict=True):
+                    del self._values[axis][size:]
                 self._write_attributes(finished=True)
             if self._store is not None:
                 records = "".join(
