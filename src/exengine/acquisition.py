@@ -119,7 +119,8 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
                 event = next(iterator)
             except StopIteration:
                 return
-            except Exception as e:
+            # a plan's SystemExit or KeyboardInterrupt ends the run as any other error of the plan
+            except (Exception, SystemExit, KeyboardInterrupt) as e:
                 raise PlanError(
                     f"The plan raised {type(e).__name__}: {e} (after {self.events_run} events, "
                     f"{self.frames_read} frames)"

@@ -2,14 +2,17 @@
 
 from typing import Any
 
-from exengine import __version__
-
 __all__ = ["LayerSink", "__version__", "attach_layer_sink"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import the layer sink (it needs Qt) on first use, so the headless ``exengine`` command runs
-    without napari."""
+    """Import on first use: the layer sink needs Qt (the headless ``exengine`` command runs without
+    napari), and the engine takes a tenth of a second to import (the ``exengine`` script handles
+    Ctrl-C from its first moment)."""
+    if name == "__version__":
+        from exengine import __version__
+
+        return __version__
     if name in ("LayerSink", "attach_layer_sink"):
         from . import layer_sink
 

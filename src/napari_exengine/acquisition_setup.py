@@ -148,8 +148,7 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
     if request.exposure_ms is not None:
         for each in _cameras(request):
             check_setting(each, "exposure", request.exposure_ms)
-    if not isinstance(request.name, str) or not request.name.strip():
-        raise SetupError(f"The dataset needs a name, got {request.name!r}")
+    _check_name(request.name)
     try:
         parse_location(request.processing)
         if request.processing not in ("local", "", None) and not request.processors:
@@ -207,6 +206,29 @@ def _cameras(request: AcquisitionRequest) -> list[Any]:
 
 def _processors(request: AcquisitionRequest) -> list[DataProcessor]:
     return [build_processor(choice.id, **choice.settings) for choice in request.processors]
+
+
+#: The longest dataset name: with the number and suffix a storage adds (``_12.ome.zarr``) it stays
+#: well within the 255 bytes a file name may have.
+MAX_NAME_LENGTH = 120
+
+
+def _check_name(name: Any) -> None:
+    """A dataset name is one plain folder name, whatever the storage (a plugin's too): not empty,
+    no folder separators or ``..``, no surrounding spaces, at most ``MAX_NAME_LENGTH`` bytes
+    (UTF-8)."""
+    if not isinstance(name, str) or not name.strip():
+        raise SetupError(f"The dataset needs a name, got {name!r}")
+    if name != name.strip():
+        raise SetupError(f"The dataset name {name!r} starts or ends with a space; remove it")
+    if any(c in name for c in "/\\\0") or name in (".", ".."):
+        raise SetupError(
+            f"The dataset name {name!r} must be a plain folder name, without '/', '\\' or '..'"
+        )
+    if len(name.encode()) > MAX_NAME_LENGTH:
+        raise SetupError(
+            f"The dataset name is {len(name.encode())} bytes long; use at most {MAX_NAME_LENGTH}"
+        )
 
 
 def _storage(request: AcquisitionRequest, summary: Mapping[str, Any]) -> DataStorage:

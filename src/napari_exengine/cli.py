@@ -23,9 +23,10 @@ from .acquisition_setup import SetupError, check_acquisition
 from .cli_settings import UsageError, request_from
 from .contributions import DEFAULT_PLAN, DEFAULT_STORAGE, ContributionError, list_contributions
 from .device_sets import BACKENDS
+from .exengine_script import INTERRUPTED
 
-#: Exit status of an acquisition stopped or aborted with Ctrl-C (everything acquired is stored).
-INTERRUPTED = 130
+#: Exit status after SIGTERM (128 + 15): stopped as by Ctrl-C, everything acquired stored.
+TERMINATED = 143
 #: Exit status of an acquisition that ran to its end but whose cameras dropped frames (their
 #: buffers were full): every frame kept is stored, and the summary says which are missing.
 DROPPED = 3
@@ -80,7 +81,9 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
     acquisition = checked.create()
     where = getattr(acquisition.data_handler.storage, "path", "memory")
     interrupts: list[int] = []
-    signal.signal(signal.SIGINT, _on_interrupt(acquisition, interrupts, stream, where))
+    on_interrupt = _on_interrupt(acquisition, interrupts, stream, where)
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, on_interrupt)  # as Ctrl-C: stop, store everything, finish
     progress = Progress(stream)
     acquisition.start()
     _follow(acquisition, progress, interrupts, stream)
@@ -96,6 +99,8 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
     status = acquisition.status()
     summary = status.summary()
     stream.write(f"{summary[:1].upper()}{summary[1:]} in {where}\n")
+    if signal.SIGTERM in interrupts:
+        return TERMINATED
     if status.finish_reason is not FinishReason.DONE:
         return INTERRUPTED
     return DROPPED if status.frames_dropped else 0
@@ -137,14 +142,15 @@ def _follow(
 def _on_interrupt(
     acquisition: Acquisition, interrupts: list[int], stream: TextIO, where: str
 ) -> Any:
-    """Ctrl-C stops after the frame in hand, a second aborts, a third gives up on frames not yet
-    stored."""
+    """Ctrl-C (or SIGTERM) stops after the frame in hand, a second aborts, a third gives up on
+    frames not yet stored."""
 
     def on_interrupt(signum: int, frame: Any) -> None:
         interrupts.append(signum)
         if len(interrupts) == 1:
             acquisition.stop()
-            stream.write("\nStopping after the frame in hand (Ctrl-C again to abort)...\n")
+            why = "Terminated: s" if signum == signal.SIGTERM else "S"
+            stream.write(f"\n{why}topping after the frame in hand (Ctrl-C again to abort)...\n")
         elif len(interrupts) == 2:
             acquisition.abort()
             stream.write(
@@ -291,7 +297,7 @@ def main(
     """
     args = parser().parse_args(argv)
     handlers = {"acquire": run_acquire, "info": run_info, "list": run_list}
-    previous_sigint = signal.getsignal(signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return handlers[args.command](args, stream)
     except (UsageError, SetupError, ContributionError, PlanError, KeyError) as e:
@@ -309,12 +315,5 @@ def main(
         if engine is not None and args.command == "acquire":
             engine.shutdown()
         if restore_signals:
-            signal.signal(signal.SIGINT, previous_sigint)
-
-
-def console() -> None:
-    """Console-script wrapper that exits with :func:`main`'s status."""
-    status = main(restore_signals=False)
-    # everything is saved: a late Ctrl-C must not abort the exit
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(status)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -316,12 +316,15 @@ def _key_values(given: Any, what: str) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     for item in given:
         key, eq, value = str(item).partition("=")
-        if not eq or not key.strip():
+        key = key.strip()
+        if not eq or not key:
             raise UsageError(f"{what} are key=value, got {item!r}")
+        if key in parsed:
+            raise UsageError(f"{what}: {key} is given twice ({item!r} again); give it once")
         try:
-            parsed[key.strip()] = json.loads(value)
+            parsed[key] = json.loads(value)
         except json.JSONDecodeError:
-            parsed[key.strip()] = value
+            parsed[key] = value
     return parsed
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from exengine.storage.ndtiff_reader import NDTiffReader
 
-EXENGINE = [sys.executable, "-c", "from napari_exengine.cli import console; console()"]
+EXENGINE = [sys.executable, "-c", "from napari_exengine.exengine_script import console; console()"]
 
 
 def run(*args, cwd=None, timeout=120):
@@ -128,12 +128,20 @@ def test_acquire_with_contributed_storage_and_processor(tmp_path):
         (["--mm-config", "x.cfg"], "needs the micromanager backend"),
         (["--backend", "micromanager", "--mm-config", "/nonexistent.cfg"], "no such file"),
         (["--channels", "DAPI", "--exposures", "1,2"], "channel_exposures_ms"),
+        (["--name", "../../escaped"], "plain folder name"),
+        (["--name", "../x", "--storage", "exengine-npy-storage.npy_folder"], "plain folder name"),
+        (["--name", "x" * 300], "use at most 120"),
+        (["--name", "run "], "ends with a space"),
+        (["--plan", "napari-exengine.plan.grid_scan", "rows=2", "rows=3"], "rows is given twice"),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
-    result = run("acquire", "--out", str(tmp_path), *args)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run("acquire", "--out", str(out), *args)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not any(tmp_path.rglob("*escaped*")) and not any(out.iterdir())  # nothing created
 
 
 def test_acquisition_file_yaml_and_useq(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from exengine.storage.ndtiff_reader import NDTiffReader
 from napari_exengine.cli import main
 
-EXENGINE = [sys.executable, "-c", "from napari_exengine.cli import console; console()"]
+EXENGINE = [sys.executable, "-c", "from napari_exengine.exengine_script import console; console()"]
 
 
 def acquire(tmp_path, *args):

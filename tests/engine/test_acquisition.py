@@ -366,3 +366,78 @@ def test_events_submitted_straight_to_the_engine_stop_driving_the_camera_after_s
             ReadoutData([{"time": t} for t in range(1, 6)], data_handler=handler, num_images=5)
         ).await_execution(10)
     assert scope["Camera"].is_stopped()
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt()])
+def test_a_plan_raising_systemexit_or_keyboardinterrupt_fails_with_a_plan_error(scope, raised):
+    """Plan code that calls ``sys.exit`` (or raises ``KeyboardInterrupt`` itself) ends the run as
+    any error of the plan: a ``PlanError`` naming it, the frames before it kept."""
+    handler = DataHandler(NDRAMStorage())
+
+    def plan():
+        yield from multi_d_acquisition_events(num_time_points=2, data_handler=handler)
+        raise raised
+
+    acquisition = Acquisition(plan(), handler)
+    acquisition.start()
+    with pytest.raises(PlanError, match=type(raised).__name__):
+        acquisition.await_completion(timeout=30)
+    assert acquisition.status().finish_reason.value == "failed"
+    assert len(handler.storage) == 2
+
+
+def test_await_completion_timing_out_only_stops_waiting(scope):
+    """A timeout shorter than the run raises TimeoutError and changes nothing: the run goes on and
+    stores every frame (it used to finish the handler, failing the next frame)."""
+    scope["Camera"].exposure = 50.0
+    handler = DataHandler(NDRAMStorage())
+    acquisition = Acquisition(multi_d_acquisition_plan(num_time_points=10), handler)
+    acquisition.start()
+    with pytest.raises(TimeoutError):
+        acquisition.await_completion(timeout=0.05)
+    assert not handler.is_finished()
+    acquisition.await_completion(timeout=30)
+    assert acquisition.status().finish_reason.value == "done" and len(handler.storage) == 10
+
+
+def test_pause_and_resume_from_several_threads_never_leave_the_run_held(scope):
+    """Eight threads pausing and resuming at once, with fast thread switching: after the last
+    resume the run is not held, and it ends with every frame (a run was held forever 1 time in 60,
+    and concurrent resumes raised TypeError)."""
+    import random
+    import sys
+
+    scope["Camera"].exposure = 0.0
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(5):
+            handler = DataHandler(NDRAMStorage())
+            acquisition = Acquisition(
+                multi_d_acquisition_plan(num_time_points=300, time_interval_s=0.001), handler
+            )
+            acquisition.start()
+            errors: list[BaseException] = []
+
+            def toggle(seed: int, acquisition: Acquisition = acquisition, errors=errors) -> None:
+                rng = random.Random(seed)
+                try:
+                    for _ in range(40):
+                        acquisition.pause()
+                        time.sleep(rng.random() * 0.001)
+                        acquisition.resume()
+                except BaseException as e:
+                    errors.append(e)
+
+            threads = [threading.Thread(target=toggle, args=(seed,)) for seed in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert not errors and not any(t.is_alive() for t in threads)
+            acquisition.resume()
+            assert not acquisition.is_paused
+            acquisition.await_completion(timeout=30)  # raises if the run stayed held
+            assert len(handler.storage) == 300
+    finally:
+        sys.setswitchinterval(switch)

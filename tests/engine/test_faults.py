@@ -42,7 +42,7 @@ _SCRIPT = shutil.which("exengine", path=os.path.dirname(sys.executable))
 EXENGINE = (
     [_SCRIPT]
     if _SCRIPT
-    else [sys.executable, "-c", "from napari_exengine.cli import console; console()"]
+    else [sys.executable, "-c", "from napari_exengine.exengine_script import console; console()"]
 )
 
 
@@ -410,6 +410,43 @@ def test_a_single_sigint_stops_with_exit_130_and_a_finished_dataset(tmp_path):
     (tif,) = Path(path).glob("*.tif")
     # and trimmed to its data (not 4 GB)
     assert tif.stat().st_size < 2 * 512 * 512 * (len(frames) + 1)
+
+
+def test_sigterm_stops_like_ctrl_c_with_exit_143_and_a_finished_dataset(tmp_path):
+    process = start_acquire(
+        "--time", "5000", "--exposure", "2", "--out", str(tmp_path), "--name", "terminated"
+    )
+    try:
+        wait_for_index(tmp_path, 20, process)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "Terminated: stopping after the frame in hand" in stdout
+    ((reported, path),) = re.findall(r"Stopped: (\d+) of 5,000 frames stored in (.+)", stdout)
+    frames = read_every_frame(path)
+    assert int(reported) == len(frames) >= 20
+    assert tiff_pages(path) == len(frames)  # finished
+
+
+def test_ctrl_c_before_the_acquisition_starts_is_one_line_and_exit_130(tmp_path):
+    """The command takes a few tenths of a second to import and check: Ctrl-C then gives one
+    line, not a traceback."""
+    process = start_acquire("--time", "5", "--out", str(tmp_path), "--name", "early")
+    try:
+        time.sleep(0.15)  # the interpreter is up, the command still importing
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert len(stderr.strip().splitlines()) <= 1
 
 
 # --------------------------------------------------------------------------------------- devices

@@ -386,7 +386,12 @@ def test_save_refuses_unknown_suffix(tmp_path):
 
 
 def run_cli(*args):
-    command = [sys.executable, "-c", "from napari_exengine.cli import console; console()", *args]
+    command = [
+        sys.executable,
+        "-c",
+        "from napari_exengine.exengine_script import console; console()",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 

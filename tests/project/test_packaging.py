@@ -97,7 +97,7 @@ def test_wheel_holds_manifest_license_and_metadata(dist, manifest):
     } <= names
     assert not any(n.startswith(("tests/", "docs/", "benchmarks/")) for n in names)
     assert "napari-exengine = napari_exengine:napari.yaml" in entry_points
-    assert "exengine = napari_exengine.cli:console" in entry_points
+    assert "exengine = napari_exengine.exengine_script:console" in entry_points
     assert metadata["Version"] == version and metadata["Requires-Python"] == ">=3.11"
     classifiers = metadata.get_all("Classifier")
     assert {

@@ -4,6 +4,7 @@ reused, crash-consistent reopening; and reading datasets back (``OMEZarrDataset`
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import threading
@@ -308,3 +309,35 @@ def test_a_first_frame_unlike_the_plan_is_stored_as_it_comes(tmp_path):
     handler.await_completion(30)
     assert zarr.open_group(storage.path, mode="r")["0"].shape == (2, *SHAPE)
     assert OMEZarrDataset(storage.path).read_frame({"time": 1}).max() == 2
+
+
+@pytest.mark.parametrize("backend", ["omezarr", "ndtiff"])
+def test_nan_and_infinity_in_metadata_are_saved_as_strict_json_nulls(tmp_path, backend):
+    from exengine.storage import NDTiffStorage
+
+    storage = (
+        OMEZarrStorage(tmp_path, "nan") if backend == "omezarr" else NDTiffStorage(tmp_path, "nan")
+    )
+    handler = DataHandler(storage)
+    metadata = {
+        "Temperature": float("nan"),
+        "Limits": [1.0, float("inf"), -float("inf")],
+        "Ok": 2.5,
+    }
+    handler.put({"time": 0}, np.zeros(SHAPE, np.uint16), metadata)
+    handler.await_completion(30)
+    assert storage.get_metadata({"time": 0}) == {
+        "Temperature": None,
+        "Limits": [1.0, None, None],
+        "Ok": 2.5,
+    }
+    for path in tmp_path.rglob("*.json*"):
+        text = path.read_text(errors="replace")
+        json.loads(
+            text.splitlines()[0] if path.suffix == ".jsonl" else text, parse_constant=_refuse
+        )
+        assert "NaN" not in text and "Infinity" not in text
+
+
+def _refuse(name):
+    raise ValueError(f"not strict JSON: {name}")

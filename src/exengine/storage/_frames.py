@@ -3,6 +3,7 @@ checks."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -15,8 +16,12 @@ from ..kernel.data_storage_base import DataStorage
 
 
 def json_safe(value: Any, where: str = "metadata") -> Any:
-    """Return ``value`` with numpy scalars/arrays (and tuples) turned into JSON-native types."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    """Return ``value`` with numpy scalars/arrays (and tuples) turned into JSON-native types, and
+    NaN and infinities into ``None`` (strict JSON has no such numbers: a bare ``NaN`` in a file
+    is refused by strict parsers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, (np.generic, np.ndarray)):
         native = value.item() if isinstance(value, np.generic) else value.tolist()

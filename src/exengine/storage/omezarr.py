@@ -50,6 +50,7 @@ import numpy as np
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ..kernel.data_storage_base import PlannedData
 from ._frames import FrameStorage, check_writable
+from .omezarr_attributes import NGFF_ORDER, ngff_attributes
 from .omezarr_reader import RECORD_PREFIX, RECORDS
 from .omezarr_store import (
     DEFAULT_TIMEOUT_S,
@@ -82,8 +83,6 @@ __all__ = ["CHUNKS_AT_ONCE", "DEFAULT_WRITES_IN_FLIGHT", "OMEZarrStorage"]
 DEFAULT_WRITES_IN_FLIGHT = 32
 CHUNKS_AT_ONCE = 8
 
-_NGFF_ORDER = ("time", "channel", "z")
-_AXIS_TYPES = {"time": "time", "channel": "channel", "z": "space"}
 _GROUP_DOCUMENT = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
 
 
@@ -498,8 +497,8 @@ class OMEZarrStorage(FrameStorage):
         return sync(bounded(awaitable, self._timeout if timeout is None else timeout))
 
     def _create(self, coords: DataCoordinates, data: np.ndarray) -> None:
-        others = [a for a in coords if a not in _NGFF_ORDER]
-        axes = others + [a for a in _NGFF_ORDER if a in coords]
+        others = [a for a in coords if a not in NGFF_ORDER]
+        axes = others + [a for a in NGFF_ORDER if a in coords]
         planned = self._planned
         if planned is not None and not _fits(planned, axes, data.shape):
             planned = None
@@ -538,40 +537,10 @@ class OMEZarrStorage(FrameStorage):
         return values.index(value)
 
     def _write_attributes(self, finished: bool = False) -> None:
-        axes = [{"name": a, "type": _AXIS_TYPES.get(a, "custom")} for a in self._axes]
-        axes += [
-            {"name": "y", "type": "space", "unit": "micrometer"},
-            {"name": "x", "type": "space", "unit": "micrometer"},
-        ]
-        z_step = self._summary.get("z-step_um")
-        z_step = float(z_step) if isinstance(z_step, (int, float)) and z_step > 0 else 1.0
-        scale = [z_step if a == "z" else 1.0 for a in self._axes] + [self._pixel, self._pixel]
-        attributes: dict[str, Any] = {
-            "ome": {
-                "version": "0.5",
-                "multiscales": [
-                    {
-                        "name": self.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1],
-                        "axes": axes,
-                        "datasets": [
-                            {
-                                "path": "0",
-                                "coordinateTransformations": [{"type": "scale", "scale": scale}],
-                            }
-                        ],
-                    }
-                ],
-            },
-            "exengine": {
-                "axis_values": {a: v for a, v in self._values.items() if v},
-                "summary_metadata": self._summary,
-                "finished": finished,
-            },
-        }
-        if self._values.get("channel"):
-            attributes["ome"]["omero"] = {
-                "channels": [{"label": str(c), "active": True} for c in self._values["channel"]]
-            }
+        name = self.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
+        attributes = ngff_attributes(
+            name, self._axes, self._values, self._summary, self._pixel, finished
+        )
         self._run(self._group.update_attributes(attributes))
 
     def _finish(self) -> None:
