@@ -96,6 +96,17 @@ class _FrameClock:
         return self.start + (self.arrived + 1) * self.interval
 
 
+def _refs_when_free() -> int:
+    """What ``sys.getrefcount`` says of a buffer held by a list and one local name only, measured
+    as ``_FramePool.take`` looks (the count differs between Python versions)."""
+    buffers = [np.empty(1)]
+    buffer = buffers[0]
+    return sys.getrefcount(buffer)
+
+
+_FREE_REFS = _refs_when_free()
+
+
 class _FramePool:
     """Frame buffers used again once nobody holds them: a buffer is free when this pool holds the
     only reference to it (no frame, view or copy-on-write of it lives elsewhere). Up to
@@ -113,8 +124,12 @@ class _FramePool:
         for step in range(count):
             slot = (self._next + step) % count
             buffer = buffers[slot]
-            # held by the list, ``buffer`` and getrefcount's argument only: nobody else
-            if sys.getrefcount(buffer) == 3 and buffer.shape == shape and buffer.dtype == dtype:
+            # held by the list and ``buffer`` only: nobody else
+            if (
+                sys.getrefcount(buffer) == _FREE_REFS
+                and buffer.shape == shape
+                and buffer.dtype == dtype
+            ):
                 self._next = (slot + 1) % count
                 return buffer
         buffer = np.empty(shape, dtype)

@@ -124,7 +124,15 @@ def write_atomically(path: str, text: str) -> None:
     or absent, also after a crash."""
     folder = os.path.dirname(path) or "."
     with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as file:
-        file.write(text)
+        try:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes are on disk before the name points at them
+            os.chmod(file.name, 0o644)  # as any other file of the dataset (not 0600)
+        except BaseException:
+            file.close()
+            os.unlink(file.name)
+            raise
     os.replace(file.name, path)
 
 
