@@ -50,7 +50,7 @@ def test_info_summarises_the_ome_zarr_datasets_acquire_writes(tmp_path):
         f"Dataset: {path}\nFormat: OME-Zarr 0.5 (zarr v3)\nFrames: 12\nFrame: 512 x 512 uint16\n"
         in text
     )
-    assert "Pixel size: 1 µm; z step: 2 µm" in text
+    assert "Pixel size: 0.65 µm; z step: 2 µm" in text  # the camera's, not a default
     assert (
         "  time: 3 (0, 1, 2)\n" in text
         and "  channel: 2 (DAPI, FITC)\n" in text

@@ -341,3 +341,19 @@ def test_nan_and_infinity_in_metadata_are_saved_as_strict_json_nulls(tmp_path, b
 
 def _refuse(name):
     raise ValueError(f"not strict JSON: {name}")
+
+
+@pytest.mark.parametrize("source", ["plan", "frame", "given"])
+def test_the_xy_scale_is_the_cameras_pixel_size(tmp_path, source):
+    """Not the storage's own default: the pixel size given, else the plan's (the camera's), else
+    the first frame's PixelSizeUm."""
+    storage = OMEZarrStorage(tmp_path, source, pixel_size_um=0.5 if source == "given" else None)
+    handler = DataHandler(storage)
+    if source == "plan":
+        handler.prepare(PlannedData(axis_sizes={"time": 1}, pixel_size_um=0.65))
+    metadata = {"PixelSizeUm": 0.325} if source == "frame" else {}
+    handler.put({"time": 0}, np.zeros(SHAPE, np.uint16), metadata)
+    handler.await_completion(30)
+    multiscale = zarr.open_group(storage.path, mode="r").attrs["ome"]["multiscales"][0]
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale[-2:] == [{"plan": 0.65, "frame": 0.325, "given": 0.5}[source]] * 2

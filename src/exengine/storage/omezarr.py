@@ -50,6 +50,7 @@ import numpy as np
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ..kernel.data_storage_base import PlannedData
 from ._frames import FrameStorage, check_writable
+from .ndtiff_reader import positive_number
 from .omezarr_attributes import NGFF_ORDER, ngff_attributes
 from .omezarr_reader import RECORD_PREFIX, RECORDS
 from .omezarr_store import (
@@ -100,7 +101,8 @@ class OMEZarrStorage(FrameStorage):
     speed. ``storage_options`` (a mapping or a JSON object) and ``store`` (``"obstore"`` or
     ``"fsspec"``) apply to store URLs; ``timeout_s`` bounds each frame's write to a store, and
     ``writes_in_flight`` is how many frames a ``DataHandler`` writes to a store at once
-    (``start_put``).
+    (``start_put``). The y and x scale is ``pixel_size_um``, else the plan's pixel size
+    (``prepare``), else the first frame's ``PixelSizeUm`` metadata, else 1 µm.
     """
 
     def __init__(
@@ -108,7 +110,7 @@ class OMEZarrStorage(FrameStorage):
         directory: str | os.PathLike[str],
         name: str | None = None,
         summary_metadata: Mapping[str, Any] | None = None,
-        pixel_size_um: float = 1.0,
+        pixel_size_um: float | None = None,
         compress: bool = False,
         storage_options: Any = None,
         store: str | None = None,
@@ -130,7 +132,8 @@ class OMEZarrStorage(FrameStorage):
             raise ValueError(
                 f"writes_in_flight must be a whole number >= 1, got {writes_in_flight!r}"
             )
-        self._pixel = float(pixel_size_um)
+        # None: the plan's, else the first frame's PixelSizeUm, else 1.0
+        self._pixel: float | None = None if pixel_size_um is None else float(pixel_size_um)
         self._compressors: Any = "auto" if compress else None
         self._timeout = float(timeout_s)
         self._array: Any = None
@@ -324,8 +327,11 @@ class OMEZarrStorage(FrameStorage):
     def prepare(self, planned: PlannedData) -> None:
         """Before the first frame: the array will be made at the planned size (open-ended axes
         start at one and grow), with labelled axes' values in the planned order, if the first frame
-        has the planned axes and shape."""
+        has the planned axes and shape; the plan's pixel size scales y and x unless one was
+        given."""
         self._planned = planned
+        if self._pixel is None and planned.pixel_size_um:
+            self._pixel = float(planned.pixel_size_um)
 
     def _locate(
         self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]
@@ -333,6 +339,8 @@ class OMEZarrStorage(FrameStorage):
         """The frame's array position (creating or growing the array, adding labels) and its
         record."""
         if self._array is None:
+            if self._pixel is None:
+                self._pixel = positive_number(metadata, ("PixelSizeUm", "pixel_size_um")) or 1.0
             self._create(coords, data)
         position = tuple(self._position(axis, coords[axis]) for axis in self._axes)
         capacity = self._array.shape[:-2]
@@ -539,7 +547,7 @@ class OMEZarrStorage(FrameStorage):
     def _write_attributes(self, finished: bool = False) -> None:
         name = self.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
         attributes = ngff_attributes(
-            name, self._axes, self._values, self._summary, self._pixel, finished
+            name, self._axes, self._values, self._summary, self._pixel or 1.0, finished
         )
         self._run(self._group.update_attributes(attributes))
 
