@@ -302,13 +302,13 @@ def main(
         return handlers[args.command](args, stream)
     except (UsageError, SetupError, ContributionError, PlanError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        sys.stderr.write(f"exengine: error: {message}\n")
+        sys.stderr.write(f"exengine: error: {_one_line(message)}\n")
         return 2
     except AcquisitionFailed as e:
-        sys.stderr.write(f"exengine: failed: {e}\n")
+        sys.stderr.write(f"exengine: failed: {_one_line(e)}\n")
         return 1
     except Exception as e:
-        sys.stderr.write(f"exengine: failed: {type(e).__name__}: {e}\n")
+        sys.stderr.write(f"exengine: failed: {_one_line(f'{type(e).__name__}: {e}')}\n")
         return 1
     finally:
         engine = ExecutionEngine._instance
@@ -317,3 +317,13 @@ def main(
         if restore_signals:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+#: The longest reason printed: a reason names the bad value, never echoes a whole file.
+MAX_REASON = 500
+
+
+def _one_line(reason: object) -> str:
+    """``reason`` on one line, at most ``MAX_REASON`` characters."""
+    text = " ".join(str(reason).split())
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"

@@ -75,20 +75,12 @@ def request_from(args: argparse.Namespace) -> AcquisitionRequest:
     settings, sequence = _settings(args)
     devices = _devices(settings)
     plan = _plan(settings, sequence, devices)
-    out = settings.get("out") or os.getcwd()
-    if not isinstance(out, str):
-        raise UsageError(f"out must be a folder or a store URL, got {out!r}")
-    name = settings.get("name") or "acquisition"
-    if not isinstance(name, str):
-        raise UsageError(f"name must be text, got {name!r}")
-    storage = settings.get("storage") or DEFAULT_STORAGE
-    if not isinstance(storage, str):
-        raise UsageError(f"storage must be a storage id (see 'exengine list'), got {storage!r}")
-    processing = settings.get("processing") or "local"
-    if not isinstance(processing, str):
-        raise UsageError(
-            f"processing must be 'local', 'cluster:N' or an address, got {processing!r}"
-        )
+    out = _text(settings, "out", os.getcwd(), "a folder or a store URL")
+    name = _text(settings, "name", "acquisition", "text")
+    storage = _text(settings, "storage", DEFAULT_STORAGE, "a storage id (see 'exengine list')")
+    processing = _text(
+        settings, "processing", "local", "'local', 'cluster:N' or a scheduler address"
+    )
     exposure = settings.get("exposure")
     return AcquisitionRequest(
         plan=plan,
@@ -103,13 +95,25 @@ def request_from(args: argparse.Namespace) -> AcquisitionRequest:
     )
 
 
+#: The largest settings file read (bytes), and the most values it may hold once YAML aliases are
+#: expanded: a few hundred bytes of nested aliases otherwise stand for gigabytes of values.
+MAX_SETTINGS_BYTES = 1024**2
+MAX_SETTINGS_VALUES = 100_000
+
+
 def load_settings_file(path: str) -> dict[str, Any]:
-    """The mapping in a YAML or JSON settings file."""
+    """The mapping in a YAML or JSON settings file (at most ``MAX_SETTINGS_BYTES``, holding at
+    most ``MAX_SETTINGS_VALUES`` values with YAML aliases expanded)."""
     try:
         with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise UsageError(f"Cannot read {path!r}: {e.strerror}") from None
+            text = f.read(MAX_SETTINGS_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "it is not text"
+        raise UsageError(f"Cannot read {path!r}: {reason}") from None
+    if len(text) > MAX_SETTINGS_BYTES:
+        raise UsageError(
+            f"{path!r} is larger than {MAX_SETTINGS_BYTES // 1024**2} MB; a settings file is small"
+        )
     if path.endswith(".json"):
         try:
             data = json.loads(text)
@@ -129,7 +133,24 @@ def load_settings_file(path: str) -> dict[str, Any]:
             raise UsageError(f"{path!r} is not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path!r} must hold a mapping of settings")
+    if _expanded_size(data, {}) > MAX_SETTINGS_VALUES:
+        raise UsageError(
+            f"{path!r} holds more than {MAX_SETTINGS_VALUES:,} values once its aliases are "
+            "expanded; a settings file is small"
+        )
     return data
+
+
+def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
+    """How many values ``value`` holds with shared (aliased) parts counted each time they appear;
+    ``sizes`` remembers shared parts, so that this takes time for the distinct parts only."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    known = sizes.get(id(value))
+    if known is None:
+        items = list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+        known = sizes[id(value)] = 1 + sum(_expanded_size(item, sizes) for item in items)
+    return known
 
 
 def _is_sequence(data: Mapping[str, Any]) -> bool:
@@ -213,7 +234,10 @@ def _plan(
 def _multi_d_arguments(settings: Mapping[str, Any], devices: DeviceSet) -> dict[str, Any]:
     """ExEngine's ``multi_d_acquisition_events`` arguments for the multi-D ``settings``."""
     kwargs: dict[str, Any] = {"order": settings.get("order", "tpcz")}
-    if settings.get("until_stopped"):
+    until_stopped = settings.get("until_stopped")
+    if until_stopped is not None and not isinstance(until_stopped, bool):
+        raise UsageError(f"until_stopped must be true or false, got {until_stopped!r}")
+    if until_stopped:
         if settings.get("time") is not None:
             raise UsageError(
                 "Give either a number of time points (--time) or --until-stopped, not both"
@@ -287,6 +311,11 @@ def _positions(value: Any) -> list[list[float]]:
 def _processors(specs: Any) -> tuple[ProcessorChoice, ...]:
     """``ID`` or ``ID:key=value,...`` words, or mappings with ``id`` and ``params``."""
     choices = []
+    if specs is not None and not isinstance(specs, (str, dict, list)):
+        raise UsageError(
+            f"processor takes 'ID:key=value,...', a mapping with 'id' and 'params', or a list of "
+            f"them; got {specs!r}"
+        )
     for spec in [specs] if isinstance(specs, (str, dict)) else specs or []:
         if isinstance(spec, str):
             identifier, _, rest = spec.partition(":")
@@ -326,6 +355,16 @@ def _key_values(given: Any, what: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             parsed[key] = value
     return parsed
+
+
+def _text(settings: Mapping[str, Any], key: str, default: str, what: str) -> str:
+    """The setting ``key``: non-empty text (``default`` when not given)."""
+    value = settings.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{key} must be {what}, got {value!r}")
+    return value
 
 
 def _floats(text: str, option: str) -> list[float]:

@@ -144,6 +144,44 @@ def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
     assert not any(tmp_path.rglob("*escaped*")) and not any(out.iterdir())  # nothing created
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("storage: 7", "storage must be a storage id (see 'exengine list'), got 7"),
+        ("out: 5", "out must be a folder or a store URL, got 5"),
+        ("out: ''", "out must be a folder or a store URL, got ''"),
+        ("name: 0", "name must be text, got 0"),
+        ("processing: [1]", "processing must be 'local', 'cluster:N'"),
+        ("processor: 5", "processor takes 'ID:key=value,...', a mapping"),
+        ("processor: [{id: napari-exengine.processor.frame_averaging, params: 5}]", "got 5"),
+        ("until_stopped: 'no'", "until_stopped must be true or false, got 'no'"),
+        ("plan_settings: 5", "plan settings are key=value words or a mapping, got 5"),
+    ],
+)
+def test_wrongly_typed_file_values_exit_2_naming_the_value(tmp_path, text, message):
+    settings = tmp_path / "acq.yaml"
+    settings.write_text(text + "\n")
+    result = run("acquire", "--file", str(settings), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acq.yaml"]  # nothing created
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join([*lines, "channels: *a8"]) + "\n")  # 10**9 values in 0.5 KB
+    result = run("acquire", "--file", str(bomb), "--out", str(tmp_path), timeout=30)
+    assert result.returncode == 2
+    assert "more than 100,000 values once its aliases are expanded" in result.stderr
+    assert len(result.stderr) < 600 and len(result.stderr.strip().splitlines()) == 1
+    big = tmp_path / "big.yaml"
+    big.write_text("labels: [" + "x, " * 600_000 + "x]\n")
+    result = run("acquire", "--file", str(big), "--out", str(tmp_path), timeout=30)
+    assert result.returncode == 2 and "larger than 1 MB" in result.stderr, result.stderr
+
+
 def test_acquisition_file_yaml_and_useq(tmp_path):
     settings = tmp_path / "acq.yaml"
     settings.write_text(

@@ -6,11 +6,14 @@ from __future__ import annotations
 import io
 import os
 import re
+from pathlib import Path
 
 import numpy as np
+import pytest
 
-from exengine.storage import OMEZarrStorage
+from exengine.storage import NDTiffStorage, OMEZarrStorage
 from exengine.storage.dataset_info import allocated_bytes, summarise_dataset
+from exengine.storage.ndtiff_reader import NDTiffReader
 from napari_exengine.cli import main
 
 
@@ -112,3 +115,28 @@ def test_summary_of_an_empty_ome_zarr_dataset(tmp_path):
     summary = summarise_dataset(storage.path)
     assert summary.frames == 0 and summary.format == "OME-Zarr" and "Frames: 0" in summary.text()
     assert os.path.isdir(storage.path)
+
+
+def test_info_names_a_truncated_tiff_and_still_summarises(tmp_path):
+    storage = NDTiffStorage(tmp_path, "cut")
+    for t in range(3):
+        storage.put({"time": t}, np.full((64, 64), t, np.uint16), {"t": t})
+    storage.finish()
+    (tiff,) = Path(storage.path).glob("*.tif")
+    reader = NDTiffReader(storage.path)
+    last = reader.entries[frozenset({"time": 2}.items())]
+    reader.close()
+    with open(tiff, "r+b") as f:
+        f.truncate(last.pixel_offset + 10)  # the last frame cut short
+    status, text = info(storage.path)
+    assert status == 0, text
+    assert "Frames: 3\n" in text and "Frame: 64 x 64 uint16" in text
+    assert (
+        "Truncated: 1 of 3 frames lie past the end of their file, which was cut short, and "
+        f"cannot be read: {tiff.name} (1)"
+    ) in text
+    reader = NDTiffReader(storage.path)
+    assert reader.read_frame({"time": 1})[0, 0] == 1  # the frames before the cut read as written
+    with pytest.raises(OSError, match=f"{tiff.name} is truncated"):
+        reader.read_metadata({"time": 2})
+    reader.close()

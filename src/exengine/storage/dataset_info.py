@@ -3,6 +3,7 @@ info``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,17 +118,26 @@ def summarise_dataset(
             size_bytes=allocated_bytes(reader.path),
         )
         summary.notes += _dropped_note(reader.summary_metadata)
+        truncated = reader.truncated()
+        if truncated:
+            files = ", ".join(f"{name} ({count})" for name, count in sorted(truncated.items()))
+            summary.notes.append(
+                f"Truncated: {sum(truncated.values())} of {len(reader.entries)} frames lie past "
+                f"the end of their file, which was cut short, and cannot be read: {files}"
+            )
         if reader.entries:
             first = reader.first_entry()
             summary.frame = (
                 f"{' x '.join(map(str, first.shape))} {first.dtype}{' RGB' if first.rgb else ''}"
             )
-            summary.pixel_size_um, summary.z_step_um = reader.pixel_size_um(), reader.z_step_um()
+            summary.z_step_um = reader.z_step_um()
             summary.axes = reader.axes
-            first_coords, *_, last_coords = reader.coordinates() * 2
-            summary.timestamps = _timestamps(
-                reader.read_metadata(first_coords), reader.read_metadata(last_coords)
-            )
+            with contextlib.suppress(OSError, ValueError):  # a truncated file: noted above
+                summary.pixel_size_um = reader.pixel_size_um()
+                first_coords, *_, last_coords = reader.coordinates() * 2
+                summary.timestamps = _timestamps(
+                    reader.read_metadata(first_coords), reader.read_metadata(last_coords)
+                )
         return summary
     finally:
         reader.close()

@@ -193,7 +193,37 @@ class _Level:
         )
 
     def read_metadata(self, entry: FrameEntry) -> dict[str, Any]:
-        return json.loads(self._read(entry.filename, entry.metadata_offset, entry.metadata_length))
+        raw = self._read(entry.filename, entry.metadata_offset, entry.metadata_length)
+        if len(raw) < entry.metadata_length:
+            raise OSError(
+                f"{entry.filename} is truncated: the metadata at offset {entry.metadata_offset} "
+                "is incomplete"
+            )
+        try:
+            metadata: dict[str, Any] = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{entry.filename} is corrupt: the metadata at offset {entry.metadata_offset} is "
+                f"not JSON ({error})"
+            ) from None
+        return metadata
+
+    def truncated(self) -> dict[str, int]:
+        """Frames whose pixels or metadata lie past the end of their file (a file cut short), by
+        file name."""
+        sizes: dict[str, int] = {}
+        cut: dict[str, int] = {}
+        for entry in self.entries.values():
+            if entry.filename not in sizes:
+                path = os.path.join(self.folder, entry.filename)
+                sizes[entry.filename] = os.path.getsize(path) if os.path.isfile(path) else 0
+            end = max(
+                entry.pixel_offset + int(np.prod(entry.shape)) * entry.dtype.itemsize,
+                entry.metadata_offset + entry.metadata_length,
+            )
+            if end > sizes[entry.filename]:
+                cut[entry.filename] = cut.get(entry.filename, 0) + 1
+        return cut
 
     def close(self) -> None:
         with self._lock:
@@ -348,6 +378,10 @@ class NDTiffReader:
         if not self.entries:
             raise ValueError(f"{self.path} holds no frames yet")
         return next(iter(self.entries.values()))
+
+    def truncated(self) -> dict[str, int]:
+        """How many full-resolution frames lie past the end of their file, by file name."""
+        return self.levels[0].truncated()
 
     def pixel_size_um(self) -> float | None:
         """Pixel size from the summary or the first frame's metadata, when recorded."""
