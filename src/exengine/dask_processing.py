@@ -39,9 +39,13 @@ and the workers, and on the workers the packages the processor's code comes from
 
 from __future__ import annotations
 
+import asyncio
+import os
 import pickle
+import socket
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +57,7 @@ __all__ = [
     "DaskProcessor",
     "ProcessingLocation",
     "parse_location",
+    "reach_scheduler",
     "run_processor_on",
     "start_local_cluster",
 ]
@@ -124,6 +129,13 @@ def start_local_cluster(workers: int = 2, **kwargs: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- choosing
+#: The most worker processes a local cluster may have: four per core of this machine (each is a
+#: Python process of its own; tens of thousands would only exhaust the machine).
+MAX_LOCAL_WORKERS = 4 * (os.cpu_count() or 1)
+#: How long ``reach_scheduler`` waits for a scheduler to answer.
+REACH_TIMEOUT_S = 5.0
+
+
 @dataclass(frozen=True)
 class ProcessingLocation:
     """Where processors run: ``kind`` is "local" (this machine, in the handler's own thread),
@@ -159,10 +171,10 @@ def parse_location(where: str | ProcessingLocation | None) -> ProcessingLocation
     for prefix in ("local-cluster", "cluster"):
         if lowered == prefix or lowered.startswith(prefix + ":"):
             count = lowered[len(prefix) + 1 :] or "2"
-            if not count.isdigit() or int(count) < 1:
+            if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
                 raise ValueError(
-                    "A local cluster needs a whole number of workers >= 1 ('cluster:4'); got "
-                    f"{where!r}"
+                    f"A local cluster needs a whole number of workers from 1 to "
+                    f"{MAX_LOCAL_WORKERS} (4 per core here), e.g. 'cluster:4'; got {where!r}"
                 )
             return ProcessingLocation("local-cluster", workers=int(count))
     scheme, sep, rest = text.partition("://")
@@ -175,6 +187,56 @@ def parse_location(where: str | ProcessingLocation | None) -> ProcessingLocation
     ):
         return ProcessingLocation("scheduler", address=text if sep else f"tcp://{text}")
     raise ValueError(f"Where to process must be {LOCATION_HELP}; got {where!r}")
+
+
+def reach_scheduler(where: ProcessingLocation, timeout: float = REACH_TIMEOUT_S) -> None:
+    """For a scheduler address, check within ``timeout`` seconds that a Dask scheduler answers
+    there; ``ConnectionError`` naming the address and why otherwise. Other locations need nothing.
+    """
+    if where.kind != "scheduler" or where.address is None:
+        return
+    scheme, _, rest = where.address.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme in ("tcp", "tls"):  # refused or unroutable: at once (Dask would retry until timeout)
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                pass
+        except OSError as error:
+            reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or error
+            raise ConnectionError(_unreachable(where.address, reason, timeout)) from None
+    distributed = _distributed()
+
+    async def identity() -> Any:
+        comm = await distributed.comm.connect(where.address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity"})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own, whatever runs in this thread
+        try:
+            answer = pool.submit(asyncio.run, asyncio.wait_for(identity(), timeout)).result()
+        except Exception as error:
+            reason = (
+                "no answer"
+                if isinstance(error, TimeoutError)
+                else f"{error}"[:200]
+                if isinstance(error, OSError)
+                else f"what answers is not a Dask scheduler: {type(error).__name__}"
+            )
+            raise ConnectionError(_unreachable(where.address, reason, timeout)) from None
+    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
+        raise ConnectionError(
+            _unreachable(where.address, "what answers is not a Dask scheduler", timeout)
+        )
+
+
+def _unreachable(address: str, reason: object, timeout: float) -> str:
+    return (
+        f"Cannot reach the Dask scheduler at {address} ({reason}, within {timeout:g} s); start one "
+        "with 'dask scheduler' and give its address (tcp://HOST:8786)"
+    )
 
 
 def run_processor_on(

@@ -28,6 +28,7 @@ from exengine.data import DataHandler, DataProcessor, DataStorage, PlannedData
 from exengine.events import MultiDPlan, MultiDSettings
 from exengine.plan_helpers import frame_shape
 from exengine.processors import ProcessorChain, fit_to_plan
+from exengine.storage.omezarr_store import credentials_in, is_store_url, redact_url
 
 from .contributions import (
     DEFAULT_STORAGE,
@@ -35,6 +36,7 @@ from .contributions import (
     build_plan,
     build_processor,
     build_storage,
+    get_contribution,
 )
 from .device_sets import DeviceSet
 
@@ -117,23 +119,34 @@ class CheckedAcquisition:
         return None if self.total_frames is None else self.total_frames * self.frame_bytes
 
     def create(self) -> Acquisition:
-        """Make the storage, the processors, the data handler and the acquisition (not started):
-        the devices' settings are applied, the dataset exists once this returns."""
-        from exengine.dask_processing import run_processor_on
+        """Make the processors (reaching a Dask scheduler first, if one is chosen), the storage,
+        the data handler and the acquisition (not started): the devices' settings are applied, the
+        dataset exists once this returns. :class:`SetupError` when the scheduler cannot be reached:
+        nothing is created then."""
+        from exengine.dask_processing import parse_location, reach_scheduler, run_processor_on
 
         request = self.request
+        processors = _processors(request)
+        chain = ProcessorChain(processors) if processors else None
+        for processor in processors:
+            fit_to_plan(processor, self.planned.axis_sizes, self.planned.frame_shape)
+        try:
+            reach_scheduler(parse_location(request.processing))
+            processing = run_processor_on(chain, request.processing)
+        except (OSError, ConnectionError) as e:  # TimeoutError included
+            raise SetupError(str(e)) from None
         if request.exposure_ms is not None:
             for camera in _cameras(request):
                 camera.exposure = request.exposure_ms
-        processors = _processors(request)
-        storage = _storage(request, self.planned.summary_metadata)
+        storage = None
         try:
-            chain = ProcessorChain(processors) if processors else None
-            for processor in processors:
-                fit_to_plan(processor, self.planned.axis_sizes, self.planned.frame_shape)
-            handler = DataHandler(storage, run_processor_on(chain, request.processing))
+            storage = _storage(request, self.planned.summary_metadata)
+            handler = DataHandler(storage, processing)
         except BaseException:
-            storage.finish()
+            if processing is not None:
+                processing.close()
+            if storage is not None:
+                storage.finish()
             raise
         plan = _make_plan(request, handler)
         return Acquisition(plan, handler, total_frames=self.total_frames, planned=self.planned)
@@ -149,6 +162,7 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
         for each in _cameras(request):
             check_setting(each, "exposure", request.exposure_ms)
     _check_name(request.name)
+    _check_destination(request)
     try:
         parse_location(request.processing)
         if request.processing not in ("local", "", None) and not request.processors:
@@ -228,6 +242,25 @@ def _check_name(name: Any) -> None:
     if len(name.encode()) > MAX_NAME_LENGTH:
         raise SetupError(
             f"The dataset name is {len(name.encode())} bytes long; use at most {MAX_NAME_LENGTH}"
+        )
+
+
+def _check_destination(request: AcquisitionRequest) -> None:
+    """A store URL goes to a storage that writes to store URLs, and carries no credentials (they
+    would be echoed in messages and sent to the server as part of the path)."""
+    destination = request.destination
+    if not is_store_url(destination):
+        return
+    if credentials_in(destination):
+        raise SetupError(
+            f"The store URL {redact_url(destination)!r} carries credentials: give them in the "
+            "environment instead (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3)"
+        )
+    storage = get_contribution(request.storage, "storage")
+    if not getattr(storage.factory(), "accepts_store_urls", False):
+        raise SetupError(
+            f"The {storage.title} storage writes to a local folder, and {destination!r} is a "
+            "store URL: choose the OME-Zarr storage, or give a folder"
         )
 
 

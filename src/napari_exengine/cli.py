@@ -173,7 +173,13 @@ def _on_interrupt(
 
 def run_info(args: argparse.Namespace, stream: TextIO) -> int:
     from exengine.storage.dataset_info import summarise_dataset
+    from exengine.storage.omezarr_store import credentials_in, redact_url
 
+    if credentials_in(args.path):
+        raise UsageError(
+            f"The store URL {redact_url(args.path)!r} carries credentials: give them in the "
+            "environment instead (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3)"
+        )
     try:
         summary = summarise_dataset(args.path)
     except ValueError as e:

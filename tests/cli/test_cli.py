@@ -182,6 +182,52 @@ def test_a_yaml_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path):
     assert result.returncode == 2 and "larger than 1 MB" in result.stderr, result.stderr
 
 
+MIP = "napari-exengine.processor.max_intensity_projection"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "s3://bucket/runs"], "The NDTiff storage writes to a local folder, and "),
+        (
+            ["--out", "s3://bucket/runs", "--storage", "exengine-npy-storage.npy_folder"],
+            "choose the OME-Zarr storage, or give a folder",
+        ),
+        (
+            [
+                "--out",
+                "s3://AKIAKEY:TOPSECRET@bucket/runs",
+                "--storage",
+                "napari-exengine.storage.omezarr",
+            ],
+            "The store URL 's3://***@bucket/runs' carries credentials",
+        ),
+        (
+            ["--processing", "tcp://127.0.0.1:1", "--processor", MIP, "--z", "0:2:1"],
+            "Cannot reach the Dask scheduler at tcp://127.0.0.1:1 (Connection refused",
+        ),
+        (
+            ["--processing", "cluster:100000", "--processor", MIP, "--z", "0:2:1"],
+            "A local cluster needs a whole number of workers from 1 to",
+        ),
+    ],
+)
+def test_destinations_and_clusters_are_checked_before_anything_is_created(tmp_path, args, message):
+    """A store URL for a storage that writes folders, credentials in a store URL (never echoed),
+    an unreachable scheduler and an absurd local cluster: exit 2 in a second, nothing created."""
+    started = time.monotonic()
+    result = run("acquire", "--time", "2", *args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "TOPSECRET" not in result.stderr + result.stdout
+    assert time.monotonic() - started < 20
+    assert not any(tmp_path.iterdir())  # no dataset, no folder named 's3:'
+    if "credentials" in message:
+        info = run("info", "s3://AKIAKEY:TOPSECRET@bucket/runs_1.ome.zarr", cwd=tmp_path)
+        assert info.returncode == 2 and "s3://***@bucket" in info.stderr
+        assert "TOPSECRET" not in info.stderr
+
+
 def test_acquisition_file_yaml_and_useq(tmp_path):
     settings = tmp_path / "acq.yaml"
     settings.write_text(

@@ -64,6 +64,10 @@ class DataStorage(ABC):
     def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
         """Store ``data`` and ``metadata`` at ``data_coordinates``; readable once this returns."""
 
+    #: True for storages that write to store URLs (``s3://bucket/prefix``) as well as to folders;
+    #: front ends refuse a store URL for the others, which would make a local folder named ``s3:``.
+    accepts_store_urls: bool = False
+
     #: How many frames may be in flight in ``start_put`` at once. Storages whose writes wait long on
     #: something else (an object store over the network) set more than 1; the ``DataHandler`` then
     #: keeps that many writes going and reports each frame stored when its own write completes.

@@ -105,6 +105,8 @@ class OMEZarrStorage(FrameStorage):
     (``prepare``), else the first frame's ``PixelSizeUm`` metadata, else 1 µm.
     """
 
+    accepts_store_urls = True
+
     def __init__(
         self,
         directory: str | os.PathLike[str],

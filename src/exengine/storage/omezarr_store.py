@@ -232,3 +232,16 @@ async def bounded(awaitable: Any, timeout: float) -> Any:
         raise TimeoutError(
             errno.ETIMEDOUT, f"the store did not answer within {timeout:g} s"
         ) from None
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
+
+
+def credentials_in(url: str) -> bool:
+    """True when the store URL carries credentials (``s3://KEY:SECRET@bucket/...``)."""
+    return is_store_url(url) and _USERINFO.match(url) is not None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credentials, if any, replaced by ``***``: safe to echo."""
+    return _USERINFO.sub(r"\1***@", url) if isinstance(url, str) else url
