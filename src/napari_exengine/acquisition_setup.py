@@ -276,13 +276,17 @@ def _storage(request: AcquisitionRequest, summary: Mapping[str, Any]) -> DataSto
 
 def _summary(request: AcquisitionRequest, plan: Any) -> dict[str, Any]:
     """The dataset's summary metadata: the front end, the plan's settings, the devices' roles,
-    and the z step under Micro-Manager's key (readers, ours too, scale z by it)."""
+    and the z step and time interval under Micro-Manager's keys (readers, ours too, scale z and
+    time by them)."""
     summary: dict[str, Any] = {"Software": request.software}
     if isinstance(request.plan, MultiDSettings):
         summary["Plan"] = {"id": "multi_d", "settings": request.plan.as_json()}
         z_range = request.plan.z_range()
         if z_range is not None and z_range[2]:
             summary["z-step_um"] = abs(z_range[2])
+        interval = request.plan.time_interval_s
+        if not isinstance(interval, list) and interval > 0:  # Micro-Manager's key, as readers take
+            summary["Interval_ms"] = interval * 1000.0
     else:
         settings = {k: v for k, v in request.plan.settings.items() if _is_json(v)}
         summary["Plan"] = {"id": request.plan.id, "settings": settings}

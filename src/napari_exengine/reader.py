@@ -61,7 +61,8 @@ def is_omezarr(path: str | os.PathLike[str]) -> bool:
         attributes = (
             attributes.get("attributes", attributes) if isinstance(attributes, dict) else {}
         )
-        return "multiscales" in attributes.get("ome", attributes)
+        ome = attributes.get("ome", attributes)
+        return "multiscales" in ome or "bioformats2raw.layout" in ome
     return False
 
 

@@ -277,14 +277,16 @@ def test_omezarr_streams_growing_arrays_with_axis_and_channel_names(tmp_path):
                 )
     handler.await_completion(10)
     group = zarr.open_group(storage.path, mode="r")
-    array = group["0"]
-    assert array.shape == (1, 3, 2, 2, 8, 6) and array.chunks == (1, 1, 1, 1, 8, 6)
-    multiscale = group.attrs["ome"]["multiscales"][0]
-    assert [a["name"] for a in multiscale["axes"]] == ["position", "time", "channel", "z", "y", "x"]
+    assert group.attrs["ome"]["bioformats2raw.layout"] == 3  # the position is an image
+    image = group["0"]
+    array = image["0"]
+    assert array.shape == (3, 2, 2, 8, 6) and array.chunks == (1, 1, 1, 8, 6)
+    multiscale = image.attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in multiscale["axes"]] == ["time", "channel", "z", "y", "x"]
     assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"][-1] == 0.5
-    assert [c["label"] for c in group.attrs["ome"]["omero"]["channels"]] == ["DAPI", "GFP"]
+    assert [c["label"] for c in image.attrs["ome"]["omero"]["channels"]] == ["DAPI", "GFP"]
     assert group.attrs["exengine"]["axis_values"]["position"] == ["A1"]
-    assert array[0, 2, 1, 1, 0, 0] == 201
+    assert array[2, 1, 1, 0, 0] == 201
     assert storage.get_metadata({"position": "A1", "time": 1, "channel": "GFP", "z": 0}) == {"t": 1}
     lines = (tmp_path / "run_1.ome.zarr" / "frame_metadata.jsonl").read_text().splitlines()
     assert len(lines) == 12 and json.loads(lines[0])["coords"]["channel"] == "DAPI"

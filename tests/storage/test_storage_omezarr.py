@@ -357,3 +357,131 @@ def test_the_xy_scale_is_the_cameras_pixel_size(tmp_path, source):
     multiscale = zarr.open_group(storage.path, mode="r").attrs["ome"]["multiscales"][0]
     scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
     assert scale[-2:] == [{"plan": 0.65, "frame": 0.325, "given": 0.5}[source]] * 2
+
+
+# ------------------------------------------------------------------- positions and tiles: images
+def test_positions_are_images_of_a_bioformats2raw_collection(tmp_path):
+    """NGFF allows 2-5 axes: frames' other axes (a position, a tile's row and column) pick one image
+    per combination of their values, ``0``, ``1``, ... in the order they first come."""
+    storage = OMEZarrStorage(tmp_path, name="run", pixel_size_um=0.5)
+    handler = DataHandler(storage)
+    for t in range(3):
+        for position in ("A1", "B2"):
+            for channel in ("DAPI", "GFP"):
+                for z in range(2):
+                    value = 100 * t + 10 * z + (position == "B2")
+                    handler.put(
+                        {"time": t, "position": position, "channel": channel, "z": z},
+                        np.full((8, 6), value, np.uint16),
+                        {"t": t},
+                    )
+    handler.await_completion(30)
+    group = zarr.open_group(storage.path, mode="r")
+    assert group.attrs["ome"] == {"version": "0.5", "bioformats2raw.layout": 3}
+    assert group["OME"].attrs["ome"]["series"] == ["0", "1"]
+    assert group.attrs["exengine"]["image_axes"] == ["position"]
+    assert group.attrs["exengine"]["axis_values"]["position"] == ["A1", "B2"]
+    image = group["1"]
+    array = image["0"]
+    assert array.shape == (3, 2, 2, 8, 6) and array.chunks == (1, 1, 1, 8, 6)
+    assert array.metadata.dimension_names == ("time", "channel", "z", "y", "x")
+    assert array[2, 1, 1, 0, 0] == 211
+    multiscale = image.attrs["ome"]["multiscales"][0]
+    assert multiscale["name"] == "position=B2"
+    assert [a["name"] for a in multiscale["axes"]] == ["time", "channel", "z", "y", "x"]
+    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"][-1] == 0.5
+    assert [c["label"] for c in image.attrs["ome"]["omero"]["channels"]] == ["DAPI", "GFP"]
+    lines = (tmp_path / "run_1.ome.zarr" / "frame_metadata.jsonl").read_text().splitlines()
+    assert [json.loads(line)["image"] for line in lines[:8]] == ["0"] * 4 + ["1"] * 4
+    dataset = OMEZarrDataset(storage.path)
+    assert dataset.axis_names == ["position", "time", "channel", "z", "y", "x"]
+    assert dataset.axes == {
+        "position": ["A1", "B2"],
+        "time": [0, 1, 2],
+        "channel": ["DAPI", "GFP"],
+        "z": [0, 1],
+    }
+    coords = {"position": "B2", "time": 2, "channel": "GFP", "z": 1}
+    assert dataset.read_frame(coords)[0, 0] == 211 and dataset.read_metadata(coords) == {"t": 2}
+    with pytest.raises(KeyError, match="No position 'C3'"):
+        dataset.read_frame({**coords, "position": "C3"})
+
+
+def test_every_image_of_a_stopped_run_has_the_acquired_extent(tmp_path):
+    """The position reached last has fewer time points: it is given the others' extent (its missing
+    frames read as zeros), as readers expect images of one collection alike."""
+    storage = OMEZarrStorage(tmp_path, "stopped")
+    for t in range(5):
+        storage.put({"time": t, "position": 0}, frame(t), {})
+    storage.put({"time": 0, "position": 1}, frame(0, 1), {})
+    storage.finish()
+    group = zarr.open_group(storage.path, mode="r")
+    assert [group[p]["0"].shape for p in ("0", "1")] == [(5, *SHAPE)] * 2
+    dataset = OMEZarrDataset(storage.path)
+    assert dataset.read_frame({"time": 0, "position": 1})[0, 0] == 2
+    assert dataset.read_frame({"time": 4, "position": 1}).max() == 0
+    assert len(dataset.coordinates()) == 6
+
+
+def test_a_grid_of_tiles_opens_with_its_row_and_column_axes(tmp_path):
+    storage = OMEZarrStorage(tmp_path, "grid")
+    for row in range(2):
+        for column in range(3):
+            storage.put({"row": row, "column": column}, frame(row, column), {})
+    storage.finish()
+    group = zarr.open_group(storage.path, mode="r")
+    assert group["OME"].attrs["ome"]["series"] == [str(n) for n in range(6)]
+    assert group["5"]["0"].shape == SHAPE
+    assert group["5"].attrs["exengine"]["coords"] == {"row": 1, "column": 2}
+    dataset = OMEZarrDataset(storage.path)
+    assert dataset.axes == {"row": [0, 1], "column": [0, 1, 2]}
+    assert dataset.read_frame({"row": 1, "column": 2})[0, 0] == frame(1, 2)[0, 0]
+
+
+POSITIONS_CRASH_WRITER = """
+import sys
+import numpy as np
+from exengine.storage import OMEZarrStorage
+storage = OMEZarrStorage(sys.argv[1], "crash")
+print(storage.path, flush=True)
+for t in range(100000):
+    for p in range(3):
+        frame = np.full((64, 64), 1 + 10 * t + p, np.uint16)
+        storage.put({"time": t, "position": f"P{p}"}, frame, {"t": t})
+        print(t, p, flush=True)
+"""
+
+
+def test_sigkill_mid_run_with_positions_keeps_every_stored_frame(tmp_path, sigkill_after_lines):
+    lines = sigkill_after_lines(POSITIONS_CRASH_WRITER, str(tmp_path), lines=40)
+    path, stored = lines[0], [line.split() for line in lines[1:]]
+    dataset = OMEZarrDataset(path)
+    assert dataset.finished is False and dataset.image_axes == ["position"]
+    for t, p in stored:
+        coords = {"time": int(t), "position": f"P{p}"}
+        assert dataset.read_frame(coords)[0, 0] == 1 + 10 * int(t) + int(p)
+        assert dataset.read_metadata(coords) == {"t": int(t)}
+
+
+def test_dataset_reader_opens_collections_of_other_writers(tmp_path):
+    """A bioformats2raw collection written by yaozarrs (as ome-writers writes positions): one
+    dataset with a position axis over its series."""
+    write = pytest.importorskip("yaozarrs.write.v05", reason="needs yaozarrs (extra 'test')")
+    from yaozarrs import DimSpec, v05
+
+    dims = [
+        DimSpec(name="t", size=2, type="time", unit="second", scale=2.0),
+        DimSpec(name="y", size=4, type="space", unit="micrometer", scale=0.5),
+        DimSpec(name="x", size=4, type="space", unit="micrometer", scale=0.5),
+    ]
+    image = v05.Image(multiscales=[v05.Multiscale.from_dims(dims)])
+    builder = write.Bf2RawBuilder(tmp_path / "other.ome.zarr")
+    for name in ("Pos0", "Pos1"):
+        builder.add_series(name, image, [((2, 4, 4), "uint16")])
+    _, arrays = builder.prepare()
+    arrays["Pos1/0"][1] = 7
+    dataset = OMEZarrDataset(tmp_path / "other.ome.zarr")
+    assert dataset.axes == {"position": ["Pos0", "Pos1"], "t": [0, 1]}
+    assert dataset.scale["t"] == 2.0 and dataset.scale["x"] == 0.5
+    assert dataset.read_frame({"position": "Pos1", "t": 1}).max() == 7
+    assert dataset.read_frame({"position": "Pos0", "t": 1}).max() == 0

@@ -1,14 +1,17 @@
 """OME-Zarr storage (zarr v3 format, OME-NGFF 0.5 ``multiscales`` metadata) on ``zarr`` (extra
 ``zarr``), in a local folder or in an object store (``s3://bucket/prefix``; extra ``s3``).
 
-Frames stream into one array ``0`` of shape (axes..., y, x), one chunk per frame. Told the plan
-(``prepare``), the array is made at its planned size, with channel names and other labels in the
-planned order; otherwise, and along open-ended axes, it grows in doubling steps while acquiring
-(unwritten frames read as zeros). ``finish`` trims it to the acquired extent (a run stopped early).
-Axes are ``time``, ``channel`` and ``z`` when present (in the NGFF order t, c, z) preceded by any
-other axes (e.g. ``position``, typed ``custom``). String coordinate values map to indices kept in
-the group attributes (``exengine.axis_values``); channel names are also written as ``omero`` channel
-labels. Each frame's coordinates and metadata are a JSON record.
+Frames stream into an image's array ``0`` of shape (time, channel, z, y, x) (the axes the frames
+have, ``dimension_names`` too), one chunk per frame. Frames with other axes (``position``, a tile's
+``row`` and ``column``, ...) go to one image per combination of their values, in a bioformats2raw
+collection (``0``, ``1``, ... in the order they first come; listed in ``OME/zarr.json`` at
+``finish``), as NGFF 0.5 allows 2-5 axes. Told the plan (``prepare``), arrays are made at their
+planned size, with channel names and other labels in the planned order; otherwise, and along
+open-ended axes, they grow while acquiring (unwritten frames read as zeros). ``finish`` gives every
+image the acquired extent (a run stopped early). String coordinate values map to indices kept in
+the root attributes (``exengine.axis_values``). Scales and units, channel colours and display
+windows: ``omezarr_attributes``. Each frame's coordinates and metadata (and its image, in a
+collection) are a JSON record.
 
 Where the bytes go:
 
@@ -16,18 +19,14 @@ Where the bytes go:
   codec), written straight to the file at zarr's own chunk key, through a temporary file renamed
   into place: a chunk is complete or absent, also when the disk fills up. Records are appended to
   ``frame_metadata.jsonl``; a record that cannot be written whole is cut off again, with its chunk.
-- **A store URL.** Through zarr's own stores: ``zarr.storage.ObjectStore`` on obstore (the default,
-  the faster here) or ``zarr.storage.FsspecStore`` on fsspec/s3fs (``store="fsspec"``). A frame's
-  chunk is written, then its record (in ``frame_metadata/<n>.json``, with the records of other
-  frames whose chunks arrived meanwhile), and ``put`` returns once both are in the store, so a frame
-  is reported stored only when it is, and no record claims a chunk that is not there. A
-  ``DataHandler`` keeps ``writes_in_flight`` frames going at once (``start_put``; a store serves
-  many requests at once, each after a network round trip) and reports each frame stored when both of
-  its writes are done. A stalled network holds those writes; the handler's memory budget then blocks
-  the producer (backpressure) instead of queueing frames. ``finish`` adds every record as
-  ``frame_metadata.jsonl``. Endpoint, region and credentials come from ``storage_options`` or, as
-  for the AWS tools, from ``AWS_*`` environment variables (``AWS_ENDPOINT_URL`` too) and the AWS
-  config and credentials files.
+- **A store URL.** Through zarr's ``ObjectStore`` on obstore (the default, the faster here) or
+  ``FsspecStore`` on s3fs (``store="fsspec"``). A frame's chunk is written, then its record (in
+  ``frame_metadata/<n>.json``, with those of frames whose chunks arrived meanwhile); the frame is
+  reported stored once both are in the store, and no record claims a chunk that is not there. A
+  ``DataHandler`` keeps ``writes_in_flight`` frames going at once (``start_put``); a stalled
+  network holds them, and the handler's memory budget then blocks the producer. ``finish`` adds
+  every record as ``frame_metadata.jsonl``. Endpoint, region and credentials come from
+  ``storage_options`` or, as for the AWS tools, from ``AWS_*`` variables and the AWS files.
 
 A new dataset never replaces one: it gets the first free ``<name>_<n>.ome.zarr``, claimed atomically
 (``mkdir`` locally; a create-only write of its ``zarr.json`` in a store).
@@ -43,32 +42,47 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ..kernel.data_storage_base import PlannedData
-from ._frames import FrameStorage, check_writable
+from ._frames import FrameStorage
 from .ndtiff_reader import positive_number
-from .omezarr_attributes import NGFF_ORDER, ngff_attributes
+from .omezarr_attributes import (
+    NGFF_ORDER,
+    axis_scales,
+    collection_attributes,
+    display_window,
+    exengine_attributes,
+    group_document,
+    image_attributes,
+    series_attributes,
+)
 from .omezarr_reader import RECORD_PREFIX, RECORDS
 from .omezarr_store import (
     DEFAULT_TIMEOUT_S,
+    RecordObjects,
     bounded,
-    children,
-    claim,
+    claim_folder,
+    claim_in_store,
     first_line,
     is_store_url,
     local_path,
     open_store,
     options_dict,
+    put_documents,
+    write_files,
 )
 
 try:
     import zarr
+    from zarr.core.array import AsyncArray
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import _get_loop, sync
+    from zarr.storage import StorePath
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "OME-Zarr storage needs the 'zarr' package: pip install 'napari-exengine[zarr]'"
@@ -84,7 +98,22 @@ __all__ = ["CHUNKS_AT_ONCE", "DEFAULT_WRITES_IN_FLIGHT", "OMEZarrStorage"]
 DEFAULT_WRITES_IN_FLIGHT = 32
 CHUNKS_AT_ONCE = 8
 
-_GROUP_DOCUMENT = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+
+@dataclass
+class _Image:
+    """One image of the dataset: its group (``""``: the root), its array and, in a collection, the
+    values of the frames' other axes that lead to it."""
+
+    group: str
+    array: Any  # zarr AsyncArray
+    coords: dict[str, Any]
+
+    @property
+    def array_path(self) -> str:
+        return f"{self.group}/0" if self.group else "0"
+
+
+_Where = tuple[_Image, tuple[int, ...]]  # a frame's image and its index in the image's array
 
 
 def _fits(planned: PlannedData, axes: list[str], frame_shape: tuple[int, ...]) -> bool:
@@ -126,10 +155,8 @@ class OMEZarrStorage(FrameStorage):
             raise ValueError(f"name must be a plain folder name, got {name!r}")
         if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        if (
-            isinstance(writes_in_flight, bool)
-            or not isinstance(writes_in_flight, int)
-            or writes_in_flight < 1
+        if isinstance(writes_in_flight, bool) or not (
+            isinstance(writes_in_flight, int) and writes_in_flight >= 1
         ):
             raise ValueError(
                 f"writes_in_flight must be a whole number >= 1, got {writes_in_flight!r}"
@@ -138,31 +165,30 @@ class OMEZarrStorage(FrameStorage):
         self._pixel: float | None = None if pixel_size_um is None else float(pixel_size_um)
         self._compressors: Any = "auto" if compress else None
         self._timeout = float(timeout_s)
-        self._array: Any = None
         self._planned: PlannedData | None = None
-        self._extent: tuple[int, ...] = ()  # the acquired extent along each axis
-        self._axes: list[str] = []
+        self._frame: tuple[tuple[int, ...], np.dtype] | None = None  # frames' shape and dtype
+        self._sizes: tuple[int, ...] = ()  # the images' planned sizes (open-ended axes: 1)
+        self._template: Any = None  # the array metadata new images start from
+        self._extent: tuple[int, ...] = ()  # the acquired extent along each image axis
+        self._axes: list[str] = []  # the images' axes (NGFF's), then y and x
+        self._keys: list[str] = []  # the other axes: their values pick the image
+        self._images: dict[tuple[int, ...], _Image] = {}
+        self._image_ome: dict[str, Any] | None = None  # the images' attributes (a collection)
+        self._windows: dict[str, dict[str, float]] = {}  # channels' display windows, by label
         self._values: dict[str, list[Any]] = {}
-        self._positions: dict[DataCoordinates, tuple[int, ...]] = {}
+        self._positions: dict[DataCoordinates, _Where] = {}
         self._metadata: dict[DataCoordinates, Any] = {}
-        self._labelled: dict[
-            str, bool
-        ] = {}  # per axis: string labels (True) or int indices (False)
+        self._labelled: dict[str, bool] = {}  # per axis: labels (True) or indices (False)
         self._records_fd: int | None = None
         self._records_size = 0
-        self._records_started = 0  # record objects in a store (the loop's own)
-        self._records_waiting: list[
-            tuple[bytes, Any]
-        ] = []  # (a record, its asyncio future) for the next one
-        self._records_writer: Any = None  # the task writing record objects
-        self._chunks_writing = 0  # chunks being written to the store (the loop's own)
         self._chunk_slots: asyncio.Semaphore | None = None
-        # frames whose writes to the store are under way
-        self._writing: set[DataCoordinates] = set()
+        self._writing: set[DataCoordinates] = set()  # frames being written to the store
         self._idle = threading.Condition()
         if is_store_url(location):
             url = location.rstrip("/")
-            dataset = self._claim_in_store(open_store(url, store, storage_options), url, name)
+            dataset = claim_in_store(
+                open_store(url, store, storage_options), url, name, self._timeout
+            )
             self.path = f"{url}/{dataset}"
             # rooted at the dataset
             self._store: Any = open_store(self.path, store, storage_options)
@@ -170,8 +196,9 @@ class OMEZarrStorage(FrameStorage):
                 zarr.api.asynchronous.open_group(store=self._store, mode="r+", zarr_format=3)
             )
             self.max_writes_in_flight = writes_in_flight
-            # records per object, when busy
-            self._records_due = max(1, writes_in_flight - CHUNKS_AT_ONCE)
+            self._records = RecordObjects(
+                self._store, RECORD_PREFIX, self._timeout, max(1, writes_in_flight - CHUNKS_AT_ONCE)
+            )
         else:
             if store not in (None, "") or options_dict(storage_options):
                 raise ValueError(
@@ -179,7 +206,7 @@ class OMEZarrStorage(FrameStorage):
                     f"{location!r} is a local folder"
                 )
             self._store = None
-            self.path = self._claim_folder(local_path(location), name)
+            self.path = claim_folder(local_path(location), name)
             self._group = self._run(
                 zarr.api.asynchronous.open_group(store=self.path, mode="w-", zarr_format=3)
             )
@@ -187,34 +214,10 @@ class OMEZarrStorage(FrameStorage):
                 os.path.join(self.path, RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666
             )
 
-    @staticmethod
-    def _claim_folder(directory: str, name: str) -> str:
-        check_writable(directory)
-        n = 1
-        while True:
-            path = os.path.join(directory, f"{name}_{n}.ome.zarr")
-            try:
-                os.mkdir(path)  # atomic: a dataset that exists (or is being made) is never reused
-            except FileExistsError:
-                n += 1
-                continue
-            return path
-
-    def _claim_in_store(self, parent: Any, url: str, name: str) -> str:
-        try:
-            taken = self._run(children(parent))
-            n = 1
-            while True:
-                dataset = f"{name}_{n}.ome.zarr"
-                if dataset not in taken and self._run(claim(parent, dataset, _GROUP_DOCUMENT)):
-                    return dataset
-                n += 1
-        except Exception as error:
-            raise OSError(f"Cannot create a dataset in {url!r}: {first_line(error)}") from error
-
     # ------------------------------------------------------------------ reading
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
-        return self._run(self._array.getitem(self._positions[self._known(data_coordinates)]))
+        image, index = self._positions[self._known(data_coordinates)]
+        return self._run(image.array.getitem(index))
 
     def get_metadata(self, data_coordinates: CoordinatesLike) -> Any:
         return self._metadata[self._known(data_coordinates)]
@@ -239,29 +242,27 @@ class OMEZarrStorage(FrameStorage):
                     f"{dict(coords)} would share an index with one of them: use one kind of value "
                     "per axis"
                 )
-        if self._array is not None and (
-            set(coords) != set(self._axes)
-            or data.shape != self._array.shape[-2:]
-            or data.dtype != self._array.dtype
+        if self._frame is not None and (
+            set(coords) != {*self._keys, *self._axes} or (data.shape, data.dtype) != self._frame
         ):
             raise ValueError(
-                f"Frames of one OME-Zarr array share axes {self._axes}, shape "
-                f"{self._array.shape[-2:]} and dtype "
-                f"{self._array.dtype}; data at {dict(coords)} is {data.shape} {data.dtype}"
+                f"Frames of one OME-Zarr array share axes {[*self._keys, *self._axes]}, shape "
+                f"{self._frame[0]} and dtype {self._frame[1]}; data at {dict(coords)} is "
+                f"{data.shape} {data.dtype}"
             )
         self._labelled.update(kinds)
         return data
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
         try:
-            position, record = self._locate(coords, data, metadata)
+            where, record = self._locate(coords, data, metadata)
             if self._store is None:
-                self._write_local(position, data, record)
+                self._write_local(where, data, record)
             else:
-                sync(self._store_frame(position, data, record))  # each of its writes is bounded
+                sync(self._store_frame(where, data, record))  # each of its writes is bounded
         except Exception as error:
             raise self._failure(coords, error) from error
-        self._commit(coords, position, metadata)
+        self._commit(coords, where, metadata)
 
     def start_put(
         self,
@@ -288,21 +289,17 @@ class OMEZarrStorage(FrameStorage):
                 )
             self._writing.add(coords)
         try:
-            position, record = self._locate(coords, data, metadata)
+            where, record = self._locate(coords, data, metadata)
         except Exception as error:
             self._written(coords, stored=False)
             raise self._failure(coords, error) from error
 
         def done(finished: Any) -> None:
-            cancelled = finished.cancelled()
-            error = (
-                OSError(errno.ECANCELED, "the write was cancelled")
-                if cancelled
-                else finished.exception()
-            )
+            cancelled = OSError(errno.ECANCELED, "the write was cancelled")
+            error = cancelled if finished.cancelled() else finished.exception()
             try:
                 if error is None:
-                    self._commit(coords, position, metadata)
+                    self._commit(coords, where, metadata)
             finally:
                 self._written(coords, stored=error is None)
                 if error is None:
@@ -313,7 +310,7 @@ class OMEZarrStorage(FrameStorage):
                     on_done(failure)
 
         asyncio.run_coroutine_threadsafe(
-            self._store_frame(position, data, record), _get_loop()
+            self._store_frame(where, data, record), _get_loop()
         ).add_done_callback(done)
 
     def _written(self, coords: DataCoordinates, stored: bool) -> None:
@@ -337,36 +334,42 @@ class OMEZarrStorage(FrameStorage):
 
     def _locate(
         self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]
-    ) -> tuple[tuple[int, ...], bytes]:
-        """The frame's array position (creating or growing the array, adding labels) and its
-        record."""
-        if self._array is None:
+    ) -> tuple[_Where, bytes]:
+        """The frame's image and index in its array (creating the image or growing its array, adding
+        labels and a new channel's display window), and its record."""
+        if self._frame is None:
             if self._pixel is None:
                 self._pixel = positive_number(metadata, ("PixelSizeUm", "pixel_size_um")) or 1.0
             self._create(coords, data)
-        position = tuple(self._position(axis, coords[axis]) for axis in self._axes)
-        capacity = self._array.shape[:-2]
-        if any(i >= size for i, size in zip(position, capacity, strict=True)):
-            # grow geometrically (few metadata rewrites: a request each in a store):
-            # index axes 4x, labelled
-            # ones (channels: a few values) 2x; finish() trims to the acquired extent
+        key = tuple(self._position(axis, coords[axis]) for axis in self._keys)
+        image = self._images.get(key) or self._add_image(key, coords)
+        index = tuple(self._position(axis, coords[axis]) for axis in self._axes)
+        if "channel" in coords and str(coords["channel"]) not in self._windows:
+            self._windows[str(coords["channel"])] = display_window(data)
+            self._write_attributes()
+        capacity = image.array.shape[:-2]
+        if any(i >= size for i, size in zip(index, capacity, strict=True)):
+            # grow geometrically (few metadata rewrites: a request each in a store): index axes 4x,
+            # labelled ones (channels: a few values) 2x; finish() gives every image the extent
             grown = tuple(
                 size if i < size else max((2 if self._labelled[axis] else 4) * size, i + 1)
-                for axis, size, i in zip(self._axes, capacity, position, strict=True)
+                for axis, size, i in zip(self._axes, capacity, index, strict=True)
             )
-            self._run(self._array.resize(grown + self._array.shape[-2:]))
-        return position, (
-            json.dumps({"coords": dict(coords), "metadata": metadata}) + "\n"
-        ).encode()
+            self._run(image.array.resize(grown + image.array.shape[-2:]))
+        return (image, index), self._record(coords, image, metadata)
 
-    def _commit(
-        self, coords: DataCoordinates, position: tuple[int, ...], metadata: dict[str, Any]
-    ) -> None:
+    def _record(self, coords: DataCoordinates, image: _Image, metadata: dict[str, Any]) -> bytes:
+        record: dict[str, Any] = {"coords": dict(coords), "metadata": metadata}
+        if self._keys:
+            record["image"] = image.group
+        return (json.dumps(record) + "\n").encode()
+
+    def _commit(self, coords: DataCoordinates, where: _Where, metadata: dict[str, Any]) -> None:
         """A frame is stored: make it readable."""
         self._extent = tuple(
-            max(size, i + 1) for size, i in zip(self._extent, position, strict=True)
+            max(size, i + 1) for size, i in zip(self._extent, where[1], strict=True)
         )
-        self._positions[coords] = position
+        self._positions[coords] = where
         self._metadata[coords] = metadata
 
     def _failure(self, coords: DataCoordinates, error: BaseException) -> OSError:
@@ -374,15 +377,17 @@ class OMEZarrStorage(FrameStorage):
         code = error.errno if isinstance(error, OSError) else None
         return OSError(message) if code is None else OSError(code, message)
 
-    def _chunk_key(self, position: tuple[int, ...]) -> str:
-        return "0/" + self._array.metadata.encode_chunk_key((*position, 0, 0))
+    @staticmethod
+    def _chunk_key(where: _Where) -> str:
+        image, index = where
+        return f"{image.array_path}/{image.array.metadata.encode_chunk_key((*index, 0, 0))}"
 
-    def _write_local(self, position: tuple[int, ...], data: np.ndarray, record: bytes) -> None:
+    def _write_local(self, where: _Where, data: np.ndarray, record: bytes) -> None:
         assert self._records_fd is not None
-        target = os.path.join(self.path, *self._chunk_key(position).split("/"))
+        target = os.path.join(self.path, *self._chunk_key(where).split("/"))
         if self._compressors is not None:
             # zarr's LocalStore: a temporary file, renamed
-            self._run(self._array.setitem(position, data))
+            self._run(where[0].array.setitem(where[1], data))
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             partial = target + ".partial"
@@ -408,19 +413,17 @@ class OMEZarrStorage(FrameStorage):
             raise
         self._records_size += len(record)
 
-    async def _store_frame(
-        self, position: tuple[int, ...], data: np.ndarray, record: bytes
-    ) -> None:
+    async def _store_frame(self, where: _Where, data: np.ndarray, record: bytes) -> None:
         """Write a frame's chunk, then its record (``_add_record``); if the chunk fails, take it
         back."""
-        chunk_key = self._chunk_key(position)
-        self._chunks_writing += 1
+        chunk_key = self._chunk_key(where)
+        self._records.chunks_writing += 1
         try:
             if self._chunk_slots is None:
                 self._chunk_slots = asyncio.Semaphore(CHUNKS_AT_ONCE)
             async with self._chunk_slots:
                 if self._compressors is not None:
-                    await bounded(self._array.setitem(position, data), self._timeout)
+                    await bounded(where[0].array.setitem(where[1], data), self._timeout)
                 else:
                     chunk = (
                         np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<"))
@@ -434,72 +437,16 @@ class OMEZarrStorage(FrameStorage):
                         self._timeout,
                     )
         except BaseException:
-            self._chunks_writing -= 1
-            self._write_records_when_due()
+            self._records.chunk_failed()
             try:  # best effort: a chunk no record names is never read, but costs space
                 await asyncio.wait_for(self._store.delete(chunk_key), min(self._timeout, 5.0))
             except Exception as error:
-                logger.warning(
-                    "Could not take back the partial chunk %s of %s: %s",
-                    chunk_key,
-                    self.path,
-                    first_line(error),
-                )
+                message = "Could not take back the partial chunk %s of %s: %s"
+                logger.warning(message, chunk_key, self.path, first_line(error))
             raise
-        # Once the chunk is there it stays, even if its record fails: a record whose write
-        # timed out may
-        # still land, and must not name a chunk that was taken back.
-        await self._add_record(record)
-
-    async def _add_record(self, record: bytes) -> None:
-        """Return once ``record`` is in the store. Records of frames whose chunks arrive while one
-        record object is being written go together in the next (``frame_metadata/<n>.json``, a line
-        each): a request per frame, not two, when many frames are in flight."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._records_waiting.append((record, waiter))
-        self._chunks_writing -= 1
-        self._write_records_when_due()
-        await waiter
-
-    def _write_records_when_due(self) -> None:
-        """Start writing the waiting records when all the frames in flight but ``CHUNKS_AT_ONCE``
-        wait for theirs, or no chunk is being written: a request costs a store about as much for a
-        record as for a frame's chunk, so few record objects leave it the most for the chunks."""
-        if self._records_are_due() and (
-            self._records_writer is None or self._records_writer.done()
-        ):
-            self._records_writer = asyncio.ensure_future(self._write_records())
-
-    def _records_are_due(self) -> bool:
-        return bool(self._records_waiting) and (
-            not self._chunks_writing or len(self._records_waiting) >= self._records_due
-        )
-
-    async def _write_records(self) -> None:
-        prototype = default_buffer_prototype()
-        while self._records_are_due():
-            batch, self._records_waiting = self._records_waiting, []
-            key = f"{RECORD_PREFIX}{self._records_started:09d}.json"
-            self._records_started += 1
-            try:
-                await bounded(
-                    self._store.set(
-                        key, prototype.buffer.from_bytes(b"".join(r for r, _ in batch))
-                    ),
-                    self._timeout,
-                )
-            except BaseException as error:
-                # a record that failed names chunks that are there: it may stay if deleting it fails
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._store.delete(key), min(self._timeout, 5.0))
-                for _, waiter in batch:
-                    if not waiter.done():
-                        waiter.set_exception(error)
-            else:
-                for _, waiter in batch:
-                    if not waiter.done():
-                        waiter.set_result(None)
-        # records not yet due: the next chunk to arrive (or fail) starts the next record object
+        # Once the chunk is there it stays, even if its record fails: a record whose write timed out
+        # may still land, and must not name a chunk that was taken back.
+        await self._records.add(record)
 
     def _run(self, awaitable: Any, timeout: float | None = None) -> Any:
         """Run a zarr or store coroutine on zarr's I/O loop; ``TimeoutError`` after
@@ -507,31 +454,87 @@ class OMEZarrStorage(FrameStorage):
         return sync(bounded(awaitable, self._timeout if timeout is None else timeout))
 
     def _create(self, coords: DataCoordinates, data: np.ndarray) -> None:
-        others = [a for a in coords if a not in NGFF_ORDER]
-        axes = others + [a for a in NGFF_ORDER if a in coords]
+        """Lay the dataset out for frames like the first: its axes, the planned sizes and labels."""
+        self._keys = [a for a in coords if a not in NGFF_ORDER]
+        self._axes = [a for a in NGFF_ORDER if a in coords]
         planned = self._planned
-        if planned is not None and not _fits(planned, axes, data.shape):
+        if planned is not None and not _fits(planned, [*self._keys, *self._axes], data.shape):
             planned = None
-        sizes = planned.axis_sizes if planned is not None else {}
         values = planned.axis_values if planned is not None else {}
-        self._array = self._run(
-            self._group.create_array(
-                "0",
-                shape=tuple(sizes.get(a) or 1 for a in axes) + data.shape,
-                chunks=(1,) * len(axes) + data.shape,
-                dtype=data.dtype,
-                fill_value=0,
-                compressors=self._compressors,
-            )
-        )
-        self._axes = axes
         # labels in the planned order (ints of other axes are their own positions)
         self._values = {
             a: [v for v in values.get(a, ()) if a == "channel" or not isinstance(v, int)]
-            for a in axes
+            for a in [*self._keys, *self._axes]
         }
-        self._extent = (0,) * len(axes)
-        self._write_attributes()
+        sizes = planned.axis_sizes if planned is not None else {}
+        self._sizes = tuple(sizes.get(a) or 1 for a in self._axes)
+        self._frame = (data.shape, data.dtype)
+        self._extent = (0,) * len(self._axes)
+
+    def _add_image(self, key: tuple[int, ...], coords: DataCoordinates) -> _Image:
+        """A new image, for the frames whose other axes have the values of ``coords``; the first
+        array is made by zarr, the others from its metadata."""
+        image = _Image(
+            str(len(self._images)) if self._keys else "", None, {a: coords[a] for a in self._keys}
+        )
+        if self._template is None:
+            assert self._frame is not None
+            parent = self._group
+            if image.group:
+                parent = self._run(
+                    self._group.create_group(image.group, attributes=self._image_attributes(image))
+                )
+            image.array = self._run(
+                parent.create_array(
+                    "0",
+                    shape=self._sizes + self._frame[0],
+                    chunks=(1,) * len(self._axes) + self._frame[0],
+                    dtype=self._frame[1],
+                    fill_value=0,
+                    compressors=self._compressors,
+                    dimension_names=[*self._axes, "y", "x"],
+                )
+            )
+            self._template = image.array.metadata
+            self._write_attributes()  # once its array is there
+        else:
+            array = self._template.to_buffer_dict(default_buffer_prototype())["zarr.json"]
+            self._put_documents(
+                {
+                    f"{image.group}/zarr.json": group_document(self._image_attributes(image)),
+                    f"{image.group}/0/zarr.json": array.to_bytes(),
+                }
+            )
+            image.array = AsyncArray(self._template, StorePath(self._root, image.array_path))
+        self._images[key] = image
+        return image
+
+    @property
+    def _root(self) -> Any:
+        return self._group.store_path.store
+
+    def _put_documents(self, documents: dict[str, bytes]) -> None:
+        """Write metadata documents (bytes by key) to the store or the folder."""
+        if self._store is None:
+            write_files(self.path, documents)
+        else:
+            self._run(put_documents(self._root, documents))
+
+    def _image_attributes(self, image: _Image) -> dict[str, Any]:
+        """An image group's attributes in a collection."""
+        name = ", ".join(f"{axis}={value}" for axis, value in image.coords.items())
+        return {"ome": self._ome(name), "exengine": {"coords": image.coords}}
+
+    def _ome(self, name: str) -> dict[str, Any]:
+        assert self._frame is not None and self._pixel is not None
+        return image_attributes(
+            name,
+            self._axes,
+            self._values.get("channel", ()),
+            axis_scales(self._summary, self._pixel),
+            self._frame[1],
+            self._windows,
+        )
 
     def _position(self, axis: str, value: Any) -> int:
         values = self._values[axis]
@@ -547,16 +550,28 @@ class OMEZarrStorage(FrameStorage):
         return values.index(value)
 
     def _write_attributes(self, finished: bool = False) -> None:
+        """Write the root's attributes and, in a collection, the images' when theirs changed."""
         name = self.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
-        attributes = ngff_attributes(
-            name, self._axes, self._values, self._summary, self._pixel or 1.0, finished
+        exengine = exengine_attributes(self._values, self._summary, finished, self._keys)
+        if not self._keys:
+            self._run(self._group.update_attributes({"ome": self._ome(name), "exengine": exengine}))
+            return
+        self._run(
+            self._group.update_attributes({"ome": collection_attributes(), "exengine": exengine})
         )
-        self._run(self._group.update_attributes(attributes))
+        ome = self._ome("")
+        if ome != self._image_ome and self._images:
+            self._put_documents(
+                {
+                    f"{image.group}/zarr.json": group_document(self._image_attributes(image))
+                    for image in self._images.values()
+                }
+            )
+        self._image_ome = ome
 
     def _finish(self) -> None:
-        # writes started with start_put complete first (a DataHandler waits for them
-        # anyway): a chunk, its
-        # turn for a record object and the record, each within timeout_s
+        # writes started with start_put complete first (a DataHandler waits for them anyway): a
+        # chunk, its turn for a record object and the record, each within timeout_s
         with self._idle:
             if not self._idle.wait_for(lambda: not self._writing, 3 * self._timeout):
                 raise OSError(
@@ -565,24 +580,24 @@ class OMEZarrStorage(FrameStorage):
                     f"being written after {3 * self._timeout:g} s",
                 )
         try:
-            if self._array is not None:
-                if self._array.shape[:-2] != self._extent:
-                    # every chunk is inside the extent: skip zarr's deletes of
-                    # the (absent) ones outside
-                    self._run(
-                        self._array.resize(
-                            self._extent + self._array.shape[-2:], delete_outside_chunks=False
-                        )
-                    )
+            if self._frame is not None:
+                shape = self._extent + self._frame[0]
+                for image in self._images.values():
+                    if image.array.shape != shape:  # no chunk is outside: skip zarr's deletes
+                        self._run(image.array.resize(shape, delete_outside_chunks=False))
                 # planned labels beyond the extent (channels a stopped run never reached)
                 for axis, size in zip(self._axes, self._extent, strict=True):
                     del self._values[axis][size:]
                 self._write_attributes(finished=True)
+                if self._keys:
+                    series = [image.group for image in self._images.values()]
+                    document = group_document({"ome": series_attributes(series)})
+                    self._put_documents({"OME/zarr.json": document})
             if self._store is not None:
-                records = "".join(
-                    json.dumps({"coords": dict(c), "metadata": self._metadata[c]}) + "\n"
+                records = b"".join(
+                    self._record(c, self._positions[c][0], self._metadata[c])
                     for c in self._coordinates
-                ).encode()
+                )
                 self._run(
                     self._store.set(RECORDS, default_buffer_prototype().buffer.from_bytes(records))
                 )

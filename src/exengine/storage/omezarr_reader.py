@@ -1,6 +1,8 @@
 """Reading OME-Zarr images (``OMEZarrDataset``), from a folder or a store URL: ours with their
 coordinates, axis values and per-frame metadata (also after a crash: the records written so far),
-any other NGFF 0.4/0.5 image with index-valued axes.
+any other NGFF 0.4/0.5 image with index-valued axes. A bioformats2raw collection of images (ours:
+one per position or tile) reads as one dataset with the axes that pick its images first (a
+``position`` axis over the images of others).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..kernel.data_coords import DataCoordinates
+from .omezarr_attributes import LAYOUT
 from .omezarr_store import (
     DEFAULT_TIMEOUT_S,
     bounded,
@@ -85,18 +88,35 @@ class OMEZarrDataset:
                 f"{location!r} is not an OME-Zarr dataset: {first_line(error)}"
             ) from error
         ome = attributes.get("ome", attributes)
-        multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+        ome = ome if isinstance(ome, dict) else {}
         exengine = attributes.get("exengine") or {}
         self.summary_metadata: dict[str, Any] = exengine.get("summary_metadata") or {}
         #: True/False for ours (False: the writer stopped before ``finish``), None for other
         #: datasets
         self.finished: bool | None = exengine.get("finished")
         self.levels: list[Any] = []
-        self.axis_names: list[str] = []  # every array axis, y and x included
+        self.axis_names: list[str] = []  # every axis, those that pick an image and y and x included
+        #: The axes whose values pick an image of a collection (none for one image).
+        self.image_axes: list[str] = []
         self.channel_axis: str | None = None
         self.scale: dict[str, float] = {}
+        self._group = group
         self._labels: dict[str, list[Any]] = {}
+        self._images: dict[tuple[Any, ...], str] = {(): ""}  # image axes' values -> image group
+        self._arrays: dict[tuple[str, int], Any] = {}  # (image group, level) -> AsyncArray
+        self._paths: list[str] = []  # each level's array path in an image
         self.records: dict[DataCoordinates, Any] = {}
+        labels = exengine.get("axis_values") or {}
+        if LAYOUT in ome:
+            self.records, images = self._read_records()
+            first = self._collection(exengine, labels, images)
+            if first is None:
+                return  # no image yet
+            image = self._sync(group.getitem(first))
+            ome = image.attrs.get("ome", image.attrs)
+        else:
+            first = ""
+        multiscales = ome.get("multiscales")
         if not multiscales:
             if self._sync(members(group)):
                 raise ValueError(
@@ -105,32 +125,70 @@ class OMEZarrDataset:
             return  # one of ours before its first frame
         multiscale = multiscales[0]
         self.version = str(ome.get("version") or multiscale.get("version") or "")
-        self.levels = [
-            self._sync(group.getitem(d["path"])) for d in multiscale["datasets"]
-        ]  # AsyncArrays
+        self._paths = [d["path"] for d in multiscale["datasets"]]
+        self.levels = [self._array(first, level) for level in range(len(self._paths))]
         ndim = self.levels[0].ndim
         axes = multiscale.get("axes") or ["t", "c", "z", "y", "x"][-ndim:]
-        self.axis_names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
+        names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
+        self.axis_names = [*self.image_axes, *names]
         channel_axes = [
             a["name"] for a in axes if isinstance(a, dict) and a.get("type") == "channel"
         ]
         self.channel_axis = channel_axes[0] if channel_axes else None
         transforms = multiscale["datasets"][0].get("coordinateTransformations") or []
         scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), [1.0] * ndim)
-        self.scale = {a: float(s) for a, s in zip(self.axis_names, scale, strict=False)}
-        labels = exengine.get("axis_values") or {}
+        self.scale = {a: float(s) for a, s in zip(names, scale, strict=False)}
         channels = [c.get("label") for c in (ome.get("omero") or {}).get("channels", [])]
-        for axis in self.axis_names[:-2]:
+        for axis in names[:-2]:
             if axis in labels:
                 self._labels[axis] = list(labels[axis])
             elif axis in channel_axes and channels:
                 self._labels[axis] = channels
-        self.records = self._read_records()
+        if first == "":
+            self.records = self._read_records()[0]
+
+    def _collection(
+        self, exengine: Mapping[str, Any], labels: Mapping[str, Any], images: dict[Any, str]
+    ) -> str | None:
+        """Find the images of a collection: ours by their records, others' by the ``OME`` group's
+        ``series`` (a ``position`` axis labelled with their paths) or as ``0``, ``1``, ...; return
+        the first image's group, or None when there is none."""
+        axes = exengine.get("image_axes")
+        if axes and self.records:
+            self.image_axes = list(axes)
+            self._labels = {a: list(labels[a]) for a in axes if a in labels}
+            self._images = {
+                tuple(c[a] for a in axes): images[c] for c in self.records if c in images
+            }
+            return "0"
+        self.image_axes = ["position"]
+        try:
+            series = self._sync(self._group.getitem("OME")).attrs.get("ome", {}).get("series")
+        except (KeyError, FileNotFoundError):
+            series = None
+        if series:
+            self._labels["position"] = [str(path) for path in series]
+            self._images = {(str(path),): str(path) for path in series}
+            return str(series[0])
+        count = 0
+        while self._sync(self._group.contains(str(count))):
+            count += 1
+        self._images = {(i,): str(i) for i in range(count)}
+        return "0" if count else None
+
+    def _array(self, image: str, level: int) -> Any:
+        """The AsyncArray of an image's resolution ``level`` (opened once)."""
+        key = (image, level)
+        if key not in self._arrays:
+            path = f"{image}/{self._paths[level]}" if image else self._paths[level]
+            self._arrays[key] = self._sync(self._group.getitem(path))
+        return self._arrays[key]
 
     def _sync(self, coroutine: Any) -> Any:
         return sync(bounded(coroutine, self._timeout))
 
-    def _read_records(self) -> dict[DataCoordinates, Any]:
+    def _read_records(self) -> tuple[dict[DataCoordinates, Any], dict[DataCoordinates, str]]:
+        """Each recorded frame's metadata and, in a collection, its image."""
         prototype = default_buffer_prototype()
 
         async def fetch() -> list[bytes]:
@@ -149,17 +207,21 @@ class OMEZarrDataset:
             return list(await asyncio.gather(*(one(k) for k in keys)))
 
         records: dict[DataCoordinates, Any] = {}
+        images: dict[DataCoordinates, str] = {}
         for line in b"".join(self._sync(fetch())).splitlines():
             try:
                 record = json.loads(line)
-                records[DataCoordinates(record["coords"])] = record.get("metadata", {})
+                coords = DataCoordinates(record["coords"])
             except (ValueError, KeyError, TypeError):
                 continue  # a record cut short by a crash
-        return records
+            records[coords] = record.get("metadata", {})
+            if "image" in record:
+                images[coords] = str(record["image"])
+        return records, images
 
     @property
     def array(self) -> Any:
-        """The full-resolution ``zarr.Array`` (axes..., y, x)."""
+        """The full-resolution ``zarr.Array`` (axes..., y, x) of the (first) image."""
         return zarr.Array(self.levels[0])
 
     def position(self, coords: Mapping[str, Any]) -> tuple[int, ...]:
@@ -185,7 +247,7 @@ class OMEZarrDataset:
         if not self.levels:
             return ()
         if not self.records:
-            return tuple(self.array.shape[:-2])
+            return (len(self._images),) * len(self.image_axes) + tuple(self.array.shape[:-2])
         positions = [self.position(c) for c in self.records]
         return tuple(max(p[i] for p in positions) + 1 for i in range(len(self.axis_names) - 2))
 
@@ -216,8 +278,16 @@ class OMEZarrDataset:
         ]
 
     def read_frame(self, coords: Mapping[str, Any], level: int = 0) -> np.ndarray:
-        """The frame at ``coords``."""
-        return np.asarray(self._sync(self.levels[level].getitem(self.position(coords))))
+        """The frame at ``coords`` (zeros where its image's array does not reach: a frame never
+        written); ``KeyError`` for a value the dataset does not have."""
+        index = self.position(coords)[len(self.image_axes) :]
+        key = tuple(coords[axis] for axis in self.image_axes)
+        if key not in self._images:
+            raise KeyError(f"No image for {dict(coords)} in {self.path}")
+        array = self._array(self._images[key], level)
+        if any(i >= size for i, size in zip(index, array.shape, strict=False)):
+            return np.zeros(array.shape[-2:], array.dtype)
+        return np.asarray(self._sync(array.getitem(index)))
 
     def read_metadata(self, coords: Mapping[str, Any]) -> Any:
         """The metadata recorded with the frame at ``coords`` (``{}`` for datasets without

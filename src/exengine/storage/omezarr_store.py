@@ -1,12 +1,14 @@
 """Object stores for OME-Zarr: store URLs (``s3://bucket/prefix``), the zarr store that reaches
 them (zarr's ``ObjectStore`` on obstore, the default and the faster here, or ``FsspecStore`` on
 s3fs), S3 settings completed as the AWS tools complete them (``AWS_*`` environment variables, the
-AWS config and credentials files), and the create-only write that claims a dataset's name.
+AWS config and credentials files), the create-only write that claims a dataset's name (a folder's
+``mkdir`` locally), and the objects that hold the frames' records while a dataset is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -16,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+
+from ._frames import check_writable
 
 try:
     from zarr.core.buffer import default_buffer_prototype
@@ -28,15 +32,21 @@ __all__ = [
     "DEFAULT_STORE",
     "DEFAULT_TIMEOUT_S",
     "STORES",
+    "RecordObjects",
     "bounded",
-    "children",
     "claim",
+    "claim_folder",
+    "claim_in_store",
     "first_line",
     "is_store_url",
     "local_path",
     "open_store",
     "options_dict",
+    "put_documents",
+    "write_files",
 ]
+
+_EMPTY_GROUP = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
 
 #: The zarr stores that reach object stores; the default is the faster one by
 #: ``benchmarks/bench_s3.py``.
@@ -223,6 +233,121 @@ async def claim(zarr_store: Any, dataset: str, document: bytes) -> bool:
 
 async def children(zarr_store: Any) -> set[str]:
     return {name.rstrip("/") async for name in zarr_store.list_dir("")}
+
+
+def claim_folder(directory: str, name: str) -> str:
+    """Create and return the first free ``<directory>/<name>_<n>.ome.zarr`` (atomic: ``mkdir``)."""
+    check_writable(directory)
+    n = 1
+    while True:
+        path = os.path.join(directory, f"{name}_{n}.ome.zarr")
+        try:
+            os.mkdir(path)  # a dataset that exists (or is being made) is never reused
+        except FileExistsError:
+            n += 1
+            continue
+        return path
+
+
+def claim_in_store(parent: Any, url: str, name: str, timeout: float) -> str:
+    """Claim and return the first free ``<name>_<n>.ome.zarr`` under the store ``parent``; each
+    request within ``timeout`` seconds."""
+    from zarr.core.sync import sync
+
+    try:
+        taken = sync(bounded(children(parent), timeout))
+        n = 1
+        while True:
+            dataset = f"{name}_{n}.ome.zarr"
+            if dataset not in taken and sync(
+                bounded(claim(parent, dataset, _EMPTY_GROUP), timeout)
+            ):
+                return dataset
+            n += 1
+    except Exception as error:
+        raise OSError(f"Cannot create a dataset in {url!r}: {first_line(error)}") from error
+
+
+async def put_documents(zarr_store: Any, documents: Mapping[str, bytes]) -> None:
+    """Write each of ``documents`` (bytes by key) to ``zarr_store``, at once."""
+    prototype = default_buffer_prototype()
+    await asyncio.gather(
+        *(zarr_store.set(key, prototype.buffer.from_bytes(doc)) for key, doc in documents.items())
+    )
+
+
+def write_files(folder: str, documents: Mapping[str, bytes]) -> None:
+    """Write each of ``documents`` (bytes by key) to its file under ``folder``, through a temporary
+    file renamed into place: whole or absent, as chunks are (and faster than zarr's I/O loop)."""
+    for key, document in documents.items():
+        target = os.path.join(folder, *key.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target + ".partial", "wb") as file:
+            file.write(document)
+        os.replace(target + ".partial", target)
+
+
+class RecordObjects:
+    """The frames' records in a store, in objects ``<prefix><n>.json`` (a line per frame): records
+    of frames whose chunks arrive while one object is being written go together in the next, a
+    request per frame rather than two when many frames are in flight. Used on zarr's I/O loop."""
+
+    def __init__(self, zarr_store: Any, prefix: str, timeout: float, due: int) -> None:
+        self._store, self._prefix, self._timeout, self._due = zarr_store, prefix, timeout, due
+        self._started = 0  # record objects begun
+        self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []  # for the next object
+        self._writer: asyncio.Future[None] | None = None
+        #: Chunks being written, whose records are to come.
+        self.chunks_writing = 0
+
+    def chunk_failed(self) -> None:
+        """A chunk being written failed: no record comes for it."""
+        self.chunks_writing -= 1
+        self._write_when_due()
+
+    async def add(self, record: bytes) -> None:
+        """Return once ``record`` (of a chunk that was being written) is in the store."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append((record, waiter))
+        self.chunks_writing -= 1
+        self._write_when_due()
+        await waiter
+
+    def _write_when_due(self) -> None:
+        """Start writing the waiting records when all the frames in flight but ``due`` wait for
+        theirs, or no chunk is being written: a request costs a store about as much for a record as
+        for a frame's chunk, so few record objects leave it the most for the chunks."""
+        if self._are_due() and (self._writer is None or self._writer.done()):
+            self._writer = asyncio.ensure_future(self._write())
+
+    def _are_due(self) -> bool:
+        return bool(self._waiting) and (not self.chunks_writing or len(self._waiting) >= self._due)
+
+    async def _write(self) -> None:
+        prototype = default_buffer_prototype()
+        while self._are_due():
+            batch, self._waiting = self._waiting, []
+            key = f"{self._prefix}{self._started:09d}.json"
+            self._started += 1
+            try:
+                await bounded(
+                    self._store.set(
+                        key, prototype.buffer.from_bytes(b"".join(r for r, _ in batch))
+                    ),
+                    self._timeout,
+                )
+            except BaseException as error:
+                # a record that failed names chunks that are there: it may stay if deleting it fails
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._store.delete(key), min(self._timeout, 5.0))
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+            else:
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_result(None)
+        # records not yet due: the next chunk to arrive (or fail) starts the next record object
 
 
 async def bounded(awaitable: Any, timeout: float) -> Any:
