@@ -17,7 +17,7 @@ from typing import Any
 from magicgui import widgets as mw
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout
 
 from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition, PlanError
@@ -37,12 +37,15 @@ from .layer_sink import LayerSink, defer_layers_for
 from .multi_d_form import MultiDForm
 from .panel_common import (
     DEVICE_EVENTS,
+    DockPanel,
     channel_property,
     devices_of,
     ensure_devices,
     form_values,
     run_in_thread,
     settings_form,
+    show_as_error,
+    wrapping,
 )
 from .processors_form import ProcessorsForm
 from .run_control import RunControl
@@ -54,7 +57,7 @@ from .storage_form import StorageForm
 PROGRESS_INTERVAL_MS = 250
 
 
-class AcquisitionPanel(QWidget):
+class AcquisitionPanel(DockPanel):
     """Configures an acquisition (by default a time / position / channel / z one), runs it and
     shows its status."""
 
@@ -103,13 +106,17 @@ class AcquisitionPanel(QWidget):
             self.update_estimate,
         )
         unavailable = [c for c in contributions if not c.available]
-        self.unavailable = mw.Label(
-            value="; ".join(f"{c.title} ({c.plugin}): {c.error}" for c in unavailable),
-            label="unavailable",
-            visible=bool(unavailable),
+        self.unavailable = wrapping(
+            mw.Label(
+                value="; ".join(f"{c.title} ({c.plugin}): {c.error}" for c in unavailable),
+                label="unavailable",
+                visible=bool(unavailable),
+            )
         )
         self.split_channels = mw.CheckBox(value=True, text="one layer per channel")
         self.run_control = RunControl()
+        wrapping(self.run_control.estimate)
+        wrapping(self.run_control.status)
         self.device_choices = [
             self.camera_choice,
             self.channel_choice,
@@ -126,10 +133,11 @@ class AcquisitionPanel(QWidget):
                 self.split_channels,
                 self.processors,
                 self.unavailable,
-                self.run_control,
             ]
         )
-        QVBoxLayout(self).addWidget(form.native)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.scrolled(form.native))
+        layout.addWidget(self.run_control.native)  # below the settings: always in view
         self.acquisition: Acquisition | None = None
         self.sink: LayerSink | None = None
         self._connect()
@@ -259,8 +267,10 @@ class AcquisitionPanel(QWidget):
             checked = check_acquisition(self.request())
         except ValueError as e:
             self.run_control.show_invalid(str(e))
+            show_as_error(self.run_control.estimate, True)
             return None
         self.run_control.show_estimate(checked)
+        show_as_error(self.run_control.estimate, False)
         self.run_control.run_button.enabled = not self._running()
         return checked
 
@@ -327,6 +337,7 @@ class AcquisitionPanel(QWidget):
         )
         self._set_running(True)
         self.run_control.show_status(acquisition.status())
+        show_as_error(self.run_control.status, False)
         try:
             acquisition.start()
         except PlanError as e:
@@ -405,6 +416,7 @@ class AcquisitionPanel(QWidget):
 
     def _fail(self, message: str) -> None:
         self.run_control.status.value = message
+        show_as_error(self.run_control.status, True)
         show_error(message)
 
 

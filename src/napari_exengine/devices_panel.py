@@ -15,7 +15,7 @@ from magicgui import widgets as mw
 from napari.qt.threading import create_worker, thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QGroupBox, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
 
 from exengine import ExecutionEngine
 from exengine.device_types import Detector
@@ -31,12 +31,19 @@ from .device_sets import load_device_set
 from .layer_sink import pixel_size_um
 from .panel_common import (
     DEVICE_EVENTS,
+    DockPanel,
     devices_of,
     displayed,
     ensure_devices,
     prioritized,
     run_in_thread,
+    setting_label,
+    show_as_error,
+    wrapping,
 )
+
+#: Properties of the demo devices that exist for tests, not for users: the panel leaves them out.
+TEST_HOOKS = frozenset({"fail_next_frames"})
 
 
 def property_widget(device: Device, prop: str) -> mw.Widget:
@@ -45,7 +52,7 @@ def property_widget(device: Device, prop: str) -> mw.Widget:
     value = getattr(device, prop)
     allowed = device.get_allowed_property_values(prop)
     low, high = device.get_property_limits(prop)
-    options: dict[str, Any] = {"name": prop, "label": prop}
+    options: dict[str, Any] = {"name": prop, "label": setting_label(prop)}
     if allowed is not None:
         widget: mw.Widget = mw.ComboBox(choices=list(allowed), value=value, **options)
     elif isinstance(value, bool):
@@ -71,8 +78,10 @@ def property_widget(device: Device, prop: str) -> mw.Widget:
     return widget
 
 
-class DevicesPanel(QWidget):
+class DevicesPanel(DockPanel):
     """Every registered device's properties as controls, plus Snap and Live."""
+
+    height_hint = 320
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -93,25 +102,25 @@ class DevicesPanel(QWidget):
         self.load_button = mw.PushButton(text="Load devices")
         self.load_button.clicked.connect(self.load_devices)
         loader = mw.Container(widgets=[self.backend, self.mm_config, self.load_button])
-        layout.addWidget(loader.native)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        # room for a few devices even when docked above the acquisition panel
-        scroll.setMinimumHeight(260)
         self._device_area = QWidget()
         self._device_layout = QVBoxLayout(self._device_area)
-        scroll.setWidget(self._device_area)
+        self._device_layout.addWidget(loader.native)
+        scroll = self.scrolled(self._device_area)
+        # room for a device's first properties while fitting a 720 px screen with the acquisition
+        # panel below
+        scroll.setMinimumHeight(160)
         layout.addWidget(scroll)
         self._add_device_boxes(self.devices)
         self.camera_choice = mw.ComboBox(label="camera", choices=lambda _: devices_of(Detector))
         self.snap_button = mw.PushButton(text="Snap")
         self.live_button = mw.PushButton(text="Live")
-        self.status = mw.Label(value="")
+        self.status = wrapping(mw.Label(value=""))
         buttons = mw.Container(
-            widgets=[self.camera_choice, self.snap_button, self.live_button, self.status],
+            widgets=[self.camera_choice, self.snap_button, self.live_button],
             layout="horizontal",
         )
         layout.addWidget(buttons.native)
+        layout.addWidget(self.status.native)
         self.snap_button.clicked.connect(self.snap)
         self.live_button.clicked.connect(self.toggle_live)
         self._live_worker: Any = None
@@ -133,8 +142,7 @@ class DevicesPanel(QWidget):
         backend = self.backend.value
         config = str(self.mm_config.value) if backend == "micromanager-config" else None
         if backend == "micromanager-config" and (not config or config == "."):
-            self.status.value = "Choose a Micro-Manager configuration file first"
-            show_error(self.status.value)
+            self._fail("Choose a Micro-Manager configuration file first")
             return None
         self._loaded += 1
         prefix = {"micromanager": "mm", "micromanager-config": "mm", "microscope": "pm"}[backend]
@@ -152,6 +160,7 @@ class DevicesPanel(QWidget):
             self.devices.update(devices)
             self.camera_choice.reset_choices()
             self.status.value = f"Loaded {len(devices)} devices: {', '.join(devices)}"
+            show_as_error(self.status, False)
             DEVICE_EVENTS.changed.emit()
 
         worker = create_worker(load, _start_thread=False, _ignore_errors=True)
@@ -162,6 +171,7 @@ class DevicesPanel(QWidget):
 
     def _fail(self, message: str) -> None:
         self.status.value = message
+        show_as_error(self.status, True)
         show_error(message)
 
     def _add_device_boxes(self, devices: dict[str, Device]) -> None:
@@ -170,10 +180,14 @@ class DevicesPanel(QWidget):
             box_layout = QVBoxLayout(box)
             container = mw.Container(labels=True)
             for prop in device.get_property_names():
+                if prop in TEST_HOOKS:
+                    continue
                 try:
                     widget = property_widget(device, prop)
                 except Exception as e:  # one unreadable property must not break the panel
-                    widget = mw.Label(name=prop, label=prop, value=f"unavailable: {e}")
+                    widget = wrapping(
+                        mw.Label(name=prop, label=setting_label(prop), value=f"unavailable: {e}")
+                    )
                 else:
                     widget.changed.connect(lambda v, d=device, p=prop: self.set_property(d, p, v))
                     if isinstance(widget, mw.LineEdit) and not isinstance(

@@ -473,7 +473,7 @@ class LayerSink:
             self._layers_made = True
             if layer is not None:
                 self.viewer.layers.remove(layer)
-            name = self.name if key is None else f"{self.name} {key}"
+            name = layer_name(self.name, key)
             colormap = "gray" if key is None else _COLORMAPS[len(self._layers) % len(_COLORMAPS)]
             layer = self.viewer.add_image(
                 frames,
@@ -551,6 +551,16 @@ def _planned_scale(planned: PlannedData | None) -> dict[str, float]:
     summary = planned.summary_metadata if planned is not None else {}
     step = positive_number(summary, ("z-step_um",))
     return {} if step is None else {"z": step}
+
+
+def layer_name(dataset: str, channel: Any = None) -> str:
+    """The name of a dataset's layer: the dataset's, with the channel's after it when there is
+    one (a Micro-Manager dataset's unnamed channel ``""`` adds nothing)."""
+    return " ".join(
+        part
+        for part in (str(dataset).strip(), ("" if channel is None else str(channel)).strip())
+        if part
+    )
 
 
 def contrast_limits(frame: np.ndarray) -> tuple[float, float]:

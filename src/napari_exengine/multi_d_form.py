@@ -115,9 +115,7 @@ class MultiDForm(mw.Container):
         return MultiDSettings.from_event_arguments(
             math.inf if self.until_stopped.value else self.time_points.value,
             self.interval_s.value,
-            *(self.z_start.value, self.z_stop.value, self.z_step.value)
-            if self.use_z.value
-            else (None, None, None),
+            *self._z_range() if self.use_z.value else (None, None, None),
             channel_group=channel_device if channels else None,
             channels=channels or None,
             channel_exposures_ms=self.exposures() if channels else None,
@@ -173,6 +171,12 @@ class MultiDForm(mw.Container):
         self.channels.value = names[:1]
 
     # ------------------------------------------------------------------------------- time, z
+    def _z_range(self) -> tuple[float, float, float]:
+        """Start, stop and step (µm), the step signed to go from start to stop: top to bottom as
+        well as bottom to top."""
+        start, stop, step = self.z_start.value, self.z_stop.value, self.z_step.value
+        return start, stop, step if stop >= start else -step
+
     def show_time_points(self, *_: Any) -> None:
         """The number of time points can be edited unless "until stopped" is on."""
         self.time_points.enabled = not self.until_stopped.value and self.until_stopped.enabled

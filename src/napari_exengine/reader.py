@@ -22,7 +22,7 @@ import numpy as np
 
 from exengine.storage.ndtiff_reader import NDTiffReader, find_dataset_root
 
-from .layer_sink import contrast_limits, sort_axes
+from .layer_sink import contrast_limits, layer_name, sort_axes
 from .lazy_array import LazyFrames
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -111,7 +111,7 @@ def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
             (
                 data,
                 {
-                    "name": name if channel is None else f"{name} {channel}",
+                    "name": layer_name(name, channel),
                     "metadata": metadata,
                     "scale": scale,
                     "axis_labels": [*slider_axes, y, x],
@@ -180,7 +180,7 @@ def layers_for(reader: NDTiffReader, split_channels: bool = True) -> list[LayerD
         ]
         metadata = {**_layer_metadata(reader, values, fixed), "reader": reader}
         kwargs: dict[str, Any] = {
-            "name": name if channel is None else f"{name} {channel}",
+            "name": layer_name(name, channel),
             "metadata": metadata,
             "scale": scale,
             "axis_labels": [*slider_axes, "y", "x"],

@@ -38,6 +38,7 @@ def test_devices_panel_controls_follow_property_metadata(gui_viewer, scope, qtbo
     exposure = panel.controls[("Camera", "exposure")]
     assert isinstance(exposure, mw.FloatSpinBox) and exposure.max == 10000.0
     assert not panel.controls[("Camera", "pixel_size_um")].enabled
+    assert panel.controls[("Camera", "pixel_size_um")].label == "pixel size (µm)"
     exposure.value = 5.0
     qtbot.waitUntil(lambda: scope["Camera"].exposure == 5.0, timeout=5000)
     channel = panel.controls[("Channel", "channel")]
@@ -49,12 +50,14 @@ def test_devices_panel_controls_follow_property_metadata(gui_viewer, scope, qtbo
 
 
 def test_device_error_is_shown_not_raised(gui_viewer, scope, qtbot):
+    from napari_exengine.panel_common import ERROR_COLOUR
     from napari_exengine.widgets import DevicesPanel
 
     panel = DevicesPanel(gui_viewer)
     panel.set_property(scope["Light"], "power", 5.0)
     qtbot.waitUntil(lambda: "power" in panel.status.value, timeout=5000)
     assert "[0, 1]" in panel.status.value
+    assert ERROR_COLOUR in panel.status.native.styleSheet()
     assert scope["Light"].power == 1.0
     roi = panel.controls[("Camera", "roi")]
     roi.value = "(0, 0, 256, 256)"
@@ -185,22 +188,24 @@ def test_positions_are_added_from_the_stage_edited_and_removed_one_by_one(gui_vi
 
 
 def test_invalid_settings_are_rejected_inline(gui_viewer, scope):
+    from napari_exengine.panel_common import ERROR_COLOUR
     from napari_exengine.widgets import AcquisitionPanel
 
     panel = AcquisitionPanel(gui_viewer)
     assert not panel.multi_d.z_start.enabled  # editable once "z stack" is on
     panel.multi_d.use_z.value = True
     assert panel.multi_d.z_start.enabled
-    panel.multi_d.z_start.value, panel.multi_d.z_stop.value = 4.0, -4.0
-    assert (
-        panel.run_control.estimate.value.startswith("invalid")
-        and "z_step" in panel.run_control.estimate.value
-    )
-    assert not panel.run_control.run_button.enabled
-    panel.multi_d.z_stop.value = 8.0
-    assert panel.run_control.run_button.enabled
+    estimate = panel.run_control.estimate
+    panel.multi_d.z_start.value, panel.multi_d.z_stop.value = 4.0, -4.0  # top to bottom
+    assert estimate.value.startswith("5 frames") and panel.run_control.run_button.enabled
+    assert panel.request().plan.z_range() == (4.0, -4.0, -2.0)
+    assert ERROR_COLOUR not in estimate.native.styleSheet()
     panel.multi_d.order.value = "tq"
-    assert "order" in panel.run_control.estimate.value and not panel.run_control.run_button.enabled
+    assert estimate.value.startswith("invalid") and "order" in estimate.value
+    assert not panel.run_control.run_button.enabled
+    assert ERROR_COLOUR in estimate.native.styleSheet()  # in red, not in the estimate's grey
+    panel.multi_d.order.value = "tpcz"
+    assert panel.run_control.run_button.enabled and ERROR_COLOUR not in estimate.native.styleSheet()
 
 
 def test_exposure_per_channel(gui_viewer, scope, qtbot):
@@ -704,6 +709,7 @@ def test_layers_are_named_after_the_dataset_folder_without_its_format_suffix(
 def test_devices_panel_loads_backends_and_acquisition_panel_uses_them(
     gui_viewer, scope, qtbot, backend
 ):
+    from napari_exengine.devices_panel import TEST_HOOKS
     from napari_exengine.widgets import AcquisitionPanel, DevicesPanel
 
     devices_panel = DevicesPanel(gui_viewer)
@@ -714,6 +720,9 @@ def test_devices_panel_loads_backends_and_acquisition_panel_uses_them(
     prefix = "mm1_" if backend == "micromanager" else "pm1_"
     camera_name = f"{prefix}Camera"
     assert any(name == camera_name for name, _ in devices_panel.controls)
+    assert not any(prop in TEST_HOOKS for _, prop in devices_panel.controls)
+    if backend == "micromanager":  # the demo camera has the test hook, hidden from users
+        assert "fail_next_frames" in ExecutionEngine.get_device(camera_name).get_property_names()
     acquisition_panel.camera_choice.value = [ExecutionEngine.get_device(camera_name)]
     channel_device = ExecutionEngine.get_device(
         f"{prefix}Channel" if backend == "micromanager" else f"{prefix}FilterWheel"
@@ -823,3 +832,25 @@ def test_two_cameras_chosen_in_the_panel_each_get_their_layer(gui_viewer, scope,
     prefix = panel.sink.name
     assert {f"{prefix} {c} {ch}" for c in ("Camera", "Camera2") for ch in ("DAPI", "FITC")} <= names
     assert panel.run_control.status.value.startswith("done: 12 of 12 frames stored")
+
+
+def test_layer_and_setting_names_read_as_words():
+    from napari_exengine.layer_sink import layer_name
+    from napari_exengine.panel_common import setting_label
+
+    assert layer_name("ndtiffv2.0_stitched_test", "") == "ndtiffv2.0_stitched_test"
+    assert layer_name("run_1", "DAPI") == "run_1 DAPI" and layer_name("run_1", 0) == "run_1 0"
+    assert layer_name("run_1") == "run_1"
+    assert setting_label("pixel_size_um") == "pixel size (µm)"
+    assert setting_label("time_interval_s") == "time interval (s)"
+    assert setting_label("bit_depth") == "bit depth" and setting_label("rows") == "rows"
+
+
+def test_a_dataset_with_an_unnamed_channel_reopens_without_a_trailing_space(tmp_path):
+    from napari_exengine.reader import read_ndtiff
+
+    storage = NDTiffStorage(str(tmp_path), name="mm dataset")
+    for t in range(2):  # Micro-Manager names a dataset's only channel ""
+        storage.put({"time": t, "channel": ""}, np.zeros((8, 8), np.uint16), {})
+    storage.finish()
+    assert [kwargs["name"] for _, kwargs, _ in read_ndtiff(storage.path)] == ["mm dataset_1"]

@@ -144,6 +144,9 @@ def test_a_contributed_plan_runs_from_the_panel(gui_viewer, scope, qtbot, tmp_pa
         panel.run_control.estimate.value.startswith("invalid: rows must be an int >= 1")
         and not panel.run_control.run_button.enabled
     )
+    panel.plan_choice.value = "napari-exengine.plan.overview_then_zoom"
+    assert [w.label for w in panel.plan_form][-2:] == ["z range (µm)", "z step (µm)"]
+    panel.plan_choice.value = "napari-exengine.plan.grid_scan"
     panel.plan_form.rows.value = 2
     panel.plan_form.columns.value = 2
     assert panel.run_control.estimate.value.startswith("4 frames")

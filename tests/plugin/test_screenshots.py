@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "docs" / "_static"
 PICTURES = ("panels.png", "acquisition.png", "reopened_dataset.png")
 MAX_BYTES = 300_000
-WINDOW = (1280, 800)
+WINDOW = (1280, 720)  # a laptop screen
 
 # a shown window, so docks are laid out
 show = pytest.mark.parametrize("gui_viewer", [True], indirect=True)
@@ -41,6 +41,7 @@ def save_screenshot(viewer, qtbot, name: str) -> np.ndarray:
     qtbot.wait(500)  # let docks, sliders and the canvas settle
     window = viewer.screenshot(canvas_only=False, flash=False)[..., :3]
     canvas = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float).mean(axis=-1)
+    assert (window.shape[1], window.shape[0]) == WINDOW, f"{name}: {window.shape} is not {WINDOW}"
     assert window.mean() > 15 and window.std() > 15, f"{name}: the window is (nearly) black"
     assert canvas.std() > 8, f"{name}: the canvas shows no image (std {canvas.std():.1f})"
     assert len(np.unique(canvas.astype(np.uint8))) > 64, f"{name}: the canvas is nearly uniform"
