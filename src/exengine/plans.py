@@ -171,6 +171,7 @@ def overview_then_zoom(
     def events() -> Iterator[ExecutorEvent]:
         if data_handler is None:
             raise ValueError("overview_then_zoom reads the overview back: it needs a data_handler")
+        data_handler.keep_raw_frames(len(tiles))  # whatever the processors make of the tiles
         for row, column, x, y in tiles:
             yield SetPosition2DEvent(xy_device, (x, y))
             yield from snap(
@@ -226,6 +227,7 @@ def acquire_until(
     def events() -> Iterator[ExecutorEvent]:
         if data_handler is None:
             raise ValueError("acquire_until measures the frames: it needs a data_handler")
+        data_handler.keep_raw_frames(1)
         clock = AcquisitionClock()
         first: float | None = None
         for t in range(limit):

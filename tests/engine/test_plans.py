@@ -74,6 +74,34 @@ def test_overview_then_zoom_picks_the_brightest_tile(scope):
     assert scope["Z"].get_position() == 0.0
 
 
+@pytest.mark.parametrize("processing", ["local", "cluster:1"])
+def test_an_adaptive_plan_reads_its_frames_back_whatever_the_processor_makes(scope, processing):
+    """A max projection turns every tile into a projection without ``z``: the plan still reads
+    the raw tiles back (``keep_raw_frames``), locally and on a Dask cluster, and zooms where the
+    same plan without the processor zooms."""
+    from exengine.dask_processing import run_processor_on
+    from exengine.processors import max_intensity_projection
+
+    scope["XY"].set_position(BRIGHT_REGION_UM[0] - 300.0, BRIGHT_REGION_UM[1] + 300.0)
+    reference = DataHandler(NDRAMStorage())
+    run(overview_then_zoom(rows=3, columns=3, data_handler=reference), reference)
+    expected = {
+        (c["row"], c["column"])
+        for c in reference.storage.get_coordinates_list()
+        if c["scan"] == "zoom"
+    }
+    scope["XY"].set_position(BRIGHT_REGION_UM[0] - 300.0, BRIGHT_REGION_UM[1] + 300.0)
+    processor = run_processor_on(max_intensity_projection(axis="z"), processing)
+    handler = DataHandler(NDRAMStorage(), processor)
+    plan = overview_then_zoom(rows=3, columns=3, data_handler=handler)
+    run(plan, handler, timeout=120)
+    coords = handler.storage.get_coordinates_list()
+    assert all("z" not in c for c in coords) and len(coords) == 10  # 9 tiles and one zoom stack
+    assert {(c["row"], c["column"]) for c in coords if c["scan"] == "zoom"} == expected
+    with pytest.raises(KeyError, match="keep_raw_frames"):
+        handler.get({"scan": "overview", "row": 0, "column": 0, "z": 0})  # finished: released
+
+
 def test_acquire_until_stops_itself_when_the_signal_bleaches(scope):
     scope["Camera"].exposure = 10.0
     scope["Light"].bleaching = 3.0  # per second of light: each 10 ms frame bleaches 3 %

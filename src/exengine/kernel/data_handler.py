@@ -89,6 +89,8 @@ class DataHandler(DataPipeline):
         self._processed: dict[DataCoordinates, tuple[np.ndarray, Any]] = {}
         self._recent: OrderedDict[DataCoordinates, tuple[np.ndarray, Any]] = OrderedDict()
         self._recent_bytes = 0
+        self._kept_raw: OrderedDict[DataCoordinates, tuple[np.ndarray, Any]] = OrderedDict()
+        self._keep_raw = 0
         self._bytes_in_flight = 0
         self._output_bytes = 0  # processor outputs waiting for the storage
         self._peak_bytes = 0
@@ -267,7 +269,7 @@ class DataHandler(DataPipeline):
                             return None
                         frame = self._raw[coords]
                 if frame is None:
-                    frame = self._recent.get(coords)
+                    frame = self._recent.get(coords) or self._kept_raw.get(coords)
             if frame is None:
                 frame = self._read_from_storage(coords)
         data, metadata = frame
@@ -276,6 +278,16 @@ class DataHandler(DataPipeline):
         if return_data:
             return data
         return metadata if return_metadata else None
+
+    def keep_raw_frames(self, count: int) -> None:
+        """Keep the newest ``count`` frames that the processor turned into other frames (a
+        projection, an average) readable with ``get`` until the handler finishes: a plan that
+        reads back what it acquired calls this first, so that its reads work whatever the
+        processors do."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be a whole number >= 0, got {count!r}")
+        with self._cond:
+            self._keep_raw = max(self._keep_raw, count)
 
     def finish(self) -> None:
         """Signal that no more frames will be put; raises a recorded failure. Idempotent."""
@@ -325,8 +337,15 @@ class DataHandler(DataPipeline):
     def _read_from_storage(self, coords: DataCoordinates) -> tuple[np.ndarray, Any]:
         with self._storage_lock:
             if coords not in self._storage:
+                processed = (
+                    f"; the processor {self._processor!r} may have turned it into other frames "
+                    "(a plan that reads back what it acquired calls keep_raw_frames first)"
+                    if self._processor is not None
+                    else ""
+                )
                 raise KeyError(
-                    f"No data at {dict(coords)} in memory or in {type(self._storage).__name__}"
+                    f"No data at {dict(coords)} in memory or in "
+                    f"{type(self._storage).__name__}{processed}"
                 )
             return self._storage.get_data(coords), self._storage.get_metadata(coords)
 
@@ -399,6 +418,7 @@ class DataHandler(DataPipeline):
             with self._cond:  # the storage holds every frame: reads go there from now on
                 self._recent.clear()
                 self._recent_bytes = 0
+                self._kept_raw.clear()
             self._finished.set()
             self._notify_listeners(FrameStage.FINISHED, None)
 

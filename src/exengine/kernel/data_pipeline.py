@@ -59,6 +59,8 @@ class DataPipeline:
     _processed: dict[DataCoordinates, tuple[np.ndarray, Any]]
     _recent: OrderedDict[DataCoordinates, tuple[np.ndarray, Any]]
     _recent_bytes: int
+    _kept_raw: OrderedDict[DataCoordinates, tuple[np.ndarray, Any]]
+    _keep_raw: int
     _bytes_in_flight: int
     _output_bytes: int
     _error: BaseException | None
@@ -95,8 +97,12 @@ class DataPipeline:
         them."""
         with self._cond:
             if coords is not None and data is not None:
-                self._raw.pop(coords, None)
+                raw = self._raw.pop(coords, None)
                 self._bytes_in_flight -= data.nbytes
+                if self._keep_raw and raw is not None and all(c != coords for c, _, _ in outputs):
+                    self._kept_raw[coords] = raw  # readable for a plan (keep_raw_frames)
+                    while len(self._kept_raw) > self._keep_raw:
+                        self._kept_raw.popitem(last=False)
             for out_coords, out_data, out_metadata in outputs:
                 self._processed[out_coords] = (out_data, out_metadata)
                 self._add_bytes(out_data.nbytes)
