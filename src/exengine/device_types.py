@@ -10,6 +10,7 @@ import numpy as np
 from .kernel.device import Device
 
 __all__ = [
+    "Autofocus",
     "Detector",
     "Device",
     "DoubleAxisPositioner",
@@ -99,3 +100,28 @@ class Detector(Device):
         """Frames captured since the last ``arm`` that the detector could not keep (its buffer was
         full); 0 for detectors that cannot tell."""
         return 0
+
+
+class Autofocus(Device):
+    """A hardware autofocus: finds the best focus and moves the focus drive there.
+
+    ``autofocus_device_name`` is the name a useq-schema ``autofocus_plan`` gives for it (its
+    ``autofocus_device_name``; ``None``: answers to its own name only). ``offset`` (µm) is added to
+    the best focus found, as the offset motor of a hardware autofocus does.
+    """
+
+    autofocus_device_name: str | None = None
+
+    @abstractmethod
+    def run(self) -> float:
+        """Find the best focus, move the focus drive to it plus ``offset``, and return that z
+        (µm); ``RuntimeError`` when no focus is found."""
+
+    @property
+    @abstractmethod
+    def offset(self) -> float:
+        """µm added to the best focus found."""
+
+    @offset.setter
+    @abstractmethod
+    def offset(self, value: float) -> None: ...

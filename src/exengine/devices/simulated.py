@@ -1,4 +1,5 @@
-"""Simulated microscope: camera, z stage, xy stage, channel selector and light source.
+"""Simulated microscope: camera, z stage, xy stage, channel selector, light source and a hardware
+autofocus.
 
 The devices share one :class:`SimulatedMicroscope` state, so the camera renders a synthetic specimen
 that follows the stage position (x/y pan, z focus through blobs at several depths), the active
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..device_types import DoubleAxisPositioner, TriggerableSingleAxisPositioner
 from ..kernel.device import Device
+from .simulated_autofocus import SimulatedAutofocus
 from .simulated_camera import SimulatedCamera
 from .simulated_specimen import (
     BRIGHT_REGION_RADIUS_UM,
@@ -27,6 +29,7 @@ __all__ = [
     "BRIGHT_REGION_RADIUS_UM",
     "BRIGHT_REGION_UM",
     "CHANNELS",
+    "SimulatedAutofocus",
     "SimulatedCamera",
     "SimulatedChannelSelector",
     "SimulatedLightSource",
@@ -192,17 +195,19 @@ class SimulatedLightSource(Device):
 
 def create_simulated_devices(prefix: str = "", cameras: int = 1) -> dict[str, Device]:
     """Create and register one simulated microscope: camera, z stage, xy stage, channel selector,
-    light; with ``cameras`` above 1, more cameras on the same microscope (``Camera2``, ...), as
-    behind an image splitter."""
+    light and autofocus (on the z stage); with ``cameras`` above 1, more cameras on the same
+    microscope (``Camera2``, ...), as behind an image splitter."""
     if isinstance(cameras, bool) or not isinstance(cameras, int) or not 1 <= cameras <= 8:
         raise ValueError(f"cameras must be a whole number from 1 to 8, got {cameras!r}")
     scope = SimulatedMicroscope()
+    z_stage = SimulatedZStage(f"{prefix}Z", scope)
     devices: list[Device] = [
         SimulatedCamera(f"{prefix}Camera", scope),
-        SimulatedZStage(f"{prefix}Z", scope),
+        z_stage,
         SimulatedXYStage(f"{prefix}XY", scope),
         SimulatedChannelSelector(f"{prefix}Channel", scope),
         SimulatedLightSource(f"{prefix}Light", scope),
+        SimulatedAutofocus(f"{prefix}Autofocus", scope, z_stage),
     ]
     devices += [SimulatedCamera(f"{prefix}Camera{n}", scope) for n in range(2, cameras + 1)]
     return {device.name: device for device in devices}

@@ -3,10 +3,12 @@
 :class:`MultiDPlan` makes them, lazily, from the one settings model
 (:class:`~exengine.events.multi_d_settings.MultiDSettings`); ExEngine's
 ``multi_d_acquisition_events`` arguments map onto that model. Frames and their coordinates follow
-the order of useq-schema's ``MDASequence.iter_events``. The plan makes its events itself rather than
-through ``iter_events``: that builds a pydantic ``MDAEvent`` per frame, 48 µs each here, against
-6.5 µs per frame for the whole plan made this way (a full-speed acquisition of 512x512 frames takes
-about 300 µs per frame in all).
+the order of useq-schema's ``MDASequence.iter_events``. For plain sequences (time, positions with
+x and y, channels, z) the plan makes its events itself rather than through ``iter_events``: that
+builds a pydantic ``MDAEvent`` per frame, 48 µs each here, against 6.5 µs per frame for the whole
+plan made this way (a full-speed acquisition of 512x512 frames takes about 300 µs per frame in
+all). Sequences with grids, sub-sequences, autofocus or channels that skip frames follow
+``iter_events`` itself (:mod:`~exengine.events.multi_d_useq`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ._devices import resolve_device
 from .detector_events import Detectors, ReadoutData, StartCapture
 from .misc_events import AcquisitionClock, SetTimeEvent
 from .multi_d_settings import AXIS_NAMES, MultiDSettings, plan_interval_s, time_starts, z_planes
+from .multi_d_useq import UseqEvents, needs_useq_iteration, refuse_unrunnable
 from .plan_checks import check_event
 from .positioner_events import (
     SetPosition1DEvent,
@@ -123,7 +126,9 @@ class MultiDPlan:
     device is the channels' ``group`` unless ``channel_group`` is given, and each channel sets its
     ``channel_property``. Relative z planes refer to each position's z, else to the z stage's
     position when the plan is checked or first run. Frames go to ``data_handler`` (``None``: the
-    acquisition's). Settings this plan cannot run yet are refused by name.
+    acquisition's). Sequences with grids, sub-sequences per position, autofocus, channels that skip
+    frames or positions without x or y run as :mod:`~exengine.events.multi_d_useq` says. Settings
+    this plan cannot run are refused by name.
     """
 
     def __init__(
@@ -148,14 +153,26 @@ class MultiDPlan:
         self.channel_group = _channel_group(settings, channel_group)
         self.channel_property = channel_property
         self.data_handler = data_handler
-        self.values = _axis_values(settings)
+        self._useq = UseqEvents(self) if needs_useq_iteration(settings.sequence) else None
+        if self._useq is not None and (settings.until_stopped or settings.hardware_sequenced):
+            what = "until_stopped" if settings.until_stopped else "hardware_sequenced"
+            raise ValueError(
+                f"{what} cannot run with a grid, sub-sequences, autofocus, position properties or "
+                "channels that skip frames"
+            )
+        self.values = _axis_values(settings) if self._useq is None else {}
         self._reference_z: float | None = None
 
     @property
     def axis_sizes(self) -> dict[str, int | None]:
         """Size of each axis by coordinate name, outermost first (``None``: open-ended); with
         several cameras, ``camera`` last."""
-        sizes: dict[str, int | None] = {
+        if self._useq is not None:
+            sizes: dict[str, int | None] = dict(self._useq.axis_sizes)
+            if self.cameras:
+                sizes["camera"] = len(self.cameras)
+            return sizes
+        sizes = {
             AXIS_NAMES[a]: (self.values[a].size if a == "t" else len(self.values[a]))
             for a in self.axes
         }
@@ -167,6 +184,9 @@ class MultiDPlan:
     def axis_values(self) -> dict[str, tuple[str | int, ...]]:
         """The values of the channel and position axes (their names), by coordinate name."""
         values: dict[str, tuple[str | int, ...]] = {}
+        if self._useq is not None:
+            values = self._useq.axis_values
+            return {**values, "camera": tuple(self.cameras)} if self.cameras else values
         if "p" in self.values:
             values["position"] = tuple(position.label for position in self.values["p"])
         if "c" in self.values:
@@ -178,19 +198,26 @@ class MultiDPlan:
     @property
     def total_frames(self) -> int | None:
         """Frames the plan acquires, or ``None`` for an open-ended time-lapse."""
+        if self._useq is not None:
+            return self._useq.shape().frames * max(len(self.cameras), 1)
         sizes = self.axis_sizes.values()
         return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]
 
     @property
     def frames_per_time_point(self) -> int:
         """Frames of one time point, of every camera (all of them when there is no time axis)."""
+        if self._useq is not None:
+            return (self.total_frames or 0) // (self.axis_sizes.get("time") or 1)
         sizes = [size for axis, size in self.axis_sizes.items() if axis != "time"]
         return math.prod(size or 1 for size in sizes)
 
     def validate(self) -> None:
         """Check the events of the first time point, with only the extremes of the z planes (every
         position, channel and the lowest and highest z), against the devices; the rest repeats
-        those settings."""
+        those settings (a sequence that follows ``iter_events``: every event)."""
+        if self._useq is not None:
+            self._useq.validate()
+            return
         values = self._first_time_point_values()
         if "z" in values:
             z = values["z"]
@@ -201,6 +228,8 @@ class MultiDPlan:
 
     def first_time_point(self) -> Iterator[ExecutorEvent]:
         """The events of the first time point only (every event when there is no time axis)."""
+        if self._useq is not None:
+            return self._useq.first_time_point()
         return iter(_EventMaker(self, self._first_time_point_values()))
 
     def _first_time_point_values(self) -> dict[str, Any]:
@@ -210,6 +239,8 @@ class MultiDPlan:
         return values
 
     def __iter__(self) -> Iterator[ExecutorEvent]:
+        if self._useq is not None:
+            return iter(self._useq)
         return iter(_EventMaker(self, self.values))
 
     def reference_z(self) -> float | None:
@@ -408,42 +439,19 @@ def _channel_group(settings: MultiDSettings, given: Device | str | None) -> Devi
 
 def check_runnable(seq: useq.MDASequence) -> None:
     """Refuse (``ValueError``), by name, what an ``MDASequence`` may hold that the multi-D plan
-    cannot run."""
-    for name in ("grid_plan", "autofocus_plan"):
-        value = getattr(seq, name)
-        if value is not None:
-            raise ValueError(f"{name}={value!r} cannot run here yet")
-    if seq.keep_shutter_open_across:
-        raise ValueError(
-            f"keep_shutter_open_across={seq.keep_shutter_open_across!r} cannot run here yet"
-        )
-    if isinstance(seq.stage_positions, useq.WellPlatePlan):
-        raise ValueError("stage_positions is a WellPlatePlan, which cannot run here yet: list them")
-    for i, position in enumerate(seq.stage_positions):
+    cannot run: a channel's own ``camera``, positions within a position's sub-sequence, a setup
+    event with an SLM image or a roi."""
+    refuse_unrunnable(seq)
+    channels = [*seq.channels]
+    for position in seq.stage_positions:
         if position.sequence is not None:
+            channels += position.sequence.channels
+    for i, channel in enumerate(channels):
+        if channel.camera is not None:
             raise ValueError(
-                f"stage_positions[{i}].sequence (a sub-sequence for one position) cannot run here "
-                "yet"
+                f"channels[{i}].camera={channel.camera!r} ({channel.config}) cannot run here: "
+                "every camera of the plan takes every channel"
             )
-        if position.properties:
-            raise ValueError(
-                f"stage_positions[{i}].properties={position.properties!r} cannot run here yet"
-            )
-        for axis in ("x", "y"):
-            if getattr(position, axis) is None:
-                raise ValueError(
-                    f"stage_positions[{i}].{axis} is None (the current {axis}): positions need x "
-                    "and y"
-                )
-    defaults = {"do_stack": True, "acquire_every": 1, "z_offset": 0.0, "camera": None}
-    for i, channel in enumerate(seq.channels):
-        for name, default in defaults.items():
-            value = getattr(channel, name)
-            if value != default:
-                raise ValueError(
-                    f"channels[{i}].{name}={value!r} ({channel.config}) cannot run here yet: "
-                    "every channel takes every frame of every z stack"
-                )
 
 
 def _as_cameras(camera: Detectors) -> list[Detector | str]:

@@ -1,13 +1,19 @@
-"""Storage backends. Each needs its extra (``ndstorage``, ``zarr``) and is imported on first use."""
+"""Storage backends. Each needs its extra (``ndstorage``, ``zarr``; OME-TIFF needs ``tifffile``)
+and is imported on first use."""
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
 
-__all__ = ["NDRAMStorage", "NDTiffStorage", "OMEZarrStorage"]
+__all__ = ["NDRAMStorage", "NDTiffStorage", "OMETiffStorage", "OMEZarrStorage"]
 
-_HOMES = {"NDTiffStorage": ".ndtiff", "NDRAMStorage": ".ndtiff", "OMEZarrStorage": ".omezarr"}
+_HOMES = {
+    "NDTiffStorage": ".ndtiff",
+    "NDRAMStorage": ".ndtiff",
+    "OMEZarrStorage": ".omezarr",
+    "OMETiffStorage": ".ometiff",
+}
 
 
 def __getattr__(name: str) -> Any:
