@@ -9,6 +9,7 @@ of installed plugins; it never imports napari or Qt. ``acquire`` reads its setti
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -104,6 +105,21 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
     if status.finish_reason is not FinishReason.DONE:
         return INTERRUPTED
     return DROPPED if status.frames_dropped else 0
+
+
+class _OncePerKind(logging.Handler):
+    """The engine's log records on stderr, each kind once, in one line: a lost store or cluster
+    fails every frame in flight the same way, and the last line says what came of it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._seen: set[Any] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg in self._seen:
+            return
+        self._seen.add(record.msg)
+        sys.stderr.write(f"exengine: {_one_line(record.getMessage())}\n")
 
 
 def _follow(
@@ -304,6 +320,8 @@ def main(
     args = parser().parse_args(argv)
     handlers = {"acquire": run_acquire, "info": run_info, "list": run_list}
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    log = _OncePerKind()
+    logging.getLogger("exengine").addHandler(log)
     try:
         return handlers[args.command](args, stream)
     except (UsageError, SetupError, ContributionError, PlanError, KeyError) as e:
@@ -317,6 +335,7 @@ def main(
         sys.stderr.write(f"exengine: failed: {_one_line(f'{type(e).__name__}: {e}')}\n")
         return 1
     finally:
+        logging.getLogger("exengine").removeHandler(log)
         engine = ExecutionEngine._instance
         if engine is not None and args.command == "acquire":
             engine.shutdown()

@@ -12,6 +12,8 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -706,3 +708,50 @@ def test_the_panel_writes_to_a_store_url(s3, scope, gui_viewer, qtbot):
         and len(panel.acquisition.data_handler.storage) == 3
     )
     assert panel.run_control.status.value.startswith("done: 3 of 3 frames stored in s3://")
+
+
+def test_a_store_lost_mid_run_stops_the_command_within_seconds(s3, relay):
+    """The server goes away while ``exengine acquire`` writes to it: every frame in flight fails
+    after a few quick retries (not obstore's 10 within 3 minutes); the command stops, says how
+    many frames were stored, in a few lines, and exits 1."""
+    env = {**os.environ, "AWS_ENDPOINT_URL": relay.endpoint}
+    command = [
+        sys.executable,
+        "-c",
+        "from napari_exengine.exengine_script import console; console()",
+    ]
+    process = subprocess.Popen(
+        [
+            *command,
+            "acquire",
+            "--time",
+            "100000",
+            "--exposure",
+            "5",
+            "--storage",
+            "napari-exengine.storage.omezarr",
+            "--out",
+            s3.url,
+            "--name",
+            "lost",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not keys(s3, "runs/lost_1.ome.zarr/frame_metadata/") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        relay.close()
+        lost = time.monotonic()
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 1, err
+    assert time.monotonic() - lost < 20
+    lines = err.strip().splitlines()
+    assert len(lines) <= 5 and all(len(line) <= 520 for line in lines), err
+    assert re.search(rf"\(\d+ frames stored in {re.escape(s3.url)}/lost_1.ome.zarr\)$", lines[-1])

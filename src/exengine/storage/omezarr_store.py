@@ -54,6 +54,16 @@ STORES = ("obstore", "fsspec")
 DEFAULT_STORE = "obstore"
 #: Longest a request to a store may take (network stalls included) before it fails.
 DEFAULT_TIMEOUT_S = 300.0
+#: How obstore retries a failed request (unless ``retry_config`` is given): a few times within
+#: ``retry_timeout``, so that a store that went away is known lost within seconds (obstore's
+#: default, 10 retries within 3 minutes, kept every frame in flight retrying for minutes).
+RETRY_CONFIG = {
+    "max_retries": 3,
+    "retry_timeout": timedelta(seconds=10),
+    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2)},
+}
+#: Longest obstore waits to connect to the store.
+CONNECT_TIMEOUT_S = 5
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # storage_options as s3fs names them (zarr's convention) -> obstore's S3Store names
@@ -156,9 +166,13 @@ def _obstore_s3_config(options: dict[str, Any]) -> dict[str, Any]:
         or os.environ.get("AWS_ENDPOINT_URL")
         or ""
     )
+    client = dict(config.get("client_options") or {})
     # a local MinIO or test server: plain HTTP as s3fs allows
     if endpoint.lower().startswith("http://"):
-        config["client_options"] = {"allow_http": True, **dict(config.get("client_options") or {})}
+        client.setdefault("allow_http", True)
+    client.setdefault("connect_timeout", f"{CONNECT_TIMEOUT_S}s")
+    config["client_options"] = client
+    config.setdefault("retry_config", dict(RETRY_CONFIG))
     return config
 
 
