@@ -1,7 +1,8 @@
 """The one settings model (``MultiDSettings``, a useq-schema ``MDASequence``): the multi-D plan made
 from it visits what useq-schema's own iteration visits, for every kind of field; ExEngine's
 ``multi_d_acquisition_events`` arguments map onto it exactly; saved files load back to the same
-settings; and what the plan cannot run yet is refused by name."""
+settings; and what the plan cannot run is refused by name. Grids, sub-sequences, autofocus and
+channels that skip frames: test_useq_corpus.py."""
 
 from __future__ import annotations
 
@@ -288,54 +289,15 @@ def test_unnamed_positions_among_named_ones_get_labels():
 @pytest.mark.parametrize(
     "fields, named",
     [
-        ({"grid_plan": {"rows": 2, "columns": 2}}, "grid_plan="),
-        (
-            {
-                "autofocus_plan": {
-                    "autofocus_device_name": "PFS",
-                    "autofocus_motor_offset": 5,
-                    "axes": ["p"],
-                }
-            },
-            "autofocus_plan=",
-        ),
-        ({"keep_shutter_open_across": ["z"]}, "keep_shutter_open_across=('z',)"),
-        (
-            {
-                "z_plan": {"range": 2, "step": 1},
-                "channels": [{"config": "DAPI", "do_stack": False}],
-            },
-            "channels[0].do_stack=False",
-        ),
-        (
-            {
-                "time_plan": {"interval": 1, "loops": 4},
-                "channels": ["DAPI", {"config": "FITC", "acquire_every": 2}],
-            },
-            "channels[1].acquire_every=2",
-        ),
-        (
-            {"z_plan": {"range": 2, "step": 1}, "channels": [{"config": "DAPI", "z_offset": 1.5}]},
-            "channels[0].z_offset=1.5",
-        ),
         ({"channels": [{"config": "DAPI", "camera": "Camera2"}]}, "channels[0].camera='Camera2'"),
         (
             {"channels": [{"config": "DAPI", "group": "A"}, {"config": "FITC", "group": "B"}]},
             "config groups ['A', 'B']",
         ),
         (
-            {
-                "stage_positions": [
-                    {"x": 0, "y": 0, "sequence": {"grid_plan": {"rows": 2, "columns": 1}}}
-                ]
-            },
-            "stage_positions[0].sequence",
+            {"setup": {"roi": (0, 0, 10, 10)}, "channels": ["DAPI"]},
+            "setup sets an slm_image or a roi",
         ),
-        (
-            {"stage_positions": [(0, 0), {"x": 1, "y": 1, "properties": [("Dev", "Prop", "1")]}]},
-            "stage_positions[1].properties=",
-        ),
-        ({"stage_positions": [{"y": 1}]}, "stage_positions[0].x is None"),
         (
             {"stage_positions": [{"x": 0, "y": 0, "name": "A"}, {"x": 1, "y": 1, "name": "A"}]},
             "stage_positions names must be unique",
@@ -349,6 +311,12 @@ def test_what_the_plan_cannot_run_is_refused_by_name(fields, named):
         MultiDPlan(MultiDSettings.from_sequence(fields))
     assert named in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_settings_useq_has_no_field_for_are_refused_with_what_needs_its_iteration():
+    sequence = {"time_plan": {"interval": 1, "loops": 2}, "grid_plan": {"rows": 2, "columns": 2}}
+    with pytest.raises(ValueError, match="until_stopped cannot run with a grid"):
+        MultiDPlan(MultiDSettings(sequence=sequence, until_stopped=True))
 
 
 @pytest.mark.parametrize(
@@ -395,12 +363,12 @@ def run_cli(*args):
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
-def test_cli_refuses_a_grid_plan_by_name(tmp_path):
-    path = tmp_path / "grid.yaml"
-    path.write_text(useq.MDASequence(channels=["DAPI"], grid_plan={"rows": 2, "columns": 2}).yaml())
+def test_cli_refuses_what_cannot_run_by_name(tmp_path):
+    path = tmp_path / "camera.yaml"
+    path.write_text(useq.MDASequence(channels=[{"config": "DAPI", "camera": "Camera2"}]).yaml())
     result = run_cli("acquire", "--file", str(path), "--out", str(tmp_path))
     assert result.returncode == 2
-    assert "grid_plan" in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+    assert "channels[0].camera" in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
         result.stderr
     )
     assert not any(p.is_dir() for p in tmp_path.iterdir()), "nothing was acquired"

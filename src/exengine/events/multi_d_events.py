@@ -439,8 +439,7 @@ def _channel_group(settings: MultiDSettings, given: Device | str | None) -> Devi
 
 def check_runnable(seq: useq.MDASequence) -> None:
     """Refuse (``ValueError``), by name, what an ``MDASequence`` may hold that the multi-D plan
-    cannot run: a channel's own ``camera``, positions within a position's sub-sequence, a setup
-    event with an SLM image or a roi."""
+    cannot run: a channel's own ``camera``, a setup event with an SLM image or a roi."""
     refuse_unrunnable(seq)
     channels = [*seq.channels]
     for position in seq.stage_positions:

@@ -175,7 +175,10 @@ class MultiDSettings(BaseModel):
 
     @property
     def total_frames(self) -> int | None:
-        """Frames of the acquisition (``None``: until stopped)."""
+        """Frames of the acquisition (``None``: until stopped): every time point, position, channel
+        and z plane; a sequence with grids, sub-sequences or channels that skip frames takes what
+        its :class:`~exengine.events.multi_d_events.MultiDPlan`'s ``total_frames`` counts (a grid's
+        size may depend on the camera)."""
         if self.until_stopped:
             return None
         seq = self.sequence
