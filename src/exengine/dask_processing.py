@@ -29,6 +29,8 @@ What holds, and how:
   producing future failed, accepted frames kept). Every task is pure and carries its frame, so
   when a worker process dies, Dask recomputes its tasks elsewhere and no frame is lost; the state
   chain is re-anchored every ``checkpoint_every`` frames, which bounds what the scheduler keeps.
+  When the whole cluster is lost (no worker or no scheduler for ``LOST_AFTER_S``), processing goes
+  on in this process, in order, with one warning (a stateful part from its last anchor).
 - **Overhead.** Frames already waiting when one is sent go with it as one task (up to ``max_batch``
   and 1/16 of the memory budget): a Dask task costs milliseconds, so a fast camera pays it per
   batch.
@@ -39,21 +41,28 @@ and the workers, and on the workers the packages the processor's code comes from
 
 from __future__ import annotations
 
-import asyncio
-import os
+import contextlib
+import logging
 import pickle
-import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from .dask_location import (
+    ProcessingLocation,
+    import_distributed,
+    parse_location,
+    reach_scheduler,
+    start_local_cluster,
+)
 from .kernel.data_coords import DataCoordinates
 from .kernel.data_processor import DataProcessor, Frame
 from .processors import ProcessorChain
 
 __all__ = [
+    "ClusterLost",
     "DaskProcessor",
     "ProcessingLocation",
     "parse_location",
@@ -62,181 +71,13 @@ __all__ = [
     "start_local_cluster",
 ]
 
-EXTRA = "pip install 'napari-exengine[distributed]'"
-#: Processing choices the panel and the command line offer (``parse_location`` accepts them all).
-LOCATION_HELP = (
-    "'local' (this machine), 'cluster:N' (a local cluster of N worker processes) or a Dask "
-    "scheduler address such as 'tcp://10.0.0.5:8786'"
-)
+logger = logging.getLogger("exengine")
 
-
-def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as error:
-        raise ImportError(
-            f"Processing on a Dask cluster needs the 'distributed' extra: {EXTRA}"
-        ) from error
-    return distributed
-
-
-#: Environment of the worker processes of the local clusters started here. Dask's nanny sets
-#: ``MALLOC_TRIM_THRESHOLD_=65536``, which also stops glibc from raising its mmap threshold: every
-#: frame-sized array was a fresh mmap, and every free gave its pages back, so array code spent a
-#: third of its time in page faults. Workers keep up to 128 MB of freed memory for the next frames.
-WORKER_ENVIRON = {
-    "MALLOC_TRIM_THRESHOLD_": 128 * 1024 * 1024,
-    "MALLOC_MMAP_THRESHOLD_": 64 * 1024 * 1024,
-}
-
-
-#: Dask settings of the local clusters started here (their nannies pass them on to the workers). The
-#: workers' statistical profiler samples the running task every 10 ms and the event-loop ticks every
-#: 20 ms: idle, that cost 37 ms of CPU per second per worker (5 without), and a busy worker's task
-#: gives up the GIL for each sample. They only feed the dashboard's plots.
-CLUSTER_CONFIG = {
-    "distributed.worker.profile.enabled": False,
-    "distributed.admin.tick.interval": "1s",
-    "distributed.admin.system-monitor.interval": "2s",
-}
-
-
-def start_local_cluster(workers: int = 2, **kwargs: Any) -> Any:
-    """A ``distributed.LocalCluster`` of ``workers`` processes of one thread each, as ``cluster:N``
-    starts, with ``WORKER_ENVIRON`` and ``CLUSTER_CONFIG`` (``kwargs`` go to ``LocalCluster``). Call
-    it under ``if __name__ == "__main__":`` in scripts: the workers are spawned processes."""
-    distributed = _distributed()
-    import dask
-
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRON}
-    nested: dict[str, Any] = {}  # the nannies' own config, also for the workers they restart
-    for dotted, value in CLUSTER_CONFIG.items():
-        *parents, leaf = dotted.split(".")
-        level = nested
-        for parent in parents:
-            level = level.setdefault(parent, {})
-        level[leaf] = value
-    options = {
-        "n_workers": workers,
-        "threads_per_worker": 1,
-        "processes": True,
-        "dashboard_address": ":0",
-        "config": dask.config.merge(dask.config.config, nested),
-        **kwargs,
-    }  # whole: it replaces
-    with dask.config.set({**CLUSTER_CONFIG, "distributed.nanny.pre-spawn-environ": environ}):
-        return distributed.LocalCluster(**options)
-
-
-# ---------------------------------------------------------------------------------------- choosing
-#: The most worker processes a local cluster may have: four per core of this machine (each is a
-#: Python process of its own; tens of thousands would only exhaust the machine).
-MAX_LOCAL_WORKERS = 4 * (os.cpu_count() or 1)
-#: How long ``reach_scheduler`` waits for a scheduler to answer.
-REACH_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class ProcessingLocation:
-    """Where processors run: ``kind`` is "local" (this machine, in the handler's own thread),
-    "local-cluster" (a ``LocalCluster`` of ``workers`` processes on this machine, started for the
-    run) or "scheduler" (the Dask scheduler at ``address``)."""
-
-    kind: Literal["local", "local-cluster", "scheduler"] = "local"
-    workers: int = 0
-    address: str | None = None
-
-    def __str__(self) -> str:
-        if self.kind == "local-cluster":
-            return f"a local Dask cluster of {self.workers} worker processes"
-        if self.kind == "scheduler":
-            return f"the Dask scheduler at {self.address}"
-        return "this machine"
-
-
-def parse_location(where: str | ProcessingLocation | None) -> ProcessingLocation:
-    """Parse a processing choice: ``None``/"local"/"this machine", "cluster"/"cluster:N" (N worker
-    processes, default 2), or a scheduler address ("tcp://host:8786", "host:8786"). Raises
-    ``ValueError`` naming the value and the valid forms. Starts and contacts nothing."""
-    if isinstance(where, ProcessingLocation):
-        return where
-    if where is None:
-        return ProcessingLocation()
-    if not isinstance(where, str):
-        raise ValueError(f"Where to process must be {LOCATION_HELP}; got {where!r}")
-    text = where.strip()
-    lowered = text.lower()
-    if lowered in ("", "local", "this machine", "in-process"):
-        return ProcessingLocation()
-    for prefix in ("local-cluster", "cluster"):
-        if lowered == prefix or lowered.startswith(prefix + ":"):
-            count = lowered[len(prefix) + 1 :] or "2"
-            if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
-                raise ValueError(
-                    f"A local cluster needs a whole number of workers from 1 to "
-                    f"{MAX_LOCAL_WORKERS} (4 per core here), e.g. 'cluster:4'; got {where!r}"
-                )
-            return ProcessingLocation("local-cluster", workers=int(count))
-    scheme, sep, rest = text.partition("://")
-    host, colon, port = (rest if sep else text).rpartition(":")
-    if (
-        (not sep or scheme in ("tcp", "tls", "ucx", "ws", "wss", "inproc"))
-        and colon
-        and host
-        and port.isdigit()
-    ):
-        return ProcessingLocation("scheduler", address=text if sep else f"tcp://{text}")
-    raise ValueError(f"Where to process must be {LOCATION_HELP}; got {where!r}")
-
-
-def reach_scheduler(where: ProcessingLocation, timeout: float = REACH_TIMEOUT_S) -> None:
-    """For a scheduler address, check within ``timeout`` seconds that a Dask scheduler answers
-    there; ``ConnectionError`` naming the address and why otherwise. Other locations need nothing.
-    """
-    if where.kind != "scheduler" or where.address is None:
-        return
-    scheme, _, rest = where.address.partition("://")
-    host, _, port = rest.rpartition(":")
-    if scheme in ("tcp", "tls"):  # refused or unroutable: at once (Dask would retry until timeout)
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-                pass
-        except OSError as error:
-            reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or error
-            raise ConnectionError(_unreachable(where.address, reason, timeout)) from None
-    distributed = _distributed()
-
-    async def identity() -> Any:
-        comm = await distributed.comm.connect(where.address, timeout=timeout)
-        try:
-            await comm.write({"op": "identity"})
-            return await comm.read()
-        finally:
-            comm.abort()
-
-    with ThreadPoolExecutor(1) as pool:  # a loop of its own, whatever runs in this thread
-        try:
-            answer = pool.submit(asyncio.run, asyncio.wait_for(identity(), timeout)).result()
-        except Exception as error:
-            reason = (
-                "no answer"
-                if isinstance(error, TimeoutError)
-                else f"{error}"[:200]
-                if isinstance(error, OSError)
-                else f"what answers is not a Dask scheduler: {type(error).__name__}"
-            )
-            raise ConnectionError(_unreachable(where.address, reason, timeout)) from None
-    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
-        raise ConnectionError(
-            _unreachable(where.address, "what answers is not a Dask scheduler", timeout)
-        )
-
-
-def _unreachable(address: str, reason: object, timeout: float) -> str:
-    return (
-        f"Cannot reach the Dask scheduler at {address} ({reason}, within {timeout:g} s); start one "
-        "with 'dask scheduler' and give its address (tcp://HOST:8786)"
-    )
+#: How long a cluster may have no worker, or its scheduler be unreachable, before it counts as lost
+#: and processing goes on in this process.
+LOST_AFTER_S = 5.0
+#: How often a wait for the cluster looks at its health.
+HEALTH_POLL_S = 0.5
 
 
 def run_processor_on(
@@ -360,35 +201,57 @@ def _flush_ordered(previous: bytes | _Step) -> _Outcome:
 # --------------------------------------------------------------------------------- the client side
 class _Pending:
     """The handler's handle on a batch of frames on the cluster: ``result()`` gives, per frame, its
-    outputs or the exception the processor raised."""
+    outputs or the exception the processor raised; when the cluster is lost meanwhile, the frames
+    are processed in this process instead."""
 
-    __slots__ = ("_future",)
+    __slots__ = ("_frames", "_future", "_owner")
 
-    def __init__(self, future: Any) -> None:
-        self._future = future
+    def __init__(self, owner: DaskProcessor, future: Any, frames: list[Frame]) -> None:
+        self._owner, self._future, self._frames = owner, future, frames
 
     def result(self) -> list[list[Frame] | BaseException]:
         # let Dask forget the task once we have its result
-        future, self._future = (
-            self._future,
-            None,
-        )
-        outcomes: list[_Outcome] = future.result()
+        future, self._future = self._future, None
+        try:
+            outcomes: list[_Outcome] = self._owner._wait(future)
+        except ClusterLost:
+            outcomes = self._owner._process_here(self._frames)
         return [outcome.frames if outcome.error is None else outcome.error for outcome in outcomes]
 
 
 class _PendingFlush:
-    __slots__ = ("_future",)
+    __slots__ = ("_future", "_owner")
 
-    def __init__(self, future: Any) -> None:
-        self._future = future
+    def __init__(self, owner: DaskProcessor, future: Any) -> None:
+        self._owner, self._future = owner, future
 
     def result(self) -> list[Frame]:
         if self._future is None:
-            return []
+            return self._owner._flush_here()
         future, self._future = self._future, None
-        outcome: _Outcome = future.result()
+        try:
+            outcome: _Outcome = self._owner._wait(future)
+        except ClusterLost:
+            return self._owner._flush_here()
         return outcome.unwrap()
+
+
+class _Here:
+    """A batch to process in this process (the cluster was lost), when its result is asked for:
+    the handler asks in acquisition order, which a stateful processor needs."""
+
+    __slots__ = ("_frames", "_owner")
+
+    def __init__(self, owner: DaskProcessor, frames: list[Frame]) -> None:
+        self._owner, self._frames = owner, frames
+
+    def result(self) -> list[list[Frame] | BaseException]:
+        outcomes = self._owner._process_here(self._frames)
+        return [o.frames if o.error is None else o.error for o in outcomes]
+
+
+class ClusterLost(ConnectionError):
+    """The Dask cluster went away (no worker, or no scheduler, for ``LOST_AFTER_S``)."""
 
 
 def _runs_in_parallel(processor: DataProcessor) -> bool:
@@ -441,7 +304,7 @@ class DaskProcessor(DataProcessor):
         checkpoint_every: int = 64,
         timeout: float = 30.0,
     ) -> None:
-        distributed = _distributed()
+        distributed = import_distributed()
         if isinstance(processor, DaskProcessor):
             raise TypeError("This processor already runs on a Dask cluster")
         if not isinstance(processor, DataProcessor):
@@ -494,6 +357,10 @@ class DaskProcessor(DataProcessor):
         )
         self._since_anchor = 0
         self._count = 0
+        self._anchor: bytes | None = None  # the ordered chain's last state known here
+        self._here: DataProcessor | None = None  # processes here once the cluster is lost
+        self._unwell_since: float | None = None
+        self._lock = threading.Lock()
 
     def _connect(self, distributed: Any, location: ProcessingLocation, timeout: float) -> Any:
         if location.kind == "local-cluster":
@@ -510,8 +377,19 @@ class DaskProcessor(DataProcessor):
             ) from error
 
     # ------------------------------------------------------------------ DataProcessor protocol
-    def submit_batch(self, frames: list[Frame]) -> _Pending:
-        """Send frames (in acquisition order) to the cluster as one task (or one per stage)."""
+    def submit_batch(self, frames: list[Frame]) -> _Pending | _Here:
+        """Send frames (in acquisition order) to the cluster as one task (or one per stage); once
+        the cluster is lost, process them here."""
+        if self._here is None:
+            try:
+                return self._submit(frames)
+            except ClusterLost:
+                pass
+            except Exception as error:  # the cluster refuses work: it is going away
+                self._lose(f"{type(error).__name__}: {error}"[:200])
+        return _Here(self, frames)
+
+    def _submit(self, frames: list[Frame]) -> _Pending | _Here:
         import dask
 
         if not self._started:
@@ -526,12 +404,12 @@ class DaskProcessor(DataProcessor):
                     _run_parallel, self._parallel_future, frames, key=f"{key}-parallel", pure=False
                 )
                 if self._ordered is None:
-                    return _Pending(stage)
+                    return _Pending(self, stage, frames)
             # restart the chain from its state, fetched
             if self._since_anchor >= self.checkpoint_every:
-                self._previous = client.submit(
-                    _state_of, self._previous, key=f"{key}-state", pure=False
-                ).result()
+                self._previous = self._anchor = self._wait(
+                    client.submit(_state_of, self._previous, key=f"{key}-state", pure=False)
+                )
                 self._since_anchor = 0
             step = client.submit(
                 _run_ordered,
@@ -542,19 +420,23 @@ class DaskProcessor(DataProcessor):
             )
             self._previous = step
             self._since_anchor += len(frames)
-            return _Pending(client.submit(_outcomes_of, step, key=f"{key}-outcomes", pure=False))
+            outcomes = client.submit(_outcomes_of, step, key=f"{key}-outcomes", pure=False)
+            return _Pending(self, outcomes, frames)
 
     def submit_flush(self) -> _PendingFlush:
         """Flush the ordered part where its state is; ``result()`` gives what it still held."""
-        if self._ordered is None:
-            return _PendingFlush(None)
-        if not self._started:
-            self._start()
-        return _PendingFlush(
-            self.client.submit(
+        if self._ordered is None or self._here is not None:
+            return _PendingFlush(self, None)
+        try:
+            if not self._started:
+                self._start()
+            future = self.client.submit(
                 _flush_ordered, self._previous, key=f"exengine-{self._token}-flush", pure=False
             )
-        )
+        except Exception as error:  # the cluster refuses work: it is going away
+            self._lose(f"{type(error).__name__}: {error}"[:200])
+            return _PendingFlush(self, None)
+        return _PendingFlush(self, future)
 
     def process(self, coords: DataCoordinates, data: Any, metadata: Any) -> list[Frame]:
         """One frame, synchronously (the handler uses ``submit_batch`` to keep many on the
@@ -572,7 +454,7 @@ class DaskProcessor(DataProcessor):
         them."""
         self._previous = self._parallel_future = None
         if self._owns_client:
-            self.client.close()
+            self.client.close(timeout=LOST_AFTER_S)
             if self._cluster is not None:
                 self._cluster.close()
                 self._cluster = None
@@ -605,11 +487,116 @@ class DaskProcessor(DataProcessor):
                 key=f"exengine-{self._token}-processor",
                 pure=False,
             )
-            self.client.replicate([future])
+            self._call(lambda: self.client.replicate([future]))
             self._parallel_future = future
         if self._ordered is not None:
-            self._previous = cloudpickle.dumps(self._ordered)
+            self._previous = self._anchor = cloudpickle.dumps(self._ordered)
         self._started = True
+
+    # ------------------------------------------------------------------- losing the cluster
+    def _wait(self, future: Any) -> Any:
+        """``future``'s result; ``ClusterLost`` when the cluster is lost meanwhile (or was)."""
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        return self._await(done, future.result)
+
+    def _call(self, function: Callable[[], Any]) -> Any:
+        """``function()`` (a blocking call to the cluster), given up with ``ClusterLost`` when the
+        cluster is lost meanwhile."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box["value"] = function()
+            except BaseException as error:
+                box["error"] = error
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="exengine-dask-call", daemon=True).start()
+
+        def get() -> Any:
+            if "error" in box:
+                raise box["error"]
+            return box.get("value")
+
+        return self._await(done, get)
+
+    def _await(self, done: threading.Event, get: Callable[[], Any]) -> Any:
+        while self._here is None:
+            if done.wait(HEALTH_POLL_S):
+                try:
+                    return get()
+                except Exception as error:  # tasks never raise: the cluster failed them
+                    reason: str | None = f"{type(error).__name__}: {error}"[:200]
+            else:
+                reason = self._lost_because()
+            if reason is not None:
+                self._lose(reason)
+        raise ClusterLost(str(self.location))
+
+    def _lost_because(self) -> str | None:
+        """Why the cluster counts as lost (no worker, or no scheduler, for ``LOST_AFTER_S``), or
+        ``None``."""
+        status = str(getattr(self.client, "status", "running"))
+        workers = 0
+        if status == "running":
+            answered = threading.Event()
+            info: dict[str, Any] = {}
+
+            def ask() -> None:
+                with contextlib.suppress(Exception):
+                    info.update(self.client.scheduler_info(n_workers=1))
+                answered.set()
+
+            threading.Thread(target=ask, name="exengine-dask-health", daemon=True).start()
+            if answered.wait(LOST_AFTER_S / 2):
+                workers = int(info.get("n_workers", len(info.get("workers", {}))))
+        if workers:
+            self._unwell_since = None
+            return None
+        now = time.monotonic()
+        self._unwell_since = self._unwell_since or now
+        if now - self._unwell_since < LOST_AFTER_S:
+            return None
+        return "no worker" if status == "running" else "no scheduler"
+
+    def _lose(self, reason: str) -> None:
+        """Go on in this process: the parallel part as it is, the ordered part from its last state
+        known here (its checkpoint, at most ``checkpoint_every`` frames back)."""
+        import cloudpickle
+
+        with self._lock:
+            if self._here is not None:
+                return
+            parts = [self._parallel] if self._parallel is not None else []
+            if self._ordered is not None:
+                parts.append(cloudpickle.loads(self._anchor or cloudpickle.dumps(self._ordered)))
+            stateful = (
+                f"; {self._ordered!r} goes on from its state of up to {self.checkpoint_every} "
+                "frames ago"
+                if self._ordered is not None
+                else ""
+            )
+            logger.warning(
+                "Lost %s (%s): processing goes on in this process%s",
+                self.location,
+                reason,
+                stateful,
+            )
+            self._here = parts[0] if len(parts) == 1 else ProcessorChain(parts)
+
+    def _process_here(self, frames: list[Frame]) -> list[_Outcome]:
+        assert self._here is not None
+        with self._lock:
+            return [_apply(self._here, [frame]) for frame in frames]
+
+    def _flush_here(self) -> list[Frame]:
+        if self._here is None or self._ordered is None:
+            return []
+        with self._lock:
+            return self._here.flush()
 
     def __repr__(self) -> str:
         return f"DaskProcessor({self.processor!r} on {self.location})"

@@ -65,27 +65,7 @@ class AcquisitionPanel(DockPanel):
         super().__init__()
         self.viewer = napari_viewer
         ensure_devices()
-        self.camera_choice = mw.Select(
-            label="cameras",
-            choices=lambda _: devices_of(Detector),
-            tooltip="the camera; several capture together (each frame gets a camera coordinate)",
-        )
-        self.camera_choice.native.setMaximumHeight(64)
-        self.camera_choice.value = self.camera_choice.choices[:1]
-        self.z_choice = mw.ComboBox(
-            label="z device", choices=lambda _: devices_of(SingleAxisPositioner)
-        )
-        self.xy_choice = mw.ComboBox(
-            label="xy device", choices=lambda _: devices_of(DoubleAxisPositioner)
-        )
-        self.channel_choice = mw.ComboBox(
-            label="channel device",
-            choices=lambda _: [
-                (name, d)
-                for name, d in ExecutionEngine.get_devices().items()
-                if channel_property(d)
-            ],
-        )
+        self._make_device_choices()
         contributions = list_contributions()
         self.plans = {c.id: c for c in contributions if c.kind == "plan" and c.available}
         self.plan_choice = mw.ComboBox(
@@ -117,12 +97,6 @@ class AcquisitionPanel(DockPanel):
         self.run_control = RunControl()
         wrapping(self.run_control.estimate)
         wrapping(self.run_control.status)
-        self.device_choices = [
-            self.camera_choice,
-            self.channel_choice,
-            self.z_choice,
-            self.xy_choice,
-        ]
         form = mw.Container(
             widgets=[
                 *self.device_choices,
@@ -145,6 +119,36 @@ class AcquisitionPanel(DockPanel):
         self._timer.setInterval(PROGRESS_INTERVAL_MS)
         self._timer.timeout.connect(self._poll)
         self.update_estimate()
+
+    def _make_device_choices(self) -> None:
+        """The devices in their roles: cameras, channel device, z and xy stages."""
+        self.camera_choice = mw.Select(
+            label="cameras",
+            choices=lambda _: devices_of(Detector),
+            tooltip="the camera; several capture together (each frame gets a camera coordinate)",
+        )
+        self.camera_choice.native.setMaximumHeight(64)
+        self.camera_choice.value = self.camera_choice.choices[:1]
+        self.z_choice = mw.ComboBox(
+            label="z device", choices=lambda _: devices_of(SingleAxisPositioner)
+        )
+        self.xy_choice = mw.ComboBox(
+            label="xy device", choices=lambda _: devices_of(DoubleAxisPositioner)
+        )
+        self.channel_choice = mw.ComboBox(
+            label="channel device",
+            choices=lambda _: [
+                (name, d)
+                for name, d in ExecutionEngine.get_devices().items()
+                if channel_property(d)
+            ],
+        )
+        self.device_choices = [
+            self.camera_choice,
+            self.channel_choice,
+            self.z_choice,
+            self.xy_choice,
+        ]
 
     def _connect(self) -> None:
         for widget in [*self.device_choices, self.plan_choice, self.split_channels]:

@@ -28,7 +28,7 @@ from exengine.data import DataHandler, DataProcessor, DataStorage, PlannedData
 from exengine.events import MultiDPlan, MultiDSettings
 from exengine.plan_helpers import frame_shape
 from exengine.processors import ProcessorChain, fit_to_plan
-from exengine.storage.omezarr_store import credentials_in, is_store_url, redact_url
+from exengine.storage.store_url import credentials_in, is_store_url, redact_url
 
 from .contributions import (
     DEFAULT_STORAGE,

@@ -109,7 +109,8 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
 
 class _OncePerKind(logging.Handler):
     """The engine's log records on stderr, each kind once, in one line: a lost store or cluster
-    fails every frame in flight the same way, and the last line says what came of it."""
+    fails every frame in flight the same way, and the last line (``exengine: ...``) says what
+    came of it."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -119,7 +120,7 @@ class _OncePerKind(logging.Handler):
         if record.msg in self._seen:
             return
         self._seen.add(record.msg)
-        sys.stderr.write(f"exengine: {_one_line(record.getMessage())}\n")
+        sys.stderr.write(f"{_one_line(record.getMessage())}\n")
 
 
 def _follow(
@@ -189,7 +190,7 @@ def _on_interrupt(
 
 def run_info(args: argparse.Namespace, stream: TextIO) -> int:
     from exengine.storage.dataset_info import summarise_dataset
-    from exengine.storage.omezarr_store import credentials_in, redact_url
+    from exengine.storage.store_url import credentials_in, redact_url
 
     if credentials_in(args.path):
         raise UsageError(

@@ -5,11 +5,15 @@ mid-run."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -388,3 +392,65 @@ def test_the_missing_extra_is_named(monkeypatch):
         ImportError, match=r"'distributed' extra: pip install 'napari-exengine\[distributed\]'"
     ):
         dask_processing.DaskProcessor(background_subtraction(), "cluster:1")
+
+
+@pytest.fixture
+def own_cluster():
+    """A scheduler and two workers (no nannies) as processes of their own, to be killed."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    scheduler = subprocess.Popen(
+        [*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"tcp://127.0.0.1:{port}"
+    worker = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1"]
+    workers = [
+        subprocess.Popen(
+            [*worker, "--no-nanny", "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    try:
+        yield SimpleNamespace(address=address, scheduler=scheduler, workers=workers)
+    finally:
+        for process in [scheduler, *workers]:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("lost", ["workers", "scheduler"])
+@pytest.mark.parametrize("name", ["stateless builtin", "stateful counter"])
+def test_a_cluster_lost_mid_run_goes_on_in_this_process_and_loses_no_frame(
+    own_cluster, lost, name, caplog
+):
+    """Every worker, or the scheduler, killed mid-run: within seconds the frames on the cluster and
+    those after are processed here, once, in order; one warning says so."""
+    make = PROCESSORS[name]
+    inputs = frames(times=60, planes=1, shape=(32, 32))
+    processor = DaskProcessor(make(), own_cluster.address, max_in_flight=4, checkpoint_every=8)
+    handler = DataHandler(NDRAMStorage(), processor)
+    for coords, data, metadata in inputs[:20]:
+        handler.put(coords, data.copy(), dict(metadata), timeout=60)
+    victims = own_cluster.workers if lost == "workers" else [own_cluster.scheduler]
+    for process in victims:
+        process.send_signal(signal.SIGKILL)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="exengine"):
+        for coords, data, metadata in inputs[20:]:
+            handler.put(coords, data.copy(), dict(metadata), timeout=60)
+        handler.await_completion(60)
+    assert time.monotonic() - started < 30
+    stored = handler.storage.get_coordinates_list()
+    assert [c["time"] for c in stored] == list(range(60))  # none lost, none twice, in order
+    lost_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Lost ")]
+    assert len(lost_lines) == 1 and "processing goes on in this process" in lost_lines[0]
+    if name == "stateful counter":
+        orders = [handler.storage.get_metadata(c)["order"] for c in stored]
+        assert orders == sorted(orders)  # in acquisition order, also after the loss

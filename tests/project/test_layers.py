@@ -16,6 +16,7 @@ FLOORS = {
     2: (
         "exengine.device_types",
         "exengine.processors",
+        "exengine.dask_location",
         "exengine.dask_processing",
         "exengine.storage",
     ),

@@ -83,7 +83,7 @@ def _timestamps(first: Any, last: Any) -> tuple[str, str] | None:
 
 
 def _is_omezarr(location: str) -> bool:
-    from .omezarr_store import is_store_url
+    from .store_url import is_store_url
 
     if is_store_url(location):
         return True

@@ -1,35 +1,20 @@
-"""OME-Zarr storage (zarr v3 format, OME-NGFF 0.5 ``multiscales`` metadata) on ``zarr`` (extra
-``zarr``), in a local folder or in an object store (``s3://bucket/prefix``; extra ``s3``).
+"""OME-Zarr storage (zarr v3, OME-NGFF 0.5) on ``zarr`` (extra ``zarr``), in a local folder or
+an object store (``s3://bucket/prefix``; extra ``s3``).
 
-Frames stream into an image's array ``0`` of shape (time, channel, z, y, x) (the axes the frames
-have, ``dimension_names`` too), one chunk per frame. Frames with other axes (``position``, a tile's
-``row`` and ``column``, ...) go to one image per combination of their values, in a bioformats2raw
-collection (``0``, ``1``, ... in the order they first come; listed in ``OME/zarr.json`` at
-``finish``), as NGFF 0.5 allows 2-5 axes. Told the plan (``prepare``), arrays are made at their
-planned size, with channel names and other labels in the planned order; otherwise, and along
-open-ended axes, they grow while acquiring (unwritten frames read as zeros). ``finish`` gives every
-image the acquired extent (a run stopped early). String coordinate values map to indices kept in
-the root attributes (``exengine.axis_values``). Scales and units, channel colours and display
-windows: ``omezarr_attributes``. Each frame's coordinates and metadata (and its image, in a
-collection) are a JSON record.
+Frames stream into an image's array ``0`` (time, channel, z, y, x: those the frames have), a chunk
+per frame. Frames with other axes (``position``, a tile's ``row`` and ``column``) go to one image
+per combination of their values, in a bioformats2raw collection, as NGFF allows 2-5 axes. Told
+the plan (``prepare``), arrays are made at their planned size, labels in the planned order;
+otherwise they grow while acquiring. ``finish`` gives every image the acquired extent. Attributes
+(scales, units, colours, windows): ``omezarr_attributes``. A JSON record per frame.
 
-Where the bytes go:
-
-- **A local folder.** Uncompressed chunks are the frame's little-endian bytes (zarr v3 ``bytes``
-  codec), written straight to the file at zarr's own chunk key, through a temporary file renamed
-  into place: a chunk is complete or absent, also when the disk fills up. Records are appended to
-  ``frame_metadata.jsonl``; a record that cannot be written whole is cut off again, with its chunk.
-- **A store URL.** Through zarr's ``ObjectStore`` on obstore (the default, the faster here) or
-  ``FsspecStore`` on s3fs (``store="fsspec"``). A frame's chunk is written, then its record (in
-  ``frame_metadata/<n>.json``, with those of frames whose chunks arrived meanwhile); the frame is
-  reported stored once both are in the store, and no record claims a chunk that is not there. A
-  ``DataHandler`` keeps ``writes_in_flight`` frames going at once (``start_put``); a stalled
-  network holds them, and the handler's memory budget then blocks the producer. ``finish`` adds
-  every record as ``frame_metadata.jsonl``. Endpoint, region and credentials come from
-  ``storage_options`` or, as for the AWS tools, from ``AWS_*`` variables and the AWS files.
-
-A new dataset never replaces one: it gets the first free ``<name>_<n>.ome.zarr``, claimed atomically
-(``mkdir`` locally; a create-only write of its ``zarr.json`` in a store).
+Locally, a chunk is written through a temporary file renamed into place (complete or absent, also
+on a full disk) and records are appended to ``frame_metadata.jsonl`` (a record that cannot be
+written whole is cut off, with its chunk). In a store (obstore, or s3fs with ``store="fsspec"``),
+a frame's chunk is written, then its record (``frame_metadata/<n>.json``); the frame is reported
+stored once both are there, and up to ``writes_in_flight`` frames are in flight (``start_put``).
+Credentials: ``storage_options``, else the ``AWS_*`` variables and files. A new dataset claims the
+first free ``<name>_<n>.ome.zarr`` atomically (never replacing one).
 """
 
 from __future__ import annotations

@@ -66,20 +66,7 @@ class OMEZarrDataset:
     ) -> None:
         location = os.fspath(location)
         self._timeout = timeout_s
-        if is_store_url(location):
-            self.path = location.rstrip("/")
-            self._store: Any = open_store(self.path, store, storage_options, read_only=True)
-            self.local = False
-        else:
-            path = os.path.normpath(local_path(location))
-            path = os.path.dirname(path) if os.path.basename(path) == "zarr.json" else path
-            if not any(
-                os.path.isfile(os.path.join(path, name)) for name in ("zarr.json", ".zattrs")
-            ):
-                raise ValueError(f"{location!r} is not an OME-Zarr dataset (no zarr.json in it)")
-            self.path = path
-            self._store = zarr.storage.LocalStore(path, read_only=True)
-            self.local = True
+        self._open(location, store, storage_options)
         try:
             group = self._sync(zarr.api.asynchronous.open_group(store=self._store, mode="r"))
             attributes = dict(group.attrs)
@@ -146,6 +133,21 @@ class OMEZarrDataset:
                 self._labels[axis] = channels
         if first == "":
             self.records = self._read_records()[0]
+
+    def _open(self, location: str, store: str | None, storage_options: Any) -> None:
+        """Set ``path``, ``local`` and the read-only zarr store for ``location``."""
+        if is_store_url(location):
+            self.path = location.rstrip("/")
+            self._store: Any = open_store(self.path, store, storage_options, read_only=True)
+            self.local = False
+            return
+        path = os.path.normpath(local_path(location))
+        path = os.path.dirname(path) if os.path.basename(path) == "zarr.json" else path
+        if not any(os.path.isfile(os.path.join(path, name)) for name in ("zarr.json", ".zattrs")):
+            raise ValueError(f"{location!r} is not an OME-Zarr dataset (no zarr.json in it)")
+        self.path = path
+        self._store = zarr.storage.LocalStore(path, read_only=True)
+        self.local = True
 
     def _collection(
         self, exengine: Mapping[str, Any], labels: Mapping[str, Any], images: dict[Any, str]

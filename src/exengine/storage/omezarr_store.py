@@ -12,7 +12,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._frames import check_writable
+from .store_url import is_store_url, local_path
 
 try:
     from zarr.core.buffer import default_buffer_prototype
@@ -65,7 +65,6 @@ RETRY_CONFIG = {
 #: Longest obstore waits to connect to the store.
 CONNECT_TIMEOUT_S = 5
 
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # storage_options as s3fs names them (zarr's convention) -> obstore's S3Store names
 _OBSTORE_NAMES = {
     "endpoint_url": "endpoint",
@@ -75,17 +74,6 @@ _OBSTORE_NAMES = {
     "anon": "skip_signature",
     "region_name": "region",
 }
-
-
-def is_store_url(location: Any) -> bool:
-    """True for a store URL such as ``s3://bucket/prefix`` (``file://`` URLs are local folders)."""
-    match = _URL.match(location) if isinstance(location, str) else None
-    return match is not None and match.group(1).lower() != "file"
-
-
-def local_path(location: str | os.PathLike[str]) -> str:
-    location = os.fspath(location)
-    return location[len("file://") :] if location.lower().startswith("file://") else location
 
 
 def first_line(error: BaseException) -> str:
@@ -371,16 +359,3 @@ async def bounded(awaitable: Any, timeout: float) -> Any:
         raise TimeoutError(
             errno.ETIMEDOUT, f"the store did not answer within {timeout:g} s"
         ) from None
-
-
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
-
-
-def credentials_in(url: str) -> bool:
-    """True when the store URL carries credentials (``s3://KEY:SECRET@bucket/...``)."""
-    return is_store_url(url) and _USERINFO.match(url) is not None
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its credentials, if any, replaced by ``***``: safe to echo."""
-    return _USERINFO.sub(r"\1***@", url) if isinstance(url, str) else url
