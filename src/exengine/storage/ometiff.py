@@ -51,7 +51,7 @@ try:
     import tifffile
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "OME-TIFF storage needs the 'tifffile' package: pip install tifffile"
+        "OME-TIFF storage needs the 'tifffile' package: pip install 'napari-exengine[ometiff]'"
     ) from error
 
 __all__ = ["PLACEHOLDER", "RECORD_TAG", "OMETiffStorage", "repair"]
