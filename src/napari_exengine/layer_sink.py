@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QTimer
 
+from exengine.channel_colors import channel_colormap
 from exengine.data import DataCoordinates, DataHandler, FrameStage, PlannedData
 from exengine.storage.ndtiff_reader import positive_number
 
@@ -70,7 +71,6 @@ BUSY_BACKLOG_FRAMES = 64
 DEFER_LAYERS_ABOVE_FRAMES = 10_000
 _DEFAULT_FRAME_BYTES = 512 * 512 * 2  # until the first layer is made
 _AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
-_COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "gray")
 
 
 _following = 0  # sinks following an acquisition (GUI thread only)
@@ -474,7 +474,7 @@ class LayerSink:
             if layer is not None:
                 self.viewer.layers.remove(layer)
             name = layer_name(self.name, key)
-            colormap = "gray" if key is None else _COLORMAPS[len(self._layers) % len(_COLORMAPS)]
+            colormap = "gray" if key is None else channel_colormap(key, len(self._layers))
             layer = self.viewer.add_image(
                 frames,
                 name=name,

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from exengine.channel_colors import channel_colormap
 from exengine.storage.ndtiff_reader import NDTiffReader, find_dataset_root
 
 from .layer_sink import contrast_limits, layer_name, sort_axes
 from .lazy_array import LazyFrames
 
 LayerData = tuple[Any, dict[str, Any], str]
-_COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue")
 _TILE_AXES = ("row", "column")
 
 
@@ -209,9 +209,7 @@ def _layer_metadata(source: Any, values: dict[str, Any], fixed: dict[str, Any]) 
 def _channel_look(channel: Any, index: int, count: int) -> dict[str, str]:
     """Colormap and blending of the layer of ``channel``, the ``index``-th of ``count``."""
     return {
-        "colormap": "gray"
-        if channel is None or count == 1
-        else _COLORMAPS[index % len(_COLORMAPS)],
+        "colormap": "gray" if channel is None or count == 1 else channel_colormap(channel, index),
         "blending": "additive" if count > 1 else "translucent",
     }
 

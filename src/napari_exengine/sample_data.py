@@ -8,6 +8,7 @@ import numpy as np
 
 from exengine import ExecutionEngine
 from exengine.acquisition import Acquisition
+from exengine.channel_colors import channel_colormap
 from exengine.data import DataHandler
 from exengine.devices.simulated import create_simulated_devices
 from exengine.events import multi_d_acquisition_events
@@ -47,7 +48,7 @@ def simulated_acquisition(
         acquisition.await_completion(timeout=120)
         storage = handler.storage
         layers = []
-        for channel, colormap in zip(CHANNELS, ("cyan", "magenta"), strict=True):
+        for index, channel in enumerate(CHANNELS):
             stack = np.stack(
                 [
                     np.stack(
@@ -64,7 +65,7 @@ def simulated_acquisition(
                     stack,
                     {
                         "name": f"simulated {channel}",
-                        "colormap": colormap,
+                        "colormap": channel_colormap(channel, index),
                         "blending": "additive",
                         "axis_labels": ["time", "z", "y", "x"],
                         "scale": [1.0, z_step, 0.65, 0.65],

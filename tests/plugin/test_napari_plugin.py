@@ -121,6 +121,9 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
     assert {layer.name for layer in gui_viewer.layers} == {"tcz v2.5_1 DAPI", "tcz v2.5_1 FITC"}
     layer = gui_viewer.layers["tcz v2.5_1 FITC"]
     assert layer.data.shape == (2, 3, 512, 512)
+    # coloured by dye, not by order
+    assert gui_viewer.layers["tcz v2.5_1 DAPI"].colormap.name == "blue"
+    assert layer.colormap.name == "green"
     assert tuple(layer.axis_labels) == ("time", "z", "y", "x")
     assert layer.scale[1] == 2.0 and layer.scale[-1] == pytest.approx(0.65)
     np.testing.assert_array_equal(

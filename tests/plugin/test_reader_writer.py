@@ -254,6 +254,7 @@ def test_sample_data_runs_the_engine():
 
     layers = simulated_acquisition(time_points=2, z_planes=3, size=64)
     assert [kwargs["name"] for _, kwargs, _ in layers] == ["simulated DAPI", "simulated FITC"]
+    assert [kwargs["colormap"] for _, kwargs, _ in layers] == ["blue", "green"]  # by dye
     stack = layers[0][0]
     assert stack.shape == (2, 3, 64, 64) and stack.dtype == np.uint16
     assert np.abs(stack[0, 0].astype(float) - stack[0, 2]).mean() > 1, "z planes differ"

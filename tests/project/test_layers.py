@@ -16,6 +16,7 @@ FLOORS = {
     2: (
         "exengine.device_types",
         "exengine.processors",
+        "exengine.channel_colors",
         "exengine.dask_location",
         "exengine.dask_processing",
         "exengine.storage",

@@ -40,12 +40,13 @@ from typing import Any
 
 import numpy as np
 
+from ..channel_colors import channel_color
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ..kernel.data_storage_base import PlannedData
 from ._frames import FrameStorage, check_writable
 from ._preallocate import SpaceReserver
 from .ndtiff_reader import positive_number
-from .omezarr_attributes import axis_scales, channel_color
+from .omezarr_attributes import axis_scales
 
 try:
     import tifffile

@@ -6,11 +6,12 @@ tile; and ``exengine``'s own attributes (axis values, summary metadata, whether 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from ..channel_colors import channel_color
 
 #: The NGFF axes an image has, in NGFF order; frames' other axes (positions, tiles, ...) index the
 #: images of a collection.
@@ -20,26 +21,6 @@ UNITS = {"time": "second", "z": "micrometer", "y": "micrometer", "x": "micromete
 VERSION = "0.5"
 #: The root attribute that makes a group a collection of images (``0``, ``1``, ...).
 LAYOUT = "bioformats2raw.layout"
-
-#: Dye (or laser line) names and their colours, checked in this order.
-_DYES = (
-    (("cy5", "647", "640"), "FF00FF"),
-    (("mcherry", "rfp", "texasred", "594"), "FF0000"),
-    (("tritc", "cy3", "568", "561", "555", "546"), "FF8000"),
-    (("fitc", "gfp", "488"), "00FF00"),
-    (("dapi", "hoechst", "bfp", "405"), "0000FF"),
-)
-#: Colours of channels with other names, by their index (napari's reader cycles the same ones).
-FALLBACK_COLORS = ("00FFFF", "FF00FF", "FFFF00", "00FF00", "FF0000", "0000FF")
-
-
-def channel_color(label: str, index: int) -> str:
-    """The display colour (``RRGGBB``) of a channel named ``label``, the ``index``-th."""
-    name = re.sub(r"[^a-z0-9]", "", label.lower())
-    for names, color in _DYES:
-        if any(n in name for n in names):
-            return color
-    return FALLBACK_COLORS[index % len(FALLBACK_COLORS)]
 
 
 def _dtype_range(dtype: np.dtype) -> tuple[float, float]:
