@@ -29,8 +29,7 @@ What holds, and how:
   producing future failed, accepted frames kept). Every task is pure and carries its frame, so
   when a worker process dies, Dask recomputes its tasks elsewhere and no frame is lost; the state
   chain is re-anchored every ``checkpoint_every`` frames, which bounds what the scheduler keeps.
-  When the whole cluster is lost (no worker or no scheduler for ``LOST_AFTER_S``), processing goes
-  on in this process, in order, with one warning (a stateful part from its last anchor).
+  A cluster lost for ``LOST_AFTER_S``: processing goes on here, in order, with one warning.
 - **Overhead.** Frames already waiting when one is sent go with it as one task (up to ``max_batch``
   and 1/16 of the memory budget): a Dask task costs milliseconds, so a fast camera pays it per
   batch.
@@ -352,9 +351,7 @@ class DaskProcessor(DataProcessor):
         self._started = False
         self._token = uuid.uuid4().hex[:12]
         self._parallel_future: Any = None
-        self._previous: bytes | Any | None = (
-            None  # the ordered chain's last state: bytes or a future
-        )
+        self._previous: bytes | Any | None = None  # the ordered chain's last state or future
         self._since_anchor = 0
         self._count = 0
         self._anchor: bytes | None = None  # the ordered chain's last state known here

@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import pytest
 import useq
@@ -390,3 +391,24 @@ def test_cli_runs_a_saved_sequence(tmp_path):
     result = run_cli("acquire", "--file", str(path), "--out", str(tmp_path), "--name", "saved")
     assert result.returncode == 0, result.stderr
     assert "Done: 24 of 24 frames stored" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "time_plan: {interval: 0, loops: 1000000000}\ngrid_plan: {rows: 2, columns: 2}\n",
+        "stage_positions:\n  - {x: 0, y: 0, sequence: {grid_plan: {rows: 100000, "
+        "columns: 100000}}}\n",
+    ],
+)
+def test_huge_sequences_that_useq_iterates_are_refused_at_once(tmp_path, text):
+    """Counting such a sequence's frames is a pass of iter_events: a billion would take hours and
+    gigabytes (a grid of 10^10 tiles failed with a MemoryError); they are refused before that."""
+    path = tmp_path / "huge.yaml"
+    path.write_text(text)
+    started = time.monotonic()
+    result = run_cli("acquire", "--file", str(path), "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "at most 1,000,000" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 20
+    assert not any(p.is_dir() for p in tmp_path.iterdir()), "nothing was acquired"

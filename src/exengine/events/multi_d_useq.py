@@ -53,6 +53,9 @@ __all__ = ["UseqEvents", "needs_useq_iteration", "refuse_unrunnable"]
 _PASSES = itertools.count(1)
 #: The coordinate a frame has when it lacks the channel axis other frames have.
 NO_CHANNEL = "none"
+#: The most frames a sequence iterated by useq-schema may have: counting them is one pass of
+#: ``iter_events`` (about 48 µs an event), so a million takes a minute; more are refused at once.
+MAX_ITERATED_FRAMES = 1_000_000
 _INDEX_AXES = {"t": "time", "z": "z"}
 
 
@@ -113,9 +116,18 @@ class UseqEvents:
 
     # ------------------------------------------------------------------ the sequence and axes
     def sequence(self) -> useq.MDASequence:
-        """The plan's sequence, grid plans without a field of view given the camera's."""
+        """The plan's sequence, grid plans without a field of view given the camera's; refused
+        (``ValueError``) when it may hold more than ``MAX_ITERATED_FRAMES`` frames."""
         if self._sequence is None:
-            self._sequence = _with_fov(self.plan.settings.sequence, self._camera_fov)
+            seq = _with_fov(self.plan.settings.sequence, self._camera_fov)
+            bound = _frames_at_most(seq)
+            if bound > MAX_ITERATED_FRAMES:
+                raise ValueError(
+                    f"This sequence may hold up to {bound:.3g} frames; a sequence with grids, "
+                    f"sub-sequences or autofocus may have at most {MAX_ITERATED_FRAMES:,} "
+                    "(fewer time points, tiles or z planes)"
+                )
+            self._sequence = seq
         return self._sequence
 
     def positions(self) -> list[useq.Position]:
@@ -376,6 +388,33 @@ def _merge_order(axes: list[str], names: list[str]) -> None:
     for i, name in enumerate(names):
         if name not in axes:
             axes.insert(axes.index(names[i - 1]) + 1 if i else 0, name)
+
+
+def _frames_at_most(seq: useq.MDASequence) -> float:
+    """An upper bound of ``seq``'s frames, from the sizes of its plans (nothing iterated)."""
+    from .multi_d_settings import z_planes
+
+    def count(plan: Any) -> float:
+        if plan is None:
+            return 1.0
+        if isinstance(plan, useq.MultiPhaseTimePlan):
+            return sum(count(phase) for phase in plan.phases)
+        for size in ("loops", "rows", "num_points"):
+            value = getattr(plan, size, None)
+            if isinstance(value, int | float):
+                return float(value) * float(getattr(plan, "columns", 1) or 1)
+        try:
+            return float(plan.num_timepoints() if hasattr(plan, "num_timepoints") else len(plan))
+        except (TypeError, ValueError):
+            return 1.0
+
+    each = len(z_planes(seq.z_plan) or [0]) * max(1, len(seq.channels))
+    each *= count(seq.time_plan) * count(seq.grid_plan)
+    positions = seq.stage_positions
+    if isinstance(positions, useq.WellPlatePlan):
+        return each * len(positions) * count(positions.well_points_plan)
+    inner = [_frames_at_most(p.sequence) if p.sequence is not None else 1.0 for p in positions]
+    return each * max(1.0, sum(inner))
 
 
 def _grid_plans(seq: useq.MDASequence) -> list[Any]:
