@@ -234,10 +234,11 @@ def parser() -> argparse.ArgumentParser:
     )
     _acquire_options(acquire)
     info = commands.add_parser(
-        "info", help="summarise an NDTiff or OME-Zarr dataset (a folder or a store URL)"
+        "info", help="summarise an NDTiff, OME-Zarr or OME-TIFF dataset (a folder, URL or file)"
     )
     info.add_argument(
-        "path", help="dataset folder, its NDTiff.index, or an OME-Zarr store URL (s3://...)"
+        "path",
+        help="dataset folder, its NDTiff.index, an OME-Zarr store URL (s3://...) or a .ome.tif",
     )
     commands.add_parser(
         "list", help="list the plans, processors and storage backends of installed plugins"

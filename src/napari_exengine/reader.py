@@ -1,5 +1,7 @@
-"""npe2 reader: NDTiff dataset folders (or their ``NDTiff.index``) and OME-Zarr images (folders, or
-store URLs such as ``s3://bucket/run_1.ome.zarr``) open as lazy layers.
+"""npe2 reader: NDTiff dataset folders (or their ``NDTiff.index``), OME-Zarr images (folders, or
+store URLs such as ``s3://bucket/run_1.ome.zarr``) and OME-TIFF files napari-exengine wrote
+(``run_1.ome.tif``, finished or not) open as lazy layers. OME-TIFFs from other software are
+declined (napari's own TIFF reader opens them).
 
 Only the index (NDTiff) or the metadata and frame records (OME-Zarr) and one frame per channel (for
 contrast limits) are read at open time; each slider move reads just the frames on screen. Channels
@@ -41,6 +43,8 @@ def get_reader(path: Any) -> Callable[[Any], list[LayerData]] | None:
         return None
     if is_omezarr(path):
         return read_omezarr
+    if is_ometiff(path):
+        return read_ometiff
     return None if find_dataset_root(path) is None else read_ndtiff
 
 
@@ -64,6 +68,19 @@ def is_omezarr(path: str | os.PathLike[str]) -> bool:
         ome = attributes.get("ome", attributes)
         return "multiscales" in ome or "bioformats2raw.layout" in ome
     return False
+
+
+def is_ometiff(path: str | os.PathLike[str]) -> bool:
+    """True for a ``.ome.tif`` (``.ome.tiff``) file napari-exengine wrote (its first page carries a
+    frame record); False for other software's, and without ``tifffile``."""
+    text = os.fspath(path)
+    if not (text.lower().endswith((".ome.tif", ".ome.tiff")) and os.path.isfile(text)):
+        return False
+    try:
+        from exengine.storage.ometiff_reader import written_by_exengine
+    except ImportError:
+        return False
+    return written_by_exengine(text)
 
 
 def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
@@ -123,6 +140,51 @@ def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
                 "image",
             )
         )
+    return layers
+
+
+def read_ometiff(path: Any, split_channels: bool = True) -> list[LayerData]:
+    """Open an OME-TIFF file napari-exengine wrote as napari layer data (lazy), from its pages'
+    records: also a file still being written or one a crash left without its OME-XML."""
+    from exengine.storage.ometiff_reader import OMETiffDataset
+
+    if isinstance(path, list):
+        path = path[0]
+    dataset = OMETiffDataset(path)
+    if not len(dataset):
+        raise ValueError(f"{dataset.path} holds no frames yet")
+    values = dataset.axes
+    channels = values.get("channel", [None]) if split_channels else [None]
+    slider_axes = sort_axes([a for a in values if a != "channel" or not split_channels])
+    recorded = dataset.summary_metadata.get("AxisOrder")
+    if isinstance(recorded, list) and sorted(recorded) == sorted(slider_axes):
+        slider_axes = list(recorded)
+    axis_scales = dataset.summary_metadata.get("AxisScales")
+    axis_scales = axis_scales if isinstance(axis_scales, dict) else {}
+    pixel, z_step = dataset.pixel_size_um() or 1.0, dataset.z_step_um() or 1.0
+    scale = [float(axis_scales.get(a, z_step if a == "z" else 1.0)) for a in slider_axes]
+    name = os.path.basename(dataset.path)
+    read = _frame_reader(dataset)
+    layers = []
+    for i, channel in enumerate(channels):
+        fixed = {} if channel is None else {"channel": channel}
+        shown = {a: values[a] for a in slider_axes}
+        data = LazyFrames(read, slider_axes, shown, dataset.frame_shape, dataset.dtype, fixed)
+        sample = next(
+            (c for c in dataset.coordinates() if all(c[a] == v for a, v in fixed.items())), None
+        )
+        frame = read(sample) if sample is not None else None
+        kwargs = {
+            "name": layer_name(name, channel),
+            "metadata": {**_layer_metadata(dataset, shown, fixed), "dataset": dataset},
+            "scale": [*scale, pixel, pixel],
+            "axis_labels": [*slider_axes, "y", "x"],
+            "contrast_limits": contrast_limits(
+                frame if frame is not None else np.zeros((1, 1), data.dtype)
+            ),
+            **_channel_look(channel, i, len(channels)),
+        }
+        layers.append((data, kwargs, "image"))
     return layers
 
 

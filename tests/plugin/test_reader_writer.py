@@ -1,5 +1,5 @@
-"""Reader, writer and sample data: real datasets from other software, ndstorage-written ones, round
-trips."""
+"""Reader, writer and sample data: real datasets from other software, ndstorage-written ones, our
+OME-TIFF files, round trips."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from exengine.data import PlannedData
+from exengine.storage import OMETiffStorage
 from exengine.storage.ndtiff_reader import NDTiffReader
+from napari_exengine.lazy_array import LazyFrames
 from napari_exengine.reader import get_reader, read_ndtiff, refresh_layers
 from napari_exengine.writer import lossless_frames, write_ndtiff
 
@@ -302,3 +305,45 @@ def test_one_layer_with_a_channel_axis_when_asked(testdata):
     assert kwargs["axis_labels"] == ["time", "channel", "z", "y", "x"]
     assert data.shape == (8, 2, 16, 64, 64)
     assert kwargs["metadata"]["axis_values"]["channel"] == ["DAPI", "FITC"]
+
+
+def write_ometiff(directory) -> str:
+    """An OME-TIFF of 2 positions x 2 time points x 2 channels x 3 z planes, 6 x 8 frames."""
+    with OMETiffStorage(directory, "tiff", {"z-step_um": 2.5}, pixel_size_um=0.325) as storage:
+        sizes = {"position": 2, "time": 2, "channel": 2, "z": 3}
+        storage.prepare(PlannedData(sizes, {"channel": ("FITC", "DAPI")}))
+        for position in ("A1", "B2"):
+            for t in range(2):
+                for channel in ("DAPI", "FITC"):
+                    for z in range(3):
+                        coords = {"position": position, "time": t, "channel": channel, "z": z}
+                        value = 1000 * (position == "B2") + 100 * t + 10 * (channel == "FITC") + z
+                        storage.put(coords, np.full((6, 8), value, np.uint16), {})
+    return storage.path
+
+
+@pytest.mark.gui
+def test_viewer_opens_our_ome_tiff_as_lazy_layers(gui_viewer, tmp_path):
+    path = write_ometiff(tmp_path)
+    layers = gui_viewer.open(path, plugin="napari-exengine")  # npe2's discovery of our reader
+    assert [layer.name for layer in layers] == ["tiff_1.ome.tif FITC", "tiff_1.ome.tif DAPI"]
+    assert [layer.colormap.name for layer in layers] == ["green", "blue"]  # by dye
+    for layer in layers:
+        assert isinstance(layer.data, LazyFrames)  # frames are read when shown
+        assert tuple(layer.axis_labels) == ("position", "time", "z", "y", "x")
+        assert layer.data.shape == (2, 2, 3, 6, 8) and layer.data.dtype == np.uint16
+        assert list(layer.scale) == [1.0, 1.0, 2.5, 0.325, 0.325]
+        assert layer.metadata["axis_values"]["position"] == ["A1", "B2"]
+    fitc = layers[0]
+    assert np.asarray(fitc.data[1, 1, 2]).tolist() == np.full((6, 8), 1112).tolist()
+    gui_viewer.dims.current_step = (0, 1, 2, 0, 0)
+    assert layers[1].get_value((0, 1, 2, 3, 4)) == 102  # the slice shown: A1, t 1, DAPI, z 2
+    gui_viewer.dims.current_step = (1, 0, 1, 0, 0)
+    assert layers[1].get_value((1, 0, 1, 3, 4)) == 1001  # B2, t 0, DAPI, z 1
+
+
+def test_other_softwares_ome_tiff_is_declined(tmp_path):
+    assert get_reader(write_ometiff(tmp_path)) is not None
+    theirs = tmp_path / "theirs.ome.tif"
+    tifffile.imwrite(theirs, np.zeros((2, 4, 4), np.uint8), ome=True)
+    assert get_reader(str(theirs)) is None  # other software's: napari's own reader opens them

@@ -1,8 +1,8 @@
 """OME-TIFF storage on tifffile: tifffile reads what it writes as OME-TIFF (every frame at its
 plane, channel names, pixel size, z step, time increment, positions as series), written directly,
 by the engine and DataHandler on the simulated microscope, and from the command line; frames read
-back while writing; a write that fails is cut off; what a SIGKILL leaves, and its repair. No
-mocks."""
+back while writing; a write that fails is cut off; what a SIGKILL leaves, and its repair;
+``exengine info`` and the napari reader on finished and SIGKILLed files. No mocks."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from exengine.storage import OMETiffStorage
 from exengine.storage.ometiff import PLACEHOLDER, RECORD_TAG, repair
 from napari_exengine.cli import main
 from napari_exengine.contributions import build_storage, get_contribution
+from napari_exengine.reader import get_reader, read_ometiff
 
 ome_types = pytest.importorskip("ome_types", reason="validates the OME-XML against its schema")
 
@@ -287,3 +288,66 @@ def test_sigkill_leaves_every_stored_frame_readable_and_repair_writes_the_ome_xm
     assert [c.name for c in pixels.channels] == ["GFP", "DAPI"]
     assert pixels.physical_size_x == 0.5
     assert repair(path) == count  # a finished file is left as it is
+
+
+def info(path: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(["info", path], stream=out), out.getvalue()
+
+
+def test_info_summarises_a_finished_ome_tiff(tmp_path):
+    summary = {"z-step_um": 0.5}
+    with OMETiffStorage(tmp_path, "info", summary, pixel_size_um=0.325) as storage:
+        storage.prepare(
+            PlannedData({"position": 2, "channel": 2, "z": 3}, {"channel": ("FITC", "DAPI")})
+        )
+        for position in ("B", "A"):
+            for channel in ("DAPI", "FITC"):
+                for z in range(3):
+                    coords = {"position": position, "channel": channel, "z": z}
+                    metadata = {"ElapsedTime-ms": 10.0 * len(storage)}
+                    storage.put(coords, np.zeros((6, 8), np.uint16), metadata)
+        storage.annotate({"FramesDropped": 1, "DroppedCoordinates": [{"z": 3}]})
+    status, text = info(storage.path)
+    assert status == 0, text
+    assert (
+        f"Dataset: {storage.path}\nFormat: OME-TIFF\nFrames: 12\nFrame: 6 x 8 uint16\n"
+        "Pixel size: 0.325 µm; z step: 0.5 µm\nAxes:\n  position: 2 (B, A)\n"
+        "  channel: 2 (FITC, DAPI)\n  z: 3 (0, 1, 2)\n"
+    ) in text  # channels in the planned order, positions as they came
+    assert "First/last timestamps: 0.0 ms / 110.0 ms" in text
+    assert "Dropped by the camera: 1 frames" in text  # what annotate added, from the OME-XML
+    assert "Not finished" not in text
+    size = float(text.split("Size on disk: ")[1].split(" MB")[0])
+    assert size == round(os.stat(storage.path).st_blocks * 512 / 1024**2, 1)
+    (tmp_path / "other.ome.tif").write_bytes(b"not a TIFF")
+    tifffile.imwrite(tmp_path / "theirs.ome.tif", np.zeros((2, 4, 4), np.uint8), ome=True)
+    assert main(["info", str(tmp_path / "other.ome.tif")], stream=io.StringIO()) == 2
+    assert main(["info", str(tmp_path / "theirs.ome.tif")], stream=io.StringIO()) == 2
+
+
+def test_info_and_the_reader_on_a_sigkilled_ome_tiff(tmp_path, sigkill_after_lines):
+    lines = sigkill_after_lines(CRASH_WRITER, str(tmp_path), lines=12)
+    path, stored = lines[0], [line.split() for line in lines[1:]]
+    status, text = info(path)
+    assert status == 0, text
+    frames = int(text.split("Frames: ")[1].split()[0])
+    assert frames >= len(stored)
+    assert "Format: OME-TIFF\n" in text and "Frame: 512 x 512 uint16\n" in text
+    assert "Pixel size: 0.5 µm; z step: 2 µm" in text  # the first frame's; the summary's
+    assert f"  time: {(frames + 1) // 2} (0, 1, 2, " in text
+    assert "  channel: 2 (GFP, DAPI)\n" in text  # the planned order, from the first page's record
+    assert "Not finished: no OME-XML yet; every page written reads (run repair to write it" in text
+    assert "First/last timestamps" not in text  # its frames record none
+    layers = {kwargs["name"]: (data, kwargs) for data, kwargs, _ in get_reader(path)(path)}
+    name = os.path.basename(path)
+    assert list(layers) == [f"{name} GFP", f"{name} DAPI"]
+    data, kwargs = layers[f"{name} DAPI"]
+    assert kwargs["axis_labels"] == ["time", "y", "x"] and kwargs["scale"] == [1.0, 0.5, 0.5]
+    for t, channel in stored:
+        if channel == "DAPI":
+            assert (np.asarray(data[int(t)]) == 1 + 10 * int(t)).all()
+    repair(path)
+    status, text = info(path)
+    assert status == 0 and "Not finished" not in text and f"Frames: {frames}\n" in text
+    assert len(read_ometiff(path)) == 2

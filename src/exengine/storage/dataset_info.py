@@ -1,5 +1,5 @@
-"""Summaries of saved datasets, NDTiff or OME-Zarr (in a folder or a store), for ``exengine
-info``."""
+"""Summaries of saved datasets, NDTiff, OME-Zarr (in a folder or a store) or OME-TIFF (a file
+napari-exengine wrote), for ``exengine info``."""
 
 from __future__ import annotations
 
@@ -96,17 +96,21 @@ def _is_omezarr(location: str) -> bool:
 def summarise_dataset(
     location: str | os.PathLike[str], storage_options: Any = None
 ) -> DatasetSummary:
-    """Summarise the NDTiff or OME-Zarr dataset at ``location`` (a folder, an ``NDTiff.index`` or a
-    store URL); ``ValueError`` naming it when it is neither."""
+    """Summarise the NDTiff, OME-Zarr or OME-TIFF dataset at ``location`` (a folder, an
+    ``NDTiff.index``, a store URL or a ``.ome.tif`` file); ``ValueError`` naming it when it is none
+    of them."""
     location = os.fspath(location)
     if _is_omezarr(location):
         return _summarise_omezarr(location, storage_options)
+    if location.lower().endswith((".ome.tif", ".ome.tiff")) and os.path.isfile(location):
+        return _summarise_ometiff(location)
     from .ndtiff_reader import NDTiffReader, find_dataset_root
 
     if find_dataset_root(location) is None:
         raise ValueError(
             f"{location!r} is not a dataset: expected an NDTiff dataset folder (or its "
-            "NDTiff.index) or an OME-Zarr folder or store URL (e.g. s3://bucket/run_1.ome.zarr)"
+            "NDTiff.index), an OME-Zarr folder or store URL (e.g. s3://bucket/run_1.ome.zarr) or "
+            "an OME-TIFF file (run_1.ome.tif)"
         )
     reader = NDTiffReader(location)
     try:
@@ -187,6 +191,37 @@ def _summarise_omezarr(location: str, storage_options: Any) -> DatasetSummary:
     summary.pixel_size_um = dataset.scale.get(dataset.axis_names[-1])
     summary.z_step_um = dataset.scale.get("z")
     if dataset.records and coordinates:
+        summary.timestamps = _timestamps(
+            dataset.read_metadata(coordinates[0]), dataset.read_metadata(coordinates[-1])
+        )
+    return summary
+
+
+def _summarise_ometiff(location: str) -> DatasetSummary:
+    """An OME-TIFF napari-exengine wrote, from its pages' records (finished or not)."""
+    try:
+        from .ometiff_reader import OMETiffDataset
+    except ImportError as error:
+        raise ValueError(f"{location!r} is an OME-TIFF; reading it needs {error}") from None
+    dataset = OMETiffDataset(location)
+    summary = DatasetSummary(
+        path=dataset.path,
+        format="OME-TIFF",
+        frames=len(dataset),
+        frame=f"{' x '.join(map(str, dataset.frame_shape))} {dataset.dtype}",
+        axes=dataset.axes,
+        pixel_size_um=dataset.pixel_size_um(),
+        z_step_um=dataset.z_step_um(),
+        size_bytes=allocated_bytes(dataset.path),
+    )
+    if not dataset.finished:
+        summary.notes.append(
+            "Not finished: no OME-XML yet; every page written reads (run repair to write it: "
+            "exengine.storage.ometiff.repair(path))"
+        )
+    summary.notes += _dropped_note(dataset.summary_metadata)
+    coordinates = dataset.coordinates()
+    if coordinates:
         summary.timestamps = _timestamps(
             dataset.read_metadata(coordinates[0]), dataset.read_metadata(coordinates[-1])
         )
