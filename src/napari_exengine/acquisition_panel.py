@@ -281,8 +281,9 @@ class AcquisitionPanel(DockPanel):
     # ------------------------------------------------------------------------- sequence files
     def load_sequence(self, path: str) -> None:
         """Set the multi-D form from a useq-schema ``MDASequence`` file (YAML or JSON, as
-        pymmcore-widgets writes); a field the form cannot show is refused by name, and nothing is
-        changed then."""
+        pymmcore-widgets writes). Fields the form cannot show (a grid, autofocus...) run as loaded,
+        the form saying so, until the form is edited; what cannot run is refused by name, and
+        nothing is changed then."""
         try:
             self.multi_d.load(path)
         except ValueError as e:
@@ -291,8 +292,8 @@ class AcquisitionPanel(DockPanel):
         self.update_estimate()
 
     def save_sequence(self, path: str) -> Path:
-        """Save the multi-D form as a useq-schema ``MDASequence`` file (``.yaml``/``.yml`` or
-        ``.json``)."""
+        """Save the multi-D form (or the sequence loaded, with every field, while the form is not
+        edited) as a useq-schema ``MDASequence`` file (``.yaml``/``.yml`` or ``.json``)."""
         return self.multi_d.save(path, self.channel_device)
 
     def _choose_sequence_to_load(self) -> None:

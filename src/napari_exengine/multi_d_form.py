@@ -1,6 +1,11 @@
 """The multi-D form of the Acquisition panel: time points, z range, channels (with exposures),
 positions and the axis order, read as and filled from the one settings model
 (:class:`~exengine.events.MultiDSettings`); useq-schema files load into it and save from it.
+
+A loaded sequence with fields the form cannot show (a grid, autofocus, sub-sequences...) is kept as
+loaded: the form shows what it can, one line names the rest, and the loaded settings are the plan
+(run, estimated and saved as loaded) until a setting of the form is edited; any edit drops them,
+and the line says so.
 """
 
 from __future__ import annotations
@@ -10,10 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import useq
 from magicgui import widgets as mw
 
 from exengine.events import MultiDSettings
 from exengine.events.multi_d_events import check_runnable
+
+from .panel_common import wrapping
 
 __all__ = ["MultiDForm"]
 
@@ -24,6 +32,9 @@ class MultiDForm(mw.Container):
 
     ``camera_exposure()`` gives the exposure new per-channel boxes start at; ``changed_settings``
     is called whenever a setting changes (the panel's estimate follows).
+
+    A loaded sequence the form cannot show in full is :attr:`loaded`: it is the form's settings
+    until a setting is edited, and :attr:`loaded_line` names what the form does not show.
     """
 
     def __init__(
@@ -34,6 +45,10 @@ class MultiDForm(mw.Container):
     ) -> None:
         self._camera_exposure = camera_exposure
         self._changed = changed_settings
+        #: The loaded settings the form cannot show in full (the plan until the form is edited).
+        self.loaded: MultiDSettings | None = None
+        self._loaded_extras = ""  # what the form does not show, and where it was loaded from
+        self._filling = False
         self.time_points = mw.SpinBox(value=1, min=1, max=1_000_000_000, label="time points")
         self.until_stopped = mw.CheckBox(value=False, text="until stopped")
         self.interval_s = mw.FloatSpinBox(value=0.0, min=0.0, max=86400.0, label="interval (s)")
@@ -58,6 +73,7 @@ class MultiDForm(mw.Container):
             tooltip="inner axes the camera runs through as one hardware-timed sequence, at its own "
             "pace (e.g. t: back-to-back time points; z, c: with triggerable devices)",
         )
+        self.loaded_line = wrapping(mw.Label(value="", visible=False))
         self.load_sequence_button = mw.PushButton(text="Load sequence…")
         self.save_sequence_button = mw.PushButton(text="Save sequence…")
         files = mw.Container(
@@ -65,7 +81,7 @@ class MultiDForm(mw.Container):
             layout="horizontal",
             labels=False,
         )
-        super().__init__(widgets=[*self.settings_widgets, files])
+        super().__init__(widgets=[*self.settings_widgets, self.loaded_line, files])
         self.margins = (0, 0, 0, 0)
         self.use_z.changed.connect(self.show_z_range)
         self.until_stopped.changed.connect(self.show_time_points)
@@ -73,7 +89,7 @@ class MultiDForm(mw.Container):
         self.per_channel_exposure.changed.connect(self._show_exposures)
         for widget in self.settings_widgets:
             if hasattr(widget, "changed") and not isinstance(widget, mw.PushButton):
-                widget.changed.connect(self._changed)
+                widget.changed.connect(self._edited)
         self.clear_positions.clicked.connect(self._clear_positions)
         self.show_z_range()
 
@@ -101,8 +117,11 @@ class MultiDForm(mw.Container):
 
     # ------------------------------------------------------------------------------ settings
     def settings(self, channel_device: Any) -> MultiDSettings:
-        """The settings the form describes (``channel_device`` selects the channels). Raises
-        ``ValueError`` naming a setting that cannot work."""
+        """The settings the form describes (``channel_device`` selects the channels), or the
+        :attr:`loaded` ones while the form is not edited. Raises ``ValueError`` naming a setting
+        that cannot work."""
+        if self.loaded is not None:
+            return self.loaded
         order = self.order.value.strip().lower()
         for axis in "tpcz":  # axes without values may be left out of the form's order
             if axis not in order:
@@ -125,22 +144,39 @@ class MultiDForm(mw.Container):
             sequence=self.sequenced.value.strip().lower() or None,
         )
 
-    def show_settings(self, settings: MultiDSettings) -> None:
-        """Fill the form from ``settings``; what the form cannot hold is refused by name
-        (``ValueError``) and nothing is changed then."""
+    def show_settings(self, settings: MultiDSettings, source: str = "the file") -> None:
+        """Fill the form from ``settings`` (loaded from ``source``). Fields the form cannot show
+        (:func:`form_extras`) are kept: ``settings`` is then :attr:`loaded`, the plan until a
+        setting is edited, and :attr:`loaded_line` names them. What cannot run and channels the
+        channel device does not have are refused by name (``ValueError``), changing nothing."""
         check_runnable(settings.sequence)
-        interval = settings.time_interval_s
-        if isinstance(interval, list):
-            raise ValueError("the time plan has unequal intervals; the panel has one interval")
-        positions = settings.sequence.stage_positions
-        if any(p.z is not None for p in positions):
-            raise ValueError("the positions have a z each; the panel's positions are x, y only")
         unknown = [c for c in settings.channel_names if c not in self.channels.choices]
         if unknown:
             raise ValueError(f"channels {unknown} are not among {list(self.channels.choices)}")
+        extras = ", ".join(form_extras(settings))
+        self._filling = True
+        try:
+            self._fill(settings)
+        finally:
+            self._filling = False
+        self.loaded = settings if extras else None
+        self._loaded_extras = f"{extras} from {source}"
+        self.loaded_line.value = (
+            f"{extras} run as loaded from {source}; edit them in the file (editing the form "
+            "drops them)"
+            if extras
+            else ""
+        )
+        self.loaded_line.visible = bool(extras)
+        self.show_time_points()
+        self._changed()
+
+    def _fill(self, settings: MultiDSettings) -> None:
+        """Show in the widgets what they can hold of ``settings``."""
+        interval = settings.time_interval_s
         self.until_stopped.value = settings.until_stopped
         self.time_points.value = settings.time_points or 1
-        self.interval_s.value = interval
+        self.interval_s.value = interval[0] if isinstance(interval, list) else interval
         z_range = settings.z_range()
         self.use_z.value = z_range is not None
         if z_range is not None:
@@ -152,17 +188,38 @@ class MultiDForm(mw.Container):
         for channel, exposure in zip(settings.channel_names, exposures or [], strict=False):
             self._exposure_boxes[channel].value = exposure
         self._clear_positions()
-        for label, position in zip(settings.position_labels, positions, strict=True):
-            self.add_position_at(position.x, position.y, str(label))
+        positions = list(settings.sequence.stage_positions)
+        if all(p.x is not None and p.y is not None for p in positions):
+            for label, position in zip(settings.position_labels, positions, strict=True):
+                self.add_position_at(position.x, position.y, str(label))
+        else:  # a position without x or y has no row: the count says what runs
+            self.positions_label.value = f"{len(positions)} positions, as loaded"
         self.order.value = "".join(settings.axis_order) or "tpcz"
         self.sequenced.value = settings.hardware_sequenced
 
+    def _edited(self, *_: Any) -> None:
+        """A setting changed: an edit drops the :attr:`loaded` settings (the line says so), then
+        the panel follows."""
+        if self._filling:
+            return
+        if self.loaded is not None:
+            self.loaded = None
+            self.loaded_line.value = (
+                f"{self._loaded_extras} dropped: the form was edited and runs as shown (load the "
+                "file again to run them)"
+            )
+            self.positions_label.value = self._positions_text()
+            self.show_time_points()
+        self._changed()
+
     def load(self, path: str | Path) -> None:
-        """Fill the form from a useq-schema ``MDASequence`` file (YAML or JSON)."""
-        self.show_settings(MultiDSettings.load(path))
+        """Fill the form from a useq-schema ``MDASequence`` file (YAML or JSON); fields the form
+        cannot show run as loaded until the form is edited (see :meth:`show_settings`)."""
+        self.show_settings(MultiDSettings.load(path), source=Path(path).name)
 
     def save(self, path: str | Path, channel_device: Any) -> Path:
-        """Save the form's settings as a useq-schema ``MDASequence`` file."""
+        """Save the form's settings (the :attr:`loaded` ones, with all their fields, while the
+        form is not edited) as a useq-schema ``MDASequence`` file."""
         return self.settings(channel_device).save(path)
 
     def set_channel_names(self, names: list[str]) -> None:
@@ -178,8 +235,12 @@ class MultiDForm(mw.Container):
         return start, stop, step if stop >= start else -step
 
     def show_time_points(self, *_: Any) -> None:
-        """The number of time points can be edited unless "until stopped" is on."""
-        self.time_points.enabled = not self.until_stopped.value and self.until_stopped.enabled
+        """While the form can be edited, "until stopped" is offered unless loaded settings run
+        (their plan cannot run until stopped), and the number of time points can be edited unless
+        "until stopped" is on."""
+        editable = self.interval_s.enabled
+        self.until_stopped.enabled = editable and self.loaded is None
+        self.time_points.enabled = editable and not self.until_stopped.value
 
     def show_z_range(self, *_: Any) -> None:
         """The z range can be edited while "z stack" is on (and nothing runs)."""
@@ -205,11 +266,11 @@ class MultiDForm(mw.Container):
                     step=1.0,
                     label=f"{channel} exposure (ms)",
                 )
-                box.changed.connect(self._changed)
+                box.changed.connect(self._edited)
                 self.exposure_rows.append(box)
                 self._exposure_boxes[channel] = box
         self.exposure_rows.visible = bool(self._exposure_boxes)
-        self._changed()
+        self._edited()
 
     def exposures(self) -> list[float] | None:
         """The exposure (ms) of each selected channel, or None to keep the camera's exposure."""
@@ -233,7 +294,7 @@ class MultiDForm(mw.Container):
         )
         row.margins = (0, 0, 0, 0)
         for widget in list(row)[:3]:
-            widget.changed.connect(self._changed)
+            widget.changed.connect(self._edited)
         list(row)[3].clicked.connect(lambda: self._remove_position(row))
         self.position_rows.append(row)
         self._show_positions()
@@ -265,9 +326,37 @@ class MultiDForm(mw.Container):
         self._show_positions()
 
     def _show_positions(self) -> None:
+        self.position_rows.visible = bool(len(self.position_rows))
+        self.positions_label.value = self._positions_text()
+        self._edited()
+
+    def _positions_text(self) -> str:
         count = len(self.position_rows)
-        self.position_rows.visible = bool(count)
-        self.positions_label.value = (
-            f"{count} position{'' if count == 1 else 's'}" if count else "current position only"
-        )
-        self._changed()
+        return f"{count} position{'' if count == 1 else 's'}" if count else "current position only"
+
+
+def form_extras(settings: MultiDSettings) -> list[str]:
+    """The fields of ``settings`` that change what runs and that the form cannot show, by name
+    (empty when it shows them all)."""
+    seq = settings.sequence
+    extras = [
+        name for name in ("grid_plan", "autofocus_plan", "setup") if getattr(seq, name) is not None
+    ]
+    if isinstance(settings.time_interval_s, list):
+        extras.append("time_plan (unequal intervals)")
+    if settings.z_is_relative:
+        extras.append("z_plan (relative)")
+    for field, default in (("do_stack", True), ("acquire_every", 1), ("z_offset", 0.0)):
+        if any(getattr(channel, field) != default for channel in seq.channels):
+            extras.append(f"channels' {field}")
+    positions = list(seq.stage_positions)
+    if isinstance(seq.stage_positions, useq.WellPlatePlan):
+        extras.append("stage_positions (a well plate)")
+    named = {
+        "positions' z": lambda p: p.z is not None,
+        "positions without x or y": lambda p: p.x is None or p.y is None,
+        "positions' sub-sequences": lambda p: p.sequence is not None,
+        "positions' properties": lambda p: bool(getattr(p, "properties", None)),
+    }
+    extras += [name for name, has in named.items() if any(has(p) for p in positions)]
+    return extras

@@ -198,10 +198,10 @@ def test_sequences_save_and_load_through_useq(gui_viewer, scope, tmp_path):
     assert other.multi_d.settings(other.channel_device) == panel.multi_d.settings(
         panel.channel_device
     )
-    grid = tmp_path / "grid.json"
-    grid.write_text('{"grid_plan": {"rows": 2, "columns": 2}}')
-    with pytest.raises(ValueError, match="grid_plan"):
-        other.load_sequence(str(grid))
+    unrunnable = tmp_path / "camera.json"  # a grid runs as loaded (test_panel_sequences.py)
+    unrunnable.write_text('{"channels": [{"config": "DAPI", "camera": "Other"}]}')
+    with pytest.raises(ValueError, match="camera"):
+        other.load_sequence(str(unrunnable))
     assert other.multi_d.time_points.value == 3, "a refused file changes nothing"
 
 
