@@ -6,6 +6,7 @@ Device calls run on worker threads; napari objects are touched only on the GUI t
 from __future__ import annotations
 
 import ast
+import collections
 import contextlib
 import time
 from typing import Any
@@ -44,6 +45,9 @@ from .panel_common import (
 
 #: Properties of the demo devices that exist for tests, not for users: the panel leaves them out.
 TEST_HOOKS = frozenset({"fail_next_frames"})
+#: Live's frame rate is the camera's frames over the last this many seconds (all frames, not only
+#: those shown: Live shows at most 30 a second).
+LIVE_RATE_WINDOW_S = 1.0
 
 
 def property_widget(device: Device, prop: str) -> mw.Widget:
@@ -280,15 +284,20 @@ class DevicesPanel(DockPanel):
         return run_in_thread(acquire, lambda snapped: self._show("Snap", *snapped), what="Snap")
 
     def _show(self, name: str, frame: np.ndarray, metadata: Any) -> None:
-        """Show ``frame`` in layer ``name`` at the physical scale of acquisitions' layers."""
+        """Show ``frame`` in layer ``name`` at the physical scale of acquisitions' layers; a frame
+        from another camera gets its own contrast."""
         pixel = pixel_size_um(metadata)
+        camera = getattr(self.camera, "name", None)
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = frame
             if tuple(layer.scale) != (pixel, pixel):
                 layer.scale = (pixel, pixel)
+            if layer.metadata.get("camera") != camera:
+                layer.reset_contrast_limits()
         else:
-            self.viewer.add_image(frame, name=name, scale=(pixel, pixel))
+            layer = self.viewer.add_image(frame, name=name, scale=(pixel, pixel))
+        layer.metadata["camera"] = camera
 
     def toggle_live(self) -> None:
         """Start or stop continuous capture into the ``Live`` layer."""
@@ -305,21 +314,32 @@ class DevicesPanel(DockPanel):
             engine = ExecutionEngine.get_instance()
             engine.submit(StartContinuousCapture(detector=camera)).await_execution(10)  # type: ignore[union-attr]
             last = 0.0
+            arrivals: collections.deque[float] = collections.deque()
             while True:
                 frame, metadata = camera.pop_data(timeout=0.05)
-                if frame is not None and time.monotonic() - last > 1 / 30:
-                    last = time.monotonic()
-                    yield frame, metadata
+                now = time.monotonic()
+                if frame is not None:
+                    arrivals.append(now)
+                while arrivals and now - arrivals[0] > LIVE_RATE_WINDOW_S:
+                    arrivals.popleft()
+                if frame is not None and now - last > 1 / 30:
+                    last = now
+                    yield frame, metadata, len(arrivals) / LIVE_RATE_WINDOW_S
                 else:
                     yield None
 
         worker = live()
-        worker.yielded.connect(lambda shown: shown is not None and self._show("Live", *shown))
+        worker.yielded.connect(lambda shown: shown is not None and self._show_live(*shown))
         worker.errored.connect(lambda e: show_error(f"Live failed: {e}"))
         worker.finished.connect(self._live_ended)
         self._live_worker = worker
         self.live_button.text = "Stop live"
         worker.start()
+
+    def _show_live(self, frame: np.ndarray, metadata: Any, rate: float) -> None:
+        self._show("Live", frame, metadata)
+        self.status.value = f"Live: {rate:.1f} frames/s from {getattr(self.camera, 'name', '?')}"
+        show_as_error(self.status, False)
 
     def _live_ended(self) -> None:
         camera = self.camera

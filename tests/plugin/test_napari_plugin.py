@@ -76,6 +76,11 @@ def test_snap_and_live(gui_viewer, scope, qtbot):
     panel.toggle_live()
     qtbot.waitUntil(lambda: "Live" in gui_viewer.layers, timeout=10000)
     assert tuple(gui_viewer.layers["Live"].scale) == pytest.approx((0.65, 0.65))
+    # the camera's frame rate, counted over the last second
+    qtbot.waitUntil(lambda: "frames/s from Camera" in panel.status.value, timeout=10000)
+    qtbot.waitUntil(
+        lambda: float(panel.status.value.split()[1]) > 1.0, timeout=10000
+    )  # 20 ms exposures: tens a second
     panel.toggle_live()
     qtbot.waitUntil(lambda: panel._live_worker is None, timeout=10000)
     assert panel.live_button.text == "Live"
@@ -84,6 +89,17 @@ def test_snap_and_live(gui_viewer, scope, qtbot):
     panel.snap()
     qtbot.waitUntil(lambda: snap.data.shape == (256, 256), timeout=10000)
     assert tuple(snap.scale) == pytest.approx((1.3, 1.3))
+    # a Snap from another camera (8-bit) gets its own contrast, not the first camera's (black)
+    from exengine.devices.simulated import add_simulated_camera
+
+    second = add_simulated_camera("Camera8", beside=scope["Camera"])
+    second.bit_depth = 8
+    panel.camera_choice.reset_choices()
+    panel.camera_choice.value = second
+    first_contrast = tuple(snap.contrast_limits)
+    panel.snap()
+    qtbot.waitUntil(lambda: snap.metadata.get("camera") == "Camera8", timeout=10000)
+    assert snap.data.dtype == np.uint8 and snap.contrast_limits[1] <= 255 < first_contrast[1]
 
 
 def run_panel(panel, qtbot, timeout=30000):
