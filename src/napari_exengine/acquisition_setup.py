@@ -28,7 +28,7 @@ from exengine.data import DataHandler, DataProcessor, DataStorage, PlannedData
 from exengine.events import MultiDPlan, MultiDSettings
 from exengine.plan_helpers import frame_shape
 from exengine.processors import ProcessorChain, fit_to_plan
-from exengine.storage.store_url import credentials_in, is_store_url, redact_url
+from exengine.storage.store_url import is_store_url, refuse_credentials
 
 from .contributions import (
     DEFAULT_STORAGE,
@@ -251,11 +251,10 @@ def _check_destination(request: AcquisitionRequest) -> None:
     destination = request.destination
     if not is_store_url(destination):
         return
-    if credentials_in(destination):
-        raise SetupError(
-            f"The store URL {redact_url(destination)!r} carries credentials: give them in the "
-            "environment instead (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3)"
-        )
+    try:
+        refuse_credentials(destination)
+    except ValueError as e:
+        raise SetupError(str(e)) from None
     storage = get_contribution(request.storage, "storage")
     if not getattr(storage.factory(), "accepts_store_urls", False):
         raise SetupError(

@@ -190,14 +190,10 @@ def _on_interrupt(
 
 def run_info(args: argparse.Namespace, stream: TextIO) -> int:
     from exengine.storage.dataset_info import summarise_dataset
-    from exengine.storage.store_url import credentials_in, redact_url
+    from exengine.storage.store_url import refuse_credentials
 
-    if credentials_in(args.path):
-        raise UsageError(
-            f"The store URL {redact_url(args.path)!r} carries credentials: give them in the "
-            "environment instead (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3)"
-        )
     try:
+        refuse_credentials(args.path)
         summary = summarise_dataset(args.path)
     except ValueError as e:
         raise UsageError(str(e)) from None

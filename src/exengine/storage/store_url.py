@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any
 
-__all__ = ["credentials_in", "is_store_url", "local_path", "redact_url"]
+__all__ = ["credentials_in", "is_store_url", "local_path", "redact_url", "refuse_credentials"]
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
@@ -33,3 +33,13 @@ def credentials_in(url: str) -> bool:
 def redact_url(url: str) -> str:
     """``url`` with its credentials, if any, replaced by ``***``: safe to echo."""
     return _USERINFO.sub(r"\1***@", url) if isinstance(url, str) else url
+
+
+def refuse_credentials(url: str) -> None:
+    """``ValueError`` (echoing ``url`` redacted) when the store URL carries credentials: they would
+    be echoed in messages and sent to the server as part of the path."""
+    if credentials_in(url):
+        raise ValueError(
+            f"The store URL {redact_url(url)!r} carries credentials: give them in the "
+            "environment instead (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3)"
+        )
