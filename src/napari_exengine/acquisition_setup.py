@@ -18,7 +18,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from exengine.data import DataHandler, DataProcessor, DataStorage, PlannedData
 from exengine.events import MultiDPlan, MultiDSettings
 from exengine.plan_helpers import frame_shape
 from exengine.processors import ProcessorChain, fit_to_plan
+from exengine.resumed_plan import ResumedPlan
 from exengine.storage.store_url import is_store_url, refuse_credentials
 
 from .contributions import (
@@ -38,7 +39,10 @@ from .contributions import (
     build_storage,
     get_contribution,
 )
-from .device_sets import DeviceSet
+from .device_sets import DeviceSet, device_state
+
+if TYPE_CHECKING:
+    from .resume_setup import ResumableDataset
 
 __all__ = [
     "AcquisitionRequest",
@@ -78,7 +82,8 @@ class AcquisitionRequest:
     roles; ``processors`` run in order, where ``processing`` says (``"local"``, ``"cluster:N"`` or
     a Dask scheduler address); the storage ``storage`` (an npe2 id, with ``storage_settings``)
     writes ``name`` into ``destination`` (a folder or a store URL). ``exposure_ms`` sets the
-    camera's exposure first; ``software`` names the front end in the summary metadata.
+    camera's exposure first; ``software`` names the front end in the summary metadata. ``resume``
+    continues an interrupted dataset instead of making a new one.
     """
 
     plan: MultiDSettings | ContributedPlan
@@ -91,6 +96,9 @@ class AcquisitionRequest:
     processing: str = "local"
     exposure_ms: float | None = None
     software: str = "napari-exengine"
+    #: The interrupted dataset to continue (see :mod:`napari_exengine.resume_setup`): the plan
+    #: leaves out the frames it holds, and the rest are added to it.
+    resume: ResumableDataset | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,10 @@ class CheckedAcquisition:
                 camera.exposure = request.exposure_ms
         storage = None
         try:
-            storage = _storage(request, self.planned.summary_metadata)
+            if request.resume is not None:
+                storage = request.resume.reopen()
+            else:
+                storage = _storage(request, self.planned.summary_metadata)
             handler = DataHandler(storage, processing)
         except BaseException:
             if processing is not None:
@@ -149,6 +160,9 @@ class CheckedAcquisition:
                 storage.finish()
             raise
         plan = _make_plan(request, handler)
+        if request.resume is not None:
+            handler.skip_stored(request.resume.stored)
+            plan = ResumedPlan(plan, request.resume.stored)
         return Acquisition(plan, handler, total_frames=self.total_frames, planned=self.planned)
 
 
@@ -161,8 +175,9 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
     if request.exposure_ms is not None:
         for each in _cameras(request):
             check_setting(each, "exposure", request.exposure_ms)
-    _check_name(request.name)
-    _check_destination(request)
+    if request.resume is None:
+        _check_name(request.name)
+        _check_destination(request)
     try:
         parse_location(request.processing)
         if request.processing not in ("local", "", None) and not request.processors:
@@ -172,6 +187,8 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
         if hasattr(plan, "validate"):
             plan.validate()
         shape = frame_shape(camera)
+        if request.resume is not None:
+            plan = _resumed(request.resume, plan, shape)
         axis_sizes = dict(getattr(plan, "axis_sizes", {}) or {})
         notes = tuple(n for p in processors for n in fit_to_plan(p, axis_sizes, shape))
     except (ContributionError, KeyError) as e:
@@ -205,6 +222,24 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
 
 
 # ------------------------------------------------------------------------------------ helpers
+def _resumed(dataset: ResumableDataset, plan: Any, shape: tuple[int, ...] | None) -> ResumedPlan:
+    """``plan`` without what ``dataset`` holds; refused when it is complete or its frames would
+    not match the camera's."""
+    if dataset.frame_shape is not None and shape is not None and dataset.frame_shape != shape:
+        raise SetupError(
+            f"The camera's frames are {shape[1]}x{shape[0]} pixels, the dataset's "
+            f"{dataset.frame_shape[1]}x{dataset.frame_shape[0]}: set the camera's ROI and binning "
+            "as they were"
+        )
+    resumed = ResumedPlan(plan, dataset.stored)
+    if resumed.total_frames == 0:
+        raise SetupError(
+            f"{dataset.path} is already complete: all {len(dataset.stored):,} frames of its plan "
+            "are stored"
+        )
+    return resumed
+
+
 def _make_plan(request: AcquisitionRequest, handler: DataHandler | None) -> Any:
     roles = request.devices.plan_arguments()
     if isinstance(request.plan, MultiDSettings):
@@ -277,7 +312,9 @@ def _summary(request: AcquisitionRequest, plan: Any) -> dict[str, Any]:
     """The dataset's summary metadata: the front end, the plan's settings, the devices' roles,
     and the z step and time interval under Micro-Manager's keys (readers, ours too, scale z and
     time by them)."""
-    summary: dict[str, Any] = {"Software": request.software}
+    summary: dict[str, Any] = {"Software": request.software, "Backend": request.devices.backend}
+    if request.devices.mm_config:
+        summary["MMConfig"] = request.devices.mm_config
     if isinstance(request.plan, MultiDSettings):
         summary["Plan"] = {"id": "multi_d", "settings": request.plan.as_json()}
         z_range = request.plan.z_range()
@@ -289,6 +326,9 @@ def _summary(request: AcquisitionRequest, plan: Any) -> dict[str, Any]:
     else:
         settings = {k: v for k, v in request.plan.settings.items() if _is_json(v)}
         summary["Plan"] = {"id": request.plan.id, "settings": settings}
+        left_out = sorted(set(request.plan.settings) - set(settings))
+        if left_out:  # resuming needs every setting: it is refused then
+            summary["Plan"]["left_out"] = left_out
     summary["Devices"] = {
         role: [getattr(d, "name", d) for d in device]
         if isinstance(device, list)
@@ -296,6 +336,10 @@ def _summary(request: AcquisitionRequest, plan: Any) -> dict[str, Any]:
         for role, device in request.devices.plan_arguments().items()
         if device is not None
     }
+    state = summary["DeviceState"] = device_state(request.devices)
+    if request.exposure_ms is not None:  # set once the acquisition is created
+        for camera in state.get("cameras", {}).values():
+            camera["exposure"] = request.exposure_ms
     if request.processors:
         summary["Processors"] = [
             {"id": p.id, "settings": {k: v for k, v in p.settings.items() if _is_json(v)}}

@@ -79,6 +79,13 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
         raise UsageError(checked.space_warning)
     for note in checked.notes:
         stream.write(f"note: {note}\n")
+    resumed = checked.request.resume
+    if resumed is not None:
+        left = "" if checked.total_frames is None else f"; {checked.total_frames:,} to go"
+        stream.write(
+            f"Resuming {resumed.path}: {len(resumed.stored):,} frames stored{left} (time-lapse "
+            "intervals restart now)\n"
+        )
     acquisition = checked.create()
     where = getattr(acquisition.data_handler.storage, "path", "memory")
     interrupts: list[int] = []
@@ -303,6 +310,12 @@ def _acquire_options(acquire: argparse.ArgumentParser) -> None:
         "--plan",
         help=f"plan id (default {DEFAULT_PLAN}: the options above; see 'exengine list'), "
         f"with its settings as KEY=VALUE words",
+    )
+    acquire.add_argument(
+        "--resume",
+        metavar="DATASET",
+        help="continue an interrupted acquisition (a stop, a crash, a power cut) in its NDTiff "
+        "dataset: its own plan and devices, from the first frame not stored, appending to it",
     )
     acquire.add_argument("plan_settings", nargs="*", metavar="KEY=VALUE", help="settings of --plan")
 

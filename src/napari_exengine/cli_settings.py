@@ -72,6 +72,8 @@ _USEQ_FIELDS = {"time_plan", "z_plan", "stage_positions", "axis_order", "grid_pl
 def request_from(args: argparse.Namespace) -> AcquisitionRequest:
     """The acquisition ``exengine acquire`` was asked for: the file's settings, then the options;
     the devices of ``--backend`` loaded. Raises :class:`UsageError` naming a bad value."""
+    if getattr(args, "resume", None):
+        return _resume_request(args)
     settings, sequence = _settings(args)
     devices = _devices(settings)
     plan = _plan(settings, sequence, devices)
@@ -93,6 +95,32 @@ def request_from(args: argparse.Namespace) -> AcquisitionRequest:
         exposure_ms=None if exposure is None else _number(exposure, "exposure"),
         software="exengine acquire",
     )
+
+
+def _resume_request(args: argparse.Namespace) -> AcquisitionRequest:
+    """``--resume DATASET``: the dataset's own plan and devices; only the backend may be given."""
+    from .acquisition_setup import SetupError
+    from .resume_setup import open_resumable, resume_request
+
+    given = [
+        f"--{key.replace('_', '-')}"
+        for key in (*SETTINGS, "file")
+        if key not in ("backend", "mm_config") and getattr(args, key, None) not in (None, False, [])
+    ]
+    if given:
+        raise UsageError(
+            f"--resume continues the dataset's own plan, devices and storage: drop "
+            f"{', '.join(given)}"
+        )
+    try:
+        return resume_request(
+            open_resumable(args.resume),
+            backend=args.backend,
+            mm_config=args.mm_config,
+            software="exengine acquire",
+        )
+    except SetupError as e:
+        raise UsageError(str(e)) from None
 
 
 #: The largest settings file read (bytes), and the most values it may hold once YAML aliases are

@@ -3,10 +3,11 @@ python-microscope."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,9 @@ class DeviceSet:
     xy: Any
     channel: Any
     channel_property: str
+    #: The backend that made the devices, and its Micro-Manager configuration file (if any).
+    backend: str = "simulated"
+    mm_config: str | None = None
 
     def plan_arguments(self) -> dict[str, Any]:
         """The devices as a plan takes them (``exengine.plan_helpers.PLAN_ARGUMENTS``)."""
@@ -66,6 +70,8 @@ def load_device_set(
         device_set = _simulated(prefix)
     if cameras:
         device_set.camera = _cameras(cameras, device_set, simulated=backend == "simulated")
+    device_set.backend = backend
+    device_set.mm_config = os.path.abspath(mm_config) if mm_config else None
     return device_set
 
 
@@ -175,3 +181,56 @@ def _microscope(prefix: str) -> DeviceSet:
         devices[f"{prefix}FilterWheel"],
         "channel",
     )
+
+
+#: Camera settings written down at the start and restored on resume, when a camera has them.
+CAMERA_STATE = ("exposure", "binning", "roi", "bit_depth")
+
+
+def device_state(devices: DeviceSet) -> dict[str, Any]:
+    """The state a plan starts from, as JSON values: stage positions, and each camera's settings
+    (written into a dataset's summary, restored to resume it)."""
+    state: dict[str, Any] = {}
+    for role, device in (("xy", devices.xy), ("z", devices.z)):
+        with contextlib.suppress(Exception):  # a stage that cannot say: nothing to restore
+            position = device.get_position()
+            state[role] = list(position) if isinstance(position, (tuple, list)) else position
+    cameras = devices.camera if isinstance(devices.camera, (list, tuple)) else [devices.camera]
+    for camera in cameras:
+        settings = {}
+        for name in CAMERA_STATE:
+            with contextlib.suppress(Exception):
+                value = getattr(camera, name)
+                if isinstance(value, (int, float, str, tuple, list)):
+                    settings[name] = list(value) if isinstance(value, tuple) else value
+        if settings:
+            state.setdefault("cameras", {})[getattr(camera, "name", "camera")] = settings
+    return state
+
+
+def restore_device_state(devices: DeviceSet, state: Mapping[str, Any]) -> None:
+    """Put the devices back in ``state`` (as :func:`device_state` wrote it); raise
+    ``ValueError`` naming what cannot be restored."""
+    for role, device in (("xy", devices.xy), ("z", devices.z)):
+        if role in state and device is not None:
+            target = state[role]
+            try:
+                if isinstance(target, list):
+                    device.set_position(*target)
+                else:
+                    device.set_position(target)
+            except Exception as e:
+                raise ValueError(f"Cannot move the {role} stage back to {target}: {e}") from None
+    cameras = devices.camera if isinstance(devices.camera, (list, tuple)) else [devices.camera]
+    by_name = {getattr(camera, "name", "camera"): camera for camera in cameras}
+    for name, settings in (state.get("cameras") or {}).items():
+        camera = by_name.get(name)
+        if camera is None:
+            continue
+        for key in CAMERA_STATE:
+            if key in settings:
+                value = settings[key]
+                try:
+                    setattr(camera, key, tuple(value) if isinstance(value, list) else value)
+                except Exception as e:
+                    raise ValueError(f"Cannot set {name}'s {key} back to {value}: {e}") from None

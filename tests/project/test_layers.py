@@ -27,6 +27,7 @@ FLOORS = {
         "exengine.acquisition_status",
         "exengine.plans",
         "exengine.plan_helpers",
+        "exengine.resumed_plan",
     ),
     5: ("napari_exengine",),
 }

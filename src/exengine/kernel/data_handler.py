@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +110,7 @@ class DataHandler(DataPipeline):
         self._no_readers.set()
         self._accepted = 0
         self._stored = 0
+        self._skipped: frozenset[DataCoordinates] = frozenset()
         self._storage_queue: SimpleQueue[Any] = SimpleQueue()
         self._process_queue: SimpleQueue[Any] | None = (
             SimpleQueue() if processor is not None else None
@@ -219,6 +220,8 @@ class DataHandler(DataPipeline):
             raise TypeError(
                 f"Data at {dict(coords)} must be a numpy array, got {type(data).__name__}"
             )
+        if coords in self._skipped:
+            return
         nbytes = data.nbytes
         with self._cond:
             self._raise_if_unusable()
@@ -278,6 +281,11 @@ class DataHandler(DataPipeline):
         if return_data:
             return data
         return metadata if return_metadata else None
+
+    def skip_stored(self, coordinates: Iterable[CoordinatesLike]) -> None:
+        """Frames at ``coordinates`` are stored already (a resumed dataset): a ``put`` there lets
+        the frame go instead of storing it twice."""
+        self._skipped = self._skipped | {as_coordinates(c) for c in coordinates}
 
     def keep_raw_frames(self, count: int) -> None:
         """Keep the newest ``count`` frames that the processor turned into other frames (a

@@ -38,10 +38,12 @@ import numpy as np
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ._frames import FrameStorage, check_writable, json_safe, write_atomically
 from ._preallocate import SpaceReserver
-from .ndtiff_reader import RUN_SUMMARY
+from .ndtiff_reader import INDEX_NAME, RUN_SUMMARY, NDTiffReader
 
 try:
     import ndstorage
+    from ndstorage.ndtiff_file import SingleNDTiffWriter
+    from ndstorage.ndtiff_index import NDTiffIndexEntry
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "NDTiff/NDRAM storage needs the 'ndstorage' package: pip install "
@@ -204,6 +206,17 @@ class _NDTiffDataset(ndstorage.NDTiffDataset):
             self.new_writer_state = _image_file_state(writer)
         self.__dict__["_direct_current_writer"] = writer
 
+    def put_image(self, coordinates: Any, image: Any, metadata: Any) -> None:
+        prefix = self.__dict__.get("append_as")
+        if prefix is not None and self.current_writer is None:  # resumed: new files, same index
+            self.name = prefix
+            self.current_writer = SingleNDTiffWriter(
+                self.path, f"{prefix}_NDTiffStack.tif", self._summary_metadata
+            )
+            self.file_index = 1
+            self._index_file = open(os.path.join(self.path, INDEX_NAME), "ab")  # noqa: SIM115
+        super().put_image(coordinates, image, metadata)
+
     def roll_back(self, writer: Any, state: _ImageFileState) -> None:
         """Undo a failed image write: the next image goes where it would have gone, with nothing
         pending."""
@@ -256,6 +269,58 @@ class NDTiffStorage(_NDStorage):
         """A dataset in exactly the folder ``path``, which must not exist yet."""
         path = os.path.abspath(os.fspath(path))
         return cls(os.path.dirname(path), os.path.basename(path), summary_metadata, _exact=True)
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike[str]) -> NDTiffStorage:
+        """The NDTiff dataset in ``path`` reopened to add frames (an acquisition resumed): the
+        frames stored stay untouched and readable; new frames go to new image files
+        (``resume<k>_NDTiffStack*.tif``), their entries appended to the index, after cutting off
+        a last entry a crash left incomplete. The summary loses what the interrupted run learned
+        (``FramesDropped``: those frames are acquired again)."""
+        reader = NDTiffReader(path)
+        try:
+            if reader.multiresolution:
+                raise ValueError(f"{reader.path!r} is a multi-resolution dataset: it cannot resume")
+            entries = dict(reader.entries)
+            complete = reader.complete_index_bytes
+            summary = {
+                k: v for k, v in reader.summary_metadata.items() if k not in _LEARNED_WHILE_RUNNING
+            }
+        finally:
+            reader.close()
+        folder = os.path.normpath(reader.path)
+        check_writable(folder)
+        index = os.path.join(folder, INDEX_NAME)
+        if os.path.getsize(index) > complete:
+            os.truncate(index, complete)
+        dataset = _NDTiffDataset(folder, writable=True)
+        dataset.append_as = _free_prefix(folder)
+        storage = cls.__new__(cls)
+        _NDStorage.__init__(storage, dataset, summary)
+        storage._frame_kind = None
+        storage._stale_readers = False
+        storage._reserver = SpaceReserver()
+        storage.path = folder
+        for key, entry in entries.items():
+            dataset.add_index_entry(
+                NDTiffIndexEntry(
+                    key,
+                    entry.pixel_type,
+                    entry.pixel_offset,
+                    entry.width,
+                    entry.height,
+                    entry.metadata_offset,
+                    entry.metadata_length,
+                    entry.filename,
+                )
+            )
+            coords = DataCoordinates(dict(key))
+            storage._index.add(coords)
+            storage._coordinates.append(coords)
+            for axis, value in coords.items():
+                storage._axis_kinds.setdefault(axis, type(value))
+            storage._frame_kind = storage._frame_kind or (entry.shape, entry.dtype)
+        return storage
 
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
         if data.dtype not in NDTIFF_DTYPES:
@@ -334,6 +399,19 @@ class NDTiffStorage(_NDStorage):
 
     def __repr__(self) -> str:
         return f"NDTiffStorage({self.path!r})"
+
+
+#: What an interrupted run wrote into the summary, which its resumed run counts again.
+_LEARNED_WHILE_RUNNING = ("FramesDropped", "DroppedCoordinates")
+
+
+def _free_prefix(folder: str) -> str:
+    """``resume<k>``: the first file name prefix no file in ``folder`` has."""
+    names = os.listdir(folder)
+    k = 1
+    while any(name.startswith(f"resume{k}_") for name in names):
+        k += 1
+    return f"resume{k}"
 
 
 class NDRAMStorage(_NDStorage):

@@ -137,6 +137,11 @@ class _Level:
         self._position += position
         return added
 
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of the index read as complete entries."""
+        return self._position
+
     def _read_v2_index(self) -> int:
         if self.entries:
             return 0
@@ -304,6 +309,12 @@ class NDTiffReader:
         self.summary_metadata = (
             self.levels[0].summary_metadata if version < 3 else self._read_summary(folder)
         )
+
+    @property
+    def complete_index_bytes(self) -> int:
+        """The length of the full-resolution index's complete entries (a last entry cut short by a
+        crash lies beyond)."""
+        return self.levels[0].index_bytes
 
     def refresh(self) -> int:
         """Pick up frames written since opening (or the last refresh); returns how many are new."""

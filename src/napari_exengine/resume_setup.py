@@ -1,0 +1,158 @@
+"""Resume an interrupted acquisition from its dataset, for ``exengine acquire --resume`` and the
+panel's Resume.
+
+Every acquisition writes into its dataset's summary metadata what rebuilds it: the plan (``Plan``:
+the multi-D settings, or a contributed plan's id and settings), the devices in their roles
+(``Devices``), the backend (``Backend``) and the devices' state at the start (``DeviceState``:
+stage positions, each camera's exposure, binning and ROI). :func:`open_resumable` reads that and
+what is stored; :func:`resume_request` restores the devices' state and makes the same request again,
+marked to resume: the acquisition setup then leaves out what is stored
+(:class:`~exengine.resumed_plan.ResumedPlan`) and appends the rest to the same dataset.
+
+Refused, with the reason: a dataset that is not ours or holds no plan, a complete one, one made
+with processors (what they held, a running projection or average, cannot be rebuilt), one whose
+plan settings could not all be written down, an OME-Zarr in a store or a multi-resolution NDTiff.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from exengine.data import DataStorage
+from exengine.events import MultiDSettings
+from exengine.kernel.data_coords import DataCoordinates
+
+from .acquisition_setup import AcquisitionRequest, ContributedPlan, SetupError
+from .contributions import DEFAULT_STORAGE
+from .device_sets import DeviceSet, load_device_set, restore_device_state
+
+__all__ = ["ResumableDataset", "open_resumable", "resume_request"]
+
+
+@dataclass(frozen=True)
+class ResumableDataset:
+    """An interrupted dataset: where it is, its summary, and the frames it holds."""
+
+    path: str
+    summary: Mapping[str, Any]
+    stored: tuple[DataCoordinates, ...]
+    #: The stored frames' shape and dtype name (``None``: no frame yet).
+    frame_shape: tuple[int, ...] | None
+    dtype: str | None
+
+    def reopen(self) -> DataStorage:
+        """The dataset's storage, reopened to add frames; the summary says it was resumed."""
+        from exengine.storage.ndtiff import NDTiffStorage
+
+        storage = NDTiffStorage.resume(self.path)
+        resumed = list(self.summary.get("Resumed") or [])
+        resumed.append(
+            {
+                "FramesBefore": len(self.stored),
+                "Time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            }
+        )
+        storage.annotate({"Resumed": resumed})
+        return storage
+
+
+def open_resumable(path: str) -> ResumableDataset:
+    """The dataset at ``path`` (an NDTiff folder or its index), read to be resumed; raise
+    :class:`SetupError` saying why it cannot be."""
+    from exengine.storage.ndtiff_reader import NDTiffReader, find_dataset_root
+    from exengine.storage.store_url import is_store_url
+
+    if is_store_url(path) or path.rstrip("/").endswith(".ome.zarr"):
+        raise SetupError(
+            f"{path!r} is an OME-Zarr dataset; resuming is built for NDTiff datasets so far"
+        )
+    if find_dataset_root(path) is None:
+        raise SetupError(f"{path!r} is not an NDTiff dataset (no NDTiff.index found)")
+    try:
+        reader = NDTiffReader(path)
+    except (OSError, ValueError) as e:
+        raise SetupError(f"Cannot read {path!r}: {e}") from None
+    try:
+        if reader.multiresolution:
+            raise SetupError(f"{reader.path!r} is a multi-resolution dataset: it cannot resume")
+        summary = dict(reader.summary_metadata)
+        stored = tuple(DataCoordinates(dict(key)) for key in reader.entries)
+        first = reader.first_entry() if reader.entries else None
+    finally:
+        reader.close()
+    _check_resumable(reader.path, summary)
+    return ResumableDataset(
+        path=os.path.normpath(reader.path),
+        summary=summary,
+        stored=stored,
+        frame_shape=None if first is None else first.shape,
+        dtype=None if first is None else first.dtype.name,
+    )
+
+
+def _check_resumable(path: str, summary: Mapping[str, Any]) -> None:
+    plan = summary.get("Plan")
+    if not isinstance(plan, Mapping) or not isinstance(plan.get("id"), str):
+        raise SetupError(
+            f"{path!r} holds no plan in its summary metadata (it was not acquired by "
+            "napari-exengine 0.4 or later): it cannot resume"
+        )
+    if plan.get("left_out"):
+        raise SetupError(
+            f"{path!r}: the plan's settings {', '.join(map(str, plan['left_out']))} could not be "
+            "written down, so the plan cannot be rebuilt"
+        )
+    if summary.get("Processors"):
+        names = ", ".join(str(p.get("id")) for p in summary["Processors"])
+        raise SetupError(
+            f"{path!r} was acquired with processors ({names}); what they held (a projection or an "
+            "average in progress) cannot be rebuilt, so it cannot resume"
+        )
+
+
+def resume_request(
+    dataset: ResumableDataset,
+    devices: DeviceSet | None = None,
+    backend: str | None = None,
+    mm_config: str | None = None,
+    software: str = "napari-exengine",
+) -> AcquisitionRequest:
+    """The request that continues ``dataset``: its plan, on ``devices`` (else those of ``backend``,
+    by default the one that made the dataset), with the devices' state at the start restored."""
+    summary = dataset.summary
+    roles = summary.get("Devices") or {}
+    if devices is None:
+        backend = backend or summary.get("Backend") or "simulated"
+        mm_config = mm_config or summary.get("MMConfig")
+        camera = roles.get("camera")
+        cameras = [str(c) for c in camera] if isinstance(camera, list) else None
+        try:
+            devices = load_device_set(backend, mm_config, cameras=cameras)
+        except ValueError as e:
+            raise SetupError(f"Cannot load the {backend} devices to resume: {e}") from None
+    try:
+        restore_device_state(devices, summary.get("DeviceState") or {})
+    except ValueError as e:
+        raise SetupError(str(e)) from None
+    plan = summary["Plan"]
+    settings = plan.get("settings") or {}
+    if plan["id"] == "multi_d":
+        try:
+            rebuilt: MultiDSettings | ContributedPlan = MultiDSettings.model_validate(settings)
+        except ValueError as e:
+            raise SetupError(f"The dataset's plan cannot be rebuilt: {e}") from None
+    else:
+        rebuilt = ContributedPlan(plan["id"], dict(settings))
+    return AcquisitionRequest(
+        plan=rebuilt,
+        devices=devices,
+        destination=os.path.dirname(dataset.path),
+        name=os.path.basename(dataset.path),
+        storage=DEFAULT_STORAGE,
+        software=software,
+        resume=dataset,
+    )
