@@ -106,7 +106,10 @@ class _Resumer:
             self.settings[id(event)] = event
 
     def _settings_then_pending(self) -> Iterator[ExecutorEvent]:
-        events = [*self.settings.values(), *self.pending]
+        """The settings kept (those the next steps do not set again), then the next steps."""
+        again = {_setting_key(event) for event in self.pending}
+        kept = [event for key, event in self.settings.items() if key not in again]
+        events = [*kept, *self.pending]
         self.settings, self.pending = {}, []
         for event in events:
             yield self._restarted(event)

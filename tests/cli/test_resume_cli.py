@@ -1,0 +1,182 @@
+"""``exengine acquire --resume``: interrupted runs (Ctrl-C, SIGKILL at Hypothesis-chosen times)
+continue in the same dataset and read like an uninterrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exengine.storage.ndtiff_reader import INDEX_NAME, NDTiffReader
+
+EXENGINE = [sys.executable, "-c", "from napari_exengine.exengine_script import console; console()"]
+#: 4 time points 0.3 s apart, 2 channels, 3 z planes: 24 frames in about 1.5 s.
+PLAN = ["--time", "4", "--interval", "0.3", "--channels", "DAPI,FITC", "--z", "0:2:1"]
+
+
+def run(*args, timeout=120):
+    return subprocess.run([*EXENGINE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def start(out, name, *extra):
+    return subprocess.Popen(
+        [*EXENGINE, "acquire", *PLAN, *extra, "--out", str(out), "--name", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def index_keys(path):
+    """Every entry of the index, duplicates included."""
+    with open(os.path.join(path, INDEX_NAME), "rb") as f:
+        data = f.read()
+    keys, position = [], 0
+    while position + 4 <= len(data):
+        (length,) = struct.unpack_from("<I", data, position)
+        if length == 0:
+            break
+        keys.append(json.loads(data[position + 4 : position + 4 + length]))
+        position += 4 + length
+        (name_length,) = struct.unpack_from("<I", data, position)
+        position += 4 + name_length + 32
+    return keys
+
+
+def frames(path):
+    reader = NDTiffReader(path)
+    try:
+        return {
+            json.dumps(c, sort_keys=True): hashlib.sha1(reader.read_frame(c).tobytes()).hexdigest()
+            for c in reader.coordinates()
+        }
+    finally:
+        reader.close()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    process = start(out, "whole")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return NDTiffReader(out / "whole_1")
+
+
+def check_resumed_like_uninterrupted(path, before, uninterrupted):
+    result = run("acquire", "--resume", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"Resuming {path}: {len(before)} frames stored" in result.stdout
+    after = frames(path)
+    assert {k: after[k] for k in before} == before  # untouched
+    keys = [json.dumps(k, sort_keys=True) for k in index_keys(path)]
+    assert len(keys) == len(set(keys))  # no duplicates
+    expected = {json.dumps(c, sort_keys=True) for c in uninterrupted.coordinates()}
+    assert set(after) == expected  # no gaps
+    reader = NDTiffReader(path)
+    assert reader.axes == uninterrupted.axes
+    reader.close()
+
+
+def test_a_stopped_run_resumes_to_an_uninterrupted_one(tmp_path, uninterrupted):
+    process = start(tmp_path, "stopped")
+    while "running:" not in process.stdout.readline():
+        assert process.poll() is None, process.stderr.read()
+    time.sleep(0.4)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    path = tmp_path / "stopped_1"
+    before = frames(path)
+    assert 0 < len(before) < 24
+    check_resumed_like_uninterrupted(path, before, uninterrupted)
+    again = run("acquire", "--resume", str(path))
+    assert again.returncode == 2
+    assert "already complete: all 24 frames of its plan are stored" in again.stderr
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(delay=st.floats(0.0, 1.5))
+def test_sigkill_at_any_time_then_resume(tmp_path_factory, uninterrupted, delay):
+    out = tmp_path_factory.mktemp("killed")
+    process = start(out, "killed")
+    while "running:" not in process.stdout.readline():
+        assert process.poll() is None, process.stderr.read()
+    time.sleep(delay)
+    process.kill()  # SIGKILL: nothing is finished, the index may end in half an entry
+    process.wait(30)
+    path = out / "killed_1"
+    before = frames(path)
+    if len(before) == 24:
+        assert "already complete" in run("acquire", "--resume", str(path)).stderr
+        return
+    check_resumed_like_uninterrupted(path, before, uninterrupted)
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path):
+    result = run("acquire", "--resume", str(tmp_path / "nothing"))
+    assert result.returncode == 2
+    assert "is not an NDTiff dataset" in result.stderr
+    result = run("acquire", "--resume", str(tmp_path), "--time", "3")
+    assert result.returncode == 2
+    assert "--resume continues the dataset's own plan, devices and storage: drop --time" in (
+        result.stderr
+    )
+    made = run(
+        "acquire",
+        "--time",
+        "2",
+        "--processor",
+        "napari-exengine.processor.frame_averaging:frames=2",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "processed",
+    )
+    assert made.returncode == 0, made.stderr
+    result = run("acquire", "--resume", str(tmp_path / "processed_1"))
+    assert result.returncode == 2
+    assert "acquired with processors (napari-exengine.processor.frame_averaging)" in (result.stderr)
+    result = run("acquire", "--resume", "s3://bucket/run_1.ome.zarr")
+    assert result.returncode == 2
+    assert "resuming is built for NDTiff datasets so far" in result.stderr
+
+
+def test_the_summary_holds_what_rebuilds_the_run(tmp_path):
+    result = run("acquire", "--time", "2", "--exposure", "3", "--out", str(tmp_path), "--name", "s")
+    assert result.returncode == 0, result.stderr
+    summary = NDTiffReader(tmp_path / "s_1").summary_metadata
+    assert summary["Plan"]["id"] == "multi_d"
+    assert summary["Backend"] == "simulated"
+    assert summary["Devices"]["camera"] == "Camera"
+    state = summary["DeviceState"]
+    assert state["xy"] == [0.0, 0.0]
+    assert state["cameras"]["Camera"]["exposure"] == 3
+    assert state["cameras"]["Camera"]["roi"] == [0, 0, 512, 512]
+
+
+def test_device_state_is_restored(scope):
+    from napari_exengine.device_sets import device_state, load_device_set, restore_device_state
+
+    devices = load_device_set("simulated")
+    devices.xy.set_position(120.0, -40.0)
+    devices.camera.exposure = 7.0
+    state = device_state(devices)
+    devices.xy.set_position(0.0, 0.0)
+    devices.camera.exposure = 1.0
+    restore_device_state(devices, json.loads(json.dumps(state)))
+    assert tuple(devices.xy.get_position()) == (120.0, -40.0)
+    assert devices.camera.exposure == 7.0
