@@ -315,7 +315,8 @@ def _acquire_options(acquire: argparse.ArgumentParser) -> None:
         "--resume",
         metavar="DATASET",
         help="continue an interrupted acquisition (a stop, a crash, a power cut) in its NDTiff "
-        "dataset: its own plan and devices, from the first frame not stored, appending to it",
+        "or OME-Zarr dataset: its own plan and devices, from the first frame not stored, "
+        "appending to it (see docs/resume.rst)",
     )
     acquire.add_argument("plan_settings", nargs="*", metavar="KEY=VALUE", help="settings of --plan")
 

@@ -11,7 +11,8 @@ marked to resume: the acquisition setup then leaves out what is stored
 
 Refused, with the reason: a dataset that is not ours or holds no plan, a complete one, one made
 with processors (what they held, a running projection or average, cannot be rebuilt), one whose
-plan settings could not all be written down, an OME-Zarr in a store or a multi-resolution NDTiff.
+plan settings could not all be written down, a dataset in an object store or a multi-resolution
+NDTiff.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from .device_sets import DeviceSet, load_device_set, restore_device_state
 
 __all__ = ["ResumableDataset", "open_resumable", "resume_request"]
 
+#: The storage that resumes OME-Zarr datasets.
+OMEZARR_STORAGE = "napari-exengine.storage.omezarr"
+
 
 @dataclass(frozen=True)
 class ResumableDataset:
@@ -43,12 +47,19 @@ class ResumableDataset:
     #: The stored frames' shape and dtype name (``None``: no frame yet).
     frame_shape: tuple[int, ...] | None
     dtype: str | None
+    #: An OME-Zarr dataset (else NDTiff).
+    omezarr: bool = False
 
     def reopen(self) -> DataStorage:
         """The dataset's storage, reopened to add frames; the summary says it was resumed."""
-        from exengine.storage.ndtiff import NDTiffStorage
+        if self.omezarr:
+            from exengine.storage.omezarr_resume import resume_omezarr
 
-        storage = NDTiffStorage.resume(self.path)
+            storage: Any = resume_omezarr(self.path)
+        else:
+            from exengine.storage.ndtiff import NDTiffStorage
+
+            storage = NDTiffStorage.resume(self.path)
         resumed = list(self.summary.get("Resumed") or [])
         resumed.append(
             {
@@ -61,17 +72,31 @@ class ResumableDataset:
 
 
 def open_resumable(path: str) -> ResumableDataset:
-    """The dataset at ``path`` (an NDTiff folder or its index), read to be resumed; raise
-    :class:`SetupError` saying why it cannot be."""
-    from exengine.storage.ndtiff_reader import NDTiffReader, find_dataset_root
+    """The dataset at ``path`` (an NDTiff folder or its index, or an OME-Zarr folder), read to be
+    resumed; raise :class:`SetupError` saying why it cannot be."""
+    from exengine.storage.ndtiff_reader import find_dataset_root
     from exengine.storage.store_url import is_store_url
 
-    if is_store_url(path) or path.rstrip("/").endswith(".ome.zarr"):
+    if is_store_url(path):
         raise SetupError(
-            f"{path!r} is an OME-Zarr dataset; resuming is built for NDTiff datasets so far"
+            f"{path!r} is in an object store; only datasets in a local folder resume so far"
         )
-    if find_dataset_root(path) is None:
-        raise SetupError(f"{path!r} is not an NDTiff dataset (no NDTiff.index found)")
+    if os.path.isfile(os.path.join(path, "zarr.json")):
+        dataset = _open_omezarr(path)
+    elif find_dataset_root(path) is not None:
+        dataset = _open_ndtiff(path)
+    else:
+        raise SetupError(
+            f"{path!r} is not a dataset to resume: an NDTiff folder (with NDTiff.index) or an "
+            "OME-Zarr folder (with zarr.json)"
+        )
+    _check_resumable(dataset.path, dataset.summary)
+    return dataset
+
+
+def _open_ndtiff(path: str) -> ResumableDataset:
+    from exengine.storage.ndtiff_reader import NDTiffReader
+
     try:
         reader = NDTiffReader(path)
     except (OSError, ValueError) as e:
@@ -79,18 +104,33 @@ def open_resumable(path: str) -> ResumableDataset:
     try:
         if reader.multiresolution:
             raise SetupError(f"{reader.path!r} is a multi-resolution dataset: it cannot resume")
-        summary = dict(reader.summary_metadata)
-        stored = tuple(DataCoordinates(dict(key)) for key in reader.entries)
         first = reader.first_entry() if reader.entries else None
+        return ResumableDataset(
+            path=os.path.abspath(reader.path),
+            summary=dict(reader.summary_metadata),
+            stored=tuple(DataCoordinates(dict(key)) for key in reader.entries),
+            frame_shape=None if first is None else first.shape,
+            dtype=None if first is None else first.dtype.name,
+        )
     finally:
         reader.close()
-    _check_resumable(reader.path, summary)
+
+
+def _open_omezarr(path: str) -> ResumableDataset:
+    from exengine.storage.omezarr_reader import OMEZarrDataset
+
+    try:
+        dataset = OMEZarrDataset(path)
+    except (OSError, ValueError) as e:
+        raise SetupError(f"Cannot read {path!r}: {e}") from None
+    array = dataset.levels[0] if dataset.levels else None
     return ResumableDataset(
-        path=os.path.normpath(reader.path),
-        summary=summary,
-        stored=stored,
-        frame_shape=None if first is None else first.shape,
-        dtype=None if first is None else first.dtype.name,
+        path=os.path.abspath(dataset.path),
+        summary=dict(dataset.summary_metadata),
+        stored=tuple(dataset.records),
+        frame_shape=None if array is None else tuple(array.shape[-2:]),
+        dtype=None if array is None else array.dtype.name,
+        omezarr=True,
     )
 
 
@@ -152,7 +192,7 @@ def resume_request(
         devices=devices,
         destination=os.path.dirname(dataset.path),
         name=os.path.basename(dataset.path),
-        storage=DEFAULT_STORAGE,
+        storage=OMEZARR_STORAGE if dataset.omezarr else DEFAULT_STORAGE,
         software=software,
         resume=dataset,
     )

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exengine.storage.ndtiff_reader import INDEX_NAME, NDTiffReader
+from exengine.storage.omezarr_reader import OMEZarrDataset
 
 EXENGINE = [sys.executable, "-c", "from napari_exengine.exengine_script import console; console()"]
 #: 4 time points 0.3 s apart, 2 channels, 3 z planes: 24 frames in about 1.5 s.
@@ -27,17 +28,40 @@ def run(*args, timeout=120):
     return subprocess.run([*EXENGINE, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def start(out, name, *extra):
+STORAGES = {
+    "ndtiff": "napari-exengine.storage.ndtiff",
+    "omezarr": "napari-exengine.storage.omezarr",
+}
+
+
+def start(out, name, storage="ndtiff"):
     return subprocess.Popen(
-        [*EXENGINE, "acquire", *PLAN, *extra, "--out", str(out), "--name", name],
+        [
+            *EXENGINE,
+            "acquire",
+            *PLAN,
+            "--storage",
+            STORAGES[storage],
+            "--out",
+            str(out),
+            "--name",
+            name,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
+def dataset_path(out, name, storage):
+    return out / (f"{name}_1.ome.zarr" if storage == "omezarr" else f"{name}_1")
+
+
 def index_keys(path):
-    """Every entry of the index, duplicates included."""
+    """Every entry of the index (or every frame's record), duplicates included."""
+    if str(path).endswith(".ome.zarr"):
+        with open(os.path.join(path, "frame_metadata.jsonl")) as f:
+            return [json.loads(line)["coords"] for line in f]
     with open(os.path.join(path, INDEX_NAME), "rb") as f:
         data = f.read()
     keys, position = [], 0
@@ -53,7 +77,7 @@ def index_keys(path):
 
 
 def frames(path):
-    reader = NDTiffReader(path)
+    reader = open_dataset(path)
     try:
         return {
             json.dumps(c, sort_keys=True): hashlib.sha1(reader.read_frame(c).tobytes()).hexdigest()
@@ -61,6 +85,14 @@ def frames(path):
         }
     finally:
         reader.close()
+
+
+def open_dataset(path):
+    if str(path).endswith(".ome.zarr"):
+        dataset = OMEZarrDataset(path)
+        dataset.close = lambda: None
+        return dataset
+    return NDTiffReader(path)
 
 
 @pytest.fixture(scope="module")
@@ -82,20 +114,21 @@ def check_resumed_like_uninterrupted(path, before, uninterrupted):
     assert len(keys) == len(set(keys))  # no duplicates
     expected = {json.dumps(c, sort_keys=True) for c in uninterrupted.coordinates()}
     assert set(after) == expected  # no gaps
-    reader = NDTiffReader(path)
-    assert reader.axes == uninterrupted.axes
+    reader = open_dataset(path)
+    assert {a: list(v) for a, v in reader.axes.items()} == uninterrupted.axes
     reader.close()
 
 
-def test_a_stopped_run_resumes_to_an_uninterrupted_one(tmp_path, uninterrupted):
-    process = start(tmp_path, "stopped")
+@pytest.mark.parametrize("storage", sorted(STORAGES))
+def test_a_stopped_run_resumes_to_an_uninterrupted_one(tmp_path, uninterrupted, storage):
+    process = start(tmp_path, "stopped", storage)
     while "running:" not in process.stdout.readline():
         assert process.poll() is None, process.stderr.read()
     time.sleep(0.4)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)
     assert process.returncode == 130
-    path = tmp_path / "stopped_1"
+    path = dataset_path(tmp_path, "stopped", storage)
     before = frames(path)
     assert 0 < len(before) < 24
     check_resumed_like_uninterrupted(path, before, uninterrupted)
@@ -105,20 +138,20 @@ def test_a_stopped_run_resumes_to_an_uninterrupted_one(tmp_path, uninterrupted):
 
 
 @settings(
-    max_examples=4,
+    max_examples=6,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(delay=st.floats(0.0, 1.5))
-def test_sigkill_at_any_time_then_resume(tmp_path_factory, uninterrupted, delay):
+@given(delay=st.floats(0.0, 1.5), storage=st.sampled_from(sorted(STORAGES)))
+def test_sigkill_at_any_time_then_resume(tmp_path_factory, uninterrupted, delay, storage):
     out = tmp_path_factory.mktemp("killed")
-    process = start(out, "killed")
+    process = start(out, "killed", storage)
     while "running:" not in process.stdout.readline():
         assert process.poll() is None, process.stderr.read()
     time.sleep(delay)
     process.kill()  # SIGKILL: nothing is finished, the index may end in half an entry
     process.wait(30)
-    path = out / "killed_1"
+    path = dataset_path(out, "killed", storage)
     before = frames(path)
     if len(before) == 24:
         assert "already complete" in run("acquire", "--resume", str(path)).stderr
@@ -129,7 +162,7 @@ def test_sigkill_at_any_time_then_resume(tmp_path_factory, uninterrupted, delay)
 def test_resume_refuses_what_it_cannot_continue(tmp_path):
     result = run("acquire", "--resume", str(tmp_path / "nothing"))
     assert result.returncode == 2
-    assert "is not an NDTiff dataset" in result.stderr
+    assert "is not a dataset to resume" in result.stderr
     result = run("acquire", "--resume", str(tmp_path), "--time", "3")
     assert result.returncode == 2
     assert "--resume continues the dataset's own plan, devices and storage: drop --time" in (
@@ -152,7 +185,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     assert "acquired with processors (napari-exengine.processor.frame_averaging)" in (result.stderr)
     result = run("acquire", "--resume", "s3://bucket/run_1.ome.zarr")
     assert result.returncode == 2
-    assert "resuming is built for NDTiff datasets so far" in result.stderr
+    assert "only datasets in a local folder resume so far" in result.stderr
 
 
 def test_the_summary_holds_what_rebuilds_the_run(tmp_path):

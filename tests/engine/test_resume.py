@@ -200,3 +200,42 @@ def test_resumed_coordinates_are_data_coordinates(tmp_path):
     assert resumed.get_coordinates_list() == [DataCoordinates({"time": 0, "channel": "DAPI"})]
     resumed.finish()
     resumed.close()
+
+
+def test_omezarr_resume_appends_in_the_same_arrays_and_stays_valid(tmp_path):
+    import zarr
+    from tests.storage.test_omezarr_validity import validate
+
+    from exengine.storage.omezarr import OMEZarrStorage
+    from exengine.storage.omezarr_reader import OMEZarrDataset
+    from exengine.storage.omezarr_resume import resume_omezarr
+
+    storage = OMEZarrStorage(tmp_path, "run", {"Plan": {"id": "multi_d"}})
+    for position in ("A", "B"):
+        for t in range(2):
+            storage.put({"position": position, "time": t, "channel": "DAPI"}, _tile(t), {"t": t})
+    # not finished, and the last record cut short: as a SIGKILL leaves it
+    with open(os.path.join(storage.path, "frame_metadata.jsonl"), "ab") as f:
+        f.write(b'{"coords": {"position": "B", "ti')
+    before = OMEZarrDataset(storage.path)
+    kept = {str(c): before.read_frame(c).tobytes() for c in before.coordinates()}
+    resumed = resume_omezarr(storage.path)
+    assert len(resumed.get_coordinates_list()) == 4
+    with pytest.raises(ValueError, match="already stored"):
+        resumed.put({"position": "A", "time": 0, "channel": "DAPI"}, _tile(9), {})
+    resumed.put({"position": "B", "time": 2, "channel": "DAPI"}, _tile(2), {"t": 2})
+    resumed.put({"position": "C", "time": 0, "channel": "DAPI"}, _tile(5), {"t": 0})
+    resumed.put({"position": "C", "time": 0, "channel": "FITC"}, _tile(6), {"t": 0})
+    resumed.finish()
+    after = OMEZarrDataset(storage.path)
+    assert after.finished
+    assert {str(c): after.read_frame(c).tobytes() for c in before.coordinates()} == kept
+    assert len(after.coordinates()) == 7
+    assert after.axes["position"] == ["A", "B", "C"]
+    assert after.axes["channel"] == ["DAPI", "FITC"]
+    assert after.read_frame({"position": "C", "time": 0, "channel": "FITC"})[0, 0] == 6
+    validate(zarr.open_group(storage.path, mode="r"))
+
+
+def _tile(value):
+    return np.full((32, 32), value, np.uint16)

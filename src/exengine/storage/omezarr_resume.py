@@ -1,0 +1,150 @@
+"""An OME-Zarr dataset of ours, in a local folder, reopened to add frames (an acquisition resumed).
+
+The frames stored (those with a record in ``frame_metadata.jsonl``) stay untouched and readable;
+a record a crash cut short is cut off first (its chunk, if any, is written again). New frames go
+into the same images' arrays, which grow as they would while acquiring, and their records are
+appended. The layout (axes, labels, images of a collection, pixel size, display windows, codecs)
+is read back from the dataset, so new frames land where the plan puts them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from ..kernel.data_coords import DataCoordinates
+from ._frames import FrameStorage, check_writable
+from .omezarr import OMEZarrStorage, _Image
+from .omezarr_reader import RECORDS, OMEZarrDataset
+from .omezarr_store import DEFAULT_TIMEOUT_S, is_store_url
+
+try:
+    import zarr
+    from zarr.core.sync import sync
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "OME-Zarr storage needs the 'zarr' package: pip install 'napari-exengine[zarr]'"
+    ) from error
+
+__all__ = ["resume_omezarr"]
+
+#: What an interrupted run wrote into the summary, which its resumed run counts again.
+LEARNED_WHILE_RUNNING = ("FramesDropped", "DroppedCoordinates")
+
+
+def resume_omezarr(path: str | os.PathLike[str]) -> OMEZarrStorage:
+    """The OME-Zarr dataset at ``path`` (a local folder we wrote) ready to take more frames;
+    ``ValueError`` saying why when it cannot."""
+    location = os.fspath(path)
+    if is_store_url(location):
+        raise ValueError(
+            f"{location!r} is in an object store; only OME-Zarr datasets in a local folder resume"
+        )
+    _cut_partial_record(os.path.join(location, RECORDS))
+    dataset = OMEZarrDataset(location)
+    if dataset.finished is None:
+        raise ValueError(f"{location!r} was not written by napari-exengine: it cannot resume")
+    check_writable(dataset.path)
+    storage = OMEZarrStorage.__new__(OMEZarrStorage)
+    summary = dataset.summary_metadata
+    FrameStorage.__init__(
+        storage, {k: v for k, v in summary.items() if k not in LEARNED_WHILE_RUNNING}
+    )
+    _empty_state(storage, dataset.path)
+    if dataset.levels:
+        _read_layout(storage, dataset)
+    records = os.path.join(dataset.path, RECORDS)
+    storage._records_fd = os.open(records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    storage._records_size = os.path.getsize(records)
+    return storage
+
+
+def _cut_partial_record(records: str) -> None:
+    """Cut off a last record without its end of line (a crash while it was written)."""
+    if not os.path.isfile(records):
+        return
+    with open(records, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _empty_state(storage: OMEZarrStorage, path: str) -> None:
+    """What ``OMEZarrStorage.__init__`` sets for a new local dataset, at ``path``."""
+    storage._pixel = None
+    storage._compressors = None
+    storage._timeout = DEFAULT_TIMEOUT_S
+    storage._planned = None
+    storage._frame = None
+    storage._sizes = ()
+    storage._template = None
+    storage._extent = ()
+    storage._axes = []
+    storage._keys = []
+    storage._images = {}
+    storage._image_ome = None
+    storage._windows = {}
+    storage._values = {}
+    storage._positions = {}
+    storage._metadata = {}
+    storage._labelled = {}
+    storage._chunk_slots = None
+    storage._writing = set()
+    storage._idle = threading.Condition()
+    storage._store = None
+    storage.path = path
+    storage._group = sync(zarr.api.asynchronous.open_group(store=path, mode="r+", zarr_format=3))
+
+
+def _read_layout(storage: OMEZarrStorage, dataset: OMEZarrDataset) -> None:
+    """The dataset's layout and frames, as the storage held them while writing."""
+    array = dataset.levels[0]
+    storage._keys = list(dataset.image_axes)
+    storage._axes = dataset.axis_names[len(storage._keys) : -2]
+    storage._frame = (tuple(array.shape[-2:]), array.dtype)
+    storage._template = array.metadata
+    storage._compressors = "auto" if array.compressors else None
+    storage._pixel = dataset.scale.get("x") or 1.0
+    storage._sizes = tuple(array.shape[:-2])
+    labels = dataset.axes
+    storage._values = {
+        a: [v for v in labels.get(a, ()) if a == "channel" or not isinstance(v, int)]
+        for a in [*storage._keys, *storage._axes]
+    }
+    storage._windows = _windows(dataset)
+    storage._extent = (0,) * len(storage._axes)
+    for coords, metadata in dataset.records.items():
+        storage._labelled.update(
+            {a: a == "channel" or not isinstance(v, int) for a, v in coords.items()}
+        )
+        key = tuple(storage._position(a, coords[a]) for a in storage._keys)
+        image = storage._images.get(key) or _image(storage, dataset, key, coords)
+        index = tuple(storage._position(a, coords[a]) for a in storage._axes)
+        storage._commit(coords, (image, index), metadata)
+        storage._index.add(DataCoordinates(coords))
+        storage._coordinates.append(DataCoordinates(coords))
+
+
+def _image(
+    storage: OMEZarrStorage, dataset: OMEZarrDataset, key: tuple[int, ...], coords: Any
+) -> _Image:
+    group = str(len(storage._images)) if storage._keys else ""
+    found = dataset._images.get(tuple(coords[a] for a in storage._keys))
+    group = found if found is not None else group
+    path = f"{group}/0" if group else "0"
+    image = _Image(group, sync(storage._group.getitem(path)), {a: coords[a] for a in storage._keys})
+    storage._images[key] = image
+    return image
+
+
+def _windows(dataset: OMEZarrDataset) -> dict[str, dict[str, float]]:
+    """The channels' display windows, by label, as written."""
+    group = dataset._group
+    attributes = dict(group.attrs)
+    ome = attributes.get("ome") or {}
+    if "omero" not in ome and dataset.image_axes:
+        first = sync(group.getitem("0"))
+        ome = dict(first.attrs).get("ome") or {}
+    channels = (ome.get("omero") or {}).get("channels") or []
+    return {str(c.get("label")): dict(c.get("window") or {}) for c in channels if "window" in c}
