@@ -14,7 +14,8 @@ built-ins).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,8 +99,8 @@ def _grid(
     rows, columns = whole_number(rows, "rows"), whole_number(columns, "columns")
     if rows * columns > MAX_TILES:
         raise ValueError(
-            f"rows={rows:,} x columns={columns:,} makes {rows * columns:,} tiles; at most "
-            f"{MAX_TILES:,}"
+            f"A grid of {rows:,} rows by {columns:,} columns makes {rows * columns:,} tiles; at "
+            f"most {MAX_TILES:,}"
         )
     overlap = finite_number(overlap, "overlap", 0.0, 0.9)
     stage = resolve_device(xy_device, DoubleAxisPositioner, "xy stage")
@@ -157,12 +158,14 @@ def overview_then_zoom(
     ``column`` are the zoom frames' coordinates."""
     tiles = _grid(rows, columns, overlap, camera, xy_device)
     z_range = finite_number(z_range_um, "z_range_um", 0.0)
-    z_step = finite_number(z_step_um, "z_step_um", 1e-6)
+    z_step = finite_number(z_step_um, "z_step_um", 0.0)
+    if z_step <= 0:
+        raise ValueError(f"z_step_um must be above 0 µm, got {z_step_um!r}")
     planes = math.floor(z_range / z_step + 1e-9) + 1
     if planes > MAX_ZOOM_PLANES:
         raise ValueError(
-            f"z_range_um={z_range:g} by z_step_um={z_step:g} makes {planes:,} z planes; at most "
-            f"{MAX_ZOOM_PLANES:,} (a larger z_step_um)"
+            f"A zoom stack of {z_range:g} µm in steps of {z_step:g} µm makes {planes:,} z planes; "
+            f"at most {MAX_ZOOM_PLANES:,} (take a larger z step)"
         )
     stage = resolve_device(z_device, SingleAxisPositioner, "z stage")
     z0 = stage.get_position()
@@ -213,16 +216,26 @@ def acquire_until(
     below: bool = True,
     max_time_points: int = 100_000,
     time_interval_s: float = 0.0,
+    give_up_after: int = 50,
     *,
     data_handler: DataHandler | None = None,
     camera: Any = None,
 ) -> LazyPlan:
     """An adaptive time-lapse that stops itself when the mean intensity of the latest frame crosses
     ``threshold``: falls below it (``below``) or rises above it; ``relative``: as a fraction of the
-    first frame's mean. Ends after ``max_time_points`` at the latest."""
+    first frame's mean. Ends after ``max_time_points`` at the latest, and gives up earlier when,
+    from ``give_up_after`` time points on, the trend of the last ``give_up_after`` means would not
+    reach the threshold before ``max_time_points`` (a signal that does not move, as the simulated
+    microscope's while ``Light.bleaching`` is 0; ``give_up_after=0``: never gives up)."""
     threshold = finite_number(threshold, "threshold", 0.0)
     limit = whole_number(max_time_points, "max_time_points")
     interval = finite_number(time_interval_s, "time_interval_s", 0.0)
+    window = whole_number(give_up_after, "give_up_after", 0)
+    if window == 1:
+        raise ValueError(
+            "give_up_after must be 0 (never give up) or at least 2 time points (a trend needs "
+            "two), got 1"
+        )
 
     def events() -> Iterator[ExecutorEvent]:
         if data_handler is None:
@@ -230,6 +243,7 @@ def acquire_until(
         data_handler.keep_raw_frames(1)
         clock = AcquisitionClock()
         first: float | None = None
+        recent: deque[float] = deque(maxlen=window or 1)
         for t in range(limit):
             yield SetTimeEvent(t, t * interval if interval else None, clock)
             yield from snap(camera, {"time": t}, data_handler)
@@ -238,8 +252,20 @@ def acquire_until(
             level = value / first if relative and first else value
             if (level < threshold) if below else (level > threshold):
                 return
+            recent.append(level)
+            if len(recent) == window and not _reaches(recent, threshold, below, limit - t - 1):
+                return
 
     return LazyPlan(events, None, axis_sizes={"time": None})
+
+
+def _reaches(levels: Sequence[float], threshold: float, below: bool, remaining: int) -> bool:
+    """Whether the straight-line trend of ``levels`` reaches ``threshold`` (from above when
+    ``below``) within ``remaining`` more time points."""
+    slope = float(np.polyfit(np.arange(len(levels)), np.asarray(levels), 1)[0])
+    distance = levels[-1] - threshold if below else threshold - levels[-1]
+    rate = -slope if below else slope
+    return rate > 0 and distance <= rate * remaining
 
 
 def _contributed(plan: PlanFunction) -> Callable[[], PlanFunction]:

@@ -123,11 +123,11 @@ def test_acquire_with_contributed_storage_and_processor(tmp_path):
     "args, message",
     [
         (["--z", "1:2"], "START:STOP:STEP"),
-        (["--time", "2", "--interval", "-1"], "time_interval_s"),
+        (["--time", "2", "--interval", "-1"], "The time interval must be 0 s or more, got -1 s"),
         (["--storage", "nope"], "No storage named 'nope'"),
         (["--mm-config", "x.cfg"], "needs the micromanager backend"),
         (["--backend", "micromanager", "--mm-config", "/nonexistent.cfg"], "no such file"),
-        (["--channels", "DAPI", "--exposures", "1,2"], "channel_exposures_ms"),
+        (["--channels", "DAPI", "--exposures", "1,2"], "2 exposures for 1 channel"),
         (["--name", "../../escaped"], "plain folder name"),
         (["--name", "../x", "--storage", "exengine-npy-storage.npy_folder"], "plain folder name"),
         (["--name", "x" * 300], "use at most 120"),

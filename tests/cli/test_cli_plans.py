@@ -4,6 +4,7 @@ hold."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 
 import pytest
 
+from exengine.plans import acquire_until
 from exengine.storage.ndtiff_reader import NDTiffReader
 from napari_exengine.cli import main
 
@@ -41,10 +43,10 @@ def acquire(tmp_path, *args):
         ),
         (["--time", "0"], "time must be a whole number of at least 1, got 0"),
         (["--exposure", "-5"], "Camera.exposure = -5 is outside its limits [0, 10000]"),
-        (["--interval", "2"], "time_interval_s needs num_time_points"),
-        (["--exposures", "5"], "channel_exposures_ms needs channels"),
-        (["--labels", "a"], "position_labels needs xy_positions"),
-        (["--z", "0:inf:1"], "z_end must be a finite number, got inf"),
+        (["--interval", "2"], "A time interval (2.0 s) needs a number of time points"),
+        (["--exposures", "5"], "Channel exposures need channels"),
+        (["--labels", "a"], "Position labels need positions"),
+        (["--z", "0:inf:1"], "The z end must be a finite number of µm, got inf"),
         (["--mm-config", ""], "--mm-config needs the path"),
         (["--time", "1000000000"], "need about 488,281.2 GB"),
         (["--z", "0:1e12:1e-3"], "makes 1e+15 z planes; at most 1,000,000,000"),
@@ -60,7 +62,10 @@ def acquire(tmp_path, *args):
             ],
             "z_planes=10",
         ),
-        (["--plan", "napari-exengine.plan.grid_scan", "rows=0"], "rows must be an int >= 1, got 0"),
+        (
+            ["--plan", "napari-exengine.plan.grid_scan", "rows=0"],
+            "rows must be a whole number of at least 1, got 0",
+        ),
         (
             ["--plan", "grid_scan", "rowz=2"],
             "grid_scan has no setting 'rowz'; its settings: rows, columns, overlap",
@@ -161,6 +166,19 @@ def test_list_shows_plans(capsys):
     listing = out.getvalue()
     assert "plan      napari-exengine.plan.grid_scan" in listing
     assert "napari-exengine.plan.overview_then_zoom" in listing
+
+
+@pytest.mark.parametrize("plan, frames", [("acquire_until", 50), ("overview_then_zoom", 9 + 5)])
+def test_the_adaptive_plans_stop_with_their_defaults_on_the_simulator(
+    tmp_path, capsys, plan, frames
+):
+    started = time.monotonic()
+    status, out = acquire(tmp_path, "--plan", plan, "--name", plan)
+    assert status == 0, capsys.readouterr().err
+    assert time.monotonic() - started < 30
+    assert f"Done: {frames} " in out and "frames stored" in out
+    cap = inspect.signature(acquire_until).parameters["max_time_points"].default
+    assert frames * 100 < cap  # acquire_until stopped itself, well before its cap
 
 
 @pytest.mark.slow

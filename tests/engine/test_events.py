@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from exengine.events import (
     StopCapture,
     multi_d_acquisition_events,
 )
+from exengine.events.multi_d_settings import SettingError
 from exengine.storage import NDRAMStorage
 
 
@@ -165,14 +167,33 @@ def test_hardware_sequence_over_z(engine, scope):
 
 
 @pytest.mark.parametrize(
-    "kwargs, argument",
+    "kwargs, setting, words",
     [
-        ({"z_start": 0, "z_end": 5}, "z_step"),
-        ({"channels": ["DAPI"]}, "channel_group"),
-        ({"xy_positions": [(0, 0)], "xyz_positions": [(0, 0, 0)]}, "xyz_positions"),
-        ({"xy_positions": [(0, 0)], "position_labels": ["a", "b"]}, "position_labels"),
-        ({"num_time_points": 2, "time_interval_s": [1.0]}, "time_interval_s"),
-        ({"num_time_points": -1}, "num_time_points"),
+        ({"z_start": 0, "z_end": 5}, "z_step", "A z range needs a start, an end and a step (µm)"),
+        (
+            {"z_start": 4, "z_end": -4, "z_step": 2},
+            "z_step",
+            "The z step of 2 µm does not lead from 4 µm to -4 µm; a step of -2 µm does",
+        ),
+        ({"z_start": 0, "z_end": math.inf, "z_step": 1}, "z_end", "The z end must be a finite"),
+        ({"channels": ["DAPI"]}, "channel_group", "Channels need the device"),
+        (
+            {"xy_positions": [(0, 0)], "xyz_positions": [(0, 0, 0)]},
+            "xyz_positions",
+            "Give xy positions or xyz positions, not both",
+        ),
+        (
+            {"xy_positions": [(0, 0)], "position_labels": ["a", "b"]},
+            "position_labels",
+            "2 position labels for 1 position: give one per position",
+        ),
+        (
+            {"num_time_points": 2, "time_interval_s": [1.0]},
+            "time_interval_s",
+            "1 time interval for 2 time points",
+        ),
+        ({"time_interval_s": 2}, "time_interval_s", "A time interval (2 s) needs a number"),
+        ({"num_time_points": -1}, "num_time_points", "The number of time points must be"),
         (
             {
                 "num_time_points": 2,
@@ -183,21 +204,26 @@ def test_hardware_sequence_over_z(engine, scope):
                 "sequence": "t",
             },
             "sequence",
+            "The hardware-triggered axes 't' must be the innermost ones of the axis order 'tz'",
         ),
-        ({"num_time_points": 2, "order": "xyz"}, "order"),
+        ({"num_time_points": 2, "order": "xyz"}, "order", "The axis order lists each of"),
         (
             {"channel_group": "Channel", "channels": ["DAPI"], "channel_exposures_ms": [1, 2]},
             "channel_exposures_ms",
+            "2 exposures for 1 channel: give one per channel",
         ),
         (
             {"channel_group": "Channel", "channels": ["DAPI"], "channel_exposures_ms": [0]},
-            "channel_exposures_ms must be above 0 ms, got 0 for 'DAPI'",
+            "channel_exposures_ms",
+            "The exposure of channel 'DAPI' must be above 0 ms, got 0 ms",
         ),
     ],
 )
-def test_multi_d_invalid_arguments_name_the_argument(kwargs, argument):
-    with pytest.raises(ValueError, match=argument):
+def test_multi_d_invalid_arguments_say_why_in_words_and_name_the_setting(kwargs, setting, words):
+    with pytest.raises(SettingError) as info:
         multi_d_acquisition_events(**kwargs)
+    assert info.value.setting == setting and words in str(info.value)
+    assert "_" not in str(info.value), "code names"
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -210,7 +236,7 @@ def test_building_events_leaves_the_garbage_collector_as_it_was(engine, scope, e
     try:
         assert len(multi_d_acquisition_events(num_time_points=3, camera=scope["Camera"])) == 9
         assert gc.isenabled() == enabled
-        with pytest.raises(ValueError, match="z_end"):
+        with pytest.raises(ValueError, match="z end"):
             multi_d_acquisition_events(z_start=1)
         assert gc.isenabled() == enabled
     finally:

@@ -41,7 +41,7 @@ def test_grid_scan_tiles_around_the_current_position(scope):
 
 
 def test_grid_scan_settings_are_checked(scope):
-    with pytest.raises(ValueError, match="rows must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="rows must be a whole number of at least 1, got 0"):
         grid_scan(rows=0)
     with pytest.raises(ValueError, match="overlap"):
         grid_scan(overlap=1.5)
@@ -114,6 +114,28 @@ def test_acquire_until_stops_itself_when_the_signal_bleaches(scope):
     assert 5 < frames < 500
     means = [float(handler.get({"time": t}, return_metadata=False).mean()) for t in range(frames)]
     assert means[-1] < 0.6 * means[0] <= means[-2]
+
+
+def test_acquire_until_goes_on_while_the_trend_would_cross_in_time(scope):
+    scope["Camera"].exposure = 10.0
+    scope["Light"].bleaching = 0.5  # 0.5 % per frame: 0.6 of the first frame after ~100 frames
+    handler = DataHandler(NDRAMStorage())
+    run(acquire_until(threshold=0.6, give_up_after=20, data_handler=handler), handler)
+    frames = len(handler.storage)
+    means = [float(handler.get({"time": t}, return_metadata=False).mean()) for t in range(frames)]
+    assert 80 < frames < 130 and means[-1] < 0.6 * means[0] <= means[-2]
+
+
+def test_acquire_until_gives_up_on_a_signal_that_does_not_move_unless_told_not_to(scope):
+    scope["Camera"].exposure = 0.0
+    handler = DataHandler(NDRAMStorage())
+    run(acquire_until(give_up_after=10, data_handler=handler), handler)
+    assert len(handler.storage) == 10  # the simulated dyes do not bleach: Light.bleaching is 0
+    handler = DataHandler(NDRAMStorage())
+    run(acquire_until(max_time_points=60, give_up_after=0, data_handler=handler), handler)
+    assert len(handler.storage) == 60
+    with pytest.raises(ValueError, match=r"give_up_after must be 0 .* or at least 2"):
+        acquire_until(give_up_after=1)
 
 
 def test_a_plan_that_raises_fails_the_acquisition_clearly(scope):

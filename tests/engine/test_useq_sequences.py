@@ -301,9 +301,12 @@ def test_unnamed_positions_among_named_ones_get_labels():
         ),
         (
             {"stage_positions": [{"x": 0, "y": 0, "name": "A"}, {"x": 1, "y": 1, "name": "A"}]},
-            "stage_positions names must be unique",
+            "Each stage position name can be used once",
         ),
-        ({"axis_order": "tpc", "z_plan": {"range": 2, "step": 1}}, "axis_order 'tpc' lacks 'z'"),
+        (
+            {"axis_order": "tpc", "z_plan": {"range": 2, "step": 1}},
+            "The axis order 'tpc' leaves out z",
+        ),
         ({"time_plan": {"interval": 1, "loops": "many"}}, "Invalid MDASequence: time_plan"),
     ],
 )
@@ -339,9 +342,9 @@ def test_settings_useq_cannot_express_are_not_saved(kwargs, named, tmp_path):
     [
         (
             {"channels": ["DAPI"], "channel_group": "Channel", "channel_exposures_ms": [0.0]},
-            "channel_exposures_ms must be above 0 ms",
+            "The exposure of channel 'DAPI' must be above 0 ms",
         ),
-        ({"z_start": 0, "z_end": 4}, "z_start, z_end and z_step"),
+        ({"z_start": 0, "z_end": 4}, "A z range needs a start, an end and a step \\(µm\\)"),
     ],
 )
 def test_arguments_useq_cannot_express_are_refused(kwargs, named):

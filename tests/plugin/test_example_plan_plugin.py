@@ -108,9 +108,9 @@ def test_exengine_acquire_plan_stores_a_spiral(scope, tmp_path, capsys):
 @pytest.mark.parametrize(
     "setting, reason",
     [
-        ("turns=-1", "turns must be an int >= 0, got -1"),
-        ("turns=1.5", "turns must be an int >= 0, got 1.5"),
-        ("overlap=0.95", "overlap must be within [0, 0.9], got 0.95"),
+        ("turns=-1", "turns must be a whole number of at least 0, got -1"),
+        ("turns=1.5", "turns must be a whole number of at least 0, got 1.5"),
+        ("overlap=0.95", "overlap must be from 0 to 0.9, got 0.95"),
         ("turnz=1", "has no setting 'turnz'; its settings: turns, overlap"),
     ],
 )

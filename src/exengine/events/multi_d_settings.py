@@ -19,18 +19,27 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydantic
 import useq
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..kernel.device import Device
-from .plan_checks import finite_number, is_count
+from .multi_d_arguments import (
+    MAX_LISTED,
+    MAX_Z_PLANES,
+    SettingError,
+    channel_list,
+    round_value,
+    stage_positions,
+    time_plan,
+    z_plan,
+)
 
 __all__ = [
     "AXIS_NAMES",
     "MAX_Z_PLANES",
     "MultiDSettings",
+    "SettingError",
     "ZPlanes",
     "plan_interval_s",
     "time_starts",
@@ -39,11 +48,6 @@ __all__ = [
 
 #: Coordinate axis of each useq-schema axis letter.
 AXIS_NAMES = {"t": "time", "p": "position", "c": "channel", "z": "z"}
-#: More z planes than any stack a microscope takes (and than a plan's length can count).
-MAX_Z_PLANES = 10**9
-#: At most this many listed values (z planes of a list, time points of a multi-phase plan).
-_MAX_LISTED = 10**6
-_DIGITS = 9  # decimals kept of µm and s: hides float noise such as 0.30000000000000004
 
 
 class MultiDSettings(BaseModel):
@@ -68,9 +72,10 @@ class MultiDSettings(BaseModel):
     def _axes_letters(cls, value: str) -> str:
         value = value.lower()
         if set(value) - set("tcz") or len(set(value)) != len(value):
-            raise ValueError(
-                f"hardware_sequenced names inner axes 't', 'c' or 'z', each once, got {value!r} "
-                "(positions are not hardware-triggered here)"
+            raise SettingError(
+                "sequence",
+                "Hardware-triggered axes are t (time), c (channel) or z, each once, got "
+                f"{value!r} (positions are not hardware-triggered here)",
             )
         return value
 
@@ -78,19 +83,26 @@ class MultiDSettings(BaseModel):
     def _consistent(self) -> MultiDSettings:
         axes = self.axis_order  # raises when an axis in use is missing from the order
         if self.until_stopped and axes[0] != "t":
-            raise ValueError(
+            raise SettingError(
+                "order",
                 "An open-ended time-lapse needs time as the outermost axis; the axis order is "
-                f"{''.join(axes)!r}"
+                f"{''.join(axes)!r}",
             )
         plan = self.sequence.time_plan
         if plan is not None:
             try:
                 plan.num_timepoints()
             except ZeroDivisionError:
-                raise ValueError(f"time_plan={plan!r} does not define its time points") from None
+                raise ValueError(
+                    f"The time plan does not define its time points: {plan!r}"
+                ) from None
         labels = self.position_labels
         if len(set(labels)) != len(labels):
-            raise ValueError(f"stage_positions names must be unique, got {labels}")
+            repeated = sorted({str(label) for label in labels if labels.count(label) > 1})
+            raise SettingError(
+                "position_labels",
+                f"Each stage position name can be used once; repeated: {repeated}",
+            )
         _check_hardware_sequence(self, axes)
         return self
 
@@ -108,9 +120,10 @@ class MultiDSettings(BaseModel):
         order = [str(axis) for axis in seq.axis_order]
         missing = [axis for axis, on in used.items() if on and axis not in order]
         if missing:
-            raise ValueError(
-                f"axis_order {''.join(order)!r} lacks {', '.join(map(repr, missing))} although "
-                "that axis is set"
+            raise SettingError(
+                "order",
+                f"The axis order {''.join(order)!r} leaves out {_axis_words(missing)} although "
+                "it is set",
             )
         return [axis for axis in order if used.get(axis)]
 
@@ -130,9 +143,9 @@ class MultiDSettings(BaseModel):
         if plan is None:
             return 0.0
         if not isinstance(plan, useq.MultiPhaseTimePlan):
-            return _round(plan_interval_s(plan))
+            return round_value(plan_interval_s(plan))
         starts = time_starts(plan)
-        gaps = [_round(b - a) for a, b in itertools.pairwise(starts)]
+        gaps = [round_value(b - a) for a, b in itertools.pairwise(starts)]
         if not gaps or max(gaps) - min(gaps) <= 1e-9:
             return gaps[0] if gaps else 0.0
         return [*gaps, gaps[-1]]
@@ -165,7 +178,7 @@ class MultiDSettings(BaseModel):
         if len(planes) == 1:
             step = abs(float(getattr(self.sequence.z_plan, "step", 0) or 0)) or 1.0
             return planes[0], planes[0], step
-        return planes[0], planes[len(planes) - 1], _round(planes[1] - planes[0])
+        return planes[0], planes[len(planes) - 1], round_value(planes[1] - planes[0])
 
     @property
     def z_is_relative(self) -> bool:
@@ -212,33 +225,43 @@ class MultiDSettings(BaseModel):
         at once: a ``ValueError`` names the argument and what would be valid."""
         fields: dict[str, Any] = {}
         until_stopped = num_time_points == math.inf
-        time_plan = _time_plan(num_time_points, time_interval_s)
-        if time_plan is not None:
-            fields["time_plan"] = time_plan
-        positions = _positions(xy_positions, xyz_positions, position_labels)
+        times = time_plan(num_time_points, time_interval_s)
+        if times is not None:
+            fields["time_plan"] = times
+        positions = stage_positions(xy_positions, xyz_positions, position_labels)
         if positions:
             fields["stage_positions"] = positions
-        channel_list = _channels(channel_group, channels, channel_exposures_ms)
-        if channel_list:
-            fields["channels"] = channel_list
-        z_plan = _z_plan(z_start, z_end, z_step, relative=xyz_positions is not None)
-        if z_plan is not None:
-            fields["z_plan"] = z_plan
+        channel_settings = channel_list(channel_group, channels, channel_exposures_ms)
+        if channel_settings:
+            fields["channels"] = channel_settings
+        planes = z_plan(z_start, z_end, z_step, relative=xyz_positions is not None)
+        if planes is not None:
+            fields["z_plan"] = planes
         if not isinstance(order, str):
-            raise ValueError(f"order must be a string like 'tpcz', got {order!r}")
+            raise SettingError(
+                "order", f"The axis order must be text such as 'tpcz', got {order!r}"
+            )
         axes = order.lower()
         if len(set(axes)) != len(axes) or set(axes) - set("tpcz"):
-            raise ValueError(
-                f"order must list each of 't', 'p', 'c', 'z' at most once, got {order!r}"
+            raise SettingError(
+                "order",
+                "The axis order lists each of t (time), p (position), c (channel) and z at most "
+                f"once, got {order!r}",
             )
-        used = {"t": time_plan is not None, "p": bool(positions), "c": bool(channel_list)}
-        used["z"] = z_plan is not None
+        used = {"t": times is not None, "p": bool(positions), "c": bool(channel_settings)}
+        used["z"] = planes is not None
         missing = [axis for axis, on in used.items() if on and axis not in axes]
         if missing:
-            raise ValueError(f"order {order!r} lacks the axes {missing} that have values")
+            raise SettingError(
+                "order",
+                f"The axis order {order!r} leaves out {_axis_words(missing)}, which has settings",
+            )
         fields["axis_order"] = tuple(axes)
         if sequence and not isinstance(sequence, str):
-            raise ValueError(f"sequence must name inner axes like 'z' or 'cz', got {sequence!r}")
+            raise SettingError(
+                "sequence",
+                f"Hardware-triggered axes are named like 'z' or 'cz', got {sequence!r}",
+            )
         try:
             return cls(
                 sequence=useq.MDASequence(**fields),
@@ -246,7 +269,7 @@ class MultiDSettings(BaseModel):
                 hardware_sequenced=sequence or "",
             )
         except pydantic.ValidationError as e:
-            raise ValueError(_validation_message(e, "sequence")) from None
+            raise _refusal(e, "sequence") from None
 
     @classmethod
     def from_sequence(cls, sequence: useq.MDASequence | Mapping[str, Any]) -> MultiDSettings:
@@ -256,11 +279,11 @@ class MultiDSettings(BaseModel):
             try:
                 sequence = useq.MDASequence.model_validate(sequence)
             except pydantic.ValidationError as e:
-                raise ValueError(_validation_message(e, "MDASequence")) from None
+                raise _refusal(e, "MDASequence") from None
         try:
             return cls(sequence=sequence)
         except pydantic.ValidationError as e:
-            raise ValueError(_validation_message(e, "MDASequence")) from None
+            raise _refusal(e, "MDASequence") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MultiDSettings:
@@ -327,8 +350,8 @@ def time_starts(plan: Any) -> list[float]:
         if getattr(plan, "loops", None) == 1:
             return [0.0]
         count = int(plan.num_timepoints())
-        if count > _MAX_LISTED:
-            raise ValueError(f"time_plan has {count:,} time points; at most {_MAX_LISTED:,}")
+        if count > MAX_LISTED:
+            raise ValueError(f"The time plan has {count:,} time points; at most {MAX_LISTED:,}")
         interval = plan_interval_s(plan)
         return [k * interval for k in range(count)]
     starts, offset = [0.0], 0.0
@@ -346,7 +369,7 @@ def plan_interval_s(plan: Any) -> float:
     try:
         return float(plan.interval.total_seconds())
     except ZeroDivisionError:
-        raise ValueError(f"time_plan={plan!r} does not define its time points") from None
+        raise ValueError(f"The time plan does not define its time points: {plan!r}") from None
 
 
 class ZPlanes:
@@ -380,202 +403,67 @@ def z_planes(plan: Any) -> ZPlanes | list[float] | None:
     count = plan.num_positions()
     if count > MAX_Z_PLANES:
         raise ValueError(
-            f"z_plan={plan!r} makes {count:.3g} z planes; at most {MAX_Z_PLANES:,} (a larger step)"
+            f"The z plan makes {count:.3g} z planes; at most {MAX_Z_PLANES:,} (take a larger z "
+            f"step): {plan!r}"
         )
     if plan.go_up:
         return ZPlanes(float(start), float(step), count)
     return ZPlanes(float(start + (count - 1) * step), -float(step), count)
 
 
-# ---------------------------------------------------------------- ExEngine's arguments, checked
-def _time_plan(num: int | float | None, interval: float | Sequence[float]) -> Any:
-    if num is None:
-        if not isinstance(interval, (int, float)) or interval:
-            raise ValueError("time_interval_s needs num_time_points")
-        return None
-    if num == math.inf:
-        count = None
-    elif is_count(num):
-        count = int(num)
-    else:
-        raise ValueError(
-            f"num_time_points must be a positive int (or math.inf: until stopped), got {num!r}"
-        )
-    if isinstance(interval, (int, float, np.number)) and not isinstance(interval, bool):
-        step = finite_number(interval, "time_interval_s")
-        if step < 0:
-            raise ValueError(f"time_interval_s must be >= 0, got {interval!r}")
-        return useq.TIntervalLoops(interval=step, loops=count or 1)
-    if count is None:
-        raise ValueError("An open-ended time-lapse takes one time_interval_s, not a list")
-    gaps = [finite_number(v, "time_interval_s") for v in interval]
-    if len(gaps) != count:
-        raise ValueError(f"time_interval_s has {len(gaps)} intervals; num_time_points is {count}")
-    if any(v < 0 for v in gaps):
-        raise ValueError(f"time_interval_s must be >= 0, got {gaps}")
-    gaps = gaps[: count - 1]  # the last interval follows the last time point: never waited
-    if not gaps or max(gaps) - min(gaps) <= 1e-9:
-        return useq.TIntervalLoops(interval=gaps[0] if gaps else 0.0, loops=count)
-    phases: list[list[float]] = []  # runs of equal intervals: [interval, loops]
-    for gap in gaps:
-        if phases and abs(phases[-1][0] - gap) <= 1e-9:
-            phases[-1][1] += 1
-        else:
-            phases.append([gap, 2])
-    return useq.MultiPhaseTimePlan(
-        phases=[useq.TIntervalLoops(interval=g, loops=int(n)) for g, n in phases]
-    )
-
-
-def _positions(xy: Any, xyz: Any, labels: Any) -> list[useq.Position]:
-    if xy is not None and xyz is not None:
-        raise ValueError("Pass xy_positions or xyz_positions, not both")
-    source = xy if xy is not None else xyz
-    if source is None:
-        if labels is not None:
-            raise ValueError("position_labels needs xy_positions or xyz_positions")
-        return []
-    width = 2 if xy is not None else 3
-    name = "xy_positions" if xy is not None else "xyz_positions"
-    try:
-        array = np.asarray(source, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a list of {width}-element positions of numbers, got {source!r}"
-        ) from None
-    if array.ndim != 2 or array.shape[1] != width or len(array) == 0:
-        raise ValueError(
-            f"{name} must be a non-empty list of {width}-element positions, got shape {array.shape}"
-        )
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite numbers, got {source!r}")
-    names: list[str | None] = [None] * len(array)
-    if labels is not None:
-        labels = list(labels)
-        if len(labels) != len(array):
-            raise ValueError(f"position_labels has {len(labels)} labels for {len(array)} positions")
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"position_labels must be unique, got {labels}")
-        if labels != list(range(len(array))):  # the default labels: positions without names
-            names = [str(label) for label in labels]
-    return [
-        useq.Position(
-            x=float(row[0]), y=float(row[1]), z=float(row[2]) if width == 3 else None, name=label
-        )
-        for label, row in zip(names, array, strict=True)
-    ]
-
-
-def _channels(group: Any, channels: Any, exposures: Any) -> list[useq.Channel]:
-    if channels is None:
-        if exposures is not None:
-            raise ValueError("channel_exposures_ms needs channels")
-        return []
-    if isinstance(channels, str):
-        raise ValueError(f"channels must be a list of channel names, got {channels!r}")
-    channels = list(channels)
-    if not channels or not all(isinstance(c, str) and c for c in channels):
-        raise ValueError(f"channels must be a non-empty list of channel names, got {channels!r}")
-    if len(set(channels)) != len(channels):
-        raise ValueError(f"channels must be unique, got {channels}")
-    if group is None:
-        raise ValueError(
-            "channels need channel_group: the device (or its name) that selects the channel"
-        )
-    group_name = group if isinstance(group, str) else getattr(group, "name", None)
-    if not isinstance(group_name, str) or not group_name:
-        raise ValueError(f"channel_group must be a device or its name, got {group!r}")
-    if exposures is None:
-        return [useq.Channel(config=c, group=group_name) for c in channels]
-    values = [finite_number(e, "channel_exposures_ms") for e in exposures]
-    if len(values) != len(channels):
-        raise ValueError(
-            f"channel_exposures_ms has {len(values)} values for {len(channels)} channels"
-        )
-    for name, exposure in zip(channels, values, strict=True):
-        if exposure <= 0:
-            raise ValueError(
-                f"channel_exposures_ms must be above 0 ms, got {exposure:g} for {name!r}"
-            )
-    return [
-        useq.Channel(config=c, group=group_name, exposure=e)
-        for c, e in zip(channels, values, strict=True)
-    ]
-
-
-def _z_plan(start: Any, end: Any, step: Any, relative: bool) -> Any:
-    """The z plan visiting ``start``, ``start + step``, ... up to ``end`` (included when the step
-    reaches it): a range useq-schema users know (top and bottom, above and below, around), else
-    the listed planes."""
-    given = {"z_start": start, "z_end": end, "z_step": step}
-    if all(v is None for v in given.values()):
-        return None
-    missing = [k for k, v in given.items() if v is None]
-    if missing:
-        raise ValueError(f"A z range needs z_start, z_end and z_step; missing {missing}")
-    first, last, by = (finite_number(v, k) for k, v in given.items())
-    if by == 0 or (last - first) * by < 0:
-        raise ValueError(f"z_step={by} does not lead from z_start={first} to z_end={last}")
-    count = int(np.floor((last - first) / by + 1e-9)) + 1
-    if count > MAX_Z_PLANES:
-        raise ValueError(
-            f"z_start={first:g} to z_end={last:g} by z_step={by:g} makes {count:.3g} z planes; "
-            f"at most {MAX_Z_PLANES:,} (a larger z_step)"
-        )
-    last = _round(first + (count - 1) * by)
-    first = _round(first)
-    low, high, spacing, up = min(first, last), max(first, last), abs(by), by > 0
-    if count == 1:
-        spacing = 0.0 if relative else abs(by)
-    if not relative:
-        return useq.ZTopBottom(bottom=low, top=high, step=spacing, go_up=up)
-    if math.isclose(low, -high, abs_tol=1e-9):
-        return useq.ZRangeAround(range=_round(high - low), step=spacing, go_up=up)
-    if low <= 0 <= high:
-        return useq.ZAboveBelow(above=high, below=_round(-low), step=spacing, go_up=up)
-    if count > _MAX_LISTED:
-        raise ValueError(
-            f"A relative z range of {count:,} planes that leaves out the position's z; at most "
-            f"{_MAX_LISTED:,}"
-        )
-    return useq.ZRelativePositions(
-        relative=[_round(first + k * by) for k in range(count)], go_up=True
-    )
-
-
 def _check_hardware_sequence(settings: MultiDSettings, axes: list[str]) -> None:
     seq_axes = list(settings.hardware_sequenced)
     if not seq_axes:
         return
-    if set(seq_axes) - set(axes):
-        raise ValueError(
-            f"sequence {settings.hardware_sequenced!r} must name axes in use {axes}, each once"
+    unused = [axis for axis in seq_axes if axis not in axes]
+    if unused:
+        raise SettingError(
+            "sequence",
+            f"The hardware-triggered axes {settings.hardware_sequenced!r} include "
+            f"{_axis_words(unused)}, which this acquisition does not use (it uses "
+            f"{_axis_words(axes)})",
         )
     if axes[len(axes) - len(seq_axes) :] != seq_axes:
-        raise ValueError(
-            f"sequence {settings.hardware_sequenced!r} must be the innermost axes of the order "
-            f"{''.join(axes)!r}"
+        raise SettingError(
+            "sequence",
+            f"The hardware-triggered axes {settings.hardware_sequenced!r} must be the innermost "
+            f"ones of the axis order {''.join(axes)!r}",
         )
     if "t" in seq_axes:
         if settings.until_stopped:
-            raise ValueError(
-                "An open-ended time-lapse cannot run as one hardware sequence ('t' in sequence)"
+            raise SettingError(
+                "sequence", "An open-ended time-lapse cannot run as one hardware sequence"
             )
         if settings.time_interval_s != 0:
-            raise ValueError("sequence over 't' needs time_interval_s=0 (frames run back to back)")
+            raise SettingError(
+                "time_interval_s",
+                "Time points run as one hardware sequence back to back: the time interval must "
+                f"be 0 s, not {settings.time_interval_s} s",
+            )
     exposures = settings.channel_exposures_ms
     if "c" in seq_axes and exposures is not None and len(set(exposures)) > 1:
-        raise ValueError(
-            "sequence over 'c' needs one exposure for all channels (channel_exposures_ms)"
+        raise SettingError(
+            "channel_exposures_ms",
+            "Channels run as one hardware sequence need one exposure for all, got "
+            f"{', '.join(f'{e:g}' for e in exposures)} ms",
         )
 
 
-def _validation_message(error: pydantic.ValidationError, what: str) -> str:
+def _axis_words(axes: list[str]) -> str:
+    """Axis letters in words: ``['t', 'z']`` -> ``"time and z"``."""
+    words = [AXIS_NAMES.get(axis, axis) for axis in axes]
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _refusal(error: pydantic.ValidationError, what: str) -> ValueError:
+    """The first error of ``error`` as one line; a :class:`SettingError` when a check of ours
+    named the setting."""
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or what
     message = first["msg"].removeprefix("Value error, ")
-    return f"Invalid {what}: {where}: {message}" if where != what else message
-
-
-def _round(value: float) -> float:
-    return round(float(value), _DIGITS) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if where != what:
+        message = f"Invalid {what}: {where}: {message}"
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, SettingError):
+        return SettingError(cause.setting, message)
+    return ValueError(message)

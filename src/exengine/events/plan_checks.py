@@ -48,7 +48,13 @@ def finite_number(value: Any, name: str, low: float = -math.inf, high: float = m
     if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if not low <= number <= high:
-        raise ValueError(f"{name} must be within [{low:g}, {high:g}], got {value!r}")
+        if math.isinf(high):
+            valid = f"at least {low:g}"
+        elif math.isinf(low):
+            valid = f"at most {high:g}"
+        else:
+            valid = f"from {low:g} to {high:g}"
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
     return number
 
 
@@ -61,7 +67,7 @@ def whole_number(value: Any, name: str, minimum: int = 1) -> int:
     """``value`` as an int, or a ``ValueError`` naming ``name`` when it is not a whole number of at
     least ``minimum`` (a setting of a plan)."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
     return int(value)
 
 
