@@ -33,6 +33,8 @@ from .acquisition_setup import (
 )
 from .contributions import DEFAULT_PLAN, list_contributions
 from .device_sets import DeviceSet
+from .device_watch import DeviceWatch
+from .field_of_view import FieldOfView
 from .layer_sink import LayerSink, defer_layers_for
 from .multi_d_form import MultiDForm
 from .panel_common import (
@@ -118,6 +120,17 @@ class AcquisitionPanel(DockPanel):
         self._timer = QTimer(self)  # a child: it goes with the panel
         self._timer.setInterval(PROGRESS_INTERVAL_MS)
         self._timer.timeout.connect(self._poll)
+        self.field_of_view = FieldOfView(napari_viewer, self._stage_and_camera, self._running, self)
+        self.destroyed.connect(self.field_of_view.close)
+        # the estimate follows changes made elsewhere (the Devices panel, a script)
+        self.device_watch = DeviceWatch(
+            lambda: self.cameras,
+            _camera_settings,
+            self.update_estimate,
+            lambda: self._running() or not self._shown_with_devices(self.cameras),
+            self,
+        )
+        self.destroyed.connect(self.device_watch.close)
         self.update_estimate()
 
     def _make_device_choices(self) -> None:
@@ -207,8 +220,29 @@ class AcquisitionPanel(DockPanel):
     def _show_channel_names(self, *_: Any) -> None:
         self.multi_d.set_channel_names(self._channel_names())
 
+    def _shown_with_devices(self, devices: list[Any]) -> bool:
+        """The panel is shown and ``devices`` are registered with the engine: a panel left over
+        from an engine that was shut down reads no devices (their thread is gone: a read would wait
+        for ever)."""
+        if not self.isVisible():
+            return False
+        registered = ExecutionEngine.get_devices().values()
+        return all(any(d is r for r in registered) for d in devices)
+
+    def _stage_and_camera(self) -> tuple[Any, Any]:
+        """The XY stage and camera whose field of view is outlined (``None`` when the panel is
+        not shown or they are not registered)."""
+        stage, camera = self.xy_choice.value, self.camera
+        if not self._shown_with_devices([d for d in (stage, camera) if d is not None]):
+            return None, None
+        return stage, camera
+
     def refresh_devices(self) -> None:
-        """Offer devices registered since the panel opened (keeps the current choices)."""
+        """Offer devices registered since the panel opened (keeps the current choices); after the
+        run, while one goes on (listing channel devices asks each device, as the estimate does).
+        """
+        if self._running():
+            return
         for choice in self.device_choices:
             choice.reset_choices()
         if not self.camera_choice.value and self.camera_choice.choices:
@@ -266,7 +300,11 @@ class AcquisitionPanel(DockPanel):
     def update_estimate(self, *_: Any) -> CheckedAcquisition | None:
         """Check the settings as Run will; show what the plan will take (frames, size, duration,
         the processors' notes) or why it cannot run, and enable Run only when it can. Returns the
-        checked acquisition, or None when the settings are invalid."""
+        checked acquisition, or None when the settings are invalid. Not while a run goes on:
+        checking reads the devices, whose thread the run keeps busy (the GUI would wait for it);
+        the run's end checks again."""
+        if self._running():
+            return None
         try:
             checked = check_acquisition(self.request())
         except ValueError as e:
@@ -410,7 +448,7 @@ class AcquisitionPanel(DockPanel):
         if self.sink is not None:
             self.sink.close()
         self._set_running(False)
-        self.update_estimate()
+        self.refresh_devices()
         self.run_control.show_status(status)
         where = getattr(acquisition.data_handler.storage, "path", "memory")
         if status.error is not None:
@@ -423,6 +461,13 @@ class AcquisitionPanel(DockPanel):
         self.run_control.status.value = message
         show_as_error(self.run_control.status, True)
         show_error(message)
+
+
+def _camera_settings(camera: Any) -> tuple[Any, ...]:
+    """What of a camera the estimate depends on: its roi, binning, exposure and bit depth."""
+    return tuple(
+        getattr(camera, name, None) for name in ("roi", "binning", "exposure", "bit_depth")
+    )
 
 
 def _dataset_label(storage: Any) -> str:

@@ -14,7 +14,9 @@ what it does at 512x512 here). Moving the sliders slices each layer once (napari
 twice). Layers read frames lazily through ``DataHandler.get`` (memory while in flight or among the
 newest stored, else storage), so layer memory stays bounded. While a sink follows an acquisition,
 the objects that existed before are kept out of the garbage collector's full collections, which in a
-napari session hold the GIL for ~130 ms."""
+napari session hold the GIL for ~130 ms. Frames at a stage position are shown there: at a tile
+axis, in the mosaic (:mod:`~napari_exengine.mosaic`); other layers are placed by their first frame.
+Layers' axes are lined up by name with other acquisitions' in the same viewer."""
 
 from __future__ import annotations
 
@@ -35,7 +37,19 @@ from exengine.channel_colors import channel_colormap
 from exengine.data import DataCoordinates, DataHandler, FrameStage, PlannedData
 from exengine.storage.ndtiff_reader import positive_number
 
+from .layer_axes import (
+    TILE_AXES,
+    AxisIndex,
+    aligned_axes,
+    contrast_limits,
+    frame_corner_um,
+    layer_name,
+    pixel_size_um,
+    sort_axes,
+    stage_xy_um,
+)
 from .lazy_array import LazyFrames
+from .mosaic import Mosaic
 
 #: Time from the start of one display refresh to the next, while frames arrive at camera-like rates.
 REFRESH_INTERVAL_MS = 33
@@ -70,7 +84,6 @@ BUSY_BACKLOG_FRAMES = 64
 #: them).
 DEFER_LAYERS_ABOVE_FRAMES = 10_000
 _DEFAULT_FRAME_BYTES = 512 * 512 * 2  # until the first layer is made
-_AXIS_PRIORITY = {"position": 0, "row": 1, "column": 2, "time": 3, "z": 100}
 
 
 _following = 0  # sinks following an acquisition (GUI thread only)
@@ -101,47 +114,6 @@ def defer_layers_for(total_frames: int | None) -> bool:
     return total_frames is None or total_frames > DEFER_LAYERS_ABOVE_FRAMES
 
 
-def sort_axes(axes: list[str]) -> list[str]:
-    """Order axes for display: position/row/column, time, custom axes (in arrival order), z."""
-    return sorted(axes, key=lambda a: (_AXIS_PRIORITY.get(a, 50), axes.index(a)))
-
-
-class _AxisIndex:
-    """Maps each axis value (int or str) to a slider index, growing as values arrive.
-
-    While the values are non-negative ints each is its own index and the values are ``range(n)``, so
-    an axis such as an open-ended time-lapse's costs the same memory after a million time points as
-    after one.
-    """
-
-    def __init__(self) -> None:
-        self._size = 0
-        self._values: list[Any] | None = None  # set when a value is not its own index
-        self._index: dict[Any, int] = {}
-
-    @property
-    def values(self) -> Sequence[Any]:
-        """The value at each slider index."""
-        return range(self._size) if self._values is None else self._values
-
-    def add(self, value: Any) -> int:
-        if self._values is None:
-            if type(value) is int and value >= 0:
-                if value >= self._size:
-                    self._size = value + 1
-                return value
-            self._values = list(range(self._size))
-            self._index = {v: v for v in self._values}
-        index = self._index.get(value)
-        if index is None:
-            index = self._index[value] = len(self._values)
-            self._values.append(value)
-        return index
-
-    def __len__(self) -> int:
-        return self._size if self._values is None else len(self._values)
-
-
 @dataclass
 class _LayerState:
     """What the sink knows of one layer: its slider axes (display order) and the channel it is
@@ -150,12 +122,14 @@ class _LayerState:
 
     axes: list[str]
     fixed: dict[str, Any]
-    indices: dict[str, _AxisIndex]
+    indices: dict[str, AxisIndex]
     frame_shape: tuple[int, ...]
     dtype: Any
     contrast: tuple[float, float]
     pixel: float
     provisional: bool = False
+    #: The world (y, x) of the frames' top-left corner (µm): centred on their stage position.
+    corner: tuple[float, float] = (0.0, 0.0)
 
     def position(self, coords: Mapping[str, Any]) -> tuple[int, ...]:
         """The slider indices of ``coords`` along the axes (new values get the next index)."""
@@ -184,7 +158,9 @@ class LayerSink:
     layers are created at once (``defer_layers``: on the GUI loop's next turn, so that an
     acquisition started right after is not held up by napari making layers), before any frame, and
     fill in as frames arrive (a first frame of another shape or dtype rebuilds its layer; other
-    pixel size metadata rescales it). Create it on the GUI thread.
+    pixel size metadata rescales it). Frames at a tile axis (``position``, ``row``, ``column``...)
+    with a stage position in their metadata go to a mosaic instead, without sliders for those axes.
+    Create it on the GUI thread.
     """
 
     def __init__(
@@ -218,6 +194,10 @@ class LayerSink:
         # the viewer's listener that slices twice per step
         self._duplicate_slice = _duplicate_slicer(viewer)
         self._planned = self._plan_layers(planned)
+        self._mosaic = Mosaic(
+            viewer, data_handler, name, self._key, self._layer_axes, self._scale,
+            self._colormap, lambda: self._layers.values(), planned,
+        )  # fmt: skip
         self._axis_sizes = {a: s for a, s in (planned.axis_sizes if planned else {}).items() if s}
         self.frames_shown = 0
         #: The refresh interval in use: ``REFRESH_INTERVAL_MS``, ``FAST_REFRESH_INTERVAL_MS`` or
@@ -330,6 +310,10 @@ class LayerSink:
         self._prepare_layers()
         with self._pending_lock:
             pending, self._pending = self._pending, []
+        self.frames_shown += len(pending)
+        pending, newest = self._mosaic.take(pending)
+        if newest is not None and not pending:
+            self._follow(*newest, redraw=set())
         if not pending:
             return
         touched: dict[Any, tuple[int, ...]] = {}
@@ -345,7 +329,7 @@ class LayerSink:
             for axis in coords:
                 if axis not in axes and axis not in state.fixed:
                     axes.append(axis)
-                    state.indices[axis] = _AxisIndex()
+                    state.indices[axis] = AxisIndex()
                     state.axes = sort_axes(axes)
                     axes = state.axes
             sizes = [len(state.indices[a]) for a in axes]
@@ -353,21 +337,30 @@ class LayerSink:
             if (
                 key not in self._layers
                 or [len(state.indices[a]) for a in axes] != sizes
-                or len(axes) != self._layers[key].data.ndim - len(state.frame_shape)
+                or axes != [a for a in self._layers[key].data.axes if a in state.indices]
             ):
                 grown.add(key)
             touched[key] = position
         for key in grown:
             self._update_layer(key)
         last = next(reversed(touched))
-        self._follow(self._state[last].axes, touched[last], redraw=set(touched) - grown)
-        self.frames_shown += len(pending)
+        self._follow(*self._slider_position(last, touched[last]), redraw=set(touched) - grown)
+
+    def _slider_position(self, key: Any, position: Sequence[int]) -> tuple[list[str], list[int]]:
+        """The slider axes of the layer of ``key`` and ``position`` (its own axes' indices) along
+        them: 0 along the axes it shares with other acquisitions' layers only."""
+        state, axes = self._state[key], list(self._layers[key].data.axes)
+        return axes, [position[state.axes.index(a)] if a in state.indices else 0 for a in axes]
 
     def _plan_layers(self, planned: PlannedData | None) -> _Plan:
         """Each planned layer's first coordinates and the planned values of its axes that are not
         ``0, 1, ...`` (those of the others come from their sizes)."""
-        if planned is None or not planned.axis_sizes:
-            return {}
+        if (
+            planned is None
+            or not planned.axis_sizes
+            or not TILE_AXES.isdisjoint(planned.axis_sizes)
+        ):
+            return {}  # tiles are placed by the mosaic as they arrive
         values = {axis: tuple(planned.axis_values.get(axis, ())) for axis in planned.axis_sizes}
         first = {axis: found[0] if found else 0 for axis, found in values.items()}
         split = [a for a in self._layer_axes if values.get(a)]
@@ -397,7 +390,8 @@ class LayerSink:
             self._update_layer(key)
         key, (first, _) = next(iter(self._planned.items()))
         state = self._state[key]
-        self._follow(state.axes, state.position(first), redraw=set())  # napari starts mid-range
+        # napari starts mid-range
+        self._follow(*self._slider_position(key, state.position(first)), redraw=set())
 
     def _settle(self, key: Any, state: _LayerState, coords: DataCoordinates) -> bool:
         """Take contrast and pixel size from the first frame of a layer made in advance; True when
@@ -410,7 +404,11 @@ class LayerSink:
         pixel = pixel_size_um(metadata, state.pixel)
         if not math.isclose(pixel, state.pixel):  # rescaling re-slices every layer: only if wrong
             state.pixel = pixel
-            layer.scale = self._layer_scale(state, state.axes)
+            layer.scale = self._layer_scale(state, layer.data.axes)
+        corner = _corner(metadata, data.shape, pixel)
+        if corner != state.corner:
+            state.corner = corner
+            layer.translate = [0.0] * len(layer.data.axes) + list(corner)
         if data.shape == state.frame_shape and data.dtype == state.dtype:
             return False
         state.frame_shape, state.dtype = data.shape, data.dtype
@@ -419,9 +417,10 @@ class LayerSink:
 
     def _new_state(self, key: Any, coords: DataCoordinates) -> _LayerState:
         data, metadata = self.handler.get(coords)
-        return self._make_state(
-            key, coords, data.shape, data.dtype, contrast_limits(data), pixel_size_um(metadata)
-        )
+        pixel = pixel_size_um(metadata)
+        state = self._make_state(key, coords, data.shape, data.dtype, contrast_limits(data), pixel)
+        state.corner = _corner(metadata, data.shape, pixel)
+        return state
 
     def _make_state(
         self,
@@ -435,7 +434,7 @@ class LayerSink:
     ) -> _LayerState:
         fixed = {a: coords[a] for a in self._layer_axes if a in coords}
         axes = sort_axes([a for a in coords if a not in fixed])
-        indices = {a: _AxisIndex() for a in axes}
+        indices = {a: AxisIndex() for a in axes}
         planned_values = self._planned[key][1] if key in self._planned else {}
         for axis in axes:
             for value in planned_values.get(axis, ()):
@@ -457,10 +456,11 @@ class LayerSink:
     def _update_layer(self, key: Any) -> None:
         """Give the layer of ``key`` a new (lazy) data object: its axes grew or it is new."""
         state = self._state[key]
+        axes = aligned_axes(self.viewer, state.axes, self._mosaic.own_layers())
         frames = LazyFrames(
             self._reader(state),
-            state.axes,
-            {a: state.indices[a].values for a in state.axes},
+            axes,
+            {a: state.indices[a].values if a in state.indices else () for a in axes},
             state.frame_shape,
             state.dtype,
             fixed=state.fixed,
@@ -468,20 +468,19 @@ class LayerSink:
         labels = [*frames.axes, "y", "x"]
         scale = self._layer_scale(state, frames.axes)
         layer = self._layers.get(key)
-        metadata = {"axis_values": {a: state.indices[a].values for a in frames.axes}}
+        metadata = {"axis_values": {a: state.indices[a].values for a in state.axes}}
         if layer is None or layer.data.ndim != frames.ndim:
             self._layers_made = True
             if layer is not None:
                 self.viewer.layers.remove(layer)
-            name = layer_name(self.name, key)
-            colormap = "gray" if key is None else channel_colormap(key, len(self._layers))
             layer = self.viewer.add_image(
                 frames,
-                name=name,
+                name=layer_name(self.name, key),
                 contrast_limits=state.contrast,
-                colormap=colormap,
+                colormap=self._colormap(key),
                 blending="additive",
                 scale=scale,
+                translate=[0.0] * len(frames.axes) + list(state.corner),
                 axis_labels=labels,
                 metadata=metadata,
                 multiscale=False,
@@ -490,6 +489,11 @@ class LayerSink:
         else:
             layer.data = frames
             layer.metadata.update(metadata)
+
+    def _colormap(self, key: Any) -> Any:
+        """A new layer's colormap: gray for the one layer, else by the channel's dye."""
+        shown = len(self._layers) + len(self._mosaic.layers)
+        return "gray" if key is None else channel_colormap(key, shown)
 
     def _reader(self, state: _LayerState) -> Any:
         def read(coords: dict[str, Any]) -> np.ndarray | None:
@@ -546,35 +550,17 @@ def _duplicate_slicer(viewer: Any) -> Any:
     return update if listens else None
 
 
+def _corner(metadata: Any, frame_shape: Sequence[int], pixel: float) -> tuple[float, float]:
+    """Where a frame's top-left corner is shown (µm): centred on its stage position, if known."""
+    stage = stage_xy_um(metadata)
+    return (0.0, 0.0) if stage is None else frame_corner_um(stage, frame_shape, pixel)
+
+
 def _planned_scale(planned: PlannedData | None) -> dict[str, float]:
     """The z step the summary metadata records (Micro-Manager's ``z-step_um``), as a scale."""
     summary = planned.summary_metadata if planned is not None else {}
     step = positive_number(summary, ("z-step_um",))
     return {} if step is None else {"z": step}
-
-
-def layer_name(dataset: str, channel: Any = None) -> str:
-    """The name of a dataset's layer: the dataset's, with the channel's after it when there is
-    one (a Micro-Manager dataset's unnamed channel ``""`` adds nothing)."""
-    return " ".join(
-        part
-        for part in (str(dataset).strip(), ("" if channel is None else str(channel)).strip())
-        if part
-    )
-
-
-def contrast_limits(frame: np.ndarray) -> tuple[float, float]:
-    """Contrast limits spanning ``frame`` (a flat frame gets a range of 1)."""
-    low, high = float(frame.min()), float(frame.max())
-    if high <= low:
-        high = low + 1.0
-    return low, high
-
-
-def pixel_size_um(metadata: Any, default: float = 1.0) -> float:
-    """The pixel size a frame's metadata records (``PixelSizeUm``), else ``default``."""
-    pixel = positive_number(metadata, ("PixelSizeUm", "pixel_size_um"))
-    return default if pixel is None else pixel
 
 
 def attach_layer_sink(viewer: Any, data_handler: DataHandler, **kwargs: Any) -> LayerSink:

@@ -141,7 +141,9 @@ def test_a_contributed_plan_runs_from_the_panel(gui_viewer, scope, qtbot, tmp_pa
     assert [w.name for w in panel.plan_form] == ["rows", "columns", "overlap"]
     panel.plan_form.rows.value = 0
     assert (
-        panel.run_control.estimate.value.startswith("invalid: rows must be an int >= 1")
+        panel.run_control.estimate.value.startswith(
+            "invalid: rows must be a whole number of at least 1"
+        )
         and not panel.run_control.run_button.enabled
     )
     panel.plan_choice.value = "napari-exengine.plan.overview_then_zoom"
@@ -157,7 +159,9 @@ def test_a_contributed_plan_runs_from_the_panel(gui_viewer, scope, qtbot, tmp_pa
         "row": [0, 1],
         "column": [0, 1],
     }
-    assert "row" in gui_viewer.dims.axis_labels and "column" in gui_viewer.dims.axis_labels
+    # the tiles are placed where they were taken (a mosaic), not on row and column sliders
+    assert "row" not in gui_viewer.dims.axis_labels and "column" not in gui_viewer.dims.axis_labels
+    assert any(layer.metadata.get("mosaic") for layer in gui_viewer.layers)
 
 
 def test_the_example_plugins_plan_runs_from_the_panel(gui_viewer, scope, qtbot, tmp_path):

@@ -173,7 +173,7 @@ class SimulatedCamera(Detector):
         self.bit_depth = 16
         self.frame_rate_limit = 100.0
         self.pixel_size_um = 0.65
-        self.roi = (0, 0, width, height)
+        self._roi = (0, 0, width, height)
         self.sequence_buffer_mb = DEFAULT_SEQUENCE_BUFFER_MB
         self._lock = threading.Lock()
         self._clock = _FrameClock()
@@ -220,6 +220,15 @@ class SimulatedCamera(Detector):
         return self._sensor
 
     @property
+    def roi(self) -> tuple[int, int, int, int]:
+        """The region of the sensor read out: x, y, width, height (pixels of the sensor)."""
+        return self._roi
+
+    @roi.setter
+    def roi(self, value: Any) -> None:
+        self._roi = _checked_roi(self.name, value, self._sensor)
+
+    @property
     def frames_dropped(self) -> int:
         """Frames that arrived since the last ``arm`` while the sequence buffer was full."""
         with self._lock:
@@ -233,12 +242,7 @@ class SimulatedCamera(Detector):
             )
         _check_choice(self, "binning", self.binning)
         _check_choice(self, "bit_depth", self.bit_depth)
-        x, y, w, h = self.roi
-        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > self._sensor[1] or y + h > self._sensor[0]:
-            raise ValueError(
-                f"{self.name}: roi {self.roi} does not fit the {self._sensor[1]}x{self._sensor[0]} "
-                "sensor"
-            )
+        _, _, w, h = self.roi  # fits the sensor: checked when set
         if w < self.binning or h < self.binning:
             raise ValueError(
                 f"{self.name}: binning {self.binning} leaves no pixels of the {w}x{h} roi; "
@@ -392,6 +396,28 @@ def _prepare(
     if edges.size > base.size // 8:
         return base, None, edges
     return base, np.clip(base, _NOISE_MAX, maximum - _NOISE_MAX).astype(dtype), edges
+
+
+def _checked_roi(name: str, value: Any, sensor: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``value`` as an roi of the ``sensor`` (height, width); refused, naming the valid range,
+    when it is not four whole numbers or does not fit."""
+    height, width = sensor
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 4
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError(
+            f"{name}.roi must be four whole numbers of pixels (x, y, width, height), got {value!r}"
+        )
+    x, y, w, h = (int(v) for v in value)
+    if x < 0 or y < 0 or w < 1 or h < 1 or x + w > width or y + h > height:
+        raise ValueError(
+            f"{name}.roi {tuple(value)} does not fit the {width} x {height} pixel sensor: x and y "
+            f"from 0, width from 1 to {width} - x, height from 1 to {height} - y (the whole sensor "
+            f"is (0, 0, {width}, {height}))"
+        )
+    return x, y, w, h
 
 
 def _check_choice(device: Device, prop: str, value: Any) -> None:
