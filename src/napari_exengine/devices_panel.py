@@ -1,6 +1,8 @@
-"""The Devices dock panel: every registered device's properties as controls, plus Snap and Live.
+"""The Devices dock panel: every registered device's properties as controls, stage and focus
+controls for every positioner (:mod:`.stage_controls`), plus Snap and Live.
 
-Device calls run on worker threads; napari objects are touched only on the GUI thread.
+Device calls run on worker threads or the engine's executor threads; napari objects are touched
+only on the GUI thread. Load devices and Snap clicked during a run say that they wait for it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from magicgui import widgets as mw
 from napari.qt.threading import create_worker, thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
+from qtpy.QtGui import QCloseEvent, QShowEvent
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
 
 from exengine import ExecutionEngine
@@ -27,6 +30,7 @@ from exengine.events import (
     StopCapture,
 )
 from exengine.kernel.device import Device
+from exengine.kernel.ex_future import ExecutionFuture
 
 from .device_sets import load_device_set
 from .layer_sink import pixel_size_um
@@ -42,12 +46,33 @@ from .panel_common import (
     show_as_error,
     wrapping,
 )
+from .stage_controls import EngineCalls, PositionerControls, axes_of
 
 #: Properties of the demo devices that exist for tests, not for users: the panel leaves them out.
 TEST_HOOKS = frozenset({"fail_next_frames"})
 #: Live's frame rate is the camera's frames over the last this many seconds (all frames, not only
 #: those shown: Live shows at most 30 a second).
 LIVE_RATE_WINDOW_S = 1.0
+#: How long Snap or Load devices waits for the engine before looking whether a run holds it (s).
+WAIT_NOTICE_S = 0.3
+
+
+def waits_for_a_run(queued: ExecutionFuture, engine: ExecutionEngine) -> bool:
+    """True when ``queued`` is held behind a running acquisition: after :data:`WAIT_NOTICE_S` it
+    has not run, while a prioritized call (run between an acquisition's steps) has. Call it from a
+    worker thread."""
+    try:
+        queued.await_execution(WAIT_NOTICE_S)
+        return False
+    except TimeoutError:
+        pass
+    except Exception:  # it ran and failed: its own waiter reports that
+        return False
+    try:
+        engine.submit(lambda: None, prioritize=True).await_execution(WAIT_NOTICE_S)  # type: ignore[union-attr]
+    except TimeoutError:  # one long step holds the engine, not a run between its steps
+        return False
+    return not queued.is_execution_complete()
 
 
 def property_widget(device: Device, prop: str) -> mw.Widget:
@@ -83,7 +108,8 @@ def property_widget(device: Device, prop: str) -> mw.Widget:
 
 
 class DevicesPanel(DockPanel):
-    """Every registered device's properties as controls, plus Snap and Live."""
+    """Every registered device's properties as controls, stage and focus controls for every
+    positioner (:attr:`stages`, by device name), plus Snap and Live."""
 
     height_hint = 320
 
@@ -92,6 +118,8 @@ class DevicesPanel(DockPanel):
         self.viewer = napari_viewer
         self.devices = ensure_devices()
         self.controls: dict[tuple[str, str], mw.Widget] = {}
+        self.stages: dict[str, PositionerControls] = {}
+        self._calls = EngineCalls(self)  # a child: its timer goes with the panel
         self._literal_props: set[tuple[str, str]] = set()
         layout = QVBoxLayout(self)
         self.backend = mw.ComboBox(
@@ -128,6 +156,7 @@ class DevicesPanel(DockPanel):
         self.snap_button.clicked.connect(self.snap)
         self.live_button.clicked.connect(self.toggle_live)
         self._live_worker: Any = None
+        self._snapping = False
         self._loaded = 0
         self._setting: set[tuple[str, str]] = set()
         self._reading = False
@@ -152,7 +181,14 @@ class DevicesPanel(DockPanel):
         prefix = {"micromanager": "mm", "micromanager-config": "mm", "microscope": "pm"}[backend]
         prefix = f"{prefix}{self._loaded}_"
 
-        def load() -> dict[str, Device]:
+        def load() -> Any:
+            # after any running acquisition: the new boxes read the devices on the GUI thread,
+            # which must not wait for a run
+            engine = ExecutionEngine.get_instance()
+            queued = engine.submit(lambda: None)
+            if waits_for_a_run(queued, engine):  # type: ignore[arg-type]
+                yield "Loading devices waits for the running acquisition to end…"
+            queued.await_execution()  # type: ignore[union-attr]
             return load_device_set(
                 "micromanager" if config or backend == "micromanager" else backend,
                 config,
@@ -163,28 +199,35 @@ class DevicesPanel(DockPanel):
             self._add_device_boxes(devices)
             self.devices.update(devices)
             self.camera_choice.reset_choices()
-            self.status.value = f"Loaded {len(devices)} devices: {', '.join(devices)}"
-            show_as_error(self.status, False)
+            self.report(f"Loaded {len(devices)} devices: {', '.join(devices)}")
             DEVICE_EVENTS.changed.emit()
 
+        self.report("Loading devices…")
         worker = create_worker(load, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self.report)
         worker.returned.connect(loaded)
         worker.errored.connect(lambda e: self._fail(f"Loading devices failed: {e}"))
         worker.start()
         return worker
 
     def _fail(self, message: str) -> None:
-        self.status.value = message
-        show_as_error(self.status, True)
+        self.report(message, error=True)
         show_error(message)
+
+    def report(self, message: str, error: bool = False) -> None:
+        """Show ``message`` in the status line, an ``error`` in red."""
+        self.status.value = message
+        show_as_error(self.status, error)
 
     def _add_device_boxes(self, devices: dict[str, Device]) -> None:
         for name, device in devices.items():
             box = QGroupBox(name)
             box_layout = QVBoxLayout(box)
             container = mw.Container(labels=True)
+            axes = axes_of(device)
             for prop in device.get_property_names():
-                if prop in TEST_HOOKS:
+                # a positioner's position is in its stage controls
+                if prop in TEST_HOOKS or (axes and prop == "position"):
                     continue
                 try:
                     widget = property_widget(device, prop)
@@ -200,7 +243,12 @@ class DevicesPanel(DockPanel):
                         self._literal_props.add((name, prop))
                 self.controls[(name, prop)] = widget
                 container.append(widget)
-            box_layout.addWidget(container.native)
+            if len(container):  # an XY stage may have no properties, only its stage controls
+                box_layout.addWidget(container.native)
+            if axes:
+                self.stages[name] = PositionerControls(device, self._calls)
+                box_layout.addWidget(self.stages[name].native)
+                self.stages[name].refresh()
             self._device_layout.addWidget(box)
 
     def set_property(self, device: Device, prop: str, value: Any) -> None:
@@ -229,59 +277,94 @@ class DevicesPanel(DockPanel):
         with widget.changed.blocked():
             widget.value = displayed(widget, value)
 
-    def refresh(self) -> Any:
-        """Re-read every property on a worker thread and show values that changed elsewhere (a
-        script, another panel). Runs every second by itself; a read still in flight is not
-        doubled."""
-        if self._reading:
-            return None
+    def refresh(self) -> None:
+        """Re-read every property and every positioner's position on the executor, and show values
+        that changed elsewhere (a script, another panel, a run). Runs every second by itself, until
+        the panel closes or the engine it was made with is shut down (its devices are gone); a read
+        still in flight is not doubled."""
+        for stage in self.stages.values():
+            stage.refresh()
+        if not self._reading:
+            self._read_properties()
+        if self._calls.closed:
+            self.stop_reading()
+
+    def _read_properties(self) -> None:
         keys = [k for k, w in self.controls.items() if not isinstance(w, mw.Label)]
+        devices = dict(self.devices)
 
         def read_all() -> dict[tuple[str, str], Any]:
             values = {}
             for name, prop in keys:
                 # a device that cannot answer keeps its last value
                 with contextlib.suppress(Exception):
-                    values[(name, prop)] = getattr(self.devices[name], prop)
+                    values[(name, prop)] = getattr(devices[name], prop)
             return values
 
-        def read() -> dict[tuple[str, str], Any]:
-            return prioritized(read_all)
-
         def show(values: dict[tuple[str, str], Any]) -> None:
-            try:
-                for (name, prop), value in values.items():
-                    widget = self.controls[(name, prop)]
-                    if (name, prop) not in self._setting and widget.value != displayed(
-                        widget, value
-                    ):
-                        self._show_value(self.devices[name], prop, value)
-            except (
-                RuntimeError
-            ):  # the panel was closed while the values were read: nothing to show them in
-                return
+            self._reading = False
+            for (name, prop), value in values.items():
+                widget = self.controls[(name, prop)]
+                if (name, prop) not in self._setting and widget.value != displayed(widget, value):
+                    self._show_value(devices[name], prop, value)
 
         self._reading = True
-        worker = create_worker(read, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(show)
-        worker.finished.connect(lambda: setattr(self, "_reading", False))
-        worker.start()
-        return worker
+        self._calls.call(read_all, show, lambda _: setattr(self, "_reading", False))
+
+    def stop_reading(self) -> None:
+        """Stop re-reading the devices (the calls in flight are dropped)."""
+        self._refresh_timer.stop()
+        self._calls.stop()
+        self._reading = False
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """A closed panel reads no device."""
+        self.stop_reading()
+        super().closeEvent(event)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        """Shown again after closing: reading resumes (unless the engine was shut down)."""
+        if not self._calls.closed and not self._refresh_timer.isActive():
+            self._refresh_timer.start()
+        super().showEvent(event)
 
     def snap(self) -> Any:
-        """Capture one frame into the ``Snap`` layer."""
+        """Capture one frame into the ``Snap`` layer; while a run holds the engine, the status
+        says that Snap waits for it (one Snap at a time)."""
         camera = self.camera
         if camera is None:
             show_error("No camera (Detector) is registered")
             return None
+        if self._snapping:
+            self.report("Snap: the last Snap is not done yet (it waits for the engine)")
+            return None
 
-        def acquire() -> tuple[np.ndarray, Any]:
+        def acquire() -> Any:
             engine = ExecutionEngine.get_instance()
-            engine.submit(StartCapture(num_images=1, detector=camera))
+            started = engine.submit(StartCapture(num_images=1, detector=camera))
             future = engine.submit(ReadoutData(detector=camera, num_images=1))
+            if waits_for_a_run(started, engine):  # type: ignore[arg-type]
+                yield "Snap waits for the running acquisition to end…"
+                started.await_execution()  # type: ignore[union-attr]
             return future.await_data({"image": 0}, return_metadata=True, timeout=30)  # type: ignore[union-attr]
 
-        return run_in_thread(acquire, lambda snapped: self._show("Snap", *snapped), what="Snap")
+        def snapped(result: tuple[np.ndarray, Any]) -> None:
+            self._snapping = False
+            if self.status.value.startswith("Snap"):
+                self.report("")
+            self._show("Snap", *result)
+
+        def failed(error: BaseException) -> None:
+            self._snapping = False
+            self._fail(f"Snap failed: {error}")
+
+        self._snapping = True
+        worker = create_worker(acquire, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self.report)
+        worker.returned.connect(snapped)
+        worker.errored.connect(failed)
+        worker.start()
+        return worker
 
     def _show(self, name: str, frame: np.ndarray, metadata: Any) -> None:
         """Show ``frame`` in layer ``name`` at the physical scale of acquisitions' layers; a frame

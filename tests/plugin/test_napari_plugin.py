@@ -185,7 +185,8 @@ def test_positions_are_added_from_the_stage_edited_and_removed_one_by_one(gui_vi
     )
     second = panel.multi_d.position_rows[1]
     second[0].value, second[1].value = "well B", 300.0  # edit a label and an x
-    panel.multi_d.position_rows[0][3].clicked.emit()  # remove the first
+    panel.multi_d.select_position(0)
+    panel.multi_d.remove_position.clicked.emit()  # remove the first (the selected one)
     assert panel.multi_d.xy_positions == [(300.0, 0.0), (500.0, 500.0)]
     assert panel.run_control.estimate.value.startswith("4 frames")
     panel.multi_d.position_rows[0][0].value = "well C"

@@ -145,7 +145,6 @@ def test_a_plain_sequence_fills_the_form_as_before(gui_viewer, scope, tmp_path):
             },
             "do_stack",
         ),
-        ({"stage_positions": [{"x": 1, "y": 2, "z": 3}]}, "positions' z"),
         (
             {"stage_positions": [{"x": 1, "sequence": {"grid_plan": {"rows": 2, "columns": 1}}}]},
             "x or y",
@@ -160,3 +159,75 @@ def test_other_fields_the_form_cannot_show_are_named(gui_viewer, scope, tmp_path
     assert panel.multi_d.loaded.sequence == sequence
     frames = [e for e in sequence.iter_events() if e.action.type == "acquire_image"]
     assert panel.update_estimate().total_frames == len(frames)
+
+
+def test_positions_with_z_load_in_the_form_keep_their_z_and_run_there(
+    gui_viewer, scope, qtbot, tmp_path
+):
+    """useq positions with z fill the position list (no longer run "as loaded"); the form's
+    settings keep each z (a position without one leaves the focus where it is), save with it, and
+    the run moves the focus there."""
+    fields = {
+        "stage_positions": [
+            {"x": 10, "y": 20, "z": 3.5, "name": "A"},
+            {"x": -5, "y": 0, "name": "B"},
+            {"x": 0, "y": 7, "z": -12.25, "name": "C"},
+        ],
+        "channels": ["DAPI"],
+        "axis_order": "pc",
+    }
+    sequence = write(tmp_path / "xyz.yaml", fields)
+    panel = panel_for(gui_viewer)
+    panel.load_sequence(str(tmp_path / "xyz.yaml"))
+    form = panel.multi_d
+    assert form.loaded is None and form.loaded_line.native.isHidden()
+    assert [label.value for label in form.position_header] == [
+        "label",
+        "x (µm)",
+        "y (µm)",
+        "z (µm)",
+    ]
+    assert [[w.value for w in row] for row in form.position_rows] == [
+        ["A", 10.0, 20.0, "3.5"],
+        ["B", -5.0, 0.0, ""],
+        ["C", 0.0, 7.0, "-12.25"],
+    ]
+    settings = form.settings(panel.channel_device)
+    assert [(p.x, p.y, p.z) for p in settings.sequence.stage_positions] == [
+        (10.0, 20.0, 3.5),
+        (-5.0, 0.0, None),
+        (0.0, 7.0, -12.25),
+    ]
+    saved = useq.MDASequence.from_file(panel.save_sequence(str(tmp_path / "saved.yaml")))
+    assert saved.stage_positions == sequence.stage_positions
+    scope["Z"].set_position(1.0)
+    panel.storage.backend.value = "napari-exengine.storage.ndram"
+    acquisition = panel.run()
+    assert acquisition is not None, panel.run_control.status.value
+    qtbot.waitUntil(
+        lambda: panel.run_control.run_button.enabled and acquisition.status().is_finished,
+        timeout=30000,
+    )
+    storage = acquisition.data_handler.storage
+    stage = {c["position"]: storage.get_metadata(c) for c in storage.get_coordinates_list()}
+    assert [
+        (stage[label]["StageX-um"], stage[label]["StageY-um"], stage[label]["StageZ-um"])
+        for label in "ABC"
+    ] == [
+        (10.0, 20.0, 3.5),
+        (-5.0, 0.0, 3.5),  # B has no z: the focus stays where A left it
+        (0.0, 7.0, -12.25),
+    ]
+
+
+def test_a_z_that_is_not_a_number_is_said_in_plain_words(gui_viewer, scope):
+    from napari_exengine.panel_common import ERROR_COLOUR
+
+    panel = panel_for(gui_viewer)
+    row = panel.multi_d.add_position_at(1.0, 2.0, "A", z=4.0)
+    row[3].value = "4 um"
+    assert panel.run_control.estimate.value.endswith("position A: z '4 um' is not a number of µm")
+    assert ERROR_COLOUR in panel.run_control.estimate.native.styleSheet()
+    assert not panel.run_control.run_button.enabled
+    row[3].value = ""
+    assert panel.run_control.run_button.enabled
