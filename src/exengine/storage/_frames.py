@@ -13,6 +13,9 @@ import numpy as np
 
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates, as_coordinates
 from ..kernel.data_storage_base import DataStorage
+from ._frame_index import FrameIndex
+
+_MISSING = object()
 
 
 def json_safe(value: Any, where: str = "metadata") -> Any:
@@ -48,8 +51,8 @@ class FrameStorage(DataStorage):
 
     def __init__(self, summary_metadata: Mapping[str, Any] | None) -> None:
         self._summary = json_safe(dict(summary_metadata or {}), "summary_metadata")
-        self._coordinates: list[DataCoordinates] = []
-        self._index: set[DataCoordinates] = set()
+        #: The frames stored, each with the record ``_write`` returned (where to find it).
+        self._frames = FrameIndex()
         self._finished = False
         self._annotated = False  # the summary grew after it was first written
 
@@ -62,22 +65,29 @@ class FrameStorage(DataStorage):
         self._annotated = True
 
     def __contains__(self, data_coordinates: CoordinatesLike) -> bool:
-        return as_coordinates(data_coordinates) in self._index
+        return as_coordinates(data_coordinates) in self._frames
 
     def get_coordinates_list(self) -> list[DataCoordinates]:
-        return list(self._coordinates)
+        return list(self._frames)
 
     def _known(self, data_coordinates: CoordinatesLike) -> DataCoordinates:
         coords = as_coordinates(data_coordinates)
-        if coords not in self._index:
+        if coords not in self._frames:
             raise KeyError(f"No data at {dict(coords)} in {self!r}")
         return coords
 
+    def _frame_record(self, data_coordinates: CoordinatesLike) -> Any:
+        """What ``_write`` returned for the frame at ``data_coordinates`` (``KeyError`` naming
+        them when there is none)."""
+        coords = as_coordinates(data_coordinates)
+        record = self._frames.get(coords, _MISSING)
+        if record is _MISSING:
+            raise KeyError(f"No data at {dict(coords)} in {self!r}")
+        return record
+
     def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
         coords, data, metadata = self._accept(data_coordinates, data, metadata)
-        self._write(coords, data, metadata)
-        self._index.add(coords)
-        self._coordinates.append(coords)
+        self._frames.add(coords, self._write(coords, data, metadata))
 
     def _accept(
         self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any
@@ -86,7 +96,7 @@ class FrameStorage(DataStorage):
         coords = as_coordinates(data_coordinates)
         if self._finished:
             raise RuntimeError(f"{self!r} is finished; no more data can be added")
-        if coords in self._index:
+        if coords in self._frames:
             raise ValueError(f"Data at {dict(coords)} is already stored; the first frame is kept")
         if not isinstance(data, np.ndarray):
             raise TypeError(
@@ -107,7 +117,8 @@ class FrameStorage(DataStorage):
         written)."""
         return data
 
-    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
+    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> Any:
+        """Write one frame; return what finds it again (kept in the frame index)."""
         raise NotImplementedError
 
     def _finish(self) -> None:

@@ -30,12 +30,13 @@ import errno
 import io
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
+from ._frame_index import FrameIndex
 from ._frames import FrameStorage, check_writable, json_safe, write_atomically
 from ._preallocate import SpaceReserver
 from .ndtiff_reader import INDEX_NAME, RUN_SUMMARY, NDTiffReader
@@ -107,12 +108,14 @@ class _NDStorage(FrameStorage):
         coords = self._known(data_coordinates)
         return self._dataset.read_metadata(**coords)
 
-    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: Any) -> None:
-        """Write one frame; ``metadata`` is a dict, or (NDTiff) its JSON already encoded."""
+    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: Any) -> Any:
+        """Write one frame; ``metadata`` is a dict, or (NDTiff) its JSON already encoded. Returns
+        the frame's index entry (NDTiff; listed by the dataset already) or ``None``."""
         self._dataset.put_image(dict(coords), data, metadata)
         if not coords.keys() <= self._axis_kinds.keys():
             for axis, value in coords.items():
                 self._axis_kinds.setdefault(axis, type(value))
+        return self._frames.get(coords)
 
     def _finish(self) -> None:
         self._dataset.finish()
@@ -171,6 +174,89 @@ class _DirectFile:
         self._raw.close()
 
 
+class _Unkept(dict):
+    """A mapping that keeps nothing."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+class _Ints:
+    """The sorted int values of an axis, as runs of consecutive values (what ndstorage keeps in a
+    ``SortedSet``: one entry per value)."""
+
+    def __init__(self) -> None:
+        self._runs: list[list[int]] = []  # [first, last], sorted, apart
+
+    def add(self, value: int) -> None:
+        runs = self._runs
+        if runs and runs[-1][1] + 1 == value:  # the usual case: the next time point
+            runs[-1][1] = value
+            return
+        if value in self:
+            return
+        runs.append([value, value])
+        runs.sort()
+        merged = [runs[0]]
+        for first, last in runs[1:]:
+            if first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        self._runs = merged
+
+    def __contains__(self, value: object) -> bool:
+        return any(first <= value <= last for first, last in self._runs)  # type: ignore[operator]
+
+    def __iter__(self) -> Iterator[int]:
+        for first, last in self._runs:
+            yield from range(first, last + 1)
+
+    def __len__(self) -> int:
+        return sum(last - first + 1 for first, last in self._runs)
+
+
+class _IndexView:
+    """ndstorage's index of a dataset being written, kept in the storage's frame index (as a
+    compact tuple) instead of a dict of every entry."""
+
+    def __init__(self, frames: FrameIndex) -> None:
+        self._frames = frames
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, frozenset) and DataCoordinates(dict(key)) in self._frames
+
+    def __getitem__(self, key: frozenset) -> Any:
+        record = self._frames.get(DataCoordinates(dict(key)))
+        if record is None:
+            raise KeyError(key)
+        return NDTiffIndexEntry(key, *record)
+
+    def __setitem__(self, key: frozenset, entry: Any) -> None:
+        record = (
+            entry.pixel_type,
+            entry.pix_offset,
+            entry.image_width,
+            entry.image_height,
+            entry.metadata_offset,
+            entry.metadata_length,
+            entry.filename,
+        )
+        self._frames.add(DataCoordinates(dict(key)), record)
+
+    def pop(self, key: frozenset, default: Any = None) -> Any:
+        return self._frames.pop(DataCoordinates(dict(key)), default)
+
+    def keys(self) -> list[frozenset]:
+        return [frozenset(c.items()) for c in self._frames]
+
+    def values(self) -> list[Any]:
+        return [self[key] for key in self.keys()]
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
 class _ImageFileState(NamedTuple):
     """Where an NDTiff image file's writer stood before an image: restored when writing it fails."""
 
@@ -203,6 +289,7 @@ class _NDTiffDataset(ndstorage.NDTiffDataset):
     def current_writer(self, writer: Any) -> None:
         if writer is not None:
             writer.file = _DirectFile(writer.file)
+            writer.index_map = _Unkept()  # never read; the frame index has every entry
             self.new_writer_state = _image_file_state(writer)
         self.__dict__["_direct_current_writer"] = writer
 
@@ -216,6 +303,12 @@ class _NDTiffDataset(ndstorage.NDTiffDataset):
             self.file_index = 1
             self._index_file = open(os.path.join(self.path, INDEX_NAME), "ab")  # noqa: SIM115
         super().put_image(coordinates, image, metadata)
+
+    def _update_axes(self, image_coordinates: Any) -> None:
+        for axis, value in image_coordinates.items():
+            if axis not in self.axes and isinstance(value, int):
+                self.axes[axis] = _Ints()  # a time axis's values: a few runs, not one per frame
+        super()._update_axes(image_coordinates)
 
     def roll_back(self, writer: Any, state: _ImageFileState) -> None:
         """Undo a failed image write: the next image goes where it would have gone, with nothing
@@ -257,6 +350,7 @@ class NDTiffStorage(_NDStorage):
         else:
             dataset = _NDTiffDataset(directory, name=name, writable=True)
         super().__init__(dataset, summary_metadata)
+        dataset.index = _IndexView(self._frames)
         self._frame_kind: tuple[tuple[int, ...], np.dtype] | None = None
         self._stale_readers = False
         self._reserver = SpaceReserver()
@@ -297,6 +391,7 @@ class NDTiffStorage(_NDStorage):
         dataset.append_as = _free_prefix(folder)
         storage = cls.__new__(cls)
         _NDStorage.__init__(storage, dataset, summary)
+        dataset.index = _IndexView(storage._frames)
         storage._frame_kind = None
         storage._stale_readers = False
         storage._reserver = SpaceReserver()
@@ -314,10 +409,7 @@ class NDTiffStorage(_NDStorage):
                     entry.filename,
                 )
             )
-            coords = DataCoordinates(dict(key))
-            storage._index.add(coords)
-            storage._coordinates.append(coords)
-            for axis, value in coords.items():
+            for axis, value in key:
                 storage._axis_kinds.setdefault(axis, type(value))
             storage._frame_kind = storage._frame_kind or (entry.shape, entry.dtype)
         return storage
@@ -344,7 +436,7 @@ class NDTiffStorage(_NDStorage):
             )
         return np.ascontiguousarray(data)
 
-    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
+    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> Any:
         # serialized here (ndstorage takes the bytes as they are): refused before any file
         # is made
         try:
@@ -358,7 +450,7 @@ class NDTiffStorage(_NDStorage):
         writer = dataset.current_writer
         before = None if writer is None else _image_file_state(writer)
         try:
-            super()._write(coords, data, encoded)
+            entry = super()._write(coords, data, encoded)
         except (
             BaseException
         ):  # no phantom: ndstorage lists the frame before its index entry is written
@@ -371,6 +463,7 @@ class NDTiffStorage(_NDStorage):
             raise
         self._reserver.after_write(self._dataset.current_writer.file)
         self._stale_readers = True
+        return entry
 
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
         self._refresh_readers()
@@ -436,4 +529,4 @@ class NDRAMStorage(_NDStorage):
         self.finish()
 
     def __repr__(self) -> str:
-        return f"NDRAMStorage({len(self._coordinates)} frames)"
+        return f"NDRAMStorage({len(self._frames)} frames)"

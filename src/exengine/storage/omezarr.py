@@ -161,8 +161,7 @@ class OMEZarrStorage(FrameStorage):
         self._image_ome: dict[str, Any] | None = None  # the images' attributes (a collection)
         self._windows: dict[str, dict[str, float]] = {}  # channels' display windows, by label
         self._values: dict[str, list[Any]] = {}
-        self._positions: dict[DataCoordinates, _Where] = {}
-        self._metadata: dict[DataCoordinates, Any] = {}
+        self._by_group: dict[str, _Image] = {}  # the images by group (frames' records name it)
         self._labelled: dict[str, bool] = {}  # per axis: labels (True) or indices (False)
         self._records_fd: int | None = None
         self._records_size = 0
@@ -201,11 +200,11 @@ class OMEZarrStorage(FrameStorage):
 
     # ------------------------------------------------------------------ reading
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
-        image, index = self._positions[self._known(data_coordinates)]
-        return self._run(image.array.getitem(index))
+        group, index, _ = self._frame_record(data_coordinates)
+        return self._run(self._by_group[group].array.getitem(index))
 
     def get_metadata(self, data_coordinates: CoordinatesLike) -> Any:
-        return self._metadata[self._known(data_coordinates)]
+        return self._frame_record(data_coordinates)[2]
 
     # ------------------------------------------------------------------ writing
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
@@ -238,7 +237,7 @@ class OMEZarrStorage(FrameStorage):
         self._labelled.update(kinds)
         return data
 
-    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> None:
+    def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> Any:
         try:
             where, record = self._locate(coords, data, metadata)
             if self._store is None:
@@ -247,7 +246,7 @@ class OMEZarrStorage(FrameStorage):
                 sync(self._store_frame(where, data, record))  # each of its writes is bounded
         except Exception as error:
             raise self._failure(coords, error) from error
-        self._commit(coords, where, metadata)
+        return self._commit(coords, where, metadata)
 
     def start_put(
         self,
@@ -267,7 +266,7 @@ class OMEZarrStorage(FrameStorage):
         with self._idle:
             if self._finished:
                 raise RuntimeError(f"{self!r} is finished; no more data can be added")
-            if coords in self._index or coords in self._writing:
+            if coords in self._frames or coords in self._writing:
                 raise ValueError(
                     f"Data at {dict(coords)} is already stored or being stored; the first frame is "
                     "kept"
@@ -276,17 +275,17 @@ class OMEZarrStorage(FrameStorage):
         try:
             where, record = self._locate(coords, data, metadata)
         except Exception as error:
-            self._written(coords, stored=False)
+            self._written(coords, None)
             raise self._failure(coords, error) from error
 
         def done(finished: Any) -> None:
             cancelled = OSError(errno.ECANCELED, "the write was cancelled")
             error = cancelled if finished.cancelled() else finished.exception()
+            record = None
             try:
-                if error is None:
-                    self._commit(coords, where, metadata)
+                record = None if error else self._commit(coords, where, metadata)
             finally:
-                self._written(coords, stored=error is None)
+                self._written(coords, record)
                 if error is None:
                     on_done(None)
                 else:
@@ -298,13 +297,11 @@ class OMEZarrStorage(FrameStorage):
             self._store_frame(where, data, record), _get_loop()
         ).add_done_callback(done)
 
-    def _written(self, coords: DataCoordinates, stored: bool) -> None:
-        """A write started by ``start_put`` ended: the frame is listed if ``stored``, and no longer
-        writing."""
+    def _written(self, coords: DataCoordinates, record: Any) -> None:
+        """A write of ``start_put`` ended: the frame listed with ``record`` (``None``: failed)."""
         with self._idle:
-            if stored:
-                self._index.add(coords)
-                self._coordinates.append(coords)
+            if record is not None:
+                self._frames.add(coords, record)
             self._writing.discard(coords)
             self._idle.notify_all()
 
@@ -349,13 +346,14 @@ class OMEZarrStorage(FrameStorage):
             record["image"] = image.group
         return (json.dumps(record) + "\n").encode()
 
-    def _commit(self, coords: DataCoordinates, where: _Where, metadata: dict[str, Any]) -> None:
-        """A frame is stored: make it readable."""
+    def _commit(
+        self, coords: DataCoordinates, where: _Where, metadata: dict[str, Any]
+    ) -> tuple[str, tuple[int, ...], dict[str, Any]]:
+        """A frame is stored: its record in the frame index (image group, index, metadata)."""
         self._extent = tuple(
             max(size, i + 1) for size, i in zip(self._extent, where[1], strict=True)
         )
-        self._positions[coords] = where
-        self._metadata[coords] = metadata
+        return where[0].group, where[1], metadata
 
     def _failure(self, coords: DataCoordinates, error: BaseException) -> OSError:
         message = f"Cannot store the frame at {dict(coords)} in {self.path}: {first_line(error)}"
@@ -492,6 +490,7 @@ class OMEZarrStorage(FrameStorage):
             )
             image.array = AsyncArray(self._template, StorePath(self._root, image.array_path))
         self._images[key] = image
+        self._by_group[image.group] = image
         return image
 
     @property
@@ -580,8 +579,9 @@ class OMEZarrStorage(FrameStorage):
                     self._put_documents({"OME/zarr.json": document})
             if self._store is not None:
                 records = b"".join(
-                    self._record(c, self._positions[c][0], self._metadata[c])
-                    for c in self._coordinates
+                    self._record(c, self._by_group[group], metadata)
+                    for c in self._frames
+                    for group, _, metadata in (self._frames.get(c),)
                 )
                 self._run(
                     self._store.set(RECORDS, default_buffer_prototype().buffer.from_bytes(records))

@@ -86,8 +86,7 @@ def _empty_state(storage: OMEZarrStorage, path: str) -> None:
     storage._image_ome = None
     storage._windows = {}
     storage._values = {}
-    storage._positions = {}
-    storage._metadata = {}
+    storage._by_group = {}
     storage._labelled = {}
     storage._chunk_slots = None
     storage._writing = set()
@@ -121,9 +120,9 @@ def _read_layout(storage: OMEZarrStorage, dataset: OMEZarrDataset) -> None:
         key = tuple(storage._position(a, coords[a]) for a in storage._keys)
         image = storage._images.get(key) or _image(storage, dataset, key, coords)
         index = tuple(storage._position(a, coords[a]) for a in storage._axes)
-        storage._commit(coords, (image, index), metadata)
-        storage._index.add(DataCoordinates(coords))
-        storage._coordinates.append(DataCoordinates(coords))
+        storage._frames.add(
+            DataCoordinates(coords), storage._commit(coords, (image, index), metadata)
+        )
 
 
 def _image(
@@ -135,6 +134,7 @@ def _image(
     path = f"{group}/0" if group else "0"
     image = _Image(group, sync(storage._group.getitem(path)), {a: coords[a] for a in storage._keys})
     storage._images[key] = image
+    storage._by_group[group] = image
     return image
 
 
