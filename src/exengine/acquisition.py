@@ -80,6 +80,8 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         self._paused_s = 0.0
         self._clocks: dict[AcquisitionClock | None, tuple[float, float]] = {}
         self._detectors: set[Detector] = set()
+        #: The plan's length is not known: it ends by itself, or is stopped.
+        self.open_ended = False
 
     # --------------------------------------------------------------------------------- running
     def execute(self) -> int:
@@ -181,6 +183,8 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         with self._gate:
             self.ended_at = time.monotonic()
         if self.data_handler is not None:
+            if self.finish_reason is FinishReason.DONE and self.open_ended:
+                self.data_handler.annotate({"PlanEnded": True})  # not to be resumed
             if self.frames_dropped:
                 self.data_handler.annotate(
                     {
@@ -320,6 +324,7 @@ class Acquisition:
         #: What the storage and the sinks are told before the first frame.
         self.planned = planned
         self._runner = _RunPlan(events, checked=self._finite, data_handler=data_handler)
+        self._runner.open_ended = total_frames is None
         self._future: ExecutionFuture | None = None
 
     @property
@@ -367,7 +372,8 @@ class Acquisition:
     def frames_acquired(self) -> int:
         """Frames read out of the detectors so far."""
         if self.data_handler is not None:
-            return max(self.data_handler.frames_accepted, self._runner.frames_read)
+            read = self._runner.frames_read - self.data_handler.frames_let_go
+            return max(self.data_handler.frames_accepted, read)
         return self._runner.frames_read
 
     @property

@@ -24,7 +24,6 @@ from typing import Any
 
 from .events.detector_events import ReadoutData, StartCapture, StartContinuousCapture
 from .events.misc_events import AcquisitionClock, SetTimeEvent, Sleep
-from .events.positioner_events import SetPosition1DEvent, SetPosition2DEvent
 from .events.property_events import SetPropertiesEvent
 from .kernel.data_coords import DataCoordinates, as_coordinates
 from .kernel.ex_event_base import ExecutorEvent
@@ -92,18 +91,13 @@ class _Resumer:
     def _leave_out(self) -> None:
         """The capture is left out: what its steps set is kept as settings (the last of each
         kind); its waits are skipped; other events wait for the next capture that runs."""
-        kept: list[ExecutorEvent] = []
         for event in self.pending:
-            key = _setting_key(event)
-            if key is None:
-                if not isinstance(event, Sleep):
-                    kept.append(event)
+            if isinstance(event, Sleep):
                 continue
-            self.settings.pop(key, None)
+            key = _setting_key(event)
+            self.settings.pop(key, None)  # the latest of each kind, in the order they came
             self.settings[key] = event
         self.pending = []
-        for event in kept:
-            self.settings[id(event)] = event
 
     def _settings_then_pending(self) -> Iterator[ExecutorEvent]:
         """The settings kept (those the next steps do not set again), then the next steps."""
@@ -131,19 +125,31 @@ class _Resumer:
 
 
 def _setting_key(event: ExecutorEvent) -> Any:
-    """What ``event`` sets, when a later event of the same key makes it moot (``None``: not a
-    setting, or a wait)."""
+    """What ``event`` does to which devices: a later event of the same key makes it moot (the
+    last stage position, channel, time point, sequence loaded...). Events that name no device are
+    their own key."""
     if isinstance(event, SetTimeEvent):
         return ("time", id(event.clock))
-    if isinstance(event, (SetPosition1DEvent, SetPosition2DEvent)):
-        return (type(event), _name(event.device))
     if isinstance(event, SetPropertiesEvent):
         return (
             SetPropertiesEvent,
             tuple((_name(d), prop) for d, prop, _ in event.devices_prop_names_values),
         )
-    return None
+    if hasattr(event, "property_sequences"):
+        return (type(event), tuple((_name(d), prop) for d, prop, *_ in event.property_sequences))
+    for attribute in ("device", "detector"):
+        if hasattr(event, attribute):
+            return (type(event), _names(getattr(event, attribute)))
+    return id(event)
 
 
 def _name(device: Any) -> Any:
     return getattr(device, "name", device)
+
+
+def _names(devices: Any) -> Any:
+    """A hashable name for a device, or the devices (and properties) of a list."""
+    if isinstance(devices, (list, tuple)):
+        return tuple(_names(d) for d in devices)
+    name = _name(devices)
+    return name if isinstance(name, (str, int, type(None))) else id(name)

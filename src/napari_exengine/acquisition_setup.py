@@ -187,8 +187,9 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
         if hasattr(plan, "validate"):
             plan.validate()
         shape = frame_shape(camera)
+        dtype = np.dtype(np.uint8 if getattr(camera, "bit_depth", 16) == 8 else np.uint16)
         if request.resume is not None:
-            plan = _resumed(request.resume, plan, shape)
+            plan = _resumed(request.resume, plan, shape, dtype)
         axis_sizes = dict(getattr(plan, "axis_sizes", {}) or {})
         notes = tuple(n for p in processors for n in fit_to_plan(p, axis_sizes, shape))
     except (ContributionError, KeyError) as e:
@@ -198,7 +199,6 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
             raise
         raise SetupError(str(e)) from None
     total = getattr(plan, "total_frames", None)
-    dtype = np.dtype(np.uint8 if getattr(camera, "bit_depth", 16) == 8 else np.uint16)
     height, width = shape or (512, 512)
     frame_bytes = height * width * dtype.itemsize
     planned = PlannedData(
@@ -222,15 +222,23 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _resumed(dataset: ResumableDataset, plan: Any, shape: tuple[int, ...] | None) -> ResumedPlan:
-    """``plan`` without what ``dataset`` holds; refused when it is complete or its frames would
-    not match the camera's."""
-    if dataset.frame_shape is not None and shape is not None and dataset.frame_shape != shape:
+def _resumed(
+    dataset: ResumableDataset, plan: Any, shape: tuple[int, ...] | None, dtype: np.dtype
+) -> ResumedPlan:
+    """``plan`` without what ``dataset`` holds; refused when it is complete, when its frames would
+    not match the camera's, or when it holds frames the plan does not make."""
+    if shape is not None and dataset.frame_shape != shape:
         raise SetupError(
             f"The camera's frames are {shape[1]}x{shape[0]} pixels, the dataset's "
             f"{dataset.frame_shape[1]}x{dataset.frame_shape[0]}: set the camera's ROI and binning "
             "as they were"
         )
+    if dataset.dtype is not None and dataset.dtype != dtype.name:
+        raise SetupError(
+            f"The camera gives {dtype.name} frames, the dataset holds {dataset.dtype}: set the "
+            "camera's bit depth as it was, or resume with the backend that made the dataset"
+        )
+    _check_frames_of_plan(dataset, plan)
     resumed = ResumedPlan(plan, dataset.stored)
     if resumed.total_frames == 0:
         raise SetupError(
@@ -238,6 +246,29 @@ def _resumed(dataset: ResumableDataset, plan: Any, shape: tuple[int, ...] | None
             "are stored"
         )
     return resumed
+
+
+def _check_frames_of_plan(dataset: ResumableDataset, plan: Any) -> None:
+    """Refuse a dataset holding frames its rebuilt multi-D plan does not make (other axes, channels
+    or positions, indices past the plan's): continuing would mix two plans. (Other plans need not
+    say all their axes.)"""
+    if not isinstance(plan, MultiDPlan):
+        return
+    sizes, values = plan.axis_sizes, plan.axis_values
+    for coords in dataset.stored:
+        for axis, value in coords.items():
+            if axis not in sizes:
+                fits = False
+            elif isinstance(value, str):
+                fits = axis not in values or value in values[axis]
+            else:
+                size = sizes[axis]
+                fits = size is None or 0 <= value < size
+            if not fits:
+                raise SetupError(
+                    f"{dataset.path} holds a frame at {dict(coords)}, which its plan does not make "
+                    f"(its axes: {', '.join(sizes)}): it cannot resume"
+                )
 
 
 def _make_plan(request: AcquisitionRequest, handler: DataHandler | None) -> Any:

@@ -72,7 +72,7 @@ _USEQ_FIELDS = {"time_plan", "z_plan", "stage_positions", "axis_order", "grid_pl
 def request_from(args: argparse.Namespace) -> AcquisitionRequest:
     """The acquisition ``exengine acquire`` was asked for: the file's settings, then the options;
     the devices of ``--backend`` loaded. Raises :class:`UsageError` naming a bad value."""
-    if getattr(args, "resume", None):
+    if getattr(args, "resume", None) is not None:
         return _resume_request(args)
     settings, sequence = _settings(args)
     devices = _devices(settings)
@@ -103,7 +103,7 @@ def _resume_request(args: argparse.Namespace) -> AcquisitionRequest:
     from .resume_setup import open_resumable, resume_request
 
     given = [
-        f"--{key.replace('_', '-')}"
+        "the KEY=VALUE settings" if key == "plan_settings" else f"--{key.replace('_', '-')}"
         for key in (*SETTINGS, "file")
         if key not in ("backend", "mm_config") and getattr(args, key, None) not in (None, False, [])
     ]

@@ -23,9 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
+
 from exengine.data import DataStorage
 from exengine.events import MultiDSettings
 from exengine.kernel.data_coords import DataCoordinates
+from exengine.storage.dataset_lock import DatasetInUse, check_not_in_use
 
 from .acquisition_setup import AcquisitionRequest, ContributedPlan, SetupError
 from .contributions import DEFAULT_STORAGE
@@ -81,6 +84,8 @@ def open_resumable(path: str) -> ResumableDataset:
         raise SetupError(
             f"{path!r} is in an object store; only datasets in a local folder resume so far"
         )
+    if not isinstance(path, str) or not path.strip():
+        raise SetupError("--resume needs the folder of the dataset to continue")
     if os.path.isfile(os.path.join(path, "zarr.json")):
         dataset = _open_omezarr(path)
     elif find_dataset_root(path) is not None:
@@ -90,8 +95,18 @@ def open_resumable(path: str) -> ResumableDataset:
             f"{path!r} is not a dataset to resume: an NDTiff folder (with NDTiff.index) or an "
             "OME-Zarr folder (with zarr.json)"
         )
-    _check_resumable(dataset.path, dataset.summary)
+    if not os.access(dataset.path, os.W_OK):
+        raise SetupError(f"{dataset.path} cannot be written to (read-only): it cannot resume")
+    try:
+        check_not_in_use(_write_lock_file(dataset), dataset.path)
+    except DatasetInUse as e:
+        raise SetupError(str(e)) from None
     return dataset
+
+
+def _write_lock_file(dataset: ResumableDataset) -> str:
+    """The file a writer of ``dataset`` holds locked."""
+    return os.path.join(dataset.path, "frame_metadata.jsonl" if dataset.omezarr else "NDTiff.index")
 
 
 def _open_ndtiff(path: str) -> ResumableDataset:
@@ -102,15 +117,16 @@ def _open_ndtiff(path: str) -> ResumableDataset:
     except (OSError, ValueError) as e:
         raise SetupError(f"Cannot read {path!r}: {e}") from None
     try:
+        _check_resumable(reader.path, reader.summary_metadata, bool(reader.entries))
         if reader.multiresolution:
             raise SetupError(f"{reader.path!r} is a multi-resolution dataset: it cannot resume")
-        first = reader.first_entry() if reader.entries else None
+        first = reader.first_entry()
         return ResumableDataset(
             path=os.path.abspath(reader.path),
             summary=dict(reader.summary_metadata),
             stored=tuple(DataCoordinates(dict(key)) for key in reader.entries),
-            frame_shape=None if first is None else first.shape,
-            dtype=None if first is None else first.dtype.name,
+            frame_shape=first.shape,
+            dtype=first.dtype.name,
         )
     finally:
         reader.close()
@@ -123,18 +139,24 @@ def _open_omezarr(path: str) -> ResumableDataset:
         dataset = OMEZarrDataset(path)
     except (OSError, ValueError) as e:
         raise SetupError(f"Cannot read {path!r}: {e}") from None
-    array = dataset.levels[0] if dataset.levels else None
+    _check_resumable(dataset.path, dataset.summary_metadata, bool(dataset.records))
+    array = dataset.levels[0]
     return ResumableDataset(
         path=os.path.abspath(dataset.path),
         summary=dict(dataset.summary_metadata),
         stored=tuple(dataset.records),
-        frame_shape=None if array is None else tuple(array.shape[-2:]),
-        dtype=None if array is None else array.dtype.name,
+        frame_shape=tuple(array.shape[-2:]),
+        dtype=array.dtype.name,
         omezarr=True,
     )
 
 
-def _check_resumable(path: str, summary: Mapping[str, Any]) -> None:
+def _check_resumable(path: str, summary: Mapping[str, Any], any_frame: bool) -> None:
+    """Refuse, saying why, a dataset that cannot resume."""
+    if not any_frame:
+        raise SetupError(
+            f"{path} holds no frame yet: there is nothing to continue, start the acquisition again"
+        )
     plan = summary.get("Plan")
     if not isinstance(plan, Mapping) or not isinstance(plan.get("id"), str):
         raise SetupError(
@@ -146,8 +168,15 @@ def _check_resumable(path: str, summary: Mapping[str, Any]) -> None:
             f"{path!r}: the plan's settings {', '.join(map(str, plan['left_out']))} could not be "
             "written down, so the plan cannot be rebuilt"
         )
+    for key, kind in (("Devices", Mapping), ("DeviceState", Mapping), ("Processors", list)):
+        if key in summary and not isinstance(summary[key], kind):
+            raise SetupError(f"{path!r}: its summary's {key} is damaged ({summary[key]!r:.60})")
+    if summary.get("PlanEnded"):
+        raise SetupError(f"{path} is already complete: its plan ended by itself")
     if summary.get("Processors"):
-        names = ", ".join(str(p.get("id")) for p in summary["Processors"])
+        names = ", ".join(
+            str(p.get("id") if isinstance(p, Mapping) else p) for p in summary["Processors"]
+        )
         raise SetupError(
             f"{path!r} was acquired with processors ({names}); what they held (a projection or an "
             "average in progress) cannot be rebuilt, so it cannot resume"
@@ -183,8 +212,12 @@ def resume_request(
     if plan["id"] == "multi_d":
         try:
             rebuilt: MultiDSettings | ContributedPlan = MultiDSettings.model_validate(settings)
-        except ValueError as e:
-            raise SetupError(f"The dataset's plan cannot be rebuilt: {e}") from None
+        except pydantic.ValidationError as e:
+            error = e.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            raise SetupError(
+                f"The dataset's plan cannot be rebuilt: {where}: {error['msg']}"
+            ) from None
     else:
         rebuilt = ContributedPlan(plan["id"], dict(settings))
     return AcquisitionRequest(

@@ -107,7 +107,9 @@ def uninterrupted(tmp_path_factory):
 def check_resumed_like_uninterrupted(path, before, uninterrupted):
     result = run("acquire", "--resume", str(path))
     assert result.returncode == 0, result.stderr
-    assert f"Resuming {path}: {len(before)} frames stored" in result.stdout
+    count = len(before)
+    assert f"Resuming {path}: {count} frame{'s' * (count != 1)} stored" in result.stdout
+    assert "(time-lapse intervals restart now)" in result.stdout
     after = frames(path)
     assert {k: after[k] for k in before} == before  # untouched
     keys = [json.dumps(k, sort_keys=True) for k in index_keys(path)]
@@ -152,11 +154,16 @@ def test_sigkill_at_any_time_then_resume(tmp_path_factory, uninterrupted, delay,
     process.kill()  # SIGKILL: nothing is finished, the index may end in half an entry
     process.wait(30)
     path = dataset_path(out, "killed", storage)
-    before = frames(path)
+    before = frames(path) if os.path.exists(path) else {}
+    if not before:  # killed before its first frame
+        assert "holds no frame yet" in run("acquire", "--resume", str(path)).stderr
+        return
     if len(before) == 24:
         assert "already complete" in run("acquire", "--resume", str(path)).stderr
         return
     check_resumed_like_uninterrupted(path, before, uninterrupted)
+    sizes = [os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)]
+    assert max(sizes) < 50e6  # image files a crash left at their reserved 4 GB are cut back
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path):
@@ -213,3 +220,68 @@ def test_device_state_is_restored(scope):
     restore_device_state(devices, json.loads(json.dumps(state)))
     assert tuple(devices.xy.get_position()) == (120.0, -40.0)
     assert devices.camera.exposure == 7.0
+
+
+def test_a_dataset_is_resumed_by_one_process_at_a_time(tmp_path):
+    import fcntl
+
+    made = run("acquire", "--time", "3", "--out", str(tmp_path), "--name", "busy")
+    assert made.returncode == 0, made.stderr
+    with open(tmp_path / "busy_1" / INDEX_NAME, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as a writer still running holds it
+        result = run("acquire", "--resume", str(tmp_path / "busy_1"))
+    assert result.returncode == 2
+    assert "is being written by another process" in result.stderr
+    empty = run("acquire", "--resume", "")
+    assert empty.returncode == 2 and "--resume needs the folder" in empty.stderr
+    assert not any(p.name.startswith("acquisition") for p in tmp_path.iterdir())
+
+
+def test_a_plan_that_ended_by_itself_is_complete(tmp_path):
+    made = run(
+        "acquire",
+        "--plan",
+        "acquire_until",
+        "give_up_after=3",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "u",
+    )
+    assert made.returncode == 0, made.stderr
+    result = run("acquire", "--resume", str(tmp_path / "u_1"))
+    assert result.returncode == 2
+    assert "is already complete: its plan ended by itself" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ("dtype", "The camera gives uint16 frames, the dataset holds uint8"),
+        ("channel", "which its plan does not make"),
+        ("processors", "'Processors' is damaged"),
+    ],
+)
+def test_datasets_that_do_not_match_their_plan_are_refused(tmp_path, change, reason):
+    import numpy as np
+
+    from exengine.storage import NDTiffStorage
+
+    made = run(
+        "acquire", "--time", "3", "--channels", "DAPI", "--out", str(tmp_path), "--name", "m"
+    )
+    assert made.returncode == 0, made.stderr
+    summary = NDTiffReader(tmp_path / "m_1").summary_metadata
+    coords, dtype = {"time": 0, "channel": "DAPI"}, np.uint16
+    if change == "dtype":
+        dtype = np.uint8
+    elif change == "channel":
+        coords["channel"] = "Cy5"
+    else:
+        summary["Processors"] = "frame_averaging"
+    storage = NDTiffStorage(tmp_path, "changed", summary)
+    storage.put(coords, np.zeros((512, 512), dtype), {})
+    storage.close()
+    result = run("acquire", "--resume", storage.path)
+    assert result.returncode == 2, result.stderr
+    assert reason.replace("'Processors'", "Processors") in result.stderr.replace("'", "")

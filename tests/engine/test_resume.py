@@ -179,6 +179,7 @@ def test_ndtiff_resume_after_a_crash_cuts_off_a_half_written_index_entry(tmp_pat
     for t in range(2):
         storage.put({"time": t}, np.full((16, 16), t, np.uint16), {})
     index = os.path.join(storage.path, INDEX_NAME)  # not finished: as a SIGKILL leaves it
+    storage.dataset._index_file.close()  # the writer's lock goes with its process
     with open(index, "ab") as f:
         f.write(b'\x30\x00\x00\x00{"time":')
     resumed = NDTiffStorage.resume(storage.path)
@@ -214,7 +215,9 @@ def test_omezarr_resume_appends_in_the_same_arrays_and_stays_valid(tmp_path):
     for position in ("A", "B"):
         for t in range(2):
             storage.put({"position": position, "time": t, "channel": "DAPI"}, _tile(t), {"t": t})
-    # not finished, and the last record cut short: as a SIGKILL leaves it
+    # not finished, and the last record cut short: as a SIGKILL leaves it (its lock gone with it)
+    os.close(storage._records_fd)
+    storage._records_fd = None
     with open(os.path.join(storage.path, "frame_metadata.jsonl"), "ab") as f:
         f.write(b'{"coords": {"position": "B", "ti')
     before = OMEZarrDataset(storage.path)

@@ -111,6 +111,7 @@ class DataHandler(DataPipeline):
         self._accepted = 0
         self._stored = 0
         self._skipped: frozenset[DataCoordinates] = frozenset()
+        self._let_go = 0
         self._storage_queue: SimpleQueue[Any] = SimpleQueue()
         self._process_queue: SimpleQueue[Any] | None = (
             SimpleQueue() if processor is not None else None
@@ -221,6 +222,7 @@ class DataHandler(DataPipeline):
                 f"Data at {dict(coords)} must be a numpy array, got {type(data).__name__}"
             )
         if coords in self._skipped:
+            self._let_go += 1
             return
         nbytes = data.nbytes
         with self._cond:
@@ -281,6 +283,11 @@ class DataHandler(DataPipeline):
         if return_data:
             return data
         return metadata if return_metadata else None
+
+    @property
+    def frames_let_go(self) -> int:
+        """Frames put at coordinates stored already (see :meth:`skip_stored`), not stored again."""
+        return self._let_go
 
     def skip_stored(self, coordinates: Iterable[CoordinatesLike]) -> None:
         """Frames at ``coordinates`` are stored already (a resumed dataset): a ``put`` there lets

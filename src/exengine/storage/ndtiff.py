@@ -30,7 +30,7 @@ import errno
 import io
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,6 +39,7 @@ from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ._frame_index import FrameIndex
 from ._frames import FrameStorage, check_writable, json_safe, write_atomically
 from ._preallocate import SpaceReserver
+from .dataset_lock import check_not_in_use, lock_for_writing
 from .ndtiff_reader import INDEX_NAME, RUN_SUMMARY, NDTiffReader
 
 try:
@@ -279,7 +280,10 @@ class _NDTiffDataset(ndstorage.NDTiffDataset):
 
     @_index_file.setter
     def _index_file(self, file: Any) -> None:
-        self.__dict__["_direct_index_file"] = file if file is None else _DirectFile(file)
+        if file is not None:
+            file = _DirectFile(file)
+            lock_for_writing(file.fileno(), os.path.normpath(self.path))
+        self.__dict__["_direct_index_file"] = file
 
     @property
     def current_writer(self) -> Any:
@@ -354,6 +358,7 @@ class NDTiffStorage(_NDStorage):
         self._frame_kind: tuple[tuple[int, ...], np.dtype] | None = None
         self._stale_readers = False
         self._reserver = SpaceReserver()
+        self._resumed = False
         self.path = os.path.normpath(dataset.path)
 
     @classmethod
@@ -385,8 +390,10 @@ class NDTiffStorage(_NDStorage):
         folder = os.path.normpath(reader.path)
         check_writable(folder)
         index = os.path.join(folder, INDEX_NAME)
+        check_not_in_use(index, folder)
         if os.path.getsize(index) > complete:
             os.truncate(index, complete)
+        _trim_to_frames(folder, entries.values())
         dataset = _NDTiffDataset(folder, writable=True)
         dataset.append_as = _free_prefix(folder)
         storage = cls.__new__(cls)
@@ -395,6 +402,7 @@ class NDTiffStorage(_NDStorage):
         storage._frame_kind = None
         storage._stale_readers = False
         storage._reserver = SpaceReserver()
+        storage._resumed = True
         storage.path = folder
         for key, entry in entries.items():
             dataset.add_index_entry(
@@ -481,6 +489,11 @@ class NDTiffStorage(_NDStorage):
             for reader in self._dataset._readers_by_filename.values():
                 reader.file.seek(0, os.SEEK_END)
 
+    def annotate(self, metadata: Mapping[str, Any]) -> None:
+        super().annotate(metadata)
+        if self._resumed:  # at once: a resume killed later is still recorded
+            write_atomically(os.path.join(self.path, RUN_SUMMARY), json.dumps(self._summary))
+
     def _finish(self) -> None:
         super()._finish()
         if self._annotated:  # the TIFF's summary was written at the start: the rest beside it
@@ -496,6 +509,21 @@ class NDTiffStorage(_NDStorage):
 
 #: What an interrupted run wrote into the summary, which its resumed run counts again.
 _LEARNED_WHILE_RUNNING = ("FramesDropped", "DroppedCoordinates")
+
+
+def _trim_to_frames(folder: str, entries: Iterable[Any]) -> None:
+    """Cut image files a crash left at their reserved size back to their last indexed frame."""
+    ends: dict[str, int] = {}
+    for entry in entries:
+        end = max(
+            entry.pixel_offset + int(np.prod(entry.shape)) * entry.dtype.itemsize,
+            entry.metadata_offset + entry.metadata_length,
+        )
+        ends[entry.filename] = max(ends.get(entry.filename, 0), end)
+    for name, end in ends.items():
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and os.path.getsize(path) > end:
+            os.truncate(path, end)
 
 
 def _free_prefix(folder: str) -> str:

@@ -35,6 +35,7 @@ import numpy as np
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ..kernel.data_storage_base import PlannedData
 from ._frames import FrameStorage
+from .dataset_lock import lock_for_writing
 from .ndtiff_reader import positive_number
 from .omezarr_attributes import (
     NGFF_ORDER,
@@ -197,6 +198,7 @@ class OMEZarrStorage(FrameStorage):
             self._records_fd = os.open(
                 os.path.join(self.path, RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666
             )
+            lock_for_writing(self._records_fd, self.path)
 
     # ------------------------------------------------------------------ reading
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
@@ -306,10 +308,9 @@ class OMEZarrStorage(FrameStorage):
             self._idle.notify_all()
 
     def prepare(self, planned: PlannedData) -> None:
-        """Before the first frame: the array will be made at the planned size (open-ended axes
-        start at one and grow), with labelled axes' values in the planned order, if the first frame
-        has the planned axes and shape; the plan's pixel size scales y and x unless one was
-        given."""
+        """Before the first frame: arrays will be made at the planned size (open-ended axes start at
+        one and grow), labels in the planned order, if the first frame has the planned axes and
+        shape; the plan's pixel size scales y and x unless one was given."""
         self._planned = planned
         if self._pixel is None and planned.pixel_size_um:
             self._pixel = float(planned.pixel_size_um)
@@ -331,8 +332,7 @@ class OMEZarrStorage(FrameStorage):
             self._write_attributes()
         capacity = image.array.shape[:-2]
         if any(i >= size for i, size in zip(index, capacity, strict=True)):
-            # grow geometrically (few metadata rewrites: a request each in a store): index axes 4x,
-            # labelled ones (channels: a few values) 2x; finish() gives every image the extent
+            # grow geometrically (few metadata rewrites): index axes 4x, labels 2x; finish() trims
             grown = tuple(
                 size if i < size else max((2 if self._labelled[axis] else 4) * size, i + 1)
                 for axis, size, i in zip(self._axes, capacity, index, strict=True)

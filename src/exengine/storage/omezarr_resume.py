@@ -15,6 +15,7 @@ from typing import Any
 
 from ..kernel.data_coords import DataCoordinates
 from ._frames import FrameStorage, check_writable
+from .dataset_lock import check_not_in_use, lock_for_writing
 from .omezarr import OMEZarrStorage, _Image
 from .omezarr_reader import RECORDS, OMEZarrDataset
 from .omezarr_store import DEFAULT_TIMEOUT_S, is_store_url
@@ -41,11 +42,14 @@ def resume_omezarr(path: str | os.PathLike[str]) -> OMEZarrStorage:
         raise ValueError(
             f"{location!r} is in an object store; only OME-Zarr datasets in a local folder resume"
         )
-    _cut_partial_record(os.path.join(location, RECORDS))
     dataset = OMEZarrDataset(location)
     if dataset.finished is None:
         raise ValueError(f"{location!r} was not written by napari-exengine: it cannot resume")
     check_writable(dataset.path)
+    records = os.path.join(dataset.path, RECORDS)
+    check_not_in_use(records, dataset.path)
+    _cut_partial_record(records)
+    dataset = OMEZarrDataset(location)  # without the record cut off
     storage = OMEZarrStorage.__new__(OMEZarrStorage)
     summary = dataset.summary_metadata
     FrameStorage.__init__(
@@ -54,8 +58,8 @@ def resume_omezarr(path: str | os.PathLike[str]) -> OMEZarrStorage:
     _empty_state(storage, dataset.path)
     if dataset.levels:
         _read_layout(storage, dataset)
-    records = os.path.join(dataset.path, RECORDS)
     storage._records_fd = os.open(records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    lock_for_writing(storage._records_fd, dataset.path)
     storage._records_size = os.path.getsize(records)
     return storage
 
