@@ -173,6 +173,7 @@ class AcquisitionPanel(DockPanel):
         self.multi_d.load_sequence_button.clicked.connect(self._choose_sequence_to_load)
         self.multi_d.save_sequence_button.clicked.connect(self._choose_sequence_file_to_save)
         self.run_control.run_button.clicked.connect(self.run)
+        self.run_control.resume_dataset_button.clicked.connect(self._choose_dataset_to_resume)
         self.run_control.pause_button.clicked.connect(self.toggle_pause)
         self.run_control.stop_button.clicked.connect(self.stop)
         self.run_control.abort_button.clicked.connect(self.abort)
@@ -361,6 +362,46 @@ class AcquisitionPanel(DockPanel):
         if checked is None:
             self._fail(f"Cannot run: {self.run_control.estimate.value}")
             return None
+        return self._start(checked)
+
+    def resume_dataset(self, path: str) -> Acquisition | None:
+        """Continue the interrupted dataset at ``path`` (NDTiff or OME-Zarr folder) with its own
+        plan and devices, from the first frame not stored (see docs/resume.rst); a refusal is
+        shown, not raised."""
+        from .resume_setup import open_resumable, resume_request
+
+        if self._running():
+            return None
+        try:
+            checked = check_acquisition(resume_request(open_resumable(path)))
+        except (SetupError, ValueError, OSError) as e:
+            self._fail(f"Cannot resume {path}: {e}")
+            return None
+        acquisition = self._start(checked)
+        if acquisition is not None:
+            stored = len(checked.request.resume.stored)  # type: ignore[union-attr]
+            to_go = checked.total_frames
+            left = "" if to_go is None else f"; {to_go:,} to go"
+            show_info(f"Resuming {path}: {stored:,} frame{'s' * (stored != 1)} stored{left}")
+        return acquisition
+
+    def _choose_dataset_to_resume(self) -> None:
+        """Ask for the dataset folder, starting from the selected layer's dataset if it was
+        reopened from one."""
+        from magicgui.widgets import request_values
+
+        layer = self.viewer.layers.selection.active
+        metadata = getattr(layer, "metadata", None)
+        start = metadata.get("path") if isinstance(metadata, dict) else None
+        options = {"mode": "d", **({"value": start} if start else {})}
+        values = request_values(
+            path={"annotation": Path, "options": options}, title="Resume an interrupted dataset"
+        )
+        if values:
+            self.resume_dataset(str(values["path"]))
+
+    def _start(self, checked: CheckedAcquisition) -> Acquisition | None:
+        """Create the checked acquisition, show its frames as they come, and start it."""
         try:
             acquisition = checked.create()
         except (SetupError, ValueError, OSError, ImportError) as e:

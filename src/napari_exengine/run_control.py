@@ -26,13 +26,17 @@ class RunControl(mw.Container):
         self.pause_button = mw.PushButton(text="Pause", enabled=False)
         self.stop_button = mw.PushButton(text="Stop", enabled=False)
         self.abort_button = mw.PushButton(text="Abort", enabled=False)
+        #: Continue an interrupted dataset (docs/resume.rst); "Resume" alone goes on after Pause.
+        self.resume_dataset_button = mw.PushButton(text="Resume a dataset…")
         self.progress = mw.ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = mw.Label(value="")
         buttons = mw.Container(
             widgets=[self.run_button, self.pause_button, self.stop_button, self.abort_button],
             layout="horizontal",
         )
-        super().__init__(widgets=[self.estimate, buttons, self.progress, self.status])
+        super().__init__(
+            widgets=[self.estimate, buttons, self.resume_dataset_button, self.progress, self.status]
+        )
         self.margins = (0, 0, 0, 0)
 
     def show_estimate(self, checked: CheckedAcquisition) -> None:
@@ -57,6 +61,7 @@ class RunControl(mw.Container):
     def set_running(self, running: bool) -> None:
         """Buttons for a run (Pause, Stop, Abort) or for none (Run)."""
         self.run_button.enabled = not running
+        self.resume_dataset_button.enabled = not running
         self.pause_button.enabled = running
         self.pause_button.text = "Pause"
         self.stop_button.enabled = running
