@@ -253,6 +253,29 @@ def test_intervals_count_from_the_resume(scope):
     assert all(gap >= 300 for gap in gaps), gaps
 
 
+def test_a_time_lapse_inside_positions_keeps_its_intervals_at_each_position(scope):
+    """Order ptc: each position gets its own time-lapse; the second position's time points keep
+    the interval (they once shared the first position's clock and ran back to back)."""
+    handler = DataHandler(NDRAMStorage())
+    plan = multi_d_acquisition_plan(
+        num_time_points=3,
+        time_interval_s=0.3,
+        xy_positions=[[0, 0], [10, 10]],
+        position_labels=["A", "B"],
+        order="ptc",
+        data_handler=handler,
+    )
+    acquisition = Acquisition(plan, handler)
+    acquisition.start()
+    acquisition.await_completion(timeout=30)
+    received = [
+        np.datetime64(handler.get({"position": "B", "time": t}, return_data=False)["ReceivedTime"])
+        for t in range(3)
+    ]
+    gaps = [(b - a) / np.timedelta64(1, "ms") for a, b in itertools.pairwise(received)]
+    assert all(gap >= 250 for gap in gaps), gaps
+
+
 @pytest.mark.parametrize("action", ["stop", "abort"])
 def test_stop_and_abort_end_a_long_interval_promptly(scope, action):
     handler = DataHandler(NDRAMStorage())

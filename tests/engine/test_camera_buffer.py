@@ -244,6 +244,9 @@ def test_a_stop_while_the_camera_outruns_the_storage_ends_within_its_buffer(scop
     settings = MultiDSettings.from_event_arguments(num_time_points=100_000, sequence="t")
     acquisition = Acquisition(MultiDPlan(settings, camera=camera), handler)  # 200 s of frames
     acquisition.start()
+    deadline = time.monotonic() + 20  # its first frames (a loaded machine may be slow to start)
+    while acquisition.frames_acquired < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     time.sleep(0.5)
     started = time.monotonic()
     acquisition.stop()

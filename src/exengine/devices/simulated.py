@@ -23,6 +23,7 @@ from .simulated_specimen import (
     BRIGHT_REGION_UM,
     CHANNELS,
     SimulatedMicroscope,
+    prepare_specimens,
 )
 
 __all__ = [
@@ -199,6 +200,7 @@ def create_simulated_devices(prefix: str = "", cameras: int = 1) -> dict[str, De
     microscope (``Camera2``, ...), as behind an image splitter."""
     if isinstance(cameras, bool) or not isinstance(cameras, int) or not 1 <= cameras <= 8:
         raise ValueError(f"cameras must be a whole number from 1 to 8, got {cameras!r}")
+    prepare_specimens()
     scope = SimulatedMicroscope()
     z_stage = SimulatedZStage(f"{prefix}Z", scope)
     devices: list[Device] = [

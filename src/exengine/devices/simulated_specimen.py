@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import numpy as np
 
@@ -67,10 +68,18 @@ class SimulatedMicroscope:
         return self.x_um, self.y_um, z, channel
 
 
-def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    freq = np.fft.fftfreq(image.shape[0])
-    kernel = np.exp(-2 * (np.pi * sigma) ** 2 * (freq[:, None] ** 2 + freq[None, :] ** 2))
-    return np.real(np.fft.ifft2(np.fft.fft2(image) * kernel)).astype(np.float32)
+def _gaussian_blurs(image: np.ndarray, sigmas: list[float]) -> list[np.ndarray]:
+    """``image`` (square, periodic) blurred by a Gaussian of each of ``sigmas`` (pixels): one
+    forward transform for all."""
+    spectrum = np.fft.rfft2(image)
+    fy = np.fft.fftfreq(image.shape[0])[:, None] ** 2
+    fx = np.fft.rfftfreq(image.shape[1])[None, :] ** 2
+    return [
+        np.fft.irfft2(spectrum * np.exp(-2 * (np.pi * sigma) ** 2 * (fy + fx)), image.shape).astype(
+            np.float32
+        )
+        for sigma in sigmas
+    ]
 
 
 def _periodic_crop(texture: np.ndarray, y: int, x: int, height: int, width: int) -> np.ndarray:
@@ -98,13 +107,28 @@ def _specimen(channel: str) -> np.ndarray:
         points = np.zeros((_TEXTURE, _TEXTURE), np.float32)
         ys, xs = rng.integers(0, _TEXTURE, (2, density))
         points[ys, xs] = rng.uniform(0.5, 1.0, density).astype(np.float32)
+        widen = 2.5 if channel == "DAPI" else 1.5
         levels = []
-        for sigma in _BLUR_SIGMAS:
-            blurred = _gaussian_blur(points, sigma * (2.5 if channel == "DAPI" else 1.5))
+        for blurred in _gaussian_blurs(points, [sigma * widen for sigma in _BLUR_SIGMAS]):
             blurred /= max(float(blurred.max()), 1e-6)
             levels.append(np.pad(blurred, ((0, _TEXTURE), (0, _TEXTURE)), mode="wrap"))
         layers.append(levels)
     return np.asarray(layers, dtype=np.float32)
+
+
+_preparing: list[threading.Thread] = []
+
+
+def prepare_specimens() -> None:
+    """Make the dyes' specimens (:data:`CHANNELS`) on a background thread, once per process, so
+    that the first frame of each channel does not wait a few tenths of a second for its specimen
+    (a time-lapse's first interval would be late)."""
+    if not _preparing:
+        thread = threading.Thread(
+            target=lambda: [_specimen(dye) for dye in CHANNELS], name="specimens", daemon=True
+        )
+        _preparing.append(thread)
+        thread.start()
 
 
 def render_clean(key: tuple) -> np.ndarray:

@@ -298,6 +298,8 @@ class _EventMaker:
             if axis == "t":
                 index = indices["t"]
                 if last.get("t") != index:
+                    if index == 0 and "t" in last:  # inside another axis: its own time-lapse
+                        self.clock = AcquisitionClock()
                     yield SetTimeEvent(index, self.values["t"][index], self.clock)
                     last["t"] = index
             elif axis == "p":
