@@ -11,8 +11,7 @@ marked to resume: the acquisition setup then leaves out what is stored
 
 Refused, with the reason: a dataset that is not ours or holds no plan, a complete one, one made
 with processors (what they held, a running projection or average, cannot be rebuilt), one whose
-plan settings could not all be written down, a dataset in an object store or a multi-resolution
-NDTiff.
+plan settings could not all be written down, a multi-resolution NDTiff.
 """
 
 from __future__ import annotations
@@ -78,14 +77,16 @@ def open_resumable(path: str) -> ResumableDataset:
     """The dataset at ``path`` (an NDTiff folder or its index, or an OME-Zarr folder), read to be
     resumed; raise :class:`SetupError` saying why it cannot be."""
     from exengine.storage.ndtiff_reader import find_dataset_root
-    from exengine.storage.store_url import is_store_url
+    from exengine.storage.store_url import is_store_url, refuse_credentials
 
-    if is_store_url(path):
-        raise SetupError(
-            f"{path!r} is in an object store; only datasets in a local folder resume so far"
-        )
     if not isinstance(path, str) or not path.strip():
         raise SetupError("--resume needs the folder of the dataset to continue")
+    if is_store_url(path):  # an OME-Zarr dataset in a store: no lock, no folder to check
+        try:
+            refuse_credentials(path)
+        except ValueError as e:
+            raise SetupError(str(e)) from None
+        return _open_omezarr(path.rstrip("/"))
     if os.path.isfile(os.path.join(path, "zarr.json")):
         dataset = _open_omezarr(path)
     elif find_dataset_root(path) is not None:
@@ -142,7 +143,7 @@ def _open_omezarr(path: str) -> ResumableDataset:
     _check_resumable(dataset.path, dataset.summary_metadata, bool(dataset.records))
     array = dataset.levels[0]
     return ResumableDataset(
-        path=os.path.abspath(dataset.path),
+        path=dataset.path if "://" in path else os.path.abspath(dataset.path),
         summary=dict(dataset.summary_metadata),
         stored=tuple(dataset.records),
         frame_shape=tuple(array.shape[-2:]),

@@ -755,3 +755,91 @@ def test_a_store_lost_mid_run_stops_the_command_within_seconds(s3, relay):
     lines = err.strip().splitlines()
     assert len(lines) <= 5 and all(len(line) <= 520 for line in lines), err
     assert re.search(rf"\(\d+ frames stored in {re.escape(s3.url)}/lost_1.ome.zarr\)$", lines[-1])
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("finished", [False, True], ids=["after a crash", "after a stop"])
+def test_a_dataset_in_the_store_resumes(s3, store, finished):
+    """Reopened to add frames: its records go on as new objects (the consolidated file of a
+    finished run is taken away until the resumed run finishes), the frames before are kept."""
+    from exengine.storage.omezarr_resume import resume_omezarr
+
+    options = {"endpoint_url": s3.endpoint} if store == "fsspec" else None
+    storage = OMEZarrStorage(s3.url, "resumed", storage_options=options, store=store)
+    for t in range(2):
+        for channel in CHANNELS:
+            storage.put({"time": t, "channel": channel}, frame(t, channel), {"t": t})
+    if finished:
+        storage.finish()
+    resumed = resume_omezarr(storage.path, storage_options=options, store=store)
+    assert len(resumed.get_coordinates_list()) == 4
+    with pytest.raises(ValueError, match="already stored"):
+        resumed.put({"time": 0, "channel": "DAPI"}, frame(9, "DAPI"), {})
+    for channel in CHANNELS:
+        resumed.put({"time": 2, "channel": channel}, frame(2, channel), {"t": 2})
+    assert len(OMEZarrDataset(storage.path).coordinates()) == 6  # readable before it finishes
+    resumed.finish()
+    dataset = OMEZarrDataset(storage.path)
+    assert dataset.finished and len(dataset.coordinates()) == 6
+    for t in range(3):
+        for channel in CHANNELS:
+            assert (
+                dataset.read_frame({"time": t, "channel": channel})[0, 0] == frame(t, channel)[0, 0]
+            )
+    assert dataset.read_metadata({"time": 2, "channel": "GFP"})["t"] == 2
+
+
+def test_the_command_line_resumes_a_dataset_in_the_store(s3, scope):
+    import io
+
+    from napari_exengine.cli import main
+
+    def acquire(*args):
+        out = io.StringIO()
+        return main(["acquire", *args], stream=out), out.getvalue()
+
+    status, text = acquire(
+        "--time",
+        "2",
+        "--exposure",
+        "0",
+        "--storage",
+        "napari-exengine.storage.omezarr",
+        "--out",
+        s3.url,
+        "--name",
+        "cli",
+    )
+    assert status == 0, text
+    url = f"{s3.url}/cli_1.ome.zarr"
+    status, text = acquire("--resume", url)
+    assert status == 2  # complete
+    # as if stopped after the first frame: the second frame's record taken away
+    dataset = OMEZarrDataset(url)
+    assert len(dataset.coordinates()) == 2
+    zarr_store = open_store(url)
+    zarr.core.sync.sync(zarr_store.delete("frame_metadata.jsonl"))
+    names = sorted(zarr.core.sync.sync(_keys(zarr_store, "frame_metadata/")))
+    records = b"".join(
+        zarr.core.sync.sync(
+            zarr_store.get(n, zarr.core.buffer.default_buffer_prototype())
+        ).to_bytes()
+        for n in names
+    )
+    first = [line for line in records.splitlines() if b'"time": 0' in line]
+    for n in names:
+        zarr.core.sync.sync(zarr_store.delete(n))
+    zarr.core.sync.sync(
+        zarr_store.set(
+            "frame_metadata/000000000.json",
+            zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(first[0] + b"\n"),
+        )
+    )
+    status, text = acquire("--resume", url)
+    assert status == 0, text
+    assert f"Resuming {url}: 1 frame stored; 1 to go" in text
+    assert sorted(c["time"] for c in OMEZarrDataset(url).coordinates()) == [0, 1]
+
+
+async def _keys(zarr_store, prefix):
+    return [key async for key in zarr_store.list_prefix(prefix)]

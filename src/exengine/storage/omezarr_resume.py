@@ -1,4 +1,5 @@
-"""An OME-Zarr dataset of ours, in a local folder, reopened to add frames (an acquisition resumed).
+"""An OME-Zarr dataset of ours, in a local folder or a store, reopened to add frames (an acquisition
+resumed).
 
 The frames stored (those with a record in ``frame_metadata.jsonl``) stay untouched and readable;
 a record a crash cut short is cut off first (its chunk, if any, is written again). New frames go
@@ -9,6 +10,7 @@ is read back from the dataset, so new frames land where the plan puts them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -16,9 +18,9 @@ from typing import Any
 from ..kernel.data_coords import DataCoordinates
 from ._frames import FrameStorage, check_writable
 from .dataset_lock import check_not_in_use, lock_for_writing
-from .omezarr import OMEZarrStorage, _Image
-from .omezarr_reader import RECORDS, OMEZarrDataset
-from .omezarr_store import DEFAULT_TIMEOUT_S, is_store_url
+from .omezarr import CHUNKS_AT_ONCE, DEFAULT_WRITES_IN_FLIGHT, OMEZarrStorage, _Image
+from .omezarr_reader import RECORD_PREFIX, RECORDS, OMEZarrDataset
+from .omezarr_store import DEFAULT_TIMEOUT_S, RecordObjects, is_store_url, open_store
 
 try:
     import zarr
@@ -34,14 +36,15 @@ __all__ = ["resume_omezarr"]
 LEARNED_WHILE_RUNNING = ("FramesDropped", "DroppedCoordinates")
 
 
-def resume_omezarr(path: str | os.PathLike[str]) -> OMEZarrStorage:
-    """The OME-Zarr dataset at ``path`` (a local folder we wrote) ready to take more frames;
-    ``ValueError`` saying why when it cannot."""
+def resume_omezarr(
+    path: str | os.PathLike[str], storage_options: Any = None, store: str | None = None
+) -> OMEZarrStorage:
+    """The OME-Zarr dataset at ``path`` (a local folder or a store URL we wrote) ready to take more
+    frames; ``ValueError`` saying why when it cannot. ``storage_options`` and ``store`` apply to
+    store URLs, as for :class:`~exengine.storage.omezarr.OMEZarrStorage`."""
     location = os.fspath(path)
     if is_store_url(location):
-        raise ValueError(
-            f"{location!r} is in an object store; only OME-Zarr datasets in a local folder resume"
-        )
+        return _resume_in_store(location.rstrip("/"), storage_options, store)
     dataset = OMEZarrDataset(location)
     if dataset.finished is None:
         raise ValueError(f"{location!r} was not written by napari-exengine: it cannot resume")
@@ -50,17 +53,47 @@ def resume_omezarr(path: str | os.PathLike[str]) -> OMEZarrStorage:
     check_not_in_use(records, dataset.path)
     _cut_partial_record(records)
     dataset = OMEZarrDataset(location)  # without the record cut off
+    storage = _reopened(dataset, zarr_store=None)
+    storage._records_fd = os.open(records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    lock_for_writing(storage._records_fd, dataset.path)
+    storage._records_size = os.path.getsize(records)
+    return storage
+
+
+def _resume_in_store(url: str, storage_options: Any, store: str | None) -> OMEZarrStorage:
+    """A dataset in a store: its records are objects ``frame_metadata/<n>.json`` (and, once
+    finished, all of them in ``frame_metadata.jsonl``, which is taken away until the resumed run
+    finishes: readers then read the objects, new ones too). Nothing keeps two processes from
+    writing one dataset in a store at once."""
+    dataset = OMEZarrDataset(url, storage_options=storage_options, store=store)
+    if dataset.finished is None:
+        raise ValueError(f"{url!r} was not written by napari-exengine: it cannot resume")
+    zarr_store = open_store(url, store, storage_options)
+    storage = _reopened(dataset, zarr_store)
+    storage.max_writes_in_flight = DEFAULT_WRITES_IN_FLIGHT
+    due = max(1, DEFAULT_WRITES_IN_FLIGHT - CHUNKS_AT_ONCE)
+    storage._records = RecordObjects(zarr_store, RECORD_PREFIX, storage._timeout, due)
+
+    async def continue_records() -> int:
+        names = [key async for key in zarr_store.list_prefix(RECORD_PREFIX)]
+        with contextlib.suppress(FileNotFoundError):  # not finished: no such file
+            await zarr_store.delete(RECORDS)
+        return max((int(k[len(RECORD_PREFIX) :].split(".")[0]) for k in names), default=-1) + 1
+
+    storage._records._started = storage._run(continue_records())
+    return storage
+
+
+def _reopened(dataset: OMEZarrDataset, zarr_store: Any) -> OMEZarrStorage:
+    """A storage holding ``dataset``'s frames, writing where it is."""
     storage = OMEZarrStorage.__new__(OMEZarrStorage)
     summary = dataset.summary_metadata
     FrameStorage.__init__(
         storage, {k: v for k, v in summary.items() if k not in LEARNED_WHILE_RUNNING}
     )
-    _empty_state(storage, dataset.path)
+    _empty_state(storage, dataset.path, zarr_store)
     if dataset.levels:
         _read_layout(storage, dataset)
-    storage._records_fd = os.open(records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-    lock_for_writing(storage._records_fd, dataset.path)
-    storage._records_size = os.path.getsize(records)
     return storage
 
 
@@ -74,8 +107,9 @@ def _cut_partial_record(records: str) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def _empty_state(storage: OMEZarrStorage, path: str) -> None:
-    """What ``OMEZarrStorage.__init__`` sets for a new local dataset, at ``path``."""
+def _empty_state(storage: OMEZarrStorage, path: str, zarr_store: Any) -> None:
+    """What ``OMEZarrStorage.__init__`` sets for a new dataset at ``path`` (in ``zarr_store``, or
+    ``None``: a local folder)."""
     storage._pixel = None
     storage._compressors = None
     storage._timeout = DEFAULT_TIMEOUT_S
@@ -95,9 +129,12 @@ def _empty_state(storage: OMEZarrStorage, path: str) -> None:
     storage._chunk_slots = None
     storage._writing = set()
     storage._idle = threading.Condition()
-    storage._store = None
+    storage._store = zarr_store
+    storage._records_fd = None
     storage.path = path
-    storage._group = sync(zarr.api.asynchronous.open_group(store=path, mode="r+", zarr_format=3))
+    storage._group = sync(
+        zarr.api.asynchronous.open_group(store=zarr_store or path, mode="r+", zarr_format=3)
+    )
 
 
 def _read_layout(storage: OMEZarrStorage, dataset: OMEZarrDataset) -> None:
