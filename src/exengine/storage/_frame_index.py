@@ -10,6 +10,7 @@ open-ended acquisition's memory stops growing once the window is full.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import pickle
@@ -22,6 +23,8 @@ from typing import Any
 from ..kernel.data_coords import DataCoordinates
 
 __all__ = ["DEFAULT_IN_MEMORY", "FrameIndex"]
+
+_NONE = object()
 
 #: Frames whose records an index keeps in memory (about 0.5-1 KB each with their coordinates).
 DEFAULT_IN_MEMORY = 20_000
@@ -50,22 +53,31 @@ class FrameIndex:
         return len(self._recent) + self._spilled
 
     def __contains__(self, coords: object) -> bool:
+        if coords in self._recent:
+            return True
+        if self._db is None:
+            return False
         with self._lock:
             return coords in self._recent or self._find(coords) is not None
 
     def get(self, coords: DataCoordinates, default: Any = None) -> Any:
         """The record of the frame at ``coords`` (``default`` when there is none)."""
+        record = self._recent.get(coords, _NONE)
+        if record is not _NONE or self._db is None:
+            return default if record is _NONE else record
         with self._lock:
-            if coords in self._recent:
-                return self._recent[coords]
-            row = self._find(coords)
+            record = self._recent.get(coords, _NONE)
+            row = self._find(coords) if record is _NONE else None
+        if record is not _NONE:
+            return record
         return default if row is None else pickle.loads(row[0])
 
     def add(self, coords: DataCoordinates, record: Any = None) -> None:
-        """List the frame at ``coords`` (again: its record replaced)."""
-        with self._lock:
-            self._recent[coords] = record
-            if len(self._recent) > self._limit:
+        """List the frame at ``coords`` (again: its record replaced). Only moving the oldest
+        records to the file takes the lock (they are in the file before they leave memory)."""
+        self._recent[coords] = record
+        if len(self._recent) > self._limit:
+            with self._lock:
                 self._spill(self._limit // 2)
 
     def pop(self, coords: DataCoordinates, default: Any = None) -> Any:
@@ -117,10 +129,10 @@ class FrameIndex:
             self._db.execute("PRAGMA journal_mode=OFF")
             self._db.execute("PRAGMA synchronous=OFF")
             self._db.execute("CREATE TABLE frames (key TEXT PRIMARY KEY, coords TEXT, record BLOB)")
-        oldest = list(self._recent)[:count]
-        rows = [
-            (_key(c), json.dumps(c), pickle.dumps(self._recent.pop(c), protocol=5)) for c in oldest
-        ]
+        oldest = list(itertools.islice(self._recent.items(), count))
+        rows = [(_key(c), json.dumps(c), pickle.dumps(r, protocol=5)) for c, r in oldest]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO frames VALUES (?, ?, ?)", rows)
+        for coords, _ in oldest:  # in the file first: a reader finds them all along
+            del self._recent[coords]
         self._spilled += len(rows)

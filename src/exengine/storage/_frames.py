@@ -16,6 +16,8 @@ from ..kernel.data_storage_base import DataStorage
 from ._frame_index import FrameIndex
 
 _MISSING = object()
+#: What ``_write`` returns when it listed the frame itself.
+LISTED = object()
 
 
 def json_safe(value: Any, where: str = "metadata") -> Any:
@@ -87,7 +89,9 @@ class FrameStorage(DataStorage):
 
     def put(self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any) -> None:
         coords, data, metadata = self._accept(data_coordinates, data, metadata)
-        self._frames.add(coords, self._write(coords, data, metadata))
+        record = self._write(coords, data, metadata)
+        if record is not LISTED:
+            self._frames.add(coords, record)
 
     def _accept(
         self, data_coordinates: CoordinatesLike, data: np.ndarray, metadata: Any

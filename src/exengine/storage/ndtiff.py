@@ -37,7 +37,7 @@ import numpy as np
 
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ._frame_index import FrameIndex
-from ._frames import FrameStorage, check_writable, json_safe, write_atomically
+from ._frames import LISTED, FrameStorage, check_writable, json_safe, write_atomically
 from ._preallocate import SpaceReserver
 from .dataset_lock import check_not_in_use, lock_for_writing
 from .ndtiff_reader import INDEX_NAME, RUN_SUMMARY, NDTiffReader
@@ -110,13 +110,11 @@ class _NDStorage(FrameStorage):
         return self._dataset.read_metadata(**coords)
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: Any) -> Any:
-        """Write one frame; ``metadata`` is a dict, or (NDTiff) its JSON already encoded. Returns
-        the frame's index entry (NDTiff; listed by the dataset already) or ``None``."""
+        """Write one frame; ``metadata`` is a dict, or (NDTiff) its JSON already encoded."""
         self._dataset.put_image(dict(coords), data, metadata)
         if not coords.keys() <= self._axis_kinds.keys():
             for axis, value in coords.items():
                 self._axis_kinds.setdefault(axis, type(value))
-        return self._frames.get(coords)
 
     def _finish(self) -> None:
         self._dataset.finish()
@@ -458,7 +456,7 @@ class NDTiffStorage(_NDStorage):
         writer = dataset.current_writer
         before = None if writer is None else _image_file_state(writer)
         try:
-            entry = super()._write(coords, data, encoded)
+            super()._write(coords, data, encoded)
         except (
             BaseException
         ):  # no phantom: ndstorage lists the frame before its index entry is written
@@ -471,7 +469,7 @@ class NDTiffStorage(_NDStorage):
             raise
         self._reserver.after_write(self._dataset.current_writer.file)
         self._stale_readers = True
-        return entry
+        return LISTED  # by the dataset's index (an _IndexView)
 
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
         self._refresh_readers()
