@@ -31,6 +31,11 @@ class DeviceSet:
     backend: str = "simulated"
     mm_config: str | None = None
 
+    @property
+    def cameras(self) -> list[Any]:
+        """The camera, or the cameras that capture together."""
+        return list(self.camera) if isinstance(self.camera, (list, tuple)) else [self.camera]
+
     def plan_arguments(self) -> dict[str, Any]:
         """The devices as a plan takes them (``exengine.plan_helpers.PLAN_ARGUMENTS``)."""
         return {
@@ -195,8 +200,7 @@ def device_state(devices: DeviceSet) -> dict[str, Any]:
         with contextlib.suppress(Exception):  # a stage that cannot say: nothing to restore
             position = device.get_position()
             state[role] = list(position) if isinstance(position, (tuple, list)) else position
-    cameras = devices.camera if isinstance(devices.camera, (list, tuple)) else [devices.camera]
-    for camera in cameras:
+    for camera in devices.cameras:
         settings = {}
         for name in CAMERA_STATE:
             with contextlib.suppress(Exception):
@@ -221,8 +225,7 @@ def restore_device_state(devices: DeviceSet, state: Mapping[str, Any]) -> None:
                     device.set_position(target)
             except Exception as e:
                 raise ValueError(f"Cannot move the {role} stage back to {target}: {e}") from None
-    cameras = devices.camera if isinstance(devices.camera, (list, tuple)) else [devices.camera]
-    by_name = {getattr(camera, "name", "camera"): camera for camera in cameras}
+    by_name = {getattr(camera, "name", "camera"): camera for camera in devices.cameras}
     for name, settings in (state.get("cameras") or {}).items():
         camera = by_name.get(name)
         if camera is None:
