@@ -1,5 +1,6 @@
-"""npe2 reader: NDTiff dataset folders (or their ``NDTiff.index``), OME-Zarr images (folders, or
-store URLs such as ``s3://bucket/run_1.ome.zarr``) and OME-TIFF files napari-exengine wrote
+"""npe2 reader: NDTiff dataset folders (or their ``NDTiff.index``), OME-Zarr images, collections
+and plates (folders, or store URLs such as ``s3://bucket/run_1.ome.zarr``; ours and other
+software's, such as ome-writers' and pymmcore-plus') and OME-TIFF files napari-exengine wrote
 (``run_1.ome.tif``, finished or not) open as lazy layers. OME-TIFFs from other software are
 declined (napari's own TIFF reader opens them).
 
@@ -66,7 +67,9 @@ def is_omezarr(path: str | os.PathLike[str]) -> bool:
             attributes.get("attributes", attributes) if isinstance(attributes, dict) else {}
         )
         ome = attributes.get("ome", attributes)
-        return "multiscales" in ome or "bioformats2raw.layout" in ome
+        # frame_metadatas: the zarr array of pymmcore-plus's TensorStoreHandler
+        keys = ("multiscales", "bioformats2raw.layout", "plate", "frame_metadatas")
+        return any(key in ome for key in keys)
     return False
 
 
@@ -98,10 +101,8 @@ def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
     slider_axes = [a for a in values if a != channel_axis or not split_channels]
     array = dataset.array
     y, x = dataset.axis_names[-2:]
-    scale = [dataset.scale.get(a, 1.0) for a in slider_axes] + [
-        dataset.scale.get(y, 1.0),
-        dataset.scale.get(x, 1.0),
-    ]
+    # napari needs positive scales (pymmcore-plus records a time interval of 0 as a scale of 0)
+    scale = [_positive(dataset.scale.get(a)) for a in [*slider_axes, y, x]]
     name = dataset.path.replace(os.sep, "/").rstrip("/").rsplit("/", 1)[-1]
 
     read = _frame_reader(dataset)
@@ -141,6 +142,11 @@ def read_omezarr(path: Any, split_channels: bool = True) -> list[LayerData]:
             )
         )
     return layers
+
+
+def _positive(scale: float | None) -> float:
+    """``scale`` when it is a positive, finite number, else 1."""
+    return float(scale) if scale is not None and 0 < scale < float("inf") else 1.0
 
 
 def read_ometiff(path: Any, split_channels: bool = True) -> list[LayerData]:

@@ -10,7 +10,16 @@ from typing import Any
 
 __all__ = ["DatasetSummary", "allocated_bytes", "summarise_dataset"]
 
-_TIMESTAMP_KEYS = ("ReceivedTime", "TimeReceivedByCore", "Time", "ElapsedTime-ms")
+#: ``delta_t``: seconds since the start, as ome-writers (and pymmcore-plus through it) records
+#: it; ``runner_time_ms``: pymmcore-plus's own frame metadata
+_TIMESTAMP_KEYS = (
+    "ReceivedTime",
+    "TimeReceivedByCore",
+    "Time",
+    "ElapsedTime-ms",
+    "runner_time_ms",
+    "delta_t",
+)
 
 
 @dataclass
@@ -73,6 +82,10 @@ def _timestamp(metadata: Any) -> str | None:
     for key in _TIMESTAMP_KEYS:
         if key in metadata:
             value = metadata[key]
+            if key == "delta_t" and isinstance(value, (int, float)):
+                return f"{value * 1000:.3f} ms"
+            if key == "runner_time_ms" and isinstance(value, (int, float)):
+                return f"{value:.3f} ms"
             return f"{value} ms" if key == "ElapsedTime-ms" else str(value)
     return None
 
@@ -183,13 +196,16 @@ def _summarise_omezarr(location: str, storage_options: Any) -> DatasetSummary:
         return summary
     array = dataset.array
     levels = f", {len(dataset.levels)} resolution levels" if len(dataset.levels) > 1 else ""
-    summary.format = f"OME-Zarr {dataset.version} (zarr v{array.metadata.zarr_format}{levels})"
+    kind = f"OME-Zarr {dataset.version}".strip()
+    if dataset.mda_array:
+        kind = "zarr array without OME metadata, from pymmcore-plus's TensorStoreHandler"
+    summary.format = f"{kind} (zarr v{array.metadata.zarr_format}{levels})"
     coordinates = dataset.coordinates()
     summary.frames = len(coordinates)
     summary.frame = f"{' x '.join(map(str, array.shape[-2:]))} {array.dtype}"
     summary.axes = dataset.axes
     summary.pixel_size_um = dataset.scale.get(dataset.axis_names[-1])
-    summary.z_step_um = dataset.scale.get("z")
+    summary.z_step_um = dataset.scale.get("z") or None
     if dataset.records and coordinates:
         summary.timestamps = _timestamps(
             dataset.read_metadata(coordinates[0]), dataset.read_metadata(coordinates[-1])

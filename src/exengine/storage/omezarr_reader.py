@@ -1,8 +1,11 @@
 """Reading OME-Zarr images (``OMEZarrDataset``), from a folder or a store URL: ours with their
 coordinates, axis values and per-frame metadata (also after a crash: the records written so far),
-any other NGFF 0.4/0.5 image with index-valued axes. A bioformats2raw collection of images (ours:
-one per position or tile) reads as one dataset with the axes that pick its images first (a
-``position`` axis over the images of others).
+any other NGFF 0.4/0.5 image with index-valued axes (channel names from ``omero``). A
+bioformats2raw collection of images (ours: one per position or tile) or an HCS plate reads as one
+dataset with the axes that pick its images first (a ``position`` axis over the images of others,
+labelled with their paths). The frame records ome-writers (also through pymmcore-plus) keeps in
+each image's ``ome_writers`` attributes give their frames and metadata. The zarr array of
+pymmcore-plus's ``TensorStoreHandler`` (no OME metadata) opens with its MDA sequence's axes.
 """
 
 from __future__ import annotations
@@ -67,40 +70,47 @@ class OMEZarrDataset:
         location = os.fspath(location)
         self._timeout = timeout_s
         self._open(location, store, storage_options)
-        try:
-            group = self._sync(zarr.api.asynchronous.open_group(store=self._store, mode="r"))
-            attributes = dict(group.attrs)
-        except Exception as error:
-            raise ValueError(
-                f"{location!r} is not an OME-Zarr dataset: {first_line(error)}"
-            ) from error
-        ome = attributes.get("ome", attributes)
-        ome = ome if isinstance(ome, dict) else {}
-        exengine = attributes.get("exengine") or {}
-        self.summary_metadata: dict[str, Any] = exengine.get("summary_metadata") or {}
+        self.summary_metadata: dict[str, Any] = {}
         #: True/False for ours (False: the writer stopped before ``finish``), None for other
         #: datasets
-        self.finished: bool | None = exengine.get("finished")
+        self.finished: bool | None = None
+        self.version = ""  #: the OME-NGFF version
+        #: True for the zarr array (no OME metadata) of pymmcore-plus's ``TensorStoreHandler``
+        self.mda_array = False
         self.levels: list[Any] = []
         self.axis_names: list[str] = []  # every axis, those that pick an image and y and x included
         #: The axes whose values pick an image of a collection (none for one image).
         self.image_axes: list[str] = []
         self.channel_axis: str | None = None
         self.scale: dict[str, float] = {}
-        self._group = group
         self._labels: dict[str, list[Any]] = {}
         self._images: dict[tuple[Any, ...], str] = {(): ""}  # image axes' values -> image group
         self._arrays: dict[tuple[str, int], Any] = {}  # (image group, level) -> AsyncArray
         self._paths: list[str] = []  # each level's array path in an image
         self.records: dict[DataCoordinates, Any] = {}
+        try:
+            group = self._sync(zarr.api.asynchronous.open_group(store=self._store, mode="r"))
+            attributes = dict(group.attrs)
+        except Exception as error:
+            if self._open_mda_array():
+                return
+            raise ValueError(
+                f"{location!r} is not an OME-Zarr dataset: {first_line(error)}"
+            ) from error
+        self._group = group
+        ome = attributes.get("ome", attributes)
+        ome = ome if isinstance(ome, dict) else {}
+        exengine = attributes.get("exengine") or {}
+        self.summary_metadata = exengine.get("summary_metadata") or {}
+        self.finished = exengine.get("finished")
         labels = exengine.get("axis_values") or {}
-        if LAYOUT in ome:
+        if LAYOUT in ome or "plate" in ome:
             self.records, images = self._read_records()
-            first = self._collection(exengine, labels, images)
+            first = self._collection(exengine, labels, images, ome.get("plate"))
             if first is None:
                 return  # no image yet
-            image = self._sync(group.getitem(first))
-            ome = image.attrs.get("ome", image.attrs)
+            attributes = dict(self._sync(group.getitem(first)).attrs)
+            ome = attributes.get("ome", attributes)
         else:
             first = ""
         multiscales = ome.get("multiscales")
@@ -110,7 +120,18 @@ class OMEZarrDataset:
                     f"{location!r} is a zarr group without OME-Zarr 'multiscales' metadata"
                 )
             return  # one of ours before its first frame
-        multiscale = multiscales[0]
+        names = self._read_image(ome, first, labels)
+        if first == "":
+            self.records = self._read_records()[0]
+        if not self.records and not exengine:
+            self.records = self._their_records(first, attributes, names[:-2])
+
+    def _read_image(
+        self, ome: Mapping[str, Any], first: str, labels: Mapping[str, Any]
+    ) -> list[str]:
+        """Take the levels, axes, scales and labels from the (first) image's ``multiscales``;
+        return its axis names."""
+        multiscale = ome["multiscales"][0]
         self.version = str(ome.get("version") or multiscale.get("version") or "")
         self._paths = [d["path"] for d in multiscale["datasets"]]
         self.levels = [self._array(first, level) for level in range(len(self._paths))]
@@ -131,8 +152,7 @@ class OMEZarrDataset:
                 self._labels[axis] = list(labels[axis])
             elif axis in channel_axes and channels:
                 self._labels[axis] = channels
-        if first == "":
-            self.records = self._read_records()[0]
+        return names
 
     def _open(self, location: str, store: str | None, storage_options: Any) -> None:
         """Set ``path``, ``local`` and the read-only zarr store for ``location``."""
@@ -150,11 +170,15 @@ class OMEZarrDataset:
         self.local = True
 
     def _collection(
-        self, exengine: Mapping[str, Any], labels: Mapping[str, Any], images: dict[Any, str]
+        self,
+        exengine: Mapping[str, Any],
+        labels: Mapping[str, Any],
+        images: dict[Any, str],
+        plate: Any = None,
     ) -> str | None:
         """Find the images of a collection: ours by their records, others' by the ``OME`` group's
-        ``series`` (a ``position`` axis labelled with their paths) or as ``0``, ``1``, ...; return
-        the first image's group, or None when there is none."""
+        ``series`` or a plate's wells (a ``position`` axis labelled with their paths) or as ``0``,
+        ``1``, ...; return the first image's group, or None when there is none."""
         axes = exengine.get("image_axes")
         if axes and self.records:
             self.image_axes = list(axes)
@@ -164,10 +188,14 @@ class OMEZarrDataset:
             }
             return "0"
         self.image_axes = ["position"]
-        try:
-            series = self._sync(self._group.getitem("OME")).attrs.get("ome", {}).get("series")
-        except (KeyError, FileNotFoundError):
-            series = None
+        if isinstance(plate, Mapping):
+            series: Any = self._plate_images(plate)
+        else:
+            try:
+                found = self._sync(self._group.getitem("OME")).attrs
+                series = found.get("ome", found).get("series")
+            except (KeyError, FileNotFoundError):
+                series = None
         if series:
             self._labels["position"] = [str(path) for path in series]
             self._images = {(str(path),): str(path) for path in series}
@@ -177,6 +205,81 @@ class OMEZarrDataset:
             count += 1
         self._images = {(i,): str(i) for i in range(count)}
         return "0" if count else None
+
+    def _open_mda_array(self) -> bool:
+        """Open a zarr array from pymmcore-plus's ``TensorStoreHandler`` (no OME metadata: its
+        attributes list each frame's metadata with its MDA event, whose sequence gives the axes);
+        False for anything else."""
+        try:
+            array = self._sync(zarr.api.asynchronous.open_array(store=self._store, mode="r"))
+            listed = array.attrs.get("frame_metadatas")
+            events = [m["mda_event"] for m in listed]
+            import useq
+
+            sequence = useq.MDASequence.model_validate(events[0].get("sequence") or {})
+        except Exception:
+            return False
+        names = [axis for axis, size in sequence.sizes.items() if size]
+        if len(names) != array.ndim - 2:
+            return False  # positions with sub-sequences of axes the sequence does not have
+        channels = [channel.config for channel in sequence.channels]
+        self._labels = {"c": channels} if "c" in names else {}
+        self.channel_axis = "c" if "c" in names else None
+        self.axis_names = [*names, "y", "x"]
+        interval = getattr(sequence.time_plan, "interval", None)
+        scales = {
+            "t": interval.total_seconds() if interval is not None else None,
+            "z": getattr(sequence.z_plan, "step", None),
+            "y": listed[0].get("pixel_size_um"),
+            "x": listed[0].get("pixel_size_um"),
+        }
+        self.scale = {a: float(s) for a, s in scales.items() if isinstance(s, (int, float)) and s}
+        self._paths, self.levels, self.mda_array = [""], [array], True
+        self._arrays[("", 0)] = array
+        for metadata, event in zip(listed, events, strict=True):
+            index = event.get("index") or {}
+            coords = {a: index.get(a, 0) for a in names}
+            if "c" in coords and coords["c"] < len(channels):
+                coords["c"] = channels[coords["c"]]
+            self.records[DataCoordinates(coords)] = metadata
+        return True
+
+    def _plate_images(self, plate: Mapping[str, Any]) -> list[str]:
+        """The image paths of an HCS plate (``row/column/field``), well by well."""
+        paths = []
+        for well in plate.get("wells") or []:
+            path = str(well["path"]).strip("/")
+            try:
+                found = self._sync(self._group.getitem(path)).attrs
+            except (KeyError, FileNotFoundError):
+                continue  # a well listed but not written
+            fields = found.get("ome", found).get("well", {}).get("images") or []
+            paths += [f"{path}/{field['path']}" for field in fields]
+        return paths
+
+    def _their_records(
+        self, first: str, attributes: Mapping[str, Any], axes: list[str]
+    ) -> dict[DataCoordinates, Any]:
+        """The frames ome-writers recorded (``ome_writers.frame_metadata``: each frame's metadata
+        and ``storage_index`` in its image), by coordinates; none unless every image has them."""
+        records: dict[DataCoordinates, Any] = {}
+        for key, image in self._images.items():
+            if image != first:
+                attributes = dict(self._sync(self._group.getitem(image)).attrs)
+            listed = (attributes.get("ome_writers") or {}).get("frame_metadata")
+            if not listed or not isinstance(listed, list):
+                return {}
+            for entry in listed:
+                index = entry.get("storage_index") if isinstance(entry, dict) else None
+                if not isinstance(index, list) or len(index) != len(axes):
+                    return {}
+                coords = dict(zip(self.image_axes, key, strict=True))
+                for axis, i in zip(axes, index, strict=True):
+                    labels = self._labels.get(axis)
+                    coords[axis] = labels[i] if labels is not None and i < len(labels) else i
+                metadata = {k: v for k, v in entry.items() if k != "storage_index"}
+                records[DataCoordinates(coords)] = metadata
+        return records
 
     def _array(self, image: str, level: int) -> Any:
         """The AsyncArray of an image's resolution ``level`` (opened once)."""
