@@ -57,27 +57,28 @@ def test_napari_ome_zarr_opens_our_image_with_its_shape_scale_and_channels(gui_v
         np.testing.assert_array_equal(np.asarray(layer.data[1, 1]), array[1, index, 1])
 
 
-def test_napari_ome_zarr_opens_each_image_of_our_collection_of_positions(gui_viewer, tmp_path):
-    """napari-ome-zarr (0.10 and 0.11) lists a bioformats2raw collection's images only from an
-    ``OME/METADATA.ome.xml``, which OME-NGFF 0.5 does not require (the ``OME`` group's ``series``
-    lists them) and which neither we nor ome-writers write: it opens each image by its path."""
+def test_napari_ome_zarr_opens_our_collection_of_positions(gui_viewer, tmp_path):
+    """napari-ome-zarr lists a bioformats2raw collection's images from ``OME/METADATA.ome.xml``
+    (OME-NGFF 0.5 lists them in the ``OME`` group's ``series``): we write both."""
     path = acquire(
         tmp_path, "pos", "--time", "2", "--channels", "DAPI,FITC", "--positions", "0,0;50,0"
     )
     series = zarr.open_group(path, mode="r")["OME"].attrs["ome"]["series"]
     assert series == ["0", "1"]
     dataset = OMEZarrDataset(path)
-    for image in series:
-        layers = gui_viewer.open(str(path / image), plugin="napari-ome-zarr")
-        assert [layer.name.rsplit(" ", 1)[-1] for layer in layers] == ["DAPI", "FITC"]
-        for layer, channel in zip(layers, ["DAPI", "FITC"], strict=True):
-            assert layer.data.shape == (2, *FRAME)
-            assert tuple(layer.axis_labels) == ("time", "y", "x")
-            assert tuple(layer.scale) == pytest.approx((1.0, 0.65, 0.65))
-            coords = {"position": dataset.axes["position"][int(image)], "time": 1}
-            np.testing.assert_array_equal(
-                np.asarray(layer.data[1]), dataset.read_frame({**coords, "channel": channel})
-            )
+    layers = gui_viewer.open(str(path), plugin="napari-ome-zarr")
+    assert len(layers) == 4  # two images of two channels
+    for index, layer in enumerate(layers):
+        image, channel = divmod(index, 2)
+        assert layer.name.rsplit(" ", 1)[-1] == ["DAPI", "FITC"][channel]
+        assert layer.data.shape == (2, *FRAME)
+        assert tuple(layer.axis_labels) == ("time", "y", "x")
+        assert tuple(layer.scale) == pytest.approx((1.0, 0.65, 0.65))
+        coords = {"position": dataset.axes["position"][image], "time": 1}
+        np.testing.assert_array_equal(
+            np.asarray(layer.data[1]),
+            dataset.read_frame({**coords, "channel": ["DAPI", "FITC"][channel]}),
+        )
 
 
 def test_our_reader_opens_ome_writers_positions_in_the_viewer(gui_viewer, tmp_path):

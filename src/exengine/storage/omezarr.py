@@ -45,7 +45,8 @@ from .omezarr_attributes import (
     exengine_attributes,
     group_document,
     image_attributes,
-    series_attributes,
+    image_name,
+    series_documents,
 )
 from .omezarr_reader import RECORD_PREFIX, RECORDS
 from .omezarr_store import (
@@ -506,8 +507,7 @@ class OMEZarrStorage(FrameStorage):
 
     def _image_attributes(self, image: _Image) -> dict[str, Any]:
         """An image group's attributes in a collection."""
-        name = ", ".join(f"{axis}={value}" for axis, value in image.coords.items())
-        return {"ome": self._ome(name), "exengine": {"coords": image.coords}}
+        return {"ome": self._ome(image_name(image.coords)), "exengine": {"coords": image.coords}}
 
     def _ome(self, name: str) -> dict[str, Any]:
         assert self._frame is not None and self._pixel is not None
@@ -574,9 +574,9 @@ class OMEZarrStorage(FrameStorage):
                     del self._values[axis][size:]
                 self._write_attributes(finished=True)
                 if self._keys:
-                    series = [image.group for image in self._images.values()]
-                    document = group_document({"ome": series_attributes(series)})
-                    self._put_documents({"OME/zarr.json": document})
+                    images = [(image.group, image.coords) for image in self._images.values()]
+                    sizes = dict(zip(self._axes, self._extent, strict=True))
+                    self._put_documents(series_documents(images, sizes, *self._frame, self._pixel))
             if self._store is not None:
                 records = b"".join(
                     self._record(c, self._by_group[group], metadata)

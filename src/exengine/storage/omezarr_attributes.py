@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
@@ -144,3 +145,43 @@ def collection_attributes() -> dict[str, Any]:
 def series_attributes(paths: Sequence[str]) -> dict[str, Any]:
     """The ``ome`` attributes of a collection's ``OME`` group: its images' paths, in order."""
     return {"version": VERSION, "series": list(paths)}
+
+
+_OME_TYPES = {"float32": "float", "float64": "double"}
+
+
+def image_name(coords: Mapping[str, Any]) -> str:
+    """An image's name in a collection: the values that pick it (``position=A``)."""
+    return ", ".join(f"{axis}={value}" for axis, value in coords.items())
+
+
+def series_documents(
+    images: Sequence[tuple[str, Mapping[str, Any]]],
+    sizes: Mapping[str, int],
+    frame_shape: Sequence[int],
+    dtype: np.dtype,
+    pixel_size_um: float,
+) -> dict[str, bytes]:
+    """A collection's ``OME`` group: its ``zarr.json`` (the images' paths, ``series``) and its
+    ``METADATA.ome.xml``, an OME-XML listing the images (``(path, coords)``; ``sizes`` of their
+    time, channel and z axes), by which bioformats2raw readers such as napari-ome-zarr find them."""
+    height, width = frame_shape
+    pixel_type = _OME_TYPES.get(np.dtype(dtype).name, np.dtype(dtype).name)
+    size = {axis: sizes.get(axis, 1) for axis in ("time", "channel", "z")}
+    entries = "".join(
+        f'<Image ID="Image:{path}" Name={quoteattr(image_name(coords))}><Pixels ID="Pixels:{path}" '
+        f'DimensionOrder="XYZCT" Type="{pixel_type}" SizeX="{width}" SizeY="{height}" '
+        f'SizeZ="{size["z"]}" SizeC="{size["channel"]}" SizeT="{size["time"]}" '
+        f'PhysicalSizeX="{pixel_size_um}" PhysicalSizeY="{pixel_size_um}"><MetadataOnly/>'
+        "</Pixels></Image>"
+        for path, coords in images
+    )
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        f"{entries}</OME>"
+    )
+    return {
+        "OME/zarr.json": group_document({"ome": series_attributes([p for p, _ in images])}),
+        "OME/METADATA.ome.xml": xml.encode(),
+    }
