@@ -35,6 +35,7 @@ from .contributions import DEFAULT_PLAN, list_contributions
 from .device_sets import DeviceSet
 from .device_watch import DeviceWatch
 from .field_of_view import FieldOfView
+from .grid_region import GRID_SCAN, GridRegion
 from .layer_sink import LayerSink, defer_layers_for
 from .multi_d_form import MultiDForm
 from .panel_common import (
@@ -44,7 +45,6 @@ from .panel_common import (
     devices_of,
     ensure_devices,
     form_values,
-    run_in_thread,
     settings_form,
     show_as_error,
     wrapping,
@@ -76,8 +76,12 @@ class AcquisitionPanel(DockPanel):
             label="plan",
         )
         self.plan_form = mw.Container(labels=True, visible=False)
+        self.grid_region = GridRegion(napari_viewer, self._stage_and_camera, self.plan_form, self)
         self.multi_d = MultiDForm(
-            self._channel_names(), self._camera_exposure, self.update_estimate
+            self._channel_names(),
+            self._camera_exposure,
+            self.update_estimate,
+            stage_devices=lambda: (self.xy_choice.value, self.z_choice.value),
         )
         self.storage = StorageForm(
             {c.id: c for c in contributions if c.kind == "storage" and c.available},
@@ -104,6 +108,7 @@ class AcquisitionPanel(DockPanel):
                 *self.device_choices,
                 self.plan_choice,
                 self.plan_form,
+                self.grid_region,
                 self.multi_d,
                 self.storage,
                 self.split_channels,
@@ -169,7 +174,6 @@ class AcquisitionPanel(DockPanel):
         self.channel_choice.changed.connect(self._show_channel_names)
         DEVICE_EVENTS.changed.connect(self.refresh_devices)
         self.plan_choice.changed.connect(self._show_plan_form)
-        self.multi_d.add_position.clicked.connect(self._add_current_position)
         self.multi_d.load_sequence_button.clicked.connect(self._choose_sequence_to_load)
         self.multi_d.save_sequence_button.clicked.connect(self._choose_sequence_file_to_save)
         self.run_control.run_button.clicked.connect(self.run)
@@ -250,17 +254,6 @@ class AcquisitionPanel(DockPanel):
             self.camera_choice.value = self.camera_choice.choices[:1]
         self.update_estimate()
 
-    def _add_current_position(self) -> None:
-        xy = self.xy_choice.value
-        if xy is None:
-            show_error("No XY stage is registered")
-            return
-        run_in_thread(
-            xy.get_position,
-            lambda position: self.multi_d.add_position_at(*position[:2]),
-            what="Reading the XY stage",
-        )
-
     # --------------------------------------------------------------------------------- plan
     @property
     def is_multi_d(self) -> bool:
@@ -275,6 +268,7 @@ class AcquisitionPanel(DockPanel):
                 widget.changed.connect(self.update_estimate)
                 self.plan_form.append(widget)
         self.plan_form.visible = len(self.plan_form) > 0
+        self.grid_region.visible = self.plan_choice.value == GRID_SCAN
         self.multi_d.visible = self.is_multi_d
         self.update_estimate()
 
@@ -300,7 +294,8 @@ class AcquisitionPanel(DockPanel):
 
     def update_estimate(self, *_: Any) -> CheckedAcquisition | None:
         """Check the settings as Run will; show what the plan will take (frames, size, duration,
-        the processors' notes) or why it cannot run, and enable Run only when it can. Returns the
+        the processors' notes) or why it cannot run (also under the multi-D form's setting at
+        fault), and enable Run only when it can. Returns the
         checked acquisition, or None when the settings are invalid. Not while a run goes on:
         checking reads the devices, whose thread the run keeps busy (the GUI would wait for it);
         the run's end checks again."""
@@ -311,7 +306,9 @@ class AcquisitionPanel(DockPanel):
         except ValueError as e:
             self.run_control.show_invalid(str(e))
             show_as_error(self.run_control.estimate, True)
+            self.multi_d.show_refusal(e if self.is_multi_d else None)
             return None
+        self.multi_d.show_refusal(None)
         self.run_control.show_estimate(checked)
         show_as_error(self.run_control.estimate, False)
         self.run_control.run_button.enabled = not self._running()
@@ -464,6 +461,7 @@ class AcquisitionPanel(DockPanel):
             *self.device_choices,
             self.plan_choice,
             self.plan_form,
+            self.grid_region,
             *self.multi_d.settings_widgets,
             self.multi_d.load_sequence_button,
             self.multi_d.save_sequence_button,

@@ -40,6 +40,7 @@ from .contributions import (
     get_contribution,
 )
 from .device_sets import DeviceSet, device_state
+from .duration_estimate import plan_duration_s
 
 if TYPE_CHECKING:
     from .resume_setup import ResumableDataset
@@ -280,8 +281,7 @@ def _make_plan(request: AcquisitionRequest, handler: DataHandler | None) -> Any:
 
 def _cameras(request: AcquisitionRequest) -> list[Any]:
     """The camera, or the cameras that capture together."""
-    camera = request.devices.camera
-    return list(camera) if isinstance(camera, (list, tuple)) else [camera]
+    return request.devices.cameras
 
 
 def _processors(request: AcquisitionRequest) -> list[DataProcessor]:
@@ -391,24 +391,13 @@ def _pixel_size_um(camera: Any) -> float | None:
 
 
 def _duration_s(request: AcquisitionRequest, plan: Any, total: int | None) -> float | None:
-    """Seconds the plan should take: each frame the camera's frame interval (or the channel's
-    longer exposure), and no less than the time-lapse's span."""
+    """Seconds the plan should take, from the devices' timings (see :mod:`.duration_estimate`);
+    ``None`` when the number of frames is not known."""
     if total is None:
         return None
-    interval = getattr(_cameras(request)[0], "frame_interval_s", None)
-    per_frame = float(interval()) if callable(interval) else 0.01
-    settings = request.plan
-    if isinstance(settings, MultiDSettings):
-        exposures = settings.channel_exposures_ms
-        if exposures:
-            per_frame = max(per_frame, sum(exposures) / len(exposures) / 1000.0)
-        duration = total * per_frame
-        gaps = settings.time_interval_s
-        span = (
-            sum(gaps[:-1]) if isinstance(gaps, list) else gaps * ((settings.time_points or 1) - 1)
-        )
-        return max(duration, span + per_frame)
-    return total * per_frame
+    devices = request.devices
+    roles = {"xy": devices.xy, "z": devices.z, "channel": devices.channel}
+    return plan_duration_s(plan, request.plan, _cameras(request), roles, total)
 
 
 def _space_warning(destination: str, total: int | None, frame_bytes: int) -> str | None:

@@ -33,7 +33,7 @@ from exengine.kernel.device import Device
 from exengine.kernel.ex_future import ExecutionFuture
 
 from .device_sets import load_device_set
-from .layer_sink import pixel_size_um
+from .layer_axes import frame_corner_um, pixel_size_um, stage_xy_um
 from .panel_common import (
     DEVICE_EVENTS,
     DockPanel,
@@ -367,19 +367,24 @@ class DevicesPanel(DockPanel):
         return worker
 
     def _show(self, name: str, frame: np.ndarray, metadata: Any) -> None:
-        """Show ``frame`` in layer ``name`` at the physical scale of acquisitions' layers; a frame
-        from another camera gets its own contrast."""
+        """Show ``frame`` in layer ``name`` where acquisitions' layers show it: the pixel size as
+        scale, centred on the stage position the metadata records (at the origin without one); a
+        frame from another camera gets its own contrast."""
         pixel = pixel_size_um(metadata)
+        stage = stage_xy_um(metadata)
+        corner = (0.0, 0.0) if stage is None else frame_corner_um(stage, frame.shape, pixel)
         camera = getattr(self.camera, "name", None)
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = frame
             if tuple(layer.scale) != (pixel, pixel):
                 layer.scale = (pixel, pixel)
+            if tuple(layer.translate) != corner:
+                layer.translate = corner
             if layer.metadata.get("camera") != camera:
                 layer.reset_contrast_limits()
         else:
-            layer = self.viewer.add_image(frame, name=name, scale=(pixel, pixel))
+            layer = self.viewer.add_image(frame, name=name, scale=(pixel, pixel), translate=corner)
         layer.metadata["camera"] = camera
 
     def toggle_live(self) -> None:

@@ -18,43 +18,68 @@ from typing import Any
 
 import useq
 from magicgui import widgets as mw
-from qtpy.QtCore import QObject
-from qtpy.QtWidgets import QWidget
 
 from exengine.events import MultiDSettings
+from exengine.events.multi_d_arguments import SettingError
 from exengine.events.multi_d_events import check_runnable
 
 from .panel_common import show_as_error, wrapping
-from .stage_controls import (
-    EngineCalls,
-    FocusWatcher,
-    Stages,
-    buttons_row,
-    columns,
-    position_of,
-    registered_stages,
-    shown,
-)
+from .position_list import PositionList
+from .stage_controls import Stages, registered_stages
 
 __all__ = ["MultiDForm"]
 
-#: The position list's column headers, in the order of each row's fields.
-POSITION_COLUMNS = ("label", "x (µm)", "y (µm)", "z (µm)")
-#: How the selected position's row is marked.
-SELECTED_ROW_STYLE = "#selected_position { border-left: 3px solid palette(highlight); }"
+#: The form's widgets holding the settings, in order (disabled while an acquisition runs).
+SETTINGS_WIDGETS = (
+    "time_points",
+    "until_stopped",
+    "interval_s",
+    "use_z",
+    "z_start",
+    "z_stop",
+    "z_step",
+    "channels",
+    "per_channel_exposure",
+    "exposure_rows",
+    "positions_label",
+    "position_header",
+    "position_rows",
+    "position_actions",
+    "position_message",
+    "position_buttons",
+    "order",
+    "sequenced",
+)
+#: The widget under which a refused setting (a ``SettingError``'s ``setting``) is said in red.
+REFUSED_UNDER = {
+    "num_time_points": "time_points",
+    "time_interval_s": "interval_s",
+    "z_start": "z_start",
+    "z_end": "z_stop",
+    "z_step": "z_step",
+    "channel_group": "channels",
+    "channels": "channels",
+    "channel_exposures_ms": "exposure_rows",
+    "xy_positions": "position_rows",
+    "xyz_positions": "position_rows",
+    "position_labels": "position_rows",
+    "order": "order",
+    "sequence": "sequenced",
+}
 
 
-class MultiDForm(mw.Container):
+class MultiDForm(PositionList, mw.Container):
     """Time points (or until stopped) and interval, an optional z range, channels of the channel
     device with optional exposures, positions (x, y and an optional z) and the axis order.
 
     ``camera_exposure()`` gives the exposure new per-channel boxes start at; ``changed_settings``
     is called whenever a setting changes (the panel's estimate follows); ``stage_devices()`` gives
-    the XY stage and focus drive that *Go to* moves and *Update from current* reads (by default
-    the first registered ones).
+    the XY stage and focus drive that *Go to* moves and *Add current position* and *Update* read
+    (by default the first registered ones).
 
     A loaded sequence the form cannot show in full is :attr:`loaded`: it is the form's settings
     until a setting is edited, and :attr:`loaded_line` names what the form does not show.
+    :meth:`show_refusal` says why a setting is refused under its widget (:attr:`refusals`).
     """
 
     def __init__(
@@ -91,6 +116,13 @@ class MultiDForm(mw.Container):
             tooltip="inner axes the camera runs through as one hardware-timed sequence, at its own "
             "pace (e.g. t: back-to-back time points; z, c: with triggerable devices)",
         )
+        #: The red line under each widget saying why its setting is refused (hidden when it is not).
+        self.refusals = {
+            name: wrapping(mw.Label(value="", visible=False))
+            for name in dict.fromkeys(REFUSED_UNDER.values())
+        }
+        for line in self.refusals.values():
+            show_as_error(line, True)
         self.loaded_line = wrapping(mw.Label(value="", visible=False))
         self.load_sequence_button = mw.PushButton(text="Load sequence…")
         self.save_sequence_button = mw.PushButton(text="Save sequence…")
@@ -109,7 +141,7 @@ class MultiDForm(mw.Container):
         for widget in self.settings_widgets:
             if (
                 hasattr(widget, "changed")
-                and not isinstance(widget, mw.PushButton)
+                and not isinstance(widget, (mw.PushButton, mw.Label))
                 and not any(widget is b for b in buttons)
             ):
                 widget.changed.connect(self._edited)
@@ -118,27 +150,24 @@ class MultiDForm(mw.Container):
 
     @property
     def settings_widgets(self) -> list[mw.Widget]:
-        """The widgets that hold the settings (disabled while an acquisition runs)."""
-        return [
-            self.time_points,
-            self.until_stopped,
-            self.interval_s,
-            self.use_z,
-            self.z_start,
-            self.z_stop,
-            self.z_step,
-            self.channels,
-            self.per_channel_exposure,
-            self.exposure_rows,
-            self.positions_label,
-            self.position_header,
-            self.position_rows,
-            self.position_actions,
-            self.position_message,
-            self.position_buttons,
-            self.order,
-            self.sequenced,
-        ]
+        """The widgets that hold the settings (disabled while an acquisition runs), each followed
+        by its line saying why it is refused, if it has one."""
+        widgets = []
+        for name in SETTINGS_WIDGETS:
+            widgets.append(getattr(self, name))
+            if name in self.refusals:
+                widgets.append(self.refusals[name])
+        return widgets
+
+    def show_refusal(self, error: Exception | None) -> mw.Label | None:
+        """Say ``error`` in red under the widget of the setting it names (a ``SettingError``'s
+        ``setting``) and hide the other lines (all of them for ``None`` or another error); returns
+        the line showing it, if any."""
+        under = REFUSED_UNDER.get(getattr(error, "setting", None) or "")
+        for name, line in self.refusals.items():
+            line.value = str(error) if name == under else ""
+            line.visible = name == under
+        return self.refusals.get(under or "")
 
     # ------------------------------------------------------------------------------ settings
     def settings(self, channel_device: Any) -> MultiDSettings:
@@ -155,7 +184,10 @@ class MultiDForm(mw.Container):
         entries = self._position_entries()
         labels = [label for label, _ in entries]
         if "" in labels or len(set(labels)) < len(labels):
-            raise ValueError(f"position labels must be unique and not empty, got {labels}")
+            raise SettingError(
+                "position_labels",
+                f"Each position needs a label of its own; the labels are {labels}",
+            )
         settings = MultiDSettings.from_event_arguments(
             math.inf if self.until_stopped.value else self.time_points.value,
             self.interval_s.value,
@@ -178,7 +210,10 @@ class MultiDForm(mw.Container):
         check_runnable(settings.sequence)
         unknown = [c for c in settings.channel_names if c not in self.channels.choices]
         if unknown:
-            raise ValueError(f"channels {unknown} are not among {list(self.channels.choices)}")
+            raise ValueError(
+                f"The channel device has no channel {', '.join(map(repr, unknown))}; its channels "
+                f"are {', '.join(map(repr, self.channels.choices))}"
+            )
         extras = ", ".join(form_extras(settings))
         self._filling = True
         try:
@@ -303,247 +338,6 @@ class MultiDForm(mw.Container):
         if not self.per_channel_exposure.value:
             return None
         return [self._exposure_boxes[channel].value for channel in self.channels.value]
-
-    # ---------------------------------------------------------------------------- positions
-    def _make_position_list(self) -> None:
-        """Headed rows of label, x, y and z; Go to, Update from current and Remove act on the
-        selected row (the one last clicked into, or last added); what went wrong is said in red."""
-        self.positions_label = mw.Label(value="current position only", label="positions")
-        self.position_header = columns(
-            [mw.Label(value=text) for text in POSITION_COLUMNS], visible=False
-        )
-        self.position_rows = mw.Container(labels=False, visible=False)
-        self.position_rows.margins = (0, 0, 0, 0)
-        self.go_to_position = mw.PushButton(
-            text="Go to", tooltip="move the XY stage (and the focus, when z is given) there"
-        )
-        self.update_position = mw.PushButton(
-            text="Update", tooltip="set x, y and z to where the stage and focus are now"
-        )
-        self.remove_position = mw.PushButton(text="Remove", tooltip="remove the selected position")
-        self.position_actions = buttons_row(
-            self.go_to_position, self.update_position, self.remove_position
-        )
-        self.position_actions.visible = False
-        self.position_message = wrapping(mw.Label(value="", visible=False))
-        self.add_position = mw.PushButton(text="Add current position")
-        self.clear_positions = mw.PushButton(text="Clear positions")
-        self.position_buttons = buttons_row(self.add_position, self.clear_positions)
-        self._selected: mw.Container | None = None
-        self._current_z_wanted = 0  # "Add current position" clicks whose row has not come yet
-
-    def _connect_position_list(self) -> None:
-        self._selector = FocusWatcher(self.native, self.select_row_of)
-        self._calls = EngineCalls(self.native)
-        # before the panel's own handler, which reads the XY stage and adds the row
-        self.add_position.clicked.connect(self._adding_current_position)
-        self.clear_positions.clicked.connect(self._clear_positions)
-        self.go_to_position.clicked.connect(self.go_to_selected)
-        self.update_position.clicked.connect(self.update_selected)
-        self.remove_position.clicked.connect(self.remove_selected)
-
-    def add_position_at(
-        self, x: float, y: float, label: str | None = None, z: float | None = None
-    ) -> mw.Container:
-        """Append a position (µm; no z: the focus stays where it is) with its label (``Pos<n>``
-        by default) and select it. A row added by *Add current position* gets the focus drive's
-        z."""
-        z_field = mw.LineEdit(
-            value="" if z is None else um_text(z),
-            tooltip="z (µm); empty: the focus stays where it is (a z stack's range replaces it)",
-        )
-        row = columns(
-            [
-                mw.LineEdit(value=label or self._free_label(), tooltip="label (the position axis)"),
-                mw.FloatSpinBox(value=float(x), min=-1e6, max=1e6, step=1.0, tooltip="x (µm)"),
-                mw.FloatSpinBox(value=float(y), min=-1e6, max=1e6, step=1.0, tooltip="y (µm)"),
-                z_field,
-            ]
-        )
-        for widget in row:
-            widget.changed.connect(self._edited)
-            for native in (widget.native, *widget.native.findChildren(QWidget)):
-                native.installEventFilter(self._selector)
-        self.position_rows.append(row)
-        self.select_position(len(self.position_rows) - 1)
-        if z is None and self._current_z_wanted:
-            self._current_z_wanted -= 1
-            self._read_current(row, with_xy=False)
-        self._show_positions()
-        return row
-
-    @property
-    def xy_positions(self) -> list[tuple[float, float]]:
-        """The xy positions (µm) the acquisition visits, in order; empty for the current
-        position only."""
-        return [xy for _, xy in self._position_entries()]
-
-    @property
-    def position_zs(self) -> list[float | None]:
-        """Each position's z (µm), ``None`` where the focus stays; a ``ValueError`` names a row
-        whose z is not a number of µm."""
-        zs: list[float | None] = []
-        for row in self.position_rows:
-            label, text = row[0].value.strip(), row[3].value.strip()  # type: ignore[index]
-            try:
-                z = float(text) if text else None
-            except ValueError:
-                z = math.nan
-            if z is not None and not math.isfinite(z):
-                raise ValueError(f"position {label}: z {text!r} is not a number of µm")
-            zs.append(z)
-        return zs
-
-    def _free_label(self) -> str:
-        used = {label for label, _ in self._position_entries()}
-        return next(f"Pos{n}" for n in range(len(used) + 1) if f"Pos{n}" not in used)
-
-    def _position_entries(self) -> list[tuple[str, tuple[float, float]]]:
-        entries = []
-        for row in self.position_rows:
-            label, x, y, _ = list(row)  # type: ignore[call-overload]
-            entries.append((label.value.strip(), (float(x.value), float(y.value))))
-        return entries
-
-    def _with_zs(self, settings: MultiDSettings) -> MultiDSettings:
-        """``settings`` whose positions have the rows' z (none without one)."""
-        zs = self.position_zs
-        if all(z is None for z in zs):
-            return settings
-        seq = settings.sequence
-        positions = [
-            useq.Position(x=p.x, y=p.y, z=z, name=p.name)
-            for p, z in zip(seq.stage_positions, zs, strict=True)
-        ]
-        return MultiDSettings(
-            sequence=seq.replace(stage_positions=positions),
-            until_stopped=settings.until_stopped,
-            hardware_sequenced=settings.hardware_sequenced,
-        )
-
-    # ------------------------------------------------------------------ the selected position
-    def select_position(self, index: int) -> None:
-        """Select the position in row ``index`` (what Go to, Update and Remove act on)."""
-        self._selected = self.position_rows[index]  # type: ignore[assignment]
-        for row in self.position_rows:
-            selected = row is self._selected
-            row.native.setObjectName("selected_position" if selected else "")
-            row.native.setStyleSheet(SELECTED_ROW_STYLE if selected else "")
-
-    def select_row_of(self, widget: QObject) -> None:
-        """Select the row holding ``widget`` (one of its fields got the focus)."""
-        for index, row in enumerate(self.position_rows):
-            if widget is row.native or row.native.isAncestorOf(widget):  # type: ignore[arg-type]
-                if row is not self._selected:
-                    self.select_position(index)
-                return
-
-    @property
-    def selected_index(self) -> int | None:
-        """The row of the selected position, or None without positions."""
-        rows = list(self.position_rows)
-        return next((i for i, row in enumerate(rows) if row is self._selected), None)
-
-    def go_to_selected(self, *_: Any) -> None:
-        """Move the XY stage to the selected position, and the focus drive to its z when it has
-        one; off the GUI thread, ahead of queued events."""
-        index = self.selected_index
-        if index is None:
-            return
-        try:
-            z = self.position_zs[index]
-        except ValueError as e:
-            self.say(str(e), error=True)
-            return
-        label, (x, y) = self._position_entries()[index]
-        xy_device, z_device = self.stage_devices()
-        axes, values = (("x", "y"), (x, y)) if z is None else (("x", "y", "z"), (x, y, z))
-        where = f"{label} ({shown(axes, values)})"
-        if xy_device is None or (z is not None and z_device is None):
-            missing = "an XY stage" if xy_device is None else "a focus drive"
-            self.say(f"Cannot go to {where}: there is no {missing}", error=True)
-            return
-
-        def move() -> None:
-            xy_device.set_position(x, y)
-            if z is not None:
-                z_device.set_position(z)
-
-        self.say(f"going to {where}…")
-        self._calls.call(
-            move,
-            lambda _: self.say(f"at {where}"),
-            lambda e: self.say(f"Could not go to {where}: {e}", error=True),
-        )
-
-    def update_selected(self, *_: Any) -> None:
-        """Set the selected position's x, y and z to where the stage and focus are now."""
-        if self._selected is not None:
-            self._read_current(self._selected, with_xy=True)
-
-    def _read_current(self, row: mw.Container, with_xy: bool) -> None:
-        """Read the stage (``with_xy``) and the focus drive off the GUI thread into ``row``."""
-        xy_device, z_device = self.stage_devices()
-        if with_xy and xy_device is None:
-            self.say("Cannot update the position: no XY stage is registered", error=True)
-            return
-
-        def read() -> tuple[tuple[float, ...], tuple[float, ...]]:
-            xy = position_of(xy_device) if with_xy else ()
-            return xy, position_of(z_device) if z_device is not None else ()
-
-        def show(position: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
-            if not any(row is r for r in self.position_rows):
-                return  # removed meanwhile
-            xy, z = position
-            if xy:
-                row[1].value, row[2].value = xy  # type: ignore[index]
-            if z:
-                row[3].value = um_text(z[0])  # type: ignore[index]
-            self.say("")
-
-        self._calls.call(read, show, lambda e: self.say(f"Reading the stage failed: {e}", True))
-
-    def _adding_current_position(self, *_: Any) -> None:
-        self._current_z_wanted += 1
-
-    def remove_selected(self, *_: Any) -> None:
-        """Remove the selected position; the one after it (or the last) is selected next."""
-        index = self.selected_index
-        if index is None:
-            return
-        self.position_rows.remove(self.position_rows[index])
-        self._selected = None
-        if len(self.position_rows):
-            self.select_position(min(index, len(self.position_rows) - 1))
-        self._show_positions()
-
-    def say(self, message: str, error: bool = False) -> None:
-        """Show ``message`` under the positions (an ``error`` in red); empty hides it."""
-        self.position_message.value = message
-        self.position_message.visible = bool(message)
-        show_as_error(self.position_message, error)
-
-    def _clear_positions(self, *_: Any) -> None:
-        self.position_rows.clear()
-        self._selected = None
-        self._show_positions()
-
-    def _show_positions(self) -> None:
-        shown_rows = bool(len(self.position_rows))
-        for widget in (self.position_header, self.position_rows, self.position_actions):
-            widget.visible = shown_rows
-        self.positions_label.value = self._positions_text()
-        self._edited()
-
-    def _positions_text(self) -> str:
-        count = len(self.position_rows)
-        return f"{count} position{'' if count == 1 else 's'}" if count else "current position only"
-
-
-def um_text(value: float) -> str:
-    """A position in µm as a z field shows it (to 0.1 nm)."""
-    return repr(round(float(value), 4))
 
 
 def form_extras(settings: MultiDSettings) -> list[str]:

@@ -235,3 +235,47 @@ def test_overview_then_zoom_and_the_spiral_plan_show_their_tiles_in_place(
     assert spiral.data.ndim == 2  # no slider of its own: shown whatever the others show
     tiles = [{"tile": k} for k in range(9)]
     assert_tiles_at_their_stage_positions(spiral, acquisition.data_handler, tiles)
+
+
+def test_snap_and_live_overlay_the_mosaic_where_the_stage_is(gui_viewer, scope, qtbot, tmp_path):
+    """A Snap taken at a tile's stage position covers that tile of the mosaic, pixel for pixel;
+    Live frames follow the stage."""
+    from napari_exengine.acquisition_panel import AcquisitionPanel
+    from napari_exengine.widgets import DevicesPanel
+
+    scope["Camera"].roi = (0, 0, 128, 96)
+    scope["XY"].set_position(100.0, -50.0)
+    panel = AcquisitionPanel(gui_viewer)
+    qtbot.addWidget(panel)
+    acquisition = run_plan(
+        panel, qtbot, "napari-exengine.plan.grid_scan", tmp_path, rows=2, columns=2, overlap=0.0
+    )
+    [mosaic] = [layer for layer in gui_viewer.layers if layer.metadata.get("mosaic")]
+    _, metadata = acquisition.data_handler.get({"row": 1, "column": 1})
+    x, y = metadata["StageX-um"], metadata["StageY-um"]
+    scope["XY"].set_position(x, y)
+    devices = DevicesPanel(gui_viewer)
+    qtbot.addWidget(devices)
+    devices.snap()
+    qtbot.waitUntil(lambda: "Snap" in gui_viewer.layers, timeout=10000)
+    snap = gui_viewer.layers["Snap"]
+    assert tuple(snap.scale) == pytest.approx((0.65, 0.65))
+    assert tuple(snap.translate) == pytest.approx((y - 48 * 0.65, x - 64 * 0.65))
+    # the same field of view as the tile (the simulated camera adds fresh noise to each frame)
+    top, left = ((np.asarray(snap.translate) - mosaic.translate) / 0.65).round().astype(int)
+    tile = np.asarray(mosaic.data)[top : top + 96, left : left + 128].astype(float)
+    assert np.corrcoef(tile.ravel(), np.asarray(snap.data, float).ravel())[0, 1] > 0.9
+    devices.toggle_live()
+    qtbot.waitUntil(lambda: "Live" in gui_viewer.layers, timeout=10000)
+    live = gui_viewer.layers["Live"]
+    assert tuple(live.translate) == pytest.approx(tuple(snap.translate))
+    scope["XY"].set_position(x + 30.0, y - 20.0)
+    qtbot.waitUntil(
+        lambda: (
+            tuple(live.translate) == pytest.approx((y - 20.0 - 48 * 0.65, x + 30.0 - 64 * 0.65))
+        ),
+        timeout=10000,
+    )
+    devices.toggle_live()
+    qtbot.waitUntil(lambda: devices._live_worker is None, timeout=10000)
+    panel.field_of_view.close()

@@ -191,7 +191,7 @@ def test_positions_are_added_from_the_stage_edited_and_removed_one_by_one(gui_vi
     assert panel.run_control.estimate.value.startswith("4 frames")
     panel.multi_d.position_rows[0][0].value = "well C"
     assert (
-        "labels must be unique" in panel.run_control.estimate.value
+        "needs a label of its own" in panel.run_control.estimate.value
         and not panel.run_control.run_button.enabled
     )
     panel.multi_d.position_rows[0][0].value = "well B"

@@ -226,7 +226,9 @@ def test_a_z_that_is_not_a_number_is_said_in_plain_words(gui_viewer, scope):
     panel = panel_for(gui_viewer)
     row = panel.multi_d.add_position_at(1.0, 2.0, "A", z=4.0)
     row[3].value = "4 um"
-    assert panel.run_control.estimate.value.endswith("position A: z '4 um' is not a number of µm")
+    assert panel.run_control.estimate.value.endswith(
+        "The z of position A must be a number of µm, got '4 um'"
+    )
     assert ERROR_COLOUR in panel.run_control.estimate.native.styleSheet()
     assert not panel.run_control.run_button.enabled
     row[3].value = ""

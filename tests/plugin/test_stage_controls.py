@@ -301,3 +301,36 @@ def test_devices_and_snap_say_they_wait_for_a_run(gui_viewer, scope, qtbot):
     qtbot.waitUntil(lambda: devices.status.value.startswith("Loaded"), timeout=20000)
     assert "pm1_StageZ" in devices.stages
     qtbot.waitUntil(lambda: acquisition_panel.run_control.run_button.enabled, timeout=10000)
+
+
+def test_the_position_list_uses_the_stages_chosen_in_the_panel(gui_viewer, scope, qtbot):
+    """Add current position, Go to and Update read and move the XY stage and focus drive chosen
+    in the Acquisition panel, not the first registered ones."""
+    from exengine.devices.simulated import create_simulated_devices
+    from napari_exengine.widgets import AcquisitionPanel
+
+    other = create_simulated_devices(prefix="b_")
+    panel = AcquisitionPanel(gui_viewer)
+    panel.xy_choice.value, panel.z_choice.value = other["b_XY"], other["b_Z"]
+    form = panel.multi_d
+    scope["XY"].set_position(1.0, 2.0)
+    scope["Z"].set_position(3.0)
+    other["b_XY"].set_position(40.0, -50.0)
+    other["b_Z"].set_position(6.5)
+    form.add_position.clicked.emit()
+    qtbot.waitUntil(lambda: len(form.position_rows) == 1, timeout=5000)
+    assert [w.value for w in form.position_rows[0]] == ["Pos0", 40.0, -50.0, "6.5"]
+    form.position_rows[0][1].value, form.position_rows[0][3].value = 70.0, "-2.0"
+    form.go_to_position.clicked()
+    qtbot.waitUntil(lambda: other["b_XY"].get_position() == (70.0, -50.0), timeout=5000)
+    qtbot.waitUntil(lambda: other["b_Z"].get_position() == -2.0, timeout=5000)
+    assert scope["XY"].get_position() == (1.0, 2.0) and scope["Z"].get_position() == 3.0
+    other["b_XY"].set_position(8.0, 9.0)
+    other["b_Z"].set_position(1.25)
+    form.update_position.clicked()
+    qtbot.waitUntil(lambda: form.position_rows[0][1].value == 8.0, timeout=5000)
+    assert [w.value for w in form.position_rows[0]] == ["Pos0", 8.0, 9.0, "1.25"]
+    form.stage_devices = lambda: (other["b_XY"], None)  # no focus drive: added without z
+    form.add_position.clicked.emit()
+    qtbot.waitUntil(lambda: len(form.position_rows) == 2, timeout=5000)
+    assert [w.value for w in form.position_rows[1]] == ["Pos1", 8.0, 9.0, ""]
