@@ -234,7 +234,7 @@ def _resumed(
             f"{dataset.frame_shape[1]}x{dataset.frame_shape[0]}: set the camera's ROI and binning "
             "as they were"
         )
-    if dataset.dtype is not None and dataset.dtype != dtype.name:
+    if dataset.dtype != dtype.name:
         raise SetupError(
             f"The camera gives {dtype.name} frames, the dataset holds {dataset.dtype}: set the "
             "camera's bit depth as it was, or resume with the backend that made the dataset"

@@ -46,9 +46,9 @@ class ResumableDataset:
     path: str
     summary: Mapping[str, Any]
     stored: tuple[DataCoordinates, ...]
-    #: The stored frames' shape and dtype name (``None``: no frame yet).
-    frame_shape: tuple[int, ...] | None
-    dtype: str | None
+    #: The stored frames' shape and dtype name.
+    frame_shape: tuple[int, ...]
+    dtype: str
     #: An OME-Zarr dataset (else NDTiff).
     omezarr: bool = False
 
@@ -74,8 +74,8 @@ class ResumableDataset:
 
 
 def open_resumable(path: str) -> ResumableDataset:
-    """The dataset at ``path`` (an NDTiff folder or its index, or an OME-Zarr folder), read to be
-    resumed; raise :class:`SetupError` saying why it cannot be."""
+    """The dataset at ``path`` (an NDTiff folder or its index, an OME-Zarr folder or store URL),
+    read to be resumed; raise :class:`SetupError` saying why it cannot be."""
     from exengine.storage.ndtiff_reader import find_dataset_root
     from exengine.storage.store_url import is_store_url, refuse_credentials
 
