@@ -205,11 +205,11 @@ def test_resumed_coordinates_are_data_coordinates(tmp_path):
 
 def test_omezarr_resume_appends_in_the_same_arrays_and_stays_valid(tmp_path):
     import zarr
-    from tests.storage.test_omezarr_validity import validate
 
     from exengine.storage.omezarr import OMEZarrStorage
     from exengine.storage.omezarr_reader import OMEZarrDataset
     from exengine.storage.omezarr_resume import resume_omezarr
+    from ngff_validation import validate
 
     storage = OMEZarrStorage(tmp_path, "run", {"Plan": {"id": "multi_d"}})
     for position in ("A", "B"):

@@ -14,7 +14,6 @@ import os
 import time
 import urllib.request
 import uuid
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,31 +28,10 @@ from exengine.storage import OMEZarrStorage
 from exengine.storage.omezarr_reader import OMEZarrDataset
 from exengine.storage.omezarr_store import open_store
 from napari_exengine.cli import main
-
-yaozarrs = pytest.importorskip("yaozarrs", reason="needs yaozarrs (extra 'test')")
-pytest.importorskip("ome_zarr_models", reason="needs ome-zarr-models (extra 'test')")
-
-from ome_zarr_models.v05.bioformats2raw import BioFormats2Raw  # noqa: E402
-from ome_zarr_models.v05.image import Image  # noqa: E402
+from ngff_validation import validate
 
 OMEZARR = "napari-exengine.storage.omezarr"
 FRAME = (512, 512)  # the simulated camera's
-
-
-def validate(group: zarr.Group, url: str | None = None) -> dict[str, zarr.Group]:
-    """Validate the dataset (``group``; at ``url`` when in a store, which yaozarrs reads through
-    fsspec) with both validators; return its images by path (``""``: the root)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yaozarrs.validate_zarr_store(
-            group if url is None else yaozarrs.open_group(url, storage_options={"anon": False})
-        )
-    if "bioformats2raw.layout" not in group.attrs["ome"]:
-        Image.from_zarr(group)
-        return {"": group}
-    paths = BioFormats2Raw.from_zarr(group).image_paths  # validates each image
-    assert group["OME"].attrs["ome"]["series"] == paths
-    return {path: group[path] for path in paths}
 
 
 def acquire(directory: Path, name: str, *options: str) -> Path:
