@@ -242,3 +242,17 @@ def test_omezarr_resume_appends_in_the_same_arrays_and_stays_valid(tmp_path):
 
 def _tile(value):
     return np.full((32, 32), value, np.uint16)
+
+
+def test_a_reopened_omezarr_storage_has_the_state_of_a_new_one(tmp_path):
+    """``omezarr_resume`` fills in ``OMEZarrStorage``'s state itself: it must not miss what
+    ``__init__`` sets (a new attribute there needs its value here too)."""
+    from exengine.storage.omezarr import OMEZarrStorage
+    from exengine.storage.omezarr_resume import resume_omezarr
+
+    fresh = OMEZarrStorage(tmp_path, "fresh")
+    fresh.put({"time": 0}, _tile(0), {})
+    fresh.finish()
+    reopened = resume_omezarr(fresh.path)
+    assert set(vars(reopened)) == set(vars(fresh))
+    reopened.finish()
