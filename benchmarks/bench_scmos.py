@@ -340,8 +340,9 @@ def write_raw(root: str, frames: list[np.ndarray]) -> float:
 
 def write_handler(root: str, frames: list[np.ndarray], backend: str) -> float:
     """MB/s of ``STORAGE_FRAMES`` frames put into a ``DataHandler`` storing them with
-    ``backend``, then ``fsync`` of every file it wrote."""
-    from exengine.data import DataHandler
+    ``backend``, then ``fsync`` of every file it wrote. The handler is told the plan first, as an
+    acquisition tells it (OME-Zarr then makes its arrays at their size instead of growing them)."""
+    from exengine.data import DataHandler, PlannedData
     from exengine.storage import NDTiffStorage, OMEZarrStorage
 
     folder = tempfile.mkdtemp(dir=root)
@@ -353,6 +354,10 @@ def write_handler(root: str, frames: list[np.ndarray], backend: str) -> float:
         else OMEZarrStorage(folder, "path", pixel_size_um=0.65)
     )
     handler = DataHandler(storage)
+    shape, dtype = frames[0].shape, frames[0].dtype.name
+    handler.prepare(
+        PlannedData({"time": STORAGE_FRAMES}, frame_shape=shape, dtype=dtype, pixel_size_um=0.65)
+    )
     for i in range(STORAGE_FRAMES):
         handler.put({"time": i}, frames[i % len(frames)], {})
     handler.finish()
