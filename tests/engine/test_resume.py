@@ -209,7 +209,7 @@ def test_omezarr_resume_appends_in_the_same_arrays_and_stays_valid(tmp_path):
     from exengine.storage.omezarr import OMEZarrStorage
     from exengine.storage.omezarr_reader import OMEZarrDataset
     from exengine.storage.omezarr_resume import resume_omezarr
-    from ngff_validation import validate
+    from omezarr_helpers import validate
 
     storage = OMEZarrStorage(tmp_path, "run", {"Plan": {"id": "multi_d"}})
     for position in ("A", "B"):

@@ -1,44 +1,18 @@
 """Our OME-Zarr and the napari-ome-zarr plugin, in a real napari viewer: napari-ome-zarr opens our
-datasets (one image; each image of a collection of positions) with their shape, scale and channel
+datasets (one image; a collection of positions) with their shape, scale and channel
 names; and our reader opens OME-Zarr that ome-writers writes."""
 
 from __future__ import annotations
-
-import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
 
 from exengine.storage.omezarr_reader import OMEZarrDataset
-from napari_exengine.cli import main
 from napari_exengine.lazy_array import LazyFrames
+from omezarr_helpers import FRAME, acquire
 
 pytestmark = pytest.mark.gui
-FRAME = (512, 512)  # the simulated camera's
-
-
-def acquire(directory: Path, name: str, *options: str) -> Path:
-    """Run ``exengine acquire`` with OME-Zarr storage; the dataset's path."""
-    out = io.StringIO()
-    status = main(
-        [
-            "acquire",
-            *options,
-            "--exposure",
-            "0",
-            "--storage",
-            "napari-exengine.storage.omezarr",
-            "--out",
-            str(directory),
-            "--name",
-            name,
-        ],
-        stream=out,
-    )
-    assert status == 0, out.getvalue()
-    return directory / f"{name}_1.ome.zarr"
 
 
 def test_napari_ome_zarr_opens_our_image_with_its_shape_scale_and_channels(gui_viewer, tmp_path):

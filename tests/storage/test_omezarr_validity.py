@@ -7,15 +7,9 @@ plan run by ``Acquisition``; no mocks."""
 
 from __future__ import annotations
 
-import io
-import logging
 import math
-import os
 import time
-import urllib.request
-import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,33 +21,7 @@ from exengine.events import multi_d_acquisition_plan
 from exengine.storage import OMEZarrStorage
 from exengine.storage.omezarr_reader import OMEZarrDataset
 from exengine.storage.omezarr_store import open_store
-from napari_exengine.cli import main
-from ngff_validation import validate
-
-OMEZARR = "napari-exengine.storage.omezarr"
-FRAME = (512, 512)  # the simulated camera's
-
-
-def acquire(directory: Path, name: str, *options: str) -> Path:
-    """Run ``exengine acquire`` with OME-Zarr storage; the dataset's path."""
-    out = io.StringIO()
-    status = main(
-        [
-            "acquire",
-            *options,
-            "--exposure",
-            "0",
-            "--storage",
-            OMEZARR,
-            "--out",
-            str(directory),
-            "--name",
-            name,
-        ],
-        stream=out,
-    )
-    assert status == 0, out.getvalue()
-    return directory / f"{name}_1.ome.zarr"
+from omezarr_helpers import FRAME, acquire, validate
 
 
 def multiscale(image: zarr.Group) -> dict:
@@ -183,40 +151,11 @@ def test_an_open_ended_run_is_valid_once_finished(scope, tmp_path, positions):
     assert_reads_back(storage.path, images, len(storage))
 
 
-# ------------------------------------------------------------------------------- object stores
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 HTTP server on 127.0.0.1 (a free port) for this module's tests."""
-    moto_server = pytest.importorskip("moto.server", reason="needs moto[server] (extra 'test')")
-    pytest.importorskip("obstore", reason="needs the 's3' extra")
-    pytest.importorskip("s3fs", reason="needs s3fs (the 'fsspec' extra)")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_server, monkeypatch, tmp_path):
-    """A fresh bucket; the AWS settings of the environment point at the server (only)."""
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    bucket = f"test-{uuid.uuid4().hex[:12]}"
-    request = urllib.request.Request(f"{s3_server}/{bucket}", method="PUT")
-    urllib.request.urlopen(request, timeout=10).close()
-    return SimpleNamespace(url=f"s3://{bucket}/runs")
-
-
 @pytest.mark.parametrize("positions", [None, [[0, 0], [20, 0]]], ids=["one image", "positions"])
 def test_datasets_in_an_object_store_are_valid(scope, s3, positions):
+    pytest.importorskip(
+        "s3fs", reason="needs s3fs (the 'fsspec' extra): yaozarrs reads stores with it"
+    )
     storage = OMEZarrStorage(s3.url, "remote")
     handler = DataHandler(storage)
     plan = multi_d_acquisition_plan(
