@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def median_of(runs: int, measure: Callable[[], float]) -> float:
@@ -37,3 +38,23 @@ def scratch_dir(ram: bool = True) -> str:
     import tempfile
 
     return tempfile.mkdtemp(dir="/dev/shm" if ram and os.path.isdir("/dev/shm") else None)
+
+
+#: The channels and z planes of :func:`tcz_frames`' workload.
+CHANNELS = ("DAPI", "FITC")
+Z = 2
+
+
+def tcz_frames(count: int, size: int) -> tuple[list[dict], list[Any]]:
+    """``count`` frames' coordinates (time x channel x z) and a pool of 8 ``size``² uint16 noise
+    frames to put at them."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pool = [rng.integers(0, 4000, (size, size), dtype=np.uint16) for _ in range(8)]
+    per_time = len(CHANNELS) * Z
+    coords = [
+        {"time": i // per_time, "channel": CHANNELS[(i // Z) % len(CHANNELS)], "z": i % Z}
+        for i in range(count)
+    ]
+    return coords, pool

@@ -20,24 +20,9 @@ import numpy as np
 import tifffile
 from ome_writers import AcquisitionSettings, OmeTiffFormat, create_stream, dims_from_standard_axes
 
-from _common import report, scratch_dir
+from _common import CHANNELS, Z, report, scratch_dir, tcz_frames
 from exengine.data import DataHandler
 from exengine.storage import NDTiffStorage, OMETiffStorage
-
-CHANNELS = ("DAPI", "FITC")
-Z = 2
-
-
-def frames(count: int, size: int = 2048) -> tuple[list[dict], list[np.ndarray]]:
-    """The frames' coordinates (time x channel x z) and a pool of 8 noise frames."""
-    rng = np.random.default_rng(0)
-    pool = [rng.integers(0, 4000, (size, size), dtype=np.uint16) for _ in range(8)]
-    per_time = len(CHANNELS) * Z
-    coords = [
-        {"time": i // per_time, "channel": CHANNELS[(i // Z) % len(CHANNELS)], "z": i % Z}
-        for i in range(count)
-    ]
-    return coords, pool
 
 
 def ours(folder: str, coords: list[dict], pool: list[np.ndarray]) -> None:
@@ -97,7 +82,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     args = parser.parse_args()
     count = args.frames - args.frames % (len(CHANNELS) * Z)
-    coords, pool = frames(count, args.size)
+    coords, pool = tcz_frames(count, args.size)
     gigabytes = count * pool[0].nbytes / 1e9
     rates: dict[str, list[float]] = {name: [] for name in WRITERS}
     names = list(WRITERS)

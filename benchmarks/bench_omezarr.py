@@ -20,29 +20,15 @@ from collections.abc import Callable
 import numpy as np
 from ome_writers import AcquisitionSettings, OmeZarrFormat, create_stream, dims_from_standard_axes
 
-from _common import report, scratch_dir
+from _common import CHANNELS, Z, report, scratch_dir, tcz_frames
 from exengine.data import DataHandler, PlannedData
 from exengine.storage import OMEZarrStorage
 
-CHANNELS = ("DAPI", "FITC")
-Z = 2
 #: frame size -> frames written (about 0.4 GB each)
 WORKLOADS = {2048: 48, 512: 800}
 QUICK = {2048: 16, 512: 200}
 
 Writer = Callable[[str, list[dict], list[np.ndarray]], None]
-
-
-def frames(count: int, size: int) -> tuple[list[dict], list[np.ndarray]]:
-    """The frames' coordinates (time x channel x z) and a pool of 8 noise frames."""
-    rng = np.random.default_rng(0)
-    pool = [rng.integers(0, 4000, (size, size), dtype=np.uint16) for _ in range(8)]
-    per_time = len(CHANNELS) * Z
-    coords = [
-        {"time": i // per_time, "channel": CHANNELS[(i // Z) % len(CHANNELS)], "z": i % Z}
-        for i in range(count)
-    ]
-    return coords, pool
 
 
 def planned(coords: list[dict], pool: list[np.ndarray]) -> PlannedData:
@@ -112,7 +98,7 @@ WRITERS: dict[str, Writer] = {
 
 def measure(size: int, count: int, ram: bool, runs: int) -> dict[str, list[float]]:
     """GB/s of every writer over ``runs`` interleaved runs."""
-    coords, pool = frames(count - count % (len(CHANNELS) * Z), size)
+    coords, pool = tcz_frames(count - count % (len(CHANNELS) * Z), size)
     gigabytes = len(coords) * pool[0].nbytes / 1e9
     rates: dict[str, list[float]] = {name: [] for name in WRITERS}
     names = list(WRITERS)
