@@ -7,15 +7,14 @@ import time
 
 import pytest
 
+from panel_helpers import shown_panel
+
 pytestmark = pytest.mark.gui
 
 
 def test_the_estimate_follows_an_roi_and_binning_change_made_elsewhere(gui_viewer, scope, qtbot):
-    from napari_exengine.acquisition_panel import AcquisitionPanel
 
-    panel = AcquisitionPanel(gui_viewer)
-    qtbot.addWidget(panel)
-    panel.show()  # a panel not shown reads no devices
+    panel = shown_panel(gui_viewer, qtbot)
     assert panel.run_control.estimate.value.startswith("1 frame, 512.0 KiB") or "512" in (
         panel.run_control.estimate.value
     )
@@ -32,12 +31,9 @@ def test_the_estimate_follows_an_roi_and_binning_change_made_elsewhere(gui_viewe
 def test_the_estimate_never_waits_for_a_running_plan(gui_viewer, scope, qtbot, tmp_path):
     """A run keeps the devices' thread busy (frames of 300 ms): neither a device list refresh nor
     the device watch makes the GUI thread wait for it."""
-    from napari_exengine.acquisition_panel import AcquisitionPanel
 
     scope["Camera"].exposure = 300.0
-    panel = AcquisitionPanel(gui_viewer)
-    qtbot.addWidget(panel)
-    panel.show()  # a panel not shown reads no devices
+    panel = shown_panel(gui_viewer, qtbot)
     panel.plan_choice.value = "napari-exengine.plan.grid_scan"
     panel.storage.directory.value = tmp_path
     panel.refresh_devices()  # first-time costs (imports) before the run

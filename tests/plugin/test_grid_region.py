@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from panel_helpers import run_panel, shown_panel
+
 pytestmark = pytest.mark.gui
 
 
@@ -22,13 +24,10 @@ def test_grid_covering_counts_fields_of_view_with_their_overlap():
 def test_a_drawn_rectangle_sets_the_grid_and_the_mosaic_covers_it(
     gui_viewer, scope, qtbot, tmp_path
 ):
-    from napari_exengine.acquisition_panel import AcquisitionPanel
     from napari_exengine.panel_common import ERROR_COLOUR
 
     scope["Camera"].roi = (0, 0, 128, 96)  # 83.2 x 62.4 µm
-    panel = AcquisitionPanel(gui_viewer)
-    qtbot.addWidget(panel)
-    panel.show()  # a panel not shown reads no devices
+    panel = shown_panel(gui_viewer, qtbot)
     region = panel.grid_region
     assert region.native.isHidden()  # only for the grid scan
     panel.plan_choice.value = "napari-exengine.plan.grid_scan"
@@ -45,12 +44,7 @@ def test_a_drawn_rectangle_sets_the_grid_and_the_mosaic_covers_it(
     assert scope["XY"].get_position() == pytest.approx((150.0, 75.0))
     assert ERROR_COLOUR not in region.message.native.styleSheet()
     panel.storage.directory.value = tmp_path
-    acquisition = panel.run()
-    assert acquisition is not None, panel.run_control.status.value
-    qtbot.waitUntil(
-        lambda: panel.run_control.run_button.enabled and acquisition.status().is_finished,
-        timeout=60000,
-    )
+    run_panel(panel, qtbot, timeout=60000)
     [mosaic] = [layer for layer in gui_viewer.layers if layer.metadata.get("mosaic")]
     top_left = np.asarray(mosaic.translate)[-2:]
     bottom_right = top_left + np.asarray(mosaic.data.shape[-2:]) * np.asarray(mosaic.scale)[-2:]

@@ -9,6 +9,7 @@ import pytest
 from exengine.data import DataHandler
 from exengine.storage import NDRAMStorage
 from exengine.storage.ndtiff_reader import NDTiffReader
+from panel_helpers import run_panel, shown_panel
 
 pytestmark = pytest.mark.gui
 
@@ -107,13 +108,7 @@ def run_plan(panel, qtbot, plan, tmp_path, **settings):
     for name, value in settings.items():
         getattr(panel.plan_form, name).value = value
     panel.storage.directory.value = tmp_path
-    acquisition = panel.run()
-    assert acquisition is not None, panel.run_control.status.value
-    qtbot.waitUntil(
-        lambda: panel.run_control.run_button.enabled and acquisition.status().is_finished,
-        timeout=60000,
-    )
-    return acquisition
+    return run_panel(panel, qtbot, timeout=60000)
 
 
 def assert_tiles_at_their_stage_positions(layer, handler, coordinates, index=()):
@@ -134,14 +129,11 @@ def test_a_grid_scan_from_the_panel_is_a_mosaic_with_the_field_of_view_outlined(
 ):
     from napari.utils.interactions import mouse_double_click_callbacks
 
-    from napari_exengine.acquisition_panel import AcquisitionPanel
     from napari_exengine.field_of_view import LAYER_NAME
 
     scope["Camera"].roi = (0, 0, 128, 96)
     scope["XY"].set_position(100.0, -50.0)
-    panel = AcquisitionPanel(gui_viewer)
-    qtbot.addWidget(panel)
-    panel.show()  # a panel not shown reads no devices
+    panel = shown_panel(gui_viewer, qtbot)
     acquisition = run_plan(
         panel, qtbot, "napari-exengine.plan.grid_scan", tmp_path, rows=3, columns=2, overlap=0.0
     )
@@ -176,22 +168,14 @@ def test_a_grid_scan_from_the_panel_is_a_mosaic_with_the_field_of_view_outlined(
 def test_a_multi_position_time_lapse_places_its_positions_with_a_time_slider(
     gui_viewer, scope, qtbot, tmp_path
 ):
-    from napari_exengine.acquisition_panel import AcquisitionPanel
 
     scope["Camera"].roi = (0, 0, 64, 64)
-    panel = AcquisitionPanel(gui_viewer)
-    qtbot.addWidget(panel)
-    panel.show()  # a panel not shown reads no devices
+    panel = shown_panel(gui_viewer, qtbot)
     panel.multi_d.time_points.value = 3
     panel.multi_d.add_position_at(0.0, 0.0)
     panel.multi_d.add_position_at(200.0, 30.0)
     panel.storage.directory.value = tmp_path
-    acquisition = panel.run()
-    assert acquisition is not None, panel.run_control.status.value
-    qtbot.waitUntil(
-        lambda: panel.run_control.run_button.enabled and acquisition.status().is_finished,
-        timeout=60000,
-    )
+    acquisition = run_panel(panel, qtbot, timeout=60000)
     [mosaic] = [layer for layer in gui_viewer.layers if layer.metadata.get("mosaic")]
     assert "time" in gui_viewer.dims.axis_labels and "position" not in gui_viewer.dims.axis_labels
     assert mosaic.data.shape[0] == 3
@@ -207,12 +191,9 @@ def test_a_multi_position_time_lapse_places_its_positions_with_a_time_slider(
 def test_overview_then_zoom_and_the_spiral_plan_show_their_tiles_in_place(
     gui_viewer, scope, qtbot, tmp_path
 ):
-    from napari_exengine.acquisition_panel import AcquisitionPanel
 
     scope["Camera"].roi = (0, 0, 64, 48)
-    panel = AcquisitionPanel(gui_viewer)
-    qtbot.addWidget(panel)
-    panel.show()  # a panel not shown reads no devices
+    panel = shown_panel(gui_viewer, qtbot)
     acquisition = run_plan(
         panel, qtbot, "napari-exengine.plan.overview_then_zoom", tmp_path / "a", z_range_um=2.0
     )

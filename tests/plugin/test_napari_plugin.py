@@ -14,6 +14,7 @@ import pytest
 from exengine import ExecutionEngine
 from exengine.data import DataHandler, PlannedData
 from exengine.storage import NDRAMStorage, NDTiffStorage
+from panel_helpers import run_panel
 
 pytestmark = pytest.mark.gui
 
@@ -100,16 +101,6 @@ def test_snap_and_live(gui_viewer, scope, qtbot):
     panel.snap()
     qtbot.waitUntil(lambda: snap.metadata.get("camera") == "Camera8", timeout=10000)
     assert snap.data.dtype == np.uint8 and snap.contrast_limits[1] <= 255 < first_contrast[1]
-
-
-def run_panel(panel, qtbot, timeout=30000):
-    acquisition = panel.run()
-    assert acquisition is not None, panel.run_control.status.value
-    qtbot.waitUntil(
-        lambda: panel.run_control.run_button.enabled and acquisition.status().is_finished,
-        timeout=timeout,
-    )
-    return acquisition
 
 
 def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbot, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import useq
 
 from exengine.storage.ndtiff_reader import NDTiffReader
+from panel_helpers import run_panel
 
 pytestmark = pytest.mark.gui
 
@@ -202,12 +203,7 @@ def test_positions_with_z_load_in_the_form_keep_their_z_and_run_there(
     assert saved.stage_positions == sequence.stage_positions
     scope["Z"].set_position(1.0)
     panel.storage.backend.value = "napari-exengine.storage.ndram"
-    acquisition = panel.run()
-    assert acquisition is not None, panel.run_control.status.value
-    qtbot.waitUntil(
-        lambda: panel.run_control.run_button.enabled and acquisition.status().is_finished,
-        timeout=30000,
-    )
+    acquisition = run_panel(panel, qtbot)
     storage = acquisition.data_handler.storage
     stage = {c["position"]: storage.get_metadata(c) for c in storage.get_coordinates_list()}
     assert [
