@@ -365,7 +365,7 @@ class AcquisitionPanel(DockPanel):
         """Continue the interrupted dataset at ``path`` (NDTiff or OME-Zarr folder) with its own
         plan and devices, from the first frame not stored (see docs/resume.rst); a refusal is
         shown, not raised."""
-        from .resume_setup import open_resumable, resume_request
+        from .resume_setup import open_resumable, resume_request, resuming
 
         if self._running():
             return None
@@ -376,10 +376,7 @@ class AcquisitionPanel(DockPanel):
             return None
         acquisition = self._start(checked)
         if acquisition is not None:
-            stored = len(checked.request.resume.stored)  # type: ignore[union-attr]
-            to_go = checked.total_frames
-            left = "" if to_go is None else f"; {to_go:,} to go"
-            show_info(f"Resuming {path}: {stored:,} frame{'s' * (stored != 1)} stored{left}")
+            show_info(resuming(checked))
         return acquisition
 
     def _choose_dataset_to_resume(self) -> None:

@@ -79,16 +79,10 @@ def run_acquire(args: argparse.Namespace, stream: TextIO) -> int:
         raise UsageError(checked.space_warning)
     for note in checked.notes:
         stream.write(f"note: {note}\n")
-    resumed = checked.request.resume
-    if resumed is not None:
-        count = len(resumed.stored)
-        left = "" if checked.total_frames is None else f"; {checked.total_frames:,} to go"
-        clock = (
-            " (time-lapse intervals restart now)" if "time" in checked.planned.axis_sizes else ""
-        )
-        stream.write(
-            f"Resuming {resumed.path}: {count:,} frame{'s' * (count != 1)} stored{left}{clock}\n"
-        )
+    if checked.request.resume is not None:
+        from .resume_setup import resuming
+
+        stream.write(resuming(checked) + "\n")
     acquisition = checked.create()
     where = getattr(acquisition.data_handler.storage, "path", "memory")
     interrupts: list[int] = []

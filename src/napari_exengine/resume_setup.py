@@ -29,11 +29,16 @@ from exengine.events import MultiDSettings
 from exengine.kernel.data_coords import DataCoordinates
 from exengine.storage.dataset_lock import DatasetInUse, check_not_in_use
 
-from .acquisition_setup import AcquisitionRequest, ContributedPlan, SetupError
+from .acquisition_setup import (
+    AcquisitionRequest,
+    CheckedAcquisition,
+    ContributedPlan,
+    SetupError,
+)
 from .contributions import DEFAULT_STORAGE
 from .device_sets import DeviceSet, load_device_set, restore_device_state
 
-__all__ = ["ResumableDataset", "open_resumable", "resume_request"]
+__all__ = ["ResumableDataset", "open_resumable", "resume_request", "resuming"]
 
 #: The storage that resumes OME-Zarr datasets.
 OMEZARR_STORAGE = "napari-exengine.storage.omezarr"
@@ -106,8 +111,12 @@ def open_resumable(path: str) -> ResumableDataset:
 
 
 def _write_lock_file(dataset: ResumableDataset) -> str:
-    """The file a writer of ``dataset`` holds locked."""
-    return os.path.join(dataset.path, "frame_metadata.jsonl" if dataset.omezarr else "NDTiff.index")
+    """The file a writer of ``dataset`` holds locked (checked here before the devices are put
+    back; the storage takes the lock when it reopens the dataset)."""
+    from exengine.storage.ndtiff_reader import INDEX_NAME
+    from exengine.storage.omezarr_reader import RECORDS
+
+    return os.path.join(dataset.path, RECORDS if dataset.omezarr else INDEX_NAME)
 
 
 def _open_ndtiff(path: str) -> ResumableDataset:
@@ -182,6 +191,17 @@ def _check_resumable(path: str, summary: Mapping[str, Any], any_frame: bool) -> 
             f"{path!r} was acquired with processors ({names}); what they held (a projection or an "
             "average in progress) cannot be rebuilt, so it cannot resume"
         )
+
+
+def resuming(checked: CheckedAcquisition) -> str:
+    """What a checked resume will do, in one line: the dataset, the frames stored, those to go,
+    and (with a time-lapse) that its intervals restart."""
+    dataset = checked.request.resume
+    assert dataset is not None, "not a resume"
+    count = len(dataset.stored)
+    left = "" if checked.total_frames is None else f"; {checked.total_frames:,} to go"
+    clock = " (time-lapse intervals restart now)" if "time" in checked.planned.axis_sizes else ""
+    return f"Resuming {dataset.path}: {count:,} frame{'s' * (count != 1)} stored{left}{clock}"
 
 
 def resume_request(

@@ -18,6 +18,9 @@ from ._frame_index import FrameIndex
 _MISSING = object()
 #: What ``_write`` returns when it listed the frame itself.
 LISTED = object()
+#: What a run learns while acquiring and writes into the summary (``annotate``): a resumed run
+#: leaves it out of what it starts from, and counts it again.
+LEARNED_WHILE_RUNNING = ("FramesDropped", "DroppedCoordinates")
 
 
 def json_safe(value: Any, where: str = "metadata") -> Any:

@@ -37,10 +37,17 @@ import numpy as np
 
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ._frame_index import FrameIndex
-from ._frames import LISTED, FrameStorage, check_writable, json_safe, write_atomically
+from ._frames import (
+    LEARNED_WHILE_RUNNING,
+    LISTED,
+    FrameStorage,
+    check_writable,
+    json_safe,
+    write_atomically,
+)
 from ._preallocate import SpaceReserver
 from .dataset_lock import check_not_in_use, lock_for_writing
-from .ndtiff_reader import INDEX_NAME, RUN_SUMMARY, NDTiffReader
+from .ndtiff_reader import INDEX_NAME, RUN_SUMMARY, FrameEntry, NDTiffReader
 
 try:
     import ndstorage
@@ -381,7 +388,7 @@ class NDTiffStorage(_NDStorage):
             entries = dict(reader.entries)
             complete = reader.complete_index_bytes
             summary = {
-                k: v for k, v in reader.summary_metadata.items() if k not in _LEARNED_WHILE_RUNNING
+                k: v for k, v in reader.summary_metadata.items() if k not in LEARNED_WHILE_RUNNING
             }
         finally:
             reader.close()
@@ -505,19 +512,11 @@ class NDTiffStorage(_NDStorage):
         return f"NDTiffStorage({self.path!r})"
 
 
-#: What an interrupted run wrote into the summary, which its resumed run counts again.
-_LEARNED_WHILE_RUNNING = ("FramesDropped", "DroppedCoordinates")
-
-
-def _trim_to_frames(folder: str, entries: Iterable[Any]) -> None:
+def _trim_to_frames(folder: str, entries: Iterable[FrameEntry]) -> None:
     """Cut image files a crash left at their reserved size back to their last indexed frame."""
     ends: dict[str, int] = {}
     for entry in entries:
-        end = max(
-            entry.pixel_offset + int(np.prod(entry.shape)) * entry.dtype.itemsize,
-            entry.metadata_offset + entry.metadata_length,
-        )
-        ends[entry.filename] = max(ends.get(entry.filename, 0), end)
+        ends[entry.filename] = max(ends.get(entry.filename, 0), entry.end)
     for name, end in ends.items():
         path = os.path.join(folder, name)
         if os.path.isfile(path) and os.path.getsize(path) > end:

@@ -56,6 +56,14 @@ class FrameEntry:
     def shape(self) -> tuple[int, ...]:
         return (self.height, self.width, 3) if self.rgb else (self.height, self.width)
 
+    @property
+    def end(self) -> int:
+        """The offset just past the frame's last byte in its file (pixels or metadata)."""
+        return max(
+            self.pixel_offset + int(np.prod(self.shape)) * self.dtype.itemsize,
+            self.metadata_offset + self.metadata_length,
+        )
+
 
 def find_dataset_root(path: str | os.PathLike[str]) -> str | None:
     """The dataset folder for ``path`` (a dataset folder or the ``NDTiff.index`` inside it), else
@@ -222,11 +230,7 @@ class _Level:
             if entry.filename not in sizes:
                 path = os.path.join(self.folder, entry.filename)
                 sizes[entry.filename] = os.path.getsize(path) if os.path.isfile(path) else 0
-            end = max(
-                entry.pixel_offset + int(np.prod(entry.shape)) * entry.dtype.itemsize,
-                entry.metadata_offset + entry.metadata_length,
-            )
-            if end > sizes[entry.filename]:
+            if entry.end > sizes[entry.filename]:
                 cut[entry.filename] = cut.get(entry.filename, 0) + 1
         return cut
 

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from ..kernel.data_coords import DataCoordinates
-from ._frames import FrameStorage, check_writable
+from ._frames import LEARNED_WHILE_RUNNING, FrameStorage, check_writable
 from .dataset_lock import check_not_in_use, lock_for_writing
 from .omezarr import CHUNKS_AT_ONCE, DEFAULT_WRITES_IN_FLIGHT, OMEZarrStorage, _Image
 from .omezarr_reader import RECORD_PREFIX, RECORDS, OMEZarrDataset
@@ -31,9 +31,6 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 __all__ = ["resume_omezarr"]
-
-#: What an interrupted run wrote into the summary, which its resumed run counts again.
-LEARNED_WHILE_RUNNING = ("FramesDropped", "DroppedCoordinates")
 
 
 def resume_omezarr(
