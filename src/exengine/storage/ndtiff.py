@@ -358,12 +358,18 @@ class NDTiffStorage(_NDStorage):
             dataset = _NDTiffDataset(target, writable=True)
         else:
             dataset = _NDTiffDataset(directory, name=name, writable=True)
-        super().__init__(dataset, summary_metadata)
+        self._open(dataset, summary_metadata, resumed=False)
+
+    def _open(
+        self, dataset: _NDTiffDataset, summary: Mapping[str, Any] | None, resumed: bool
+    ) -> None:
+        """Write ``dataset`` (new, or reopened to resume), its index kept in the frame index."""
+        super().__init__(dataset, summary)
         dataset.index = _IndexView(self._frames)
         self._frame_kind: tuple[tuple[int, ...], np.dtype] | None = None
         self._stale_readers = False
         self._reserver = SpaceReserver()
-        self._resumed = False
+        self._resumed = resumed
         self.path = os.path.normpath(dataset.path)
 
     @classmethod
@@ -402,13 +408,7 @@ class NDTiffStorage(_NDStorage):
         dataset = _NDTiffDataset(folder, writable=True)
         dataset.append_as = _free_prefix(folder)
         storage = cls.__new__(cls)
-        _NDStorage.__init__(storage, dataset, summary)
-        dataset.index = _IndexView(storage._frames)
-        storage._frame_kind = None
-        storage._stale_readers = False
-        storage._reserver = SpaceReserver()
-        storage._resumed = True
-        storage.path = folder
+        storage._open(dataset, summary, resumed=True)
         for key, entry in entries.items():
             dataset.add_index_entry(
                 NDTiffIndexEntry(
@@ -424,7 +424,9 @@ class NDTiffStorage(_NDStorage):
             )
             for axis, value in key:
                 storage._axis_kinds.setdefault(axis, type(value))
-            storage._frame_kind = storage._frame_kind or (entry.shape, entry.dtype)
+        first = next(iter(entries.values()), None)
+        if first is not None:
+            storage._frame_kind = (first.shape, first.dtype)
         return storage
 
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:

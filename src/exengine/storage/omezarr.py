@@ -148,36 +148,14 @@ class OMEZarrStorage(FrameStorage):
             raise ValueError(
                 f"writes_in_flight must be a whole number >= 1, got {writes_in_flight!r}"
             )
-        # None: the plan's, else the first frame's PixelSizeUm, else 1.0
-        self._pixel: float | None = None if pixel_size_um is None else float(pixel_size_um)
-        self._compressors: Any = "auto" if compress else None
-        self._timeout = float(timeout_s)
-        self._planned: PlannedData | None = None
-        self._frame: tuple[tuple[int, ...], np.dtype] | None = None  # frames' shape and dtype
-        self._sizes: tuple[int, ...] = ()  # the images' planned sizes (open-ended axes: 1)
-        self._template: Any = None  # the array metadata new images start from
-        self._extent: tuple[int, ...] = ()  # the acquired extent along each image axis
-        self._axes: list[str] = []  # the images' axes (NGFF's), then y and x
-        self._keys: list[str] = []  # the other axes: their values pick the image
-        self._images: dict[tuple[int, ...], _Image] = {}
-        self._image_ome: dict[str, Any] | None = None  # the images' attributes (a collection)
-        self._windows: dict[str, dict[str, float]] = {}  # channels' display windows, by label
-        self._values: dict[str, list[Any]] = {}
-        self._by_group: dict[str, _Image] = {}  # the images by group (frames' records name it)
-        self._labelled: dict[str, bool] = {}  # per axis: labels (True) or indices (False)
-        self._records_fd: int | None = None
-        self._records_size = 0
-        self._chunk_slots: asyncio.Semaphore | None = None
-        self._writing: set[DataCoordinates] = set()  # frames being written to the store
-        self._idle = threading.Condition()
+        self._empty(pixel_size_um, "auto" if compress else None, float(timeout_s))
         if is_store_url(location):
             url = location.rstrip("/")
             dataset = claim_in_store(
                 open_store(url, store, storage_options), url, name, self._timeout
             )
             self.path = f"{url}/{dataset}"
-            # rooted at the dataset
-            self._store: Any = open_store(self.path, store, storage_options)
+            self._store: Any = open_store(self.path, store, storage_options)  # at the dataset
             self._group = self._run(
                 zarr.api.asynchronous.open_group(store=self._store, mode="r+", zarr_format=3)
             )
@@ -200,6 +178,31 @@ class OMEZarrStorage(FrameStorage):
                 os.path.join(self.path, RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666
             )
             lock_for_writing(self._records_fd, self.path)
+
+    def _empty(self, pixel_size_um: float | None, compressors: Any, timeout_s: float) -> None:
+        """The state of a dataset without frames (one reopened to resume then reads its own).
+        ``pixel_size_um`` ``None``: the plan's, else the first frame's ``PixelSizeUm``, else 1."""
+        self._pixel: float | None = None if pixel_size_um is None else float(pixel_size_um)
+        self._compressors: Any = compressors
+        self._timeout = timeout_s
+        self._planned: PlannedData | None = None
+        self._frame: tuple[tuple[int, ...], np.dtype] | None = None  # frames' shape and dtype
+        self._sizes: tuple[int, ...] = ()  # the images' planned sizes (open-ended axes: 1)
+        self._template: Any = None  # the array metadata new images start from
+        self._extent: tuple[int, ...] = ()  # the acquired extent along each image axis
+        self._axes: list[str] = []  # the images' axes (NGFF's), then y and x
+        self._keys: list[str] = []  # the other axes: their values pick the image
+        self._images: dict[tuple[int, ...], _Image] = {}
+        self._image_ome: dict[str, Any] | None = None  # the images' attributes (a collection)
+        self._windows: dict[str, dict[str, float]] = {}  # channels' display windows, by label
+        self._values: dict[str, list[Any]] = {}
+        self._by_group: dict[str, _Image] = {}  # the images by group (frames' records name it)
+        self._labelled: dict[str, bool] = {}  # per axis: labels (True) or indices (False)
+        self._records_fd: int | None = None
+        self._records_size = 0
+        self._chunk_slots: asyncio.Semaphore | None = None
+        self._writing: set[DataCoordinates] = set()  # frames being written to the store
+        self._idle = threading.Condition()
 
     # ------------------------------------------------------------------ reading
     def get_data(self, data_coordinates: CoordinatesLike) -> np.ndarray:
@@ -388,8 +391,7 @@ class OMEZarrStorage(FrameStorage):
             while written < len(record):
                 written += os.write(self._records_fd, record[written:])
         except BaseException:
-            # cut a partial record off again and take the chunk back: the frame is
-            # absent, not half there
+            # cut the partial record and take the chunk back: the frame is absent, not half there
             with contextlib.suppress(OSError):
                 os.ftruncate(self._records_fd, self._records_size)
             with contextlib.suppress(OSError):
@@ -398,8 +400,7 @@ class OMEZarrStorage(FrameStorage):
         self._records_size += len(record)
 
     async def _store_frame(self, where: _Where, data: np.ndarray, record: bytes) -> None:
-        """Write a frame's chunk, then its record (``_add_record``); if the chunk fails, take it
-        back."""
+        """Write a frame's chunk, then its record; a chunk that fails is taken back."""
         chunk_key = self._chunk_key(where)
         self._records.chunks_writing += 1
         try:
@@ -433,8 +434,7 @@ class OMEZarrStorage(FrameStorage):
         await self._records.add(record)
 
     def _run(self, awaitable: Any, timeout: float | None = None) -> Any:
-        """Run a zarr or store coroutine on zarr's I/O loop; ``TimeoutError`` after
-        ``timeout_s``."""
+        """Run a zarr or store coroutine on zarr's I/O loop; ``TimeoutError`` after timeout_s."""
         return sync(bounded(awaitable, self._timeout if timeout is None else timeout))
 
     def _create(self, coords: DataCoordinates, data: np.ndarray) -> None:
@@ -554,8 +554,8 @@ class OMEZarrStorage(FrameStorage):
         self._image_ome = ome
 
     def _finish(self) -> None:
-        # writes started with start_put complete first (a DataHandler waits for them anyway): a
-        # chunk, its turn for a record object and the record, each within timeout_s
+        # start_put's writes end first (a chunk, a record object's turn, the record: each within
+        # timeout_s; a DataHandler waits for them anyway)
         with self._idle:
             if not self._idle.wait_for(lambda: not self._writing, 3 * self._timeout):
                 raise OSError(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from typing import Any
 
 from ..kernel.data_coords import DataCoordinates
@@ -105,29 +104,10 @@ def _cut_partial_record(records: str) -> None:
 
 
 def _empty_state(storage: OMEZarrStorage, path: str, zarr_store: Any) -> None:
-    """What ``OMEZarrStorage.__init__`` sets for a new dataset at ``path`` (in ``zarr_store``, or
-    ``None``: a local folder)."""
-    storage._pixel = None
-    storage._compressors = None
-    storage._timeout = DEFAULT_TIMEOUT_S
-    storage._planned = None
-    storage._frame = None
-    storage._sizes = ()
-    storage._template = None
-    storage._extent = ()
-    storage._axes = []
-    storage._keys = []
-    storage._images = {}
-    storage._image_ome = None
-    storage._windows = {}
-    storage._values = {}
-    storage._by_group = {}
-    storage._labelled = {}
-    storage._chunk_slots = None
-    storage._writing = set()
-    storage._idle = threading.Condition()
+    """A new storage's state (``OMEZarrStorage._empty``), writing the dataset at ``path`` (in
+    ``zarr_store``, or ``None``: a local folder)."""
+    storage._empty(None, None, DEFAULT_TIMEOUT_S)
     storage._store = zarr_store
-    storage._records_fd = None
     storage.path = path
     storage._group = sync(
         zarr.api.asynchronous.open_group(store=zarr_store or path, mode="r+", zarr_format=3)
