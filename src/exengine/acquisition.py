@@ -57,7 +57,11 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
     notification_types = [AcquisitionPausedNotification, AcquisitionResumedNotification]
 
     def __init__(
-        self, plan: Iterable[ExecutorEvent], checked: bool, data_handler: DataHandler | None
+        self,
+        plan: Iterable[ExecutorEvent],
+        checked: bool,
+        data_handler: DataHandler | None,
+        open_ended: bool = False,
     ) -> None:
         super().__init__()
         self.plan = plan
@@ -81,7 +85,7 @@ class _RunPlan(Stoppable, Abortable, ExecutorEvent):
         self._clocks: dict[AcquisitionClock | None, tuple[float, float]] = {}
         self._detectors: set[Detector] = set()
         #: The plan's length is not known: it ends by itself, or is stopped.
-        self.open_ended = False
+        self.open_ended = open_ended
 
     # --------------------------------------------------------------------------------- running
     def execute(self) -> int:
@@ -323,8 +327,7 @@ class Acquisition:
             )
         #: What the storage and the sinks are told before the first frame.
         self.planned = planned
-        self._runner = _RunPlan(events, checked=self._finite, data_handler=data_handler)
-        self._runner.open_ended = total_frames is None
+        self._runner = _RunPlan(events, self._finite, data_handler, open_ended=total_frames is None)
         self._future: ExecutionFuture | None = None
 
     @property
