@@ -40,7 +40,11 @@ class ResumedPlan:
 
     def __init__(self, plan: Iterable[ExecutorEvent], stored: Collection[DataCoordinates]) -> None:
         self.plan = plan
-        self.stored = frozenset(as_coordinates(c) for c in stored)
+        self.stored = (
+            stored
+            if isinstance(stored, frozenset)  # of coordinates already: not copied again
+            else frozenset(as_coordinates(c) for c in stored)
+        )
         total = getattr(plan, "total_frames", None)
         self.total_frames: int | None = None if total is None else max(total - len(self.stored), 0)
         self.axis_sizes = dict(getattr(plan, "axis_sizes", None) or {})

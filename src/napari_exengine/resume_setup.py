@@ -50,7 +50,7 @@ class ResumableDataset:
 
     path: str
     summary: Mapping[str, Any]
-    stored: tuple[DataCoordinates, ...]
+    stored: frozenset[DataCoordinates]
     #: The stored frames' shape and dtype name.
     frame_shape: tuple[int, ...]
     dtype: str
@@ -134,7 +134,7 @@ def _open_ndtiff(path: str) -> ResumableDataset:
         return ResumableDataset(
             path=os.path.abspath(reader.path),
             summary=dict(reader.summary_metadata),
-            stored=tuple(DataCoordinates(dict(key)) for key in reader.entries),
+            stored=frozenset(DataCoordinates(dict(key)) for key in reader.entries),
             frame_shape=first.shape,
             dtype=first.dtype.name,
         )
@@ -154,7 +154,7 @@ def _open_omezarr(path: str) -> ResumableDataset:
     return ResumableDataset(
         path=dataset.path if "://" in path else os.path.abspath(dataset.path),
         summary=dict(dataset.summary_metadata),
-        stored=tuple(dataset.records),
+        stored=frozenset(dataset.records),
         frame_shape=tuple(array.shape[-2:]),
         dtype=array.dtype.name,
         omezarr=True,

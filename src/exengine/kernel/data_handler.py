@@ -292,7 +292,12 @@ class DataHandler(DataPipeline):
     def skip_stored(self, coordinates: Iterable[CoordinatesLike]) -> None:
         """Frames at ``coordinates`` are stored already (a resumed dataset): a ``put`` there lets
         the frame go instead of storing it twice."""
-        self._skipped = self._skipped | {as_coordinates(c) for c in coordinates}
+        added = (
+            coordinates
+            if isinstance(coordinates, frozenset)  # of coordinates already: not copied again
+            else frozenset(as_coordinates(c) for c in coordinates)
+        )
+        self._skipped = self._skipped | added if self._skipped else added
 
     def keep_raw_frames(self, count: int) -> None:
         """Keep the newest ``count`` frames that the processor turned into other frames (a
