@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .kernel.device import Device
+from .kernel.device import Device, direct_access
 
 __all__ = [
     "Autofocus",
@@ -100,6 +100,13 @@ class Detector(Device):
         """Frames captured since the last ``arm`` that the detector could not keep (its buffer was
         full); 0 for detectors that cannot tell."""
         return 0
+
+    @direct_access
+    def cameras(self) -> tuple[Detector, ...]:
+        """The cameras whose frames this detector delivers, each read out on its own: the detector
+        itself, or, for a device that drives several cameras together (Micro-Manager's Multi
+        Camera device), those cameras. Frames of several cameras have a ``camera`` axis."""
+        return (self,)
 
 
 class Autofocus(Device):

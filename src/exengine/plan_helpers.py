@@ -15,7 +15,7 @@ from typing import Any
 
 from .device_types import Detector
 from .events._devices import resolve_device
-from .events.detector_events import ReadoutData, StartCapture
+from .events.detector_events import ReadoutData, StartCapture, camera_names
 from .events.plan_checks import PlanError, check_event, finite_number, whole_number
 from .kernel.data_coords import DataCoordinates
 from .kernel.data_handler import DataHandler
@@ -81,11 +81,13 @@ def snap(
     camera: Any, coords: Mapping[str, Any], data_handler: DataHandler | None = None
 ) -> Iterator[ExecutorEvent]:
     """The events of one frame from ``camera`` at ``coords`` (``data_handler`` ``None``: the
-    acquisition's)."""
+    acquisition's); one from each camera, with a ``camera`` axis, when ``camera`` drives several."""
+    names = camera_names(camera)
+    frames = [DataCoordinates({**coords, "camera": name}) for name in names] or [
+        DataCoordinates(coords)
+    ]
     yield StartCapture(num_images=1, detector=camera)
-    yield ReadoutData(
-        [DataCoordinates(coords)], detector=camera, data_handler=data_handler, num_images=1
-    )
+    yield ReadoutData(frames, detector=camera, data_handler=data_handler, num_images=len(frames))
 
 
 def frame_shape(camera: Any) -> tuple[int, int] | None:

@@ -1,11 +1,12 @@
 """Micro-Manager devices through pymmcore-plus (extra ``micromanager``).
 
 :func:`load_micromanager` wraps every device of a core (loaded from a configuration file, or already
-set up) as an ExEngine device registered with the engine: cameras as :class:`MicroManagerCamera`
-(a ``Detector``), focus drives as :class:`MicroManagerSingleAxisStage`, XY stages as
-:class:`MicroManagerXYStage` (both triggerable when the hardware supports sequences), everything
-else as :class:`MicroManagerDevice`, and each configuration group (e.g. "Channel") as a
-:class:`MicroManagerConfigGroup` whose ``config`` property selects a preset.
+set up) as an ExEngine device registered with the engine: cameras as :class:`MicroManagerCamera` (a
+``Detector``; a Multi Camera device as :class:`MicroManagerMultiCamera`), focus drives as
+:class:`MicroManagerSingleAxisStage`, XY stages as :class:`MicroManagerXYStage` (both triggerable
+when the hardware supports sequences), everything else as :class:`MicroManagerDevice`, and each
+configuration group (e.g. "Channel") as a :class:`MicroManagerConfigGroup` whose ``config`` property
+selects a preset.
 
 Micro-Manager properties appear as device attributes (``device.Binning``, or
 ``device.get_property("ROI-X-start")`` for names that are not identifiers), with allowed values,
@@ -25,8 +26,10 @@ from ..device_types import (
     TriggerableDoubleAxisPositioner,
     TriggerableSingleAxisPositioner,
 )
-from ..kernel.device import Device
+from ..kernel.device import Device, direct_access
+from ..kernel.executor import ExecutionEngine
 from . import root_log_level_kept
+from .micromanager_images import CoreImages
 
 try:
     with root_log_level_kept():
@@ -40,6 +43,7 @@ __all__ = [
     "MicroManagerCamera",
     "MicroManagerConfigGroup",
     "MicroManagerDevice",
+    "MicroManagerMultiCamera",
     "MicroManagerSingleAxisStage",
     "MicroManagerXYStage",
     "load_micromanager",
@@ -174,19 +178,21 @@ class MicroManagerDevice(Device):
 
 
 class MicroManagerCamera(MicroManagerDevice, Detector):
-    """A Micro-Manager camera: single frames are snapped; several (or continuous) frames use
-    sequence acquisition into the core's circular buffer."""
+    """A Micro-Manager camera: a single frame of the core's camera is snapped; several (or
+    continuous) frames, or a frame of another camera, use sequence acquisition into the core's
+    circular buffer, whose images go to the camera that took them (:class:`CoreImages`)."""
 
     def __init__(
         self, label: str | None = None, core: CMMCorePlus | None = None, name: str | None = None
     ) -> None:
         core = core or CMMCorePlus.instance()
         super().__init__(label or core.getCameraDevice(), core, name)
+        self._images = CoreImages.of(self._core)
         self._frame_count: int | None = None
         self._popped = 0
         self._started = False
-        self._snapped: tuple[np.ndarray, dict[str, Any]] | None = None
         self._dropped = 0
+        self._driver: MicroManagerCamera = self  # whose sequence delivers this camera's frames
 
     @property
     def frames_dropped(self) -> int:
@@ -203,78 +209,81 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
     def exposure(self, value: float) -> None:
         self._core.setExposure(self._label, float(value))
 
+    def _labels(self) -> tuple[str, ...]:
+        """The labels of the cameras whose frames this one delivers."""
+        return (self._label,)
+
     def arm(self, frame_count: int | None = None) -> None:
         if frame_count is not None and frame_count < 0:
             raise ValueError(f"{self._label}: frame_count must be >= 0 or None, got {frame_count}")
         if self._core.isSequenceRunning(self._label):
             self._core.stopSequenceAcquisition(self._label)
-        self._frame_count = frame_count
-        self._dropped = 0
+        self._follow(self, frame_count)
+
+    def _follow(self, driver: MicroManagerCamera, frame_count: int | None) -> None:
+        """Take this camera's next frames from ``driver``'s capture of ``frame_count`` each."""
+        self._driver, self._frame_count = driver, frame_count
+        self._dropped = self._popped = 0
+        self._started = False
 
     def start(self) -> None:
+        core, labels = self._core, self._labels()
+        self._images.begin(labels)
         self._popped = 0
-        if self._frame_count == 1:
-            self._core.snapImage()
-            image = self._core.getImage()
-            self._snapped = (
-                image,
-                {
-                    "Camera": self._label,
-                    "Exposure-ms": self._core.getExposure(self._label),
-                    "ElapsedTime-ms": 0.0,
-                    "ImageNumber": 0,
-                },
-            )
+        if self._frame_count == 1 and core.getCameraDevice() == self._label:
+            core.snapImage()
+            exposure = core.getExposure(self._label)
+            for channel in range(core.getNumberOfCameraChannels()):
+                camera = core.getCameraChannelName(channel) if len(labels) > 1 else self._label
+                tags = {"Camera": camera, "Exposure-ms": exposure, "ElapsedTime-ms": 0.0}
+                self._images.keep(camera, core.getImage(channel), {**tags, "ImageNumber": 0})
             return
-        self._started = True
-        self._core.clearCircularBuffer()
-        if self._frame_count is None:
-            self._core.startContinuousSequenceAcquisition(0)
+        if self._frame_count is None and core.getCameraDevice() == self._label:
+            core.startContinuousSequenceAcquisition(0)
         else:
-            self._core.startSequenceAcquisition(self._label, self._frame_count, 0, True)
+            count = _ENDLESS if self._frame_count is None else self._frame_count
+            core.startSequenceAcquisition(self._label, count, 0, True)
+        self._started = True
 
     def stop(self) -> None:
         self._started = False
-        if self._core.isSequenceRunning(self._label):
+        if self._driver is not self:
+            self._driver.stop()
+        elif self._core.isSequenceRunning(self._label):
             self._core.stopSequenceAcquisition(self._label)
 
     def is_stopped(self) -> bool:
-        return (
-            self._snapped is None
-            and not self._core.isSequenceRunning(self._label)
-            and self._core.getRemainingImageCount() == 0
+        return not self._core.isSequenceRunning(self._driver._label) and not self._images.waiting(
+            self._labels()
         )
 
     def pop_data(
         self, timeout: float | None = None
     ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
-        if self._snapped is not None:
-            frame, self._snapped = self._snapped, None
-            self._popped += 1
-            return frame
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._core.getRemainingImageCount() == 0:
+        labels = self._labels()
+        while (image := self._images.pop(labels)) is None:
             if self._core.isBufferOverflowed():
                 self._overflowed()
                 return None, None
-            owed = self._frame_count is None or self._popped < self._frame_count
-            if (
-                self._started
-                and owed
-                and not self._core.isSequenceRunning(self._label)
-                and self._core.getRemainingImageCount() == 0
-            ):
+            owed = self._frame_count is None or self._popped < self._owed()
+            if self._started and owed and not self._core.isSequenceRunning(self._driver._label):
+                if (image := self._images.pop(labels)) is not None:
+                    break  # the last frame arrived as the sequence ended
                 self._started = False
                 raise RuntimeError(
                     f"{self._label} stopped delivering frames after {self._popped}"
-                    + ("" if self._frame_count is None else f" of {self._frame_count}")
+                    + ("" if self._frame_count is None else f" of {self._owed()}")
                 )
             if deadline is not None and time.monotonic() >= deadline:
                 return None, None
             time.sleep(0.0005)
-        image, metadata = self._core.popNextImageAndMD()
         self._popped += 1
-        return image, {str(k): v for k, v in dict(metadata).items()}
+        return image
+
+    def _owed(self) -> int:
+        """Frames this camera's capture delivers (``frame_count`` of each of its cameras)."""
+        return (self._frame_count or 0) * len(self._labels())
 
     def _overflowed(self) -> None:
         """The circular buffer overflowed and the core stopped the sequence: what it did not
@@ -282,12 +291,72 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         if not self._started:
             return
         self._started = False
-        if self._core.isSequenceRunning(self._label):
-            self._core.stopSequenceAcquisition(self._label)
+        if self._core.isSequenceRunning(self._driver._label):
+            self._core.stopSequenceAcquisition(self._driver._label)
         if self._frame_count is None:
             self._dropped += 1
         else:
-            self._dropped += max(self._frame_count - self._popped, 1)
+            self._dropped += max(self._owed() - self._popped, 1)
+
+
+class MicroManagerMultiCamera(MicroManagerCamera):
+    """Micro-Manager's Multi Camera device (Utilities): its physical cameras capture together,
+    started and triggered as one camera. A readout takes each camera's frames from that camera's
+    own :class:`MicroManagerCamera` (``cameras()``), so frames carry a ``camera`` axis; the physical
+    cameras must be wrapped too (``load_micromanager`` wraps every camera)."""
+
+    @direct_access
+    def physical_cameras(self) -> tuple[str, ...]:
+        """The labels of the cameras it drives, in the order of its "Physical Camera" properties."""
+        names = sorted(
+            (p for p in self._mm_properties if p.startswith(_PHYSICAL)),
+            key=lambda p: int(p[len(_PHYSICAL) :]),
+        )
+        values = [self._core.getProperty(self._label, p) for p in names]
+        return tuple(v for v in values if v and v != _UNDEFINED)
+
+    def _labels(self) -> tuple[str, ...]:
+        return self.physical_cameras()
+
+    @direct_access
+    def cameras(self) -> tuple[Detector, ...]:
+        labels = self.physical_cameras()
+        wrapped: dict[str, MicroManagerCamera] = {}
+        for device in ExecutionEngine.get_devices().values():
+            if isinstance(device, MicroManagerCamera) and device._core is self._core:
+                wrapped.setdefault(device._label, device)
+        missing = [label for label in labels if label not in wrapped]
+        if missing or not labels:
+            raise ValueError(
+                f"{self._label} drives no camera wrapped as a device "
+                f"({', '.join(missing) or 'its Physical Camera properties are all Undefined'}); "
+                "set them, and wrap every camera with load_micromanager"
+            )
+        return tuple(wrapped[label] for label in labels)
+
+    _followers: tuple[MicroManagerCamera, ...] = ()
+
+    def arm(self, frame_count: int | None = None) -> None:
+        super().arm(frame_count)
+        self._followers = self.cameras()  # type: ignore[assignment]
+        for camera in self._followers:
+            camera._follow(self, frame_count)
+
+    def start(self) -> None:
+        super().start()
+        for camera in self._followers:
+            camera._started = self._started
+
+    def stop(self) -> None:
+        super().stop()
+        for camera in self._followers:
+            camera._started = False
+
+
+_PHYSICAL = "Physical Camera "
+_UNDEFINED = "Undefined"
+#: The frame count of a sequence "until stopped" of a camera other than the core's own.
+_ENDLESS = 2**31 - 1
 
 
 class MicroManagerSingleAxisStage(MicroManagerDevice, TriggerableSingleAxisPositioner):
@@ -392,7 +461,7 @@ class MicroManagerConfigGroup(Device):
         )
 
 
-_WRAPPERS = {
+_WRAPPERS: dict[Any, type[MicroManagerDevice]] = {
     DeviceType.Camera: MicroManagerCamera,
     DeviceType.Stage: MicroManagerSingleAxisStage,
     DeviceType.XYStage: MicroManagerXYStage,
@@ -422,6 +491,8 @@ def load_micromanager(
         if label == "Core":
             continue
         wrapper = _WRAPPERS.get(core.getDeviceType(label), MicroManagerDevice)
+        if wrapper is MicroManagerCamera and core.hasProperty(label, _PHYSICAL + "1"):
+            wrapper = MicroManagerMultiCamera
         device = wrapper(label, core, name=prefix + label)
         devices[device.name] = device
     for group in core.getAvailableConfigGroups():

@@ -14,6 +14,7 @@ from ..kernel.data_coords import DataCoordinates
 from ..kernel.data_handler import DataHandler, DataHandlerError
 from ..kernel.ex_event_base import EventChecks, ExecutorEvent
 from ..kernel.ex_event_capabilities import Abortable, DataProducing, Stoppable
+from ..kernel.executor import ExecutionEngine
 from ..kernel.notification_base import Notification, NotificationCategory
 from ._devices import resolve_device
 
@@ -136,9 +137,15 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
         self.frames_dropped = 0
         self.dropped_coordinates = []
         self._stopped_detectors = False
-        if len(detectors) > 1:
-            return _SeveralDetectors(self, detectors).read()
-        detector = detectors[0]
+        cameras = cameras_of(detectors)
+        if self.num_blocks is not None and self.num_blocks % len(cameras):
+            raise ValueError(
+                f"{self.num_blocks} frames cannot be shared by {len(cameras)} cameras "
+                f"({', '.join(c.name for c in cameras)}); give each as many"
+            )
+        if len(cameras) > 1:
+            return _SeveralDetectors(self, cameras).read()
+        detector = cameras[0]
         capture = _capture_of(detector)
         coordinates = iter(self.data_coordinate_iterator)
         remaining = self.num_blocks
@@ -407,6 +414,35 @@ def detectors_of(detector: Detectors) -> list[Detector]:
     return [resolve_device(d, Detector, "detector") for d in _as_list(detector)]
 
 
+def cameras_of(detectors: list[Detector]) -> list[Detector]:
+    """The cameras whose frames ``detectors`` deliver, each read out on its own (a device that
+    drives several cameras together stands for them: ``Detector.cameras``)."""
+    cameras = [camera for detector in detectors for camera in detector.cameras()]
+    if len({id(camera) for camera in cameras}) != len(cameras):
+        names = ", ".join(camera.name for camera in cameras)
+        raise ValueError(f"A camera is named twice among the cameras capturing together: {names}")
+    return cameras
+
+
+def camera_names(detector: Detectors) -> list[str]:
+    """The values of the ``camera`` axis of frames of ``detector`` (one, or several that capture
+    together): the names of the cameras whose frames they deliver when there are several, else
+    none. A name not registered (yet) stands for one camera."""
+    names: list[str] = []
+    for item in _as_list(detector):
+        if isinstance(item, str) and item not in ExecutionEngine.get_devices():
+            names.append(item)
+            continue
+        try:
+            found = resolve_device(item, Detector, "camera")
+        except ValueError:  # None, and not exactly one detector registered
+            return []
+        names += [camera.name for camera in found.cameras()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"camera must list distinct cameras (or their names), got {names}")
+    return names if len(names) > 1 else []
+
+
 def _as_list(detector: Detectors) -> list[Detector | str | None]:
     return list(detector) if isinstance(detector, (list, tuple)) else [detector]
 
@@ -417,7 +453,8 @@ def _arm_and_start(detectors: list[Detector], frame_count: int | None) -> None:
     try:
         for detector in detectors:
             detector.arm(frame_count)
-            _CAPTURES[detector] = _Capture()
+            for camera in {detector, *detector.cameras()}:
+                _CAPTURES[camera] = _Capture()
         for detector in detectors:
             detector.start()
     except BaseException:

@@ -28,7 +28,7 @@ from ..kernel.data_handler import DataHandler
 from ..kernel.device import Device
 from ..kernel.ex_event_base import ExecutorEvent
 from ._devices import resolve_device
-from .detector_events import Detectors, ReadoutData, StartCapture
+from .detector_events import Detectors, ReadoutData, StartCapture, camera_names
 from .misc_events import AcquisitionClock, SetTimeEvent
 from .multi_d_settings import AXIS_NAMES, MultiDSettings, plan_interval_s, time_starts, z_planes
 from .multi_d_useq import UseqEvents, needs_useq_iteration, refuse_unrunnable
@@ -149,7 +149,7 @@ class MultiDPlan:
         self.axes = settings.axis_order
         self.sequenced = list(settings.hardware_sequenced)
         self.camera, self.xy_device, self.z_device = camera, xy_device, z_device
-        self.cameras = _camera_names(camera)
+        self.cameras = camera_names(camera)
         self.channel_group = _channel_group(settings, channel_group)
         self.channel_property = channel_property
         self.data_handler = data_handler
@@ -460,16 +460,6 @@ def _as_cameras(camera: Detectors) -> list[Detector | str]:
     if isinstance(camera, (list, tuple)):
         return list(camera)
     return [camera if camera is not None else resolve_device(None, Detector, "camera")]
-
-
-def _camera_names(camera: Detectors) -> list[str]:
-    """The ``camera`` axis's values: the cameras' names when there are several, else none."""
-    if not isinstance(camera, (list, tuple)) or len(camera) < 2:
-        return []
-    names = [c if isinstance(c, str) else getattr(c, "name", None) for c in camera]
-    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
-        raise ValueError(f"camera must list distinct cameras (or their names), got {camera!r}")
-    return names  # type: ignore[return-value]
 
 
 def _product(sizes: list[int | None]) -> Iterator[tuple[int, ...]]:

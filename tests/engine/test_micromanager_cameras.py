@@ -1,0 +1,173 @@
+"""Micro-Manager cameras on Micro-Manager's own C++ demo adapters (mm-test-adapters): the Multi
+Camera device drives two DemoCameras as one, each frame reaches the camera that took it through the
+core's one circular buffer, and an overflow of that buffer is counted exactly."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from pymmcore_plus import CMMCorePlus
+
+from exengine.acquisition import Acquisition
+from exengine.backends.micromanager import (
+    MicroManagerCamera,
+    MicroManagerMultiCamera,
+    load_micromanager,
+)
+from exengine.data import DataHandler
+from exengine.events import MultiDPlan, MultiDSettings, multi_d_acquisition_events
+from exengine.storage import NDTiffStorage
+from exengine.storage.ndtiff_reader import NDTiffReader
+
+#: Two DemoCameras behind a Multi Camera; Cam2 shows noise, Cam1 waves, so frames tell their camera.
+CONFIG = """\
+Device,Cam1,DemoCamera,DCam
+Device,Cam2,DemoCamera,DCam
+Device,Multi,Utilities,Multi Camera
+Device,Z,DemoCamera,DStage
+Property,Core,Initialize,1
+Property,Cam1,OnCameraCCDXSize,96
+Property,Cam1,OnCameraCCDYSize,64
+Property,Cam2,OnCameraCCDXSize,96
+Property,Cam2,OnCameraCCDYSize,64
+Property,Cam2,Mode,Noise
+Property,Multi,Physical Camera 1,Cam1
+Property,Multi,Physical Camera 2,Cam2
+Property,Core,Camera,Multi
+Property,Core,Focus,Z
+"""
+
+
+@pytest.fixture
+def mm(tmp_path):
+    path = tmp_path / "multi.cfg"
+    path.write_text(CONFIG)
+    core = CMMCorePlus()
+    devices = load_micromanager(str(path), core=core)
+    devices["Multi"].exposure = 1.0
+    yield devices
+    core.unloadAllDevices()
+
+
+def camera_of(frame: np.ndarray) -> str:
+    """Which DemoCamera made ``frame``: Cam2's noise changes from pixel to pixel far more."""
+    return "Cam2" if np.abs(np.diff(frame.astype(float), axis=1)).mean() > 5 else "Cam1"
+
+
+def stored(storage: NDTiffStorage) -> list[dict]:
+    reader = NDTiffReader(storage.path)
+    return [dict(c) for c in reader.coordinates()]
+
+
+def check_every_frame_came_from_its_camera(path, coordinates) -> None:
+    reader = NDTiffReader(path)
+    for coords in coordinates:
+        metadata = reader.read_metadata(coords)
+        assert metadata["Camera"] == coords["camera"], coords
+        assert camera_of(reader.read_frame(coords)) == coords["camera"], coords
+
+
+def test_a_multi_camera_device_is_wrapped_with_its_cameras(mm):
+    multi = mm["Multi"]
+    assert isinstance(multi, MicroManagerMultiCamera)
+    assert type(mm["Cam1"]) is MicroManagerCamera
+    assert multi.physical_cameras() == ("Cam1", "Cam2")
+    assert multi.cameras() == (mm["Cam1"], mm["Cam2"])
+    assert mm["Cam1"].cameras() == (mm["Cam1"],)
+    multi.exposure = 3.0  # the Multi Camera sets it on both
+    assert mm["Cam1"].exposure == mm["Cam2"].exposure == 3.0
+
+
+@pytest.mark.parametrize("sequence", [None, "t"], ids=["a-frame-at-a-time", "hardware-sequence"])
+def test_a_multi_camera_acquisition_has_a_camera_axis(mm, tmp_path, sequence):
+    storage = NDTiffStorage(tmp_path, "multi")
+    handler = DataHandler(storage)
+    events = multi_d_acquisition_events(
+        num_time_points=6,
+        z_start=0,
+        z_end=2,
+        z_step=1,
+        order="zt" if sequence else "tz",
+        sequence=sequence,
+        camera=mm["Multi"],
+        z_device=mm["Z"],
+        data_handler=handler,
+    )
+    acquisition = Acquisition(events, handler)
+    acquisition.start()
+    acquisition.await_completion(timeout=60)
+    handler.await_completion(30)
+    reader = NDTiffReader(storage.path)
+    assert reader.axes["camera"] == ["Cam1", "Cam2"]
+    coordinates = stored(storage)
+    assert len(coordinates) == 6 * 3 * 2 == acquisition.status().frames_stored
+    check_every_frame_came_from_its_camera(storage.path, coordinates)
+
+
+def test_a_multi_camera_snap_gives_each_camera_its_frame(mm, tmp_path):
+    """A single frame of the core's camera is snapped: one exposure, one image per camera."""
+    assert mm["Multi"].core.getCameraDevice() == "Multi"
+    storage = NDTiffStorage(tmp_path, "snap")
+    handler = DataHandler(storage)
+    settings = MultiDSettings.from_event_arguments(num_time_points=1)
+    Acquisition(MultiDPlan(settings, camera="Multi"), handler).start().await_execution(30)
+    handler.await_completion(30)
+    coordinates = stored(storage)
+    assert sorted(c["camera"] for c in coordinates) == ["Cam1", "Cam2"]
+    check_every_frame_came_from_its_camera(storage.path, coordinates)
+
+
+def test_cameras_started_one_after_another_each_get_their_own_frames(mm, tmp_path):
+    """Two cameras (no Multi Camera) share the core's circular buffer, their images interleaved:
+    each readout still takes its own camera's."""
+    mm["Cam1"].exposure = mm["Cam2"].exposure = 1.0
+    storage = NDTiffStorage(tmp_path, "pair")
+    handler = DataHandler(storage)
+    settings = MultiDSettings.from_event_arguments(num_time_points=20, sequence="t")
+    plan = MultiDPlan(settings, camera=[mm["Cam1"], mm["Cam2"]])
+    Acquisition(plan, handler).start().await_execution(60)
+    handler.await_completion(30)
+    coordinates = stored(storage)
+    assert len(coordinates) == 40
+    check_every_frame_came_from_its_camera(storage.path, coordinates)
+
+
+class SlowNDTiff(NDTiffStorage):
+    """Real NDTiff storage that takes 20 ms longer for each frame: slower than the cameras."""
+
+    def put(self, data_coordinates, data, metadata):
+        time.sleep(0.02)
+        super().put(data_coordinates, data, metadata)
+
+
+def test_a_circular_buffer_overflow_is_counted_exactly_for_each_camera(mm, tmp_path):
+    multi = mm["Multi"]
+    core = multi.core
+    core.setCircularBufferMemoryFootprint(1)  # MB: about 80 frames of 96x64 at 16 bit
+    mm["Cam1"].set_property("PixelType", "16bit")
+    mm["Cam2"].set_property("PixelType", "16bit")
+    multi.exposure = 0.0
+    storage = SlowNDTiff(tmp_path, "overflow")
+    handler = DataHandler(storage, memory_budget_bytes=64 * 96 * 2 * 8)
+    settings = MultiDSettings.from_event_arguments(num_time_points=400, sequence="t")
+    acquisition = Acquisition(MultiDPlan(settings, camera=multi), handler)
+    acquisition.start()
+    acquisition.await_completion(timeout=120)
+    handler.await_completion(30)
+    status = acquisition.status()
+    kept = [(c["time"], c["camera"]) for c in stored(storage)]
+    dropped = [(c["time"], c["camera"]) for c in acquisition.dropped_coordinates]
+    assert status.frames_dropped == len(dropped) > 0
+    assert status.frames_stored + status.frames_dropped == status.frames_planned == 800
+    assert sorted(kept + dropped) == sorted((t, c) for t in range(400) for c in ("Cam1", "Cam2"))
+    assert multi.cameras()[0].frames_dropped + multi.cameras()[1].frames_dropped == len(dropped)
+
+
+def test_a_multi_camera_without_its_cameras_wrapped_says_what_to_do(mm):
+    multi = mm["Multi"]
+    multi.set_property("Physical Camera 1", "Undefined")
+    multi.set_property("Physical Camera 2", "Undefined")
+    with pytest.raises(ValueError, match="Physical Camera properties are all Undefined"):
+        multi.cameras()
