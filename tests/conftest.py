@@ -16,6 +16,7 @@ from npe2 import PluginManager, PluginManifest
 
 from exengine import ExecutionEngine
 from exengine.devices.simulated import create_simulated_devices
+from micromanager_helpers import MULTI_CAMERA_CONFIG
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "ndtiff"
@@ -99,6 +100,15 @@ def micromanager_config(tmp_path) -> Path:
     filter wheel behind the config group ``Channel``)."""
     path = tmp_path / "demo.cfg"
     path.write_text(MICROMANAGER_CONFIG)
+    return path
+
+
+@pytest.fixture
+def multi_camera_config(tmp_path) -> Path:
+    """A Micro-Manager configuration file of C++ demo devices with a Multi Camera of two cameras
+    (``micromanager_helpers.MULTI_CAMERA_CONFIG``)."""
+    path = tmp_path / "multi_camera.cfg"
+    path.write_text(MULTI_CAMERA_CONFIG)
     return path
 
 

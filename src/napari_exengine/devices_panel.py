@@ -329,8 +329,9 @@ class DevicesPanel(DockPanel):
         super().showEvent(event)
 
     def snap(self) -> Any:
-        """Capture one frame into the ``Snap`` layer; while a run holds the engine, the status
-        says that Snap waits for it (one Snap at a time)."""
+        """Capture one frame into the ``Snap`` layer (a camera that drives several, such as
+        Micro-Manager's Multi Camera, fills ``Snap <camera>`` for each); while a run holds the
+        engine, the status says that Snap waits for it (one Snap at a time)."""
         camera = self.camera
         if camera is None:
             show_error("No camera (Detector) is registered")
@@ -341,18 +342,23 @@ class DevicesPanel(DockPanel):
 
         def acquire() -> Any:
             engine = ExecutionEngine.get_instance()
+            count = len(camera.cameras())
             started = engine.submit(StartCapture(num_images=1, detector=camera))
-            future = engine.submit(ReadoutData(detector=camera, num_images=1))
+            future = engine.submit(ReadoutData(detector=camera, num_images=count))
             if waits_for_a_run(started, engine):  # type: ignore[arg-type]
                 yield "Snap waits for the running acquisition to end…"
                 started.await_execution()  # type: ignore[union-attr]
-            return future.await_data({"image": 0}, return_metadata=True, timeout=30)  # type: ignore[union-attr]
+            return [
+                future.await_data({"image": i}, return_metadata=True, timeout=30)  # type: ignore[union-attr]
+                for i in range(count)
+            ]
 
-        def snapped(result: tuple[np.ndarray, Any]) -> None:
+        def snapped(frames: list[tuple[np.ndarray, Any]]) -> None:
             self._snapping = False
             if self.status.value.startswith("Snap"):
                 self.report("")
-            self._show("Snap", *result)
+            for frame, metadata in frames:
+                self._show(_layer_name("Snap", metadata, len(frames) > 1), frame, metadata)
 
         def failed(error: BaseException) -> None:
             self._snapping = False
@@ -373,7 +379,7 @@ class DevicesPanel(DockPanel):
         pixel = pixel_size_um(metadata)
         stage = stage_xy_um(metadata)
         corner = (0.0, 0.0) if stage is None else frame_corner_um(stage, frame.shape, pixel)
-        camera = getattr(self.camera, "name", None)
+        camera = name.partition(" ")[2] or getattr(self.camera, "name", None)
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = frame
@@ -397,11 +403,14 @@ class DevicesPanel(DockPanel):
             show_error("No camera (Detector) is registered")
             return
 
+        count = len(camera.cameras())  # frames per exposure
+        several = count > 1
+
         @thread_worker(ignore_errors=True)
         def live() -> Any:
             engine = ExecutionEngine.get_instance()
             engine.submit(StartContinuousCapture(detector=camera)).await_execution(10)  # type: ignore[union-attr]
-            last = 0.0
+            last: dict[str, float] = {}  # when each layer was last shown
             arrivals: collections.deque[float] = collections.deque()
             while True:
                 frame, metadata = camera.pop_data(timeout=0.05)
@@ -410,9 +419,10 @@ class DevicesPanel(DockPanel):
                     arrivals.append(now)
                 while arrivals and now - arrivals[0] > LIVE_RATE_WINDOW_S:
                     arrivals.popleft()
-                if frame is not None and now - last > 1 / 30:
-                    last = now
-                    yield frame, metadata, len(arrivals) / LIVE_RATE_WINDOW_S
+                name = _layer_name("Live", metadata, several)
+                if frame is not None and now - last.get(name, 0.0) > 1 / 30:
+                    last[name] = now
+                    yield name, frame, metadata, len(arrivals) / LIVE_RATE_WINDOW_S / count
                 else:
                     yield None
 
@@ -424,8 +434,8 @@ class DevicesPanel(DockPanel):
         self.live_button.text = "Stop live"
         worker.start()
 
-    def _show_live(self, frame: np.ndarray, metadata: Any, rate: float) -> None:
-        self._show("Live", frame, metadata)
+    def _show_live(self, name: str, frame: np.ndarray, metadata: Any, rate: float) -> None:
+        self._show(name, frame, metadata)
         self.status.value = f"Live: {rate:.1f} frames/s from {getattr(self.camera, 'name', '?')}"
         show_as_error(self.status, False)
 
@@ -440,3 +450,10 @@ class DevicesPanel(DockPanel):
             self.live_button.text = "Live"
 
         run_in_thread(stop, stopped, what="Stopping live")
+
+
+def _layer_name(kind: str, metadata: Any, several: bool) -> str:
+    """The layer Snap or Live (``kind``) shows a frame in: ``kind``, followed by the frame's camera
+    when the chosen camera drives several."""
+    camera = metadata.get("Camera") if several and isinstance(metadata, dict) else None
+    return f"{kind} {camera}" if camera else kind

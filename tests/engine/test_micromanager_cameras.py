@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 from pymmcore_plus import CMMCorePlus
 
@@ -20,40 +19,16 @@ from exengine.data import DataHandler
 from exengine.events import MultiDPlan, MultiDSettings, multi_d_acquisition_events
 from exengine.storage import NDTiffStorage
 from exengine.storage.ndtiff_reader import NDTiffReader
-
-#: Two DemoCameras behind a Multi Camera; Cam2 shows noise, Cam1 waves, so frames tell their camera.
-CONFIG = """\
-Device,Cam1,DemoCamera,DCam
-Device,Cam2,DemoCamera,DCam
-Device,Multi,Utilities,Multi Camera
-Device,Z,DemoCamera,DStage
-Property,Core,Initialize,1
-Property,Cam1,OnCameraCCDXSize,96
-Property,Cam1,OnCameraCCDYSize,64
-Property,Cam2,OnCameraCCDXSize,96
-Property,Cam2,OnCameraCCDYSize,64
-Property,Cam2,Mode,Noise
-Property,Multi,Physical Camera 1,Cam1
-Property,Multi,Physical Camera 2,Cam2
-Property,Core,Camera,Multi
-Property,Core,Focus,Z
-"""
+from micromanager_helpers import camera_of
 
 
 @pytest.fixture
-def mm(tmp_path):
-    path = tmp_path / "multi.cfg"
-    path.write_text(CONFIG)
+def mm(multi_camera_config):
     core = CMMCorePlus()
-    devices = load_micromanager(str(path), core=core)
+    devices = load_micromanager(str(multi_camera_config), core=core)
     devices["Multi"].exposure = 1.0
     yield devices
     core.unloadAllDevices()
-
-
-def camera_of(frame: np.ndarray) -> str:
-    """Which DemoCamera made ``frame``: Cam2's noise changes from pixel to pixel far more."""
-    return "Cam2" if np.abs(np.diff(frame.astype(float), axis=1)).mean() > 5 else "Cam1"
 
 
 def stored(storage: NDTiffStorage) -> list[dict]:
@@ -169,5 +144,20 @@ def test_a_multi_camera_without_its_cameras_wrapped_says_what_to_do(mm):
     multi = mm["Multi"]
     multi.set_property("Physical Camera 1", "Undefined")
     multi.set_property("Physical Camera 2", "Undefined")
-    with pytest.raises(ValueError, match="Physical Camera properties are all Undefined"):
+    with pytest.raises(ValueError, match="Physical Camera properties are all Undefined; set them"):
         multi.cameras()
+
+
+def test_a_multi_camera_of_one_camera_reads_it_without_a_camera_axis(mm, tmp_path):
+    mm["Multi"].set_property("Physical Camera 1", "Cam2")
+    mm["Multi"].set_property("Physical Camera 2", "Undefined")
+    assert mm["Multi"].cameras() == (mm["Cam2"],)
+    for sequence, name in ((None, "snapped"), ("t", "sequenced")):
+        storage = NDTiffStorage(tmp_path, name)
+        handler = DataHandler(storage)
+        settings = MultiDSettings.from_event_arguments(num_time_points=2, sequence=sequence)
+        Acquisition(MultiDPlan(settings, camera=mm["Multi"]), handler).start().await_execution(30)
+        handler.await_completion(30)
+        reader = NDTiffReader(storage.path)
+        assert reader.axes == {"time": [0, 1]}
+        assert camera_of(reader.read_frame({"time": 1})) == "Cam2"

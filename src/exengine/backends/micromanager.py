@@ -233,8 +233,11 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         if self._frame_count == 1 and core.getCameraDevice() == self._label:
             core.snapImage()
             exposure = core.getExposure(self._label)
-            for channel in range(core.getNumberOfCameraChannels()):
-                camera = core.getCameraChannelName(channel) if len(labels) > 1 else self._label
+            channels = core.getNumberOfCameraChannels()
+            names = labels  # a camera of one channel: its own label (or its one camera's)
+            if channels > 1:
+                names = tuple(core.getCameraChannelName(c) for c in range(channels))
+            for channel, camera in enumerate(names):
                 tags = {"Camera": camera, "Exposure-ms": exposure, "ElapsedTime-ms": 0.0}
                 self._images.keep(camera, core.getImage(channel), {**tags, "ImageNumber": 0})
             return
@@ -305,6 +308,8 @@ class MicroManagerMultiCamera(MicroManagerCamera):
     own :class:`MicroManagerCamera` (``cameras()``), so frames carry a ``camera`` axis; the physical
     cameras must be wrapped too (``load_micromanager`` wraps every camera)."""
 
+    _followers: tuple[MicroManagerCamera, ...] = ()  # the cameras of the capture armed
+
     @direct_access
     def physical_cameras(self) -> tuple[str, ...]:
         """The labels of the cameras it drives, in the order of its "Physical Camera" properties."""
@@ -316,6 +321,8 @@ class MicroManagerMultiCamera(MicroManagerCamera):
         return tuple(v for v in values if v and v != _UNDEFINED)
 
     def _labels(self) -> tuple[str, ...]:
+        if self._followers:
+            return tuple(camera._label for camera in self._followers)
         return self.physical_cameras()
 
     @direct_access
@@ -325,16 +332,18 @@ class MicroManagerMultiCamera(MicroManagerCamera):
         for device in ExecutionEngine.get_devices().values():
             if isinstance(device, MicroManagerCamera) and device._core is self._core:
                 wrapped.setdefault(device._label, device)
-        missing = [label for label in labels if label not in wrapped]
-        if missing or not labels:
+        if not labels:
             raise ValueError(
-                f"{self._label} drives no camera wrapped as a device "
-                f"({', '.join(missing) or 'its Physical Camera properties are all Undefined'}); "
-                "set them, and wrap every camera with load_micromanager"
+                f"{self._label} drives no camera: its Physical Camera properties are all "
+                f"{_UNDEFINED}; set them to the cameras' labels"
+            )
+        missing = [label for label in labels if label not in wrapped]
+        if missing:
+            raise ValueError(
+                f"{self._label}'s cameras {', '.join(missing)} are not wrapped as devices; wrap "
+                "every camera of the core with load_micromanager"
             )
         return tuple(wrapped[label] for label in labels)
-
-    _followers: tuple[MicroManagerCamera, ...] = ()
 
     def arm(self, frame_count: int | None = None) -> None:
         super().arm(frame_count)
