@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from exengine.storage.ndtiff_reader import NDTiffReader
+from micromanager_helpers import camera_of
 
 EXENGINE = [sys.executable, "-c", "from napari_exengine.exengine_script import console; console()"]
 
@@ -339,3 +340,33 @@ def test_acquire_with_a_micromanager_configuration_file(tmp_path, micromanager_c
     )
     assert result.returncode == 0, result.stderr
     assert NDTiffReader(tmp_path / "cfg_1").axes == {"time": [0, 1], "channel": ["DAPI", "FITC"]}
+
+
+@pytest.mark.parametrize("cameras", ["Multi", "Cam1,Cam2"], ids=["multi-camera", "two-cameras"])
+def test_acquire_with_micromanager_cameras_together(tmp_path, multi_camera_config, cameras):
+    """Micro-Manager's own demo adapters: its Multi Camera device, or two cameras named."""
+    result = run(
+        "acquire",
+        "--backend",
+        "micromanager",
+        "--mm-config",
+        str(multi_camera_config),
+        "--camera",
+        cameras,
+        "--time",
+        "4",
+        "--sequence",
+        "t",
+        "--exposure",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "pair",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "8 of 8 frames stored" in result.stdout
+    reader = NDTiffReader(tmp_path / "pair_1")
+    assert reader.axes == {"time": [0, 1, 2, 3], "camera": ["Cam1", "Cam2"]}
+    for camera in ("Cam1", "Cam2"):
+        assert camera_of(reader.read_frame({"time": 3, "camera": camera})) == camera
