@@ -17,7 +17,7 @@ from exengine.backends.micromanager import (
 )
 from exengine.data import DataHandler
 from exengine.events import MultiDPlan, MultiDSettings, multi_d_acquisition_events
-from exengine.storage import NDTiffStorage
+from exengine.storage import NDRAMStorage, NDTiffStorage
 from exengine.storage.ndtiff_reader import NDTiffReader
 from micromanager_helpers import camera_of
 
@@ -161,3 +161,20 @@ def test_a_multi_camera_of_one_camera_reads_it_without_a_camera_axis(mm, tmp_pat
         reader = NDTiffReader(storage.path)
         assert reader.axes == {"time": [0, 1]}
         assert camera_of(reader.read_frame({"time": 1})) == "Cam2"
+
+
+def test_a_core_reloaded_with_other_devices_still_delivers_frames(mm, tmp_path):
+    """What a capture of the unloaded cameras left behind does not stand in the way."""
+    core = mm["Multi"].core
+    settings = MultiDSettings.from_event_arguments(num_time_points=3, sequence="t")
+    first = Acquisition(MultiDPlan(settings, camera=mm["Multi"]), DataHandler(NDRAMStorage()))
+    first.start().await_execution(30)
+    core.unloadAllDevices()
+    core.loadDevice("Other", "DemoCamera", "DCam")
+    core.initializeAllDevices()
+    other = load_micromanager(core=core, prefix="again_")["again_Other"]
+    other.exposure = 1.0
+    handler = DataHandler(NDRAMStorage())
+    Acquisition(MultiDPlan(settings, camera=other), handler).start().await_execution(30)
+    handler.await_completion(30)
+    assert len(handler.storage) == 3

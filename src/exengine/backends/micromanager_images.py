@@ -47,13 +47,19 @@ class CoreImages:
             others = {
                 label
                 for label in self._reading - set(labels)
-                if self._kept.get(label) or self._core.isSequenceRunning(label)
+                if self._kept.get(label) or self._running(label)
             }
             for label in labels:
                 self._kept.pop(label, None)
             if not others:
                 self._core.clearCircularBuffer()
             self._reading = others | set(labels)
+
+    def _running(self, label: str) -> bool:
+        try:
+            return bool(self._core.isSequenceRunning(label))
+        except (RuntimeError, ValueError):  # unloaded since it captured
+            return False
 
     def keep(self, label: str, image: np.ndarray, metadata: dict[str, Any]) -> None:
         """Keep an image camera ``label`` took outside the circular buffer (a snap)."""
