@@ -13,6 +13,8 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
+
 from .device_types import Detector
 from .events._devices import resolve_device
 from .events.detector_events import ReadoutData, StartCapture, camera_names
@@ -29,7 +31,9 @@ __all__ = [
     "check_plan_settings",
     "field_of_view_um",
     "finite_number",
+    "frame_dtype",
     "frame_shape",
+    "one_camera",
     "resolve_device",
     "snap",
     "whole_number",
@@ -81,13 +85,31 @@ def snap(
     camera: Any, coords: Mapping[str, Any], data_handler: DataHandler | None = None
 ) -> Iterator[ExecutorEvent]:
     """The events of one frame from ``camera`` at ``coords`` (``data_handler`` ``None``: the
-    acquisition's); one from each camera, with a ``camera`` axis, when ``camera`` drives several."""
-    names = camera_names(camera)
-    frames = [DataCoordinates({**coords, "camera": name}) for name in names] or [
-        DataCoordinates(coords)
-    ]
+    acquisition's)."""
+    one_camera(camera)
     yield StartCapture(num_images=1, detector=camera)
-    yield ReadoutData(frames, detector=camera, data_handler=data_handler, num_images=len(frames))
+    yield ReadoutData(
+        [DataCoordinates(coords)], detector=camera, data_handler=data_handler, num_images=1
+    )
+
+
+def one_camera(camera: Any) -> None:
+    """Refuse (``ValueError``) several cameras, or a device that drives several (Micro-Manager's
+    Multi Camera), for a plan that reads its frames one at a time."""
+    names = camera_names(camera)
+    if names:
+        raise ValueError(
+            f"This plan takes its frames from one camera; {', '.join(names)} capture together: "
+            "choose one of them"
+        )
+
+
+def frame_dtype(camera: Any) -> np.dtype | None:
+    """The pixel type of a camera's frames from its ``bit_depth``; ``None`` when it has none."""
+    bits = getattr(camera, "bit_depth", None)
+    if not isinstance(bits, int) or isinstance(bits, bool):
+        return None
+    return np.dtype(np.uint8 if bits <= 8 else np.uint16)
 
 
 def frame_shape(camera: Any) -> tuple[int, int] | None:

@@ -31,6 +31,7 @@ from .plan_helpers import (
     PlanFunction,
     field_of_view_um,
     finite_number,
+    one_camera,
     resolve_device,
     snap,
     whole_number,
@@ -103,6 +104,7 @@ def _grid(
             f"most {MAX_TILES:,}"
         )
     overlap = finite_number(overlap, "overlap", 0.0, 0.9)
+    one_camera(camera)
     stage = resolve_device(xy_device, DoubleAxisPositioner, "xy stage")
     width, height = field_of_view_um(camera)
     step_x, step_y = width * (1 - overlap), height * (1 - overlap)
@@ -228,6 +230,7 @@ def acquire_until(
     reach the threshold before ``max_time_points`` (a signal that does not move, as the simulated
     microscope's while ``Light.bleaching`` is 0; ``give_up_after=0``: never gives up)."""
     threshold = finite_number(threshold, "threshold", 0.0)
+    one_camera(camera)
     limit = whole_number(max_time_points, "max_time_points")
     interval = finite_number(time_interval_s, "time_interval_s", 0.0)
     window = whole_number(give_up_after, "give_up_after", 0)

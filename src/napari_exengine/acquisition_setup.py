@@ -26,7 +26,7 @@ from exengine.acquisition import Acquisition, check_setting
 from exengine.acquisition_status import format_bytes
 from exengine.data import DataHandler, DataProcessor, DataStorage, PlannedData
 from exengine.events import MultiDPlan, MultiDSettings
-from exengine.plan_helpers import frame_shape
+from exengine.plan_helpers import frame_dtype, frame_shape
 from exengine.processors import ProcessorChain, fit_to_plan
 from exengine.resumed_plan import ResumedPlan
 from exengine.storage.store_url import is_store_url, refuse_credentials
@@ -188,7 +188,7 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
         if hasattr(plan, "validate"):
             plan.validate()
         shape = frame_shape(camera)
-        dtype = np.dtype(np.uint8 if getattr(camera, "bit_depth", 16) == 8 else np.uint16)
+        dtype = frame_dtype(camera)
         if request.resume is not None:
             plan = _resumed(request.resume, plan, shape, dtype)
         axis_sizes = dict(getattr(plan, "axis_sizes", {}) or {})
@@ -201,12 +201,12 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
         raise SetupError(str(e)) from None
     total = getattr(plan, "total_frames", None)
     height, width = shape or (512, 512)
-    frame_bytes = height * width * dtype.itemsize
+    frame_bytes = height * width * (2 if dtype is None else dtype.itemsize)
     planned = PlannedData(
         axis_sizes=axis_sizes,
         axis_values=dict(getattr(plan, "axis_values", {}) or {}),
         frame_shape=shape,
-        dtype=dtype.name,
+        dtype=None if dtype is None else dtype.name,
         pixel_size_um=_pixel_size_um(camera),
         summary_metadata=_summary(request, plan),
     )
@@ -224,7 +224,7 @@ def check_acquisition(request: AcquisitionRequest) -> CheckedAcquisition:
 
 # ------------------------------------------------------------------------------------ helpers
 def _resumed(
-    dataset: ResumableDataset, plan: Any, shape: tuple[int, ...] | None, dtype: np.dtype
+    dataset: ResumableDataset, plan: Any, shape: tuple[int, ...] | None, dtype: np.dtype | None
 ) -> ResumedPlan:
     """``plan`` without what ``dataset`` holds; refused when it is complete, when its frames would
     not match the camera's, or when it holds frames the plan does not make."""
@@ -234,7 +234,7 @@ def _resumed(
             f"{dataset.frame_shape[1]}x{dataset.frame_shape[0]}: set the camera's ROI and binning "
             "as they were"
         )
-    if dataset.dtype != dtype.name:
+    if dtype is not None and dataset.dtype != dtype.name:
         raise SetupError(
             f"The camera gives {dtype.name} frames, the dataset holds {dataset.dtype}: set the "
             "camera's bit depth as it was, or resume with the backend that made the dataset"

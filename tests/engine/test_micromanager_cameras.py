@@ -178,3 +178,97 @@ def test_a_core_reloaded_with_other_devices_still_delivers_frames(mm, tmp_path):
     Acquisition(MultiDPlan(settings, camera=other), handler).start().await_execution(30)
     handler.await_completion(30)
     assert len(handler.storage) == 3
+
+
+def test_a_continuous_capture_counts_what_a_full_circular_buffer_lost(mm, tmp_path):
+    """Past a full circular buffer a continuous capture goes on (the camera clears the buffer):
+    the gaps in each camera's image numbers are counted, with their coordinates."""
+    from exengine.events.detector_events import (
+        ReadoutData,
+        StartContinuousCapture,
+        StopCapture,
+    )
+
+    multi = mm["Multi"]
+    multi.core.setCircularBufferMemoryFootprint(1)  # MB: about 160 frames of 96x64 at 8 bit
+    multi.exposure = 0.0
+    storage = SlowNDTiff(tmp_path, "continuous")
+    handler = DataHandler(storage, memory_budget_bytes=64 * 96 * 4)
+    coords = [{"time": t, "camera": c} for t in range(300) for c in ("Cam2", "Cam1")]
+    events = [
+        StartContinuousCapture(multi),
+        ReadoutData(coords, detector=multi, num_images=len(coords)),
+        StopCapture(multi),
+    ]
+    acquisition = Acquisition(events, handler)
+    acquisition.start()
+    acquisition.await_completion(timeout=120)
+    handler.await_completion(30)
+    kept = [(c["time"], c["camera"]) for c in stored(storage)]
+    dropped = [(c["time"], c["camera"]) for c in acquisition.dropped_coordinates]
+    assert acquisition.frames_dropped == len(dropped) > 0
+    assert sorted(kept + dropped) == sorted((c["time"], c["camera"]) for c in coords)
+    check_every_frame_came_from_its_camera(storage.path, stored(storage))
+    reader = NDTiffReader(storage.path)
+    for time_point, camera in kept:  # each frame at its own coordinates: its image number
+        frame = {"time": time_point, "camera": camera}
+        assert reader.read_metadata(frame)["FrameIndex"] == time_point
+
+
+def test_a_camera_captures_as_the_cores_camera_or_beside_one_like_it(mm, tmp_path):
+    """The core reads every image with its current camera's size and pixel type: a camera alone
+    becomes the current camera; beside another, it must give images like the current one's."""
+    mm["Cam1"].set_property("Binning", 2)
+    settings = MultiDSettings.from_event_arguments(num_time_points=2)
+    handler = DataHandler(NDRAMStorage())
+    Acquisition(MultiDPlan(settings, camera=mm["Cam1"]), handler).start().await_execution(30)
+    handler.await_completion(30)
+    assert mm["Cam1"].core.getCameraDevice() == "Cam1"
+    assert handler.storage.get_data({"time": 1}).shape == (64 // 2, 96 // 2)
+    pair = MultiDPlan(settings, camera=[mm["Cam1"], mm["Cam2"]])
+    future = Acquisition(pair, DataHandler(NDRAMStorage())).start()
+    with pytest.raises(Exception, match=r"Cam2 gives 96x64 .* Cam1, Micro-Manager's current"):
+        future.await_execution(30)
+
+
+def test_frames_go_to_the_camera_their_coordinates_name(mm, tmp_path):
+    """A Multi Camera's cameras swapped after the plan was made still store each frame at its own
+    camera; a camera taken away is refused, not stored under another's name."""
+    multi = mm["Multi"]
+    settings = MultiDSettings.from_event_arguments(num_time_points=3, sequence="t")
+    plan = MultiDPlan(settings, camera=multi)
+    multi.set_property("Physical Camera 1", "Cam2")
+    multi.set_property("Physical Camera 2", "Cam1")
+    storage = NDTiffStorage(tmp_path, "swapped")
+    handler = DataHandler(storage)
+    Acquisition(plan, handler).start().await_execution(30)
+    handler.await_completion(30)
+    check_every_frame_came_from_its_camera(storage.path, stored(storage))
+    assert len(stored(storage)) == 6
+    plan = MultiDPlan(settings, camera=multi)
+    multi.set_property("Physical Camera 2", "Undefined")
+    future = Acquisition(plan, DataHandler(NDRAMStorage())).start()
+    with pytest.raises(Exception, match="planned for camera 'Cam1', but the cameras capturing"):
+        future.await_execution(30)
+
+
+def test_cameras_that_would_capture_twice_or_differ_are_refused_clearly(mm):
+    from exengine.events import StartCapture
+
+    settings = MultiDSettings.from_event_arguments(num_time_points=2)
+    with pytest.raises(ValueError, match=r"Cam1 would capture twice: Multi \(drives Cam1, Cam2\)"):
+        MultiDPlan(settings, camera=[mm["Multi"], mm["Cam1"]])
+    with pytest.raises(ValueError, match="Cam1 would capture twice"):
+        StartCapture(num_images=1, detector=[mm["Multi"], mm["Cam1"]]).execute()
+    mm["Cam2"].set_property("Binning", 2)
+    with pytest.raises(ValueError, match="must give images of one size and pixel type"):
+        mm["Multi"].arm(3)
+
+
+def test_plans_that_read_frames_one_at_a_time_take_one_camera(mm):
+    from exengine.plans import acquire_until, grid_scan
+
+    with pytest.raises(ValueError, match="takes its frames from one camera; Cam1, Cam2 capture"):
+        acquire_until(0.5, camera=mm["Multi"])
+    with pytest.raises(ValueError, match="takes its frames from one camera"):
+        grid_scan(2, 2, camera=mm["Multi"], xy_device="nothing")

@@ -40,9 +40,10 @@ class CoreImages:
                 images = _BY_CORE[core] = cls(core)
             return images
 
-    def begin(self, labels: Collection[str]) -> None:
+    def begin(self, labels: Collection[str]) -> set[str]:
         """Cameras ``labels`` start a capture: what was kept for them is forgotten, and the circular
-        buffer emptied unless another camera's images are in it or on their way."""
+        buffer emptied unless another camera's images are in it or on their way; returns the other
+        cameras still capturing (or whose images wait)."""
         with self._lock:
             others = {
                 label
@@ -54,6 +55,7 @@ class CoreImages:
             if not others:
                 self._core.clearCircularBuffer()
             self._reading = others | set(labels)
+            return others
 
     def _running(self, label: str) -> bool:
         try:

@@ -166,6 +166,7 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
             coords = next(coordinates, None)
             if coords is None or remaining == 0:
                 break
+            _check_camera(coords, detector, [detector])
             self.put_data(coords, image, metadata)
             read += 1
             remaining = None if remaining is None else remaining - 1
@@ -263,6 +264,7 @@ class _SeveralDetectors:
     def __init__(self, readout: ReadoutData, detectors: list[Detector]) -> None:
         count = len(detectors)
         self.readout, self.detectors = readout, detectors
+        self.index = {detector.name: i for i, detector in enumerate(detectors)}
         self.captures = [_capture_of(detector) for detector in detectors]
         self.quota = None if readout.num_blocks is None else readout.num_blocks // count
         self.coordinates = iter(readout.data_coordinate_iterator)
@@ -273,12 +275,19 @@ class _SeveralDetectors:
         self.stopped = False  # stopped: the detectors were told to stop
 
     def coordinates_of(self, i: int) -> Any:
-        """Detector ``i``'s next coordinates (``None``: the iterator ended)."""
+        """Detector ``i``'s next coordinates (``None``: the iterator ended): coordinates that name
+        a ``camera`` go to that camera, others to each in turn."""
         while not self.pending[i]:
             coords = next(self.coordinates, None)
             if coords is None:
                 return None
-            self.pending[self.handed % len(self.detectors)].append(coords)
+            name = _camera_named(coords)
+            if name is None:
+                self.pending[self.handed % len(self.detectors)].append(coords)
+            elif name in self.index:
+                self.pending[self.index[name]].append(coords)
+            else:
+                _check_camera(coords, None, self.detectors)
             self.handed += 1
         return self.pending[i].popleft()
 
@@ -384,6 +393,26 @@ class _SeveralDetectors:
         time.sleep(0.0005)
 
 
+def _camera_named(coords: Any) -> Any:
+    """The ``camera`` the coordinates name (``None``: none)."""
+    get = getattr(coords, "get", None)
+    return None if get is None else get("camera")
+
+
+def _check_camera(coords: Any, detector: Detector | None, cameras: list[Detector]) -> None:
+    """Refuse coordinates that name a ``camera`` other than ``detector``, which read the frame
+    (``None``: none of ``cameras`` is the one named)."""
+    name = _camera_named(coords)
+    if name is None or (detector is not None and name == detector.name):
+        return
+    names = ", ".join(camera.name for camera in cameras)
+    raise ValueError(
+        f"The frame at {dict(coords)} is planned for camera {name!r}, but the cameras capturing "
+        f"are {names}: the plan was made for other cameras (were a Multi Camera's cameras "
+        "changed after the plan was made?)"
+    )
+
+
 class StartCapture(ExecutorEvent):
     """Arm a detector (or several: all are armed, then all started) for ``num_images`` (alias
     ``num_blocks``) frames each and start it."""
@@ -421,8 +450,8 @@ def cameras_of(detectors: list[Detector]) -> list[Detector]:
     drives several cameras together stands for them: ``Detector.cameras``)."""
     cameras = [camera for detector in detectors for camera in detector.cameras()]
     if len({id(camera) for camera in cameras}) != len(cameras):
-        names = ", ".join(camera.name for camera in cameras)
-        raise ValueError(f"A camera is named twice among the cameras capturing together: {names}")
+        camera_names(detectors)  # raises, saying which
+        raise ValueError(f"A camera would capture twice: {', '.join(c.name for c in cameras)}")
     return cameras
 
 
@@ -431,17 +460,26 @@ def camera_names(detector: Detectors) -> list[str]:
     together): the names of the cameras whose frames they deliver when there are several, else
     none. A name not registered (yet) stands for one camera."""
     names: list[str] = []
+    given: list[str] = []  # what each item stands for, to say which camera is named twice
     for item in _as_list(detector):
         if isinstance(item, str) and item not in ExecutionEngine.get_devices():
             names.append(item)
+            given.append(item)
             continue
         try:
             found = resolve_device(item, Detector, "camera")
         except ValueError:  # None, and not exactly one detector registered
             return []
-        names += [camera.name for camera in found.cameras()]
-    if len(set(names)) != len(names):
-        raise ValueError(f"camera must list distinct cameras (or their names), got {names}")
+        cameras = [camera.name for camera in found.cameras()]
+        names += cameras
+        drives = ", ".join(c for c in cameras if c != found.name)
+        given.append(f"{found.name} (drives {drives})" if drives else found.name)
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(
+            f"Each camera captures once at a time, but {', '.join(twice)} would capture twice: "
+            f"{', '.join(given)}"
+        )
     return names if len(names) > 1 else []
 
 
@@ -452,6 +490,7 @@ def _as_list(detector: Detectors) -> list[Detector | str | None]:
 def _arm_and_start(detectors: list[Detector], frame_count: int | None) -> None:
     """Arm every detector, then start them (so that a shared trigger catches them all); stop
     them again if any fails. Each starts a new capture for the readouts' drop counting."""
+    cameras_of(detectors)  # each camera once
     try:
         for detector in detectors:
             detector.arm(frame_count)
