@@ -27,5 +27,6 @@ Property,Core,Focus,Z
 
 def camera_of(frame: np.ndarray) -> str:
     """Which camera of :data:`MULTI_CAMERA_CONFIG` took ``frame``: Cam2's noise changes from pixel
-    to pixel far more than Cam1's waves."""
+    to pixel far more than Cam1's waves (at exposures of a few ms: from about 20 ms Cam2's noise
+    saturates)."""
     return "Cam2" if np.abs(np.diff(frame.astype(float), axis=1)).mean() > 5 else "Cam1"

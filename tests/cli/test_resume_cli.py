@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from exengine.storage.ndtiff_reader import INDEX_NAME, NDTiffReader
 from exengine.storage.omezarr_reader import OMEZarrDataset
+from micromanager_helpers import camera_of
 
 EXENGINE = [sys.executable, "-c", "from napari_exengine.exengine_script import console; console()"]
 #: 4 time points 0.3 s apart, 2 channels, 3 z planes: 24 frames in about 1.5 s.
@@ -285,3 +286,50 @@ def test_datasets_that_do_not_match_their_plan_are_refused(tmp_path, change, rea
     result = run("acquire", "--resume", storage.path)
     assert result.returncode == 2, result.stderr
     assert reason.replace("'Processors'", "Processors") in result.stderr.replace("'", "")
+
+
+def test_a_multi_camera_run_killed_then_resumed(tmp_path, multi_camera_config):
+    """Micro-Manager's own demo adapters: a Multi Camera of two 8-bit cameras, killed mid-run."""
+    process = subprocess.Popen(
+        [
+            *EXENGINE,
+            "acquire",
+            "--backend",
+            "micromanager",
+            "--mm-config",
+            str(multi_camera_config),
+            "--camera",
+            "Multi",
+            "--exposure",
+            "1",
+            "--time",
+            "8",
+            "--interval",
+            "0.3",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "pair",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while "running:" not in process.stdout.readline():
+        assert process.poll() is None, process.stderr.read()
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    path = tmp_path / "pair_1"
+    before = frames(path)
+    assert 0 < len(before) < 16
+    result = run("acquire", "--resume", str(path))
+    assert result.returncode == 0, result.stderr
+    after = frames(path)
+    assert {k: after[k] for k in before} == before
+    keys = [json.dumps(k, sort_keys=True) for k in index_keys(path)]
+    assert len(keys) == len(set(keys)) == 16
+    reader = NDTiffReader(path)
+    assert reader.axes == {"time": list(range(8)), "camera": ["Cam1", "Cam2"]}
+    for coords in reader.coordinates():
+        assert camera_of(reader.read_frame(coords)) == coords["camera"], coords
