@@ -76,12 +76,13 @@ class ReadoutData(Stoppable, Abortable, DataProducing, ExecutorEvent):
     or until stopped: then it still takes the frames already in the detector's buffer and the
     one it was capturing (an abort drops them). ``detector`` is a ``Detector``, its registered
     name, or ``None`` for the only one; several, or one that drives several cameras
-    (``Detector.cameras()``), are read camera by camera, the k-th coordinates going to the (k
-    mod n)-th camera. ``stop_on_empty`` ends the readout when the detector has stopped and its
-    buffer is empty. ``frame_timeout_s`` (default 30 s; None waits forever) raises
-    ``TimeoutError`` when the detector delivers no frame for that long. Frames the detector
-    dropped (its buffer was full; told by gaps in the frames' ``FrameIndex`` and by its
-    ``frames_dropped``) are skipped with their coordinates and counted in ``frames_dropped``.
+    (``Detector.cameras()``), are read camera by camera: coordinates that name a ``camera`` go
+    to that camera, others to each camera in turn. ``stop_on_empty`` ends the readout when the
+    detector has stopped and its buffer is empty. ``frame_timeout_s`` (default 30 s; None waits
+    forever) raises ``TimeoutError`` when the detector delivers no frame for that long. Frames
+    the detector dropped (its buffer was full; told by gaps in the frames' ``FrameIndex`` and by
+    its ``frames_dropped``) are skipped with their coordinates and counted in
+    ``frames_dropped``.
     """
 
     notification_types = [DataAcquiredNotification]
