@@ -275,3 +275,22 @@ def test_loading_micromanager_devices_keeps_the_root_loggers_level():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.stdout.strip().splitlines()[-1] == str(logging.WARNING), result.stderr
+
+
+def test_a_channel_property_the_device_does_not_have_is_refused_before_running(mm):
+    """Setting it would only add an attribute: the channel would never change."""
+    from exengine.events import multi_d_acquisition_plan
+    from exengine.plan_helpers import PlanError
+
+    def plan(**property_name):
+        return multi_d_acquisition_plan(
+            1,
+            channels=["DAPI", "FITC"],
+            channel_group=mm["Channel"],
+            camera=mm["Camera"],
+            **property_name,
+        )
+
+    with pytest.raises(PlanError, match="Channel has no property 'channel'; its properties: conf"):
+        plan().validate()
+    plan(channel_property="config").validate()

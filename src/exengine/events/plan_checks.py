@@ -73,9 +73,15 @@ def whole_number(value: Any, name: str, minimum: int = 1) -> int:
 
 def check_setting(device: Device, prop: str, value: Any) -> None:
     """Raise :class:`PlanError` when ``device.prop = value`` is refused by what the device declares:
-    a read-only property, a value outside the allowed values or the limits, a number that is not
-    finite."""
+    a property it does not have, a read-only property, a value outside the allowed values or the
+    limits, a number that is not finite."""
     where = f"{device.name}.{prop}"
+    names = device.get_property_names()
+    if prop not in names and not isinstance(getattr(type(device), prop, None), property):
+        # setting it would only make a new attribute: the device would not change
+        raise PlanError(
+            f"{device.name} has no property {prop!r}; its properties: {', '.join(names)}"
+        )
     if device.is_property_read_only(prop):
         raise PlanError(f"{where} is read-only")
     allowed = device.get_allowed_property_values(prop)
