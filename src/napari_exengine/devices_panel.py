@@ -403,7 +403,11 @@ class DevicesPanel(DockPanel):
             show_error("No camera (Detector) is registered")
             return
 
-        count = len(camera.cameras())  # frames per exposure
+        try:
+            count = len(camera.cameras())  # frames per exposure
+        except ValueError as e:  # a Multi Camera without its cameras
+            self._fail(f"Live failed: {e}")
+            return
         several = count > 1
 
         @thread_worker(ignore_errors=True)

@@ -61,3 +61,18 @@ def test_snap_and_live_show_each_camera_of_a_multi_camera(gui_viewer, qtbot, mul
     qtbot.waitUntil(lambda: panel.live_button.text == "Live", timeout=10000)
     for camera in ("Cam1", "Cam2"):
         assert camera_of(gui_viewer.layers[f"Live {camera}"].data) == camera
+
+
+def test_snap_and_live_of_a_multi_camera_without_cameras_say_why(
+    gui_viewer, qtbot, multi_camera_config
+):
+    panel, multi = load_multi_camera(gui_viewer, qtbot, multi_camera_config)
+    for number in (1, 2):
+        multi.set_property(f"Physical Camera {number}", "Undefined")
+    panel.camera_choice.reset_choices()
+    panel.camera_choice.value = multi
+    panel.snap()
+    qtbot.waitUntil(lambda: panel.status.value.startswith("Snap failed"), timeout=10000)
+    assert "Physical Camera properties are all Undefined" in panel.status.value
+    panel.toggle_live()
+    assert panel.status.value.startswith("Live failed") and panel.live_button.text == "Live"
