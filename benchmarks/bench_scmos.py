@@ -395,6 +395,7 @@ def report_paced(
             f"{config.label:46} {_med(rows, 'ratio'):6.3f} {config.target:7.2f} "
             f"{max(r['dropped'] for r in rows):8d} {stored:>10} {delay:>14} {gui:>5} {rss:>22}"
         )
+        print(f"{'  each run, in order':46} " + " ".join(f"{r['ratio']:.3f}" for r in rows))
         reference = raw.pop(replace(config, shown=False, target=0.0), None)
         if reference:
             stored = f"{min(r['stored'] for r in reference)}/{reference[0]['planned']}"
@@ -420,9 +421,10 @@ def report_storage(results: dict[tuple[str, str], list[float]]) -> None:
     for (where, backend), rows in results.items():
         if backend == "raw":
             continue
-        raw = statistics.median(results[(where, "raw")])
-        ours = statistics.median(rows)
-        print(f"{where:6} {backend:10} {ours:8.0f} {raw:9.0f} {ours / raw:6.2f}")
+        raws = results[(where, "raw")]
+        raw, ours = statistics.median(raws), statistics.median(rows)
+        each = " ".join(f"{o / r:.2f}" for o, r in zip(rows, raws, strict=False))
+        print(f"{where:6} {backend:10} {ours:8.0f} {raw:9.0f} {ours / raw:6.2f}   each run: {each}")
 
 
 def report_peer(results: dict[tuple[int, float, int], dict[str, list[dict[str, Any]]]]) -> None:
