@@ -369,6 +369,19 @@ def write_handler(root: str, frames: list[np.ndarray], backend: str) -> float:
     return STORAGE_FRAMES * frames[0].nbytes / MB / seconds
 
 
+def _warn_of_leftovers(root: str) -> None:
+    """Say when ``root`` (tmpfs: RAM) already holds files, such as the scratch folders of killed
+    runs: this run has that much less memory (6.5 GB of them made 100 f/s fall to 0.6-0.75)."""
+    held = sum(
+        os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(root)
+        for name in names
+        if os.path.isfile(os.path.join(folder, name))
+    )
+    if held > 256 * MB:
+        print(f"Warning: {root} already holds {held / 1024**3:.1f} GB; delete what no run uses")
+
+
 # ------------------------------------------------------------------------------------------ report
 def _med(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
@@ -473,6 +486,7 @@ def main() -> None:
     peer_runs = [(side, rate, frames // scale) for side, rate, frames in PEER]
     peer_results = {key: {"shown": [], "headless": []} for key in peer_runs}
     load_start = os.getloadavg()
+    _warn_of_leftovers("/dev/shm")
     try:
         run_paced(Paced(512, 100, 100, True, 0), ram, viewer, microscope)  # warm-up, unmeasured
         raw_configs = {replace(c, shown=False, target=0.0) for c in configs}
