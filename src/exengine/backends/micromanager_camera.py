@@ -4,6 +4,7 @@ Multi Camera device (Utilities), whose cameras capture together as one."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -110,7 +111,7 @@ class MicroManagerCamera(MicroManagerDevice, Detector):
         """Refuse to capture beside ``current``, the core's current camera, with images of another
         size or pixel type: the core reads every image with its current camera's."""
         mine, theirs = self._geometry(self._label), self._geometry(current)
-        if mine[:2] != theirs[:2] or (mine[2] and theirs[2] and mine[2] != theirs[2]):
+        if not _alike([mine, theirs]):
             raise ValueError(
                 f"{self._label} gives {_described(mine)} images, {current}, Micro-Manager's "
                 f"current camera, {_described(theirs)}: the core reads every camera's images with "
@@ -246,10 +247,7 @@ class MicroManagerMultiCamera(MicroManagerCamera):
     def arm(self, frame_count: int | None = None) -> None:
         cameras: tuple[MicroManagerCamera, ...] = self.cameras()  # type: ignore[assignment]
         sizes = {label: self._geometry(label) for label in (c._label for c in cameras)}
-        if (
-            len({size[:2] for size in sizes.values()}) > 1
-            or len({size[2] for size in sizes.values() if size[2]}) > 1
-        ):
+        if not _alike(sizes.values()):
             described = ", ".join(f"{label} {_described(size)}" for label, size in sizes.items())
             raise ValueError(
                 f"The cameras of {self._label} must give images of one size and pixel type, got "
@@ -269,6 +267,14 @@ class MicroManagerMultiCamera(MicroManagerCamera):
         super().stop()
         for camera in self._followers:
             camera._started = False
+
+
+def _alike(geometries: Iterable[tuple[Any, ...]]) -> bool:
+    """Whether images of these geometries (``_geometry``) have one size and one pixel type (the
+    pixel types that are known)."""
+    geometries = list(geometries)
+    sizes = {geometry[:2] for geometry in geometries}
+    return len(sizes) == 1 and len({g[2] for g in geometries if g[2]}) <= 1
 
 
 def _described(geometry: tuple[Any, ...]) -> str:

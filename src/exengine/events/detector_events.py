@@ -491,12 +491,12 @@ def _as_list(detector: Detectors) -> list[Detector | str | None]:
 def _arm_and_start(detectors: list[Detector], frame_count: int | None) -> None:
     """Arm every detector, then start them (so that a shared trigger catches them all); stop
     them again if any fails. Each starts a new capture for the readouts' drop counting."""
-    cameras_of(detectors)  # each camera once
+    cameras = cameras_of(detectors)  # each camera once
     try:
         for detector in detectors:
             detector.arm(frame_count)
-            for camera in {detector, *detector.cameras()}:
-                _CAPTURES[camera] = _Capture()
+        for capturing in {*detectors, *cameras}:
+            _CAPTURES[capturing] = _Capture()
         for detector in detectors:
             detector.start()
     except BaseException:
