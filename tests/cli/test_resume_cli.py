@@ -105,7 +105,9 @@ def uninterrupted(tmp_path_factory):
     return NDTiffReader(out / "whole_1")
 
 
-def check_resumed_like_uninterrupted(path, before, uninterrupted):
+def resume_and_check(path, before):
+    """Resume the dataset at ``path`` that held ``before`` (``frames``); the frames it held are
+    untouched and no coordinates are stored twice. Returns its frames after."""
     result = run("acquire", "--resume", str(path))
     assert result.returncode == 0, result.stderr
     count = len(before)
@@ -115,6 +117,11 @@ def check_resumed_like_uninterrupted(path, before, uninterrupted):
     assert {k: after[k] for k in before} == before  # untouched
     keys = [json.dumps(k, sort_keys=True) for k in index_keys(path)]
     assert len(keys) == len(set(keys))  # no duplicates
+    return after
+
+
+def check_resumed_like_uninterrupted(path, before, uninterrupted):
+    after = resume_and_check(path, before)
     expected = {json.dumps(c, sort_keys=True) for c in uninterrupted.coordinates()}
     assert set(after) == expected  # no gaps
     reader = open_dataset(path)
@@ -323,12 +330,8 @@ def test_a_multi_camera_run_killed_then_resumed(tmp_path, multi_camera_config):
     path = tmp_path / "pair_1"
     before = frames(path)
     assert 0 < len(before) < 16
-    result = run("acquire", "--resume", str(path))
-    assert result.returncode == 0, result.stderr
-    after = frames(path)
-    assert {k: after[k] for k in before} == before
-    keys = [json.dumps(k, sort_keys=True) for k in index_keys(path)]
-    assert len(keys) == len(set(keys)) == 16
+    after = resume_and_check(path, before)
+    assert len(index_keys(path)) == len(after) == 16
     reader = NDTiffReader(path)
     assert reader.axes == {"time": list(range(8)), "camera": ["Cam1", "Cam2"]}
     for coords in reader.coordinates():
