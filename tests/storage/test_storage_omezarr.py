@@ -185,6 +185,83 @@ def test_sigkill_mid_run_leaves_a_dataset_that_opens_with_every_stored_frame(
     )
 
 
+CRASH_HANDLER = """
+import sys
+import numpy as np
+from exengine import ExecutionEngine
+from exengine.data import DataHandler
+from exengine.notifications import DataStoredNotification
+from exengine.storage import OMEZarrStorage
+storage = OMEZarrStorage(sys.argv[1], "crash")
+print(storage.path, flush=True)
+ExecutionEngine.get_instance().subscribe_to_notifications(
+    lambda n: print(n.payload["time"], flush=True), DataStoredNotification
+)
+handler = DataHandler(storage)
+for t in range(100000):
+    handler.put({"time": t}, np.full((256, 256), 1 + t % 60000, np.uint16), {"t": t})
+"""
+
+
+def test_sigkill_while_a_handler_writes_frames_at_once_keeps_every_frame_reported_stored(
+    tmp_path, sigkill_after_lines
+):
+    lines = sigkill_after_lines(CRASH_HANDLER, str(tmp_path), lines=60)
+    path, stored = lines[0], [int(line) for line in lines[1:]]
+    dataset = OMEZarrDataset(path)
+    listed = {dict(c)["time"] for c in dataset.coordinates()}
+    assert set(stored) <= listed
+    for t in listed:  # every listed frame whole, with its own metadata
+        frame_read = dataset.read_frame({"time": t})
+        assert frame_read.shape == (256, 256) and (frame_read == 1 + t).all()
+        assert dataset.read_metadata({"time": t}) == {"t": t}
+
+
+def test_a_handler_writes_two_local_frames_at_once(tmp_path, monkeypatch):
+    """Locally, chunks are files of their own: a ``DataHandler`` keeps two writes going (the first
+    chunk write waits here until a second one has started; one at a time, it would time out)."""
+    from exengine.storage import omezarr, omezarr_local
+
+    both_started = threading.Barrier(2, timeout=20)
+    at_once, most = [0], [0]
+    lock = threading.Lock()
+
+    def write_chunk_file(target: str, data: np.ndarray) -> None:
+        with lock:
+            at_once[0] += 1
+            most[0] = max(most[0], at_once[0])
+        try:
+            if data[0, 0] in (1, 11):  # frames 0 and 1
+                both_started.wait()
+            omezarr_local.write_chunk_file(target, data)
+        finally:
+            with lock:
+                at_once[0] -= 1
+
+    monkeypatch.setattr(omezarr, "write_chunk_file", write_chunk_file)
+    storage = OMEZarrStorage(tmp_path, "pair")
+    assert storage.max_writes_in_flight == 2
+    handler = DataHandler(storage)
+    for t in range(20):
+        handler.put({"time": t}, frame(t), {"t": t}, timeout=30)
+    handler.await_completion(60)
+    assert most[0] == 2 and handler.frames_stored == 20
+    assert_readable(
+        storage.path, [{"time": t} for t in range(20)], {t: 1 + 10 * t for t in range(20)}
+    )
+    with open(os.path.join(storage.path, "frame_metadata.jsonl")) as f:
+        assert sorted(json.loads(line)["metadata"]["t"] for line in f) == list(range(20))
+
+    one = OMEZarrStorage(tmp_path, "one", writes_in_flight=1)
+    assert one.max_writes_in_flight == 1
+    most[0] = 0
+    handler = DataHandler(one)
+    for t in range(2, 6):
+        handler.put({"time": t}, frame(t), {"t": t}, timeout=30)
+    handler.await_completion(60)
+    assert most[0] == 1 and len(one) == 4
+
+
 def test_dataset_reader_opens_other_ome_zarr_images(tmp_path):
     """An NGFF image written by zarr alone (no exengine records): indexed axes, omero channel
     labels."""

@@ -10,7 +10,8 @@ otherwise they grow while acquiring. ``finish`` gives every image the acquired e
 
 Locally, a chunk is written through a temporary file renamed into place (complete or absent, also
 on a full disk) and records are appended to ``frame_metadata.jsonl`` (a record that cannot be
-written whole is cut off, with its chunk). In a store (obstore, or s3fs with ``store="fsspec"``),
+written whole is cut off, with its chunk); a ``DataHandler`` writes ``writes_in_flight`` frames at
+once (``omezarr_local``). In a store (obstore, or s3fs with ``store="fsspec"``),
 a frame's chunk is written, then its record (``frame_metadata/<n>.json``); the frame is reported
 stored once both are there, and up to ``writes_in_flight`` frames are in flight (``start_put``).
 Credentials: ``storage_options``, else the ``AWS_*`` variables and files. A new dataset claims the
@@ -27,6 +28,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +37,6 @@ import numpy as np
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ..kernel.data_storage_base import PlannedData
 from ._frames import FrameStorage
-from .dataset_lock import lock_for_writing
 from .ndtiff_reader import positive_number
 from .omezarr_attributes import (
     NGFF_ORDER,
@@ -48,6 +49,7 @@ from .omezarr_attributes import (
     image_name,
     series_documents,
 )
+from .omezarr_local import LOCAL_WRITES_IN_FLIGHT, RecordFile, write_chunk_file
 from .omezarr_reader import RECORD_PREFIX, RECORDS
 from .omezarr_store import (
     DEFAULT_TIMEOUT_S,
@@ -115,10 +117,10 @@ class OMEZarrStorage(FrameStorage):
     ``directory`` is a folder or a store URL (``s3://bucket/prefix``). Chunks are uncompressed
     unless ``compress`` (zarr's default codec, zstd), which saves space at about half the write
     speed. ``storage_options`` (a mapping or a JSON object) and ``store`` (``"obstore"`` or
-    ``"fsspec"``) apply to store URLs; ``timeout_s`` bounds each frame's write to a store, and
-    ``writes_in_flight`` is how many frames a ``DataHandler`` writes to a store at once
-    (``start_put``). The y and x scale is ``pixel_size_um``, else the plan's pixel size
-    (``prepare``), else the first frame's ``PixelSizeUm`` metadata, else 1 µm.
+    ``"fsspec"``) apply to store URLs; ``timeout_s`` bounds each frame's write to a store.
+    ``writes_in_flight`` is how many frames a ``DataHandler`` writes at once (``start_put``): by
+    default 32 to a store, 2 to a local folder. The y and x scale is ``pixel_size_um``, else the
+    plan's pixel size (``prepare``), else the first frame's ``PixelSizeUm`` metadata, else 1 µm.
     """
 
     accepts_store_urls = True
@@ -133,7 +135,7 @@ class OMEZarrStorage(FrameStorage):
         storage_options: Any = None,
         store: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        writes_in_flight: int = DEFAULT_WRITES_IN_FLIGHT,
+        writes_in_flight: int | None = None,
     ) -> None:
         super().__init__(summary_metadata)
         location = os.fspath(directory)
@@ -142,8 +144,9 @@ class OMEZarrStorage(FrameStorage):
             raise ValueError(f"name must be a plain folder name, got {name!r}")
         if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        if isinstance(writes_in_flight, bool) or not (
-            isinstance(writes_in_flight, int) and writes_in_flight >= 1
+        if writes_in_flight is not None and (
+            isinstance(writes_in_flight, bool)
+            or not (isinstance(writes_in_flight, int) and writes_in_flight >= 1)
         ):
             raise ValueError(
                 f"writes_in_flight must be a whole number >= 1, got {writes_in_flight!r}"
@@ -159,9 +162,12 @@ class OMEZarrStorage(FrameStorage):
             self._group = self._run(
                 zarr.api.asynchronous.open_group(store=self._store, mode="r+", zarr_format=3)
             )
-            self.max_writes_in_flight = writes_in_flight
+            self.max_writes_in_flight = writes_in_flight or DEFAULT_WRITES_IN_FLIGHT
             self._records = RecordObjects(
-                self._store, RECORD_PREFIX, self._timeout, max(1, writes_in_flight - CHUNKS_AT_ONCE)
+                self._store,
+                RECORD_PREFIX,
+                self._timeout,
+                max(1, self.max_writes_in_flight - CHUNKS_AT_ONCE),
             )
         else:
             if store not in (None, "") or options_dict(storage_options):
@@ -174,10 +180,14 @@ class OMEZarrStorage(FrameStorage):
             self._group = self._run(
                 zarr.api.asynchronous.open_group(store=self.path, mode="w-", zarr_format=3)
             )
-            self._records_fd = os.open(
-                os.path.join(self.path, RECORDS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666
-            )
-            lock_for_writing(self._records_fd, self.path)
+            self._write_locally(writes_in_flight or LOCAL_WRITES_IN_FLIGHT)
+
+    def _write_locally(self, writes_in_flight: int) -> None:
+        """Write to the local folder ``self.path``: records appended to its ``frame_metadata.jsonl``
+        (locked while writing), up to ``writes_in_flight`` frames at once."""
+        self._record_file = RecordFile(os.path.join(self.path, RECORDS), self.path)
+        self.max_writes_in_flight = writes_in_flight
+        self._chunk_writers = ThreadPoolExecutor(writes_in_flight, "omezarr-chunks")
 
     def _empty(self, pixel_size_um: float | None, compressors: Any, timeout_s: float) -> None:
         """The state of a dataset without frames (one reopened to resume then reads its own).
@@ -198,8 +208,8 @@ class OMEZarrStorage(FrameStorage):
         self._values: dict[str, list[Any]] = {}
         self._by_group: dict[str, _Image] = {}  # the images by group (frames' records name it)
         self._labelled: dict[str, bool] = {}  # per axis: labels (True) or indices (False)
-        self._records_fd: int | None = None
-        self._records_size = 0
+        self._record_file: RecordFile | None = None  # locally
+        self._chunk_writers: ThreadPoolExecutor | None = None  # locally, for start_put
         self._chunk_slots: asyncio.Semaphore | None = None
         self._writing: set[DataCoordinates] = set()  # frames being written to the store
         self._idle = threading.Condition()
@@ -261,12 +271,9 @@ class OMEZarrStorage(FrameStorage):
         metadata: Any,
         on_done: Callable[[BaseException | None], None],
     ) -> None:
-        """In a store: start the frame's writes on zarr's I/O loop and return; ``on_done`` is called
-        from that loop once its chunk and its record are in the store, or with the error (the frame
-        is then not stored, though its chunk may stay in the store). Locally, as ``put``."""
-        if self._store is None:
-            super().start_put(data_coordinates, data, metadata, on_done)
-            return
+        """Start the frame's writes and return: on a writer thread locally, on zarr's I/O loop in a
+        store. ``on_done`` is called from there once its chunk and its record are written, or with
+        the error (the frame is then not stored; in a store its chunk may stay)."""
         coords, data, metadata = self._accept(data_coordinates, data, metadata)
         # checked again with the writes' completions held off: one write per frame, ever
         with self._idle:
@@ -299,9 +306,13 @@ class OMEZarrStorage(FrameStorage):
                     failure.__cause__ = error
                     on_done(failure)
 
-        asyncio.run_coroutine_threadsafe(
-            self._store_frame(where, data, record), _get_loop()
-        ).add_done_callback(done)
+        if self._chunk_writers is not None:
+            writing = self._chunk_writers.submit(self._write_local, where, data, record)
+            writing.add_done_callback(done)
+        else:
+            asyncio.run_coroutine_threadsafe(
+                self._store_frame(where, data, record), _get_loop()
+            ).add_done_callback(done)
 
     def _written(self, coords: DataCoordinates, record: Any) -> None:
         """A write of ``start_put`` ended: the frame listed with ``record`` (``None``: failed)."""
@@ -354,9 +365,10 @@ class OMEZarrStorage(FrameStorage):
         self, coords: DataCoordinates, where: _Where, metadata: dict[str, Any]
     ) -> tuple[str, tuple[int, ...], dict[str, Any]]:
         """A frame is stored: its record in the frame index (image group, index, metadata)."""
-        self._extent = tuple(
-            max(size, i + 1) for size, i in zip(self._extent, where[1], strict=True)
-        )
+        with self._idle:  # writes end on several threads
+            self._extent = tuple(
+                max(size, i + 1) for size, i in zip(self._extent, where[1], strict=True)
+            )
         return where[0].group, where[1], metadata
 
     def _failure(self, coords: DataCoordinates, error: BaseException) -> OSError:
@@ -370,34 +382,21 @@ class OMEZarrStorage(FrameStorage):
         return f"{image.array_path}/{image.array.metadata.encode_chunk_key((*index, 0, 0))}"
 
     def _write_local(self, where: _Where, data: np.ndarray, record: bytes) -> None:
-        assert self._records_fd is not None
+        """Write a frame's chunk to the folder, then its record; a record that fails takes its chunk
+        back (the frame is absent, not half there)."""
+        assert self._record_file is not None
         target = os.path.join(self.path, *self._chunk_key(where).split("/"))
         if self._compressors is not None:
             # zarr's LocalStore: a temporary file, renamed
             self._run(where[0].array.setitem(where[1], data))
         else:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            partial = target + ".partial"
-            try:
-                with open(partial, "wb") as f:
-                    f.write(np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).data)
-                os.replace(partial, target)  # a chunk is complete or absent
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(partial)
-                raise
+            write_chunk_file(target, data)
         try:
-            written = 0
-            while written < len(record):
-                written += os.write(self._records_fd, record[written:])
+            self._record_file.append(record)
         except BaseException:
-            # cut the partial record and take the chunk back: the frame is absent, not half there
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._records_fd, self._records_size)
             with contextlib.suppress(OSError):
                 os.unlink(target)
             raise
-        self._records_size += len(record)
 
     async def _store_frame(self, where: _Where, data: np.ndarray, record: bytes) -> None:
         """Write a frame's chunk, then its record; a chunk that fails is taken back."""
@@ -589,9 +588,10 @@ class OMEZarrStorage(FrameStorage):
         except Exception as error:
             raise OSError(f"Cannot finish {self.path}: {first_line(error)}") from error
         finally:
-            if self._records_fd is not None:
-                os.close(self._records_fd)
-                self._records_fd = None
+            if self._record_file is not None:
+                self._record_file.close()
+            if self._chunk_writers is not None:
+                self._chunk_writers.shutdown(wait=False)  # idle: every write has ended
 
     def close(self) -> None:
         self.finish()

@@ -16,8 +16,9 @@ from typing import Any
 
 from ..kernel.data_coords import DataCoordinates
 from ._frames import LEARNED_WHILE_RUNNING, FrameStorage, check_writable
-from .dataset_lock import check_not_in_use, lock_for_writing
+from .dataset_lock import check_not_in_use
 from .omezarr import CHUNKS_AT_ONCE, DEFAULT_WRITES_IN_FLIGHT, OMEZarrStorage, _Image
+from .omezarr_local import LOCAL_WRITES_IN_FLIGHT
 from .omezarr_reader import RECORD_PREFIX, RECORDS, OMEZarrDataset
 from .omezarr_store import DEFAULT_TIMEOUT_S, RecordObjects, is_store_url, open_store
 
@@ -50,9 +51,7 @@ def resume_omezarr(
     _cut_partial_record(records)
     dataset = OMEZarrDataset(location)  # without the record cut off
     storage = _reopened(dataset, zarr_store=None)
-    storage._records_fd = os.open(records, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-    lock_for_writing(storage._records_fd, dataset.path)
-    storage._records_size = os.path.getsize(records)
+    storage._write_locally(LOCAL_WRITES_IN_FLIGHT)
     return storage
 
 
