@@ -216,7 +216,7 @@ def test_omezarr_resume_appends_in_the_same_arrays_and_stays_valid(tmp_path):
         for t in range(2):
             storage.put({"position": position, "time": t, "channel": "DAPI"}, _tile(t), {"t": t})
     # not finished, and the last record cut short: as a SIGKILL leaves it (its lock gone with it)
-    storage._record_file.close()
+    storage._files.close()
     with open(os.path.join(storage.path, "frame_metadata.jsonl"), "ab") as f:
         f.write(b'{"coords": {"position": "B", "ti')
     before = OMEZarrDataset(storage.path)

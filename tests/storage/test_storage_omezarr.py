@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -220,8 +221,9 @@ def test_sigkill_while_a_handler_writes_frames_at_once_keeps_every_frame_reporte
 def test_a_handler_writes_two_local_frames_at_once(tmp_path, monkeypatch):
     """Locally, chunks are files of their own: a ``DataHandler`` keeps two writes going (the first
     chunk write waits here until a second one has started; one at a time, it would time out)."""
-    from exengine.storage import omezarr, omezarr_local
+    from exengine.storage import omezarr_local
 
+    write_for_real = omezarr_local.write_chunk_file
     both_started = threading.Barrier(2, timeout=20)
     at_once, most = [0], [0]
     lock = threading.Lock()
@@ -233,12 +235,12 @@ def test_a_handler_writes_two_local_frames_at_once(tmp_path, monkeypatch):
         try:
             if data[0, 0] in (1, 11):  # frames 0 and 1
                 both_started.wait()
-            omezarr_local.write_chunk_file(target, data)
+            write_for_real(target, data)
         finally:
             with lock:
                 at_once[0] -= 1
 
-    monkeypatch.setattr(omezarr, "write_chunk_file", write_chunk_file)
+    monkeypatch.setattr(omezarr_local, "write_chunk_file", write_chunk_file)
     storage = OMEZarrStorage(tmp_path, "pair")
     assert storage.max_writes_in_flight == 2
     handler = DataHandler(storage)
@@ -260,6 +262,78 @@ def test_a_handler_writes_two_local_frames_at_once(tmp_path, monkeypatch):
         handler.put({"time": t}, frame(t), {"t": t}, timeout=30)
     handler.await_completion(60)
     assert most[0] == 1 and len(one) == 4
+
+
+AT_EXIT = """
+import atexit, sys, time
+import numpy as np
+from exengine.data import DataHandler, PlannedData
+from exengine.storage import OMEZarrStorage
+storage = OMEZarrStorage(sys.argv[1], "exit", timeout_s=2)
+print(storage.path, flush=True)
+handler = DataHandler(storage)
+handler.prepare(PlannedData({"time": 6}, frame_shape=(8, 8), dtype="uint16"))
+handler.put({"time": 0}, np.full((8, 8), 1, np.uint16), {"t": 0})
+while handler.frames_stored < 1:  # its array made while zarr can still write
+    time.sleep(0.01)
+
+def at_exit():  # as the engine runs events still queued when a script ends
+    for t in range(1, 6):
+        handler.put({"time": t}, np.full((8, 8), 1 + t, np.uint16), {"t": t}, timeout=10)
+    try:
+        handler.await_completion(30)
+    except Exception:
+        pass  # zarr itself cannot trim the array this late
+    print("stored", handler.frames_stored, flush=True)
+
+atexit.register(at_exit)
+"""
+
+
+def test_frames_put_while_python_exits_are_still_stored(tmp_path):
+    """At exit no writer thread can start: the frames are written at once instead (before, they
+    failed, and finishing waited 3 x timeout_s for writes that never started)."""
+    done = subprocess.run(
+        [sys.executable, "-c", AT_EXIT, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    path, stored = done.stdout.split()[0], done.stdout.split()[-1]
+    assert stored == "6", done.stdout + done.stderr
+    dataset = OMEZarrDataset(path)
+    for t in range(6):
+        assert (dataset.read_frame({"time": t}) == 1 + t).all()
+        assert dataset.read_metadata({"time": t}) == {"t": t}
+
+
+def test_a_finish_that_times_out_lets_go_of_the_dataset(tmp_path, monkeypatch):
+    """A write that outlasts finish's wait fails (the frame absent), and the dataset is let go of:
+    its records file closed and unlocked, so it can be resumed at once."""
+    from exengine.storage import omezarr_local
+    from exengine.storage.omezarr_resume import resume_omezarr
+
+    write_for_real, released = omezarr_local.write_chunk_file, threading.Event()
+
+    def stuck_write(target: str, data: np.ndarray) -> None:
+        if data[0, 0] == frame(1)[0, 0]:
+            assert released.wait(20)
+        write_for_real(target, data)
+
+    monkeypatch.setattr(omezarr_local, "write_chunk_file", stuck_write)
+    storage = OMEZarrStorage(tmp_path, "stuck", timeout_s=0.2)
+    storage.put({"time": 0}, frame(0), {"t": 0})
+    outcome: list = []
+    storage.start_put({"time": 1}, frame(1), {"t": 1}, outcome.append)
+    with pytest.raises(OSError, match="1 frames were still being written") as failure:
+        storage.finish()
+    assert failure.value.errno == errno.ETIMEDOUT
+    resumed = resume_omezarr(storage.path)  # not "being written by another process"
+    released.set()
+    deadline = time.monotonic() + 20
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert outcome and "the dataset was finished" in str(outcome[0])
+    assert {"time": 1} not in storage and not os.path.exists(chunk_path(storage, 1))
+    assert resumed.get_coordinates_list() == [{"time": 0}]
+    resumed.finish()
 
 
 def test_dataset_reader_opens_other_ome_zarr_images(tmp_path):

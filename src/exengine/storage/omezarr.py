@@ -21,14 +21,12 @@ first free ``<name>_<n>.ome.zarr`` atomically (never replacing one).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +47,7 @@ from .omezarr_attributes import (
     image_name,
     series_documents,
 )
-from .omezarr_local import LOCAL_WRITES_IN_FLIGHT, RecordFile, write_chunk_file
+from .omezarr_local import LOCAL_WRITES_IN_FLIGHT, FrameFiles
 from .omezarr_reader import RECORD_PREFIX, RECORDS
 from .omezarr_store import (
     DEFAULT_TIMEOUT_S,
@@ -162,13 +160,9 @@ class OMEZarrStorage(FrameStorage):
             self._group = self._run(
                 zarr.api.asynchronous.open_group(store=self._store, mode="r+", zarr_format=3)
             )
-            self.max_writes_in_flight = writes_in_flight or DEFAULT_WRITES_IN_FLIGHT
-            self._records = RecordObjects(
-                self._store,
-                RECORD_PREFIX,
-                self._timeout,
-                max(1, self.max_writes_in_flight - CHUNKS_AT_ONCE),
-            )
+            self.max_writes_in_flight = in_flight = writes_in_flight or DEFAULT_WRITES_IN_FLIGHT
+            due = max(1, in_flight - CHUNKS_AT_ONCE)
+            self._records = RecordObjects(self._store, RECORD_PREFIX, self._timeout, due)
         else:
             if store not in (None, "") or options_dict(storage_options):
                 raise ValueError(
@@ -185,9 +179,8 @@ class OMEZarrStorage(FrameStorage):
     def _write_locally(self, writes_in_flight: int) -> None:
         """Write to the local folder ``self.path``: records appended to its ``frame_metadata.jsonl``
         (locked while writing), up to ``writes_in_flight`` frames at once."""
-        self._record_file = RecordFile(os.path.join(self.path, RECORDS), self.path)
+        self._files = FrameFiles(self.path, writes_in_flight)
         self.max_writes_in_flight = writes_in_flight
-        self._chunk_writers = ThreadPoolExecutor(writes_in_flight, "omezarr-chunks")
 
     def _empty(self, pixel_size_um: float | None, compressors: Any, timeout_s: float) -> None:
         """The state of a dataset without frames (one reopened to resume then reads its own).
@@ -208,10 +201,9 @@ class OMEZarrStorage(FrameStorage):
         self._values: dict[str, list[Any]] = {}
         self._by_group: dict[str, _Image] = {}  # the images by group (frames' records name it)
         self._labelled: dict[str, bool] = {}  # per axis: labels (True) or indices (False)
-        self._record_file: RecordFile | None = None  # locally
-        self._chunk_writers: ThreadPoolExecutor | None = None  # locally, for start_put
+        self._files: FrameFiles | None = None  # locally
         self._chunk_slots: asyncio.Semaphore | None = None
-        self._writing: set[DataCoordinates] = set()  # frames being written to the store
+        self._writing: set[DataCoordinates] = set()  # frames start_put is writing
         self._idle = threading.Condition()
 
     # ------------------------------------------------------------------ reading
@@ -256,8 +248,9 @@ class OMEZarrStorage(FrameStorage):
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> Any:
         try:
             where, record = self._locate(coords, data, metadata)
-            if self._store is None:
-                self._write_local(where, data, record)
+            if self._files is not None:
+                target, by_zarr = self._local_chunk(where, data)
+                self._files.write(target, data, record, by_zarr)
             else:
                 sync(self._store_frame(where, data, record))  # each of its writes is bounded
         except Exception as error:
@@ -306,9 +299,9 @@ class OMEZarrStorage(FrameStorage):
                     failure.__cause__ = error
                     on_done(failure)
 
-        if self._chunk_writers is not None:
-            writing = self._chunk_writers.submit(self._write_local, where, data, record)
-            writing.add_done_callback(done)
+        if self._files is not None:
+            target, by_zarr = self._local_chunk(where, data)
+            self._files.start(target, data, record, by_zarr).add_done_callback(done)
         else:
             asyncio.run_coroutine_threadsafe(
                 self._store_frame(where, data, record), _get_loop()
@@ -381,22 +374,14 @@ class OMEZarrStorage(FrameStorage):
         image, index = where
         return f"{image.array_path}/{image.array.metadata.encode_chunk_key((*index, 0, 0))}"
 
-    def _write_local(self, where: _Where, data: np.ndarray, record: bytes) -> None:
-        """Write a frame's chunk to the folder, then its record; a record that fails takes its chunk
-        back (the frame is absent, not half there)."""
-        assert self._record_file is not None
+    def _local_chunk(
+        self, where: _Where, data: np.ndarray
+    ) -> tuple[str, Callable[[], object] | None]:
+        """A frame's chunk file and, with a codec, how zarr writes it (``FrameFiles.write``)."""
         target = os.path.join(self.path, *self._chunk_key(where).split("/"))
-        if self._compressors is not None:
-            # zarr's LocalStore: a temporary file, renamed
-            self._run(where[0].array.setitem(where[1], data))
-        else:
-            write_chunk_file(target, data)
-        try:
-            self._record_file.append(record)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(target)
-            raise
+        if self._compressors is None:
+            return target, None
+        return target, lambda: self._run(where[0].array.setitem(where[1], data))
 
     async def _store_frame(self, where: _Where, data: np.ndarray, record: bytes) -> None:
         """Write a frame's chunk, then its record; a chunk that fails is taken back."""
@@ -553,15 +538,23 @@ class OMEZarrStorage(FrameStorage):
         self._image_ome = ome
 
     def _finish(self) -> None:
-        # start_put's writes end first (a chunk, a record object's turn, the record: each within
-        # timeout_s; a DataHandler waits for them anyway)
-        with self._idle:
-            if not self._idle.wait_for(lambda: not self._writing, 3 * self._timeout):
-                raise OSError(
-                    errno.ETIMEDOUT,
-                    f"Cannot finish {self.path}: {len(self._writing)} frames were still "
-                    f"being written after {3 * self._timeout:g} s",
-                )
+        try:
+            # start_put's writes end first (a chunk, a record object's turn, the record: each within
+            # timeout_s; a DataHandler waits for them anyway); one still going then fails, absent
+            with self._idle:
+                if not self._idle.wait_for(lambda: not self._writing, 3 * self._timeout):
+                    raise OSError(
+                        errno.ETIMEDOUT,
+                        f"Cannot finish {self.path}: {len(self._writing)} frames were still "
+                        f"being written after {3 * self._timeout:g} s",
+                    )
+            self._complete()
+        finally:
+            if self._files is not None:
+                self._files.close()
+
+    def _complete(self) -> None:
+        """Trim the images to the acquired extent and write the final metadata."""
         try:
             if self._frame is not None:
                 shape = self._extent + self._frame[0]
@@ -587,11 +580,6 @@ class OMEZarrStorage(FrameStorage):
                 )
         except Exception as error:
             raise OSError(f"Cannot finish {self.path}: {first_line(error)}") from error
-        finally:
-            if self._record_file is not None:
-                self._record_file.close()
-            if self._chunk_writers is not None:
-                self._chunk_writers.shutdown(wait=False)  # idle: every write has ended
 
     def close(self) -> None:
         self.finish()

@@ -1,6 +1,6 @@
-"""The writes of an OME-Zarr dataset in a local folder: each frame's chunk is a file of its own,
-written under a temporary name and renamed into place (complete or absent, also on a full disk),
-and its record is appended to ``frame_metadata.jsonl`` whole or cut off again.
+"""The writes of an OME-Zarr dataset in a local folder (``FrameFiles``): each frame's chunk is a
+file of its own, written under a temporary name and renamed into place (complete or absent, also on
+a full disk), then its record is appended to ``frame_metadata.jsonl`` whole or cut off again.
 
 Chunks being files of their own, several frames are written at once (``LOCAL_WRITES_IN_FLIGHT``,
 on writer threads): two writes at once fill fresh memory (tmpfs, or the page cache in front of a
@@ -12,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from .dataset_lock import lock_for_writing
+from .omezarr_reader import RECORDS
 
-__all__ = ["LOCAL_WRITES_IN_FLIGHT", "RecordFile", "write_chunk_file"]
+__all__ = ["LOCAL_WRITES_IN_FLIGHT", "FrameFiles", "RecordFile", "write_chunk_file"]
 
 #: Frames a ``DataHandler`` writes to a local folder at once (``start_put``).
 LOCAL_WRITES_IN_FLIGHT = 2
@@ -42,6 +45,7 @@ class RecordFile:
     writing process at a time). Records are appended one at a time, from any thread."""
 
     def __init__(self, path: str, dataset: str) -> None:
+        self._name = os.path.basename(path)
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         try:
             lock_for_writing(self._fd, dataset)
@@ -55,7 +59,7 @@ class RecordFile:
         """Append ``record`` whole; one that cannot be written whole is cut off, then raised."""
         with self._lock:
             if self._fd is None:
-                raise ValueError("the record file is closed")
+                raise ValueError(f"{self._name} is closed: the dataset was finished")
             try:
                 written = 0
                 while written < len(record):
@@ -72,3 +76,56 @@ class RecordFile:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+class FrameFiles:
+    """The frames' files of the dataset in the folder ``dataset``: its records (``RecordFile``) and
+    up to ``at_once`` frames written at once (``start``)."""
+
+    def __init__(self, dataset: str, at_once: int) -> None:
+        self.records = RecordFile(os.path.join(dataset, RECORDS), dataset)
+        self._writers = ThreadPoolExecutor(at_once, "omezarr-chunks")
+
+    def write(
+        self,
+        target: str,
+        data: np.ndarray,
+        record: bytes,
+        by_zarr: Callable[[], object] | None = None,
+    ) -> None:
+        """Write a frame's chunk (the file ``target``, or ``by_zarr()`` with a codec), then its
+        record; a record that fails takes its chunk back (the frame is absent, not half there)."""
+        if by_zarr is not None:
+            by_zarr()  # zarr's LocalStore: a temporary file, renamed
+        else:
+            write_chunk_file(target, data)
+        try:
+            self.records.append(record)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise
+
+    def start(
+        self,
+        target: str,
+        data: np.ndarray,
+        record: bytes,
+        by_zarr: Callable[[], object] | None = None,
+    ) -> Future[None]:
+        """``write`` on a writer thread; at once when no thread can start (Python exiting)."""
+        try:
+            return self._writers.submit(self.write, target, data, record, by_zarr)
+        except RuntimeError:
+            done: Future[None] = Future()
+            try:
+                self.write(target, data, record, by_zarr)
+                done.set_result(None)
+            except BaseException as error:
+                done.set_exception(error)
+            return done
+
+    def close(self) -> None:
+        """Close the records (and let go of their lock); a write still going then fails."""
+        self.records.close()
+        self._writers.shutdown(wait=False)
