@@ -30,6 +30,11 @@ def frame(t: int, c: int = 0) -> np.ndarray:
     return np.full(SHAPE, 1 + 10 * t + c, np.uint16)
 
 
+def big_frame(t: int) -> np.ndarray:
+    """A frame large enough to go to a writer thread (``AT_ONCE_BELOW_BYTES``)."""
+    return np.full((1024, 1024), 1 + 10 * t, np.uint16)
+
+
 def chunk_path(storage: OMEZarrStorage, t: int) -> str:
     return os.path.join(storage.path, "0", "c", str(t), "0", "0")
 
@@ -200,7 +205,7 @@ ExecutionEngine.get_instance().subscribe_to_notifications(
 )
 handler = DataHandler(storage)
 for t in range(100000):
-    handler.put({"time": t}, np.full((256, 256), 1 + t % 60000, np.uint16), {"t": t})
+    handler.put({"time": t}, np.full((1024, 1024), 1 + t % 60000, np.uint16), {"t": t})
 """
 
 
@@ -214,13 +219,14 @@ def test_sigkill_while_a_handler_writes_frames_at_once_keeps_every_frame_reporte
     assert set(stored) <= listed
     for t in listed:  # every listed frame whole, with its own metadata
         frame_read = dataset.read_frame({"time": t})
-        assert frame_read.shape == (256, 256) and (frame_read == 1 + t).all()
+        assert frame_read.shape == (1024, 1024) and (frame_read == 1 + t).all()
         assert dataset.read_metadata({"time": t}) == {"t": t}
 
 
 def test_a_handler_writes_two_local_frames_at_once(tmp_path, monkeypatch):
-    """Locally, chunks are files of their own: a ``DataHandler`` keeps two writes going (the first
-    chunk write waits here until a second one has started; one at a time, it would time out)."""
+    """Locally, chunks are files of their own: a ``DataHandler`` keeps two writes of large frames
+    going (the first chunk write waits here until a second one has started; one at a time, it would
+    time out); small frames, and ``writes_in_flight=1``, are written one at a time."""
     from exengine.storage import omezarr_local
 
     write_for_real = omezarr_local.write_chunk_file
@@ -245,21 +251,29 @@ def test_a_handler_writes_two_local_frames_at_once(tmp_path, monkeypatch):
     assert storage.max_writes_in_flight == 2
     handler = DataHandler(storage)
     for t in range(20):
-        handler.put({"time": t}, frame(t), {"t": t}, timeout=30)
+        handler.put({"time": t}, big_frame(t), {"t": t}, timeout=30)
     handler.await_completion(60)
     assert most[0] == 2 and handler.frames_stored == 20
-    assert_readable(
-        storage.path, [{"time": t} for t in range(20)], {t: 1 + 10 * t for t in range(20)}
-    )
+    dataset = OMEZarrDataset(storage.path)
+    for t in range(20):
+        assert (dataset.read_frame({"time": t}) == 1 + 10 * t).all()
     with open(os.path.join(storage.path, "frame_metadata.jsonl")) as f:
         assert sorted(json.loads(line)["metadata"]["t"] for line in f) == list(range(20))
+    assert not [n for _, _, names in os.walk(storage.path) for n in names if ".partial" in n]
+
+    most[0] = 0
+    handler = DataHandler(OMEZarrStorage(tmp_path, "small"))
+    for t in range(2, 12):
+        handler.put({"time": t}, frame(t), {"t": t}, timeout=30)
+    handler.await_completion(60)
+    assert most[0] == 1 and handler.frames_stored == 10
 
     one = OMEZarrStorage(tmp_path, "one", writes_in_flight=1)
     assert one.max_writes_in_flight == 1
     most[0] = 0
     handler = DataHandler(one)
     for t in range(2, 6):
-        handler.put({"time": t}, frame(t), {"t": t}, timeout=30)
+        handler.put({"time": t}, big_frame(t), {"t": t}, timeout=30)
     handler.await_completion(60)
     assert most[0] == 1 and len(one) == 4
 
@@ -272,14 +286,14 @@ from exengine.storage import OMEZarrStorage
 storage = OMEZarrStorage(sys.argv[1], "exit", timeout_s=2)
 print(storage.path, flush=True)
 handler = DataHandler(storage)
-handler.prepare(PlannedData({"time": 6}, frame_shape=(8, 8), dtype="uint16"))
-handler.put({"time": 0}, np.full((8, 8), 1, np.uint16), {"t": 0})
+handler.prepare(PlannedData({"time": 6}, frame_shape=(1024, 1024), dtype="uint16"))
+handler.put({"time": 0}, np.full((1024, 1024), 1, np.uint16), {"t": 0})
 while handler.frames_stored < 1:  # its array made while zarr can still write
     time.sleep(0.01)
 
 def at_exit():  # as the engine runs events still queued when a script ends
     for t in range(1, 6):
-        handler.put({"time": t}, np.full((8, 8), 1 + t, np.uint16), {"t": t}, timeout=10)
+        handler.put({"time": t}, np.full((1024, 1024), 1 + t, np.uint16), {"t": t}, timeout=10)
     try:
         handler.await_completion(30)
     except Exception:
@@ -313,15 +327,15 @@ def test_a_finish_that_times_out_lets_go_of_the_dataset(tmp_path, monkeypatch):
     write_for_real, released = omezarr_local.write_chunk_file, threading.Event()
 
     def stuck_write(target: str, data: np.ndarray) -> None:
-        if data[0, 0] == frame(1)[0, 0]:
+        if data[0, 0] == big_frame(1)[0, 0]:
             assert released.wait(20)
         write_for_real(target, data)
 
     monkeypatch.setattr(omezarr_local, "write_chunk_file", stuck_write)
     storage = OMEZarrStorage(tmp_path, "stuck", timeout_s=0.2)
-    storage.put({"time": 0}, frame(0), {"t": 0})
+    storage.put({"time": 0}, big_frame(0), {"t": 0})
     outcome: list = []
-    storage.start_put({"time": 1}, frame(1), {"t": 1}, outcome.append)
+    storage.start_put({"time": 1}, big_frame(1), {"t": 1}, outcome.append)
     with pytest.raises(OSError, match="1 frames were still being written") as failure:
         storage.finish()
     assert failure.value.errno == errno.ETIMEDOUT
