@@ -95,6 +95,22 @@ def test_enospc_from_the_write_leaves_no_chunk_and_keeps_every_stored_frame(tmp_
     assert OMEZarrDataset(storage.path).read_frame({"time": 3}).max() == 0
 
 
+def test_a_metadata_document_that_hits_a_full_disk_leaves_no_temporary_file(tmp_path):
+    """A collection's ``zarr.json`` documents go through the same whole-or-absent write as chunks:
+    on ENOSPC neither the document nor its temporary file stays."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux) for a real ENOSPC")
+    from exengine.storage.omezarr_store import write_files
+
+    target = tmp_path / "2" / "zarr.json"
+    target.parent.mkdir()
+    os.symlink("/dev/full", str(target) + ".partial")
+    with pytest.raises(OSError) as failure:
+        write_files(str(tmp_path), {"2/zarr.json": b"{}"})
+    assert failure.value.errno == errno.ENOSPC
+    assert os.listdir(target.parent) == []
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 2 MB tmpfs, for a disk that really fills up (needs root and mount rights)."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from .dataset_lock import lock_for_writing
 from .omezarr_reader import RECORDS
+from .omezarr_store import write_file
 
 __all__ = ["LOCAL_WRITES_IN_FLIGHT", "FrameFiles", "RecordFile", "write_chunk_file"]
 
@@ -32,16 +33,7 @@ AT_ONCE_BELOW_BYTES = 2 * 1024**2
 
 def write_chunk_file(target: str, data: np.ndarray) -> None:
     """Write ``data`` (little-endian, C order) as the chunk file ``target``: complete or absent."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    partial = target + ".partial"
-    try:
-        with open(partial, "wb") as f:
-            f.write(np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).data)
-        os.replace(partial, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
+    write_file(target, np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).data)
 
 
 class RecordFile:

@@ -43,6 +43,7 @@ __all__ = [
     "open_store",
     "options_dict",
     "put_documents",
+    "write_file",
     "write_files",
 ]
 
@@ -278,15 +279,27 @@ async def put_documents(zarr_store: Any, documents: Mapping[str, bytes]) -> None
     )
 
 
+def write_file(target: str, data: Any) -> None:
+    """Write ``data`` (bytes, or a buffer) to the file ``target``, its folders made, through a
+    temporary file renamed into place: whole or absent, also on a full disk (the temporary file is
+    removed)."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    partial = target + ".partial"
+    try:
+        with open(partial, "wb") as file:
+            file.write(data)
+        os.replace(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
 def write_files(folder: str, documents: Mapping[str, bytes]) -> None:
-    """Write each of ``documents`` (bytes by key) to its file under ``folder``, through a temporary
-    file renamed into place: whole or absent, as chunks are (and faster than zarr's I/O loop)."""
+    """Write each of ``documents`` (bytes by key) to its file under ``folder`` (``write_file``):
+    whole or absent, as chunks are (and faster than zarr's I/O loop)."""
     for key, document in documents.items():
-        target = os.path.join(folder, *key.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target + ".partial", "wb") as file:
-            file.write(document)
-        os.replace(target + ".partial", target)
+        write_file(os.path.join(folder, *key.split("/")), document)
 
 
 class RecordObjects:
