@@ -183,6 +183,15 @@ def _cameras(config: Paced, microscope: Any) -> list[Any]:
     return cameras
 
 
+def _storage(backend: str, folder: str, name: str, pixel_size_um: float) -> Any:
+    """A new dataset ``name`` in ``folder``: ``backend`` ``"NDTiff"`` or ``"OME-Zarr"``."""
+    from exengine.storage import NDTiffStorage, OMEZarrStorage
+
+    if backend == "NDTiff":
+        return NDTiffStorage(folder, name)
+    return OMEZarrStorage(folder, name, pixel_size_um=pixel_size_um)
+
+
 def run_raw_paced(config: Paced, root: str, microscope: Any) -> dict[str, Any]:
     """The reference for ``config``: each camera's frames popped by a thread of its own and
     written with ``os.write`` into one file, with no engine, handler or storage format."""
@@ -236,15 +245,10 @@ def run_paced(config: Paced, root: str, viewer: Any, microscope: Any) -> dict[st
     from exengine.acquisition import Acquisition
     from exengine.data import DataHandler, PlannedData
     from exengine.events.multi_d_events import multi_d_acquisition_plan
-    from exengine.storage import NDTiffStorage, OMEZarrStorage
     from napari_exengine.layer_sink import defer_layers_for
 
     cameras = _cameras(config, microscope)
-    storage = (
-        NDTiffStorage(root, "scmos")
-        if config.storage == "NDTiff"
-        else OMEZarrStorage(root, "scmos", pixel_size_um=cameras[0].pixel_size_um)
-    )
+    storage = _storage(config.storage, root, "scmos", cameras[0].pixel_size_um)
     handler = DataHandler(storage)
     plan = multi_d_acquisition_plan(
         num_time_points=config.frames,
@@ -359,16 +363,11 @@ def write_handler(root: str, frames: list[np.ndarray], backend: str) -> float:
     ``backend``, then ``fsync`` of every file it wrote. The handler is told the plan first, as an
     acquisition tells it (OME-Zarr then makes its arrays at their size instead of growing them)."""
     from exengine.data import DataHandler, PlannedData
-    from exengine.storage import NDTiffStorage, OMEZarrStorage
 
     folder = tempfile.mkdtemp(dir=root)
     os.sync()  # each run starts with nothing of the others' left to write back
     start = time.monotonic()
-    storage = (
-        NDTiffStorage(folder, "path")
-        if backend == "NDTiff"
-        else OMEZarrStorage(folder, "path", pixel_size_um=0.65)
-    )
+    storage = _storage(backend, folder, "path", 0.65)
     handler = DataHandler(storage)
     shape, dtype = frames[0].shape, frames[0].dtype.name
     handler.prepare(
