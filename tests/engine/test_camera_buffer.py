@@ -31,9 +31,9 @@ class SlowNDTiff(NDTiffStorage):
 
     delay_s = 0.02
 
-    def put(self, data_coordinates, data, metadata):
+    def _store(self, coords, data, encoded, file):  # each frame's write, whichever path
         time.sleep(self.delay_s)
-        super().put(data_coordinates, data, metadata)
+        super()._store(coords, data, encoded, file)
 
 
 def small_camera(scope, buffer_frames: int) -> SimulatedCamera:
@@ -60,7 +60,7 @@ def test_frames_that_arrive_while_the_buffer_is_full_are_dropped_and_counted(sco
 
 
 def test_taken_in_time_nothing_is_dropped_and_buffers_are_reused(scope, engine):
-    camera = small_camera(scope, buffer_frames=8)
+    camera = small_camera(scope, buffer_frames=50)  # in time with up to 100 ms to spare
 
     def take_all() -> int:  # on the executor thread, as a readout does
         pooled = 0
@@ -75,7 +75,7 @@ def test_taken_in_time_nothing_is_dropped_and_buffers_are_reused(scope, engine):
 
     assert engine.submit(take_all).await_execution(timeout=30) == 200
     assert camera.frames_dropped == 0
-    assert len(camera._pool._buffers) <= 8, "the camera's ring of buffers, not fresh memory"
+    assert len(camera._pool._buffers) <= 50, "the camera's ring of buffers, not fresh memory"
 
 
 def test_a_frame_kept_by_its_reader_is_never_overwritten(scope):

@@ -277,12 +277,11 @@ class FillingNDTiffStorage(NDTiffStorage):
         super().__init__(directory, name="filling")
         self.disk = _Disk(free)
 
-    def _write(self, coords: Any, data: np.ndarray, metadata: dict[str, Any]) -> None:
-        dataset = self._dataset
-        for file in (dataset.current_writer and dataset.current_writer.file, dataset._index_file):
-            if file is not None and not isinstance(file._raw, _OnDisk):
-                file._raw = _OnDisk(file._raw, self.disk)
-        super()._write(coords, data, metadata)
+    def _store(self, coords: Any, data: np.ndarray, encoded: bytes, file: Any) -> None:
+        for opened in (file.writer.file, self._dataset._index_file) if len(self) else ():
+            if not isinstance(opened._raw, _OnDisk):
+                opened._raw = _OnDisk(opened._raw, self.disk)
+        super()._store(coords, data, encoded, file)
 
 
 def _frame(t: int) -> np.ndarray:

@@ -112,9 +112,9 @@ def test_cameras_started_one_after_another_each_get_their_own_frames(mm, tmp_pat
 class SlowNDTiff(NDTiffStorage):
     """Real NDTiff storage that takes 20 ms longer for each frame: slower than the cameras."""
 
-    def put(self, data_coordinates, data, metadata):
+    def _store(self, coords, data, encoded, file):  # each frame's write, whichever path
         time.sleep(0.02)
-        super().put(data_coordinates, data, metadata)
+        super()._store(coords, data, encoded, file)
 
 
 def test_a_circular_buffer_overflow_is_counted_exactly_for_each_camera(mm, tmp_path):

@@ -91,7 +91,7 @@ def test_failed_put_leaves_no_phantom(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(storage.dataset.current_writer, "write_image", broken)
+    monkeypatch.setattr(storage.dataset.image_files.files[0].writer, "write_image", broken)
     with pytest.raises(OSError):
         storage.put({"time": 1}, np.ones((2, 2), np.uint16), {})
     assert {"time": 1} not in storage
@@ -170,9 +170,10 @@ def test_space_reserved_ahead_of_the_writer_is_trimmed_at_finish(tmp_path, monke
     frames = [np.full((256, 256), t, np.uint16) for t in range(4)]
     for t, frame in enumerate(frames):
         storage.put({"time": t}, frame, {"t": t})
-    stack = storage.dataset.current_writer.file
+    (image_file,) = storage.dataset.image_files.files
+    stack = image_file.writer.file
     position = stack.tell()
-    assert storage._reserver.reserved_to >= position + 32 * 1024**2
+    assert image_file.reserver.reserved_to >= position + 32 * 1024**2
     assert os.fstat(stack.fileno()).st_blocks * 512 >= 32 * 1024**2  # really allocated, not a hole
     storage.finish()
     stack_path = stack.name

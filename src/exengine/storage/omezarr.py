@@ -35,6 +35,7 @@ import numpy as np
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ..kernel.data_storage_base import PlannedData
 from ._frames import FrameStorage
+from ._writer_threads import LOCAL_WRITES_IN_FLIGHT
 from .ndtiff_reader import positive_number
 from .omezarr_attributes import (
     NGFF_ORDER,
@@ -47,7 +48,7 @@ from .omezarr_attributes import (
     image_name,
     series_documents,
 )
-from .omezarr_local import LOCAL_WRITES_IN_FLIGHT, FrameFiles
+from .omezarr_local import FrameFiles
 from .omezarr_reader import RECORD_PREFIX, RECORDS
 from .omezarr_store import (
     DEFAULT_TIMEOUT_S,

@@ -3,8 +3,7 @@ file of its own, written under a temporary name and renamed into place (complete
 a full disk), then its record is appended to ``frame_metadata.jsonl`` whole or cut off again.
 
 Chunks being files of their own, several frames are written at once (``LOCAL_WRITES_IN_FLIGHT``,
-on writer threads): two writes at once fill fresh memory (tmpfs, or the page cache in front of a
-disk) about 1.8 times as fast as one on this 2-core machine (``benchmarks/bench_scmos.py``).
+on writer threads; see ``_writer_threads``).
 """
 
 from __future__ import annotations
@@ -13,22 +12,16 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 
+from ._writer_threads import WriterThreads
 from .dataset_lock import lock_for_writing
 from .omezarr_reader import RECORDS
 from .omezarr_store import write_file
 
-__all__ = ["LOCAL_WRITES_IN_FLIGHT", "FrameFiles", "RecordFile", "write_chunk_file"]
-
-#: Frames a ``DataHandler`` writes to a local folder at once (``start_put``).
-LOCAL_WRITES_IN_FLIGHT = 2
-#: Frames smaller than this are written at once, on the caller's thread: handing a 512x512 frame to
-#: a writer thread costs more than the write (OME-Zarr through a handler: 2,590 frames/s handed
-#: over, 3,330 written at once).
-AT_ONCE_BELOW_BYTES = 2 * 1024**2
+__all__ = ["FrameFiles", "RecordFile", "write_chunk_file"]
 
 
 def write_chunk_file(target: str, data: np.ndarray) -> None:
@@ -80,7 +73,7 @@ class FrameFiles:
 
     def __init__(self, dataset: str, at_once: int) -> None:
         self.records = RecordFile(os.path.join(dataset, RECORDS), dataset)
-        self._writers = ThreadPoolExecutor(at_once, "omezarr-chunks")
+        self._writers = WriterThreads(at_once, "omezarr-chunks")
 
     def write(
         self,
@@ -109,20 +102,10 @@ class FrameFiles:
         record: bytes,
         by_zarr: Callable[[], object] | None = None,
     ) -> Future[None]:
-        """``write`` on a writer thread; at once for a small frame (``AT_ONCE_BELOW_BYTES``) or
-        when no thread can start (Python exiting)."""
-        if data.nbytes >= AT_ONCE_BELOW_BYTES:
-            with contextlib.suppress(RuntimeError):  # raised once Python exits
-                return self._writers.submit(self.write, target, data, record, by_zarr)
-        done: Future[None] = Future()
-        try:
-            self.write(target, data, record, by_zarr)
-            done.set_result(None)
-        except BaseException as error:
-            done.set_exception(error)
-        return done
+        """``write`` on a writer thread (``WriterThreads.start``)."""
+        return self._writers.start(data.nbytes, lambda: self.write(target, data, record, by_zarr))
 
     def close(self) -> None:
         """Close the records (and let go of their lock); a write still going then fails."""
         self.records.close()
-        self._writers.shutdown(wait=False)
+        self._writers.close()

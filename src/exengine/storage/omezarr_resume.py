@@ -16,9 +16,9 @@ from typing import Any
 
 from ..kernel.data_coords import DataCoordinates
 from ._frames import LEARNED_WHILE_RUNNING, FrameStorage, check_writable
+from ._writer_threads import LOCAL_WRITES_IN_FLIGHT
 from .dataset_lock import check_not_in_use
 from .omezarr import CHUNKS_AT_ONCE, DEFAULT_WRITES_IN_FLIGHT, OMEZarrStorage, _Image
-from .omezarr_local import LOCAL_WRITES_IN_FLIGHT
 from .omezarr_reader import RECORD_PREFIX, RECORDS, OMEZarrDataset
 from .omezarr_store import DEFAULT_TIMEOUT_S, RecordObjects, is_store_url, open_store
 
