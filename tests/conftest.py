@@ -176,3 +176,29 @@ def manager_with_broken_plugin(tmp_path):
     manager.discover()
     manager.register(PluginManifest.from_file(path))
     return manager
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """``mount_tmpfs(size)``: a tmpfs of ``size`` (``"2m"``), for a disk that really fills up; needs
+    root and mount rights, else the test is skipped. Unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        try:
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            pytest.skip(f"cannot mount a tmpfs here ({getattr(e, 'stderr', b'') or e!r})")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True, timeout=30)

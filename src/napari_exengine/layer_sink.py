@@ -185,6 +185,11 @@ class LayerSink:
         self._stage = stage
         self._pending: list[DataCoordinates] = []
         self._pending_lock = threading.Lock()
+        #: The acquisition order of frames not yet shown: frames may be stored out of order (a
+        #: storage writing several at once), and the sliders follow the newest acquired.
+        self._acquired: dict[DataCoordinates, int] = {}
+        self._acquired_count = 0
+        self._newest: tuple[int, DataCoordinates] | None = None  # the newest shown, and its rank
         self._layers: dict[Any, Any] = {}
         self._state: dict[Any, _LayerState] = {}
         self._last_step: tuple[int, ...] | None = None
@@ -234,7 +239,13 @@ class LayerSink:
         return dict(self._layers)
 
     def _on_frame(self, stage: FrameStage, coords: DataCoordinates | None) -> None:
-        if stage == self._stage and coords is not None:
+        if coords is None:
+            return
+        if stage == FrameStage.ACQUIRED and self._stage != FrameStage.ACQUIRED:
+            with self._pending_lock:
+                self._acquired[coords] = self._acquired_count
+                self._acquired_count += 1
+        elif stage == self._stage:
             with self._pending_lock:
                 self._pending.append(coords)
 
@@ -310,6 +321,7 @@ class LayerSink:
         self._prepare_layers()
         with self._pending_lock:
             pending, self._pending = self._pending, []
+            acquired = {coords: self._acquired.pop(coords, -1) for coords in pending}
         self.frames_shown += len(pending)
         pending, newest = self._mosaic.take(pending)
         if newest is not None and not pending:
@@ -343,8 +355,17 @@ class LayerSink:
             touched[key] = position
         for key in grown:
             self._update_layer(key)
-        last = next(reversed(touched))
-        self._follow(*self._slider_position(last, touched[last]), redraw=set(touched) - grown)
+        newest = max(reversed(pending), key=lambda coords: acquired.get(coords, -1))
+        rank = acquired.get(newest, -1)
+        if rank < 0 or self._newest is None or rank > self._newest[0]:
+            self._newest = (rank, newest)
+        else:  # an older frame stored late: the sliders stay on the newest
+            newest = self._newest[1]
+        last = self._key(newest)
+        self._follow(
+            *self._slider_position(last, self._state[last].position(newest)),
+            redraw=set(touched) - grown,
+        )
 
     def _slider_position(self, key: Any, position: Sequence[int]) -> tuple[list[str], list[int]]:
         """The slider axes of the layer of ``key`` and ``position`` (its own axes' indices) along

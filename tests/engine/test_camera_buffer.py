@@ -78,6 +78,43 @@ def test_taken_in_time_nothing_is_dropped_and_buffers_are_reused(scope, engine):
     assert len(camera._pool._buffers) <= 50, "the camera's ring of buffers, not fresh memory"
 
 
+def test_frames_popped_from_a_thread_of_the_users_reuse_the_cameras_buffers(scope):
+    """A device call from outside the engine runs as an event on an executor thread; once it
+    returns, nothing keeps what it returned (before, the event and its future kept each other, and
+    every frame lived on until Python's cyclic garbage collection: the camera wrote each next frame
+    into fresh memory)."""
+    camera = small_camera(scope, buffer_frames=50)
+    camera.arm(60)
+    camera.start()
+    for _ in range(60):
+        frame, _ = camera.pop_data(timeout=1)  # this thread is none of the engine's
+        assert frame is not None
+    assert len(camera._pool._buffers) <= 3
+
+
+def test_arming_prepares_the_first_frames_so_none_waits_for_rendering(scope, monkeypatch):
+    """Rendering a frame's clean image costs a few tenths of a second at 2048x2048; it is done at
+    ``arm``, before the clock starts, for each channel of a sequence, not at the first frames."""
+    from exengine.devices import simulated_camera
+
+    rendered: list[tuple] = []
+    render = simulated_camera.render_clean
+    monkeypatch.setattr(
+        simulated_camera, "render_clean", lambda key: rendered.append(key) or render(key)
+    )
+    microscope = scope["Camera"].microscope
+    camera = small_camera(scope, buffer_frames=8)
+    microscope.channel_sequence = ["DAPI", "FITC"]
+    try:
+        camera.arm(4)
+        assert [key[3] for key in rendered] == ["DAPI", "FITC"]
+        camera.start()
+        frames = [camera.pop_data(timeout=1)[1]["Channel"] for _ in range(4)]
+    finally:
+        microscope.channel_sequence = None
+    assert frames == ["DAPI", "FITC", "DAPI", "FITC"] and len(rendered) == 2
+
+
 def test_a_frame_kept_by_its_reader_is_never_overwritten(scope):
     camera = small_camera(scope, buffer_frames=4)
     camera.arm(40)

@@ -865,3 +865,38 @@ def test_a_dataset_with_an_unnamed_channel_reopens_without_a_trailing_space(tmp_
         storage.put({"time": t, "channel": ""}, np.zeros((8, 8), np.uint16), {})
     storage.finish()
     assert [kwargs["name"] for _, kwargs, _ in read_ndtiff(storage.path)] == ["mm dataset_1"]
+
+
+def test_the_sliders_follow_the_newest_frame_acquired_when_frames_are_stored_out_of_order(
+    gui_viewer, qtbot, tmp_path, monkeypatch
+):
+    """NDTiff writes two large frames at once, so they may be reported stored out of order: here
+    frame 4 is stored after frame 5 (and after a refresh showed 5), and the sliders stay on 5."""
+    from exengine.data import FrameStage
+    from exengine.storage import ndtiff_files
+    from napari_exengine.layer_sink import LayerSink
+
+    newest_shown = threading.Event()
+    write = ndtiff_files.ImageFile.write
+
+    def late(file, key, image, metadata, then):
+        if dict(key)["time"] == 4:
+            assert newest_shown.wait(20)
+        return write(file, key, image, metadata, then)
+
+    monkeypatch.setattr(ndtiff_files.ImageFile, "write", late)
+    handler = DataHandler(NDTiffStorage(tmp_path, "order"))
+    stored: list[int] = []
+    handler.add_listener(
+        lambda stage, coords: stored.append(coords["time"]) if stage == FrameStage.STORED else None
+    )
+    sink = LayerSink(gui_viewer, handler, name="order")
+    for t in range(6):
+        handler.put({"time": t}, np.full((1024, 1024), t, np.uint16), {}, timeout=30)
+    qtbot.waitUntil(lambda: sink.frames_shown == 5, timeout=20000)
+    assert gui_viewer.dims.current_step[0] == 5
+    newest_shown.set()
+    handler.await_completion(30)
+    qtbot.waitUntil(lambda: sink.frames_shown == 6, timeout=20000)
+    assert stored[-1] == 4 and gui_viewer.dims.current_step[0] == 5
+    sink.close()

@@ -12,6 +12,7 @@ import threading
 import ndstorage
 import numpy as np
 import pytest
+from ndstorage.ndtiff_index import NDTiffIndexEntry
 
 from exengine.data import DataHandler, DataHandlerError
 from exengine.storage import NDTiffStorage, ndtiff_files
@@ -246,3 +247,115 @@ def test_frames_put_while_python_exits_are_still_stored(tmp_path):
     path, stored = done.stdout.split()[0], done.stdout.split()[-1]
     assert stored == "6", done.stdout + done.stderr
     assert_frames(path, list(range(6)))
+
+
+def test_a_writer_thread_that_cannot_start_still_writes_each_frame_once(tmp_path, monkeypatch):
+    """Starting a thread can fail (a process at its thread or memory limit) after the write was
+    queued: the write runs at once instead, and the queued copy, run later, does nothing (before,
+    it wrote the frame a second time over the next frame's bytes)."""
+    start, failed = threading.Thread.start, []
+
+    def start_once_failing(thread):
+        if thread.name.startswith("ndtiff-images") and not failed:
+            failed.append(thread.name)
+            raise RuntimeError("can't start new thread")
+        return start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_once_failing)
+    storage = NDTiffStorage(tmp_path, "once")
+    outcomes: list[BaseException | None] = []
+    for t in range(3):
+        written = threading.Event()
+        storage.start_put(
+            {"time": t}, big_frame(t), {"t": t}, lambda e, w=written: (outcomes.append(e), w.set())
+        )
+        assert written.wait(20)
+    storage.finish()
+    assert failed and outcomes == [None, None, None]
+    with open(os.path.join(storage.path, "NDTiff.index"), "rb") as f:
+        index, position, entries = f.read(), 0, []
+    while position < len(index):  # every entry, also one for coordinates written before
+        position, coords, _ = NDTiffIndexEntry.unpack_single_index_entry(index, position)
+        entries.append(coords["time"])
+    assert sorted(entries) == [0, 1, 2]
+    assert_frames(storage.path, [0, 1, 2])
+
+
+def test_a_frame_refused_after_claiming_a_file_gives_it_back(tmp_path, monkeypatch):
+    """Whatever fails between claiming an image file and writing (here the dataset's bookkeeping)
+    gives the file and the coordinates back: the frame can be put again, and finish does not wait
+    for it (before, it waited forever)."""
+    from exengine.storage import ndtiff
+
+    begin, failures = ndtiff._NDTiffDataset.begin_image, []
+
+    def begin_once_failing(dataset, coordinates, image, metadata):
+        if not failures:
+            failures.append(coordinates)
+            raise RuntimeError("bookkeeping failed")
+        return begin(dataset, coordinates, image, metadata)
+
+    monkeypatch.setattr(ndtiff._NDTiffDataset, "begin_image", begin_once_failing)
+    storage = NDTiffStorage(tmp_path, "back")
+    with pytest.raises(RuntimeError, match="bookkeeping failed"):
+        storage.put({"time": 0}, big_frame(0), {"t": 0})
+    storage.put({"time": 0}, big_frame(0), {"t": 0})
+    finishing = threading.Thread(target=storage.finish)
+    finishing.start()
+    finishing.join(20)
+    assert not finishing.is_alive()
+    assert_frames(storage.path, [0])
+
+
+def test_a_disk_full_when_a_second_image_file_is_made_leaves_a_dataset_that_opens(
+    mount_tmpfs, monkeypatch
+):
+    """Frame 0 is written but its file still taken when frame 1 needs a second image file, on a
+    full disk: frame 1 is refused with ENOSPC, no part of that file stays (readers open every .tif),
+    and the dataset finishes and opens with frame 0 (before, a 0-byte file made it unreadable)."""
+    disk = mount_tmpfs("8m")
+    release, written = threading.Event(), threading.Event()
+    write = ndtiff_files.ImageFile.write
+
+    def held(file, key, image, metadata, then):
+        write(file, key, image, metadata, then)
+        written.set()
+        assert release.wait(20)
+
+    monkeypatch.setattr(ndtiff_files.ImageFile, "write", held)
+    storage = NDTiffStorage(disk, "full")
+    outcome: list[BaseException | None] = []
+    storage.start_put({"time": 0}, big_frame(0), {"t": 0}, outcome.append)
+    assert written.wait(20)
+    filler = disk / "filler"
+    with open(filler, "wb") as f, pytest.raises(OSError):  # another program fills the disk
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    with pytest.raises(OSError) as refused:
+        storage.start_put({"time": 1}, big_frame(1), {"t": 1}, outcome.append)
+    assert refused.value.errno == errno.ENOSPC
+    assert image_files(storage.path) == ["full_NDTiffStack.tif"]
+    assert not [name for name in os.listdir(storage.path) if name.endswith(".partial")]
+    release.set()
+    filler.unlink()
+    storage.finish()
+    assert outcome == [None]
+    assert_frames(storage.path, [0])
+
+
+def test_resume_clears_an_image_file_a_crash_left_before_its_header(tmp_path):
+    """A process killed while making an image file leaves it under a ``.partial`` name, which
+    readers do not open; resuming removes it."""
+    storage = NDTiffStorage(tmp_path, "crash")
+    storage.put({"time": 0}, big_frame(0), {"t": 0})
+    storage.close()
+    leftover = os.path.join(storage.path, "crash_NDTiffStack_1.tif.partial")
+    with open(leftover, "wb") as f:
+        f.truncate(4 * 1024**2)  # zeros, as ndstorage reserves a file before its header
+    assert_frames(storage.path, [0])
+    resumed = NDTiffStorage.resume(storage.path)
+    assert not os.path.exists(leftover)
+    resumed.put({"time": 1}, big_frame(1), {"t": 1})
+    resumed.close()
+    assert_frames(storage.path, [0, 1])

@@ -112,24 +112,9 @@ def test_a_metadata_document_that_hits_a_full_disk_leaves_no_temporary_file(tmp_
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 2 MB tmpfs, for a disk that really fills up (needs root and mount rights)."""
-    where = tmp_path / "tmpfs"
-    where.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        pytest.skip(
-            f"cannot mount a tmpfs here ({getattr(e, 'stderr', b'') or e!r}); the /dev/full test "
-            "covers ENOSPC"
-        )
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True, timeout=30)
+def small_tmpfs(mount_tmpfs):
+    """A 2 MB tmpfs, for a disk that really fills up."""
+    return mount_tmpfs("2m")
 
 
 @pytest.mark.parametrize("compress", [False, True])

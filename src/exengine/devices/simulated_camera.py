@@ -250,6 +250,19 @@ class SimulatedCamera(Detector):
             )
         with self._lock:
             self._clock.arm(frame_count)
+        self._prepare_first_frames(frame_count)
+
+    def _prepare_first_frames(self, frame_count: int | None) -> None:
+        """Make the clean images of the sequence's first frames now, before any camera starts: at
+        2048x2048 the first costs a few tenths of a second, which a camera on its own clock would
+        otherwise spend with its buffer filling."""
+        settings = self._settings()
+        scope = self._scope
+        cycle = len(scope.z_sequence) if scope.z_sequence is not None else 1
+        cycle *= len(scope.channel_sequence or ()) or 1
+        count = min(cycle, self._cache_size, frame_count if frame_count is not None else cycle)
+        for index in range(count):
+            self._prepared(*scope.state_for_frame(index), settings)
 
     def start(self) -> None:
         buffer_bytes = float(self.sequence_buffer_mb) * 1024**2
@@ -286,13 +299,7 @@ class SimulatedCamera(Detector):
         index = self._next_frame(timeout)
         if index is None:
             return None, None
-        settings = _Settings(
-            float(self.exposure),
-            int(self.binning),
-            int(self.bit_depth),
-            tuple(self.roi),
-            float(self.pixel_size_um),
-        )
+        settings = self._settings()
         x, y, z, channel = self._scope.state_for_frame(index)
         image = self._render(x, y, z, channel, index, settings)
         self._scope.illuminate(settings.exposure)
@@ -336,14 +343,20 @@ class SimulatedCamera(Detector):
                 while time.monotonic() < until:
                     pass
 
-    def _render(
-        self, x: float, y: float, z: float, channel: str, index: int, settings: _Settings
-    ) -> np.ndarray:
-        binning, bit_depth = settings.binning, settings.bit_depth
-        _rx, _ry, rw, rh = settings.roi
-        h, w = rh // binning, rw // binning
-        dtype = np.uint8 if bit_depth == 8 else np.uint16
-        maximum = (1 << bit_depth) - 1
+    def _settings(self) -> _Settings:
+        return _Settings(
+            float(self.exposure),
+            int(self.binning),
+            int(self.bit_depth),
+            tuple(self.roi),
+            float(self.pixel_size_um),
+        )
+
+    def _prepared(
+        self, x: float, y: float, z: float, channel: str, settings: _Settings
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The clean image of what the camera sees there with ``settings``, ready for noise (made
+        once, then kept among the last few)."""
         scope = self._scope
         key = (
             round(x / settings.pixel_size_um),
@@ -351,20 +364,37 @@ class SimulatedCamera(Detector):
             round(z, 2),
             channel,
             settings.exposure,
-            binning,
+            settings.binning,
             settings.roi,
-            bit_depth,
+            settings.bit_depth,
             scope.light_on,
             scope.light_power * round(scope.staining(x, y) * scope.fluorescence, 3),
         )
         cached = self._cache.get(key)
         if cached is None:
+            dtype = np.uint8 if settings.bit_depth == 8 else np.uint16
+            maximum = (1 << settings.bit_depth) - 1
             cached = self._cache[key] = _prepare(render_clean(key), dtype, maximum)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        return cached
+
+    def _render(
+        self, x: float, y: float, z: float, channel: str, index: int, settings: _Settings
+    ) -> np.ndarray:
+        binning, bit_depth = settings.binning, settings.bit_depth
+        _rx, _ry, rw, rh = settings.roi
+        dtype = np.uint8 if bit_depth == 8 else np.uint16
+        cached = self._prepared(x, y, z, channel, settings)
         pattern = index % _PATTERNS
-        frame = self._pool.take((h, w), dtype)
-        _draw(frame, cached, self._noise[pattern], self._wrapped_noise[dtype][pattern], maximum)
+        frame = self._pool.take((rh // binning, rw // binning), dtype)
+        _draw(
+            frame,
+            cached,
+            self._noise[pattern],
+            self._wrapped_noise[dtype][pattern],
+            (1 << bit_depth) - 1,
+        )
         return frame
 
 

@@ -97,7 +97,13 @@ def _reroute(
     future = engine.submit(
         _DeviceCallEvent(func, device, args, kwargs), thread_name=thread_name or MAIN_THREAD_NAME
     )
-    return future.await_execution()  # type: ignore[union-attr]
+    try:
+        return future.await_execution()  # type: ignore[union-attr]
+    finally:
+        # the event and its future refer to each other: without this, what the call returned (a
+        # camera's frame, whose buffer the camera would reuse) lives on until Python's cyclic
+        # garbage collection
+        future.event = None  # type: ignore[union-attr]
 
 
 def _wrap(name: str, func: Callable[..., Any]) -> Callable[..., Any]:

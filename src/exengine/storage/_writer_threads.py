@@ -11,6 +11,7 @@ side) write two frames at once in a local folder.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -27,6 +28,19 @@ AT_ONCE_BELOW_BYTES = 2 * 1024**2
 T = TypeVar("T")
 
 
+class _Once:
+    """``write``, run by the first caller only; later callers get ``None``."""
+
+    def __init__(self, write: Callable[[], T]) -> None:
+        self._write: Callable[[], T] | None = write
+        self._lock = threading.Lock()
+
+    def __call__(self) -> T | None:
+        with self._lock:
+            write, self._write = self._write, None
+        return None if write is None else write()
+
+
 class WriterThreads:
     """Up to ``at_once`` writes going at once, each on a thread of its own."""
 
@@ -35,13 +49,17 @@ class WriterThreads:
 
     def start(self, nbytes: int, write: Callable[[], T]) -> Future[T]:
         """``write()`` on a writer thread; at once, on this thread, for a small frame of ``nbytes``
-        (``AT_ONCE_BELOW_BYTES``) or when no thread can start (Python exiting)."""
+        (``AT_ONCE_BELOW_BYTES``) or when no thread can start (Python exiting, or no memory for
+        one). Whichever way, ``write`` runs once."""
+        once = _Once(write)
         if nbytes >= AT_ONCE_BELOW_BYTES:
-            with contextlib.suppress(RuntimeError):  # raised once Python exits
-                return self._threads.submit(write)
+            # a thread that cannot start raises after the job was queued: the queued copy, should
+            # it run later, finds the write done here and does nothing
+            with contextlib.suppress(RuntimeError):
+                return self._threads.submit(once)
         done: Future[T] = Future()
         try:
-            done.set_result(write())
+            done.set_result(once())
         except BaseException as error:
             done.set_exception(error)
         return done

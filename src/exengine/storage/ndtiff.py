@@ -29,10 +29,11 @@ Guards the adapter adds around ``ndstorage`` 0.1.18:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,8 +50,16 @@ from ._frames import (
 )
 from ._writer_threads import LOCAL_WRITES_IN_FLIGHT, WriterThreads
 from .dataset_lock import check_not_in_use, lock_for_writing
-from .ndtiff_files import DirectFile, ImageFile, ImageFiles, Unkept
-from .ndtiff_reader import INDEX_NAME, RUN_SUMMARY, FrameEntry, NDTiffReader
+from .ndtiff_files import (
+    PARTIAL,
+    DirectFile,
+    ImageFile,
+    ImageFiles,
+    Unkept,
+    free_prefix,
+    tidy_image_files,
+)
+from .ndtiff_reader import INDEX_NAME, RUN_SUMMARY, NDTiffReader
 
 try:
     import ndstorage
@@ -231,12 +240,21 @@ class _NDTiffDataset(ndstorage.NDTiffDataset):
 
     def _open_image_writer(self) -> Any:
         """A new image file, ``NDTiffStack.tif`` then ``NDTiffStack_<k>.tif`` (after the dataset's
-        name or ``append_as``); the index is opened with the first."""
+        name or ``append_as``); the index is opened with the first. Readers open every ``.tif`` in
+        the folder, so the file gets its name once its header is written."""
         prefix = self.append_as or self.name
         base = "NDTiffStack.tif" if self.file_index == 0 else f"NDTiffStack_{self.file_index}.tif"
         name = base if prefix is None else f"{prefix}_{base}"
-        writer = SingleNDTiffWriter(self.path, name, self._summary_metadata)
-        writer.file = DirectFile(writer.file)
+        partial = os.path.join(self.path, name + PARTIAL)
+        try:
+            writer = SingleNDTiffWriter(self.path, name + PARTIAL, self._summary_metadata)
+            writer.file = DirectFile(writer.file)  # writes the header
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            raise
+        writer.filename = writer.file.name = os.path.join(self.path, name)
+        os.replace(partial, writer.filename)
         writer.index_map = Unkept()  # never read; the frame index has every entry
         self.file_index += 1
         if self._index_file is None:
@@ -269,10 +287,12 @@ class _NDTiffDataset(ndstorage.NDTiffDataset):
         super()._update_axes(image_coordinates)
 
     def finish(self) -> None:
-        self.image_files.finish()
-        if self._index_file is not None:  # opened with the first image
-            self._index_file.close()
-        self._finished_event.set()
+        try:
+            self.image_files.finish()
+        finally:
+            if self._index_file is not None:  # opened with the first image
+                self._index_file.close()
+            self._finished_event.set()
 
 
 class NDTiffStorage(_NDStorage):
@@ -371,10 +391,10 @@ class NDTiffStorage(_NDStorage):
         check_not_in_use(index, folder)
         if os.path.getsize(index) > complete:
             os.truncate(index, complete)
-        _trim_to_frames(folder, entries.values())
+        tidy_image_files(folder, entries.values())
         _check_writes_in_flight(writes_in_flight)
         dataset = _NDTiffDataset(folder, writable=True, at_once=writes_in_flight)
-        dataset.append_as = _free_prefix(folder)
+        dataset.append_as = free_prefix(folder)
         storage = cls.__new__(cls)
         storage._open(dataset, summary, resumed=True)
         for key, entry in entries.items():
@@ -451,16 +471,21 @@ class NDTiffStorage(_NDStorage):
                     f"Data at {dict(coords)} is already stored or being stored; the first frame is "
                     "kept"
                 )
-            self._writing.add(coords)
-        try:
-            file = self._dataset.image_files.take(data, encoded)
-        except BaseException:
-            self._written(coords)
-            raise
-        with self._idle:
-            self._dataset.begin_image(dict(coords), data, encoded)
+            self._check_axes(coords)  # again: another thread may have put a new axis since
             for axis, value in coords.items():
                 self._axis_kinds.setdefault(axis, type(value))
+            self._writing.add(coords)
+        file = None
+        try:
+            file = self._dataset.image_files.take(data, encoded)
+            with self._idle:
+                self._dataset.begin_image(dict(coords), data, encoded)
+        except BaseException:
+            self._dataset._write_pending_images.pop(frozenset(coords.items()), None)
+            if file is not None:
+                self._dataset.image_files.give_back(file)
+            self._written(coords)
+            raise
         return file
 
     def _store(
@@ -542,26 +567,6 @@ def _encode(coords: DataCoordinates, metadata: dict[str, Any]) -> bytes:
 def _check_writes_in_flight(value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"writes_in_flight must be a whole number of 1 or more, got {value!r}")
-
-
-def _trim_to_frames(folder: str, entries: Iterable[FrameEntry]) -> None:
-    """Cut image files a crash left at their reserved size back to their last indexed frame."""
-    ends: dict[str, int] = {}
-    for entry in entries:
-        ends[entry.filename] = max(ends.get(entry.filename, 0), entry.end)
-    for name, end in ends.items():
-        path = os.path.join(folder, name)
-        if os.path.isfile(path) and os.path.getsize(path) > end:
-            os.truncate(path, end)
-
-
-def _free_prefix(folder: str) -> str:
-    """``resume<k>``: the first file name prefix no file in ``folder`` has."""
-    names = os.listdir(folder)
-    k = 1
-    while any(name.startswith(f"resume{k}_") for name in names):
-        k += 1
-    return f"resume{k}"
 
 
 class NDRAMStorage(_NDStorage):

@@ -10,16 +10,28 @@ all.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._preallocate import SpaceReserver
 
-__all__ = ["DirectFile", "ImageFile", "ImageFiles", "Unkept"]
+__all__ = [
+    "PARTIAL",
+    "DirectFile",
+    "ImageFile",
+    "ImageFiles",
+    "Unkept",
+    "free_prefix",
+    "tidy_image_files",
+]
+
+#: Added to the name of an image file until its header is written (readers open every ``.tif``).
+PARTIAL = ".partial"
 
 
 class ImageFile:
@@ -81,12 +93,25 @@ class ImageFiles:
             self._changed.notify()
 
     def finish(self) -> None:
-        """Finish every file (their last image marked as the last, each cut to its data)."""
+        """Finish every file (their last image marked as the last, each cut to its data; one
+        without an image keeps its header only); raises the first failure, after finishing the
+        others."""
         with self._changed:
-            for file in self.files:
-                file.writer.finished_writing()
-            self.files.clear()
-            self._free.clear()
+            files, self.files, self._free = self.files, [], []
+        failure: BaseException | None = None
+        for file in files:
+            try:
+                if file.writer.first_ifd:  # no image: no last one to mark
+                    file.writer.file.truncate()
+                    file.writer.file.close()
+                else:
+                    file.writer.finished_writing()
+            except BaseException as error:  # e.g. a full disk: the other files still finish
+                failure = failure or error
+                with contextlib.suppress(OSError):
+                    file.writer.file.close()
+        if failure is not None:
+            raise failure
 
 
 class DirectFile:
@@ -147,3 +172,28 @@ class Unkept(dict):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         pass
+
+
+def tidy_image_files(folder: str, entries: Iterable[Any]) -> None:
+    """After a crash, before adding frames: cut image files left at their reserved size back to
+    their last indexed frame (``entries``: the index's ``FrameEntry`` items), and remove those left
+    before their header was whole."""
+    ends: dict[str, int] = {}
+    for entry in entries:
+        ends[entry.filename] = max(ends.get(entry.filename, 0), entry.end)
+    for name, end in ends.items():
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and os.path.getsize(path) > end:
+            os.truncate(path, end)
+    for name in os.listdir(folder):
+        if name.endswith(".tif" + PARTIAL):
+            os.remove(os.path.join(folder, name))
+
+
+def free_prefix(folder: str) -> str:
+    """``resume<k>``: the first file name prefix no file in ``folder`` has."""
+    names = os.listdir(folder)
+    k = 1
+    while any(name.startswith(f"resume{k}_") for name in names):
+        k += 1
+    return f"resume{k}"
