@@ -11,7 +11,10 @@ Three parts, each interleaving its configurations run by run (medians):
    from the start until every frame is stored; targets below), frames dropped (must be 0), the
    delay from the frame's arrival in the handler to the first repaint of the canvas after the
    refresh that showed it, for the newest frame of each refresh (median, p95 <= 150 ms), the GUI
-   thread's CPU share, and the process's memory (RSS at start, peak, end).
+   thread's CPU share, and the process's memory (RSS at start, peak, end). Each run, ours and each
+   raw reference, runs in a fresh process of its own (``--one``), as a user's session would start:
+   in one long-lived process, later runs fell short where the same runs in processes of their own
+   kept the pace.
 2. **Storage path vs a raw sequential write.** 2048x2048 uint16 frames written as fast as they can
    be (at least 9 runs, each path first in turn): ``DataHandler`` into NDTiff, and into OME-Zarr,
    against a loop of ``os.write`` of the same bytes into one file; each ends with ``fsync`` of every
@@ -39,14 +42,16 @@ for fewer frames, ``--skip-peer``). Part 1 needs about 9 GB of free RAM in ``/de
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -238,7 +243,7 @@ def run_raw_paced(config: Paced, root: str, microscope: Any) -> dict[str, Any]:
     }
 
 
-def run_paced(config: Paced, root: str, viewer: Any, microscope: Any) -> dict[str, Any]:
+def run_paced(config: Paced, root: str, viewer: Any | None, microscope: Any) -> dict[str, Any]:
     """One camera-paced acquisition of ``config``."""
     from qtpy.QtWidgets import QApplication
 
@@ -432,6 +437,9 @@ def report_paced(
                 f"{_med(reference, 'ratio'):6.3f} {'':7} "
                 f"{max(r['dropped'] for r in reference):8d} {stored:>10}"
             )
+            print(
+                f"{'  reference, each run':46} " + " ".join(f"{r['ratio']:.3f}" for r in reference)
+            )
     print(
         "rate: the camera's N frames' time / the time to every frame stored (1.0: the camera's "
         "pace); dropped: the most over the runs; stored: the fewest; newest: arrival of each "
@@ -468,6 +476,51 @@ def report_peer(results: dict[tuple[int, float, int], dict[str, list[dict[str, A
 
 
 # -------------------------------------------------------------------------------------------- main
+def run_one(config: Paced) -> dict[str, Any]:
+    """One run of ``config`` (or of its raw reference) in this fresh process, after an unmeasured
+    warm-up run when shown and a warm-up write."""
+    from exengine import ExecutionEngine
+    from exengine.devices.simulated_specimen import SimulatedMicroscope
+
+    microscope = SimulatedMicroscope()
+    ram = scratch_dir()
+    viewer = None
+    try:
+        if config.shown:
+            import napari
+
+            viewer = napari.Viewer(show=True)
+            run_paced(Paced(512, 100, 100, True, 0), ram, viewer, microscope)
+        warm(ram, config.nbytes)
+        if config.storage == "raw":
+            result = run_raw_paced(config, ram, microscope)
+        else:
+            result = run_paced(config, ram, viewer, microscope)
+        result["warmed"] = _WARMED[-1]
+        return result
+    finally:
+        shutil.rmtree(ram, ignore_errors=True)
+        if viewer is not None:
+            viewer.close()
+        ExecutionEngine.get_instance().shutdown()
+
+
+def run_in_child(config: Paced) -> dict[str, Any]:
+    """``run_one(config)`` in a process of its own: each run starts as a user's session would,
+    whatever the runs before it left behind (module docstring)."""
+    fields = json.dumps(asdict(config))
+    done = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--one", fields],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{config.label} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="interleaved runs (default 3)")
@@ -478,19 +531,16 @@ def main() -> None:
         help="Python with napari-micromanager installed (default: $NMM_PYTHON, else this one)",
     )
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a Paced as JSON: run_one, in a child
     args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_one(Paced(**json.loads(args.one)))), flush=True)
+        return
     if args.runs < 1:
         parser.error(f"--runs must be 1 or more, not {args.runs}")
     scale = 5 if args.quick else 1
 
-    import napari
-
-    from exengine import ExecutionEngine
-    from exengine.devices.simulated_specimen import SimulatedMicroscope
-
     configs = [replace(c, frames=c.frames // scale) for c in PACED]
-    viewer = napari.Viewer(show=True)
-    microscope = SimulatedMicroscope()
     ram, disk = scratch_dir(), scratch_dir(ram=False)
     paced: dict[Paced, list[dict[str, Any]]] = {c: [] for c in configs}
     storage: dict[tuple[str, str], list[float]] = {
@@ -501,16 +551,12 @@ def main() -> None:
     load_start = os.getloadavg()
     _warn_of_leftovers("/dev/shm")
     try:
-        run_paced(Paced(512, 100, 100, True, 0), ram, viewer, microscope)  # warm-up, unmeasured
-        raw_configs = {c.reference for c in configs}
-        raw: dict[Paced, list[dict[str, Any]]] = {c: [] for c in raw_configs}
+        raw: dict[Paced, list[dict[str, Any]]] = {c.reference: [] for c in configs}
         for _ in range(args.runs):
             for config in configs:
-                warm(ram, config.nbytes)
-                paced[config].append(run_paced(config, ram, viewer, microscope))
-            for config in raw_configs:
-                warm(ram, config.nbytes)
-                raw[config].append(run_raw_paced(config, ram, microscope))
+                paced[config].append(run_in_child(config))
+            for config in raw:
+                raw[config].append(run_in_child(config))
         frames = _frames_2048()
         paths = ("raw", "NDTiff", "OME-Zarr")
         for run in range(max(args.runs, STORAGE_RUNS)):
@@ -538,11 +584,11 @@ def main() -> None:
     finally:
         shutil.rmtree(ram, ignore_errors=True)
         shutil.rmtree(disk, ignore_errors=True)
-        viewer.close()
-        ExecutionEngine.get_instance().shutdown()
+    paced_warm = [row["warmed"] for rows in (*paced.values(), *raw.values()) for row in rows]
     print(
-        f"\nMemory: the first warm-up write (fresh memory) ran at {_WARMED[0]:.0f} MB/s; the "
-        f"median warm-up at {statistics.median(_WARMED):.0f} MB/s"
+        f"\nMemory: warm-up writes before the camera-paced runs: {min(paced_warm):.0f}-"
+        f"{max(paced_warm):.0f} MB/s (median {statistics.median(paced_warm):.0f}); before the "
+        f"storage runs: median {statistics.median(_WARMED):.0f} MB/s"
     )
     report_paced(paced, raw)
     report_storage(storage)

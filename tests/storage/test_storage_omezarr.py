@@ -651,3 +651,33 @@ def test_dataset_reader_opens_collections_of_other_writers(tmp_path):
     assert dataset.scale["t"] == 2.0 and dataset.scale["x"] == 0.5
     assert dataset.read_frame({"position": "Pos1", "t": 1}).max() == 7
     assert dataset.read_frame({"position": "Pos0", "t": 1}).max() == 0
+
+
+def test_a_frame_being_written_cannot_be_put_again(tmp_path, monkeypatch):
+    """``put`` checks the frames being written by ``start_put`` too (before, only those stored,
+    and the frame was written twice): one write per frame, ever."""
+    from exengine.storage import omezarr_local
+
+    release, started = threading.Event(), threading.Event()
+    write = omezarr_local.write_chunk_file
+
+    def held(target: str, data: np.ndarray) -> None:
+        started.set()
+        assert release.wait(20)
+        write(target, data)
+
+    monkeypatch.setattr(omezarr_local, "write_chunk_file", held)
+    storage = OMEZarrStorage(tmp_path, "twice")
+    outcome: list[BaseException | None] = []
+    storage.start_put({"time": 0}, big_frame(0), {"t": 0}, outcome.append)
+    assert started.wait(20)
+    with pytest.raises(ValueError, match="already stored or being stored"):
+        storage.put({"time": 0}, big_frame(7), {"t": 7})
+    release.set()
+    storage.finish()
+    assert outcome == [None]
+    dataset = OMEZarrDataset(storage.path)
+    assert [dict(c) for c in dataset.coordinates()] == [{"time": 0}]
+    assert (dataset.read_frame({"time": 0}) == 1).all()
+    with open(os.path.join(storage.path, "frame_metadata.jsonl")) as f:
+        assert [json.loads(line)["metadata"] for line in f] == [{"t": 0}]

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..kernel.data_coords import CoordinatesLike, DataCoordinates
 from ..kernel.data_storage_base import PlannedData
-from ._frames import FrameStorage
+from ._frames import LISTED, FrameStorage
 from ._writer_threads import LOCAL_WRITES_IN_FLIGHT
 from .ndtiff_reader import positive_number
 from .omezarr_attributes import (
@@ -247,16 +247,21 @@ class OMEZarrStorage(FrameStorage):
         return data
 
     def _write(self, coords: DataCoordinates, data: np.ndarray, metadata: dict[str, Any]) -> Any:
+        self._claim(coords)
+        record = None
         try:
-            where, record = self._locate(coords, data, metadata)
+            where, chunk_record = self._locate(coords, data, metadata)
             if self._files is not None:
                 target, by_zarr = self._local_chunk(where, data)
-                self._files.write(target, data, record, by_zarr)
+                self._files.write(target, data, chunk_record, by_zarr)
             else:
-                sync(self._store_frame(where, data, record))  # each of its writes is bounded
+                sync(self._store_frame(where, data, chunk_record))  # each write is bounded
+            record = self._commit(coords, where, metadata)
         except Exception as error:
             raise self._failure(coords, error) from error
-        return self._commit(coords, where, metadata)
+        finally:
+            self._written(coords, record)
+        return LISTED
 
     def start_put(
         self,
@@ -269,16 +274,7 @@ class OMEZarrStorage(FrameStorage):
         store. ``on_done`` is called from there once its chunk and its record are written, or with
         the error (the frame is then not stored; in a store its chunk may stay)."""
         coords, data, metadata = self._accept(data_coordinates, data, metadata)
-        # checked again with the writes' completions held off: one write per frame, ever
-        with self._idle:
-            if self._finished:
-                raise RuntimeError(f"{self!r} is finished; no more data can be added")
-            if coords in self._frames or coords in self._writing:
-                raise ValueError(
-                    f"Data at {dict(coords)} is already stored or being stored; the first frame is "
-                    "kept"
-                )
-            self._writing.add(coords)
+        self._claim(coords)
         try:
             where, record = self._locate(coords, data, metadata)
         except Exception as error:
@@ -307,6 +303,18 @@ class OMEZarrStorage(FrameStorage):
             asyncio.run_coroutine_threadsafe(
                 self._store_frame(where, data, record), _get_loop()
             ).add_done_callback(done)
+
+    def _claim(self, coords: DataCoordinates) -> None:
+        """Checked again with the writes' completions held off: one write per frame, ever."""
+        with self._idle:
+            if self._finished:
+                raise RuntimeError(f"{self!r} is finished; no more data can be added")
+            if coords in self._frames or coords in self._writing:
+                raise ValueError(
+                    f"Data at {dict(coords)} is already stored or being stored; the first frame is "
+                    "kept"
+                )
+            self._writing.add(coords)
 
     def _written(self, coords: DataCoordinates, record: Any) -> None:
         """A write of ``start_put`` ended: the frame listed with ``record`` (``None``: failed)."""
