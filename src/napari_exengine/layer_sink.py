@@ -144,6 +144,10 @@ class _LayerState:
 _Plan = dict[Any, tuple[DataCoordinates, dict[str, tuple[Any, ...]]]]
 
 
+#: Frames acquired and not yet shown whose order the sink keeps (its memory stays flat).
+ACQUIRED_KEPT = 4096
+
+
 class LayerSink:
     """Feeds frames of ``data_handler`` into layers of ``viewer``.
 
@@ -245,6 +249,8 @@ class LayerSink:
             with self._pending_lock:
                 self._acquired[coords] = self._acquired_count
                 self._acquired_count += 1
+                if len(self._acquired) > ACQUIRED_KEPT:  # frames a processor replaced, or failed
+                    del self._acquired[next(iter(self._acquired))]
         elif stage == self._stage:
             with self._pending_lock:
                 self._pending.append(coords)

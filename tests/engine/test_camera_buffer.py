@@ -83,13 +83,15 @@ def test_frames_popped_from_a_thread_of_the_users_reuse_the_cameras_buffers(scop
     returns, nothing keeps what it returned (before, the event and its future kept each other, and
     every frame lived on until Python's cyclic garbage collection: the camera wrote each next frame
     into fresh memory)."""
-    camera = small_camera(scope, buffer_frames=50)
-    camera.arm(60)
+    from exengine.devices.simulated_camera import PREFILLED_FRAMES
+
+    camera = small_camera(scope, buffer_frames=100)
+    camera.arm(100)
     camera.start()
-    for _ in range(60):
+    for _ in range(100):
         frame, _ = camera.pop_data(timeout=1)  # this thread is none of the engine's
         assert frame is not None
-    assert len(camera._pool._buffers) <= 3
+    assert len(camera._pool._buffers) == PREFILLED_FRAMES  # none made beyond those made at arm
 
 
 def test_arming_prepares_the_first_frames_so_none_waits_for_rendering(scope, monkeypatch):
