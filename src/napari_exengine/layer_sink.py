@@ -144,8 +144,7 @@ class _LayerState:
 _Plan = dict[Any, tuple[DataCoordinates, dict[str, tuple[Any, ...]]]]
 
 
-#: Frames acquired and not yet shown whose order the sink keeps (its memory stays flat).
-ACQUIRED_KEPT = 4096
+ACQUIRED_KEPT = 4096  # frames whose acquisition order the sink keeps: its memory stays flat
 
 
 class LayerSink:
@@ -189,8 +188,7 @@ class LayerSink:
         self._stage = stage
         self._pending: list[DataCoordinates] = []
         self._pending_lock = threading.Lock()
-        #: The acquisition order of frames not yet shown: frames may be stored out of order (a
-        #: storage writing several at once), and the sliders follow the newest acquired.
+        #: Acquisition order of frames not yet shown (stored out of order, e.g. by NDTiff)
         self._acquired: dict[DataCoordinates, int] = {}
         self._acquired_count = 0
         self._newest: tuple[int, DataCoordinates] | None = None  # the newest shown, and its rank
