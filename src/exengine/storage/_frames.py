@@ -119,6 +119,20 @@ class FrameStorage(DataStorage):
             )
         return coords, data, metadata
 
+    def _claim(self, coords: DataCoordinates) -> None:
+        """For storages that write frames at once (``start_put``; they hold a condition ``_idle``
+        and the set ``_writing``): claim ``coords``, checked with the writes' ends held off, so
+        that each frame is written once, ever."""
+        with self._idle:  # type: ignore[attr-defined]
+            if self._finished:
+                raise RuntimeError(f"{self!r} is finished; no more data can be added")
+            if coords in self._frames or coords in self._writing:  # type: ignore[attr-defined]
+                raise ValueError(
+                    f"Data at {dict(coords)} is already stored or being stored; the first frame is "
+                    "kept"
+                )
+            self._writing.add(coords)  # type: ignore[attr-defined]
+
     def _check_frame(self, coords: DataCoordinates, data: np.ndarray) -> np.ndarray:
         """Return ``data`` ready to write, or raise naming ``coords`` (before anything is
         written)."""

@@ -463,18 +463,15 @@ class NDTiffStorage(_NDStorage):
     def _begin(self, coords: DataCoordinates, data: np.ndarray, encoded: bytes) -> ImageFile:
         """Claim the frame's coordinates and an image file for it (refused, naming them, when they
         are stored or being stored)."""
-        with self._idle:  # checked again with the writes' ends held off: one write per frame, ever
-            if self._finished:
-                raise RuntimeError(f"{self!r} is finished; no more data can be added")
-            if coords in self._frames or coords in self._writing:
-                raise ValueError(
-                    f"Data at {dict(coords)} is already stored or being stored; the first frame is "
-                    "kept"
-                )
-            self._check_axes(coords)  # again: another thread may have put a new axis since
-            for axis, value in coords.items():
-                self._axis_kinds.setdefault(axis, type(value))
-            self._writing.add(coords)
+        self._claim(coords)
+        try:
+            with self._idle:
+                self._check_axes(coords)  # again: another thread may have put a new axis since
+                for axis, value in coords.items():
+                    self._axis_kinds.setdefault(axis, type(value))
+        except ValueError:
+            self._written(coords)
+            raise
         file = None
         try:
             file = self._dataset.image_files.take(data, encoded)

@@ -304,18 +304,6 @@ class OMEZarrStorage(FrameStorage):
                 self._store_frame(where, data, record), _get_loop()
             ).add_done_callback(done)
 
-    def _claim(self, coords: DataCoordinates) -> None:
-        """Checked again with the writes' completions held off: one write per frame, ever."""
-        with self._idle:
-            if self._finished:
-                raise RuntimeError(f"{self!r} is finished; no more data can be added")
-            if coords in self._frames or coords in self._writing:
-                raise ValueError(
-                    f"Data at {dict(coords)} is already stored or being stored; the first frame is "
-                    "kept"
-                )
-            self._writing.add(coords)
-
     def _written(self, coords: DataCoordinates, record: Any) -> None:
         """A write of ``start_put`` ended: the frame listed with ``record`` (``None``: failed)."""
         with self._idle:
