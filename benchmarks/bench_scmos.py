@@ -8,7 +8,8 @@ Three parts, each interleaving its configurations run by run (medians):
    a ``DataHandler`` into NDTiff in RAM (``/dev/shm``), and once into OME-Zarr. Headless, and shown
    in a napari viewer on a 1280x720 screen by the layer sink, made as the acquisition panel makes
    it. Per configuration: the achieved / requested rate (the camera's N frames' time over the time
-   from the start until every frame is stored; targets below), frames dropped (must be 0), the
+   from the camera's start until every frame is stored; targets below; the setup before the camera
+   starts, the plan's first events and arming, is shown on its own), frames dropped (must be 0), the
    delay from the frame's arrival in the handler to the first repaint of the canvas after the
    refresh that showed it, for the newest frame of each refresh (median, p95 <= 150 ms), the GUI
    thread's CPU share, and the process's memory (RSS at start, peak, end). The runs follow one
@@ -26,22 +27,28 @@ Three parts, each interleaving its configurations run by run (medians):
    shown / headless frames/s. Needs napari-micromanager in its own environment (see
    ``bench_napari.py``; ``NMM_PYTHON``), else skipped with the reason printed.
 
-Memory on this machine: the virtual machine hands memory left unused for some seconds back to its
-host, and taking it back costs about 20 ms per 8 MB: a write of 8 GB into fresh memory runs at about
-400 MB/s, the same write repeated at once at 2-3.5 GB/s. Any long run at sCMOS rates needs that much
-fresh memory (tmpfs, or the page cache in front of a disk), so at 100 frames/s of 2048x2048
-(840 MB/s) the machine, not the software, would set the pace. An acquisition PC keeps its RAM:
-before each timed run (ours and each reference) the script writes and deletes a quarter more bytes
-than the run will store, plus 2 GB, in ``/dev/shm`` (less left some of each run's writes at
-~20 ms); the first of those writes shows the cold figure.
+Memory on this machine: the virtual machine's kernel reports the pages it frees to its host (free
+page reporting), by default at once (``min_free_ms`` 0 in ``/sys/module/page_reporting``), and the
+host hands memory back slowly: writing 16 GB into tmpfs just after the page cache was dropped ran
+at 3 GB/s for the first 4 GB and at 115-140 MB/s after (2026-12-05), while a write into memory the
+machine holds runs at 2.8-3.2 GB/s. Any long run at sCMOS rates needs that much memory (tmpfs, or
+the page cache in front of a disk), so at 100 frames/s of 2048x2048 (840 MB/s) the machine, not the
+software, would set the pace. An acquisition PC keeps its RAM. So, where the setting is there and
+writable (as root), the script keeps freed pages for ten minutes before they are reported
+(``min_free_ms`` 600000) while it runs, and puts the setting back at the end (``--machine-as-is``
+leaves it); it says which at its start. And before each timed run (ours and each reference) it
+writes and deletes a quarter more bytes than the run will store, plus 2 GB, in ``/dev/shm``, so
+that the run writes into memory the machine holds; the first of those writes shows the cold figure.
 
 Run: ``xvfb-run -a -s "-screen 0 1280x720x24" python bench_scmos.py`` (``--runs N``, ``--quick``
-for fewer frames, ``--skip-peer``). Part 1 needs about 9 GB of free RAM in ``/dev/shm``.
+for fewer frames, ``--skip-peer``, ``--machine-as-is``). Part 1 needs about 9 GB of free RAM in
+``/dev/shm``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -50,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,6 +68,40 @@ from bench_napari import Peer, _percentile, _rss_mb, _timed_sink_class
 
 MB = 1024**2
 _WARMED: list[float] = []  # MB/s of each warm-up write
+
+
+#: When this virtual machine's kernel reports a freed page to its host (module docstring).
+PAGE_REPORTING = "/sys/module/page_reporting/parameters/min_free_ms"
+KEEP_FREED_MS = 600_000
+
+
+@contextlib.contextmanager
+def freed_memory_kept(leave: bool) -> Iterator[str]:
+    """Keep freed pages for ``KEEP_FREED_MS`` before the kernel reports them to the host, unless
+    ``leave`` or the setting is missing or read-only; put it back on exit. Yields what was done."""
+    try:
+        with open(PAGE_REPORTING) as file:
+            before = file.read().strip()
+    except OSError:
+        yield "no free page reporting setting here: the machine as it is"
+        return
+    if leave:
+        yield f"freed pages reported to the host after {before} ms, as the machine is (as asked)"
+        return
+    try:
+        with open(PAGE_REPORTING, "w") as file:
+            file.write(str(KEEP_FREED_MS))
+    except OSError as error:
+        yield f"freed pages reported after {before} ms; could not change it ({error})"
+        return
+    try:
+        yield (
+            f"freed pages reported to the host after {KEEP_FREED_MS} ms for this run "
+            f"(the machine's setting, {before} ms, is put back at the end)"
+        )
+    finally:
+        with open(PAGE_REPORTING, "w") as file:
+            file.write(before)
 
 
 def warm(root: str, nbytes: int) -> None:
@@ -187,6 +229,12 @@ def _cameras(config: Paced, microscope: Any) -> list[Any]:
     return cameras
 
 
+def _started(cameras: list[Any]) -> float:
+    """When the first of ``cameras`` started capturing (its clock's start): the camera's rate is
+    timed from there; what comes before (the plan's first events, arming) is its setup."""
+    return min(camera._clock.start for camera in cameras)
+
+
 def _storage(backend: str, folder: str, name: str, pixel_size_um: float) -> Any:
     """A new dataset ``name`` in ``folder``: ``backend`` ``"NDTiff"`` or ``"OME-Zarr"``."""
     from exengine.storage import NDTiffStorage, OMEZarrStorage
@@ -235,7 +283,8 @@ def run_raw_paced(config: Paced, root: str, microscope: Any) -> dict[str, Any]:
     for path in paths:
         os.remove(path)
     return {
-        "ratio": (config.frames / config.rate) / (end - start),
+        "ratio": (config.frames / config.rate) / (end - _started(cameras)),
+        "setup_ms": (_started(cameras) - start) * 1000,
         "dropped": dropped,
         "stored": config.frames * len(cameras) - dropped,
         "planned": config.frames * len(cameras),
@@ -300,7 +349,8 @@ def run_paced(config: Paced, root: str, viewer: Any | None, microscope: Any) -> 
     gui_cpu = time.thread_time() - gui_cpu
     frames = config.frames * config.cameras
     result: dict[str, Any] = {
-        "ratio": (config.frames / config.rate) / (end - start),
+        "ratio": (config.frames / config.rate) / (end - _started(cameras)),
+        "setup_ms": (_started(cameras) - start) * 1000,
         "stored": len(storage.get_coordinates_list()),
         "planned": frames,
         "dropped": sum(camera.frames_dropped for camera in cameras),
@@ -412,7 +462,7 @@ def report_paced(
     print("\n1. Camera-paced, in RAM, into NDTiff unless said; medians of interleaved runs")
     print(
         f"{'configuration':46} {'rate':>6} {'target':>7} {'dropped':>8} {'stored':>10} "
-        f"{'newest ms':>14} {'GUI':>5} {'RSS MB start/peak/end':>22}"
+        f"{'setup ms':>8} {'newest ms':>14} {'GUI':>5} {'RSS MB start/peak/end':>22}"
     )
     for config, rows in results.items():
         stored = f"{min(r['stored'] for r in rows)}/{rows[0]['planned']}"
@@ -425,7 +475,8 @@ def report_paced(
         rss = "/".join(f"{_med(rows, k):.0f}" for k in ("rss_start", "rss_peak", "rss_end"))
         print(
             f"{config.label:46} {_med(rows, 'ratio'):6.3f} {config.target:7.2f} "
-            f"{max(r['dropped'] for r in rows):8d} {stored:>10} {delay:>14} {gui:>5} {rss:>22}"
+            f"{max(r['dropped'] for r in rows):8d} {stored:>10} {_med(rows, 'setup_ms'):8.0f} "
+            f"{delay:>14} {gui:>5} {rss:>22}"
         )
         print(f"{'  each run, in order':46} " + " ".join(f"{r['ratio']:.3f}" for r in rows))
         reference = raw.pop(config.reference, None)
@@ -434,14 +485,16 @@ def report_paced(
             print(
                 f"{'  reference: os.write of each frame at that pace':46} "
                 f"{_med(reference, 'ratio'):6.3f} {'':7} "
-                f"{max(r['dropped'] for r in reference):8d} {stored:>10}"
+                f"{max(r['dropped'] for r in reference):8d} {stored:>10} "
+                f"{_med(reference, 'setup_ms'):8.0f}"
             )
             print(
                 f"{'  reference, each run':46} " + " ".join(f"{r['ratio']:.3f}" for r in reference)
             )
     print(
-        "rate: the camera's N frames' time / the time to every frame stored (1.0: the camera's "
-        "pace); dropped: the most over the runs; stored: the fewest; newest: arrival of each "
+        "rate: the camera's N frames' time / the time from its start to every frame stored (1.0: "
+        "the camera's pace); setup: from the acquisition's start to the camera's; dropped: the "
+        "most over the runs; stored: the fewest; newest: arrival of each "
         "refresh's newest frame to the repaint that shows it; reference: each camera's frames "
         "popped by a thread and written into one file in the same folder, no engine"
     )
@@ -514,13 +567,25 @@ def main() -> None:
         help="Python with napari-micromanager installed (default: $NMM_PYTHON, else this one)",
     )
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument(
+        "--machine-as-is",
+        action="store_true",
+        help="leave the kernel's free page reporting as it is (module docstring)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a Paced as JSON: run_one, in a child
     args = parser.parse_args()
-    if args.one:
-        print("RESULT " + json.dumps(run_one(Paced(**json.loads(args.one)))), flush=True)
-        return
     if args.runs < 1:
         parser.error(f"--runs must be 1 or more, not {args.runs}")
+    with freed_memory_kept(args.machine_as_is) as memory:
+        if args.one:
+            print("RESULT " + json.dumps(run_one(Paced(**json.loads(args.one)))), flush=True)
+        else:
+            print(f"Memory: {memory}", flush=True)
+            run_all(args)
+
+
+def run_all(args: argparse.Namespace) -> None:
+    """The three parts, interleaved as the module docstring says, and their report."""
     scale = 5 if args.quick else 1
 
     import napari

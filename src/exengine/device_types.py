@@ -92,8 +92,9 @@ class Detector(Device):
         self, timeout: float | None = None
     ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
         """The next ``(frame, metadata)``; waits up to ``timeout`` s (None: forever), then ``(None,
-        None)``. ``metadata["FrameIndex"]``, when given, is the frame's index in the capture (a gap
-        tells frames dropped)."""
+        None)``, which a detector may return at once when no frame will come (stopped, or every
+        armed frame delivered). ``metadata["FrameIndex"]``, when given, is the frame's index in the
+        capture (a gap tells frames dropped)."""
 
     @property
     def frames_dropped(self) -> int:

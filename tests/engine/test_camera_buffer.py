@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
 import time
 
 import numpy as np
@@ -43,6 +44,34 @@ def small_camera(scope, buffer_frames: int) -> SimulatedCamera:
     camera.frame_rate_limit = 500.0  # a frame every 2 ms
     camera.sequence_buffer_mb = buffer_frames * FRAME_MB
     return camera
+
+
+def test_a_pop_waits_only_while_a_frame_can_still_come(scope):
+    """Once every armed frame has arrived, or the camera is stopped, a pop returns at once (a
+    reader that waited out its timeout there lost that time at the end of every acquisition);
+    armed but not yet started, it waits its timeout."""
+    camera = small_camera(scope, buffer_frames=10)
+    camera.frame_rate_limit = 100.0
+    camera.arm(2)
+    before = time.monotonic()
+    assert camera.pop_data(timeout=0.2) == (None, None)
+    assert time.monotonic() - before >= 0.2, "armed, not started: the pop waits"
+    camera.start()
+    assert [camera.pop_data(timeout=30)[1]["FrameIndex"] for _ in range(2)] == [0, 1]
+    before = time.monotonic()
+    assert camera.pop_data(timeout=30) == (None, None)  # every armed frame arrived
+    assert time.monotonic() - before < 20
+    camera.arm(None)  # until stopped
+    camera.start()
+    camera.stop()
+    popped = []
+    reader = threading.Thread(
+        target=lambda: popped.extend(iter(camera.pop_data, (None, None))), daemon=True
+    )
+    reader.start()  # no timeout at all: it must still end
+    reader.join(timeout=20)
+    assert not reader.is_alive(), "a pop with no timeout on a stopped camera never returned"
+    assert len(popped) <= 1, "at most the frame that arrived before the stop"
 
 
 def test_frames_that_arrive_while_the_buffer_is_full_are_dropped_and_counted(scope):

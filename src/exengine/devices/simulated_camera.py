@@ -61,18 +61,19 @@ class _FrameClock:
         self.interval = 0.0
         self.capacity = 1
         self.capturing = False
+        self.ended = False  # stopped since it began: no more frames will arrive
         self.arrived = 0  # frames that have arrived (kept or dropped)
         self.dropped = 0
         self.waiting: deque[int] = deque()  # indices of the frames in the buffer
 
     def arm(self, count: int | None) -> None:
         self.count, self.arrived, self.dropped = count, 0, 0
-        self.capturing = False  # until started
+        self.capturing = self.ended = False  # until started
         self.waiting.clear()
 
     def begin(self, interval: float, capacity: int) -> None:
         self.start, self.interval, self.capacity = time.monotonic(), interval, max(1, capacity)
-        self.arrived, self.dropped, self.capturing = 0, 0, True
+        self.arrived, self.dropped, self.capturing, self.ended = 0, 0, True, False
         self.waiting.clear()
 
     def settle(self, now: float) -> int:
@@ -305,6 +306,7 @@ class SimulatedCamera(Detector):
         with self._lock:
             self._clock.settle(time.monotonic())  # frames that arrived stay in the buffer
             self._clock.capturing = False
+            self._clock.ended = True
 
     def is_stopped(self) -> bool:
         """True once no more frames will arrive (stopped, or every armed frame has arrived);
@@ -350,7 +352,8 @@ class SimulatedCamera(Detector):
         return image, metadata
 
     def _next_frame(self, timeout: float | None) -> int | None:
-        """The index of the oldest frame in the buffer, waiting up to ``timeout`` for one."""
+        """The index of the oldest frame in the buffer, waiting up to ``timeout`` for one; ``None``
+        at once when none will come (stopped, or every armed frame arrived)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             now = time.monotonic()
@@ -359,11 +362,12 @@ class SimulatedCamera(Detector):
                 clock.settle(now)
                 if clock.waiting:
                     return clock.waiting.popleft()
-                more = clock.capturing and not clock.exhausted()
-                ready_at = clock.next_arrival()
+                if clock.ended or clock.exhausted():
+                    return None
+                ready_at = clock.next_arrival() if clock.capturing else now + 0.005  # not started
             if deadline is not None and now >= deadline:
                 return None
-            wait = ready_at - now if more else 0.005
+            wait = ready_at - now
             if deadline is not None:
                 wait = min(wait, deadline - now)
             if wait > _SHORTEST_SLEEP_S:
