@@ -34,8 +34,8 @@ at 3 GB/s for the first 4 GB and at 115-140 MB/s after (2026-12-05), while a wri
 machine holds runs at 2.8-3.2 GB/s. Any long run at sCMOS rates needs that much memory (tmpfs, or
 the page cache in front of a disk), so at 100 frames/s of 2048x2048 (840 MB/s) the machine, not the
 software, would set the pace. An acquisition PC keeps its RAM. So, where the setting is there and
-writable (as root), the script keeps freed pages for ten minutes before they are reported
-(``min_free_ms`` 600000) while it runs, and puts the setting back at the end (``--machine-as-is``
+writable (as root), the script keeps freed pages for five minutes before they are reported
+(``min_free_ms`` 300000) while it runs, and puts the setting back at the end (``--machine-as-is``
 leaves it); it says which at its start. And before each timed run (ours and each reference) it
 writes and deletes a quarter more bytes than the run will store, plus 2 GB, in ``/dev/shm``, so
 that the run writes into memory the machine holds; the first of those writes shows the cold figure.
@@ -72,7 +72,7 @@ _WARMED: list[float] = []  # MB/s of each warm-up write
 
 #: When this virtual machine's kernel reports a freed page to its host (module docstring).
 PAGE_REPORTING = "/sys/module/page_reporting/parameters/min_free_ms"
-KEEP_FREED_MS = 600_000
+KEEP_FREED_MS = 300_000  # the most this kernel takes
 
 
 @contextlib.contextmanager
