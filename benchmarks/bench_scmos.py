@@ -52,6 +52,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -94,14 +95,16 @@ def freed_memory_kept(leave: bool) -> Iterator[str]:
     except OSError as error:
         yield f"freed pages reported after {before} ms; could not change it ({error})"
         return
+    terminated = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         yield (
             f"freed pages reported to the host after {KEEP_FREED_MS} ms for this run "
-            f"(the machine's setting, {before} ms, is put back at the end)"
+            f"(the machine's setting, {before} ms, is put back at the end, or on SIGTERM)"
         )
     finally:
         with open(PAGE_REPORTING, "w") as file:
             file.write(before)
+        signal.signal(signal.SIGTERM, terminated)
 
 
 def warm(root: str, nbytes: int) -> None:
