@@ -379,7 +379,9 @@ class DevicesPanel(DockPanel):
         pixel = pixel_size_um(metadata)
         stage = stage_xy_um(metadata)
         corner = (0.0, 0.0) if stage is None else frame_corner_um(stage, frame.shape, pixel)
-        camera = name.partition(" ")[2] or getattr(self.camera, "name", None)
+        camera = (metadata.get("Camera") if isinstance(metadata, dict) else None) or getattr(
+            self.camera, "name", None
+        )
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = frame

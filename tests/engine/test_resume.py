@@ -219,6 +219,10 @@ def test_omezarr_resume_appends_in_the_same_arrays_and_stays_valid(tmp_path):
     storage._files.close()
     with open(os.path.join(storage.path, "frame_metadata.jsonl"), "ab") as f:
         f.write(b'{"coords": {"position": "B", "ti')
+    chunks = [os.path.join(p, n) for p, _, names in os.walk(storage.path) for n in names]
+    left = next(c for c in chunks if os.sep + "c" + os.sep in c) + ".partial"
+    with open(left, "wb") as f:  # a chunk's write the kill cut short
+        f.write(b"\0" * 10)
     before = OMEZarrDataset(storage.path)
     kept = {str(c): before.read_frame(c).tobytes() for c in before.coordinates()}
     resumed = resume_omezarr(storage.path)
@@ -237,6 +241,7 @@ def test_omezarr_resume_appends_in_the_same_arrays_and_stays_valid(tmp_path):
     assert after.axes["channel"] == ["DAPI", "FITC"]
     assert after.read_frame({"position": "C", "time": 0, "channel": "FITC"})[0, 0] == 6
     validate(zarr.open_group(storage.path, mode="r"))
+    assert not os.path.exists(left), "a half-written chunk file a crash left stays"
 
 
 def _tile(value):

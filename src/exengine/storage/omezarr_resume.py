@@ -49,6 +49,7 @@ def resume_omezarr(
     records = os.path.join(dataset.path, RECORDS)
     check_not_in_use(records, dataset.path)
     _cut_partial_record(records)
+    _remove_partial_files(dataset.path)
     dataset = OMEZarrDataset(location)  # without the record cut off
     storage = _reopened(dataset, zarr_store=None)
     storage._write_locally(LOCAL_WRITES_IN_FLIGHT)
@@ -90,6 +91,16 @@ def _reopened(dataset: OMEZarrDataset, zarr_store: Any) -> OMEZarrStorage:
     if dataset.levels:
         _read_layout(storage, dataset)
     return storage
+
+
+def _remove_partial_files(folder: str) -> None:
+    """Remove the files a crash left half written (``write_file`` writes each chunk as
+    ``<chunk>.partial``, renamed once whole): none is a chunk, and the frame whose chunk it was has
+    no record, so it is written again."""
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if name.endswith(".partial"):
+                os.remove(os.path.join(parent, name))
 
 
 def _cut_partial_record(records: str) -> None:
