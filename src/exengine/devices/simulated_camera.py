@@ -48,6 +48,15 @@ class _Settings(NamedTuple):
     roi: tuple[int, int, int, int]
     pixel_size_um: float
 
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """(height, width) of a frame: the roi, binned."""
+        return self.roi[3] // self.binning, self.roi[2] // self.binning
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger]:
+        return np.uint8 if self.bit_depth == 8 else np.uint16
+
 
 class _FrameClock:
     """Which frames have arrived in the sequence buffer, which were dropped because it was full,
@@ -273,12 +282,10 @@ class SimulatedCamera(Detector):
         """The sequence buffer's first ``PREFILLED_FRAMES`` buffers, made now rather than by the
         first frames (as many as a ``DataHandler`` usually holds at once)."""
         capacity = self._capacity()
-        self._pool.limit_bytes = int(float(self.sequence_buffer_mb) * 1024**2)
-        _, _, width, height = self.roi
-        binning = int(self.binning)
+        self._pool.limit_bytes = self._buffer_bytes()
         count = min(capacity, PREFILLED_FRAMES, capacity if frame_count is None else frame_count)
-        dtype = np.uint8 if int(self.bit_depth) == 8 else np.uint16
-        self._pool.prefill((height // binning, width // binning), dtype, count)
+        settings = self._settings()
+        self._pool.prefill(settings.frame_shape, settings.dtype, count)
 
     def _prepare_first_frames(self, frame_count: int | None) -> None:
         """Make the clean images of the sequence's first frames now, before any camera starts: at
@@ -293,14 +300,17 @@ class SimulatedCamera(Detector):
             self._prepared(*scope.state_for_frame(index), settings)
 
     def start(self) -> None:
-        buffer_bytes = float(self.sequence_buffer_mb) * 1024**2
         with self._lock:
-            self._pool.limit_bytes = int(buffer_bytes)
+            self._pool.limit_bytes = self._buffer_bytes()
             self._clock.begin(self.frame_interval_s(), self._capacity())
+
+    def _buffer_bytes(self) -> int:
+        """The sequence buffer's size in bytes."""
+        return int(float(self.sequence_buffer_mb) * 1024**2)
 
     def _capacity(self) -> int:
         """Frames the sequence buffer holds."""
-        return int(float(self.sequence_buffer_mb) * 1024**2 // self._frame_bytes())
+        return self._buffer_bytes() // self._frame_bytes()
 
     def stop(self) -> None:
         with self._lock:
@@ -321,9 +331,9 @@ class SimulatedCamera(Detector):
         return max(float(self.exposure) / 1000.0, 1.0 / float(self.frame_rate_limit))
 
     def _frame_bytes(self) -> int:
-        _, _, width, height = self.roi
-        binning = int(self.binning)
-        return max((width // binning) * (height // binning), 1) * (1 if self.bit_depth == 8 else 2)
+        settings = self._settings()
+        height, width = settings.frame_shape
+        return max(height * width, 1) * np.dtype(settings.dtype).itemsize
 
     def pop_data(
         self, timeout: float | None = None
@@ -406,9 +416,8 @@ class SimulatedCamera(Detector):
         )
         cached = self._cache.get(key)
         if cached is None:
-            dtype = np.uint8 if settings.bit_depth == 8 else np.uint16
             maximum = (1 << settings.bit_depth) - 1
-            cached = self._cache[key] = _prepare(render_clean(key), dtype, maximum)
+            cached = self._cache[key] = _prepare(render_clean(key), settings.dtype, maximum)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return cached
@@ -416,12 +425,10 @@ class SimulatedCamera(Detector):
     def _render(
         self, x: float, y: float, z: float, channel: str, index: int, settings: _Settings
     ) -> np.ndarray:
-        binning, bit_depth = settings.binning, settings.bit_depth
-        _rx, _ry, rw, rh = settings.roi
-        dtype = np.uint8 if bit_depth == 8 else np.uint16
+        bit_depth, dtype = settings.bit_depth, settings.dtype
         cached = self._prepared(x, y, z, channel, settings)
         pattern = index % _PATTERNS
-        frame = self._pool.take((rh // binning, rw // binning), dtype)
+        frame = self._pool.take(settings.frame_shape, dtype)
         _draw(
             frame,
             cached,
