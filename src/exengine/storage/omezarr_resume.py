@@ -20,7 +20,7 @@ from ._writer_threads import LOCAL_WRITES_IN_FLIGHT
 from .dataset_lock import check_not_in_use
 from .omezarr import CHUNKS_AT_ONCE, DEFAULT_WRITES_IN_FLIGHT, OMEZarrStorage, _Image
 from .omezarr_reader import RECORD_PREFIX, RECORDS, OMEZarrDataset
-from .omezarr_store import DEFAULT_TIMEOUT_S, RecordObjects, is_store_url, open_store
+from .omezarr_store import DEFAULT_TIMEOUT_S, PARTIAL, RecordObjects, is_store_url, open_store
 
 try:
     import zarr
@@ -99,7 +99,7 @@ def _remove_partial_files(folder: str) -> None:
     no record, so it is written again."""
     for parent, _, names in os.walk(folder):
         for name in names:
-            if name.endswith(".partial"):
+            if name.endswith(PARTIAL):
                 os.remove(os.path.join(parent, name))
 
 

@@ -31,6 +31,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 __all__ = [
     "DEFAULT_STORE",
     "DEFAULT_TIMEOUT_S",
+    "PARTIAL",
     "STORES",
     "RecordObjects",
     "bounded",
@@ -279,12 +280,16 @@ async def put_documents(zarr_store: Any, documents: Mapping[str, bytes]) -> None
     )
 
 
+#: What a file is called, after its name, until it is whole (``write_file``).
+PARTIAL = ".partial"
+
+
 def write_file(target: str, data: Any) -> None:
     """Write ``data`` (bytes, or a buffer) to the file ``target``, its folders made, through a
     temporary file renamed into place: whole or absent, also on a full disk (the temporary file is
     removed)."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    partial = target + ".partial"
+    partial = target + PARTIAL
     try:
         with open(partial, "wb") as file:
             file.write(data)
