@@ -285,9 +285,10 @@ def run_raw_paced(config: Paced, root: str, microscope: Any) -> dict[str, Any]:
     dropped = sum(camera.frames_dropped for camera in cameras)
     for path in paths:
         os.remove(path)
+    started = _started(cameras)
     return {
-        "ratio": (config.frames / config.rate) / (end - _started(cameras)),
-        "setup_ms": (_started(cameras) - start) * 1000,
+        "ratio": (config.frames / config.rate) / (end - started),
+        "setup_ms": (started - start) * 1000,
         "dropped": dropped,
         "stored": config.frames * len(cameras) - dropped,
         "planned": config.frames * len(cameras),
@@ -351,9 +352,10 @@ def run_paced(config: Paced, root: str, viewer: Any | None, microscope: Any) -> 
     finisher.join()
     gui_cpu = time.thread_time() - gui_cpu
     frames = config.frames * config.cameras
+    started = _started(cameras)
     result: dict[str, Any] = {
-        "ratio": (config.frames / config.rate) / (end - _started(cameras)),
-        "setup_ms": (_started(cameras) - start) * 1000,
+        "ratio": (config.frames / config.rate) / (end - started),
+        "setup_ms": (started - start) * 1000,
         "stored": len(storage.get_coordinates_list()),
         "planned": frames,
         "dropped": sum(camera.frames_dropped for camera in cameras),
