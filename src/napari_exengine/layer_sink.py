@@ -194,7 +194,8 @@ class LayerSink:
         self._newest: tuple[int, DataCoordinates] | None = None  # the newest shown, and its rank
         self._layers: dict[Any, Any] = {}
         self._state: dict[Any, _LayerState] = {}
-        self._last_step: tuple[int, ...] | None = None
+        #: The sliders' positions by axis after the sink last moved them (``None``: not yet).
+        self._sliders: dict[str, int] | None = None
         self._busy = False  # the storage was behind at the last refresh
         self._quiet_until = 0.0  # while busy: no redraw before this (time.monotonic())
         self._frame_bytes = _DEFAULT_FRAME_BYTES  # the newest layer's frame size
@@ -534,17 +535,17 @@ class LayerSink:
         layers."""
         dims = self.viewer.dims
         labels = list(dims.axis_labels)
-        step = list(dims.current_step)
-        if self._last_step is None or tuple(step) == self._last_step:
+        if self._sliders is None or not _moved(self._sliders, _sliders(dims)):
+            step = list(dims.current_step)
             for axis, index in zip(axes, newest, strict=False):
                 if axis in labels:
                     step[labels.index(axis)] = index
             if tuple(step) != tuple(dims.current_step):
                 with self._one_slice(dims):
                     dims.current_step = tuple(step)  # re-slices every layer once
-                self._last_step = tuple(dims.current_step)
+                self._sliders = _sliders(dims)
                 return
-            self._last_step = tuple(dims.current_step)
+            self._sliders = _sliders(dims)
         for key in redraw:
             self._layers[key].refresh()
 
@@ -554,6 +555,18 @@ class LayerSink:
         if self._duplicate_slice is None:
             return contextlib.nullcontext()
         return dims.events.point.blocker(self._duplicate_slice)
+
+
+def _sliders(dims: Any) -> dict[str, int]:
+    """The sliders' positions by axis label. The displayed axes have none: napari moves their steps
+    when a layer is moved or rescaled, which is not the user moving a slider."""
+    labels, step = dims.axis_labels, dims.current_step
+    return {labels[i]: step[i] for i in dims.not_displayed}
+
+
+def _moved(before: Mapping[str, int], now: Mapping[str, int]) -> bool:
+    """Whether a slider the sink set is elsewhere now (axes added since do not count)."""
+    return any(before.get(axis, position) != position for axis, position in now.items())
 
 
 def _duplicate_slicer(viewer: Any) -> Any:

@@ -900,3 +900,32 @@ def test_the_sliders_follow_the_newest_frame_acquired_when_frames_are_stored_out
     qtbot.waitUntil(lambda: sink.frames_shown == 6, timeout=20000)
     assert stored[-1] == 4 and gui_viewer.dims.current_step[0] == 5
     sink.close()
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"XPositionUm": 1000.0, "YPositionUm": -500.0}, {"PixelSizeUm": 0.25}],
+    ids=["placed at its stage position", "rescaled"],
+)
+def test_the_sliders_follow_the_newest_frame_after_the_first_moves_or_rescales_the_layer(
+    gui_viewer, qtbot, metadata
+):
+    """A first frame at a stage position (or of another pixel size) moves the planned layer, and
+    napari moves the displayed axes' steps with it: the sliders still follow the newest frame, until
+    the user moves one."""
+    from napari_exengine.layer_sink import LayerSink
+
+    handler = DataHandler(NDRAMStorage())
+    planned = PlannedData(axis_sizes={"time": 8}, frame_shape=(64, 64), pixel_size_um=1.0)
+    sink = LayerSink(gui_viewer, handler, name="moved", planned=planned)
+    layer = gui_viewer.layers["moved"]
+    for t in range(8):
+        if t == 6:
+            gui_viewer.dims.current_step = (2, *gui_viewer.dims.current_step[1:])
+        handler.put({"time": t}, np.full((64, 64), t, np.uint16), dict(metadata))
+        qtbot.waitUntil(lambda t=t: sink.frames_shown == t + 1, timeout=5000)
+        shown = t if t < 6 else 2  # the user's slider stays
+        assert gui_viewer.dims.current_step[0] == shown
+        assert np.asarray(layer._slice.image.raw)[0, 0] == shown
+    handler.await_completion(5)
+    sink.close()
