@@ -190,13 +190,15 @@ class _Repaints(list):
 
 def _newest_sink_class() -> type:
     """The benchmarks' timed sink, also noting the newest frame of each refresh and when it was
-    put into the handler."""
+    put into the handler, if the refresh put it on screen (the sliders at it); else it counts it in
+    ``off_screen``."""
     timed = _timed_sink_class()
 
     class NewestSink(timed):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.arrived_at: dict = {}
             self.newest: list[tuple[float, float]] = []  # (arrival, end of the refresh)
+            self.off_screen = 0
             super().__init__(*args, **kwargs)
             self.handler.add_listener(self._arrived)
 
@@ -205,12 +207,19 @@ def _newest_sink_class() -> type:
                 self.arrived_at[frozenset(coords.items())] = time.monotonic()
 
         def refresh(self) -> None:
-            with self._pending_lock:
-                newest = self._pending[-1] if self._pending else None
+            with self._pending_lock:  # the last to arrive (frames may be stored out of order)
+                pending = list(self._pending)
+                arrivals = {self.arrived_at.get(frozenset(c.items()), 0.0): c for c in pending}
             super().refresh()
-            arrived = None if newest is None else self.arrived_at.get(frozenset(newest.items()))
-            if arrived is not None:
+            arrived = max(arrivals, default=0.0)
+            if not arrived:
+                return
+            newest = arrivals[arrived]
+            labels, step = list(self.viewer.dims.axis_labels), self.viewer.dims.current_step
+            if all(step[labels.index(a)] == v for a, v in newest.items() if a in labels):
                 self.newest.append((arrived, time.monotonic()))
+            else:
+                self.off_screen += 1
 
     return NewestSink
 
@@ -376,6 +385,7 @@ def run_paced(config: Paced, root: str, viewer: Any | None, microscope: Any) -> 
             delay_med=statistics.median(delays) if delays else float("nan"),
             delay_p95=_percentile(delays, 0.95) if delays else float("nan"),
             refreshes=len(sink.newest) / (end - start),
+            off_screen=sink.off_screen,
             gui_share=gui_cpu / (end - start),
         )
         viewer.layers.clear()
@@ -484,6 +494,11 @@ def report_paced(
             f"{delay:>14} {gui:>5} {rss:>22}"
         )
         print(f"{'  each run, in order':46} " + " ".join(f"{r['ratio']:.3f}" for r in rows))
+        if any(r.get("off_screen") for r in rows):
+            print(
+                f"{'  refreshes whose newest frame was not shown':46} "
+                + " ".join(str(r["off_screen"]) for r in rows)
+            )
         reference = raw.pop(config.reference, None)
         if reference:
             stored = f"{min(r['stored'] for r in reference)}/{reference[0]['planned']}"
@@ -499,8 +514,8 @@ def report_paced(
     print(
         "rate: the camera's N frames' time / the time from its start to every frame stored (1.0: "
         "the camera's pace); setup: from the acquisition's start to the camera's; dropped: the "
-        "most over the runs; stored: the fewest; newest: arrival of each "
-        "refresh's newest frame to the repaint that shows it; reference: each camera's frames "
+        "most over the runs; stored: the fewest; newest: arrival of each refresh's newest frame "
+        "to the repaint that shows it (the sliders at it); reference: each camera's frames "
         "popped by a thread and written into one file in the same folder, no engine"
     )
 
