@@ -2,25 +2,26 @@
 coordinate axes.
 
 The handler's listener runs on pipeline threads and only records coordinates; a timer on the GUI
-thread turns them into layer updates every 33 ms (counted from the start of one update to the next);
-every 66 ms while frames arrive faster than the display shows them but the storage keeps up (a
-camera's pace: each frame is shown within ~100 ms); and at most every 500 ms while the storage is
-behind (full speed), so that redrawing leaves the CPU to the acquisition: the backlog is sampled
-every 33 ms meanwhile, and redraws resume as soon as it drains. Whatever the pace, the sink measures
-what a refresh costs the GUI thread (painting included) and spaces refreshes so that the GUI takes
-at most half a core (``MAX_GUI_SHARE``): a slow machine or a large screen shows fewer frames, never
-slows the camera. Frames are shown at full resolution (at 2048x2048 a refresh costs napari about
-what it does at 512x512 here). Moving the sliders slices each layer once (napari would slice it
-twice). Layers read frames lazily through ``DataHandler.get`` (memory while in flight or among the
-newest stored, else storage), so layer memory stays bounded. While a sink follows an acquisition,
-the objects that existed before are kept out of the garbage collector's full collections, which in a
-napari session hold the GIL for ~130 ms. Frames at a stage position are shown there: at a tile
-axis, in the mosaic (:mod:`~napari_exengine.mosaic`); other layers are placed by their first frame.
-Layers' axes are lined up by name with other acquisitions' in the same viewer."""
+thread turns them into layer updates every 33 ms (counted from the start of one update to the
+next); every 66 ms while frames arrive faster than the display shows them but the storage keeps
+up (a camera's pace: each frame is shown within ~100 ms); and at most every 500 ms while the
+storage is behind (full speed), so that redrawing leaves the CPU to the acquisition: the backlog
+is sampled every 33 ms meanwhile, and redraws resume as soon as it drains. Whatever the pace, the
+sink measures what a refresh costs the CPU (the GUI thread, painting included, and a software
+OpenGL renderer's threads where there is no GPU: :mod:`~napari_exengine.paint_cost`) and spaces
+refreshes so that the display takes at most half a core (``MAX_GUI_SHARE``): a slow machine or a
+large screen shows fewer frames, never slows the camera. Frames are shown at full resolution (at
+2048x2048 a refresh costs napari about what it does at 512x512 here). Moving the sliders slices
+each layer once (napari would slice it twice). Layers read frames lazily through
+``DataHandler.get`` (memory while in flight or among the newest stored, else storage), so layer
+memory stays bounded. While a sink follows an acquisition, the objects that existed before are
+kept out of the garbage collector's full collections, which in a napari session hold the GIL for
+~130 ms. Frames at a stage position are shown there: at a tile axis, in the mosaic
+(:mod:`~napari_exengine.mosaic`); other layers are placed by their first frame. Layers' axes are
+lined up by name with other acquisitions' in the same viewer."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import itertools
 import math
@@ -50,6 +51,8 @@ from .layer_axes import (
 )
 from .lazy_array import LazyFrames
 from .mosaic import Mosaic
+from .paint_cost import PaintClock
+from .slider_follow import SliderFollow
 
 #: Time from the start of one display refresh to the next, while frames arrive at camera-like rates.
 REFRESH_INTERVAL_MS = 33
@@ -64,10 +67,10 @@ FAST_REFRESH_INTERVAL_MS = 66
 BUSY_REFRESH_INTERVAL_MS = 500
 BUSY_SAMPLE_MS = 33
 #: The most of one core the display takes while frames arrive: the sink measures what each refresh
-#: costs the GUI thread (its CPU time from one refresh to the next: the sink's refresh, napari's
-#: slicing and painting, other events) and spaces refreshes so that this cost over the interval
-#: stays below this share, whatever the machine, screen and frame size (but at least two refreshes a
-#: second).
+#: costs the CPU (``PaintClock``: the GUI thread's time from one refresh to the next, for the sink's
+#: refresh, napari's slicing and painting and other events, plus a software renderer's) and spaces
+#: refreshes so that this cost over the interval stays below this share, whatever the machine,
+#: screen and frame size (but at least two refreshes a second).
 MAX_GUI_SHARE = 0.5
 #: Intervals (but the busy one) count from the start of a refresh; the next one waits at least this
 #: long after its end, so that napari paints in between.
@@ -194,13 +197,10 @@ class LayerSink:
         self._newest: tuple[int, DataCoordinates] | None = None  # the newest shown, and its rank
         self._layers: dict[Any, Any] = {}
         self._state: dict[Any, _LayerState] = {}
-        #: The sliders' positions by axis after the sink last moved them (``None``: not yet).
-        self._sliders: dict[str, int] | None = None
         self._busy = False  # the storage was behind at the last refresh
         self._quiet_until = 0.0  # while busy: no redraw before this (time.monotonic())
         self._frame_bytes = _DEFAULT_FRAME_BYTES  # the newest layer's frame size
-        # the viewer's listener that slices twice per step
-        self._duplicate_slice = _duplicate_slicer(viewer)
+        self._sliders = SliderFollow(viewer)
         self._planned = self._plan_layers(planned)
         self._mosaic = Mosaic(
             viewer, data_handler, name, self._key, self._layer_axes, self._scale,
@@ -211,9 +211,10 @@ class LayerSink:
         #: The refresh interval in use: ``REFRESH_INTERVAL_MS``, ``FAST_REFRESH_INTERVAL_MS`` or
         #: ``BUSY_REFRESH_INTERVAL_MS``, or longer when refreshes cost more (``MAX_GUI_SHARE``).
         self.interval_ms = REFRESH_INTERVAL_MS
-        #: The GUI thread's CPU time per refresh (ms, smoothed): from one refresh to the next.
+        #: The display's CPU time per refresh (ms, smoothed): from one refresh to the next.
         self.refresh_cost_ms = 0.0
-        self._refresh_cpu: float | None = None  # the GUI thread's CPU time at the last refresh
+        self._paint_clock = PaintClock()
+        self._refresh_cpu: float | None = None  # the paint clock at the last refresh
         self._layers_made = False  # since then: not a refresh's usual cost
         # Single-shot, restarted when a refresh ends (``MIN_GAP_MS`` at least): redraws
         # never queue up.
@@ -285,10 +286,10 @@ class LayerSink:
                 self._schedule(self.frames_shown - shown, started)
 
     def _measure_cost(self) -> None:
-        """Note the GUI thread's CPU time since the last refresh began (what that refresh cost,
+        """Note the display's CPU time since the last refresh began (what that refresh cost,
         painting included) in ``refresh_cost_ms``, unless layers were made meanwhile (once per
         acquisition, and when a frame's shape or a layer's axes change)."""
-        cpu = time.thread_time()
+        cpu = self._paint_clock()
         if self._refresh_cpu is not None and not self._layers_made:
             cost = (cpu - self._refresh_cpu) * 1000
             smoothed = self.refresh_cost_ms
@@ -533,59 +534,9 @@ class LayerSink:
     def _follow(self, axes: list[str], newest: tuple[int, ...], redraw: set[Any]) -> None:
         """Move the sliders to the newest frame (unless the user moved them); else redraw ``redraw``
         layers."""
-        dims = self.viewer.dims
-        labels = list(dims.axis_labels)
-        if self._sliders is None or not _moved(self._sliders, _sliders(dims)):
-            step = list(dims.current_step)
-            for axis, index in zip(axes, newest, strict=False):
-                if axis in labels:
-                    step[labels.index(axis)] = index
-            if tuple(step) != tuple(dims.current_step):
-                with self._one_slice(dims):
-                    dims.current_step = tuple(step)  # re-slices every layer once
-                self._sliders = _sliders(dims)
-                return
-            self._sliders = _sliders(dims)
-        for key in redraw:
-            self._layers[key].refresh()
-
-    def _one_slice(self, dims: Any) -> Any:
-        """Hold back napari's second slice of every layer while the sink moves the sliders (see
-        ``_duplicate_slicer``)."""
-        if self._duplicate_slice is None:
-            return contextlib.nullcontext()
-        return dims.events.point.blocker(self._duplicate_slice)
-
-
-def _sliders(dims: Any) -> dict[str, int]:
-    """The sliders' positions by axis label. The displayed axes have none: napari moves their steps
-    when a layer is moved or rescaled, which is not the user moving a slider."""
-    labels, step = dims.axis_labels, dims.current_step
-    return {labels[i]: step[i] for i in dims.not_displayed}
-
-
-def _moved(before: Mapping[str, int], now: Mapping[str, int]) -> bool:
-    """Whether a slider the sink set is elsewhere now (axes added since do not count)."""
-    return any(before.get(axis, position) != position for axis, position in now.items())
-
-
-def _duplicate_slicer(viewer: Any) -> Any:
-    """napari slices every layer for a new ``current_step`` and again for the ``point`` it implies:
-    the viewer's ``_update_layers`` listens to both. That listener, to hold back on ``point``;
-    ``None`` if napari changes."""
-    update = getattr(viewer, "_update_layers", None)
-    events = getattr(getattr(viewer, "dims", None), "events", None)
-    emitters = [getattr(events, name, None) for name in ("current_step", "point")]
-    if update is None or None in emitters:
-        return None
-    listens = all(
-        any(
-            isinstance(cb, tuple) and cb[0]() is viewer and cb[1] == "_update_layers"
-            for cb in getattr(emitter, "callbacks", ())
-        )
-        for emitter in emitters
-    )
-    return update if listens else None
+        if not self._sliders.follow(axes, newest):
+            for key in redraw:
+                self._layers[key].refresh()
 
 
 def _corner(metadata: Any, frame_shape: Sequence[int], pixel: float) -> tuple[float, float]:
