@@ -7,18 +7,18 @@ next); every 66 ms while frames arrive faster than the display shows them but th
 up (a camera's pace: each frame is shown within ~100 ms); and at most every 500 ms while the
 storage is behind (full speed), so that redrawing leaves the CPU to the acquisition: the backlog
 is sampled every 33 ms meanwhile, and redraws resume as soon as it drains. Whatever the pace, the
-sink measures what a refresh costs the CPU (the GUI thread, painting included, and a software
-OpenGL renderer's threads where there is no GPU: :mod:`~napari_exengine.paint_cost`) and spaces
-refreshes so that the display takes at most half a core (``MAX_GUI_SHARE``): a slow machine or a
-large screen shows fewer frames, never slows the camera. Frames are shown at full resolution (at
-2048x2048 a refresh costs napari about what it does at 512x512 here). Moving the sliders slices
-each layer once (napari would slice it twice). Layers read frames lazily through
-``DataHandler.get`` (memory while in flight or among the newest stored, else storage), so layer
-memory stays bounded. While a sink follows an acquisition, the objects that existed before are
-kept out of the garbage collector's full collections, which in a napari session hold the GIL for
-~130 ms. Frames at a stage position are shown there: at a tile axis, in the mosaic
-(:mod:`~napari_exengine.mosaic`); other layers are placed by their first frame. Layers' axes are
-lined up by name with other acquisitions' in the same viewer."""
+sink measures what a refresh costs the GUI thread (painting included) and, where there is no GPU,
+a software OpenGL renderer's threads (:mod:`~napari_exengine.paint_cost`), and spaces refreshes
+so that each takes at most half a core (``MAX_GUI_SHARE``): a slow machine or a large screen
+shows fewer frames, never slows the camera. Frames are shown at full resolution (at 2048x2048 a
+refresh costs napari about what it does at 512x512 here). Moving the sliders slices each layer
+once (napari would slice it twice). Layers read frames lazily through ``DataHandler.get`` (memory
+while in flight or among the newest stored, else storage), so layer memory stays bounded. While a
+sink follows an acquisition, the objects that existed before are kept out of the garbage
+collector's full collections, which in a napari session hold the GIL for ~130 ms. Frames at a
+stage position are shown there: at a tile axis, in the mosaic (:mod:`~napari_exengine.mosaic`);
+other layers are placed by their first frame. Layers' axes are lined up by name with other
+acquisitions' in the same viewer."""
 
 from __future__ import annotations
 
@@ -66,11 +66,12 @@ FAST_REFRESH_INTERVAL_MS = 66
 #: resume at once.
 BUSY_REFRESH_INTERVAL_MS = 500
 BUSY_SAMPLE_MS = 33
-#: The most of one core the display takes while frames arrive: the sink measures what each refresh
-#: costs the CPU (``PaintClock``: the GUI thread's time from one refresh to the next, for the sink's
-#: refresh, napari's slicing and painting and other events, plus a software renderer's) and spaces
-#: refreshes so that this cost over the interval stays below this share, whatever the machine,
-#: screen and frame size (but at least two refreshes a second).
+#: The most of one core the GUI thread takes while frames arrive, and the most a software OpenGL
+#: renderer's threads take: the sink measures what each refresh costs each of them (``PaintClock``:
+#: the CPU time from one refresh to the next; on the GUI thread, the sink's refresh, napari's
+#: slicing and painting, other events) and spaces refreshes so that the larger cost over the
+#: interval stays below this share, whatever the machine, screen and frame size (but at least two
+#: refreshes a second).
 MAX_GUI_SHARE = 0.5
 #: Intervals (but the busy one) count from the start of a refresh; the next one waits at least this
 #: long after its end, so that napari paints in between.
@@ -211,10 +212,11 @@ class LayerSink:
         #: The refresh interval in use: ``REFRESH_INTERVAL_MS``, ``FAST_REFRESH_INTERVAL_MS`` or
         #: ``BUSY_REFRESH_INTERVAL_MS``, or longer when refreshes cost more (``MAX_GUI_SHARE``).
         self.interval_ms = REFRESH_INTERVAL_MS
-        #: The display's CPU time per refresh (ms, smoothed): from one refresh to the next.
+        #: What a refresh costs (ms, smoothed): the CPU time from one refresh to the next of the GUI
+        #: thread or of a software renderer's threads, whichever is more.
         self.refresh_cost_ms = 0.0
         self._paint_clock = PaintClock()
-        self._refresh_cpu: float | None = None  # the paint clock at the last refresh
+        self._refresh_cpu: tuple[float, float] | None = None  # the paint clock at the last refresh
         self._layers_made = False  # since then: not a refresh's usual cost
         # Single-shot, restarted when a refresh ends (``MIN_GAP_MS`` at least): redraws
         # never queue up.
@@ -286,12 +288,12 @@ class LayerSink:
                 self._schedule(self.frames_shown - shown, started)
 
     def _measure_cost(self) -> None:
-        """Note the display's CPU time since the last refresh began (what that refresh cost,
-        painting included) in ``refresh_cost_ms``, unless layers were made meanwhile (once per
-        acquisition, and when a frame's shape or a layer's axes change)."""
-        cpu = self._paint_clock()
+        """Note what the last refresh cost in ``refresh_cost_ms``: the GUI thread's CPU time since
+        it began (painting included) or the software renderer's, whichever is more; unless layers
+        were made meanwhile (once per acquisition, and when a frame's shape or axes change)."""
+        cpu = self._paint_clock.read()
         if self._refresh_cpu is not None and not self._layers_made:
-            cost = (cpu - self._refresh_cpu) * 1000
+            cost = max(now - last for now, last in zip(cpu, self._refresh_cpu, strict=True)) * 1000
             smoothed = self.refresh_cost_ms
             self.refresh_cost_ms = cost if not smoothed else 0.7 * smoothed + 0.3 * cost
         self._refresh_cpu = cpu

@@ -1,7 +1,7 @@
-"""``PaintClock``: the CPU time that showing frames takes. It is the GUI thread's time, plus that of
-a software OpenGL renderer's threads. Such a renderer paints napari's canvas where there is no GPU
-(Mesa's llvmpipe: virtual machines, remote desktops, CI). There it costs about as much CPU as the
-GUI thread; on a GPU that work is the GPU's."""
+"""``PaintClock``: the CPU time that showing frames takes: the GUI thread's, and that of a software
+OpenGL renderer's threads. Such a renderer paints napari's canvas where there is no GPU (Mesa's
+llvmpipe: virtual machines, remote desktops, CI). On a 1280x720 screen it costs about as much CPU
+as the GUI thread, and more on a larger one; on a GPU that work is the GPU's."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ _TASKS = "/proc/self/task"
 
 
 class PaintClock:
-    """CPU seconds of the calling (GUI) thread plus those of the software renderer's threads in this
-    process, where Linux shows them (``/proc``; elsewhere the GUI thread's alone). The renderer's
-    threads are looked up once, when the clock is made: make it after the viewer."""
+    """CPU seconds of the calling (GUI) thread, and of the software renderer's threads in this
+    process where Linux shows them (``/proc``; elsewhere none). The renderer's threads are looked up
+    once, when the clock is made: make it after the viewer."""
 
     def __init__(self) -> None:
         #: Each renderer thread's run time file, and its last reading (ns).
@@ -28,8 +28,8 @@ class PaintClock:
         """How many software renderer threads the clock follows (0: none, or a GPU)."""
         return len(self._threads)
 
-    def __call__(self) -> float:
-        """The GUI thread's CPU seconds plus the renderer threads' since the clock was made."""
+    def read(self) -> tuple[float, float]:
+        """The GUI thread's CPU seconds, and the renderer threads' since the clock was made."""
         for path, last in list(self._threads.items()):
             now = _run_time_ns(path)
             if now is None:  # the thread ended
@@ -37,7 +37,7 @@ class PaintClock:
                 continue
             self._renderer_ns += now - (last or now)
             self._threads[path] = now
-        return time.thread_time() + self._renderer_ns / 1e9
+        return time.thread_time(), self._renderer_ns / 1e9
 
 
 def _renderer_threads() -> list[str]:
