@@ -137,6 +137,8 @@ def test_panel_runs_tcz_acquisition_into_labelled_layers(gui_viewer, scope, qtbo
         np.asarray(layer.data[1, 2]), storage.get_data({"time": 1, "channel": "FITC", "z": 2})
     )
     assert panel.run_control.progress.value == 12
+    # the sliders followed the frames to the last (the simulated stage moved the layers at first)
+    qtbot.waitUntil(lambda: tuple(gui_viewer.dims.current_step[:2]) == (1, 2), timeout=5000)
     reopened = gui_viewer.open(storage.path, plugin="napari-exengine")[0]
     # napari tells the second layer of that name apart
     assert reopened.name == "tcz v2.5_1 DAPI [1]"
